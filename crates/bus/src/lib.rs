@@ -1,0 +1,397 @@
+//! Tern's NATS JetStream bus: the only crate that knows subject names, stream, consumer and
+//! bucket settings, header names and dedup ids.
+//!
+//! - [`Bus`] is the cheap-to-clone handle services hold: typed publish of commands and events,
+//!   KV buckets, consumer loops, event replay and the dead-letter queue.
+//! - [`Topology`] says what exists on the server and sets it up idempotently.
+//! - [`ConsumerLoop`] serves a durable consumer: bounded concurrency, progress acks, nak with
+//!   backoff and dead-lettering.
+
+pub mod consumer;
+pub mod headers;
+pub mod ids;
+pub mod kv;
+pub mod subjects;
+pub mod topology;
+pub mod trace;
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer::DeliverPolicy, message::PublishMessage};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use tern_proto::{Command, Event, Outcome, Phase, PlanEventKind, event};
+
+pub use consumer::{ConsumerLoop, Delivery, HandlerError, LoopOptions, LoopStats};
+pub use headers::CloudEventAttributes;
+pub use kv::{KvError, Revision, TypedKv, Versioned};
+pub use subjects::{EventFilter, WorkQueue};
+pub use topology::{Bucket, QueueSettings, Topology};
+
+/// Name of the planner's durable consumer of every event.
+pub const PLANNER_EVENTS_CONSUMER: &str = "planner";
+
+/// What can go wrong on the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The NATS server could not be reached.
+    #[error("cannot connect to NATS at {url}: {source} (is nats-server running with JetStream enabled?)")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// The underlying error.
+        source: async_nats::ConnectError,
+    },
+    /// Creating or updating a stream, consumer or bucket failed.
+    #[error("setting up {what} failed: {source}")]
+    Topology {
+        /// Which part of the topology.
+        what: String,
+        /// The underlying error.
+        source: async_nats::Error,
+    },
+    /// A publish was not stored.
+    #[error("publishing to {subject} failed: {source}")]
+    Publish {
+        /// The subject.
+        subject: String,
+        /// The underlying error.
+        source: async_nats::Error,
+    },
+    /// A message was refused before anything was sent, because it is incomplete or invalid.
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// A consumer could not be bound or read.
+    #[error("consumer {consumer} on stream {stream}: {source}")]
+    Consumer {
+        /// The stream.
+        stream: String,
+        /// The consumer.
+        consumer: String,
+        /// The underlying error.
+        source: async_nats::Error,
+    },
+    /// A KV operation failed.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+}
+
+impl BusError {
+    pub(crate) fn topology(what: String, source: impl Into<async_nats::Error>) -> Self {
+        BusError::Topology { what, source: source.into() }
+    }
+}
+
+/// What the server said about a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// Sequence of the stored message in its stream.
+    pub stream_sequence: u64,
+    /// True when the server already had a message with this id and dropped this one.
+    pub duplicate: bool,
+}
+
+/// A service's handle on the bus. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    service: String,
+}
+
+impl Bus {
+    /// Connects to NATS as `service` (e.g. "tern-failover"; used as connection name and as
+    /// the CloudEvents source of the events this service publishes).
+    pub async fn connect(url: &str, service: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(service)
+            .connect(url)
+            .await
+            .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
+        Ok(Self::new(client, service))
+    }
+
+    /// Wraps an existing connection.
+    pub fn new(client: async_nats::Client, service: &str) -> Self {
+        let js = jetstream::new(client.clone());
+        Self { client, js, service: service.to_owned() }
+    }
+
+    /// The underlying NATS connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The service name this handle publishes as.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Creates or updates every stream, consumer and bucket (see [`Topology::ensure`]).
+    pub async fn ensure_topology(&self, topology: &Topology) -> Result<(), BusError> {
+        topology.ensure(&self.js).await
+    }
+
+    /// Queues a command for the worker of its phase. The command id is the dedup id: the
+    /// server stores a command republished with the same id (within the duplicate window) once.
+    pub async fn publish_command(&self, command: &Command) -> Result<PublishReceipt, BusError> {
+        if command.command_id.is_empty() {
+            return Err(BusError::InvalidMessage("command_id is empty".into()));
+        }
+        let action = command.action.as_ref().ok_or_else(|| {
+            BusError::InvalidMessage(format!(
+                "command {} has no action (failover, reprotect or cleanup)",
+                command.command_id
+            ))
+        })?;
+        let queue = WorkQueue::for_phase(action.phase()).expect("every command action has a worker queue");
+        let subject = subjects::command(queue, &command.plan_id)?;
+        let mut h = HeaderMap::new();
+        h.insert(headers::CONTENT_TYPE, headers::PROTOBUF);
+        trace::inject_current(&mut h);
+        self.publish(subject, &command.command_id, h, command.encode_to_vec().into()).await
+    }
+
+    /// Publishes a lifecycle event as a CloudEvent (binary mode). The event id is the dedup id.
+    /// A missing `time` is set to now and a missing `source` to this service.
+    pub async fn publish_event(&self, event: &Event) -> Result<PublishReceipt, BusError> {
+        let mut event = event.clone();
+        if event.time.is_none() {
+            event.time = Some(SystemTime::now().into());
+        }
+        if event.source.is_empty() {
+            event.source = self.service.clone();
+        }
+        let attributes = CloudEventAttributes::of(&event, &self.service)?;
+        let subject = match &event.body {
+            Some(event::Body::Vm(vm)) => subjects::vm_event(
+                &event.plan_id,
+                Phase::try_from(vm.phase).unwrap_or(Phase::Unspecified),
+                Outcome::try_from(vm.outcome).unwrap_or(Outcome::Unspecified),
+            )?,
+            Some(event::Body::Plan(plan)) => subjects::plan_event(
+                &event.plan_id,
+                PlanEventKind::try_from(plan.kind).unwrap_or(PlanEventKind::Unspecified),
+            )?,
+            None => unreachable!("CloudEventAttributes::of refuses events without a body"),
+        };
+        let mut h = HeaderMap::new();
+        attributes.write(&event.plan_id, &mut h);
+        trace::inject_current(&mut h);
+        self.publish(subject, &event.event_id, h, event.encode_to_vec().into()).await
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
+        id: &str,
+        h: HeaderMap,
+        payload: Bytes,
+    ) -> Result<PublishReceipt, BusError> {
+        let err = |subject: &str, source: async_nats::Error| BusError::Publish { subject: subject.to_owned(), source };
+        let message = PublishMessage::build().payload(payload).headers(h).message_id(id);
+        let ack = self.js.send_publish(subject.clone(), message).await.map_err(|e| err(&subject, e.into()))?;
+        let ack = ack.await.map_err(|e| err(&subject, e.into()))?;
+        Ok(PublishReceipt { stream_sequence: ack.sequence, duplicate: ack.duplicate })
+    }
+
+    /// A typed view of a KV bucket.
+    pub async fn kv<M: Message + Default>(&self, bucket: Bucket) -> Result<TypedKv<M>, BusError> {
+        let store = self
+            .js
+            .get_key_value(bucket.name())
+            .await
+            .map_err(|e| BusError::topology(format!("bucket {}", bucket.name()), e))?;
+        Ok(TypedKv::new(store, bucket.name()))
+    }
+
+    /// The consumer loop of a command queue.
+    pub async fn queue_consumer(&self, queue: WorkQueue, options: LoopOptions) -> Result<ConsumerLoop, BusError> {
+        ConsumerLoop::bind(&self.js, topology::COMMANDS_STREAM, queue.name(), queue.dlq_subject(), options).await
+    }
+
+    /// The consumer loop of the planner's durable event consumer.
+    pub async fn planner_event_consumer(&self, options: LoopOptions) -> Result<ConsumerLoop, BusError> {
+        let dlq = subjects::dlq_subject(PLANNER_EVENTS_CONSUMER);
+        ConsumerLoop::bind(&self.js, topology::EVENTS_STREAM, PLANNER_EVENTS_CONSUMER, dlq, options).await
+    }
+
+    /// Reads events the way an outside consumer does: an ordered, ephemeral consumer that
+    /// replays from `start` and then follows new events.
+    pub async fn events(&self, filter: &EventFilter, start: StartAt) -> Result<EventStream, BusError> {
+        let subject = filter.subject()?;
+        let err = |source: async_nats::Error| BusError::Consumer {
+            stream: topology::EVENTS_STREAM.into(),
+            consumer: format!("ordered reader of {subject}"),
+            source,
+        };
+        let stream = self.js.get_stream(topology::EVENTS_STREAM).await.map_err(|e| err(e.into()))?;
+        let deliver_policy = match start {
+            StartAt::Beginning => DeliverPolicy::All,
+            StartAt::New => DeliverPolicy::New,
+            StartAt::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+            StartAt::Since(ago) => {
+                let since = SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH);
+                let nanos = since.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+                let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos as i128)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                DeliverPolicy::ByStartTime { start_time }
+            }
+        };
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subject.clone(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.into()))?;
+        let messages = consumer.messages().await.map_err(|e| err(e.into()))?;
+        Ok(EventStream { messages })
+    }
+
+    /// Every message now in the dead-letter queue, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
+        let err = |source: async_nats::Error| BusError::Consumer {
+            stream: topology::DLQ_STREAM.into(),
+            consumer: "dead-letter reader".into(),
+            source,
+        };
+        let mut stream = self.js.get_stream(topology::DLQ_STREAM).await.map_err(|e| err(e.into()))?;
+        let count = stream.info().await.map_err(|e| err(e.into()))?.state.messages;
+        let mut out = Vec::new();
+        if count == 0 {
+            return Ok(out);
+        }
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .map_err(|e| err(e.into()))?;
+        let mut messages = consumer.messages().await.map_err(|e| err(e.into()))?;
+        while let Ok(Some(next)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+            let msg = next.map_err(|e| err(e.into()))?;
+            let pending = msg.info().map(|i| i.pending).unwrap_or(0);
+            out.push(DeadLetter::from_message(&msg));
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Where an event reader starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// Replay everything retained.
+    Beginning,
+    /// Only events published from now on.
+    New,
+    /// Replay from this stream sequence (e.g. one past the last event a consumer processed).
+    Sequence(u64),
+    /// Replay events published within this much time before now.
+    Since(Duration),
+}
+
+/// One event as a reader receives it.
+#[derive(Clone, Debug)]
+pub struct ReceivedEvent {
+    /// The decoded event.
+    pub event: Event,
+    /// Its CloudEvents attributes (`None` if the publisher set no `ce-*` headers).
+    pub attributes: Option<CloudEventAttributes>,
+    /// The subject it was published to.
+    pub subject: String,
+    /// Its sequence in the events stream: remember it to resume with [`StartAt::Sequence`].
+    pub stream_sequence: u64,
+    /// The publisher's trace context.
+    pub trace_context: opentelemetry::Context,
+}
+
+/// A live, replaying stream of events.
+pub struct EventStream {
+    messages: jetstream::consumer::pull::Ordered,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    /// The next event. An event that does not decode is returned as an error carrying its
+    /// sequence; the stream goes on after it.
+    pub async fn next(&mut self) -> Option<Result<ReceivedEvent, BusError>> {
+        let msg = match self.messages.next().await? {
+            Ok(msg) => msg,
+            Err(e) => {
+                return Some(Err(BusError::Consumer {
+                    stream: topology::EVENTS_STREAM.into(),
+                    consumer: "ordered reader".into(),
+                    source: e.into(),
+                }));
+            }
+        };
+        let stream_sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let event = match Event::decode(msg.payload.as_ref()) {
+            Ok(e) => e,
+            Err(e) => {
+                return Some(Err(BusError::InvalidMessage(format!(
+                    "event at sequence {stream_sequence} on {} does not decode: {e}",
+                    msg.subject
+                ))));
+            }
+        };
+        let h = msg.headers.clone().unwrap_or_default();
+        Some(Ok(ReceivedEvent {
+            event,
+            attributes: CloudEventAttributes::read(&h),
+            subject: msg.subject.to_string(),
+            stream_sequence,
+            trace_context: trace::extract(&h),
+        }))
+    }
+}
+
+/// A message some consumer gave up on, with why.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// The subject it was originally published to.
+    pub original_subject: String,
+    /// The consumer that gave up.
+    pub consumer: String,
+    /// Its sequence in the stream it came from.
+    pub original_sequence: u64,
+    /// How many times it had been delivered.
+    pub deliveries: u32,
+    /// The original payload, unchanged.
+    pub payload: Bytes,
+    /// The original headers plus the `Tern-Dlq-*` ones.
+    pub headers: HeaderMap,
+}
+
+impl DeadLetter {
+    fn from_message(msg: &jetstream::Message) -> Self {
+        let h = msg.headers.clone().unwrap_or_default();
+        let get = |name: &str| h.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
+        Self {
+            reason: get(headers::DLQ_REASON),
+            original_subject: get(headers::DLQ_SUBJECT),
+            consumer: get(headers::DLQ_CONSUMER),
+            original_sequence: get(headers::DLQ_SEQUENCE).parse().unwrap_or(0),
+            deliveries: get(headers::DLQ_DELIVERIES).parse().unwrap_or(0),
+            payload: msg.payload.clone(),
+            headers: h,
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Compiles `proto/tern/v1/*.proto` with protox (pure Rust), so no system `protoc` is needed.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let files = ["tern/v1/common.proto", "tern/v1/commands.proto", "tern/v1/events.proto", "tern/v1/planner.proto"];
+    let fds = protox::compile(files, [&root])?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    for file in files {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Tern's wire contracts, generated from `proto/tern/v1` (package `tern.v1`).
+//!
+//! This crate holds the schema and nothing else: no subject names (those live in `tern-bus`),
+//! no behaviour beyond small naming helpers that several services need to agree on.
+
+/// Generated types of package `tern.v1`.
+#[allow(missing_docs, clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+pub mod v1 {
+    tonic::include_proto!("tern.v1");
+}
+
+pub use v1::*;
+
+impl Phase {
+    /// The lowercase name used in subjects, CloudEvents types and logs (`failover`, `commit`...).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Phase::Unspecified => "unspecified",
+            Phase::Preflight => "preflight",
+            Phase::Failover => "failover",
+            Phase::Commit => "commit",
+            Phase::Reprotect => "reprotect",
+            Phase::Cleanup => "cleanup",
+            Phase::Drill => "drill",
+        }
+    }
+}
+
+impl Outcome {
+    /// The lowercase name used in subjects and CloudEvents types (`started`, `succeeded`...).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Outcome::Unspecified => "unspecified",
+            Outcome::Started => "started",
+            Outcome::Progress => "progress",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    /// Whether this outcome ends the phase.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Outcome::Succeeded | Outcome::Failed | Outcome::Skipped)
+    }
+}
+
+impl PlanEventKind {
+    /// The lowercase name used in subjects and CloudEvents types (`accepted`, `wave_started`...).
+    pub fn slug(self) -> &'static str {
+        match self {
+            PlanEventKind::Unspecified => "unspecified",
+            PlanEventKind::Accepted => "accepted",
+            PlanEventKind::WaveStarted => "wave_started",
+            PlanEventKind::WaveFinished => "wave_finished",
+            PlanEventKind::Paused => "paused",
+            PlanEventKind::Resumed => "resumed",
+            PlanEventKind::Cancelled => "cancelled",
+            PlanEventKind::Completed => "completed",
+            PlanEventKind::CompletedWithErrors => "completed_with_errors",
+        }
+    }
+}
+
+impl command::Action {
+    /// The phase a command's action belongs to (a failover command with drill settings is a drill).
+    pub fn phase(&self) -> Phase {
+        match self {
+            command::Action::Failover(f) if f.drill.is_some() => Phase::Drill,
+            command::Action::Failover(_) => Phase::Failover,
+            command::Action::Reprotect(_) => Phase::Reprotect,
+            command::Action::Cleanup(_) => Phase::Cleanup,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn command_round_trips_and_keeps_unknown_fields_out_of_the_way() {
+        let cmd = Command {
+            command_id: "p1.vm-a.failover.1".into(),
+            plan_id: "p1".into(),
+            vm: Some(VmRef { name: "vm-a".into(), ..Default::default() }),
+            attempt: 1,
+            action: Some(command::Action::Failover(FailoverCommand {
+                direction: Direction::Failback as i32,
+                shut_down_source: true,
+                commit_after: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let mut bytes = cmd.encode_to_vec();
+        // A field from a newer schema version (number 99, varint) must not stop an older reader.
+        bytes.extend_from_slice(&[0xf8, 0x06, 0x01]);
+        let back = Command::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(back.command_id, cmd.command_id);
+        assert_eq!(back.action.as_ref().map(|a| a.phase()), Some(Phase::Failover));
+    }
+
+    #[test]
+    fn unknown_enum_values_are_kept_not_rejected() {
+        let ev = VmEvent { outcome: 42, ..Default::default() };
+        let back = VmEvent::decode(ev.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(back.outcome, 42);
+        assert!(Outcome::try_from(back.outcome).is_err());
+    }
+}
