@@ -13,7 +13,7 @@ STAMP       := $(TOOLS)/.setup-$(NATS_SERVER_VERSION)
 
 export TERN_NATS_SERVER ?= $(abspath $(NATS_SERVER))
 
-.PHONY: help setup test lint fmt build demo bench clean-tools
+.PHONY: help setup test conformance lint fmt build demo bench clean-tools sim
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,18 +30,26 @@ lint: setup ## formatting and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-test: lint ## setup, lint, then every workspace test against a real nats-server
+test: lint ## setup, lint, every workspace test (real nats-server), then the Azure SDK conformance suite
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run --workspace --locked --profile ci; \
 	else \
 	  echo "cargo-nextest not found; using cargo test"; cargo test --workspace --locked; \
 	fi
+	$(MAKE) --no-print-directory conformance
+
+conformance: setup ## Azure's official Python SDK, unchanged, against tern-asr-sim
+	cargo build --locked -p tern-asr-sim
+	TERN_ASR_SIM_BIN=$(abspath target/debug/tern-asr-sim) $(PY) -m pytest tests/conformance -q
 
 fmt: ## format the code
 	cargo fmt --all
 
 build: ## debug build of every crate
 	cargo build --workspace --locked
+
+sim: ## run the ASR simulator alone with 200 VMs ready for failback (Ctrl-C stops it)
+	cargo run --locked -p tern-asr-sim -- --seed-vms 200 --seed-state ready-for-failback --listen 127.0.0.1:8450
 
 demo: setup ## run the whole stack with a demo failback (arrives with the CLI issue)
 	@echo "make demo: the tern CLI and 'tern up --demo' are not built yet." ; exit 1

@@ -1,0 +1,284 @@
+//! Simulator settings: identity of the estate, time, throttling, faults and seeding.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::faults::FaultSpec;
+use crate::throttle::ThrottleConfig;
+
+/// A duration drawn uniformly between two bounds, in simulated seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Span {
+    /// Shortest.
+    pub min_secs: f64,
+    /// Longest.
+    pub max_secs: f64,
+}
+
+impl Span {
+    const fn new(min_secs: f64, max_secs: f64) -> Self {
+        Self { min_secs, max_secs }
+    }
+
+    /// A draw, given a uniform number in [0, 1).
+    pub fn pick(&self, u: f64) -> Duration {
+        let lo = self.min_secs.max(0.0);
+        let hi = self.max_secs.max(lo);
+        Duration::from_secs_f64(lo + (hi - lo) * u)
+    }
+}
+
+/// How long each kind of job takes, in simulated seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Durations {
+    /// Unplanned failover (from a named recovery point).
+    pub failover: Span,
+    /// Extra time to process pending data when failing over to "latest".
+    pub latest_processing: Span,
+    /// Shutting the source VM down first.
+    pub shutdown: Span,
+    /// Failover commit.
+    pub commit: Span,
+    /// Switch protection, including the sync of changed data.
+    pub reprotect: Span,
+    /// Test failover.
+    pub test_failover: Span,
+    /// Test failover cleanup.
+    pub test_failover_cleanup: Span,
+    /// Apply recovery point.
+    pub apply_recovery_point: Span,
+    /// Cancel failover.
+    pub cancel_failover: Span,
+    /// Repair replication (resync).
+    pub repair: Span,
+    /// Disable replication.
+    pub disable: Span,
+    /// Deleting a VM or NIC.
+    pub delete: Span,
+    /// Time before a new job leaves NotStarted.
+    pub queueing: Span,
+}
+
+impl Default for Durations {
+    fn default() -> Self {
+        Self {
+            failover: Span::new(120.0, 300.0),
+            latest_processing: Span::new(30.0, 120.0),
+            shutdown: Span::new(30.0, 90.0),
+            commit: Span::new(30.0, 90.0),
+            reprotect: Span::new(600.0, 1800.0),
+            test_failover: Span::new(180.0, 420.0),
+            test_failover_cleanup: Span::new(60.0, 180.0),
+            apply_recovery_point: Span::new(60.0, 120.0),
+            cancel_failover: Span::new(60.0, 120.0),
+            repair: Span::new(300.0, 900.0),
+            disable: Span::new(60.0, 180.0),
+            delete: Span::new(20.0, 60.0),
+            queueing: Span::new(1.0, 5.0),
+        }
+    }
+}
+
+impl Durations {
+    /// Every job finishes as soon as it is looked at.
+    pub fn zero() -> Self {
+        let z = Span::new(0.0, 0.0);
+        Self {
+            failover: z,
+            latest_processing: z,
+            shutdown: z,
+            commit: z,
+            reprotect: z,
+            test_failover: z,
+            test_failover_cleanup: z,
+            apply_recovery_point: z,
+            cancel_failover: z,
+            repair: z,
+            disable: z,
+            delete: z,
+            queueing: z,
+        }
+    }
+}
+
+/// The replication policy recovery points are generated from.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Minutes between crash-consistent points.
+    pub crash_consistent_minutes: u32,
+    /// Minutes between app-consistent points (a multiple of the crash-consistent interval).
+    pub app_consistent_minutes: u32,
+    /// Minutes of points kept.
+    pub retention_minutes: u32,
+    /// How far the last processed point trails now, in seconds (the RPO).
+    pub processing_lag_secs: u32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            crash_consistent_minutes: 5,
+            app_consistent_minutes: 60,
+            retention_minutes: 1440,
+            processing_lag_secs: 90,
+        }
+    }
+}
+
+/// Where the VMs of a seeded estate are in their life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeedState {
+    /// Replicating primary → secondary, running in the primary region: ready for a failover.
+    Protected,
+    /// Failed over to the secondary region and reprotected (replicating secondary → primary):
+    /// the starting point of a failback.
+    ReadyForFailback,
+}
+
+/// What to seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeedSpec {
+    /// Number of VMs.
+    pub vms: usize,
+    /// Their state.
+    pub state: SeedState,
+    /// VM name prefix: VMs are `<prefix>-00001`...
+    pub name_prefix: String,
+    /// Every Nth VM has a data disk added recently, so older recovery points cover fewer disks (0 = none).
+    pub late_disk_every: usize,
+    /// Every Nth VM uses unmanaged disks (0 = none).
+    pub unmanaged_every: usize,
+    /// Every Nth VM has critical replication health (0 = none).
+    pub unhealthy_every: usize,
+    /// Every Nth VM is still syncing (a reprotect job in progress) (0 = none).
+    pub syncing_every: usize,
+    /// Group VMs into ASR recovery plans of this many VMs in 3 boot groups (0 = no plans).
+    pub recovery_plan_size: usize,
+}
+
+impl Default for SeedSpec {
+    fn default() -> Self {
+        Self {
+            vms: 0,
+            state: SeedState::ReadyForFailback,
+            name_prefix: "vm".into(),
+            late_disk_every: 0,
+            unmanaged_every: 0,
+            unhealthy_every: 0,
+            syncing_every: 0,
+            recovery_plan_size: 0,
+        }
+    }
+}
+
+/// Everything the simulator is configured with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Resource group of the vault.
+    pub resource_group: String,
+    /// Vault name.
+    pub vault: String,
+    /// The region VMs originally ran in (e.g. "eastus").
+    pub primary_region: String,
+    /// The disaster-recovery region (e.g. "westus").
+    pub secondary_region: String,
+    /// The only bearer token accepted; any non-empty token when unset.
+    pub token: Option<String>,
+    /// Simulated seconds per real second.
+    pub time_compression: f64,
+    /// Every job completes immediately and `Retry-After` is 0 (overhead benchmarks).
+    pub zero_latency: bool,
+    /// Job durations (ignored with `zero_latency`).
+    pub durations: Durations,
+    /// `Retry-After` on accepted operations, in simulated seconds (scaled to real time).
+    pub retry_after_secs: u64,
+    /// Items or jobs per list page.
+    pub page_size: usize,
+    /// ARM throttling.
+    pub throttle: ThrottleConfig,
+    /// Whether reprotect removes the VM and NICs left in the region the VM moved away from
+    /// (managed-disk VMs only; ASR's documentation says both).
+    pub reprotect_removes_source_vm: bool,
+    /// Recovery point generation.
+    pub policy: PolicyConfig,
+    /// Fault injection.
+    pub faults: FaultSpec,
+    /// Seed of ids and durations.
+    pub seed: u64,
+    /// The estate to create at start.
+    pub estate: SeedSpec,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            subscription_id: "00000000-0000-4000-8000-000000000001".into(),
+            resource_group: "rg-tern-dr".into(),
+            vault: "tern-vault".into(),
+            primary_region: "eastus".into(),
+            secondary_region: "westus".into(),
+            token: None,
+            time_compression: 1.0,
+            zero_latency: false,
+            durations: Durations::default(),
+            retry_after_secs: 30,
+            page_size: 100,
+            throttle: ThrottleConfig::default(),
+            reprotect_removes_source_vm: true,
+            policy: PolicyConfig::default(),
+            faults: FaultSpec::default(),
+            seed: 1,
+            estate: SeedSpec::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Checks the settings; the error names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("subscription_id", &self.subscription_id),
+            ("resource_group", &self.resource_group),
+            ("vault", &self.vault),
+            ("primary_region", &self.primary_region),
+            ("secondary_region", &self.secondary_region),
+        ] {
+            if v.is_empty() || v.contains('/') || v.contains(char::is_whitespace) {
+                return Err(format!("{key} {v:?} must be non-empty, without '/' or spaces"));
+            }
+        }
+        if self.primary_region.eq_ignore_ascii_case(&self.secondary_region) {
+            return Err("primary_region and secondary_region must differ".into());
+        }
+        if !(self.time_compression.is_finite() && self.time_compression > 0.0) {
+            return Err(format!("time_compression must be > 0, got {}", self.time_compression));
+        }
+        if self.page_size == 0 {
+            return Err("page_size must be at least 1".into());
+        }
+        if self.token.as_deref() == Some("") {
+            return Err("token must not be empty when set".into());
+        }
+        let p = &self.policy;
+        if p.crash_consistent_minutes == 0 || !p.app_consistent_minutes.is_multiple_of(p.crash_consistent_minutes) {
+            return Err(
+                "policy.app_consistent_minutes must be a multiple of a non-zero crash_consistent_minutes".into()
+            );
+        }
+        self.faults.validate().map_err(|e| format!("faults.{e}"))
+    }
+
+    /// The durations in force.
+    pub fn effective_durations(&self) -> Durations {
+        if self.zero_latency { Durations::zero() } else { self.durations }
+    }
+}

@@ -1,0 +1,506 @@
+//! A replication protected item: one replicated VM, its state machine and its rendering.
+//!
+//! States follow the A2A lifecycle (Protected → failed over → committed → reprotecting →
+//! Protected the other way). `allowedOperations` is derived from the state, the way ASR
+//! gates what a client may do next.
+
+use serde_json::{Map, Value, json};
+use time::Duration;
+
+use crate::clock::{self, SimTime};
+use crate::config::PolicyConfig;
+use crate::ids::{Scope, guid_of};
+use crate::wire::{
+    CurrentScenario, HealthError, ManagedDisk, ProtectedItemProperties, ProviderDetails, RecoveryPointDetails,
+    RecoveryPointProperties, Resource, UnmanagedDisk,
+};
+
+/// A region of the estate: one fabric, one container, one application resource group.
+#[derive(Clone, Debug)]
+pub struct Region {
+    /// Azure location, e.g. "eastus".
+    pub location: String,
+    /// Display name, e.g. "East US".
+    pub friendly: String,
+    /// Fabric name: `asr-a2a-default-<location>`.
+    pub fabric: String,
+    /// Container name: `asr-a2a-default-<location>-container`.
+    pub container: String,
+    /// Resource group the VMs of this region live in.
+    pub app_rg: String,
+}
+
+/// Where an item is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItemState {
+    /// Replicating; running in its primary region.
+    Protected,
+    /// A failover failed; still running in the primary region.
+    FailoverFailed,
+    /// Failed over, commit pending.
+    FailedOver,
+    /// Failover committed: running in the recovery region, not replicating.
+    Committed,
+    /// Reprotect running: re-homed, syncing.
+    Reprotecting,
+    /// A test failover is up and waits for cleanup.
+    TestFailedOver,
+}
+
+/// One disk of a VM.
+#[derive(Clone, Debug)]
+pub struct Disk {
+    /// Disk name.
+    pub name: String,
+    /// OS disk or data disk.
+    pub os: bool,
+    /// Size.
+    pub bytes: i64,
+    /// When it started being replicated: older recovery points do not cover it.
+    pub protected_since: SimTime,
+}
+
+/// The operation running on an item.
+#[derive(Clone, Debug)]
+pub struct Busy {
+    /// `currentScenario.scenarioName`.
+    pub scenario: &'static str,
+    /// Job name.
+    pub job: String,
+    /// When it started.
+    pub since: SimTime,
+}
+
+/// A replicated VM.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// ARM name of the protected item.
+    pub name: String,
+    /// Stable across reprotect.
+    pub lifecycle_id: String,
+    /// VM name (`friendlyName`).
+    pub vm_name: String,
+    /// VM size.
+    pub vm_size: String,
+    /// "Windows" or "Linux".
+    pub os_type: String,
+    /// Region the VM ran in when replication was first enabled.
+    pub initial_primary: usize,
+    /// Region the item replicates from now (whose container holds it).
+    pub primary: usize,
+    /// Lifecycle state.
+    pub state: ItemState,
+    /// Replication health is critical (resync needed).
+    pub unhealthy: bool,
+    /// Operation in progress.
+    pub busy: Option<Busy>,
+    /// Disks.
+    pub disks: Vec<Disk>,
+    /// Managed disks (false: unmanaged storage-account disks).
+    pub managed: bool,
+    /// Recovery points exist from here (None: not replicating, e.g. after commit).
+    pub points_since: Option<SimTime>,
+    /// Recovery points stop here (frozen by a failover until commit).
+    pub points_until: Option<SimTime>,
+    /// Last successful failover.
+    pub last_failover: Option<SimTime>,
+    /// Last successful test failover.
+    pub last_test_failover: Option<SimTime>,
+    /// Recovery point of the last failover.
+    pub failover_point: Option<String>,
+    /// The reprotect job syncing this item, for progress.
+    pub sync_job: Option<String>,
+    /// Network of the running test failover.
+    pub test_network: Option<String>,
+    /// Multi-VM group id (A2A consistency group).
+    pub group_id: String,
+    /// Recovery plans this item is in.
+    pub plans: Vec<String>,
+}
+
+/// A recovery point.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    /// GUID name.
+    pub name: String,
+    /// When it was taken.
+    pub time: SimTime,
+    /// Application-consistent (else crash-consistent).
+    pub app_consistent: bool,
+}
+
+impl Item {
+    /// The other region.
+    pub fn recovery(&self) -> usize {
+        1 - self.primary
+    }
+
+    /// `protectionState`, `protectionStateDescription`.
+    pub fn protection_state(&self) -> (&'static str, &'static str) {
+        match self.state {
+            ItemState::Protected => ("Protected", "Protected"),
+            ItemState::TestFailedOver => ("Protected", "Cleanup test failover pending"),
+            ItemState::FailoverFailed => ("UnplannedFailoverFailed", "Failover failed"),
+            ItemState::FailedOver => ("UnplannedFailoverCommitPendingStatesBegin", "Failover completed"),
+            ItemState::Committed => ("UnplannedFailoverCommitted", "Failover committed"),
+            ItemState::Reprotecting => ("EnablingProtection", "Enabling protection"),
+        }
+    }
+
+    /// `activeLocation`.
+    pub fn active_location(&self) -> &'static str {
+        match self.state {
+            ItemState::FailedOver | ItemState::Committed => "Recovery",
+            _ => "Primary",
+        }
+    }
+
+    /// The region the VM runs in.
+    pub fn running_region(&self) -> usize {
+        if self.active_location() == "Recovery" { self.recovery() } else { self.primary }
+    }
+
+    /// `allowedOperations`.
+    pub fn allowed_operations(&self) -> Vec<&'static str> {
+        if self.busy.is_some() {
+            return vec![];
+        }
+        let mut ops = match self.state {
+            ItemState::Protected | ItemState::FailoverFailed => {
+                vec!["UnplannedFailover", "TestFailover", "DisableProtection"]
+            }
+            ItemState::FailedOver => vec!["Commit", "ChangePit", "CancelFailover", "DisableProtection"],
+            ItemState::Committed => vec!["CompleteMigration", "DisableProtection", "SwitchProtection"],
+            ItemState::Reprotecting => vec!["DisableProtection"],
+            ItemState::TestFailedOver => vec!["TestFailoverCleanup"],
+        };
+        if self.unhealthy && matches!(self.state, ItemState::Protected | ItemState::FailoverFailed) {
+            ops.push("RepairReplication");
+        }
+        ops
+    }
+
+    /// Whether `operation` (an `allowedOperations` value) is allowed now.
+    pub fn allows(&self, operation: &str) -> bool {
+        self.allowed_operations().contains(&operation)
+    }
+
+    /// Recovery points at `now`, oldest first.
+    pub fn points(&self, now: SimTime, policy: &PolicyConfig) -> Vec<Point> {
+        let Some(since) = self.points_since else { return vec![] };
+        let step = Duration::minutes(i64::from(policy.crash_consistent_minutes.max(1)));
+        let app_every = i64::from((policy.app_consistent_minutes / policy.crash_consistent_minutes.max(1)).max(1));
+        let latest = self.points_until.unwrap_or(now - Duration::seconds(i64::from(policy.processing_lag_secs)));
+        let oldest = since.max(now - Duration::minutes(i64::from(policy.retention_minutes)));
+        if latest < since {
+            return vec![];
+        }
+        // Points sit on a grid anchored at `since`: index k is at since + (k+1) * step.
+        let first = (((oldest - since).as_seconds_f64() / step.as_seconds_f64()).ceil() as i64).max(1);
+        let last = ((latest - since).as_seconds_f64() / step.as_seconds_f64()).floor() as i64;
+        (first..=last)
+            .map(|k| {
+                let time = since + step * (k as i32);
+                Point { name: point_name(&self.lifecycle_id, time), time, app_consistent: k % app_every == 0 }
+            })
+            .collect()
+    }
+
+    /// The disks a point taken at `at` covers.
+    pub fn disks_covered_at(&self, at: SimTime) -> impl Iterator<Item = &Disk> {
+        self.disks.iter().filter(move |d| d.protected_since <= at)
+    }
+}
+
+/// Recovery point names are GUIDs derived from the VM and the time, stable across requests.
+pub fn point_name(lifecycle: &str, at: SimTime) -> String {
+    guid_of(&[lifecycle, &at.unix_timestamp().to_string()])
+}
+
+/// Everything rendering needs besides the item.
+#[derive(Debug)]
+pub struct RenderContext<'a> {
+    /// Id scope.
+    pub scope: &'a Scope,
+    /// Both regions.
+    pub regions: &'a [Region; 2],
+    /// Now.
+    pub now: SimTime,
+    /// Policy (for RPO).
+    pub policy: &'a PolicyConfig,
+    /// Progress of the item's sync job, 0..=1, if syncing.
+    pub sync_progress: Option<f64>,
+    /// Name of the replication policy.
+    pub policy_name: &'a str,
+}
+
+impl Item {
+    /// The item's ARM id now.
+    pub fn id(&self, scope: &Scope, regions: &[Region; 2]) -> String {
+        let r = &regions[self.primary];
+        scope.item_id(&r.fabric, &r.container, &self.name)
+    }
+
+    /// The item's JSON resource.
+    pub fn render(&self, cx: &RenderContext<'_>) -> Resource<ProtectedItemProperties> {
+        let (scope, regions) = (cx.scope, cx.regions);
+        let p = &regions[self.primary];
+        let r = &regions[self.recovery()];
+        let (state, description) = self.protection_state();
+        let job_id = |job: &str| scope.job_id(job);
+        let scenario = match &self.busy {
+            Some(b) => CurrentScenario {
+                scenario_name: Some(b.scenario.into()),
+                job_id: Some(job_id(&b.job)),
+                start_time: Some(clock::format(b.since)),
+                ..Default::default()
+            },
+            None => CurrentScenario {
+                scenario_name: Some("None".into()),
+                job_id: Some(job_id("None")),
+                start_time: Some("1753-01-01T01:01:01Z".into()),
+                ..Default::default()
+            },
+        };
+        let vm_lower = |region: &Region| scope.vm_id(&region.app_rg, &self.vm_name).to_ascii_lowercase();
+        let test_failed_over = self.state == ItemState::TestFailedOver;
+        let syncing = self.state == ItemState::Reprotecting;
+        let percent = cx.sync_progress.map(|f| (f * 100.0).floor() as i64);
+        let (disk_state, monitoring) =
+            if syncing { ("InitialReplicationPending", percent) } else { ("Protected", None) };
+        let health = if self.unhealthy { "Critical" } else { "Normal" };
+        let health_errors = if self.unhealthy {
+            let (m, causes, action) = crate::faults::describe("151037");
+            vec![HealthError {
+                error_code: Some("151037".into()),
+                error_level: Some("Error".into()),
+                error_category: Some("Replication".into()),
+                summary_message: Some("Replication is not progressing".into()),
+                error_message: Some(m.into()),
+                possible_causes: Some(causes.into()),
+                recommended_action: Some(action.into()),
+                creation_time_utc: Some(clock::format(cx.now)),
+                customer_resolvability: Some("Allowed".into()),
+                ..Default::default()
+            }]
+        } else {
+            vec![]
+        };
+        let rpo = self.points_since.map(|_| i64::from(cx.policy.processing_lag_secs));
+        let managed_disks = self.managed.then(|| {
+            self.disks
+                .iter()
+                .map(|d| ManagedDisk {
+                    disk_id: Some(scope.disk_id(&p.app_rg, &d.name).to_ascii_lowercase()),
+                    disk_name: Some(d.name.clone()),
+                    disk_capacity_in_bytes: Some(d.bytes),
+                    disk_type: Some(if d.os { "OperatingSystem" } else { "Data" }.into()),
+                    disk_state: Some(disk_state.into()),
+                    recovery_resource_group_id: Some(scope.rg_id(&r.app_rg)),
+                    recovery_target_disk_id: Some(scope.disk_id(&r.app_rg, &d.name)),
+                    recovery_replica_disk_id: Some(String::new()),
+                    recovery_replica_disk_account_type: Some("Premium_LRS".into()),
+                    recovery_target_disk_account_type: Some("Premium_LRS".into()),
+                    primary_staging_azure_storage_account_id: Some(format!(
+                        "{}/providers/Microsoft.Storage/storageAccounts/{}asrcache",
+                        scope.rg_id(&p.app_rg),
+                        p.location
+                    )),
+                    resync_required: Some(self.unhealthy),
+                    monitoring_percentage_completion: monitoring,
+                    monitoring_job_type: monitoring.map(|_| "InitialReplication".into()),
+                    extra: disk_extra(&d.name),
+                })
+                .collect()
+        });
+        let unmanaged_disks = (!self.managed).then(|| {
+            self.disks
+                .iter()
+                .map(|d| UnmanagedDisk {
+                    disk_uri: Some(format!("https://{}vhds.blob.core.windows.net/vhds/{}.vhd", p.location, d.name)),
+                    disk_name: Some(d.name.clone()),
+                    disk_capacity_in_bytes: Some(d.bytes),
+                    disk_type: Some(if d.os { "OperatingSystem" } else { "Data" }.into()),
+                    disk_state: Some(disk_state.into()),
+                    recovery_azure_storage_account_id: Some(format!(
+                        "{}/providers/Microsoft.Storage/storageAccounts/{}vhds",
+                        scope.rg_id(&r.app_rg),
+                        r.location
+                    )),
+                    primary_disk_azure_storage_account_id: Some(format!(
+                        "{}/providers/Microsoft.Storage/storageAccounts/{}vhds",
+                        scope.rg_id(&p.app_rg),
+                        p.location
+                    )),
+                    recovery_disk_uri: Some(format!(
+                        "https://{}vhds.blob.core.windows.net/vhds/{}.vhd",
+                        r.location, d.name
+                    )),
+                    resync_required: Some(self.unhealthy),
+                    monitoring_percentage_completion: monitoring,
+                    ..Default::default()
+                })
+                .collect()
+        });
+        let details = ProviderDetails {
+            instance_type: "A2A".into(),
+            fabric_object_id: Some(vm_lower(p)),
+            initial_primary_fabric_location: Some(regions[self.initial_primary].location.clone()),
+            initial_recovery_fabric_location: Some(regions[1 - self.initial_primary].location.clone()),
+            initial_primary_zone: Some(String::new()),
+            initial_recovery_zone: Some(String::new()),
+            primary_fabric_location: Some(p.location.clone()),
+            recovery_fabric_location: Some(r.location.clone()),
+            os_type: Some(self.os_type.clone()),
+            recovery_azure_vm_size: Some(self.vm_size.clone()),
+            recovery_azure_vm_name: Some(self.vm_name.clone()),
+            recovery_azure_resource_group_id: Some(scope.rg_id(&r.app_rg)),
+            recovery_availability_set: None,
+            recovery_availability_zone: None,
+            recovery_proximity_placement_group_id: None,
+            recovery_capacity_reservation_group_id: None,
+            selected_recovery_azure_network_id: Some(format!(
+                "{}/providers/microsoft.network/virtualnetworks/vnet-{}",
+                scope.rg_id(&r.app_rg).to_ascii_lowercase(),
+                r.location
+            )),
+            selected_tfo_azure_network_id: self.test_network.clone(),
+            recovery_fabric_object_id: Some(vm_lower(r)),
+            test_failover_recovery_fabric_object_id: test_failed_over
+                .then(|| scope.vm_id(&r.app_rg, &format!("{}-test", self.vm_name)).to_ascii_lowercase()),
+            monitoring_percentage_completion: monitoring,
+            monitoring_job_type: monitoring.map(|_| "InitialReplication".into()),
+            lifecycle_id: Some(self.lifecycle_id.clone()),
+            rpo_in_seconds: rpo,
+            last_rpo_calculated_time: rpo.map(|_| clock::format(cx.now)),
+            last_heartbeat: Some(clock::format(cx.now)),
+            vm_protection_state: Some(state.into()),
+            vm_protection_state_description: Some(description.into()),
+            protected_managed_disks: managed_disks,
+            protected_disks: unmanaged_disks,
+            unprotected_disks: None,
+            extra: a2a_extra(self, scope, p),
+        };
+        let mut extra = Map::new();
+        extra.insert("failoverHealth".into(), json!("Normal"));
+        Resource {
+            id: self.id(scope, regions),
+            name: self.name.clone(),
+            kind: "Microsoft.RecoveryServices/vaults/replicationFabrics/replicationProtectionContainers/replicationProtectedItems"
+                .into(),
+            location: None,
+            properties: ProtectedItemProperties {
+                friendly_name: Some(self.vm_name.clone()),
+                protected_item_type: Some(String::new()),
+                protectable_item_id: None,
+                recovery_services_provider_id: Some(format!(
+                    "{}/replicationRecoveryServicesProviders/{}",
+                    scope.fabric_id(&p.fabric),
+                    guid_of(&[&p.fabric])
+                )),
+                primary_fabric_friendly_name: Some(p.friendly.clone()),
+                primary_fabric_provider: Some("AzureFabric".into()),
+                recovery_fabric_friendly_name: Some(r.friendly.clone()),
+                recovery_fabric_id: Some(scope.fabric_id(&r.fabric)),
+                primary_protection_container_friendly_name: Some(p.container.clone()),
+                recovery_protection_container_friendly_name: Some(r.container.clone()),
+                protection_state: Some(state.into()),
+                protection_state_description: Some(description.into()),
+                active_location: Some(self.active_location().into()),
+                test_failover_state: Some(if test_failed_over { "WaitingForCompletion" } else { "None" }.into()),
+                test_failover_state_description: Some(
+                    if test_failed_over { "Waiting for user input" } else { "None" }.into(),
+                ),
+                switch_provider_state: Some("None".into()),
+                switch_provider_state_description: None,
+                allowed_operations: Some(self.allowed_operations().into_iter().map(String::from).collect()),
+                replication_health: Some(health.into()),
+                failover_health: None,
+                health_errors: Some(health_errors),
+                policy_id: Some(scope.policy_id(cx.policy_name)),
+                policy_friendly_name: Some(cx.policy_name.into()),
+                last_successful_failover_time: self.last_failover.map(clock::format),
+                last_successful_test_failover_time: self.last_test_failover.map(clock::format),
+                current_scenario: Some(scenario),
+                failover_recovery_point_id: self.failover_point.clone(),
+                provider_specific_details: Some(details),
+                recovery_container_id: Some(scope.container_id(&r.fabric, &r.container)),
+                event_correlation_id: None,
+                extra,
+            },
+            extra: Map::new(),
+        }
+    }
+
+    /// A recovery point's JSON resource.
+    pub fn render_point(
+        &self,
+        point: &Point,
+        item_id: &str,
+        scope: &Scope,
+        regions: &[Region; 2],
+    ) -> Resource<RecoveryPointProperties> {
+        let p = &regions[self.primary];
+        let disks =
+            self.disks_covered_at(point.time).map(|d| scope.disk_id(&p.app_rg, &d.name).to_ascii_lowercase()).collect();
+        Resource {
+            id: format!("{item_id}/recoveryPoints/{}", point.name),
+            name: point.name.clone(),
+            kind: "Microsoft.RecoveryServices/vaults/replicationFabrics/replicationProtectionContainers/replicationProtectedItems/recoveryPoints".into(),
+            location: None,
+            properties: RecoveryPointProperties {
+                recovery_point_time: Some(clock::format(point.time)),
+                recovery_point_type: Some(if point.app_consistent { "ApplicationConsistent" } else { "CrashConsistent" }.into()),
+                provider_specific_details: Some(RecoveryPointDetails {
+                    instance_type: "A2A".into(),
+                    recovery_point_sync_type: Some("PerVmRecoveryPoint".into()),
+                    disks: Some(disks),
+                    ..Default::default()
+                }),
+                extra: Map::new(),
+            },
+            extra: Map::new(),
+        }
+    }
+}
+
+fn disk_extra(name: &str) -> Map<String, Value> {
+    let v = json!({
+        "recoveryOrignalTargetDiskId": null, "recoveryDiskEncryptionSetId": null, "primaryDiskEncryptionSetId": null,
+        "dataPendingInStagingStorageAccountInMB": 0.0, "dataPendingAtSourceAgentInMB": 0.0,
+        "allowedDiskLevelOperation": [], "isDiskEncrypted": false, "secretIdentifier": null, "dekKeyVaultArmId": null,
+        "isDiskKeyEncrypted": false, "keyIdentifier": null, "kekKeyVaultArmId": null,
+        "failoverDiskName": name, "tfoDiskName": format!("{name}-ASRtest"),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn a2a_extra(item: &Item, scope: &Scope, primary: &Region) -> Map<String, Value> {
+    let nic = scope.nic_id(&primary.app_rg, &format!("{}-nic", item.vm_name));
+    let v = json!({
+        "initialPrimaryExtendedLocation": null, "initialRecoveryExtendedLocation": null,
+        "multiVmGroupId": item.group_id, "multiVmGroupName": "", "multiVmGroupCreateOption": "AutoCreated",
+        "managementId": guid_of(&[&item.lifecycle_id, "management"]),
+        "recoveryBootDiagStorageAccountId": null, "recoveryCloudService": null,
+        "vmNics": [{
+            "nicId": guid_of(&[&item.lifecycle_id, "nic"]), "replicaNicId": null, "sourceNicArmId": nic,
+            "vMNetworkName": format!("{}/providers/Microsoft.Network/virtualNetworks/vnet-{}", scope.rg_id(&primary.app_rg), primary.location),
+            "ipConfigs": [], "selectionType": "SelectedByDefault", "recoveryNetworkSecurityGroupId": null,
+            "enableAcceleratedNetworkingOnRecovery": false, "tfoVMNetworkId": null, "reuseExistingNic": false,
+        }],
+        "vmSyncedConfigDetails": {"tags": {}, "inputEndpoints": []},
+        "agentVersion": "9.65.7397.1", "agentExpiryDate": "9999-12-31T23:59:59.9999999Z",
+        "isReplicationAgentUpdateRequired": false, "isReplicationAgentCertificateUpdateRequired": false,
+        "rtoInSeconds": null, "primaryAvailabilityZone": null, "primaryExtendedLocation": null,
+        "recoveryExtendedLocation": null, "vmEncryptionType": "NotEncrypted",
+        "tfoAzureVMName": format!("{}-test", item.vm_name), "recoveryAzureGeneration": "V2",
+        "autoProtectionOfDataDisk": "Disabled", "recoveryVirtualMachineScaleSetId": null, "churnOptionSelected": "Normal",
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}

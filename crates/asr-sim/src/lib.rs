@@ -1,0 +1,201 @@
+//! `tern-asr-sim`: an ARM-faithful simulator of Azure Site Recovery for A2A failover and
+//! failback, so Tern (and anyone rehearsing a failback plan) can run without Azure.
+//!
+//! It serves the ASR REST surface at any `api-version`: protected items and their recovery
+//! points, unplanned failover, commit, switch protection (reprotect), test failover, jobs,
+//! recovery plans, plus the Compute/Network reads and deletes cleanup needs. Operations are
+//! ARM long-running operations (`202` + `Location` + `Azure-AsyncOperation` + `Retry-After`)
+//! backed by jobs that advance on a simulated clock. ARM throttling, fault injection and an
+//! operation log make it a test bench, not just a mock. It shares no code with `tern-asr`, so
+//! a misread of the spec cannot hide by being wrong on both sides.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let mut config = tern_asr_sim::SimConfig::default();
+//! config.estate.vms = 10;
+//! config.zero_latency = true;
+//! let sim = tern_asr_sim::start(tern_asr_sim::SimOptions::new(config)).await?;
+//! println!("{}", sim.url());
+//! sim.stop().await;
+//! # Ok(()) }
+//! ```
+
+pub mod clock;
+pub mod config;
+pub mod estate;
+pub mod faults;
+pub mod ids;
+pub mod item;
+pub mod job;
+pub mod routes;
+pub mod server;
+pub mod throttle;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use config::{Durations, PolicyConfig, SeedSpec, SeedState, SimConfig, Span};
+pub use faults::{FailureRule, FaultSpec, Operation, Selector};
+pub use server::{App, OpEntry};
+pub use throttle::{BucketConfig, ThrottleConfig};
+
+/// How to run the simulator.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Settings.
+    pub config: SimConfig,
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1 written to `DIR/cert.pem`.
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl SimOptions {
+    /// Plain HTTP on a free loopback port.
+    pub fn new(config: SimConfig) -> Self {
+        Self { config, listen: SocketAddr::from(([127, 0, 0, 1], 0)), tls_dir: None }
+    }
+}
+
+/// What a client needs to reach the simulator: the one JSON line the binary prints when ready.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SimInfo {
+    /// Base URL (the ARM endpoint).
+    pub url: String,
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Vault resource group.
+    pub resource_group: String,
+    /// Vault name.
+    pub vault: String,
+    /// PEM of the self-signed certificate, when serving HTTPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("invalid simulator configuration: {0}")]
+    Config(String),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS certificate could not be made or written.
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+}
+
+/// A running simulator. Dropping it stops it.
+#[derive(Debug)]
+pub struct RunningSimulator {
+    info: SimInfo,
+    app: Arc<App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningSimulator {
+    /// Base URL.
+    pub fn url(&self) -> &str {
+        &self.info.url
+    }
+
+    /// Connection facts.
+    pub fn info(&self) -> &SimInfo {
+        &self.info
+    }
+
+    /// In-process access to the estate and operation log (tests).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the simulator and returns once it accepts connections.
+pub async fn start(options: SimOptions) -> Result<RunningSimulator, StartError> {
+    options.config.validate().map_err(StartError::Config)?;
+    let listener = std::net::TcpListener::bind(options.listen)
+        .map_err(|source| StartError::Bind { addr: options.listen, source })?;
+    listener.set_nonblocking(true).map_err(|source| StartError::Bind { addr: options.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: options.listen, source })?;
+    let scheme = if options.tls_dir.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}");
+    let info = SimInfo {
+        url: url.clone(),
+        subscription_id: options.config.subscription_id.clone(),
+        resource_group: options.config.resource_group.clone(),
+        vault: options.config.vault.clone(),
+        ca_cert: None,
+    };
+    let app = Arc::new(App::new(options.config, url));
+    let router = server::router(app.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut info = info;
+    let task = match options.tls_dir {
+        None => {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(|source| StartError::Bind { addr, source })?;
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            })
+        }
+        Some(dir) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+            std::fs::create_dir_all(&dir).map_err(|e| StartError::Tls(format!("{}: {e}", dir.display())))?;
+            let path = dir.join("cert.pem");
+            std::fs::write(&path, &cert_pem).map_err(|e| StartError::Tls(format!("{}: {e}", path.display())))?;
+            info.ca_cert = Some(path.display().to_string());
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
+                .await
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            let handle = axum_server::Handle::new();
+            let shutdown = handle.clone();
+            tokio::spawn(async move {
+                let _ = stop_rx.await;
+                shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(1)));
+            });
+            let server =
+                axum_server::from_tcp_rustls(listener, config).map_err(|source| StartError::Bind { addr, source })?;
+            tokio::spawn(async move {
+                let _ = server.handle(handle).serve(router.into_make_service()).await;
+            })
+        }
+    };
+    Ok(RunningSimulator { info, app, stop: Some(stop_tx), task: Some(task) })
+}

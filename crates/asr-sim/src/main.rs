@@ -1,0 +1,311 @@
+//! `tern-asr-sim`: run the Azure Site Recovery simulator.
+//!
+//! Settings are layered: defaults → `--config FILE` (TOML or JSON) → flags. When ready it
+//! prints one JSON line on stdout (`url`, `subscription_id`, `resource_group`, `vault`, and
+//! `ca_cert` with `--tls-dir`) and serves until SIGINT/SIGTERM. Logs go to stderr.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tern_asr_sim::{BucketConfig, FailureRule, Operation, SeedState, Selector, SimConfig, SimOptions};
+
+/// An ARM-faithful Azure Site Recovery simulator (A2A failover, failback, reprotect, jobs,
+/// recovery plans, throttling, fault injection). Admin endpoints live under /_sim/: oplog,
+/// info, counters, faults (GET/PUT), seed, reset, clock/advance.
+#[derive(Parser, Debug)]
+#[command(name = "tern-asr-sim", version, about, long_about = None)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+
+    /// Settings file (TOML or JSON, keys as in SimConfig: subscription_id, time_compression,
+    /// durations, throttle, faults, estate, ...). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1, written to DIR/cert.pem
+    /// (Azure SDKs refuse bearer tokens over plain HTTP).
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+
+    /// Number of VMs to seed.
+    #[arg(long, value_name = "N")]
+    seed_vms: Option<usize>,
+
+    /// State of the seeded VMs.
+    #[arg(long, value_enum)]
+    seed_state: Option<SeedState>,
+
+    /// VM name prefix of seeded VMs (<prefix>-00001, ...).
+    #[arg(long, value_name = "PREFIX")]
+    seed_prefix: Option<String>,
+
+    /// Every Nth seeded VM has a data disk added 2 hours ago: older recovery points cover 1 of 2 disks.
+    #[arg(long, value_name = "N")]
+    seed_late_disk_every: Option<usize>,
+
+    /// Every Nth seeded VM uses unmanaged disks.
+    #[arg(long, value_name = "N")]
+    seed_unmanaged_every: Option<usize>,
+
+    /// Every Nth seeded VM has critical replication health (error 151037).
+    #[arg(long, value_name = "N")]
+    seed_unhealthy_every: Option<usize>,
+
+    /// Every Nth seeded VM is still syncing (a reprotect job in progress).
+    #[arg(long, value_name = "N")]
+    seed_syncing_every: Option<usize>,
+
+    /// Group seeded VMs into ASR recovery plans of this many VMs (max 100), 3 boot groups each.
+    #[arg(long, value_name = "SIZE")]
+    seed_recovery_plan_size: Option<usize>,
+
+    /// Subscription id of the estate.
+    #[arg(long)]
+    subscription_id: Option<String>,
+
+    /// Resource group of the vault.
+    #[arg(long)]
+    resource_group: Option<String>,
+
+    /// Vault name.
+    #[arg(long)]
+    vault: Option<String>,
+
+    /// Region the VMs originally ran in.
+    #[arg(long)]
+    primary_region: Option<String>,
+
+    /// Disaster-recovery region.
+    #[arg(long)]
+    secondary_region: Option<String>,
+
+    /// Accept only this bearer token (default: any non-empty token).
+    #[arg(long, env = "TERN_ASR_SIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Simulated seconds per real second (job durations and Retry-After shrink by this factor).
+    #[arg(long, value_name = "FACTOR")]
+    time_compression: Option<f64>,
+
+    /// Every job completes at once and Retry-After is 0 (for overhead benchmarks).
+    #[arg(long)]
+    zero_latency: bool,
+
+    /// Retry-After of accepted operations, in simulated seconds.
+    #[arg(long, value_name = "SECS")]
+    retry_after: Option<u64>,
+
+    /// Items or jobs per list page (nextLink beyond).
+    #[arg(long, value_name = "N")]
+    page_size: Option<usize>,
+
+    /// Turn ARM throttling off.
+    #[arg(long)]
+    no_throttle: bool,
+
+    /// Read bucket as CAPACITY:REFILL_PER_SEC (ARM default 250:25).
+    #[arg(long, value_name = "CAP:RATE", value_parser = parse_bucket)]
+    throttle_reads: Option<BucketConfig>,
+
+    /// Write bucket as CAPACITY:REFILL_PER_SEC (ARM default 200:10).
+    #[arg(long, value_name = "CAP:RATE", value_parser = parse_bucket)]
+    throttle_writes: Option<BucketConfig>,
+
+    /// Delete bucket as CAPACITY:REFILL_PER_SEC (ARM default 200:10).
+    #[arg(long, value_name = "CAP:RATE", value_parser = parse_bucket)]
+    throttle_deletes: Option<BucketConfig>,
+
+    /// Reprotect leaves the VM and NICs in the region the VM moved away from (default: removes
+    /// them for managed-disk VMs, as the failback tutorial says).
+    #[arg(long)]
+    reprotect_keeps_source_vm: bool,
+
+    /// Seed of ids and job durations.
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// Seed of every fault decision.
+    #[arg(long, value_name = "SEED")]
+    fault_seed: Option<u64>,
+
+    /// Fail an operation permanently for one VM: VM:OPERATION:CODE (e.g. vm-00007:failover:28031).
+    /// Operations: failover, commit, reprotect, test_failover, test_failover_cleanup,
+    /// apply_recovery_point, cancel_failover, repair, disable_protection, purge, delete.
+    #[arg(long, value_name = "VM:OP:CODE", value_parser = parse_fail)]
+    fail: Vec<FailureRule>,
+
+    /// Fail an operation permanently for a seeded fraction of VMs: OPERATION:FRACTION:CODE.
+    #[arg(long, value_name = "OP:FRACTION:CODE", value_parser = parse_fail_fraction)]
+    fail_fraction: Vec<FailureRule>,
+
+    /// Fraction of VMs whose shutdown before failover fails (the failover continues).
+    #[arg(long, value_name = "FRACTION")]
+    shutdown_failure_fraction: Option<f64>,
+
+    /// Fraction of ARM requests answered 500/503.
+    #[arg(long, value_name = "RATE")]
+    transient_5xx_rate: Option<f64>,
+
+    /// Latency spikes as RATE:MILLISECONDS.
+    #[arg(long, value_name = "RATE:MS", value_parser = parse_pair)]
+    latency_spike: Option<(f64, u64)>,
+
+    /// 429 storm as RATE:RETRY_AFTER_SECS (429 regardless of the buckets).
+    #[arg(long, value_name = "RATE:SECS", value_parser = parse_pair)]
+    throttle_storm: Option<(f64, u64)>,
+
+    /// Dropped responses as RATE:HANG_SECS: mutating requests applied, then never answered.
+    #[arg(long, value_name = "RATE:SECS", value_parser = parse_pair)]
+    drop_responses: Option<(f64, u64)>,
+
+    /// Log filter (e.g. info, debug).
+    #[arg(long, default_value = "info", env = "TERN_LOG")]
+    log: String,
+}
+
+fn parse_bucket(s: &str) -> Result<BucketConfig, String> {
+    let (c, r) = s.split_once(':').ok_or("expected CAPACITY:REFILL_PER_SEC, e.g. 200:10")?;
+    let capacity: f64 = c.parse().map_err(|_| format!("capacity {c:?} is not a number"))?;
+    let refill_per_sec: f64 = r.parse().map_err(|_| format!("refill {r:?} is not a number"))?;
+    if capacity < 1.0 || refill_per_sec <= 0.0 {
+        return Err("capacity must be >= 1 and refill > 0".into());
+    }
+    Ok(BucketConfig { capacity, refill_per_sec })
+}
+
+fn parse_operation(s: &str) -> Result<Operation, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|_| format!("unknown operation {s:?} (failover, commit, reprotect, test_failover, ...)"))
+}
+
+fn parse_fail(s: &str) -> Result<FailureRule, String> {
+    let parts: Vec<&str> = s.splitn(3, ':').collect();
+    let [vm, op, code] = parts[..] else { return Err("expected VM:OPERATION:CODE".into()) };
+    Ok(FailureRule {
+        selector: Selector { vms: vec![vm.to_owned()], fraction: 0.0 },
+        operation: parse_operation(op)?,
+        code: code.to_owned(),
+        message: None,
+    })
+}
+
+fn parse_fail_fraction(s: &str) -> Result<FailureRule, String> {
+    let parts: Vec<&str> = s.splitn(3, ':').collect();
+    let [op, fraction, code] = parts[..] else { return Err("expected OPERATION:FRACTION:CODE".into()) };
+    let fraction: f64 = fraction.parse().map_err(|_| format!("fraction {fraction:?} is not a number"))?;
+    Ok(FailureRule {
+        selector: Selector { vms: vec![], fraction },
+        operation: parse_operation(op)?,
+        code: code.to_owned(),
+        message: None,
+    })
+}
+
+fn parse_pair(s: &str) -> Result<(f64, u64), String> {
+    let (a, b) = s.split_once(':').ok_or("expected RATE:NUMBER")?;
+    Ok((
+        a.parse().map_err(|_| format!("{a:?} is not a number"))?,
+        b.parse().map_err(|_| format!("{b:?} is not a whole number"))?,
+    ))
+}
+
+fn load_config(path: &PathBuf) -> anyhow::Result<SimConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid simulator config", path.display()))?
+    } else {
+        toml::from_str(&text).with_context(|| format!("{} is not a valid simulator config", path.display()))?
+    };
+    Ok(config)
+}
+
+fn build_config(a: &Args) -> anyhow::Result<SimConfig> {
+    let mut c = match &a.config {
+        Some(p) => load_config(p)?,
+        None => SimConfig::default(),
+    };
+    macro_rules! set {
+        ($field:expr, $value:expr) => {
+            if let Some(v) = $value.clone() {
+                $field = v;
+            }
+        };
+    }
+    set!(c.estate.vms, a.seed_vms);
+    set!(c.estate.state, a.seed_state);
+    set!(c.estate.name_prefix, a.seed_prefix);
+    set!(c.estate.late_disk_every, a.seed_late_disk_every);
+    set!(c.estate.unmanaged_every, a.seed_unmanaged_every);
+    set!(c.estate.unhealthy_every, a.seed_unhealthy_every);
+    set!(c.estate.syncing_every, a.seed_syncing_every);
+    set!(c.estate.recovery_plan_size, a.seed_recovery_plan_size);
+    set!(c.subscription_id, a.subscription_id);
+    set!(c.resource_group, a.resource_group);
+    set!(c.vault, a.vault);
+    set!(c.primary_region, a.primary_region);
+    set!(c.secondary_region, a.secondary_region);
+    set!(c.time_compression, a.time_compression);
+    set!(c.retry_after_secs, a.retry_after);
+    set!(c.page_size, a.page_size);
+    set!(c.seed, a.seed);
+    set!(c.faults.seed, a.fault_seed);
+    set!(c.throttle.reads, a.throttle_reads);
+    set!(c.throttle.writes, a.throttle_writes);
+    set!(c.throttle.deletes, a.throttle_deletes);
+    set!(c.faults.shutdown_failures.fraction, a.shutdown_failure_fraction);
+    set!(c.faults.transient_5xx_rate, a.transient_5xx_rate);
+    if a.token.is_some() {
+        c.token = a.token.clone();
+    }
+    if a.zero_latency {
+        c.zero_latency = true;
+    }
+    if a.no_throttle {
+        c.throttle.enabled = false;
+    }
+    if a.reprotect_keeps_source_vm {
+        c.reprotect_removes_source_vm = false;
+    }
+    c.faults.failures.extend(a.fail.iter().cloned());
+    c.faults.failures.extend(a.fail_fraction.iter().cloned());
+    if let Some((rate, ms)) = a.latency_spike {
+        (c.faults.latency_spike_rate, c.faults.latency_spike_ms) = (rate, ms);
+    }
+    if let Some((rate, secs)) = a.throttle_storm {
+        (c.faults.throttle_storm_rate, c.faults.throttle_storm_retry_after_secs) = (rate, secs);
+    }
+    if let Some((rate, secs)) = a.drop_responses {
+        (c.faults.drop_response_rate, c.faults.drop_response_hang_secs) = (rate, secs);
+    }
+    if let Err(e) = c.validate() {
+        bail!("invalid configuration: {e}");
+    }
+    Ok(c)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
+        .init();
+    let config = build_config(&args)?;
+    let vms = config.estate.vms;
+    let sim = tern_asr_sim::start(SimOptions { config, listen: args.listen, tls_dir: args.tls_dir.clone() }).await?;
+    println!("{}", serde_json::to_string(sim.info())?);
+    tracing::info!(url = %sim.url(), vms, "tern-asr-sim ready");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("stopping");
+    sim.stop().await;
+    Ok(())
+}

@@ -1,0 +1,734 @@
+//! The HTTP front: authentication, throttling, fault dice, routing to the estate, ARM
+//! response conventions (LRO headers, paging, errors), the operation log and `/_sim/`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::clock;
+use crate::config::{SeedSpec, SimConfig};
+use crate::estate::{Accepted, Estate, ItemFilter, JobFilter, OperationResult, PlanOp, Refusal, ResourceKind};
+use crate::faults::{FaultDice, FaultSpec};
+use crate::routes::{self, Route, RouteError};
+use crate::throttle::{Admission, RequestClass, Throttle};
+use crate::wire::{self, Input, Page};
+
+/// One mutating ARM request, as `/_sim/oplog` reports it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct OpEntry {
+    /// When it arrived (simulated time, RFC 3339).
+    pub at: String,
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Operation name (e.g. `unplannedFailover`, `switchProtection`, `failoverCommit`, `delete`).
+    pub operation: String,
+    /// The protected item's name (or the VM/NIC name for deletes; the plan for plan operations).
+    pub item: String,
+    /// HTTP status answered.
+    pub status: u16,
+}
+
+/// Request counters for `/_sim/counters`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RequestCounters {
+    /// ARM requests received, by class.
+    pub reads: u64,
+    pub writes: u64,
+    pub deletes: u64,
+    /// Answered 429 because a bucket was empty.
+    pub throttled: u64,
+    /// Answered 429 by an injected storm.
+    pub storm_throttled: u64,
+    /// Answered 5xx by injection.
+    pub transient_5xx: u64,
+    /// Applied but never answered.
+    pub dropped_responses: u64,
+    /// Answered 401.
+    pub unauthorized: u64,
+}
+
+/// Mutable simulator state, behind one lock.
+#[derive(Debug)]
+pub struct Shared {
+    /// The estate.
+    pub estate: Estate,
+    throttle: Throttle,
+    dice: FaultDice,
+    /// The operation log.
+    pub oplog: Vec<OpEntry>,
+    counters: RequestCounters,
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    /// `http(s)://127.0.0.1:PORT`.
+    pub base_url: String,
+    shared: Mutex<Shared>,
+}
+
+impl App {
+    /// A fresh estate from `config`.
+    pub fn new(config: SimConfig, base_url: String) -> Self {
+        let throttle = Throttle::new(config.throttle);
+        let dice = FaultDice::new(&config.faults);
+        Self {
+            base_url,
+            shared: Mutex::new(Shared {
+                estate: Estate::new(config),
+                throttle,
+                dice,
+                oplog: Vec::new(),
+                counters: RequestCounters::default(),
+            }),
+        }
+    }
+
+    /// The locked state (a panic elsewhere never wedges the simulator).
+    pub fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/_sim/health", get(|| async { "ok" }))
+        .route("/_sim/oplog", get(admin_oplog).delete(admin_clear_oplog))
+        .route("/_sim/info", get(admin_info))
+        .route("/_sim/counters", get(admin_counters))
+        .route("/_sim/faults", get(admin_get_faults).put(admin_put_faults))
+        .route("/_sim/seed", post(admin_seed))
+        .route("/_sim/reset", post(admin_reset))
+        .route("/_sim/clock/advance", post(admin_advance))
+        .fallback(arm)
+        .with_state(app)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ARM
+
+struct Request {
+    method: Method,
+    path: String,
+    api_version: String,
+    query: Vec<(String, String)>,
+    body: Bytes,
+}
+
+impl Request {
+    fn query(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What handling produced, before ARM headers are added.
+enum Outcome {
+    Json(StatusCode, Value),
+    Accepted(Accepted),
+    NoContent,
+    Refused(Refusal),
+}
+
+async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let class = RequestClass::of(method.as_str());
+    let mutating = class != RequestClass::Read;
+    let request_id = format!("{:032x}", rand::random::<u128>());
+    let query: Vec<(String, String)> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let dec = |s: &str| {
+                urlencoding::decode(&s.replace('+', " ")).map(|c| c.into_owned()).unwrap_or_else(|_| s.to_owned())
+            };
+            (dec(k), dec(v))
+        })
+        .collect();
+    let path = uri.path().to_owned();
+
+    // Authentication comes first, as in ARM: no token, no budget spent.
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let (expected_token, dice, admission) = {
+        let mut s = app.lock();
+        match class {
+            RequestClass::Read => s.counters.reads += 1,
+            RequestClass::Write => s.counters.writes += 1,
+            RequestClass::Delete => s.counters.deletes += 1,
+        }
+        let expected = s.estate.cfg.token.clone();
+        let spec = s.estate.cfg.faults.clone();
+        let dice = s.dice.roll(&spec, mutating);
+        (expected, dice, None::<Admission>)
+    };
+    let _ = admission;
+    let authorized = match (&token, &expected_token) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(t), Some(e)) => t == e,
+    };
+    if !authorized {
+        app.lock().counters.unauthorized += 1;
+        let body = json!({"error": {"code": if token.is_none() { "AuthenticationFailed" } else { "InvalidAuthenticationToken" },
+            "message": if token.is_none() { "Authentication failed. The 'Authorization' header is missing." } else { "The access token is invalid." }}});
+        return finish(
+            &app,
+            None,
+            StatusCode::UNAUTHORIZED,
+            body.to_string(),
+            &request_id,
+            vec![(
+                "www-authenticate",
+                "Bearer authorization_uri=\"https://login.microsoftonline.com/common\", error=\"invalid_token\"".into(),
+            )],
+        );
+    }
+
+    if dice.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(dice.delay_ms)).await;
+    }
+    if let Some(retry_after) = dice.storm_retry_after {
+        app.lock().counters.storm_throttled += 1;
+        return throttled(&app, &method, &path, class, retry_after, &request_id);
+    }
+    let remaining = match app.lock().throttle.admit(class, Instant::now()) {
+        Admission::Admitted { remaining } => remaining,
+        Admission::Throttled { retry_after_secs } => {
+            app.lock().counters.throttled += 1;
+            return throttled(&app, &method, &path, class, retry_after_secs, &request_id);
+        }
+    };
+    let limit_header = (class.header(), remaining.to_string());
+    if dice.transient_5xx {
+        app.lock().counters.transient_5xx += 1;
+        let status = if mutating { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+        let body = json!({"error": {"code": "InternalServerError", "message": "The server encountered a transient error. Try again later."}});
+        log_op(&app, &method, &path, None, status.as_u16());
+        return finish(&app, None, status, body.to_string(), &request_id, vec![limit_header]);
+    }
+
+    let Some(api_version) = query.iter().find(|(k, _)| k.eq_ignore_ascii_case("api-version")).map(|(_, v)| v.clone())
+    else {
+        let body = json!({"error": {"code": "MissingApiVersionParameter", "message": "The api-version query parameter (?api-version=) is required for all requests."}});
+        return finish(&app, None, StatusCode::BAD_REQUEST, body.to_string(), &request_id, vec![limit_header]);
+    };
+    let req = Request { method: method.clone(), path: path.clone(), api_version, query, body };
+
+    let (outcome, item) = {
+        let mut s = app.lock();
+        s.estate.advance();
+        handle(&app, &mut s.estate, &req)
+    };
+
+    let (status, body, mut extra_headers): (StatusCode, String, Vec<(&'static str, String)>) = match outcome {
+        Outcome::Json(status, v) => (status, v.to_string(), vec![]),
+        Outcome::NoContent => (StatusCode::NO_CONTENT, String::new(), vec![]),
+        Outcome::Refused(r) => (
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+            serde_json::to_string(&r.body).unwrap_or_default(),
+            vec![],
+        ),
+        Outcome::Accepted(a) => {
+            let s = app.lock();
+            let headers = lro_headers(&app.base_url, &s.estate, &a, &req.api_version);
+            (StatusCode::ACCEPTED, String::new(), headers)
+        }
+    };
+    extra_headers.push(limit_header);
+    if mutating {
+        log_op(&app, &method, &path, item.as_deref(), status.as_u16());
+    }
+    if mutating && dice.drop_response && status.is_success() {
+        // The operation is applied; the client never hears back and times out.
+        let hang = app.lock().estate.cfg.faults.drop_response_hang_secs.max(1);
+        app.lock().counters.dropped_responses += 1;
+        tokio::time::sleep(Duration::from_secs(hang)).await;
+    }
+    finish(&app, None, status, body, &request_id, extra_headers)
+}
+
+fn throttled(
+    app: &App,
+    method: &Method,
+    path: &str,
+    class: RequestClass,
+    retry_after: u64,
+    request_id: &str,
+) -> Response {
+    let kind = match class {
+        RequestClass::Read => "read",
+        RequestClass::Write => "write",
+        RequestClass::Delete => "delete",
+    };
+    let sub = app.lock().estate.cfg.subscription_id.clone();
+    let body = json!({"error": {"code": "SubscriptionRequestsThrottled",
+        "message": format!("Number of '{kind}' requests for subscription '{sub}' exceeded. Please try again after '{retry_after}' seconds after additional tokens are available.")}});
+    if class != RequestClass::Read {
+        log_op(app, method, path, None, 429);
+    }
+    finish(
+        app,
+        None,
+        StatusCode::TOO_MANY_REQUESTS,
+        body.to_string(),
+        request_id,
+        vec![("retry-after", retry_after.to_string()), (class.header(), "0".into())],
+    )
+}
+
+fn finish(
+    _app: &App,
+    _unused: Option<()>,
+    status: StatusCode,
+    body: String,
+    request_id: &str,
+    headers: Vec<(&'static str, String)>,
+) -> Response {
+    let mut resp = Response::builder().status(status);
+    let has_request_id = headers.iter().any(|(k, _)| *k == "x-ms-request-id");
+    for (k, v) in &headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            resp = resp.header(*k, v);
+        }
+    }
+    if !has_request_id {
+        resp = resp.header("x-ms-request-id", request_id);
+    }
+    resp = resp.header("x-ms-correlation-request-id", request_id).header("cache-control", "no-cache");
+    if !body.is_empty() {
+        resp = resp.header("content-type", "application/json; charset=utf-8");
+    }
+    resp.body(Body::from(body)).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn log_op(app: &App, method: &Method, path: &str, item: Option<&str>, status: u16) {
+    let operation = operation_name(method, path);
+    let mut s = app.lock();
+    let item = item.map(str::to_owned).unwrap_or_else(|| item_from_path(path));
+    let at = clock::format(s.estate.now());
+    s.oplog.push(OpEntry { at, method: method.to_string(), path: path.to_owned(), operation, item, status });
+}
+
+fn operation_name(method: &Method, path: &str) -> String {
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    if *method == Method::DELETE {
+        if path.to_ascii_lowercase().contains("/replicationprotecteditems/") { "purge".into() } else { "delete".into() }
+    } else if last.eq_ignore_ascii_case("switchprotection") {
+        "switchProtection".into()
+    } else if *method == Method::POST {
+        last.to_owned()
+    } else {
+        format!("{}:{last}", method.as_str().to_ascii_lowercase())
+    }
+}
+
+fn item_from_path(path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').collect();
+    for key in [
+        "replicationprotecteditems",
+        "virtualmachines",
+        "networkinterfaces",
+        "replicationrecoveryplans",
+        "replicationjobs",
+    ] {
+        if let Some(i) = segs.iter().position(|s| s.eq_ignore_ascii_case(key)) {
+            return segs.get(i + 1).map(|s| (*s).to_owned()).unwrap_or_default();
+        }
+    }
+    String::new()
+}
+
+fn retry_after(estate: &Estate) -> String {
+    if estate.cfg.zero_latency {
+        return "0".into();
+    }
+    let real = estate.clock.to_real(Duration::from_secs(estate.cfg.retry_after_secs));
+    // Whole seconds: clients reject fractions.
+    (real.as_secs_f64().ceil() as u64).max(1).to_string()
+}
+
+fn lro_headers(base: &str, estate: &Estate, a: &Accepted, api_version: &str) -> Vec<(&'static str, String)> {
+    let v = urlencoding::encode(api_version);
+    let provider_op = a.location_base.starts_with("/subscriptions/") && a.location_base.contains("/locations/");
+    let (location, status) = if provider_op {
+        (
+            format!("{base}{}/operationResults/{}?api-version={v}", a.location_base, a.job),
+            format!("{base}{}/operations/{}?api-version={v}", a.location_base, a.job),
+        )
+    } else {
+        (
+            format!("{base}{}/operationresults/{}?api-version={v}", a.location_base, a.job),
+            format!("{base}{}/replicationOperationStatus/{}?api-version={v}", estate.scope.vault_id(), a.job),
+        )
+    };
+    vec![
+        ("location", location),
+        ("azure-asyncoperation", status),
+        ("retry-after", retry_after(estate)),
+        ("x-ms-request-id", if provider_op { a.job.clone() } else { estate.scope.job_id(&a.job) }),
+    ]
+}
+
+fn page<T: Serialize>(app: &App, req: &Request, items: Vec<T>, next: Option<String>) -> Outcome {
+    let next_link = next.map(|token| {
+        let mut q =
+            format!("api-version={}&skipToken={}", urlencoding::encode(&req.api_version), urlencoding::encode(&token));
+        if let Some(f) = req.query("$filter") {
+            q.push_str(&format!("&$filter={}", urlencoding::encode(f)));
+        }
+        // ASR hands out next links with its own '/Subscriptions/' spelling.
+        let path = match req.path.strip_prefix("/subscriptions/") {
+            Some(rest) => format!("/Subscriptions/{rest}"),
+            None => req.path.clone(),
+        };
+        format!("{}{path}?{q}", app.base_url)
+    });
+    let page = Page { value: items, next_link, extra: Default::default() };
+    Outcome::Json(StatusCode::OK, serde_json::to_value(page).unwrap_or(Value::Null))
+}
+
+fn ok<T: Serialize>(v: T) -> Outcome {
+    Outcome::Json(StatusCode::OK, serde_json::to_value(v).unwrap_or(Value::Null))
+}
+
+fn body<T: serde::de::DeserializeOwned + Default>(req: &Request) -> Result<T, Refusal> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice::<T>(&req.body).map_err(|e| {
+        let mut r = Refusal::bad_request("request body", format!("it is not valid JSON of the expected shape: {e}"));
+        r.body.error.code = "InvalidRequestContent".into();
+        r
+    })
+}
+
+fn method_not_allowed(req: &Request) -> Outcome {
+    let mut r = Refusal::new(
+        405,
+        "MethodNotAllowed",
+        format!("The method '{}' is not supported on '{}'.", req.method, req.path),
+        "MethodNotAllowed",
+        "Check the REST reference for this resource.",
+    );
+    r.body.error.details.clear();
+    Outcome::Refused(r)
+}
+
+fn handle(app: &App, estate: &mut Estate, req: &Request) -> (Outcome, Option<String>) {
+    let route =
+        match routes::parse(&req.path, &estate.cfg.subscription_id, &estate.cfg.resource_group, &estate.cfg.vault) {
+            Ok(r) => r,
+            Err(e) => {
+                let (code, msg) = match e {
+                    RouteError::Unknown => (
+                        "InvalidResourceType",
+                        format!("The resource path '{}' is not served by this simulator.", req.path),
+                    ),
+                    RouteError::WrongSubscription(s) => {
+                        ("SubscriptionNotFound", format!("The subscription '{s}' could not be found."))
+                    }
+                    RouteError::WrongResourceGroup(g) => {
+                        ("ResourceGroupNotFound", format!("Resource group '{g}' could not be found."))
+                    }
+                    RouteError::WrongVault(v) => (
+                        "ResourceNotFound",
+                        format!("The Resource 'Microsoft.RecoveryServices/vaults/{v}' was not found."),
+                    ),
+                };
+                let mut r = Refusal::new(404, code, msg, code, "Check the resource id.");
+                r.body.error.details.clear();
+                return (Outcome::Refused(r), None);
+            }
+        };
+    let get = req.method == Method::GET;
+    let post = req.method == Method::POST;
+    let del = req.method == Method::DELETE;
+    let mut item_name = None;
+    let result: Result<Outcome, Refusal> = (|| {
+        Ok(match route {
+            Route::Vault if get => ok(estate.vault()),
+            Route::Fabrics if get => page(app, req, estate.fabrics(), None),
+            Route::Fabric(f) if get => ok(estate.fabric(&f)?),
+            Route::AllContainers if get => page(app, req, estate.all_containers(), None),
+            Route::Containers(f) if get => page(app, req, estate.containers(&f)?, None),
+            Route::Container(f, c) if get => ok(estate.container(&f, &c)?),
+            Route::AllMappings if get => page(app, req, estate.all_mappings(), None),
+            Route::Mappings(f, c) if get => page(app, req, estate.mappings(&f, &c)?, None),
+            Route::Mapping(f, c, m) if get => ok(estate.mapping(&f, &c, &m)?),
+            Route::Policies if get => page(app, req, vec![estate.policy(crate::estate::POLICY)?], None),
+            Route::Policy(p) if get => ok(estate.policy(&p)?),
+            Route::VaultItems if get => {
+                let filter = ItemFilter::parse(req.query("$filter"))?;
+                let (items, next) = estate.list_items(None, &filter, req.query("skipToken"))?;
+                page(app, req, items, next)
+            }
+            Route::Items(f, c) if get => {
+                let filter = ItemFilter::parse(req.query("$filter"))?;
+                let (items, next) = estate.list_items(Some((&f, &c)), &filter, req.query("skipToken"))?;
+                page(app, req, items, next)
+            }
+            Route::Item(f, c, i) if get => ok(estate.get_item(&f, &c, &i)?),
+            Route::Item(f, c, i) if del => {
+                let a = estate.purge(&f, &c, &i)?;
+                item_name = a.item.clone();
+                Outcome::Accepted(a)
+            }
+            Route::Points(f, c, i) if get => page(app, req, estate.list_points(&f, &c, &i)?, None),
+            Route::Point(f, c, i, p) if get => ok(estate.get_point(&f, &c, &i, &p)?),
+            Route::ItemAction(f, c, i, action) if post => {
+                item_name = Some(i.clone());
+                let a = match action.to_ascii_lowercase().as_str() {
+                    "unplannedfailover" => {
+                        estate.failover(&f, &c, &i, &body::<Input<wire::FailoverInput>>(req)?.properties)?
+                    }
+                    "failovercommit" => estate.commit(&f, &c, &i)?,
+                    "applyrecoverypoint" => {
+                        let input = body::<Input<wire::ApplyRecoveryPointInput>>(req)?.properties;
+                        estate.apply_recovery_point(&f, &c, &i, input.recovery_point_id.as_deref())?
+                    }
+                    "failovercancel" => estate.cancel_failover(&f, &c, &i)?,
+                    "reprotect" => {
+                        body::<Input<wire::ReverseReplicationInput>>(req)?;
+                        estate.reverse_replicate(&f, &c, &i)?
+                    }
+                    "testfailover" => {
+                        estate.test_failover(&f, &c, &i, &body::<Input<wire::FailoverInput>>(req)?.properties)?
+                    }
+                    "testfailovercleanup" => estate.test_failover_cleanup(&f, &c, &i)?,
+                    "repairreplication" => estate.repair(&f, &c, &i)?,
+                    "remove" => estate.disable(&f, &c, &i)?,
+                    other => {
+                        let mut r =
+                            Refusal::bad_request("operation", format!("'{other}' is not a protected item operation"));
+                        r.status = 404;
+                        return Err(r);
+                    }
+                };
+                item_name = a.item.clone();
+                Outcome::Accepted(a)
+            }
+            Route::SwitchProtection(f, c) if post => {
+                let input = body::<Input<wire::SwitchProtectionInput>>(req)?.properties;
+                item_name = input.replication_protected_item_name.clone();
+                let details = input.provider_specific_details.clone().unwrap_or_default();
+                let a = estate.switch_protection(&f, &c, input.replication_protected_item_name.as_deref(), &details)?;
+                item_name = a.item.clone();
+                Outcome::Accepted(a)
+            }
+            Route::ItemOperationResult(f, c, i, job) if get => {
+                let base = estate.scope.item_id(&f, &c, &i);
+                operation_result(estate, &base, &job)?
+            }
+            Route::ContainerOperationResult(f, c, job) if get => {
+                let base = estate.scope.container_id(&f, &c);
+                operation_result(estate, &base, &job)?
+            }
+            Route::PlanOperationResult(p, job) if get => {
+                let base = estate.scope.plan_id(&p);
+                operation_result(estate, &base, &job)?
+            }
+            Route::ProviderOperationResult(ns, loc, job) if get => {
+                let base = format!("/subscriptions/{}/providers/{ns}/locations/{loc}", estate.cfg.subscription_id);
+                operation_result(estate, &base, &job)?
+            }
+            Route::OperationStatus(job) if get => {
+                let id = format!("{}/replicationOperationStatus/{job}", estate.scope.vault_id());
+                ok(estate.operation_status(&job, id)?)
+            }
+            Route::ProviderOperationStatus(ns, job) if get => {
+                let id = format!("/subscriptions/{}/providers/{ns}/operations/{job}", estate.cfg.subscription_id);
+                ok(estate.operation_status(&job, id)?)
+            }
+            Route::Jobs if get => {
+                let filter = JobFilter::parse(req.query("$filter"))?;
+                let (jobs, next) = estate.list_jobs(&filter, req.query("skipToken"));
+                page(app, req, jobs, next)
+            }
+            Route::Job(j) if get => ok(estate.get_job(&j)?),
+            Route::JobAction(j, action) if post => {
+                item_name = Some(j.clone());
+                match action.to_ascii_lowercase().as_str() {
+                    "cancel" => {
+                        estate.cancel_job(&j)?;
+                        ok(estate.get_job(&j)?)
+                    }
+                    "restart" => Outcome::Accepted(estate.restart_job(&j)?),
+                    "resume" => Outcome::Accepted(estate.resume_job(&j)?),
+                    other => {
+                        return Err(Refusal::bad_request("operation", format!("'{other}' is not a job operation")));
+                    }
+                }
+            }
+            Route::Plans if get => page(app, req, estate.list_plans(), None),
+            Route::Plan(p) if get => ok(estate.get_plan(&p)?),
+            Route::PlanAction(p, action) if post => {
+                item_name = Some(p.clone());
+                let op = match action.to_ascii_lowercase().as_str() {
+                    "unplannedfailover" => PlanOp::Failover,
+                    "failovercommit" => PlanOp::Commit,
+                    "testfailover" => PlanOp::TestFailover,
+                    "testfailovercleanup" => PlanOp::TestFailoverCleanup,
+                    "reprotect" => PlanOp::Reprotect,
+                    other => {
+                        return Err(Refusal::bad_request(
+                            "operation",
+                            format!("'{other}' is not a recovery plan operation"),
+                        ));
+                    }
+                };
+                let input = body::<Input<wire::PlanFailoverInput>>(req)?.properties;
+                Outcome::Accepted(estate.plan_operation(&p, op, &input)?)
+            }
+            Route::Vms(rg) if get => page(app, req, estate.list_vms(&rg)?, None),
+            Route::Vm(rg, n) if get => {
+                let expand = req.query("$expand").is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+                ok(estate.get_vm(&rg, &n, expand)?)
+            }
+            Route::VmInstanceView(rg, n) if get => ok(estate.vm_instance_view(&rg, &n)?),
+            Route::Vm(rg, n) if del => {
+                item_name = Some(n.clone());
+                Outcome::Accepted(estate.delete_resource(ResourceKind::Vm, &rg, &n)?)
+            }
+            Route::Nics(rg) if get => page(app, req, estate.list_nics(&rg)?, None),
+            Route::Nic(rg, n) if get => ok(estate.get_nic(&rg, &n)?),
+            Route::Nic(rg, n) if del => {
+                item_name = Some(n.clone());
+                Outcome::Accepted(estate.delete_resource(ResourceKind::Nic, &rg, &n)?)
+            }
+            _ => method_not_allowed(req),
+        })
+    })();
+    (result.unwrap_or_else(Outcome::Refused), item_name)
+}
+
+fn operation_result(estate: &Estate, base: &str, job: &str) -> Result<Outcome, Refusal> {
+    Ok(match estate.operation_result(base, job)? {
+        OperationResult::Running => {
+            Outcome::Accepted(Accepted { job: job.to_owned(), location_base: base.to_owned(), item: None })
+        }
+        OperationResult::Done(Some(v)) => Outcome::Json(StatusCode::OK, v),
+        OperationResult::Done(None) => Outcome::NoContent,
+        OperationResult::Failed(r) => Outcome::Refused(r),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// /_sim/
+
+async fn admin_oplog(State(app): State<Arc<App>>) -> Response {
+    let s = app.lock();
+    axum::Json(s.oplog.clone()).into_response()
+}
+
+async fn admin_clear_oplog(State(app): State<Arc<App>>) -> StatusCode {
+    app.lock().oplog.clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_info(State(app): State<Arc<App>>) -> Response {
+    let s = app.lock();
+    let c = &s.estate.cfg;
+    axum::Json(json!({
+        "url": app.base_url, "subscription_id": c.subscription_id, "resource_group": c.resource_group, "vault": c.vault,
+        "vault_id": s.estate.scope.vault_id(), "primary_region": c.primary_region, "secondary_region": c.secondary_region,
+        "time_compression": c.time_compression, "zero_latency": c.zero_latency, "throttle": c.throttle,
+        "reprotect_removes_source_vm": c.reprotect_removes_source_vm, "sim_time": clock::format(s.estate.now()),
+    }))
+    .into_response()
+}
+
+async fn admin_counters(State(app): State<Arc<App>>) -> Response {
+    let mut s = app.lock();
+    s.estate.advance();
+    axum::Json(json!({"requests": s.counters, "estate": s.estate.census(), "oplog_entries": s.oplog.len()}))
+        .into_response()
+}
+
+async fn admin_get_faults(State(app): State<Arc<App>>) -> Response {
+    axum::Json(app.lock().estate.cfg.faults.clone()).into_response()
+}
+
+fn admin_error(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": {"code": "InvalidSimulatorRequest", "message": message}})))
+        .into_response()
+}
+
+async fn admin_put_faults(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let spec: FaultSpec = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return admin_error(format!("fault spec: {e}")),
+    };
+    if let Err(e) = spec.validate() {
+        return admin_error(format!("fault spec: {e}"));
+    }
+    let mut s = app.lock();
+    s.dice = FaultDice::new(&spec);
+    s.estate.cfg.faults = spec.clone();
+    axum::Json(spec).into_response()
+}
+
+async fn admin_seed(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let spec: SeedSpec = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return admin_error(format!("seed spec: {e}")),
+    };
+    let mut s = app.lock();
+    s.estate.seed(&spec);
+    axum::Json(json!({"items": s.estate.item_count()})).into_response()
+}
+
+async fn admin_reset(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let mut s = app.lock();
+    let mut config = s.estate.cfg.clone();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        match serde_json::from_slice::<SimConfig>(&body) {
+            Ok(c) => config = c,
+            Err(e) => return admin_error(format!("config: {e}")),
+        }
+    }
+    if let Err(e) = config.validate() {
+        return admin_error(format!("config: {e}"));
+    }
+    s.throttle = Throttle::new(config.throttle);
+    s.dice = FaultDice::new(&config.faults);
+    s.oplog.clear();
+    s.counters = RequestCounters::default();
+    s.estate = Estate::new(config);
+    axum::Json(json!({"items": s.estate.item_count()})).into_response()
+}
+
+async fn admin_advance(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Advance {
+        seconds: f64,
+    }
+    let a: Advance = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return admin_error(format!("expected {{\"seconds\": N}}: {e}")),
+    };
+    if !(a.seconds.is_finite() && a.seconds >= 0.0) {
+        return admin_error("seconds must be a non-negative number".into());
+    }
+    let mut s = app.lock();
+    s.estate.clock.advance(Duration::from_secs_f64(a.seconds));
+    s.estate.advance();
+    axum::Json(json!({"sim_time": clock::format(s.estate.now())})).into_response()
+}
