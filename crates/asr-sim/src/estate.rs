@@ -488,6 +488,26 @@ impl Estate {
             location_base,
             result: FinalResult::Item { lifecycle: item.map(|i| i.lifecycle_id.clone()).unwrap_or_default() },
             children: vec![],
+            affected: self.affected_objects(item),
+        }
+    }
+
+    /// `affectedObjectDetails` of a job about `item`, shaped as ASR reports it.
+    fn affected_objects(&self, item: Option<&Item>) -> Map<String, Value> {
+        let Some(item) = item else { return Map::new() };
+        let (p, r) = (&self.regions[item.primary], &self.regions[item.recovery()]);
+        let v = json!({
+            "primaryVmId": item.lifecycle_id, "primaryVmName": item.vm_name, "recoveryVmId": "", "recoveryVmName": item.vm_name,
+            "protectionProfileId": crate::ids::guid_of(&[&item.lifecycle_id, "profile"]),
+            "primaryCloudId": crate::ids::guid_of(&[&p.container]), "primaryCloudName": p.container,
+            "recoveryCloudId": crate::ids::guid_of(&[&r.container]), "recoveryCloudName": r.container,
+            "primaryVmmId": crate::ids::guid_of(&[&p.fabric]), "primaryVmmName": p.friendly,
+            "recoveryVmmId": crate::ids::guid_of(&[&r.fabric]), "recoveryVmmName": r.friendly,
+            "primaryFabricProviderId": "Azure", "recoveryFabricProviderId": "Azure",
+        });
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
         }
     }
 
@@ -692,7 +712,7 @@ impl Estate {
                 bcdr_state: Some("Valid".into()),
                 custom_details: Some(json!({
                     "instanceType": "Azure", "location": reg.location,
-                    "containerIds": [self.scope.container_id(&reg.fabric, &reg.container)],
+                    "containerIds": [self.scope.container_id(&reg.fabric, &reg.container)], "zones": [],
                 })),
                 health_error_details: Some(vec![]),
                 health: Some("Normal".into()),
@@ -805,7 +825,8 @@ impl Estate {
                 provider_specific_details: Some(json!({
                     "instanceType": "A2A", "recoveryPointThresholdInMinutes": 0,
                     "recoveryPointHistory": p.retention_minutes, "appConsistentFrequencyInMinutes": p.app_consistent_minutes,
-                    "multiVmSyncStatus": "Enable", "crashConsistentFrequencyInMinutes": p.crash_consistent_minutes,
+                    "multiVmSyncStatus": "Enabled", "crashConsistentFrequencyInMinutes": p.crash_consistent_minutes,
+                    "status": false, "associatedItemsCount": self.items.len(), "dataSourceType": "VM",
                 })),
                 extra: Map::new(),
             },
@@ -2109,6 +2130,7 @@ impl Estate {
             location_base: self.scope.plan_id(&plan.name),
             result: FinalResult::Plan { name: key.clone() },
             children,
+            affected: Map::new(),
         };
         let location_base = job.location_base.clone();
         let job = self.insert_job(job);

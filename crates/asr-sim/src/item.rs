@@ -379,7 +379,7 @@ impl Item {
             protected_managed_disks: managed_disks,
             protected_disks: unmanaged_disks,
             unprotected_disks: None,
-            extra: a2a_extra(self, scope, p),
+            extra: a2a_extra(self, scope, p, r),
         };
         let mut extra = Map::new();
         extra.insert("failoverHealth".into(), json!("Normal"));
@@ -478,7 +478,7 @@ fn disk_extra(name: &str) -> Map<String, Value> {
     }
 }
 
-fn a2a_extra(item: &Item, scope: &Scope, primary: &Region) -> Map<String, Value> {
+fn a2a_extra(item: &Item, scope: &Scope, primary: &Region, recovery: &Region) -> Map<String, Value> {
     let nic = scope.nic_id(&primary.app_rg, &format!("{}-nic", item.vm_name));
     let v = json!({
         "initialPrimaryExtendedLocation": null, "initialRecoveryExtendedLocation": null,
@@ -488,11 +488,23 @@ fn a2a_extra(item: &Item, scope: &Scope, primary: &Region) -> Map<String, Value>
         "vmNics": [{
             "nicId": guid_of(&[&item.lifecycle_id, "nic"]), "replicaNicId": null, "sourceNicArmId": nic,
             "vMNetworkName": format!("{}/providers/Microsoft.Network/virtualNetworks/vnet-{}", scope.rg_id(&primary.app_rg), primary.location),
-            "ipConfigs": [], "selectionType": "SelectedByDefault", "recoveryNetworkSecurityGroupId": null,
-            "enableAcceleratedNetworkingOnRecovery": false, "tfoVMNetworkId": null, "reuseExistingNic": false,
+            "recoveryVMNetworkId": format!("{}/providers/microsoft.network/virtualnetworks/vnet-{}", scope.rg_id(&recovery.app_rg).to_ascii_lowercase(), recovery.location),
+            "ipConfigs": [{
+                "name": "ipconfig1", "isPrimary": true, "subnetName": "default", "staticIPAddress": "10.0.0.4",
+                "ipAddressType": "Dynamic", "isSeletedForFailover": true, "recoverySubnetName": "default",
+                "recoveryStaticIPAddress": "", "recoveryIPAddressType": "Dynamic", "recoveryPublicIPAddressId": null,
+                "recoveryLBBackendAddressPoolIds": null, "tfoSubnetName": null, "tfoStaticIPAddress": null,
+                "tfoPublicIPAddressId": null, "tfoLBBackendAddressPoolIds": null,
+            }],
+            "selectionType": "SelectedByDefault", "recoveryNetworkSecurityGroupId": null,
+            "enableAcceleratedNetworkingOnRecovery": false, "tfoVMNetworkId": null, "tfoNetworkSecurityGroupId": null,
+            "enableAcceleratedNetworkingOnTfo": null, "recoveryNicName": null, "recoveryNicResourceGroupName": null,
+            "reuseExistingNic": false, "tfoRecoveryNicName": null, "tfoRecoveryNicResourceGroupName": null,
+            "tfoReuseExistingNic": false, "targetNicName": null,
         }],
         "vmSyncedConfigDetails": {"tags": {}, "inputEndpoints": []},
         "agentVersion": "9.65.7397.1", "agentExpiryDate": "9999-12-31T23:59:59.9999999Z",
+        "agentCertificateExpiryDate": "9999-12-31T23:59:59.9999999Z",
         "isReplicationAgentUpdateRequired": false, "isReplicationAgentCertificateUpdateRequired": false,
         "rtoInSeconds": null, "primaryAvailabilityZone": null, "primaryExtendedLocation": null,
         "recoveryExtendedLocation": null, "vmEncryptionType": "NotEncrypted",

@@ -209,6 +209,8 @@ pub struct Job {
     pub result: FinalResult,
     /// Child jobs (recovery plan operations).
     pub children: Vec<String>,
+    /// `customDetails.affectedObjectDetails`: the VM and the clouds (containers) involved.
+    pub affected: Map<String, Value>,
 }
 
 /// A job's state at some moment.
@@ -339,9 +341,7 @@ impl Job {
             Effect::TestFailover { .. } => "TestFailoverJobDetails",
             _ => "AsrJobDetails",
         };
-        let mut affected = Map::new();
-        affected.insert("primaryVmName".into(), Value::String(self.target_name.clone()));
-        affected.insert("primaryVmId".into(), Value::String(self.target_id.clone()));
+        let affected = self.affected.clone();
         let protected_item_details = self.failover_details.as_ref().map(|(item, vm, point, at)| {
             vec![wire::FailoverItemDetails {
                 name: Some(item.clone()),

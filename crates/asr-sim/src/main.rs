@@ -15,7 +15,7 @@ use tern_asr_sim::{BucketConfig, FailureRule, Operation, SeedState, Selector, Si
 /// recovery plans, throttling, fault injection). Admin endpoints live under /_sim/: oplog,
 /// info, counters, faults (GET/PUT), seed, reset, clock/advance.
 #[derive(Parser, Debug)]
-#[command(name = "tern-asr-sim", version, about, long_about = None)]
+#[command(name = "tern-asr-sim", version)]
 struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]

@@ -208,7 +208,9 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         app.lock().counters.storm_throttled += 1;
         return throttled(&app, &method, &path, class, retry_after, &request_id);
     }
-    let remaining = match app.lock().throttle.admit(class, Instant::now()) {
+    // Bind the admission first: a guard in the match scrutinee would live through the arms.
+    let admission = app.lock().throttle.admit(class, Instant::now());
+    let remaining = match admission {
         Admission::Admitted { remaining } => remaining,
         Admission::Throttled { retry_after_secs } => {
             app.lock().counters.throttled += 1;

@@ -16,7 +16,8 @@ pub type Extra = Map<String, Value>;
 pub struct Resource<P> {
     pub id: String,
     pub name: String,
-    #[serde(rename = "type")]
+    /// `type` is read-only and optional in ARM (job examples omit it).
+    #[serde(rename = "type", skip_serializing_if = "String::is_empty")]
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
@@ -117,6 +118,7 @@ pub struct ProviderDetails {
     pub primary_fabric_location: Option<String>,
     pub recovery_fabric_location: Option<String>,
     pub os_type: Option<String>,
+    #[serde(rename = "recoveryAzureVMSize")]
     pub recovery_azure_vm_size: Option<String>,
     #[serde(rename = "recoveryAzureVMName")]
     pub recovery_azure_vm_name: Option<String>,

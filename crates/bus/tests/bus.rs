@@ -425,7 +425,9 @@ async fn events_carry_cloudevents_headers_and_replay_for_late_subscribers() {
     // An outside consumer with a plain NATS client sees the binary-mode CloudEvent.
     let outsider = server.connect().await;
     let mut raw = outsider.subscribe("tern.events.>").await.unwrap();
-    outsider.flush().await.unwrap();
+    // `flush` only writes the socket; a request/reply on the same connection proves the server
+    // has processed the SUB before anything is published.
+    jetstream::new(outsider.clone()).query_account().await.unwrap();
 
     let succeeded = vm_event("p1", "p1.lc-1.failover.1.succeeded", Phase::Failover, Outcome::Succeeded);
     bus.publish_event(&succeeded).await.unwrap();
