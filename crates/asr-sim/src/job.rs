@@ -342,14 +342,15 @@ impl Job {
             _ => "AsrJobDetails",
         };
         let affected = self.affected.clone();
-        let protected_item_details = self.failover_details.as_ref().map(|(item, vm, point, at)| {
+        // As ASR reports it: `name` is the VM's internal id, `recoveryPointId` the bare point name.
+        let protected_item_details = self.failover_details.as_ref().map(|(_, vm, point, at)| {
             vec![wire::FailoverItemDetails {
-                name: Some(item.clone()),
+                name: Some(self.target_id.clone()),
                 friendly_name: Some(vm.clone()),
                 test_vm_name: matches!(self.effect, Effect::TestFailover { .. }).then(|| format!("{vm}-test")),
                 test_vm_friendly_name: matches!(self.effect, Effect::TestFailover { .. }).then(|| format!("{vm}-test")),
                 network_connection_status: Some("Connected".into()),
-                recovery_point_id: Some(point.clone()),
+                recovery_point_id: Some(point.rsplit('/').next().unwrap_or(point).to_owned()),
                 recovery_point_time: Some(clock::format(*at)),
                 ..Default::default()
             }]

@@ -38,6 +38,22 @@ pub struct OpEntry {
     pub status: u16,
 }
 
+/// One ARM request as `/_sim/requests` reports it (every request, reads included).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RequestEntry {
+    /// Real milliseconds since the simulator started, when the request arrived.
+    pub t_ms: u64,
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Status answered.
+    pub status: u16,
+}
+
+/// How many requests `/_sim/requests` remembers.
+const REQUEST_LOG_LIMIT: usize = 200_000;
+
 /// Request counters for `/_sim/counters`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RequestCounters {
@@ -66,6 +82,8 @@ pub struct Shared {
     dice: FaultDice,
     /// The operation log.
     pub oplog: Vec<OpEntry>,
+    /// Every recent request with its real arrival time.
+    pub requests: std::collections::VecDeque<RequestEntry>,
     counters: RequestCounters,
 }
 
@@ -74,6 +92,7 @@ pub struct Shared {
 pub struct App {
     /// `http(s)://127.0.0.1:PORT`.
     pub base_url: String,
+    started: Instant,
     shared: Mutex<Shared>,
 }
 
@@ -84,11 +103,13 @@ impl App {
         let dice = FaultDice::new(&config.faults);
         Self {
             base_url,
+            started: Instant::now(),
             shared: Mutex::new(Shared {
                 estate: Estate::new(config),
                 throttle,
                 dice,
                 oplog: Vec::new(),
+                requests: std::collections::VecDeque::new(),
                 counters: RequestCounters::default(),
             }),
         }
@@ -105,13 +126,14 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/_sim/health", get(|| async { "ok" }))
         .route("/_sim/oplog", get(admin_oplog).delete(admin_clear_oplog))
+        .route("/_sim/requests", get(admin_requests))
         .route("/_sim/info", get(admin_info))
         .route("/_sim/counters", get(admin_counters))
         .route("/_sim/faults", get(admin_get_faults).put(admin_put_faults))
         .route("/_sim/seed", post(admin_seed))
         .route("/_sim/reset", post(admin_reset))
         .route("/_sim/clock/advance", post(admin_advance))
-        .fallback(arm)
+        .fallback(arm_logged)
         .with_state(app)
 }
 
@@ -138,6 +160,25 @@ enum Outcome {
     Accepted(Accepted),
     NoContent,
     Refused(Refusal),
+}
+
+/// Records every ARM request (arrival time, status) around [`arm`].
+async fn arm_logged(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let t_ms = app.started.elapsed().as_millis() as u64;
+    let path = uri.path().to_owned();
+    let response = arm(State(app.clone()), method.clone(), uri, headers, body).await;
+    let mut s = app.lock();
+    if s.requests.len() == REQUEST_LOG_LIMIT {
+        s.requests.pop_front();
+    }
+    s.requests.push_back(RequestEntry { t_ms, method: method.to_string(), path, status: response.status().as_u16() });
+    response
 }
 
 async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -639,6 +680,11 @@ async fn admin_oplog(State(app): State<Arc<App>>) -> Response {
     axum::Json(s.oplog.clone()).into_response()
 }
 
+async fn admin_requests(State(app): State<Arc<App>>) -> Response {
+    let s = app.lock();
+    axum::Json(s.requests.iter().cloned().collect::<Vec<_>>()).into_response()
+}
+
 async fn admin_clear_oplog(State(app): State<Arc<App>>) -> StatusCode {
     app.lock().oplog.clear();
     StatusCode::NO_CONTENT
@@ -711,6 +757,7 @@ async fn admin_reset(State(app): State<Arc<App>>, body: Bytes) -> Response {
     s.throttle = Throttle::new(config.throttle);
     s.dice = FaultDice::new(&config.faults);
     s.oplog.clear();
+    s.requests.clear();
     s.counters = RequestCounters::default();
     s.estate = Estate::new(config);
     axum::Json(json!({"items": s.estate.item_count()})).into_response()

@@ -28,11 +28,13 @@ pub enum Bucket {
     Operations,
     /// Per-VM locks: which plan is acting on a VM, keyed by VM.
     VmLocks,
+    /// The fleet-wide ARM request budget: one token bucket per subscription and request class.
+    ArmBudget,
 }
 
 impl Bucket {
     /// Every bucket.
-    pub const ALL: [Bucket; 3] = [Bucket::Plans, Bucket::Operations, Bucket::VmLocks];
+    pub const ALL: [Bucket; 4] = [Bucket::Plans, Bucket::Operations, Bucket::VmLocks, Bucket::ArmBudget];
 
     /// The bucket's name in JetStream.
     pub fn name(self) -> &'static str {
@@ -40,13 +42,14 @@ impl Bucket {
             Bucket::Plans => "tern-plans",
             Bucket::Operations => "tern-operations",
             Bucket::VmLocks => "tern-vm-locks",
+            Bucket::ArmBudget => "tern-arm-budget",
         }
     }
 
     fn history(self) -> i64 {
         match self {
             Bucket::Plans => 5,
-            Bucket::Operations | Bucket::VmLocks => 1,
+            Bucket::Operations | Bucket::VmLocks | Bucket::ArmBudget => 1,
         }
     }
 }

@@ -1,0 +1,877 @@
+//! Typed ASR, Compute and Network operations, with at-most-once submission of side effects.
+//!
+//! Every mutating call returns a [`Submission`]. When Azure's answer is lost (timeout, reset,
+//! 5xx), the client does not send again: it reads the item's `currentScenario`,
+//! `allowedOperations` and recent jobs and says whether the operation is already running,
+//! already finished, or was never started — so the caller attaches to the job, or retries
+//! knowing it is safe.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tracing::{debug, info};
+
+use crate::auth::TokenProvider;
+use crate::budget::Budget;
+use crate::config::AsrConfig;
+use crate::error::AsrError;
+use crate::http::{Http, HttpStats, RawResponse, decode};
+use crate::model::{
+    ApplyRecoveryPointInput, ContainerMapping, DisableProtectionInput, Fabric, Job, JobState, NetworkInterface, Page,
+    PlanFailoverInput, PlanTestFailoverInput, Policy, ProtectedItem, ProtectionContainer, RecoveryPlan, RecoveryPoint,
+    SwitchProtectionInput, TestFailoverCleanupInput, TestFailoverInput, UnplannedFailoverInput, VirtualMachine,
+};
+
+/// How a submitted operation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// Azure accepted it now.
+    Accepted,
+    /// The answer was lost, but the operation is running (as `job`): attach to it.
+    AlreadyRunning,
+    /// The answer was lost, but the operation already ran; `job` (when found) tells how it ended.
+    AlreadyFinished,
+    /// The answer was lost and the operation did not start: sending it again is safe.
+    NotStarted,
+}
+
+/// The result of submitting a side effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    /// How it stands.
+    pub outcome: SubmitOutcome,
+    /// The ASR job name, when known.
+    pub job: Option<String>,
+    /// Where to poll (the `Location` URL) when Azure sent one.
+    pub location: Option<String>,
+}
+
+/// Which way a failover goes, relative to the protected item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailoverDirection {
+    /// From the item's current primary to its recovery region (A2A's usual choice, failback included).
+    PrimaryToRecovery,
+    /// Back to the region the VM started in, as recovery plans express failback.
+    RecoveryToPrimary,
+}
+
+impl FailoverDirection {
+    /// ASR's string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverDirection::PrimaryToRecovery => "PrimaryToRecovery",
+            FailoverDirection::RecoveryToPrimary => "RecoveryToPrimary",
+        }
+    }
+}
+
+/// Settings of a reprotect (switch protection). Empty fields are derived from the item.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReprotectSettings {
+    /// Resource group the VM will be re-created in on the next failover.
+    pub resource_group_id: Option<String>,
+    /// Cache storage account in the region the VM runs in now.
+    pub cache_storage_account_id: Option<String>,
+    /// Replica and target disk type for every disk.
+    pub disk_type: Option<String>,
+    /// Availability set of the recovery VM.
+    pub availability_set_id: Option<String>,
+    /// Availability zone of the recovery VM.
+    pub availability_zone: Option<String>,
+    /// Proximity placement group of the recovery VM.
+    pub proximity_placement_group_id: Option<String>,
+    /// Capacity reservation group of the recovery VM.
+    pub capacity_reservation_group_id: Option<String>,
+    /// Replication policy (default: the item's).
+    pub policy_id: Option<String>,
+}
+
+/// The side effects the client knows how to reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mutation {
+    Failover,
+    Commit,
+    ApplyRecoveryPoint,
+    CancelFailover,
+    SwitchProtection,
+    TestFailover,
+    TestFailoverCleanup,
+    Repair,
+    Disable,
+}
+
+impl Mutation {
+    fn action(self) -> &'static str {
+        match self {
+            Mutation::Failover => "unplannedFailover",
+            Mutation::Commit => "failoverCommit",
+            Mutation::ApplyRecoveryPoint => "applyRecoveryPoint",
+            Mutation::CancelFailover => "failoverCancel",
+            Mutation::SwitchProtection => "switchprotection",
+            Mutation::TestFailover => "testFailover",
+            Mutation::TestFailoverCleanup => "testFailoverCleanup",
+            Mutation::Repair => "repairReplication",
+            Mutation::Disable => "remove",
+        }
+    }
+
+    /// The `allowedOperations` value that gates it.
+    fn gate(self) -> &'static str {
+        match self {
+            Mutation::Failover => "UnplannedFailover",
+            Mutation::Commit => "Commit",
+            Mutation::ApplyRecoveryPoint => "ChangePit",
+            Mutation::CancelFailover => "CancelFailover",
+            Mutation::SwitchProtection => "SwitchProtection",
+            Mutation::TestFailover => "TestFailover",
+            Mutation::TestFailoverCleanup => "TestFailoverCleanup",
+            Mutation::Repair => "RepairReplication",
+            Mutation::Disable => "DisableProtection",
+        }
+    }
+
+    /// Whether a scenario or job scenario name is this operation's. Matching is loose on
+    /// purpose: ASR's scenario names are not documented (e.g. "SwitchReplicationGroupProtection").
+    fn matches_scenario(self, scenario: &str) -> bool {
+        let s = scenario.to_ascii_lowercase();
+        let keys: &[&str] = match self {
+            Mutation::Failover => &["unplannedfailover", "failover"],
+            Mutation::Commit => &["commit"],
+            Mutation::ApplyRecoveryPoint => &["changepit", "applyrecoverypoint"],
+            Mutation::CancelFailover => &["cancelfailover"],
+            Mutation::SwitchProtection => &["switchprotection", "switchreplicationgroupprotection", "reprotect"],
+            Mutation::TestFailover => &["testfailover"],
+            Mutation::TestFailoverCleanup => &["testfailovercleanup"],
+            Mutation::Repair => &["resync", "repair"],
+            Mutation::Disable => &["disable"],
+        };
+        let excluded = match self {
+            Mutation::Failover => s.contains("test") || s.contains("cancel") || s.contains("commit"),
+            Mutation::TestFailover => s.contains("cleanup"),
+            _ => false,
+        };
+        !excluded && keys.iter().any(|k| s.contains(k))
+    }
+
+    /// Whether `after` shows the operation's effect on `before`.
+    fn is_done(self, before: &ProtectedItem, after: Option<&ProtectedItem>) -> bool {
+        let Some(after) = after else { return self == Mutation::Disable };
+        match self {
+            Mutation::Failover => after.active_location().eq_ignore_ascii_case("Recovery"),
+            Mutation::Commit => after.protection_state().to_ascii_lowercase().contains("committed"),
+            Mutation::CancelFailover => after.active_location().eq_ignore_ascii_case("Primary"),
+            Mutation::SwitchProtection => after.container_id() != before.container_id(),
+            Mutation::TestFailover => {
+                after.properties.test_failover_state.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("None"))
+            }
+            Mutation::TestFailoverCleanup => {
+                after.properties.test_failover_state.as_deref().is_none_or(|s| s.eq_ignore_ascii_case("None"))
+            }
+            Mutation::Repair => {
+                after.properties.replication_health.as_deref().is_some_and(|h| h.eq_ignore_ascii_case("Normal"))
+            }
+            Mutation::ApplyRecoveryPoint | Mutation::Disable => false,
+        }
+    }
+}
+
+/// The Azure client. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AsrClient {
+    http: Http,
+}
+
+/// The ASR job name from an accepted operation's headers: `x-ms-request-id` (the job's ARM
+/// id) or the segment after `operationresults/` in `Location`.
+pub fn job_name_from(raw: &RawResponse) -> Option<String> {
+    if let Some(id) = raw.header("x-ms-request-id") {
+        let lower = id.to_ascii_lowercase();
+        if lower.contains("/replicationjobs/") {
+            return id.rsplit('/').next().map(str::to_owned);
+        }
+    }
+    let location = raw.header("location")?;
+    let lower = location.to_ascii_lowercase();
+    let at = lower.find("/operationresults/")? + "/operationresults/".len();
+    let rest = &location[at..];
+    Some(rest.split(['?', '/']).next().unwrap_or(rest).to_owned())
+}
+
+fn last_segment(id: &str) -> &str {
+    id.trim_end_matches('/').rsplit('/').next().unwrap_or(id)
+}
+
+/// The resource group of an ARM id (`.../resourceGroups/{rg}/...`).
+pub fn resource_group_of(id: &str) -> Option<String> {
+    let parts: Vec<&str> = id.split('/').collect();
+    let i = parts.iter().position(|p| p.eq_ignore_ascii_case("resourcegroups"))?;
+    parts.get(i + 1).map(|s| (*s).to_owned())
+}
+
+/// Query of [`AsrClient::list_jobs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Jobs started at or after this time.
+    pub started_after: Option<OffsetDateTime>,
+    /// Only these states (e.g. `["InProgress", "NotStarted"]`).
+    pub states: Vec<String>,
+}
+
+impl JobQuery {
+    fn filter(&self) -> Option<String> {
+        let mut clauses = Vec::new();
+        if let Some(t) = self.started_after {
+            let t = t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            clauses.push(format!("startTime eq '{t}'"));
+        }
+        if !self.states.is_empty() {
+            clauses.push(format!("jobStatus eq '{}'", self.states.join(",")));
+        }
+        (!clauses.is_empty()).then(|| clauses.join(" and "))
+    }
+}
+
+impl AsrClient {
+    /// A client for `config`, authenticating with `tokens`, drawing on `budget`.
+    pub fn new(config: AsrConfig, tokens: TokenProvider, budget: Arc<dyn Budget>) -> Result<Self, AsrError> {
+        config.validate().map_err(AsrError::InvalidInput)?;
+        Ok(Self { http: Http::new(Arc::new(config), Arc::new(tokens), budget)? })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AsrConfig {
+        &self.http.config
+    }
+
+    /// Requests sent so far.
+    pub fn stats(&self) -> &HttpStats {
+        &self.http.stats
+    }
+
+    fn asr(&self, path: &str) -> String {
+        self.http.url(path, &self.http.config.api_version)
+    }
+
+    fn vault(&self, suffix: &str) -> String {
+        self.asr(&format!("{}{suffix}", self.config().vault_id()))
+    }
+
+    /// Every item of a paged list, following `nextLink`.
+    async fn collect<T: serde::de::DeserializeOwned>(
+        &self,
+        first: String,
+        operation: &str,
+    ) -> Result<Vec<T>, AsrError> {
+        let mut out = Vec::new();
+        let mut next = Some(first);
+        while let Some(url) = next {
+            let page: Page<T> = self.http.get(&url, operation).await?;
+            out.extend(page.value);
+            next = page.next_link.filter(|l| !l.is_empty());
+        }
+        Ok(out)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Topology
+
+    /// Fabrics of the vault (one per region for A2A).
+    pub async fn list_fabrics(&self) -> Result<Vec<Fabric>, AsrError> {
+        self.collect(self.vault("/replicationFabrics"), "GET replicationFabrics").await
+    }
+
+    /// Protection containers of a fabric.
+    pub async fn list_containers(&self, fabric: &str) -> Result<Vec<ProtectionContainer>, AsrError> {
+        let url = self.vault(&format!("/replicationFabrics/{fabric}/replicationProtectionContainers"));
+        self.collect(url, "GET replicationProtectionContainers").await
+    }
+
+    /// Container mappings of a container.
+    pub async fn list_mappings(&self, fabric: &str, container: &str) -> Result<Vec<ContainerMapping>, AsrError> {
+        let url = self.vault(&format!(
+            "/replicationFabrics/{fabric}/replicationProtectionContainers/{container}/replicationProtectionContainerMappings"
+        ));
+        self.collect(url, "GET replicationProtectionContainerMappings").await
+    }
+
+    /// Replication policies.
+    pub async fn list_policies(&self) -> Result<Vec<Policy>, AsrError> {
+        self.collect(self.vault("/replicationPolicies"), "GET replicationPolicies").await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Protected items and recovery points
+
+    /// One protected item by ARM id.
+    pub async fn get_item(&self, item_id: &str) -> Result<ProtectedItem, AsrError> {
+        self.http.get(&self.asr(item_id), &format!("GET item {}", last_segment(item_id))).await
+    }
+
+    /// Protected items of a container (`Some(container id)`) or of the whole vault, with an
+    /// optional OData `$filter` (e.g. `RecoveryPlanName eq 'rp1'`).
+    pub async fn list_items(
+        &self,
+        container_id: Option<&str>,
+        filter: Option<&str>,
+    ) -> Result<Vec<ProtectedItem>, AsrError> {
+        let mut url = match container_id {
+            Some(c) => self.asr(&format!("{c}/replicationProtectedItems")),
+            None => self.vault("/replicationProtectedItems"),
+        };
+        if let Some(f) = filter {
+            url.push_str(&format!("&$filter={}", urlencoding::encode(f)));
+        }
+        self.collect(url, "GET replicationProtectedItems").await
+    }
+
+    /// Finds an item again after reprotect re-homed it: same name, another container, same
+    /// `lifecycleId`. Returns `None` if it is in no container of the vault.
+    pub async fn find_item(&self, name: &str, lifecycle_id: Option<&str>) -> Result<Option<ProtectedItem>, AsrError> {
+        for fabric in self.list_fabrics().await? {
+            for container in self.list_containers(&fabric.name).await? {
+                let id = format!("{}/replicationProtectedItems/{name}", container.id);
+                match self.get_item(&id).await {
+                    Ok(item) if lifecycle_id.is_none() || item.lifecycle_id() == lifecycle_id => return Ok(Some(item)),
+                    Ok(_) => {}
+                    Err(e) if e.class() == crate::error::ErrorClass::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Recovery points of an item, newest first.
+    pub async fn recovery_points(&self, item_id: &str) -> Result<Vec<RecoveryPoint>, AsrError> {
+        let mut points: Vec<RecoveryPoint> =
+            self.collect(self.asr(&format!("{item_id}/recoveryPoints")), "GET recoveryPoints").await?;
+        points.sort_by_key(|p| std::cmp::Reverse(p.time()));
+        Ok(points)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Side effects
+
+    async fn submit(
+        &self,
+        item: &ProtectedItem,
+        mutation: Mutation,
+        url: String,
+        body: Option<Value>,
+    ) -> Result<Submission, AsrError> {
+        let operation = format!("POST {} {}", mutation.action(), item.friendly_name());
+        let sent_at = OffsetDateTime::now_utc();
+        match self.http.mutate(Method::POST, &url, body.as_ref(), &operation).await {
+            Ok(raw) => {
+                info!(%operation, job = ?job_name_from(&raw), "accepted");
+                Ok(Submission {
+                    outcome: SubmitOutcome::Accepted,
+                    job: job_name_from(&raw),
+                    location: raw.header("location").map(str::to_owned),
+                })
+            }
+            Err(e) if e.is_ambiguous() => {
+                info!(%operation, error = %e, "outcome unknown; reading Azure's state instead of sending again");
+                self.reconcile(item, mutation, sent_at).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Settles an ambiguous submission from Azure's state: the item's current scenario and
+    /// allowed operations, and the jobs started since the request was sent.
+    async fn reconcile(
+        &self,
+        before: &ProtectedItem,
+        mutation: Mutation,
+        sent_at: OffsetDateTime,
+    ) -> Result<Submission, AsrError> {
+        let after = match self.get_item(&before.id).await {
+            Ok(item) => Some(item),
+            Err(e) if e.class() == crate::error::ErrorClass::NotFound => {
+                self.find_item(&before.name, before.lifecycle_id()).await?
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(a) = &after
+            && let (Some(job), Some(scenario)) =
+                (a.running_job_id(), a.properties.current_scenario.as_ref().and_then(|s| s.scenario_name.as_deref()))
+            && mutation.matches_scenario(scenario)
+        {
+            return Ok(Submission {
+                outcome: SubmitOutcome::AlreadyRunning,
+                job: Some(last_segment(job).to_owned()),
+                location: None,
+            });
+        }
+        let recent = self.recent_job(before.friendly_name(), mutation, sent_at).await?;
+        if let Some(job) = recent {
+            let outcome =
+                if job.state().is_terminal() { SubmitOutcome::AlreadyFinished } else { SubmitOutcome::AlreadyRunning };
+            return Ok(Submission { outcome, job: Some(job.name), location: None });
+        }
+        if mutation.is_done(before, after.as_ref()) {
+            return Ok(Submission { outcome: SubmitOutcome::AlreadyFinished, job: None, location: None });
+        }
+        if after.as_ref().is_some_and(|a| a.allows(mutation.gate())) {
+            return Ok(Submission { outcome: SubmitOutcome::NotStarted, job: None, location: None });
+        }
+        // Neither running, nor done, nor allowed: do not invite a second send.
+        Err(AsrError::Api {
+            operation: format!("settle {} of {}", mutation.action(), before.friendly_name()),
+            status: 409,
+            code: "OutcomeUnknown".into(),
+            message: format!(
+                "the request's outcome is unknown: {} shows no {} job, no effect, and does not allow it now",
+                before.friendly_name(),
+                mutation.action()
+            ),
+            possible_causes: Some("The job has not appeared yet, or another operation changed the item.".into()),
+            recommended_action: Some(
+                "Read the item and its jobs again before deciding to send the request again.".into(),
+            ),
+            retry_after: None,
+        })
+    }
+
+    /// The newest job of `mutation` on `vm` started since `sent_at` (minus clock skew).
+    async fn recent_job(&self, vm: &str, mutation: Mutation, sent_at: OffsetDateTime) -> Result<Option<Job>, AsrError> {
+        let query = JobQuery { started_after: Some(sent_at - time::Duration::minutes(5)), states: vec![] };
+        let jobs = self.list_jobs(&query).await?;
+        Ok(jobs.into_iter().find(|j| {
+            j.properties.target_object_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(vm))
+                && j.properties.scenario_name.as_deref().is_some_and(|s| mutation.matches_scenario(s))
+        }))
+    }
+
+    fn item_action(&self, item: &ProtectedItem, mutation: Mutation) -> String {
+        self.asr(&format!("{}/{}", item.id, mutation.action()))
+    }
+
+    fn body<T: Serialize>(input: &T) -> Result<Value, AsrError> {
+        serde_json::to_value(input).map_err(|e| AsrError::InvalidInput(format!("request body: {e}")))
+    }
+
+    /// Unplanned failover of one item (A2A failover and failback). `recovery_point_id`
+    /// `None` = latest (ASR processes pending data first).
+    pub async fn unplanned_failover(
+        &self,
+        item: &ProtectedItem,
+        direction: FailoverDirection,
+        recovery_point_id: Option<String>,
+        shut_down_source: bool,
+    ) -> Result<Submission, AsrError> {
+        let body = Self::body(&UnplannedFailoverInput::a2a(direction.as_str(), shut_down_source, recovery_point_id))?;
+        self.submit(item, Mutation::Failover, self.item_action(item, Mutation::Failover), Some(body)).await
+    }
+
+    /// Commits a failover (the item's recovery points are discarded).
+    pub async fn commit(&self, item: &ProtectedItem) -> Result<Submission, AsrError> {
+        self.submit(item, Mutation::Commit, self.item_action(item, Mutation::Commit), None).await
+    }
+
+    /// Moves a failed-over item to another recovery point before commit.
+    pub async fn apply_recovery_point(
+        &self,
+        item: &ProtectedItem,
+        recovery_point_id: &str,
+    ) -> Result<Submission, AsrError> {
+        let body = Self::body(&ApplyRecoveryPointInput::a2a(recovery_point_id.to_owned()))?;
+        self.submit(
+            item,
+            Mutation::ApplyRecoveryPoint,
+            self.item_action(item, Mutation::ApplyRecoveryPoint),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Cancels a failover that is not committed.
+    pub async fn cancel_failover(&self, item: &ProtectedItem) -> Result<Submission, AsrError> {
+        self.submit(item, Mutation::CancelFailover, self.item_action(item, Mutation::CancelFailover), None).await
+    }
+
+    /// Reprotects (A2A switch protection) a committed item: it will replicate from the region
+    /// it runs in now, and is re-homed under a new id (see [`Job::new_item_id`]).
+    pub async fn switch_protection(
+        &self,
+        item: &ProtectedItem,
+        settings: &ReprotectSettings,
+    ) -> Result<Submission, AsrError> {
+        let container = item
+            .container_id()
+            .ok_or_else(|| AsrError::InvalidInput(format!("item id {} has no protection container", item.id)))?;
+        let a2a = item.properties.provider_specific_details.as_ref();
+        let resource_group_id = settings.resource_group_id.clone().or_else(|| {
+            // The VM comes back where it ran before the failover.
+            let source = a2a.and_then(|d| d.fabric_object_id.as_deref())?;
+            let rg = resource_group_of(source)?;
+            Some(format!("/subscriptions/{}/resourceGroups/{rg}", self.config().subscription_id))
+        });
+        let vm_managed_disks = match (&settings.cache_storage_account_id, a2a) {
+            (Some(cache), Some(d)) => d
+                .protected_managed_disks
+                .iter()
+                .map(|disk| crate::model::VmManagedDiskInput {
+                    disk_id: disk.disk_id.clone(),
+                    primary_staging_azure_storage_account_id: Some(cache.clone()),
+                    recovery_resource_group_id: resource_group_id.clone(),
+                    recovery_replica_disk_account_type: settings
+                        .disk_type
+                        .clone()
+                        .or_else(|| disk.recovery_replica_disk_account_type.clone()),
+                    recovery_target_disk_account_type: settings
+                        .disk_type
+                        .clone()
+                        .or_else(|| disk.recovery_target_disk_account_type.clone()),
+                })
+                .collect(),
+            _ => vec![],
+        };
+        let input = SwitchProtectionInput::a2a(
+            item.name.clone(),
+            crate::model::A2ASwitchProtection {
+                recovery_container_id: Some(container.clone()),
+                policy_id: settings.policy_id.clone().or_else(|| item.properties.policy_id.clone()),
+                recovery_resource_group_id: resource_group_id,
+                recovery_availability_set_id: settings.availability_set_id.clone(),
+                recovery_availability_zone: settings.availability_zone.clone(),
+                recovery_proximity_placement_group_id: settings.proximity_placement_group_id.clone(),
+                recovery_capacity_reservation_group_id: settings.capacity_reservation_group_id.clone(),
+                vm_managed_disks,
+            },
+        );
+        let url = self.asr(&format!("{container}/switchprotection"));
+        self.submit(item, Mutation::SwitchProtection, url, Some(Self::body(&input)?)).await
+    }
+
+    /// Test failover into an isolated network (`None`: no network attached).
+    pub async fn test_failover(
+        &self,
+        item: &ProtectedItem,
+        network_id: Option<String>,
+        recovery_point_id: Option<String>,
+    ) -> Result<Submission, AsrError> {
+        let body = Self::body(&TestFailoverInput::a2a("PrimaryToRecovery", network_id, recovery_point_id))?;
+        self.submit(item, Mutation::TestFailover, self.item_action(item, Mutation::TestFailover), Some(body)).await
+    }
+
+    /// Removes what a test failover created.
+    pub async fn test_failover_cleanup(&self, item: &ProtectedItem, comments: &str) -> Result<Submission, AsrError> {
+        let body = Self::body(&TestFailoverCleanupInput::new(comments))?;
+        self.submit(
+            item,
+            Mutation::TestFailoverCleanup,
+            self.item_action(item, Mutation::TestFailoverCleanup),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Resynchronises an item whose replication is unhealthy.
+    pub async fn repair_replication(&self, item: &ProtectedItem) -> Result<Submission, AsrError> {
+        self.submit(item, Mutation::Repair, self.item_action(item, Mutation::Repair), None).await
+    }
+
+    /// Disables replication (ASR cleans what it created, unmanaged disks included).
+    pub async fn disable_replication(&self, item: &ProtectedItem) -> Result<Submission, AsrError> {
+        let body = Self::body(&DisableProtectionInput::new())?;
+        self.submit(item, Mutation::Disable, self.item_action(item, Mutation::Disable), Some(body)).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Jobs
+
+    /// One job by name or ARM id.
+    pub async fn get_job(&self, job: &str) -> Result<Job, AsrError> {
+        let name = last_segment(job);
+        self.http.get(&self.vault(&format!("/replicationJobs/{name}")), &format!("GET job {name}")).await
+    }
+
+    /// Jobs matching `query`, newest first (every page).
+    pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>, AsrError> {
+        let mut url = self.vault("/replicationJobs");
+        if let Some(f) = query.filter() {
+            url.push_str(&format!("&$filter={}", urlencoding::encode(&f)));
+        }
+        self.collect(url, "GET replicationJobs").await
+    }
+
+    /// One page of jobs matching `query`; pass the returned link to get the next page.
+    pub async fn list_jobs_page(
+        &self,
+        query: &JobQuery,
+        next_link: Option<&str>,
+    ) -> Result<(Vec<Job>, Option<String>), AsrError> {
+        let url = match next_link {
+            Some(link) => self.asr(link),
+            None => {
+                let mut url = self.vault("/replicationJobs");
+                if let Some(f) = query.filter() {
+                    url.push_str(&format!("&$filter={}", urlencoding::encode(&f)));
+                }
+                url
+            }
+        };
+        let page: Page<Job> = self.http.get(&url, "GET replicationJobs").await?;
+        Ok((page.value, page.next_link.filter(|l| !l.is_empty())))
+    }
+
+    /// Waits for a job to end. A failed status read is retried, never taken for a failed
+    /// operation. Returns the job when it succeeded, `JobFailed` when it failed or was
+    /// cancelled, `Transport` (timed out) when `deadline` passes first.
+    pub async fn wait_job(&self, job: &str, deadline: Option<Duration>) -> Result<Job, AsrError> {
+        let start = Instant::now();
+        loop {
+            match self.get_job(job).await {
+                Ok(j) => match j.state() {
+                    JobState::Succeeded => return Ok(j),
+                    JobState::Failed | JobState::Cancelled => return Err(job_failure(&j)),
+                    _ => {}
+                },
+                Err(e) if e.is_retryable() => debug!(job, error = %e, "job status unreadable for now"),
+                Err(e) => return Err(e),
+            }
+            if deadline.is_some_and(|d| start.elapsed() >= d) {
+                return Err(AsrError::Transport {
+                    operation: format!("wait for job {job}"),
+                    message: "deadline passed".into(),
+                    timed_out: true,
+                });
+            }
+            tokio::time::sleep(self.config().poll_interval).await;
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Recovery plans
+
+    /// Recovery plans of the vault.
+    pub async fn list_plans(&self) -> Result<Vec<RecoveryPlan>, AsrError> {
+        self.collect(self.vault("/replicationRecoveryPlans"), "GET replicationRecoveryPlans").await
+    }
+
+    /// One recovery plan.
+    pub async fn get_plan(&self, name: &str) -> Result<RecoveryPlan, AsrError> {
+        self.http
+            .get(&self.vault(&format!("/replicationRecoveryPlans/{name}")), &format!("GET recovery plan {name}"))
+            .await
+    }
+
+    async fn plan_action(&self, name: &str, action: &str, body: Option<Value>) -> Result<Submission, AsrError> {
+        let operation = format!("POST {action} recovery plan {name}");
+        let url = self.vault(&format!("/replicationRecoveryPlans/{name}/{action}"));
+        match self.http.mutate(Method::POST, &url, body.as_ref(), &operation).await {
+            Ok(raw) => Ok(Submission {
+                outcome: SubmitOutcome::Accepted,
+                job: job_name_from(&raw),
+                location: raw.header("location").map(str::to_owned),
+            }),
+            Err(e) if e.is_ambiguous() => {
+                let plan = self.get_plan(name).await?;
+                let running = plan
+                    .properties
+                    .current_scenario
+                    .as_ref()
+                    .and_then(|s| s.job_id.clone())
+                    .filter(|j| !j.ends_with("/None"));
+                Ok(match running {
+                    Some(job) => Submission {
+                        outcome: SubmitOutcome::AlreadyRunning,
+                        job: Some(last_segment(&job).to_owned()),
+                        location: None,
+                    },
+                    None => Submission { outcome: SubmitOutcome::NotStarted, job: None, location: None },
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Unplanned failover of a recovery plan. Its fabrics are fixed, so failback is
+    /// `RecoveryToPrimary`. `point_type`: `Latest`, `LatestProcessed`,
+    /// `LatestApplicationConsistent` or `LatestCrashConsistent` (see [`crate::point`]).
+    pub async fn plan_failover(
+        &self,
+        name: &str,
+        direction: FailoverDirection,
+        point_type: &str,
+        shut_down_source: bool,
+    ) -> Result<Submission, AsrError> {
+        let body = Self::body(&PlanFailoverInput::a2a(direction.as_str(), shut_down_source, point_type))?;
+        self.plan_action(name, "unplannedFailover", Some(body)).await
+    }
+
+    /// Commits a recovery plan's failover.
+    pub async fn plan_commit(&self, name: &str) -> Result<Submission, AsrError> {
+        self.plan_action(name, "failoverCommit", None).await
+    }
+
+    /// Test failover of a recovery plan.
+    pub async fn plan_test_failover(
+        &self,
+        name: &str,
+        direction: FailoverDirection,
+        network_id: Option<String>,
+    ) -> Result<Submission, AsrError> {
+        let body = Self::body(&PlanTestFailoverInput::a2a(direction.as_str(), network_id))?;
+        self.plan_action(name, "testFailover", Some(body)).await
+    }
+
+    /// Cleans up a recovery plan's test failover.
+    pub async fn plan_test_failover_cleanup(&self, name: &str, comments: &str) -> Result<Submission, AsrError> {
+        let body = Self::body(&TestFailoverCleanupInput::new(comments))?;
+        self.plan_action(name, "testFailoverCleanup", Some(body)).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Compute and network (cleanup)
+
+    fn compute(&self, path: &str) -> String {
+        self.http.url(path, &self.config().compute_api_version)
+    }
+
+    fn network(&self, path: &str) -> String {
+        self.http.url(path, &self.config().network_api_version)
+    }
+
+    /// A VM with its power state, or `None` if it does not exist.
+    pub async fn get_vm(&self, vm_id: &str) -> Result<Option<VirtualMachine>, AsrError> {
+        let url = format!("{}&$expand=instanceView", self.compute(vm_id));
+        match self.http.get(&url, &format!("GET vm {}", last_segment(vm_id))).await {
+            Ok(vm) => Ok(Some(vm)),
+            Err(e) if e.class() == crate::error::ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// VMs of a resource group.
+    pub async fn list_vms(&self, resource_group: &str) -> Result<Vec<VirtualMachine>, AsrError> {
+        let path = format!(
+            "/subscriptions/{}/resourceGroups/{resource_group}/providers/Microsoft.Compute/virtualMachines",
+            self.config().subscription_id
+        );
+        self.collect(self.compute(&path), "GET virtualMachines").await
+    }
+
+    /// NICs of a resource group.
+    pub async fn list_nics(&self, resource_group: &str) -> Result<Vec<NetworkInterface>, AsrError> {
+        let path = format!(
+            "/subscriptions/{}/resourceGroups/{resource_group}/providers/Microsoft.Network/networkInterfaces",
+            self.config().subscription_id
+        );
+        self.collect(self.network(&path), "GET networkInterfaces").await
+    }
+
+    /// A NIC, or `None`.
+    pub async fn get_nic(&self, nic_id: &str) -> Result<Option<NetworkInterface>, AsrError> {
+        match self.http.get(&self.network(nic_id), &format!("GET nic {}", last_segment(nic_id))).await {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.class() == crate::error::ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a VM or NIC (by ARM id) and waits until it is gone. Deleting something already
+    /// gone succeeds. After an ambiguous answer the resource is read rather than deleted again.
+    pub async fn delete_resource(&self, id: &str) -> Result<(), AsrError> {
+        let is_nic = id.to_ascii_lowercase().contains("/microsoft.network/");
+        let url = if is_nic { self.network(id) } else { self.compute(id) };
+        let operation = format!("DELETE {}", last_segment(id));
+        let location = match self.http.mutate(Method::DELETE, &url, None, &operation).await {
+            Ok(raw) => raw.header("location").map(str::to_owned),
+            Err(e) if e.class() == crate::error::ErrorClass::NotFound => return Ok(()),
+            Err(e) if e.is_ambiguous() => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(location) = location {
+            loop {
+                let raw = self.http.get_raw(&location, &format!("poll {operation}")).await?;
+                if raw.status != 202 {
+                    break;
+                }
+                tokio::time::sleep(raw.retry_after().unwrap_or(self.config().poll_interval)).await;
+            }
+        }
+        // Confirm from Azure's state rather than trusting the answer.
+        let gone = if is_nic { self.get_nic(id).await?.is_none() } else { self.get_vm(id).await?.is_none() };
+        if gone {
+            Ok(())
+        } else {
+            Err(AsrError::Api {
+                operation,
+                status: 409,
+                code: "NotDeletedYet".into(),
+                message: format!("{id} still exists after its delete was accepted"),
+                possible_causes: None,
+                recommended_action: Some("Retry the cleanup.".into()),
+                retry_after: None,
+            })
+        }
+    }
+
+    /// Reads the final answer of an operation's `Location` URL (202 while running).
+    pub async fn poll_location(&self, location: &str) -> Result<Option<Value>, AsrError> {
+        let raw = self.http.get_raw(location, "poll operation").await?;
+        Ok(if raw.status == 202 { None } else { Some(raw.body) })
+    }
+}
+
+/// The error of a failed or cancelled job, with ASR's details.
+pub fn job_failure(job: &Job) -> AsrError {
+    let (code, message, possible_causes, recommended_action) = job
+        .first_error()
+        .unwrap_or_else(|| (job.state().to_string(), format!("job ended {}", job.state()), None, None));
+    AsrError::JobFailed { job: job.name.clone(), code, message, possible_causes, recommended_action }
+}
+
+/// Decodes a final resource (e.g. the item a failover's `Location` answers with).
+pub fn decode_final<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, AsrError> {
+    decode("final result", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderMap;
+
+    #[test]
+    fn the_job_name_comes_from_the_request_id_or_the_location() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-ms-request-id",
+            "/Subscriptions/s/resourceGroups/r/providers/Microsoft.RecoveryServices/vaults/v/replicationJobs/7588f427"
+                .parse()
+                .unwrap(),
+        );
+        let raw = RawResponse { status: 202, headers: h, body: Value::Null };
+        assert_eq!(job_name_from(&raw).as_deref(), Some("7588f427"));
+        let mut h = HeaderMap::new();
+        h.insert("x-ms-request-id", "0a1b2c".parse().unwrap());
+        h.insert(
+            "location",
+            "https://management.azure.com/Subscriptions/s/x/operationresults/abc-123?api-version=2025-08-01&t=1"
+                .parse()
+                .unwrap(),
+        );
+        let raw = RawResponse { status: 202, headers: h, body: Value::Null };
+        assert_eq!(job_name_from(&raw).as_deref(), Some("abc-123"));
+    }
+
+    #[test]
+    fn scenario_names_match_loosely_but_not_across_operations() {
+        assert!(Mutation::SwitchProtection.matches_scenario("SwitchReplicationGroupProtection"));
+        assert!(Mutation::Failover.matches_scenario("UnplannedFailover"));
+        assert!(!Mutation::Failover.matches_scenario("TestFailover"));
+        assert!(!Mutation::TestFailover.matches_scenario("TestFailoverCleanup"));
+        assert!(Mutation::Commit.matches_scenario("CommitFailover"));
+        assert_eq!(
+            resource_group_of("/subscriptions/s/resourcegroups/app-rg/providers/x/y").as_deref(),
+            Some("app-rg")
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Where Tern's Azure client points and how patient it is.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Azure public cloud's Resource Manager endpoint.
+pub const AZURE_PUBLIC_CLOUD: &str = "https://management.azure.com";
+/// The ASR api-version Tern speaks by default (the last hand-written swagger; SDK-validated).
+pub const DEFAULT_API_VERSION: &str = "2025-08-01";
+
+/// The client's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsrConfig {
+    /// ARM endpoint: Azure (`https://management.azure.com`), a sovereign cloud
+    /// (`https://management.usgovcloudapi.net`, `https://management.chinacloudapi.cn`), or a simulator.
+    pub endpoint: String,
+    /// ASR `api-version`.
+    pub api_version: String,
+    /// Compute `api-version`.
+    pub compute_api_version: String,
+    /// Network `api-version`.
+    pub network_api_version: String,
+    /// Subscription of the vault.
+    pub subscription_id: String,
+    /// Resource group of the vault.
+    pub resource_group: String,
+    /// Recovery Services vault name.
+    pub vault: String,
+    /// Limit for one HTTP request (connect + answer).
+    #[serde(with = "secs")]
+    pub request_timeout: Duration,
+    /// Limit for establishing a connection.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// Attempts for a read before giving up (429, 5xx and transport errors are retried).
+    pub read_attempts: u32,
+    /// First backoff step between read attempts (doubles, jittered).
+    #[serde(with = "secs")]
+    pub backoff_base: Duration,
+    /// Largest backoff step.
+    #[serde(with = "secs")]
+    pub backoff_max: Duration,
+    /// How often jobs are polled when no `Retry-After` says otherwise.
+    #[serde(with = "secs")]
+    pub poll_interval: Duration,
+    /// Extra CA certificate (PEM) to trust, e.g. a simulator's self-signed certificate.
+    pub ca_certificate: Option<PathBuf>,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: AZURE_PUBLIC_CLOUD.into(),
+            api_version: DEFAULT_API_VERSION.into(),
+            compute_api_version: "2024-07-01".into(),
+            network_api_version: "2024-05-01".into(),
+            subscription_id: String::new(),
+            resource_group: String::new(),
+            vault: String::new(),
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            read_attempts: 6,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(30),
+            ca_certificate: None,
+        }
+    }
+}
+
+impl AsrConfig {
+    /// A config for a vault on Azure's public cloud.
+    pub fn for_vault(subscription_id: &str, resource_group: &str, vault: &str) -> Self {
+        Self {
+            subscription_id: subscription_id.into(),
+            resource_group: resource_group.into(),
+            vault: vault.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the settings; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.endpoint.starts_with("https://") || self.endpoint.starts_with("http://")) {
+            return Err(format!("endpoint {:?} must be an http(s) URL", self.endpoint));
+        }
+        for (key, v) in [
+            ("subscription_id", &self.subscription_id),
+            ("resource_group", &self.resource_group),
+            ("vault", &self.vault),
+            ("api_version", &self.api_version),
+        ] {
+            if v.is_empty() || v.contains('/') || v.contains(char::is_whitespace) {
+                return Err(format!("{key} {v:?} must be non-empty, without '/' or spaces"));
+            }
+        }
+        if self.read_attempts == 0 {
+            return Err("read_attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The endpoint without a trailing slash.
+    pub fn base(&self) -> &str {
+        self.endpoint.trim_end_matches('/')
+    }
+
+    /// The OAuth scope for this endpoint (`<endpoint>/.default`).
+    pub fn scope(&self) -> String {
+        format!("{}/.default", self.base())
+    }
+
+    /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.RecoveryServices/vaults/{v}`.
+    pub fn vault_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.RecoveryServices/vaults/{}",
+            self.subscription_id, self.resource_group, self.vault
+        )
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_point_at_azure_and_validation_names_the_key() {
+        let c = AsrConfig::for_vault("sub", "rg", "v");
+        assert_eq!(c.scope(), "https://management.azure.com/.default");
+        assert!(c.vault_id().ends_with("/vaults/v"));
+        assert!(c.validate().is_ok());
+        let bad = AsrConfig { vault: "a/b".into(), ..c.clone() };
+        assert!(bad.validate().unwrap_err().contains("vault"));
+        let sovereign = AsrConfig { endpoint: "https://management.usgovcloudapi.net/".into(), ..c };
+        assert_eq!(sovereign.scope(), "https://management.usgovcloudapi.net/.default");
+    }
+}

@@ -1,0 +1,313 @@
+//! The one place that sends HTTP to Azure: bearer token, ARM budget, `Retry-After`, retries.
+//!
+//! Reads are retried on 429, 5xx and transport errors (honouring `Retry-After`, else jittered
+//! exponential backoff). Mutations are sent once: only a 429 — ARM's promise that nothing was
+//! applied — is answered by waiting and sending again. Any other doubt (timeout, reset, 5xx) is
+//! returned to the caller as an ambiguous error, to be settled by reading Azure's state.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use crate::auth::TokenProvider;
+use crate::budget::{Budget, RequestClass};
+use crate::config::AsrConfig;
+use crate::error::AsrError;
+
+/// Consecutive 429s a request waits out before the error is returned.
+const MAX_THROTTLED: u32 = 50;
+
+/// What came back.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body parsed as JSON (`Null` when empty).
+    pub body: Value,
+}
+
+impl RawResponse {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `Retry-After` (seconds, or an HTTP date).
+    pub fn retry_after(&self) -> Option<Duration> {
+        retry_after(&self.headers)
+    }
+}
+
+/// Request counters, by class.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// GETs sent.
+    pub reads: AtomicU64,
+    /// POST/PUT/PATCH sent.
+    pub writes: AtomicU64,
+    /// DELETEs sent.
+    pub deletes: AtomicU64,
+    /// 429s received.
+    pub throttled: AtomicU64,
+}
+
+impl HttpStats {
+    fn count(&self, class: RequestClass) {
+        match class {
+            RequestClass::Read => &self.reads,
+            RequestClass::Write => &self.writes,
+            RequestClass::Delete => &self.deletes,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The HTTP executor shared by every operation of a client.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    tokens: Arc<TokenProvider>,
+    budget: Arc<dyn Budget>,
+    pub(crate) config: Arc<AsrConfig>,
+    pub(crate) stats: Arc<HttpStats>,
+}
+
+impl Http {
+    pub(crate) fn new(
+        config: Arc<AsrConfig>,
+        tokens: Arc<TokenProvider>,
+        budget: Arc<dyn Budget>,
+    ) -> Result<Self, AsrError> {
+        crate::install_tls_provider();
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(64)
+            .user_agent(concat!("tern-asr/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_certificate {
+            let pem = std::fs::read(path)
+                .map_err(|e| AsrError::InvalidInput(format!("ca_certificate {}: {e}", path.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| AsrError::InvalidInput(format!("ca_certificate {}: {e}", path.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder.build().map_err(|e| AsrError::InvalidInput(format!("HTTP client: {e}")))?;
+        Ok(Self { client, tokens, budget, config, stats: Arc::new(HttpStats::default()) })
+    }
+
+    /// An absolute URL for `path` (already absolute URLs — nextLink, Location — are kept),
+    /// with `api-version` added when missing.
+    pub fn url(&self, path: &str, api_version: &str) -> String {
+        let mut url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.config.base())
+        };
+        if !url.contains("api-version=") {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str("api-version=");
+            url.push_str(api_version);
+        }
+        url
+    }
+
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+        operation: &str,
+    ) -> Result<RawResponse, AsrError> {
+        let class = RequestClass::of(method);
+        self.budget.acquire(class).await?;
+        let token = self.tokens.bearer().await?;
+        let mut req = self.client.request(method.clone(), url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.stats.count(class);
+        let resp = req.send().await.map_err(|e| AsrError::Transport {
+            operation: operation.to_owned(),
+            message: e.to_string(),
+            timed_out: e.is_timeout(),
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.map_err(|e| AsrError::Transport {
+            operation: operation.to_owned(),
+            message: format!("reading the body: {e}"),
+            timed_out: e.is_timeout(),
+        })?;
+        if let Some(remaining) =
+            headers.get(class.remaining_header()).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+        {
+            self.budget.observe_remaining(class, remaining).await;
+        }
+        let body = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        let raw = RawResponse { status, headers, body };
+        if status >= 400 {
+            return Err(api_error(operation, &raw));
+        }
+        Ok(raw)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.config.backoff_base.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1) as i32);
+        let capped = base.min(self.config.backoff_max.as_secs_f64());
+        // Full jitter in [capped/2, capped].
+        Duration::from_secs_f64(capped * (0.5 + rand::random::<f64>() * 0.5))
+    }
+
+    /// GET with retries on 429, 5xx and transport errors.
+    pub async fn get_raw(&self, url: &str, operation: &str) -> Result<RawResponse, AsrError> {
+        let mut attempt = 0;
+        let mut throttled = 0u32;
+        loop {
+            match self.send_once(&Method::GET, url, None, operation).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let wait = match &e {
+                        // Throttling is a "wait", not a failure: it does not use up attempts.
+                        AsrError::Api { status: 429, retry_after, .. } if throttled < MAX_THROTTLED => {
+                            throttled += 1;
+                            self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                            let wait = retry_after.unwrap_or(self.config.backoff_base);
+                            self.budget.throttled(RequestClass::Read, wait).await;
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        e if e.is_ambiguous() && !matches!(e, AsrError::Api { status: 429, .. }) => Some(match &e {
+                            AsrError::Api { retry_after: Some(d), .. } => *d,
+                            _ => self.backoff(attempt),
+                        }),
+                        _ => None,
+                    };
+                    attempt += 1;
+                    match wait {
+                        Some(d) if attempt < self.config.read_attempts => {
+                            debug!(%operation, attempt, ?d, error = %e, "read failed; retrying");
+                            tokio::time::sleep(d).await;
+                        }
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// GET and decode.
+    pub async fn get<T: DeserializeOwned>(&self, url: &str, operation: &str) -> Result<T, AsrError> {
+        let raw = self.get_raw(url, operation).await?;
+        decode(operation, raw.body)
+    }
+
+    /// Sends a mutation once. A 429 (nothing applied) waits for `Retry-After` and sends again;
+    /// everything else comes back as it is — ambiguous outcomes included.
+    pub async fn mutate(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        operation: &str,
+    ) -> Result<RawResponse, AsrError> {
+        let class = RequestClass::of(&method);
+        let mut throttled = 0u32;
+        loop {
+            match self.send_once(&method, url, body, operation).await {
+                Err(AsrError::Api { status: 429, retry_after, .. }) if throttled < MAX_THROTTLED => {
+                    throttled += 1;
+                    self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                    let wait = retry_after.unwrap_or(self.config.backoff_base);
+                    warn!(%operation, ?wait, "throttled by ARM; waiting for Retry-After");
+                    self.budget.throttled(class, wait).await;
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Decodes a JSON body into `T`, naming the operation on failure.
+pub fn decode<T: DeserializeOwned>(operation: &str, body: Value) -> Result<T, AsrError> {
+    serde_json::from_value(body)
+        .map_err(|e| AsrError::Decode { operation: operation.to_owned(), message: e.to_string() })
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("retry-after")?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs.max(0.0)).ok();
+    }
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let d = at - time::OffsetDateTime::now_utc();
+    Some(Duration::try_from_secs_f64(d.as_seconds_f64().max(0.0)).unwrap_or_default())
+}
+
+/// Builds the typed error of an error response, digging ASR's details out of the body.
+fn api_error(operation: &str, raw: &RawResponse) -> AsrError {
+    let e = &raw.body["error"];
+    let detail = e["details"].as_array().and_then(|d| d.first());
+    let pick = |key: &str| detail.and_then(|d| d[key].as_str()).or_else(|| e[key].as_str()).map(str::to_owned);
+    let code = pick("code").unwrap_or_else(|| format!("HTTP{}", raw.status));
+    let message =
+        e["message"].as_str().map(str::to_owned).or_else(|| pick("message")).unwrap_or_else(|| match &raw.body {
+            Value::String(s) => s.clone(),
+            _ => "no error message".into(),
+        });
+    AsrError::Api {
+        operation: operation.to_owned(),
+        status: raw.status,
+        code,
+        message,
+        possible_causes: pick("possibleCauses"),
+        recommended_action: pick("recommendedAction"),
+        retry_after: raw.retry_after(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn asr_error_details_are_dug_out() {
+        let raw = RawResponse {
+            status: 400,
+            headers: HeaderMap::new(),
+            body: json!({"error": {"code": "BadRequest", "message": "The operation failed.", "details": [
+                {"code": "28031", "message": "m", "possibleCauses": "quota", "recommendedAction": "increase quota"}]}}),
+        };
+        match api_error("op", &raw) {
+            AsrError::Api { code, message, possible_causes, recommended_action, .. } => {
+                assert_eq!(code, "28031");
+                assert_eq!(message, "The operation failed.");
+                assert_eq!(possible_causes.as_deref(), Some("quota"));
+                assert_eq!(recommended_action.as_deref(), Some("increase quota"));
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a date in the past means now");
+    }
+}
