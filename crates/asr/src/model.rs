@@ -300,6 +300,11 @@ pub struct A2AReplicationDetails {
     pub fabric_object_id: Option<String>,
     /// ARM id of the VM after failover.
     pub recovery_fabric_object_id: Option<String>,
+    /// ARM id of the test VM while a test failover is up.
+    pub test_failover_recovery_fabric_object_id: Option<String>,
+    /// Name a test failover gives its VM.
+    #[serde(rename = "tfoAzureVMName")]
+    pub tfo_azure_vm_name: Option<String>,
     /// Primary region, e.g. `uksouth`.
     pub primary_fabric_location: Option<String>,
     /// Recovery region, e.g. `ukwest`.

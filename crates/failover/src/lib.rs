@@ -1,0 +1,327 @@
+//! The failover phase: unplanned failover to the other region (failback included) with the
+//! resolved recovery point and the shut-down-source option, then commit unless told not to.
+//! Drill mode runs a test failover into an isolated network, checks the test VM runs, and
+//! always cleans the test failover up.
+
+use std::time::{Duration, Instant};
+
+use tern_asr::client::FailoverDirection;
+use tern_asr::model::{Job, ProtectedItem};
+use tern_asr::point::{PointChoice, ResolvedPoint};
+use tern_asr::{AsrClient, ErrorClass};
+use tern_bus::WorkQueue;
+use tern_proto::{
+    DrillSettings, FailoverCommand, Outcome, Phase, RecoveryPointChoice, RecoveryPointKind, RecoveryPointUsed,
+    SourceShutdown, command,
+};
+use tern_worker::{CommandRun, Failure, PhaseHandler};
+
+/// The failover phase handler.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverPhase;
+
+#[async_trait::async_trait]
+impl PhaseHandler for FailoverPhase {
+    fn service(&self) -> &'static str {
+        "tern-failover"
+    }
+
+    fn queue(&self) -> WorkQueue {
+        WorkQueue::Failover
+    }
+
+    async fn run(&self, run: &mut CommandRun) -> Result<&'static str, Failure> {
+        let Some(command::Action::Failover(f)) = run.command.action.clone() else {
+            return Err(Failure::Invalid("not a failover command".into()));
+        };
+        let item = locate(run).await?;
+        if let Some(drill) = &f.drill {
+            return drill_run(run, &item, &f, drill).await;
+        }
+        failover(run, &item, &f).await?;
+        if f.commit_after {
+            commit(run).await?;
+        }
+        Ok("succeeded")
+    }
+}
+
+/// The command's protected item, found again by name and lifecycle id if its id changed.
+pub async fn locate(run: &mut CommandRun) -> Result<ProtectedItem, Failure> {
+    let vm = run.command.vm.clone().unwrap_or_default();
+    let asr = run.cx.asr.clone();
+    let phase = run.command.action.as_ref().map(|a| a.phase()).unwrap_or(Phase::Failover);
+    if !vm.protected_item_id.is_empty() {
+        match asr.get_item(&vm.protected_item_id).await {
+            Ok(item) => return Ok(item),
+            Err(e) if e.class() == ErrorClass::NotFound => {}
+            Err(e) => return Err(Failure::asr(phase)(e)),
+        }
+    }
+    let lifecycle = (!vm.lifecycle_id.is_empty()).then_some(vm.lifecycle_id.as_str());
+    let name = vm.protected_item_id.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or(&vm.name).to_owned();
+    let found = asr.find_item(&name, lifecycle).await.map_err(Failure::asr(phase))?;
+    let found = match found {
+        Some(i) => Some(i),
+        None if !vm.name.is_empty() => asr
+            .list_items(None, Some(&format!("friendlyName eq '{}'", vm.name)))
+            .await
+            .map_err(Failure::asr(phase))?
+            .into_iter()
+            .next(),
+        None => None,
+    };
+    let item = found.ok_or_else(|| Failure::Refused {
+        phase,
+        code: "TERN-VM-NOT-FOUND",
+        message: format!("no replicated item {name:?} (lifecycle {:?}) in the vault", vm.lifecycle_id),
+        action: "Check that the VM is still protected by the vault.",
+    })?;
+    run.events.vm_mut().protected_item_id = item.id.clone();
+    if run.events.vm_mut().lifecycle_id.is_empty() {
+        run.events.vm_mut().lifecycle_id = item.lifecycle_id().unwrap_or_default().to_owned();
+    }
+    Ok(item)
+}
+
+fn choice(c: Option<&RecoveryPointChoice>) -> PointChoice {
+    let Some(c) = c else { return PointChoice::LatestProcessed };
+    match RecoveryPointKind::try_from(c.kind).unwrap_or(RecoveryPointKind::Unspecified) {
+        RecoveryPointKind::Latest => PointChoice::Latest,
+        RecoveryPointKind::LatestAppConsistent => PointChoice::LatestAppConsistent,
+        RecoveryPointKind::LatestCrashConsistent => PointChoice::LatestCrashConsistent,
+        RecoveryPointKind::Custom => PointChoice::Custom(c.custom_id.clone()),
+        RecoveryPointKind::LatestProcessed | RecoveryPointKind::Unspecified => PointChoice::LatestProcessed,
+    }
+}
+
+fn kind(c: Option<&RecoveryPointChoice>) -> i32 {
+    c.map(|c| c.kind).filter(|k| *k != 0).unwrap_or(RecoveryPointKind::LatestProcessed as i32)
+}
+
+/// What the job says was used, completed with what resolution knew (disks covered).
+fn point_used(job: Option<&Job>, resolved: Option<&ResolvedPoint>, requested: i32) -> RecoveryPointUsed {
+    let details = job.and_then(|j| j.properties.custom_details.as_ref()).and_then(|d| d.protected_item_details.first());
+    let time = details
+        .and_then(|d| d.recovery_point_time.as_deref())
+        .and_then(tern_asr::model::parse_time)
+        .or_else(|| resolved.and_then(|r| r.point.as_ref()).and_then(|p| p.time()))
+        .map(|t| prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 });
+    RecoveryPointUsed {
+        id: details
+            .and_then(|d| d.recovery_point_id.clone())
+            .or_else(|| resolved.and_then(|r| r.send.clone()))
+            .unwrap_or_default(),
+        time,
+        requested,
+        asr_type: resolved
+            .and_then(|r| r.point.as_ref())
+            .and_then(|p| p.properties.recovery_point_type.clone())
+            .unwrap_or_default(),
+        disks_covered: resolved.map(|r| r.disks_covered as u32).unwrap_or(0),
+        disks_total: resolved.map(|r| r.disks_total as u32).unwrap_or(0),
+    }
+}
+
+/// Whether the source shutdown the command asked for happened (ASR proceeds either way).
+fn shutdown_outcome(job: Option<&Job>, requested: bool) -> SourceShutdown {
+    if !requested {
+        return SourceShutdown::NotRequested;
+    }
+    let failed = job.is_some_and(|j| {
+        j.properties.tasks.iter().any(|t| {
+            let name = format!("{} {}", t.name.as_deref().unwrap_or(""), t.friendly_name.as_deref().unwrap_or(""))
+                .to_ascii_lowercase();
+            name.contains("shut") && t.state.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("Failed"))
+        })
+    });
+    if failed { SourceShutdown::Failed } else { SourceShutdown::Succeeded }
+}
+
+fn running_job_of(item: &ProtectedItem, scenario_key: &str) -> Option<String> {
+    let scenario = item.properties.current_scenario.as_ref()?.scenario_name.as_deref()?.to_ascii_lowercase();
+    let job = item.running_job_id()?;
+    scenario.contains(scenario_key).then(|| job.rsplit('/').next().unwrap_or(job).to_owned())
+}
+
+async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverCommand) -> Result<(), Failure> {
+    const STEP: &str = "failover";
+    if run.fence.is_done(STEP) {
+        return Ok(());
+    }
+    let asr: AsrClient = run.cx.asr.clone();
+    run.events.emit(Phase::Failover, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
+    let mut resolved = None;
+    let mut already = false;
+    let job = if let Some(job) = run.recorded_job(STEP) {
+        Some(job) // a previous delivery started it: attach
+    } else if let Some(job) = running_job_of(item, "unplannedfailover") {
+        run.fence.record_job(STEP, &job).await?;
+        Some(job)
+    } else if item.active_location().eq_ignore_ascii_case("Recovery") {
+        already = true; // failed over already (by an earlier attempt whose record was lost)
+        None
+    } else {
+        let r =
+            asr.resolve_point(item, &choice(f.recovery_point.as_ref())).await.map_err(Failure::asr(Phase::Failover))?;
+        let submission = asr
+            .unplanned_failover(item, FailoverDirection::PrimaryToRecovery, r.send.clone(), f.shut_down_source)
+            .await
+            .map_err(Failure::asr(Phase::Failover))?;
+        resolved = Some(r);
+        run.record(STEP, Phase::Failover, submission).await?
+    };
+    let finished = match &job {
+        Some(j) => Some(run.wait(Phase::Failover, j).await?),
+        None => None,
+    };
+    run.fence.step_done(STEP).await?;
+    let used = point_used(finished.as_ref(), resolved.as_ref(), kind(f.recovery_point.as_ref()));
+    let shutdown = shutdown_outcome(finished.as_ref(), f.shut_down_source);
+    run.events
+        .emit(Phase::Failover, Outcome::Succeeded, |e| {
+            e.asr_job_id = job.clone().unwrap_or_default();
+            e.recovery_point = Some(used);
+            e.source_shutdown = shutdown as i32;
+            if shutdown == SourceShutdown::Failed {
+                e.error = Some(tern_worker::events::tern_error(
+                    "TERN-SHUTDOWN-FAILED",
+                    "the source VM could not be shut down before failover; the failover went on",
+                    "Shut the source VM down by hand if it still runs.",
+                ));
+            }
+            if already {
+                e.reason = "already failed over; nothing sent".into();
+            }
+        })
+        .await
+        .map_err(|e| Failure::Transient(e.to_string()))
+}
+
+async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
+    const STEP: &str = "commit";
+    if run.fence.is_done(STEP) {
+        return Ok(());
+    }
+    let asr = run.cx.asr.clone();
+    run.events.emit(Phase::Commit, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
+    let item = locate(run).await?;
+    let mut already = false;
+    let job = if let Some(job) = run.recorded_job(STEP) {
+        Some(job)
+    } else if let Some(job) = running_job_of(&item, "commit") {
+        run.fence.record_job(STEP, &job).await?;
+        Some(job)
+    } else if item.protection_state().to_ascii_lowercase().contains("committed") {
+        already = true;
+        None
+    } else {
+        let submission = asr.commit(&item).await.map_err(Failure::asr(Phase::Commit))?;
+        run.record(STEP, Phase::Commit, submission).await?
+    };
+    if let Some(j) = &job {
+        run.wait(Phase::Commit, j).await?;
+    }
+    run.fence.step_done(STEP).await?;
+    run.events
+        .emit(Phase::Commit, Outcome::Succeeded, |e| {
+            e.asr_job_id = job.unwrap_or_default();
+            if already {
+                e.reason = "already committed; nothing sent".into();
+            }
+        })
+        .await
+        .map_err(|e| Failure::Transient(e.to_string()))
+}
+
+async fn drill_run(
+    run: &mut CommandRun,
+    item: &ProtectedItem,
+    f: &FailoverCommand,
+    drill: &DrillSettings,
+) -> Result<&'static str, Failure> {
+    let asr = run.cx.asr.clone();
+    run.events.emit(Phase::Drill, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
+    if !run.fence.is_done("test_failover") {
+        let job = match run.recorded_job("test_failover") {
+            Some(j) => Some(j),
+            None => {
+                let network = (!drill.test_network_id.is_empty()).then(|| drill.test_network_id.clone());
+                let r = asr
+                    .resolve_point(item, &choice(f.recovery_point.as_ref()))
+                    .await
+                    .map_err(Failure::asr(Phase::Drill))?;
+                let submission = asr.test_failover(item, network, r.send).await.map_err(Failure::asr(Phase::Drill))?;
+                run.record("test_failover", Phase::Drill, submission).await?
+            }
+        };
+        if let Some(j) = &job {
+            run.wait(Phase::Drill, j).await?;
+        }
+        run.fence.step_done("test_failover").await?;
+    }
+    // Validation: the test VM exists and runs in the target region.
+    let timeout = drill
+        .validation_timeout
+        .as_ref()
+        .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+        .unwrap_or(Duration::from_secs(600));
+    let verdict = validate_test_vm(&asr, &item.id, timeout).await;
+    // Cleanup runs whatever the check said (unless the drill keeps a VM that validated).
+    let keep = drill.keep_test_vm && verdict.is_ok();
+    if !keep && !run.fence.is_done("test_failover_cleanup") {
+        let job = match run.recorded_job("test_failover_cleanup") {
+            Some(j) => Some(j),
+            None => {
+                let current = asr.get_item(&item.id).await.map_err(Failure::asr(Phase::Drill))?;
+                let submission =
+                    asr.test_failover_cleanup(&current, "Tern drill").await.map_err(Failure::asr(Phase::Drill))?;
+                run.record("test_failover_cleanup", Phase::Drill, submission).await?
+            }
+        };
+        if let Some(j) = &job {
+            run.wait(Phase::Drill, j).await?;
+        }
+        run.fence.step_done("test_failover_cleanup").await?;
+    }
+    match verdict {
+        Ok(vm) => {
+            run.events
+                .emit(Phase::Drill, Outcome::Succeeded, |e| {
+                    e.reason = format!("test VM {vm} ran in the target region; test failover cleaned up")
+                })
+                .await
+                .map_err(|e| Failure::Transient(e.to_string()))?;
+            Ok("succeeded")
+        }
+        Err(why) => Err(Failure::Refused {
+            phase: Phase::Drill,
+            code: "TERN-DRILL-VALIDATION-FAILED",
+            message: format!("{why}; the test failover was cleaned up"),
+            action: "Check the test network and the VM's boot diagnostics, then run the drill again.",
+        }),
+    }
+}
+
+async fn validate_test_vm(asr: &AsrClient, item_id: &str, timeout: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    loop {
+        let item = asr.get_item(item_id).await.map_err(|e| format!("the item could not be read: {e}"))?;
+        let a2a = item.properties.provider_specific_details.as_ref();
+        let vm_id = a2a.and_then(|d| d.test_failover_recovery_fabric_object_id.clone()).or_else(|| {
+            let rg = a2a?.recovery_azure_resource_group_id.clone()?;
+            let name = a2a?.tfo_azure_vm_name.clone()?;
+            Some(format!("{rg}/providers/Microsoft.Compute/virtualMachines/{name}"))
+        });
+        if let Some(vm_id) = vm_id
+            && let Ok(Some(vm)) = asr.get_vm(&vm_id).await
+            && vm.power_state() == Some("running")
+        {
+            return Ok(vm.name);
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!("no running test VM for {} within {timeout:?}", item.friendly_name()));
+        }
+        tokio::time::sleep(Duration::from_secs(2).min(timeout)).await;
+    }
+}

@@ -1,0 +1,218 @@
+//! The failover worker as a process, against a real nats-server and the ASR simulator.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tern_asr_sim::{SeedState, SimConfig};
+use tern_proto::{
+    Command, DrillSettings, FailoverCommand, Outcome, Phase, RecoveryPointChoice, RecoveryPointKind, SourceShutdown,
+    VmRef, command,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tern-failover");
+
+fn sim(vms: usize) -> SimConfig {
+    let mut c = SimConfig::default();
+    c.estate.vms = vms;
+    c.estate.state = SeedState::ReadyForFailback;
+    c.zero_latency = true;
+    c.throttle.enabled = false;
+    c
+}
+
+fn failover(plan: &str, vm: &str) -> Command {
+    let vm = VmRef { name: vm.into(), ..Default::default() };
+    Command {
+        command_id: tern_bus::ids::command_id(plan, &vm, Phase::Failover, 1),
+        plan_id: plan.into(),
+        vm: Some(vm),
+        attempt: 1,
+        action: Some(command::Action::Failover(FailoverCommand {
+            recovery_point: Some(RecoveryPointChoice {
+                kind: RecoveryPointKind::LatestProcessed as i32,
+                ..Default::default()
+            }),
+            shut_down_source: true,
+            commit_after: true,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn terminal(events: &[tern_proto::Event], phase: Phase) -> Option<(Outcome, tern_proto::VmEvent)> {
+    events
+        .iter()
+        .filter(|e| kind(e).is_some_and(|(p, o)| p == phase && o.is_terminal()))
+        .map(|e| (kind(e).unwrap().1, vm_event(e).clone()))
+        .next()
+}
+
+#[tokio::test]
+async fn a_failover_and_commit_run_to_the_end_with_every_event() {
+    let mut stack = Stack::start(sim(2)).await;
+    stack.spawn(BIN, &[]);
+    stack.bus.publish_command(&failover("p1", "vm-00001")).await.unwrap();
+    let events = stack.wait_events("p1", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
+    let kinds: Vec<_> = events.iter().filter_map(kind).filter(|(_, o)| *o != Outcome::Progress).collect();
+    assert_eq!(
+        kinds,
+        [
+            (Phase::Failover, Outcome::Started),
+            (Phase::Failover, Outcome::Succeeded),
+            (Phase::Commit, Outcome::Started),
+            (Phase::Commit, Outcome::Succeeded)
+        ]
+    );
+    let (_, done) = terminal(&events, Phase::Failover).unwrap();
+    let point = done.recovery_point.expect("the recovery point used is reported");
+    assert!(!point.id.is_empty() && point.time.is_some());
+    assert_eq!((point.disks_covered, point.disks_total), (2, 2));
+    assert_eq!(done.source_shutdown, SourceShutdown::Succeeded as i32);
+    assert!(!done.asr_job_id.is_empty() && done.duration.is_some());
+    assert_eq!(
+        stack.accepted_ops().await,
+        [("unplannedFailover".to_owned(), "vm-00001".to_owned()), ("failoverCommit".to_owned(), "vm-00001".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn an_asr_failure_becomes_a_failed_event_with_the_asr_code() {
+    let mut config = sim(2);
+    config.faults.failures.push(
+        serde_json::from_value(serde_json::json!({"vms": ["vm-00002"], "operation": "failover", "code": "28031"}))
+            .unwrap(),
+    );
+    let mut stack = Stack::start(config).await;
+    stack.spawn(BIN, &[]);
+    stack.bus.publish_command(&failover("p2", "vm-00002")).await.unwrap();
+    let events = stack.wait_events("p2", "the failover to fail", |ev| terminal(ev, Phase::Failover).is_some()).await;
+    let (outcome, failed) = terminal(&events, Phase::Failover).unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "28031");
+    assert!(!error.recommended_action.is_empty() && !error.retryable);
+    assert!(!failed.asr_job_id.is_empty());
+    assert!(terminal(&events, Phase::Commit).is_none(), "no commit after a failed failover");
+    assert_eq!(stack.accepted_ops().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_failover_is_replaced_and_the_failover_is_sent_once() {
+    let mut config = sim(2);
+    config.zero_latency = false;
+    config.time_compression = 60.0; // failover 2-5 s of real time
+    let mut stack = Stack::start(config).await;
+    let first = stack.spawn(BIN, &[]);
+    stack.bus.publish_command(&failover("p3", "vm-00001")).await.unwrap();
+    tern_testkit::wait_until("the failover to reach ASR", DEADLINE, || async {
+        !stack.accepted_ops().await.is_empty()
+    })
+    .await
+    .unwrap();
+    stack.kill(first);
+    stack.spawn(BIN, &[]);
+    let events = stack.wait_events("p3", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
+    assert_eq!(terminal(&events, Phase::Failover).unwrap().0, Outcome::Succeeded);
+    assert_eq!(terminal(&events, Phase::Commit).unwrap().0, Outcome::Succeeded);
+    let ops = stack.accepted_ops().await;
+    assert_eq!(ops.iter().filter(|(o, _)| o == "unplannedFailover").count(), 1, "one failover POST: {ops:?}");
+    assert_eq!(ops.iter().filter(|(o, _)| o == "failoverCommit").count(), 1, "one commit POST: {ops:?}");
+}
+
+#[tokio::test]
+async fn the_same_command_delivered_twice_has_one_side_effect() {
+    let mut stack = Stack::start(sim(2)).await;
+    let cmd = failover("p4", "vm-00001");
+    // Two deliveries of the same command (different bus ids, so both are queued).
+    let js = stack.bus.jetstream().clone();
+    for n in 0..2 {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("copy-{n}").as_str());
+        js.publish_with_headers("tern.commands.failover.p4", h, prost::Message::encode_to_vec(&cmd).into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    stack.spawn(BIN, &[]);
+    stack.wait_events("p4", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
+    tern_testkit::wait_until("both copies to leave the queue", DEADLINE, || async {
+        let mut s = stack.bus.jetstream().get_stream(tern_bus::topology::COMMANDS_STREAM).await.unwrap();
+        s.info().await.unwrap().state.messages == 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(stack.accepted_ops().await.len(), 2, "one failover and one commit, not two of each");
+}
+
+#[tokio::test]
+async fn an_undecodable_command_is_dead_lettered_while_the_worker_keeps_serving() {
+    let mut stack = Stack::start(sim(2)).await;
+    stack.spawn(BIN, &[]);
+    stack
+        .bus
+        .jetstream()
+        .publish("tern.commands.failover.p5", vec![0xff, 0xff, 0xff].into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    stack.bus.publish_command(&failover("p5", "vm-00002")).await.unwrap();
+    stack.wait_events("p5", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
+    let dead = tern_testkit::wait_for("a dead letter", DEADLINE, || async {
+        let d = stack.bus.dead_letters().await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await
+    .unwrap();
+    assert!(dead[0].reason.contains("undecodable"), "{}", dead[0].reason);
+}
+
+#[tokio::test]
+async fn two_workers_share_one_queue_without_duplicating_work() {
+    let mut stack = Stack::start(sim(12)).await;
+    stack.spawn(BIN, &[("TERN_CONCURRENCY", "2")]);
+    stack.spawn(BIN, &[("TERN_CONCURRENCY", "2")]);
+    for n in 1..=12 {
+        stack.bus.publish_command(&failover("p6", &format!("vm-{n:05}"))).await.unwrap();
+    }
+    stack
+        .wait_events("p6", "12 commits", |ev| {
+            ev.iter().filter(|e| kind(e) == Some((Phase::Commit, Outcome::Succeeded))).count() == 12
+        })
+        .await;
+    let ops = stack.accepted_ops().await;
+    assert_eq!(ops.len(), 24, "one failover and one commit per VM: {ops:?}");
+    let mut per_vm: Vec<&str> = ops.iter().filter(|(o, _)| o == "unplannedFailover").map(|(_, i)| i.as_str()).collect();
+    per_vm.sort_unstable();
+    per_vm.dedup();
+    assert_eq!(per_vm.len(), 12);
+}
+
+#[tokio::test]
+async fn a_drill_tests_the_failover_checks_the_vm_and_cleans_up() {
+    let mut stack = Stack::start(sim(2)).await;
+    stack.spawn(BIN, &[]);
+    let mut cmd = failover("p7", "vm-00001");
+    cmd.command_id = "p7.vm-00001.drill.1".into();
+    if let Some(command::Action::Failover(f)) = cmd.action.as_mut() {
+        f.commit_after = false;
+        f.drill = Some(DrillSettings {
+            test_network_id:
+                "/subscriptions/s/resourceGroups/rg-app/providers/Microsoft.Network/virtualNetworks/isolated".into(),
+            validation_timeout: Some(prost_types::Duration { seconds: 20, nanos: 0 }),
+            keep_test_vm: false,
+        });
+    }
+    stack.bus.publish_command(&cmd).await.unwrap();
+    let events = stack.wait_events("p7", "the drill to finish", |ev| terminal(ev, Phase::Drill).is_some()).await;
+    let (outcome, done) = terminal(&events, Phase::Drill).unwrap();
+    assert_eq!(outcome, Outcome::Succeeded, "{done:?}");
+    assert!(done.reason.contains("ran in the target region"), "{}", done.reason);
+    let ops: Vec<String> = stack.accepted_ops().await.into_iter().map(|(o, _)| o).collect();
+    assert_eq!(ops, ["testFailover", "testFailoverCleanup"], "production was not touched");
+    let _ = Duration::ZERO;
+}

@@ -1,0 +1,129 @@
+//! Lifecycle events of one command: `started`, `progress`, then one terminal outcome per phase.
+//!
+//! Ids are derived from the command id, the phase and the outcome, so a worker that takes a
+//! command over and publishes the same event again is deduplicated by the bus.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use prost_types::Timestamp;
+use tern_bus::{Bus, BusError, ids};
+use tern_proto::{AsrError as AsrErrorProto, Command, Event, Outcome, Phase, VmEvent, VmRef, event};
+
+/// Publishes the events of one command.
+#[derive(Debug)]
+pub struct Emitter {
+    bus: Bus,
+    plan_id: String,
+    vm: VmRef,
+    command_id: String,
+    command_phase: Phase,
+    attempt: u32,
+    started: HashMap<i32, SystemTime>,
+    progress_seq: u32,
+}
+
+impl Emitter {
+    /// For `command`, whose own phase is `phase`.
+    pub fn new(bus: Bus, command: &Command, phase: Phase) -> Self {
+        Self {
+            bus,
+            plan_id: command.plan_id.clone(),
+            vm: command.vm.clone().unwrap_or_default(),
+            command_id: command.command_id.clone(),
+            command_phase: phase,
+            attempt: command.attempt,
+            started: HashMap::new(),
+            progress_seq: 0,
+        }
+    }
+
+    /// The VM, as events name it (its protected item id is updated after reprotect).
+    pub fn vm_mut(&mut self) -> &mut VmRef {
+        &mut self.vm
+    }
+
+    fn base_id(&self, phase: Phase) -> String {
+        if phase == self.command_phase {
+            self.command_id.clone()
+        } else {
+            format!("{}.{}", self.command_id, phase.slug())
+        }
+    }
+
+    /// Publishes one event; `fill` sets the outcome-specific fields.
+    pub async fn emit(
+        &mut self,
+        phase: Phase,
+        outcome: Outcome,
+        fill: impl FnOnce(&mut VmEvent),
+    ) -> Result<(), BusError> {
+        let now = SystemTime::now();
+        let seq = if outcome == Outcome::Progress {
+            self.progress_seq += 1;
+            self.progress_seq
+        } else {
+            0
+        };
+        if outcome == Outcome::Started {
+            self.started.entry(phase as i32).or_insert(now);
+        }
+        let started_at = self.started.get(&(phase as i32)).copied();
+        let mut vm_event = VmEvent {
+            vm: Some(self.vm.clone()),
+            phase: phase as i32,
+            outcome: outcome as i32,
+            command_id: self.command_id.clone(),
+            attempt: self.attempt,
+            started_at: started_at.map(Timestamp::from),
+            ..Default::default()
+        };
+        if outcome.is_terminal() {
+            vm_event.finished_at = Some(Timestamp::from(now));
+            if let Some(s) = started_at {
+                let d = now.duration_since(s).unwrap_or_default();
+                vm_event.duration =
+                    Some(prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 });
+            }
+        }
+        fill(&mut vm_event);
+        let event = Event {
+            event_id: ids::vm_event_id(&self.base_id(phase), outcome, seq),
+            plan_id: self.plan_id.clone(),
+            time: Some(Timestamp::from(now)),
+            body: Some(event::Body::Vm(vm_event)),
+            ..Default::default()
+        };
+        self.bus.publish_event(&event).await.map(|_| ())
+    }
+}
+
+/// The proto form of an ASR error.
+pub fn asr_error(e: &tern_asr::AsrError) -> AsrErrorProto {
+    let http_status = match e {
+        tern_asr::AsrError::Api { status, .. } => u32::from(*status),
+        _ => 0,
+    };
+    let message = match e {
+        tern_asr::AsrError::Api { message, .. } | tern_asr::AsrError::JobFailed { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    AsrErrorProto {
+        code: e.code().unwrap_or("TERN-ASR").to_owned(),
+        message,
+        recommended_action: e.recommended_action().unwrap_or_default().to_owned(),
+        retryable: e.is_retryable(),
+        http_status,
+    }
+}
+
+/// A Tern-side error for an event (refusals, validation failures).
+pub fn tern_error(code: &str, message: impl Into<String>, recommended_action: &str) -> AsrErrorProto {
+    AsrErrorProto {
+        code: code.into(),
+        message: message.into(),
+        recommended_action: recommended_action.into(),
+        retryable: false,
+        http_status: 0,
+    }
+}

@@ -1,0 +1,59 @@
+//! `tern-worker`: the runtime Tern's phase workers (`tern-failover`, `tern-reprotect`,
+//! `tern-cleanup`) share.
+//!
+//! For each command: claim it with a KV operation record (the fence) → settle with Azure
+//! (already done, a job to attach to, or start one) → record the job before waiting → keep the
+//! claim and the message alive while ASR works → publish `started`, `progress` and a terminal
+//! event → ack. A replacement worker attaches to the recorded job; a stale one finds its claim
+//! gone and backs off. Each worker also serves `/healthz`, `/readyz` and `/metrics`.
+
+pub mod config;
+pub mod events;
+pub mod fence;
+pub mod runtime;
+pub mod serve;
+
+pub use config::WorkerConfig;
+pub use events::Emitter;
+pub use fence::{Claim, Fence, FenceError, OperationRecord};
+pub use runtime::{CommandRun, Failure, PhaseHandler, WorkerContext, run_worker};
+
+/// Runs a worker binary: config from `--config FILE` and `TERN_*`, logs to stderr, stops
+/// gracefully on SIGINT/SIGTERM.
+pub async fn main_for(handler: std::sync::Arc<dyn PhaseHandler>) -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut file = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" => file = args.next().map(std::path::PathBuf::from),
+            "--help" | "-h" => {
+                println!(
+                    "{service}: a Tern phase worker.\n\nUsage: {service} [--config FILE]\n\nSettings: defaults, then FILE (TOML), then TERN_* environment variables\n(TERN_NATS_URL, TERN_ASR__ENDPOINT, TERN_ASR__SUBSCRIPTION_ID, TERN_ASR__RESOURCE_GROUP,\nTERN_ASR__VAULT, TERN_ASR_TOKEN, TERN_CONCURRENCY, TERN_LISTEN, TERN_BUDGET, ...; '__' nests).",
+                    service = handler.service()
+                );
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(std::env::var("TERN_LOG").unwrap_or_else(|_| "info".into()))
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = WorkerConfig::load(file.as_deref(), std::env::vars()).map_err(|e| anyhow::anyhow!(e))?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        stop.cancel();
+    });
+    run_worker(config, handler, shutdown).await
+}
