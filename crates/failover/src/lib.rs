@@ -5,15 +5,16 @@
 
 use std::time::{Duration, Instant};
 
+use tern_asr::AsrClient;
 use tern_asr::client::FailoverDirection;
 use tern_asr::model::{Job, ProtectedItem};
 use tern_asr::point::{PointChoice, ResolvedPoint};
-use tern_asr::{AsrClient, ErrorClass};
 use tern_bus::WorkQueue;
 use tern_proto::{
     DrillSettings, FailoverCommand, Outcome, Phase, RecoveryPointChoice, RecoveryPointKind, RecoveryPointUsed,
     SourceShutdown, command,
 };
+use tern_worker::runtime::running_job_of;
 use tern_worker::{CommandRun, Failure, PhaseHandler};
 
 /// The failover phase handler.
@@ -34,7 +35,7 @@ impl PhaseHandler for FailoverPhase {
         let Some(command::Action::Failover(f)) = run.command.action.clone() else {
             return Err(Failure::Invalid("not a failover command".into()));
         };
-        let item = locate(run).await?;
+        let item = run.locate().await?;
         if let Some(drill) = &f.drill {
             return drill_run(run, &item, &f, drill).await;
         }
@@ -44,44 +45,6 @@ impl PhaseHandler for FailoverPhase {
         }
         Ok("succeeded")
     }
-}
-
-/// The command's protected item, found again by name and lifecycle id if its id changed.
-pub async fn locate(run: &mut CommandRun) -> Result<ProtectedItem, Failure> {
-    let vm = run.command.vm.clone().unwrap_or_default();
-    let asr = run.cx.asr.clone();
-    let phase = run.command.action.as_ref().map(|a| a.phase()).unwrap_or(Phase::Failover);
-    if !vm.protected_item_id.is_empty() {
-        match asr.get_item(&vm.protected_item_id).await {
-            Ok(item) => return Ok(item),
-            Err(e) if e.class() == ErrorClass::NotFound => {}
-            Err(e) => return Err(Failure::asr(phase)(e)),
-        }
-    }
-    let lifecycle = (!vm.lifecycle_id.is_empty()).then_some(vm.lifecycle_id.as_str());
-    let name = vm.protected_item_id.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or(&vm.name).to_owned();
-    let found = asr.find_item(&name, lifecycle).await.map_err(Failure::asr(phase))?;
-    let found = match found {
-        Some(i) => Some(i),
-        None if !vm.name.is_empty() => asr
-            .list_items(None, Some(&format!("friendlyName eq '{}'", vm.name)))
-            .await
-            .map_err(Failure::asr(phase))?
-            .into_iter()
-            .next(),
-        None => None,
-    };
-    let item = found.ok_or_else(|| Failure::Refused {
-        phase,
-        code: "TERN-VM-NOT-FOUND",
-        message: format!("no replicated item {name:?} (lifecycle {:?}) in the vault", vm.lifecycle_id),
-        action: "Check that the VM is still protected by the vault.",
-    })?;
-    run.events.vm_mut().protected_item_id = item.id.clone();
-    if run.events.vm_mut().lifecycle_id.is_empty() {
-        run.events.vm_mut().lifecycle_id = item.lifecycle_id().unwrap_or_default().to_owned();
-    }
-    Ok(item)
 }
 
 fn choice(c: Option<&RecoveryPointChoice>) -> PointChoice {
@@ -136,12 +99,6 @@ fn shutdown_outcome(job: Option<&Job>, requested: bool) -> SourceShutdown {
         })
     });
     if failed { SourceShutdown::Failed } else { SourceShutdown::Succeeded }
-}
-
-fn running_job_of(item: &ProtectedItem, scenario_key: &str) -> Option<String> {
-    let scenario = item.properties.current_scenario.as_ref()?.scenario_name.as_deref()?.to_ascii_lowercase();
-    let job = item.running_job_id()?;
-    scenario.contains(scenario_key).then(|| job.rsplit('/').next().unwrap_or(job).to_owned())
 }
 
 async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverCommand) -> Result<(), Failure> {
@@ -205,7 +162,7 @@ async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
     }
     let asr = run.cx.asr.clone();
     run.events.emit(Phase::Commit, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
-    let item = locate(run).await?;
+    let item = run.locate().await?;
     let mut already = false;
     let job = if let Some(job) = run.recorded_job(STEP) {
         Some(job)

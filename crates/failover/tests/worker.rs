@@ -1,15 +1,13 @@
 //! The failover worker as a process, against a real nats-server and the ASR simulator.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
 use tern_asr_sim::{SeedState, SimConfig};
 use tern_proto::{
     Command, DrillSettings, FailoverCommand, Outcome, Phase, RecoveryPointChoice, RecoveryPointKind, SourceShutdown,
     VmRef, command,
 };
+use tern_testkit::stack::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-failover");
 

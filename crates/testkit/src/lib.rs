@@ -3,6 +3,9 @@
 //! - [`NatsServer`]: a real `nats-server -js` on a free loopback port in a temp dir, killed on drop.
 //! - [`wait_until`] / [`wait_for`]: poll a condition until it holds or a deadline passes.
 //! - [`Seed`]: a reproducible seed for randomised tests, printed if the test fails.
+//! - [`stack`]: nats-server + the ASR simulator + service processes, for worker tests.
+
+pub mod stack;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tern_asr::ErrorClass;
 use tern_asr::client::{Submission, SubmitOutcome, job_failure};
-use tern_asr::model::{Job, JobState};
+use tern_asr::model::{Job, JobState, ProtectedItem};
 use tern_asr::watcher::{JobWatcher, WatcherOptions};
 use tern_asr::{AsrClient, AsrError, FleetBudget, TokenProvider, Unlimited};
 use tern_bus::{Bucket, Bus, Delivery, HandlerError, LoopOptions, Topology, TypedKv, WorkQueue};
@@ -117,6 +118,45 @@ pub struct CommandRun {
 }
 
 impl CommandRun {
+    /// The command's protected item, found again by name and lifecycle id if its id changed.
+    pub async fn locate(&mut self) -> Result<ProtectedItem, Failure> {
+        let run = self;
+        let vm = run.command.vm.clone().unwrap_or_default();
+        let asr = run.cx.asr.clone();
+        let phase = run.command.action.as_ref().map(|a| a.phase()).unwrap_or(Phase::Failover);
+        if !vm.protected_item_id.is_empty() {
+            match asr.get_item(&vm.protected_item_id).await {
+                Ok(item) => return Ok(item),
+                Err(e) if e.class() == ErrorClass::NotFound => {}
+                Err(e) => return Err(Failure::asr(phase)(e)),
+            }
+        }
+        let lifecycle = (!vm.lifecycle_id.is_empty()).then_some(vm.lifecycle_id.as_str());
+        let name = vm.protected_item_id.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or(&vm.name).to_owned();
+        let found = asr.find_item(&name, lifecycle).await.map_err(Failure::asr(phase))?;
+        let found = match found {
+            Some(i) => Some(i),
+            None if !vm.name.is_empty() => asr
+                .list_items(None, Some(&format!("friendlyName eq '{}'", vm.name)))
+                .await
+                .map_err(Failure::asr(phase))?
+                .into_iter()
+                .next(),
+            None => None,
+        };
+        let item = found.ok_or_else(|| Failure::Refused {
+            phase,
+            code: "TERN-VM-NOT-FOUND",
+            message: format!("no replicated item {name:?} (lifecycle {:?}) in the vault", vm.lifecycle_id),
+            action: "Check that the VM is still protected by the vault.",
+        })?;
+        run.events.vm_mut().protected_item_id = item.id.clone();
+        if run.events.vm_mut().lifecycle_id.is_empty() {
+            run.events.vm_mut().lifecycle_id = item.lifecycle_id().unwrap_or_default().to_owned();
+        }
+        Ok(item)
+    }
+
     /// The job a step started in an earlier delivery, if any.
     pub fn recorded_job(&self, step: &str) -> Option<String> {
         self.fence.job(step).map(str::to_owned)
@@ -166,6 +206,10 @@ impl CommandRun {
                         return Err(Failure::Transient("the job watcher stopped".into()));
                     }
                     let Some(j) = rx.borrow_and_update().clone() else { continue };
+                    // Reprotect re-homes the item: follow its new id for sync progress.
+                    if let (Some(_), Some(new_id)) = (&self.sync_item, j.new_item_id()) {
+                        self.sync_item = Some(new_id.to_owned());
+                    }
                     match j.state() {
                         JobState::Succeeded => return Ok(j),
                         JobState::Failed | JobState::Cancelled => return Err(Failure::Asr { phase, error: job_failure(&j) }),
@@ -358,4 +402,11 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// The job running on `item` if its scenario name contains `scenario_key` (lowercase).
+pub fn running_job_of(item: &ProtectedItem, scenario_key: &str) -> Option<String> {
+    let scenario = item.properties.current_scenario.as_ref()?.scenario_name.as_deref()?.to_ascii_lowercase();
+    let job = item.running_job_id()?;
+    scenario.contains(scenario_key).then(|| job.rsplit('/').next().unwrap_or(job).to_owned())
 }

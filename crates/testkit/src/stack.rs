@@ -1,20 +1,21 @@
-//! A small stack for worker tests: a real nats-server, the ASR simulator, and worker
-//! processes started from their binary.
-
-#![allow(dead_code)]
+//! A stack for worker and service tests: a real nats-server, the ASR simulator, and service
+//! processes started from their binaries.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::{NatsServer, wait_for};
 use serde_json::Value;
 use tern_asr_sim::{RunningSimulator, SimConfig, SimOptions};
 use tern_bus::{Bus, EventFilter, QueueSettings, StartAt, Topology};
 use tern_proto::Event;
-use tern_testkit::{NatsServer, wait_for};
 
+/// How long stack waits may take.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// A running stack. Worker processes are killed on drop.
+#[derive(Debug)]
 pub struct Stack {
     pub nats: NatsServer,
     pub sim: RunningSimulator,
@@ -23,6 +24,7 @@ pub struct Stack {
 }
 
 /// Commands come back after 2 s without an ack; claims last 3 s.
+#[allow(missing_docs)]
 pub fn topology() -> Topology {
     Topology {
         queues: QueueSettings { ack_wait: Duration::from_secs(2), max_attempts: 5, ..QueueSettings::default() },

@@ -1,0 +1,166 @@
+//! The reprotect worker as a process, against a real nats-server and the ASR simulator.
+
+use std::sync::Arc;
+
+use tern_asr::client::FailoverDirection;
+use tern_asr::{AsrClient, AsrConfig, TokenProvider, Unlimited};
+use tern_asr_sim::{SeedState, SimConfig};
+use tern_proto::{Command, Outcome, Phase, ReprotectCommand, VmRef, command};
+use tern_testkit::stack::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tern-reprotect");
+
+fn sim(vms: usize) -> SimConfig {
+    let mut c = SimConfig::default();
+    c.estate.vms = vms;
+    c.estate.state = SeedState::ReadyForFailback;
+    c.zero_latency = true;
+    c.throttle.enabled = false;
+    c
+}
+
+fn client(stack: &Stack) -> AsrClient {
+    let info = stack.sim.info();
+    let cfg = AsrConfig {
+        endpoint: info.url.clone(),
+        subscription_id: info.subscription_id.clone(),
+        resource_group: info.resource_group.clone(),
+        vault: info.vault.clone(),
+        poll_interval: std::time::Duration::from_millis(20),
+        ..AsrConfig::default()
+    };
+    AsrClient::new(cfg, TokenProvider::static_token("t"), Arc::new(Unlimited)).unwrap()
+}
+
+async fn advance(stack: &Stack, seconds: f64) {
+    reqwest::Client::new()
+        .post(format!("{}/_sim/clock/advance", stack.sim.url()))
+        .json(&serde_json::json!({"seconds": seconds}))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Fails `vm` over and commits, as the failover worker would have, so reprotect can start.
+async fn failed_over_and_committed(stack: &Stack, vm: &str) {
+    let c = client(stack);
+    let item = c.list_items(None, Some(&format!("friendlyName eq '{vm}'"))).await.unwrap().remove(0);
+    let s = c.unplanned_failover(&item, FailoverDirection::PrimaryToRecovery, None, false).await.unwrap();
+    advance(stack, 4000.0).await;
+    c.wait_job(s.job.as_deref().unwrap(), None).await.unwrap();
+    let s = c.commit(&c.get_item(&item.id).await.unwrap()).await.unwrap();
+    advance(stack, 4000.0).await;
+    c.wait_job(s.job.as_deref().unwrap(), None).await.unwrap();
+}
+
+fn reprotect(plan: &str, vm: &str) -> Command {
+    let vm = VmRef { name: vm.into(), ..Default::default() };
+    Command {
+        command_id: tern_bus::ids::command_id(plan, &vm, Phase::Reprotect, 1),
+        plan_id: plan.into(),
+        vm: Some(vm),
+        attempt: 1,
+        action: Some(command::Action::Reprotect(ReprotectCommand::default())),
+        ..Default::default()
+    }
+}
+
+fn terminal(events: &[tern_proto::Event]) -> Option<(Outcome, tern_proto::VmEvent)> {
+    events
+        .iter()
+        .filter(|e| kind(e).is_some_and(|(p, o)| p == Phase::Reprotect && o.is_terminal()))
+        .map(|e| (kind(e).unwrap().1, vm_event(e).clone()))
+        .next()
+}
+
+fn switch_posts(ops: &[(String, String)]) -> usize {
+    ops.iter().filter(|(o, _)| o == "switchProtection").count()
+}
+
+#[tokio::test]
+async fn a_committed_vm_is_reprotected_and_re_resolved_under_its_new_id() {
+    let mut stack = Stack::start(sim(2)).await;
+    failed_over_and_committed(&stack, "vm-00001").await;
+    stack.spawn(BIN, &[]);
+    stack.bus.publish_command(&reprotect("r1", "vm-00001")).await.unwrap();
+    let events = stack.wait_events("r1", "reprotect to finish", |ev| terminal(ev).is_some()).await;
+    let (outcome, done) = terminal(&events).unwrap();
+    assert_eq!(outcome, Outcome::Succeeded, "{done:?}");
+    assert!(
+        done.new_protected_item_id.contains("asr-a2a-default-eastus-container"),
+        "re-homed to the primary region: {}",
+        done.new_protected_item_id
+    );
+    assert_eq!(done.vm.unwrap().protected_item_id, done.new_protected_item_id, "events name the item by its new id");
+    assert_eq!(switch_posts(&stack.accepted_ops().await), 1);
+}
+
+#[tokio::test]
+async fn reprotect_before_commit_is_refused_and_an_asr_failure_carries_its_code() {
+    let mut config = sim(3);
+    config.faults.failures.push(
+        serde_json::from_value(serde_json::json!({"vms": ["vm-00002"], "operation": "reprotect", "code": "151037"}))
+            .unwrap(),
+    );
+    let mut stack = Stack::start(config).await;
+    failed_over_and_committed(&stack, "vm-00002").await;
+    stack.spawn(BIN, &[]);
+    stack.bus.publish_command(&reprotect("r2", "vm-00003")).await.unwrap(); // never failed over
+    stack.bus.publish_command(&reprotect("r3", "vm-00002")).await.unwrap();
+    let refused = stack.wait_events("r2", "the refusal", |ev| terminal(ev).is_some()).await;
+    let (outcome, ev) = terminal(&refused).unwrap();
+    assert_eq!((outcome, ev.error.unwrap().code.as_str()), (Outcome::Failed, "TERN-REPROTECT-NOT-ALLOWED"));
+    let failed = stack.wait_events("r3", "the failure", |ev| terminal(ev).is_some()).await;
+    let (outcome, ev) = terminal(&failed).unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    assert_eq!(ev.error.unwrap().code, "151037");
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_reprotect_is_replaced_and_switch_protection_is_sent_once() {
+    let mut config = sim(2);
+    config.zero_latency = false;
+    config.time_compression = 300.0; // reprotect takes 2-6 s of real time
+    let mut stack = Stack::start(config).await;
+    failed_over_and_committed(&stack, "vm-00001").await;
+    let first = stack.spawn(BIN, &[]);
+    stack.bus.publish_command(&reprotect("r4", "vm-00001")).await.unwrap();
+    tern_testkit::wait_until("switch protection to reach ASR", DEADLINE, || async {
+        switch_posts(&stack.accepted_ops().await) == 1
+    })
+    .await
+    .unwrap();
+    stack.kill(first);
+    stack.spawn(BIN, &[]);
+    let events = stack.wait_events("r4", "reprotect to finish", |ev| terminal(ev).is_some()).await;
+    assert_eq!(terminal(&events).unwrap().0, Outcome::Succeeded);
+    assert_eq!(switch_posts(&stack.accepted_ops().await), 1, "one switch protection POST");
+}
+
+#[tokio::test]
+async fn duplicates_and_garbage_do_not_disturb_the_worker() {
+    let mut stack = Stack::start(sim(2)).await;
+    failed_over_and_committed(&stack, "vm-00001").await;
+    let cmd = reprotect("r5", "vm-00001");
+    let js = stack.bus.jetstream().clone();
+    js.publish("tern.commands.reprotect.r5", vec![0x0a, 0xff].into()).await.unwrap().await.unwrap();
+    for n in 0..2 {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("copy-{n}").as_str());
+        js.publish_with_headers("tern.commands.reprotect.r5", h, prost::Message::encode_to_vec(&cmd).into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    stack.spawn(BIN, &[]);
+    stack.wait_events("r5", "reprotect to finish", |ev| terminal(ev).is_some()).await;
+    tern_testkit::wait_until("the queue to drain", DEADLINE, || async {
+        let mut s = stack.bus.jetstream().get_stream(tern_bus::topology::COMMANDS_STREAM).await.unwrap();
+        s.info().await.unwrap().state.messages == 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(switch_posts(&stack.accepted_ops().await), 1, "two deliveries, one side effect");
+    assert_eq!(stack.bus.dead_letters().await.unwrap().len(), 1, "the garbage is dead-lettered");
+}
