@@ -1704,10 +1704,23 @@ impl Estate {
             }
             (Effect::Disable, Some(key), true) if !failed => self.remove_item(&key),
             (Effect::DeleteResource { id }, _, _) if !failed => {
-                if self.vms.contains_key(id) {
-                    self.drop_vm(id);
+                // As in Azure: deleting a VM detaches its NICs but keeps them.
+                if let Some(vm) = self.vms.remove(id) {
+                    for nic in vm.nics {
+                        if let Some(n) = self.nics.get_mut(&nic) {
+                            n.vm = None;
+                        }
+                    }
                 } else {
                     self.nics.remove(id);
+                }
+            }
+            (Effect::DeleteResource { id }, _, _) => {
+                // A failed delete leaves the resource as it was.
+                if let Some(vm) = self.vms.get_mut(id) {
+                    vm.deleting = false;
+                } else if let Some(nic) = self.nics.get_mut(id) {
+                    nic.deleting = false;
                 }
             }
             (Effect::PlanParent, _, _) => {
@@ -1845,6 +1858,20 @@ impl Estate {
                 (self.scope.nic_id(rg, name).to_ascii_lowercase(), "Microsoft.Network/networkInterfaces")
             }
         };
+        if kind == ResourceKind::Nic {
+            let attached = self.nics.get(&id).and_then(|n| n.vm.clone()).filter(|vm| self.vms.contains_key(vm));
+            if let Some(vm) = attached {
+                let mut r = Refusal::new(
+                    400,
+                    "NicInUse",
+                    format!("Network interface {id} is used by virtual machine {vm} and cannot be deleted."),
+                    "NicInUse",
+                    "Delete the virtual machine first, or detach the network interface.",
+                );
+                r.body.error.details.clear();
+                return Err(r);
+            }
+        }
         let exists = match kind {
             ResourceKind::Vm => self.vms.get_mut(&id).map(|v| v.deleting = true).is_some(),
             ResourceKind::Nic => self.nics.get_mut(&id).map(|n| n.deleting = true).is_some(),

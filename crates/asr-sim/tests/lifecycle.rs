@@ -457,3 +457,23 @@ async fn the_admin_api_seeds_and_resets_the_estate() {
     assert!(sim.oplog().await.is_empty());
     assert_eq!(state(&sim.item("vm-00001").await).1, "Primary", "reset restores the seeded estate");
 }
+
+#[tokio::test]
+async fn deleting_a_vm_keeps_its_nic_and_a_nic_in_use_cannot_be_deleted() {
+    let sim = Sim::start(quick(1, SeedState::ReadyForFailback)).await;
+    let sub = sim.running.info().subscription_id.clone();
+    let vm =
+        format!("/subscriptions/{sub}/resourceGroups/rg-app-asr/providers/Microsoft.Compute/virtualMachines/vm-00001");
+    let nic = format!(
+        "/subscriptions/{sub}/resourceGroups/rg-app-asr/providers/Microsoft.Network/networkInterfaces/vm-00001-nic"
+    );
+    let in_use = sim.delete(&nic).await;
+    assert_eq!((in_use.status, in_use.error_code().as_str()), (400, "NicInUse"));
+    assert_eq!(sim.delete(&vm).await.status, 202);
+    assert_eq!(sim.get(&vm).await.status, 404);
+    let kept = sim.get(&nic).await;
+    assert_eq!(kept.status, 200, "as in Azure, the NIC outlives its VM");
+    assert!(kept.body["properties"]["virtualMachine"].is_null());
+    assert_eq!(sim.delete(&nic).await.status, 202);
+    assert_eq!(sim.get(&nic).await.status, 404);
+}

@@ -782,6 +782,24 @@ impl AsrClient {
         let is_nic = id.to_ascii_lowercase().contains("/microsoft.network/");
         let url = if is_nic { self.network(id) } else { self.compute(id) };
         let operation = format!("DELETE {}", last_segment(id));
+        // Azure first: something gone needs nothing, and something already being deleted (by an
+        // earlier attempt whose answer was lost) is waited for, never deleted a second time.
+        let state = if is_nic {
+            self.get_nic(id).await?.map(|n| n.properties.provisioning_state.unwrap_or_default())
+        } else {
+            self.get_vm(id).await?.map(|v| v.properties.provisioning_state.unwrap_or_default())
+        };
+        match state {
+            None => return Ok(()),
+            Some(s) if s.eq_ignore_ascii_case("Deleting") => loop {
+                tokio::time::sleep(self.config().poll_interval).await;
+                let gone = if is_nic { self.get_nic(id).await?.is_none() } else { self.get_vm(id).await?.is_none() };
+                if gone {
+                    return Ok(());
+                }
+            },
+            Some(_) => {}
+        }
         let location = match self.http.mutate(Method::DELETE, &url, None, &operation).await {
             Ok(raw) => raw.header("location").map(str::to_owned),
             Err(e) if e.class() == crate::error::ErrorClass::NotFound => return Ok(()),

@@ -147,6 +147,7 @@ async fn poll(inner: &Inner) {
         tracked.values().map(|t| t.since).min()
     };
     let Some(since) = since else { return };
+    debug!(%since, "polling jobs");
     // Page by page, one read per `read_gap`, so the read rate holds over any window.
     let query = JobQuery { started_after: Some(since), states: vec![] };
     let mut jobs = Vec::new();

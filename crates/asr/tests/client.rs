@@ -196,7 +196,9 @@ async fn every_operation_works_end_to_end() {
     let nic = live.nic_ids()[0].clone();
     c.delete_resource(&victim.id).await.unwrap();
     assert!(c.get_vm(&victim.id).await.unwrap().is_none());
-    assert!(c.get_nic(&nic).await.unwrap().is_none(), "the VM's NIC went with it");
+    assert!(c.get_nic(&nic).await.unwrap().is_some(), "as in Azure, deleting a VM keeps its NIC");
+    c.delete_resource(&nic).await.unwrap();
+    assert!(c.get_nic(&nic).await.unwrap().is_none());
     c.delete_resource(&victim.id).await.expect("deleting what is gone succeeds");
     assert!(!c.list_nics("rg-app-asr").await.unwrap().is_empty());
 }

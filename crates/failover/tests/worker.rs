@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tern_asr_sim::{SeedState, SimConfig};
+use tern_asr_sim::SimConfig;
 use tern_proto::{
     Command, DrillSettings, FailoverCommand, Outcome, Phase, RecoveryPointChoice, RecoveryPointKind, SourceShutdown,
     VmRef, command,
@@ -12,12 +12,7 @@ use tern_testkit::stack::*;
 const BIN: &str = env!("CARGO_BIN_EXE_tern-failover");
 
 fn sim(vms: usize) -> SimConfig {
-    let mut c = SimConfig::default();
-    c.estate.vms = vms;
-    c.estate.state = SeedState::ReadyForFailback;
-    c.zero_latency = true;
-    c.throttle.enabled = false;
-    c
+    ready_for_failback(vms)
 }
 
 fn failover(plan: &str, vm: &str) -> Command {
@@ -213,4 +208,51 @@ async fn a_drill_tests_the_failover_checks_the_vm_and_cleans_up() {
     let ops: Vec<String> = stack.accepted_ops().await.into_iter().map(|(o, _)| o).collect();
     assert_eq!(ops, ["testFailover", "testFailoverCleanup"], "production was not touched");
     let _ = Duration::ZERO;
+}
+
+#[tokio::test]
+async fn a_worker_reports_health_readiness_and_metrics() {
+    let mut stack = Stack::start(sim(2)).await;
+    let w = stack.spawn(BIN, &[]);
+    assert_eq!(stack.worker_http(w, "/healthz").await.0, 200);
+    assert_eq!(stack.worker_http(w, "/readyz").await.0, 200);
+    stack.bus.publish_command(&failover("p8", "vm-00001")).await.unwrap();
+    stack.wait_events("p8", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
+    let metrics = tern_testkit::wait_for("the command to be counted", DEADLINE, || async {
+        let (_, text) = stack.worker_http(w, "/metrics").await;
+        text.contains(r#"tern_worker_commands_total{service="tern-failover",outcome="succeeded"} 1"#).then_some(text)
+    })
+    .await
+    .unwrap();
+    assert!(metrics.contains("tern_worker_commands_in_flight{service=\"tern-failover\"} 0"), "{metrics}");
+    assert!(metrics.contains("tern_worker_asr_submissions_total{service=\"tern-failover\"} 2"), "{metrics}");
+    assert!(metrics.contains("tern_asr_requests_total{service=\"tern-failover\",class=\"write\"} 2"), "{metrics}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_running_failover_finish_before_the_worker_exits() {
+    let mut config = sim(2);
+    config.zero_latency = false;
+    config.time_compression = 60.0; // failover 2-5 s of real time
+    let mut stack = Stack::start(config).await;
+    let w = stack.spawn(BIN, &[("TERN_DRAIN_TIMEOUT_SECS", "30")]);
+    let mut cmd = failover("p9", "vm-00001");
+    if let Some(command::Action::Failover(f)) = cmd.action.as_mut() {
+        f.commit_after = false;
+    }
+    stack.bus.publish_command(&cmd).await.unwrap();
+    tern_testkit::wait_until("the failover to reach ASR", DEADLINE, || async {
+        !stack.accepted_ops().await.is_empty()
+    })
+    .await
+    .unwrap();
+    let status = stack.terminate(w).await;
+    assert!(status.success(), "the worker exits cleanly: {status:?}");
+    let events = stack.events("p9").await;
+    assert_eq!(
+        terminal(&events, Phase::Failover).map(|t| t.0),
+        Some(Outcome::Succeeded),
+        "the in-flight failover finished before exit"
+    );
+    assert_eq!(stack.accepted_ops().await.len(), 1);
 }

@@ -1,35 +1,19 @@
 //! The reprotect worker as a process, against a real nats-server and the ASR simulator.
 
-use std::sync::Arc;
-
+use tern_asr::AsrClient;
 use tern_asr::client::FailoverDirection;
-use tern_asr::{AsrClient, AsrConfig, TokenProvider, Unlimited};
-use tern_asr_sim::{SeedState, SimConfig};
+use tern_asr_sim::SimConfig;
 use tern_proto::{Command, Outcome, Phase, ReprotectCommand, VmRef, command};
 use tern_testkit::stack::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-reprotect");
 
 fn sim(vms: usize) -> SimConfig {
-    let mut c = SimConfig::default();
-    c.estate.vms = vms;
-    c.estate.state = SeedState::ReadyForFailback;
-    c.zero_latency = true;
-    c.throttle.enabled = false;
-    c
+    ready_for_failback(vms)
 }
 
 fn client(stack: &Stack) -> AsrClient {
-    let info = stack.sim.info();
-    let cfg = AsrConfig {
-        endpoint: info.url.clone(),
-        subscription_id: info.subscription_id.clone(),
-        resource_group: info.resource_group.clone(),
-        vault: info.vault.clone(),
-        poll_interval: std::time::Duration::from_millis(20),
-        ..AsrConfig::default()
-    };
-    AsrClient::new(cfg, TokenProvider::static_token("t"), Arc::new(Unlimited)).unwrap()
+    stack.asr_client()
 }
 
 async fn advance(stack: &Stack, seconds: f64) {

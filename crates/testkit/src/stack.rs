@@ -21,6 +21,19 @@ pub struct Stack {
     pub sim: RunningSimulator,
     pub bus: Bus,
     pub workers: Vec<Child>,
+    /// Each worker's health and metrics address (`127.0.0.1:PORT`).
+    pub http: Vec<String>,
+}
+
+/// An estate of `vms` VMs ready for failback, where every job finishes at once and nothing
+/// is throttled.
+pub fn ready_for_failback(vms: usize) -> SimConfig {
+    let mut c = SimConfig::default();
+    c.estate.vms = vms;
+    c.estate.state = tern_asr_sim::SeedState::ReadyForFailback;
+    c.zero_latency = true;
+    c.throttle.enabled = false;
+    c
 }
 
 /// Commands come back after 2 s without an ack; claims last 3 s.
@@ -39,7 +52,7 @@ impl Stack {
         let bus = Bus::connect(&nats.url(), "tern-test").await.unwrap();
         bus.ensure_topology(&topology()).await.unwrap();
         let sim = tern_asr_sim::start(SimOptions::new(sim)).await.expect("simulator");
-        Self { nats, sim, bus, workers: Vec::new() }
+        Self { nats, sim, bus, workers: Vec::new(), http: Vec::new() }
     }
 
     /// Starts a worker process and waits for its ready line.
@@ -68,9 +81,57 @@ impl Stack {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("ready line");
-        assert!(line.contains("\"http\""), "worker did not report ready: {line:?}");
+        let ready: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("worker did not report ready: {line:?}"));
+        self.http.push(ready["http"].as_str().unwrap_or_default().to_owned());
         self.workers.push(child);
         self.workers.len() - 1
+    }
+
+    /// A client for the stack's simulator (fast polling, no budget).
+    pub fn asr_client(&self) -> tern_asr::AsrClient {
+        let info = self.sim.info();
+        let config = tern_asr::AsrConfig {
+            endpoint: info.url.clone(),
+            subscription_id: info.subscription_id.clone(),
+            resource_group: info.resource_group.clone(),
+            vault: info.vault.clone(),
+            poll_interval: Duration::from_millis(20),
+            backoff_base: Duration::from_millis(20),
+            ..tern_asr::AsrConfig::default()
+        };
+        tern_asr::AsrClient::new(
+            config,
+            tern_asr::TokenProvider::static_token("test-token"),
+            std::sync::Arc::new(tern_asr::Unlimited),
+        )
+        .expect("client")
+    }
+
+    /// SIGTERM: the worker drains and exits. Waits without blocking the runtime (the
+    /// in-process simulator must keep serving while the worker drains). Returns the exit status.
+    #[allow(unsafe_code)]
+    pub async fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+        let pid = self.workers[i].id() as i32;
+        // SAFETY: signalling a child process we spawned.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let child = &mut self.workers[i];
+        let mut status = None;
+        wait_for("the worker to exit", DEADLINE, || {
+            status = status.or_else(|| child.try_wait().ok().flatten());
+            let done = status;
+            async move { done }
+        })
+        .await
+        .expect("worker exits")
+    }
+
+    /// GET a path of a worker's health/metrics server.
+    pub async fn worker_http(&self, i: usize, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("http://{}{path}", self.http[i])).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     /// SIGKILL, no goodbye.

@@ -32,6 +32,9 @@ pub struct OperationRecord {
     /// When the command was first claimed (ms since the Unix epoch).
     #[prost(uint64, tag = "6")]
     pub started_ms: u64,
+    /// Facts a step must not forget across deliveries (e.g. the NICs of a VM being deleted).
+    #[prost(btree_map = "string, string", tag = "7")]
+    pub notes: BTreeMap<String, String>,
 }
 
 /// Why a fence could not be held.
@@ -167,6 +170,19 @@ impl Fence {
             r.jobs.insert(step.to_owned(), job.to_owned());
         })
         .await
+    }
+
+    /// Remembers a fact for later deliveries of the command.
+    pub async fn note(&mut self, key: &str, value: &str) -> Result<(), FenceError> {
+        self.write(|r| {
+            r.notes.insert(key.to_owned(), value.to_owned());
+        })
+        .await
+    }
+
+    /// A fact an earlier delivery remembered.
+    pub fn noted(&self, key: &str) -> Option<&str> {
+        self.record.notes.get(key).map(String::as_str)
     }
 
     /// Marks a step done.

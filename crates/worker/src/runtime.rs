@@ -192,6 +192,7 @@ impl CommandRun {
 
     /// Waits for `job`, publishing progress as its tasks advance and keeping the claim alive.
     pub async fn wait(&mut self, phase: Phase, job: &str) -> Result<Job, Failure> {
+        tracing::debug!(job, "waiting for the ASR job");
         let mut rx = self.cx.watcher.watch(job);
         let mut renew = tokio::time::interval(self.cx.config.lease() / 3);
         renew.tick().await;
