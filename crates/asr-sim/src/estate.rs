@@ -1687,7 +1687,11 @@ impl Estate {
                 item.last_test_failover = Some(now);
                 item.test_network = network.clone();
                 let (dst, vm, managed) = (item.recovery(), format!("{}-test", item.vm_name), item.managed);
-                self.create_vm(dst, &vm, managed, vec![], network.clone());
+                let boots = !self.cfg.faults.test_vm_fails_to_boot(&item.vm_name);
+                let id = self.create_vm(dst, &vm, managed, vec![], network.clone());
+                if let (false, Some(v)) = (boots, self.vms.get_mut(&id)) {
+                    v.power = "stopped";
+                }
             }
             (Effect::TestFailoverCleanup, Some(key), true) if !failed => {
                 let item = self.items.get_mut(&key).expect("exists");

@@ -100,6 +100,8 @@ pub struct FaultSpec {
     pub failures: Vec<FailureRule>,
     /// VMs whose shutdown before failover fails (the failover continues, as ASR's does).
     pub shutdown_failures: Selector,
+    /// VMs whose test-failover VM does not boot (it is created, but stays stopped).
+    pub test_vm_boot_failures: Selector,
     /// Fraction of ARM requests answered 500/503 without doing anything.
     pub transient_5xx_rate: f64,
     /// Fraction of requests delayed by `latency_spike_ms`.
@@ -132,6 +134,11 @@ impl FaultSpec {
         self.shutdown_failures.matches(self.seed, 0x05ee_d0ff, vm)
     }
 
+    /// Whether `vm`'s test-failover VM fails to boot.
+    pub fn test_vm_fails_to_boot(&self, vm: &str) -> bool {
+        self.test_vm_boot_failures.matches(self.seed, 0x7e57_b007, vm)
+    }
+
     /// Checks the numbers make sense; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         let rates = [
@@ -140,6 +147,7 @@ impl FaultSpec {
             ("throttle_storm_rate", self.throttle_storm_rate),
             ("drop_response_rate", self.drop_response_rate),
             ("shutdown_failures.fraction", self.shutdown_failures.fraction),
+            ("test_vm_boot_failures.fraction", self.test_vm_boot_failures.fraction),
         ];
         for (name, v) in rates {
             if !(0.0..=1.0).contains(&v) {

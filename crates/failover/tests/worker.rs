@@ -256,3 +256,35 @@ async fn sigterm_lets_the_running_failover_finish_before_the_worker_exits() {
     );
     assert_eq!(stack.accepted_ops().await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_drill_whose_test_vm_does_not_boot_fails_and_still_cleans_up() {
+    let mut config = sim(2);
+    config.faults.test_vm_boot_failures.vms = vec!["vm-00002".into()];
+    let mut stack = Stack::start(config).await;
+    stack.spawn(BIN, &[]);
+    let mut cmd = failover("p10", "vm-00002");
+    cmd.command_id = "p10.vm-00002.drill.1".into();
+    if let Some(command::Action::Failover(f)) = cmd.action.as_mut() {
+        f.commit_after = false;
+        f.drill = Some(DrillSettings {
+            test_network_id:
+                "/subscriptions/s/resourceGroups/rg-app/providers/Microsoft.Network/virtualNetworks/isolated".into(),
+            validation_timeout: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
+            keep_test_vm: true,
+        });
+    }
+    stack.bus.publish_command(&cmd).await.unwrap();
+    let events = stack.wait_events("p10", "the drill to finish", |ev| terminal(ev, Phase::Drill).is_some()).await;
+    let (outcome, failed) = terminal(&events, Phase::Drill).unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "TERN-DRILL-VALIDATION-FAILED");
+    assert!(error.message.contains("cleaned up"), "{}", error.message);
+    let ops: Vec<String> = stack.accepted_ops().await.into_iter().map(|(o, _)| o).collect();
+    assert_eq!(
+        ops,
+        ["testFailover", "testFailoverCleanup"],
+        "cleanup ran although the check failed (and keep_test_vm was set)"
+    );
+}
