@@ -300,6 +300,8 @@ pub struct A2AReplicationDetails {
     pub fabric_object_id: Option<String>,
     /// ARM id of the VM after failover.
     pub recovery_fabric_object_id: Option<String>,
+    /// Region the VM ran in when replication was first enabled: "home" for failback.
+    pub initial_primary_fabric_location: Option<String>,
     /// ARM id of the test VM while a test failover is up.
     pub test_failover_recovery_fabric_object_id: Option<String>,
     /// Name a test failover gives its VM.

@@ -1,0 +1,10 @@
+//! `tern-planner`: turns "bring these VMs home" into commands, follows the events and keeps
+//! each plan's state.
+//!
+//! This crate holds, so far, plan spec validation ([`spec`]) and per-VM preflight
+//! ([`preflight`]); the gRPC service and plan progression build on them.
+
+pub mod preflight;
+pub mod spec;
+
+pub use spec::{Selected, SpecError, ValidSpec, validate};

@@ -1,0 +1,249 @@
+//! Preflight: every check a VM must pass before a plan changes anything, read from Azure.
+//!
+//! Per VM: protection state, direction (is there anything to fail back?), replication health,
+//! sync complete, allowed operations, target resource group reachable, the chosen recovery
+//! point and the disks it covers, another active plan holding the VM, and how long ago it was
+//! last drilled. The verdict is the worst check: ready, warning, or blocked with the reason.
+//! It also shows the reprotect target settings the VM will get.
+
+use time::OffsetDateTime;
+
+use tern_asr::AsrClient;
+use tern_asr::model::ProtectedItem;
+use tern_asr::point::PointChoice;
+use tern_proto::{Direction, PreflightCheck, Readiness, RecoveryPointUsed, ReprotectTarget, VmPreflight, VmRef};
+
+/// What the plan asks of each VM.
+#[derive(Clone, Debug)]
+pub struct PreflightOptions {
+    /// The recovery point every VM will use.
+    pub point: PointChoice,
+    /// Failback (back to the region the VM started in) or failover (away from it).
+    pub direction: Direction,
+    /// A drill (test failover) instead of a real failover.
+    pub drill: bool,
+    /// A successful drill older than this draws a warning (Microsoft recommends one every six months).
+    pub drill_window: time::Duration,
+}
+
+impl Default for PreflightOptions {
+    fn default() -> Self {
+        Self {
+            point: PointChoice::LatestProcessed,
+            direction: Direction::Failback,
+            drill: false,
+            drill_window: time::Duration::days(183),
+        }
+    }
+}
+
+fn check(name: &str, result: Readiness, detail: impl Into<String>) -> PreflightCheck {
+    PreflightCheck { name: name.into(), result: result as i32, detail: detail.into() }
+}
+
+fn worst(checks: &[PreflightCheck]) -> Readiness {
+    let rank = |r: i32| match Readiness::try_from(r).unwrap_or(Readiness::Blocked) {
+        Readiness::Blocked => 3,
+        Readiness::Warning => 2,
+        _ => 1,
+    };
+    match checks.iter().map(|c| rank(c.result)).max().unwrap_or(1) {
+        3 => Readiness::Blocked,
+        2 => Readiness::Warning,
+        _ => Readiness::Ready,
+    }
+}
+
+/// The resource group of an ARM id.
+fn resource_group(id: &str) -> Option<String> {
+    tern_asr::client::resource_group_of(id)
+}
+
+/// Runs every check for one VM. `locked_by` is the active plan holding the VM, if any.
+pub async fn preflight_vm(
+    asr: &AsrClient,
+    item: &ProtectedItem,
+    options: &PreflightOptions,
+    locked_by: Option<&str>,
+    now: OffsetDateTime,
+) -> VmPreflight {
+    use Readiness::{Blocked, Ready, Warning};
+    let a2a = item.properties.provider_specific_details.clone().unwrap_or_default();
+    let mut checks = Vec::new();
+
+    let state = item.protection_state();
+    checks.push(if state.eq_ignore_ascii_case("Protected") {
+        check("protection-state", Ready, "Protected")
+    } else {
+        check("protection-state", Blocked, format!("is {state}; a failback starts from Protected"))
+    });
+
+    let home = a2a.initial_primary_fabric_location.clone().unwrap_or_default();
+    let from = a2a.primary_fabric_location.clone().unwrap_or_default();
+    let away_from_home = !home.is_empty() && !from.eq_ignore_ascii_case(&home);
+    checks.push(match (options.direction, away_from_home) {
+        (Direction::Failover, true) => check(
+            "direction",
+            Blocked,
+            format!("replicates from {from}, away from its home {home}: fail it back instead"),
+        ),
+        (Direction::Failover, false) | (_, true) => check(
+            "direction",
+            Ready,
+            format!("replicates {from} → {}", a2a.recovery_fabric_location.clone().unwrap_or_default()),
+        ),
+        (_, false) => check(
+            "direction",
+            Blocked,
+            format!(
+                "replicates from its home region {from}: it was never failed over, so there is nothing to fail back"
+            ),
+        ),
+    });
+
+    let health = item.properties.replication_health.clone().unwrap_or_default();
+    let health_error = item.properties.health_errors.first();
+    checks.push(match health.to_ascii_lowercase().as_str() {
+        "normal" => check("replication-health", Ready, "Normal"),
+        "warning" => check(
+            "replication-health",
+            Warning,
+            format!("Warning: {}", health_error.and_then(|e| e.summary_message.clone()).unwrap_or_default()),
+        ),
+        _ => check(
+            "replication-health",
+            Blocked,
+            format!(
+                "{health}: {} ({}) — {}",
+                health_error
+                    .and_then(|e| e.error_message.clone().or(e.summary_message.clone()))
+                    .unwrap_or_else(|| "replication is unhealthy".into()),
+                health_error.and_then(|e| e.error_code.clone()).unwrap_or_default(),
+                health_error
+                    .and_then(|e| e.recommended_action.clone())
+                    .unwrap_or_else(|| "repair replication first".into())
+            ),
+        ),
+    });
+
+    checks.push(match (item.running_job_id(), item.sync_percent()) {
+        (Some(job), _) => check(
+            "sync",
+            Blocked,
+            format!(
+                "an operation is running ({}, job {job})",
+                item.properties.current_scenario.as_ref().and_then(|s| s.scenario_name.clone()).unwrap_or_default()
+            ),
+        ),
+        (None, Some(p)) if p < 100 => check("sync", Blocked, format!("initial replication in progress ({p}%)")),
+        _ => check("sync", Ready, "replication is in sync"),
+    });
+
+    let needed = if options.drill { "TestFailover" } else { "UnplannedFailover" };
+    checks.push(if item.allows(needed) {
+        check("allowed-operations", Ready, format!("{needed} is allowed"))
+    } else {
+        check(
+            "allowed-operations",
+            Blocked,
+            format!("{needed} is not allowed now (allowed: {})", item.properties.allowed_operations.join(", ")),
+        )
+    });
+
+    let target_rg = a2a.recovery_azure_resource_group_id.clone().unwrap_or_default();
+    checks.push(match resource_group(&target_rg) {
+        None => check("target-resource-group", Blocked, "the item names no recovery resource group"),
+        Some(rg) => match asr.list_vms(&rg).await {
+            Ok(_) => check("target-resource-group", Ready, format!("{rg} is reachable")),
+            Err(e) if e.class() == tern_asr::ErrorClass::NotFound => {
+                check("target-resource-group", Blocked, format!("{rg} does not exist in the target region"))
+            }
+            Err(e) => check("target-resource-group", Blocked, format!("{rg} could not be checked: {e}")),
+        },
+    });
+
+    let mut used = None;
+    match asr.resolve_point(item, &options.point).await {
+        Ok(p) => {
+            let time = p.point.as_ref().and_then(|pt| pt.time());
+            used = Some(RecoveryPointUsed {
+                id: p.send.clone().unwrap_or_default(),
+                time: time
+                    .map(|t| prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 }),
+                asr_type: p.point.as_ref().and_then(|pt| pt.properties.recovery_point_type.clone()).unwrap_or_default(),
+                disks_covered: p.disks_covered as u32,
+                disks_total: p.disks_total as u32,
+                ..Default::default()
+            });
+            checks.push(if p.misses_disks() {
+                check(
+                    "recovery-point",
+                    Warning,
+                    format!(
+                        "the chosen point covers {} of {} disks: the others would come back empty",
+                        p.disks_covered, p.disks_total
+                    ),
+                )
+            } else {
+                check(
+                    "recovery-point",
+                    Ready,
+                    match time {
+                        Some(t) => format!("{:?} point of {t}, covering all {} disks", options.point, p.disks_total),
+                        None => "latest: ASR processes pending data first".into(),
+                    },
+                )
+            });
+        }
+        Err(e) => checks.push(check("recovery-point", Blocked, e.to_string())),
+    }
+
+    checks.push(match locked_by {
+        Some(plan) => check("vm-lock", Blocked, format!("in active plan {plan}")),
+        None => check("vm-lock", Ready, "in no other active plan"),
+    });
+
+    let last_drill =
+        item.properties.last_successful_test_failover_time.as_deref().and_then(tern_asr::model::parse_time);
+    checks.push(match last_drill {
+        Some(t) if now - t <= options.drill_window => check("last-drill", Ready, format!("drilled at {t}")),
+        Some(t) => check(
+            "last-drill",
+            Warning,
+            format!("last drill at {t}, more than {} days ago", options.drill_window.whole_days()),
+        ),
+        None => check("last-drill", Warning, "never drilled: a drill is recommended every six months"),
+    });
+
+    // What reprotect will set after the failback: the VM returns to where it runs now.
+    let managed = a2a.protected_managed_disks.first();
+    let source_rg = a2a
+        .fabric_object_id
+        .as_deref()
+        .and_then(resource_group)
+        .map(|rg| format!("/subscriptions/{}/resourceGroups/{rg}", asr.config().subscription_id));
+    let target = ReprotectTarget {
+        resource_group_id: source_rg.unwrap_or_default(),
+        cache_storage_account_id: String::new(),
+        disk_type: managed.and_then(|d| d.recovery_target_disk_account_type.clone()).unwrap_or_default(),
+        availability_set_id: a2a.recovery_availability_set.clone().unwrap_or_default(),
+        availability_zone: a2a.recovery_availability_zone.clone().unwrap_or_default(),
+        proximity_placement_group_id: a2a.recovery_proximity_placement_group_id.clone().unwrap_or_default(),
+        capacity_reservation_group_id: a2a.recovery_capacity_reservation_group_id.clone().unwrap_or_default(),
+    };
+    let resources_to_create = vec![format!("cache storage account in {home} for replication back to {from}")];
+
+    VmPreflight {
+        vm: Some(VmRef {
+            vault_id: String::new(),
+            protected_item_id: item.id.clone(),
+            lifecycle_id: item.lifecycle_id().unwrap_or_default().to_owned(),
+            name: item.friendly_name().to_owned(),
+        }),
+        readiness: worst(&checks) as i32,
+        checks,
+        recovery_point: used,
+        reprotect_target: Some(target),
+        resources_to_create,
+    }
+}

@@ -1,0 +1,343 @@
+//! Plan spec validation: a `PlanSpec` as submitted → a plan the planner can run, or an error
+//! that names the offending field (gRPC `InvalidArgument`). Nothing is looked up or changed here.
+
+use std::collections::HashSet;
+
+use tern_proto::{Direction, OnCriticalFailure, PlanMode, PlanSpec, RecoveryPointChoice, RecoveryPointKind, selection};
+
+/// An invalid spec: the field (protobuf path) and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct SpecError {
+    /// E.g. `recovery_point.custom_id`, `selection.vm_names`, `waves[1].vm_names[0]`.
+    pub field: String,
+    /// What is wrong, in words.
+    pub problem: String,
+}
+
+impl SpecError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { field: field.into(), problem: problem.into() }
+    }
+}
+
+impl From<SpecError> for tonic::Status {
+    fn from(e: SpecError) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+/// Which VMs a plan selects, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selected {
+    /// By friendly name.
+    Names(Vec<String>),
+    /// By protected item ARM id.
+    ItemIds(Vec<String>),
+    /// An ASR recovery plan (its boot groups become waves).
+    RecoveryPlan(String),
+    /// Every VM whose recovery VM lives in this resource group.
+    ResourceGroup(String),
+    /// Every VM with this tag.
+    Tag {
+        /// Tag key.
+        key: String,
+        /// Tag value.
+        value: String,
+    },
+    /// Every VM ready for failback.
+    AllReady,
+}
+
+impl Selected {
+    /// How many VMs the selection names, when it names them (`None` for queries).
+    pub fn named_count(&self) -> Option<usize> {
+        match self {
+            Selected::Names(v) | Selected::ItemIds(v) => Some(v.len()),
+            _ => None,
+        }
+    }
+}
+
+/// A validated spec, with defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidSpec {
+    /// The spec as submitted (defaults filled in).
+    pub spec: PlanSpec,
+    /// The selection.
+    pub selected: Selected,
+    /// Failback or failover.
+    pub direction: Direction,
+    /// Execute, preflight only, drill.
+    pub mode: PlanMode,
+    /// Shut the source VM down first.
+    pub shut_down_source: bool,
+}
+
+/// The longest request id accepted.
+const MAX_REQUEST_ID: usize = 128;
+
+fn unique(field: &str, values: &[String]) -> Result<(), SpecError> {
+    let mut seen = HashSet::new();
+    for (i, v) in values.iter().enumerate() {
+        if v.trim().is_empty() {
+            return Err(SpecError::new(format!("{field}[{i}]"), "is empty"));
+        }
+        if !seen.insert(v.to_ascii_lowercase()) {
+            return Err(SpecError::new(format!("{field}[{i}]"), format!("{v:?} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Validates `spec` for the vault `vault_id` the planner serves.
+pub fn validate(spec: &PlanSpec, vault_id: &str) -> Result<ValidSpec, SpecError> {
+    let mut spec = spec.clone();
+    if spec.request_id.len() > MAX_REQUEST_ID || spec.request_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(SpecError::new(
+            "request_id",
+            format!("must be at most {MAX_REQUEST_ID} characters without spaces"),
+        ));
+    }
+    if spec.vault_id.trim().is_empty() {
+        return Err(SpecError::new("vault_id", "is required (the ARM id of the Recovery Services vault)"));
+    }
+    if !spec.vault_id.trim_end_matches('/').eq_ignore_ascii_case(vault_id.trim_end_matches('/')) {
+        return Err(SpecError::new(
+            "vault_id",
+            format!("unknown vault {:?}; this planner serves {vault_id}", spec.vault_id),
+        ));
+    }
+
+    let selection = spec.selection.as_ref().and_then(|s| s.by.clone()).ok_or_else(|| {
+        SpecError::new(
+            "selection",
+            "is empty: choose VMs by name, protected item id, recovery plan, resource group, tag, or all ready",
+        )
+    })?;
+    let selected = match selection {
+        selection::By::VmNames(list) => {
+            if list.values.is_empty() {
+                return Err(SpecError::new("selection.vm_names", "names no VM"));
+            }
+            unique("selection.vm_names", &list.values)?;
+            Selected::Names(list.values)
+        }
+        selection::By::ProtectedItemIds(list) => {
+            if list.values.is_empty() {
+                return Err(SpecError::new("selection.protected_item_ids", "names no protected item"));
+            }
+            unique("selection.protected_item_ids", &list.values)?;
+            if let Some((i, id)) = list
+                .values
+                .iter()
+                .enumerate()
+                .find(|(_, id)| !id.to_ascii_lowercase().contains("/replicationprotecteditems/"))
+            {
+                return Err(SpecError::new(
+                    format!("selection.protected_item_ids[{i}]"),
+                    format!("{id:?} is not a protected item ARM id"),
+                ));
+            }
+            Selected::ItemIds(list.values)
+        }
+        selection::By::RecoveryPlan(name) if !name.trim().is_empty() => Selected::RecoveryPlan(name),
+        selection::By::RecoveryPlan(_) => return Err(SpecError::new("selection.recovery_plan", "is empty")),
+        selection::By::ResourceGroup(rg) if !rg.trim().is_empty() => Selected::ResourceGroup(rg),
+        selection::By::ResourceGroup(_) => return Err(SpecError::new("selection.resource_group", "is empty")),
+        selection::By::Tag(tag) => match tag.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Selected::Tag { key: k.trim().to_owned(), value: v.trim().to_owned() }
+            }
+            _ => return Err(SpecError::new("selection.tag", format!("{tag:?} is not key=value"))),
+        },
+        selection::By::AllReady(true) => Selected::AllReady,
+        selection::By::AllReady(false) => {
+            return Err(SpecError::new("selection.all_ready", "is false: set it, or select VMs another way"));
+        }
+    };
+
+    let direction = match Direction::try_from(spec.direction) {
+        Ok(Direction::Unspecified) => Direction::Failback,
+        Ok(d) => d,
+        Err(_) => return Err(SpecError::new("direction", format!("unknown value {}", spec.direction))),
+    };
+    spec.direction = direction as i32;
+    let mode = match PlanMode::try_from(spec.mode) {
+        Ok(PlanMode::Unspecified) => PlanMode::Execute,
+        Ok(m) => m,
+        Err(_) => return Err(SpecError::new("mode", format!("unknown value {}", spec.mode))),
+    };
+    spec.mode = mode as i32;
+
+    let point = spec.recovery_point.get_or_insert_with(RecoveryPointChoice::default);
+    let kind = RecoveryPointKind::try_from(point.kind)
+        .map_err(|_| SpecError::new("recovery_point.kind", format!("unknown value {}", point.kind)))?;
+    if kind == RecoveryPointKind::Unspecified {
+        point.kind = RecoveryPointKind::LatestProcessed as i32;
+    }
+    match (kind, point.custom_id.trim().is_empty()) {
+        (RecoveryPointKind::Custom, true) => {
+            return Err(SpecError::new("recovery_point.custom_id", "is required with a custom recovery point"));
+        }
+        (RecoveryPointKind::Custom, false) => match selected.named_count() {
+            Some(1) => {}
+            Some(n) => {
+                return Err(SpecError::new(
+                    "recovery_point",
+                    format!("a custom recovery point applies to exactly one VM; this plan selects {n}"),
+                ));
+            }
+            None => {
+                return Err(SpecError::new(
+                    "recovery_point",
+                    "a custom recovery point applies to exactly one VM; select it by name or protected item id",
+                ));
+            }
+        },
+        (_, false) => return Err(SpecError::new("recovery_point.custom_id", "is only for a custom recovery point")),
+        (_, true) => {}
+    }
+
+    // Waves: ordered groups of selected VMs, each VM at most once.
+    let named: Option<HashSet<String>> = match &selected {
+        Selected::Names(v) => Some(v.iter().map(|n| n.to_ascii_lowercase()).collect()),
+        _ => None,
+    };
+    if !spec.waves.is_empty() && matches!(selected, Selected::RecoveryPlan(_)) {
+        return Err(SpecError::new("waves", "a recovery plan's boot groups are its waves; do not give both"));
+    }
+    let mut in_waves = HashSet::new();
+    for (w, wave) in spec.waves.iter().enumerate() {
+        if wave.vm_names.is_empty() {
+            return Err(SpecError::new(format!("waves[{w}].vm_names"), "names no VM"));
+        }
+        for (i, vm) in wave.vm_names.iter().enumerate() {
+            let field = format!("waves[{w}].vm_names[{i}]");
+            if vm.trim().is_empty() {
+                return Err(SpecError::new(field, "is empty"));
+            }
+            if !in_waves.insert(vm.to_ascii_lowercase()) {
+                return Err(SpecError::new(field, format!("{vm:?} is in two waves")));
+            }
+            if named.as_ref().is_some_and(|n| !n.contains(&vm.to_ascii_lowercase())) {
+                return Err(SpecError::new(field, format!("{vm:?} is not in selection.vm_names")));
+            }
+        }
+    }
+
+    if let Some(policy) = &spec.failure_policy {
+        if OnCriticalFailure::try_from(policy.on_critical_failure).is_err() {
+            return Err(SpecError::new(
+                "failure_policy.on_critical_failure",
+                format!("unknown value {}", policy.on_critical_failure),
+            ));
+        }
+        for (i, vm) in policy.optional_vms.iter().enumerate() {
+            if named.as_ref().is_some_and(|n| !n.contains(&vm.to_ascii_lowercase())) {
+                return Err(SpecError::new(
+                    format!("failure_policy.optional_vms[{i}]"),
+                    format!("{vm:?} is not in selection.vm_names"),
+                ));
+            }
+        }
+    }
+
+    match (mode, &spec.drill) {
+        (PlanMode::Drill, None) => {
+            return Err(SpecError::new("drill", "is required in drill mode (at least drill.test_network_id)"));
+        }
+        (PlanMode::Drill, Some(d)) if d.test_network_id.trim().is_empty() => {
+            return Err(SpecError::new(
+                "drill.test_network_id",
+                "is required: a drill fails over into an isolated network",
+            ));
+        }
+        (PlanMode::Execute | PlanMode::PreflightOnly, Some(_)) => {
+            return Err(SpecError::new("drill", "is only for drill mode"));
+        }
+        _ => {}
+    }
+    if spec.labels.keys().any(|k| k.trim().is_empty()) {
+        return Err(SpecError::new("labels", "keys must not be empty"));
+    }
+    let shut_down_source = spec.shut_down_source.unwrap_or(true);
+    Ok(ValidSpec { spec, selected, direction, mode, shut_down_source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_proto::{DrillSettings, FailurePolicy, NameList, Selection, Wave};
+
+    const VAULT: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v";
+
+    fn names(v: &[&str]) -> Option<Selection> {
+        Some(Selection {
+            by: Some(selection::By::VmNames(NameList { values: v.iter().map(|s| (*s).to_owned()).collect() })),
+        })
+    }
+
+    fn spec(vms: &[&str]) -> PlanSpec {
+        PlanSpec { vault_id: VAULT.into(), selection: names(vms), ..Default::default() }
+    }
+
+    fn field(r: Result<ValidSpec, SpecError>) -> String {
+        r.unwrap_err().field
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_the_documented_defaults() {
+        let v = validate(&spec(&["web-1", "web-2"]), VAULT).unwrap();
+        assert_eq!((v.direction, v.mode, v.shut_down_source), (Direction::Failback, PlanMode::Execute, true));
+        assert_eq!(v.spec.recovery_point.unwrap().kind, RecoveryPointKind::LatestProcessed as i32);
+        assert_eq!(v.selected, Selected::Names(vec!["web-1".into(), "web-2".into()]));
+    }
+
+    #[test]
+    fn invalid_specs_are_refused_naming_the_field() {
+        let mut s = spec(&["a", "b"]);
+        s.recovery_point = Some(RecoveryPointChoice { kind: RecoveryPointKind::Custom as i32, custom_id: "rp".into() });
+        let err = validate(&s, VAULT).unwrap_err();
+        assert_eq!(err.field, "recovery_point");
+        assert!(err.problem.contains("exactly one VM") && err.problem.contains('2'), "{err}");
+
+        assert_eq!(field(validate(&PlanSpec { vault_id: VAULT.into(), ..Default::default() }, VAULT)), "selection");
+        assert_eq!(field(validate(&spec(&[]), VAULT)), "selection.vm_names");
+        assert_eq!(field(validate(&spec(&["a", "A"]), VAULT)), "selection.vm_names[1]");
+        let unknown = validate(&PlanSpec { vault_id: "/subscriptions/x/vaults/other".into(), ..spec(&["a"]) }, VAULT)
+            .unwrap_err();
+        assert!(unknown.field == "vault_id" && unknown.problem.contains("unknown vault"), "{unknown}");
+
+        let mut s = spec(&["a", "b"]);
+        s.waves = vec![
+            Wave { name: "1".into(), vm_names: vec!["a".into()] },
+            Wave { name: "2".into(), vm_names: vec!["a".into()] },
+        ];
+        assert_eq!(field(validate(&s, VAULT)), "waves[1].vm_names[0]");
+        s.waves = vec![Wave { name: "1".into(), vm_names: vec!["c".into()] }];
+        assert_eq!(field(validate(&s, VAULT)), "waves[0].vm_names[0]");
+
+        let mut s = spec(&["a"]);
+        s.mode = PlanMode::Drill as i32;
+        assert_eq!(field(validate(&s, VAULT)), "drill");
+        s.drill = Some(DrillSettings::default());
+        assert_eq!(field(validate(&s, VAULT)), "drill.test_network_id");
+        let mut s = spec(&["a"]);
+        s.failure_policy = Some(FailurePolicy { optional_vms: vec!["zz".into()], ..Default::default() });
+        assert_eq!(field(validate(&s, VAULT)), "failure_policy.optional_vms[0]");
+        let mut s = spec(&["a"]);
+        s.recovery_point = Some(RecoveryPointChoice { kind: RecoveryPointKind::Latest as i32, custom_id: "x".into() });
+        assert_eq!(field(validate(&s, VAULT)), "recovery_point.custom_id");
+    }
+
+    #[test]
+    fn a_custom_point_for_one_vm_is_fine_and_errors_map_to_invalid_argument() {
+        let mut s = spec(&["a"]);
+        s.recovery_point = Some(RecoveryPointChoice { kind: RecoveryPointKind::Custom as i32, custom_id: "rp".into() });
+        assert!(validate(&s, VAULT).is_ok());
+        let status: tonic::Status = SpecError::new("selection", "is empty").into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().starts_with("selection:"));
+    }
+}
