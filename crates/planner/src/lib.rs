@@ -5,6 +5,7 @@
 //! ([`preflight`]); the gRPC service and plan progression build on them.
 
 pub mod preflight;
+pub mod progress;
 pub mod spec;
 
 pub use spec::{Selected, SpecError, ValidSpec, validate};

@@ -1,0 +1,376 @@
+//! Plan progression as a pure state machine over the `Plan` record: apply a worker's event,
+//! decide what to dispatch next, settle the plan. No I/O here — the service stores the result
+//! with compare-and-set and publishes the commands.
+//!
+//! Per VM the phases run as a pipeline: failover (with commit) → reprotect → cleanup. Waves
+//! gate failover only: wave N+1 starts failing over once every VM of wave N finished its
+//! failover; later phases of a VM run as soon as its own failover is done.
+
+use tern_proto::{
+    OnCriticalFailure, Outcome, Phase, Plan, PlanCounts, PlanEventKind, PlanMode, PlanState, VmEvent, VmState, VmStatus,
+};
+
+/// Default of each per-phase concurrency limit.
+pub const DEFAULT_CONCURRENCY: u32 = 200;
+
+fn phase_on(flag: Option<bool>) -> bool {
+    flag.unwrap_or(true)
+}
+
+fn phases(plan: &Plan) -> (bool, bool, bool, bool) {
+    let p = plan.spec.as_ref().and_then(|s| s.phases).unwrap_or_default();
+    (phase_on(p.failover), phase_on(p.commit), phase_on(p.reprotect), phase_on(p.cleanup))
+}
+
+fn is_drill(plan: &Plan) -> bool {
+    plan.spec.as_ref().is_some_and(|s| s.mode == PlanMode::Drill as i32)
+}
+
+fn limit(plan: &Plan, phase: Phase) -> usize {
+    let c = plan.spec.as_ref().and_then(|s| s.concurrency).unwrap_or_default();
+    let v = match phase {
+        Phase::Reprotect => c.reprotect,
+        Phase::Cleanup => c.cleanup,
+        _ => c.failover,
+    };
+    (if v == 0 { DEFAULT_CONCURRENCY } else { v }) as usize
+}
+
+/// The slot a phase occupies (commit runs inside the failover command).
+fn slot(phase: Phase) -> Phase {
+    match phase {
+        Phase::Commit | Phase::Drill => Phase::Failover,
+        p => p,
+    }
+}
+
+fn vm_phase(v: &VmStatus) -> Phase {
+    Phase::try_from(v.phase).unwrap_or(Phase::Unspecified)
+}
+
+fn vm_state(v: &VmStatus) -> VmState {
+    VmState::try_from(v.state).unwrap_or(VmState::Unspecified)
+}
+
+fn terminal(v: &VmStatus) -> bool {
+    matches!(vm_state(v), VmState::Succeeded | VmState::Failed | VmState::Skipped)
+}
+
+/// Whether a VM has finished its failover (successfully or not), for the wave barrier.
+fn failover_finished(v: &VmStatus) -> bool {
+    terminal(v) || !matches!(vm_phase(v), Phase::Failover | Phase::Drill | Phase::Unspecified)
+}
+
+/// The VM's key: lifecycle id, else name (what command ids are built from).
+pub fn vm_key(v: &VmStatus) -> &str {
+    v.vm.as_ref().map(tern_bus_key).unwrap_or("")
+}
+
+fn tern_bus_key(r: &tern_proto::VmRef) -> &str {
+    if r.lifecycle_id.is_empty() { &r.name } else { &r.lifecycle_id }
+}
+
+/// The phase that comes after `done` for this plan, if any.
+fn next_phase(plan: &Plan, done: Phase) -> Option<Phase> {
+    let (_, commit, reprotect, cleanup) = phases(plan);
+    match done {
+        Phase::Failover if commit => Some(Phase::Commit),
+        Phase::Failover | Phase::Commit if reprotect => Some(Phase::Reprotect),
+        Phase::Reprotect if cleanup => Some(Phase::Cleanup),
+        _ => None,
+    }
+}
+
+/// Applies a worker's event to the plan. Returns whether anything changed.
+pub fn apply_event(plan: &mut Plan, event: &VmEvent) -> bool {
+    let key = event.vm.as_ref().map(tern_bus_key).unwrap_or("");
+    let Some(i) = plan.vms.iter().position(|v| vm_key(v).eq_ignore_ascii_case(key)) else { return false };
+    let phase = Phase::try_from(event.phase).unwrap_or(Phase::Unspecified);
+    let outcome = Outcome::try_from(event.outcome).unwrap_or(Outcome::Unspecified);
+    let drill = is_drill(plan);
+    let vm = &plan.vms[i];
+    // Only events of the attempt and phase the plan is waiting for count.
+    if terminal(vm) || event.attempt != vm.attempt || vm_state(vm) != VmState::Running {
+        return false;
+    }
+    let current = vm_phase(vm);
+    let expected = current == phase || (current == Phase::Failover && phase == Phase::Commit);
+    if !expected {
+        return false;
+    }
+    let critical = vm.critical;
+    let stop_on_critical = plan
+        .spec
+        .as_ref()
+        .and_then(|s| s.failure_policy.as_ref())
+        .is_none_or(|p| p.on_critical_failure != OnCriticalFailure::Continue as i32);
+    let next = next_phase(plan, phase);
+    let vm = &mut plan.vms[i];
+    if let Some(d) = &event.duration {
+        vm.phase_durations.insert(phase.slug().to_owned(), *d);
+    }
+    match outcome {
+        Outcome::Started | Outcome::Progress => {
+            if phase == Phase::Commit && current == Phase::Failover {
+                vm.phase = Phase::Commit as i32;
+            }
+            return phase == Phase::Commit;
+        }
+        Outcome::Succeeded | Outcome::Skipped => {
+            if phase == Phase::Failover || phase == Phase::Drill {
+                vm.recovery_point = event.recovery_point.clone();
+            }
+            if !event.new_protected_item_id.is_empty()
+                && let Some(r) = vm.vm.as_mut()
+            {
+                r.protected_item_id = event.new_protected_item_id.clone();
+            }
+            match (drill, next) {
+                (false, Some(Phase::Commit)) => {
+                    vm.phase = Phase::Commit as i32; // the failover worker commits right after
+                }
+                (false, Some(n)) => {
+                    vm.phase = n as i32;
+                    vm.state = VmState::Pending as i32;
+                    vm.attempt = 1;
+                }
+                _ => {
+                    vm.state = VmState::Succeeded as i32;
+                    vm.reason = if !event.reason.is_empty() {
+                        event.reason.clone()
+                    } else {
+                        format!("{} succeeded", phase.slug())
+                    };
+                }
+            }
+        }
+        Outcome::Failed => {
+            vm.state = VmState::Failed as i32;
+            vm.error = event.error.clone();
+            vm.reason = event
+                .error
+                .as_ref()
+                .map(|e| format!("{} failed: {} {}", phase.slug(), e.code, e.message))
+                .unwrap_or_else(|| format!("{} failed", phase.slug()));
+            if critical && stop_on_critical && !plan.halted {
+                let name = plan.vms[i].vm.as_ref().map(|v| v.name.clone()).unwrap_or_default();
+                plan.halted = true;
+                plan.reason = format!("halted: critical VM {name} failed {}", phase.slug());
+            }
+        }
+        Outcome::Unspecified => return false,
+    }
+    true
+}
+
+/// Picks the VMs to dispatch now (marking them running) and returns (index, phase) pairs.
+pub fn dispatch(plan: &mut Plan) -> Vec<(usize, Phase)> {
+    let state = PlanState::try_from(plan.state).unwrap_or(PlanState::Unspecified);
+    if plan.halted || !matches!(state, PlanState::Running | PlanState::Accepted) {
+        return vec![];
+    }
+    plan.state = PlanState::Running as i32;
+    // Advance the wave barrier.
+    let waves = plan.vms.iter().map(|v| v.wave).max().map_or(0, |w| w + 1);
+    while plan.current_wave + 1 < waves
+        && plan.vms.iter().filter(|v| v.wave == plan.current_wave).all(failover_finished)
+    {
+        plan.current_wave += 1;
+    }
+    let mut running = std::collections::HashMap::new();
+    for v in plan.vms.iter().filter(|v| vm_state(v) == VmState::Running) {
+        *running.entry(slot(vm_phase(v)) as i32).or_insert(0usize) += 1;
+    }
+    let drill = is_drill(plan);
+    let mut out = Vec::new();
+    let current_wave = plan.current_wave;
+    let limits = [Phase::Failover, Phase::Reprotect, Phase::Cleanup].map(|p| (p as i32, limit(plan, p)));
+    for (i, v) in plan.vms.iter_mut().enumerate() {
+        if vm_state(v) != VmState::Pending {
+            continue;
+        }
+        let mut phase = vm_phase(v);
+        if phase == Phase::Unspecified || (phase == Phase::Failover && drill) {
+            phase = if drill { Phase::Drill } else { Phase::Failover };
+        }
+        if slot(phase) == Phase::Failover && v.wave > current_wave {
+            continue;
+        }
+        let slot_id = slot(phase) as i32;
+        let max = limits.iter().find(|(p, _)| *p == slot_id).map_or(DEFAULT_CONCURRENCY as usize, |(_, m)| *m);
+        let used = running.entry(slot_id).or_insert(0);
+        if *used >= max {
+            continue;
+        }
+        *used += 1;
+        v.state = VmState::Running as i32;
+        v.phase = phase as i32;
+        v.attempt = v.attempt.max(1);
+        out.push((i, phase));
+    }
+    out
+}
+
+/// Recomputes the counts; ends the plan when nothing more can happen. Returns the plan-level
+/// event to publish when the plan ended.
+pub fn settle(plan: &mut Plan) -> Option<PlanEventKind> {
+    let state = PlanState::try_from(plan.state).unwrap_or(PlanState::Unspecified);
+    let stopping = plan.halted || state == PlanState::Cancelling;
+    if stopping {
+        // Nothing new will run: pending VMs end here, with the reason.
+        let why = if state == PlanState::Cancelling {
+            "not run: the plan was cancelled".to_owned()
+        } else {
+            format!("not run: {}", plan.reason)
+        };
+        for v in plan.vms.iter_mut().filter(|v| vm_state(v) == VmState::Pending) {
+            v.state = VmState::Skipped as i32;
+            v.reason = why.clone();
+        }
+    }
+    plan.counts = Some(counts(plan));
+    let any_running = plan.vms.iter().any(|v| vm_state(v) == VmState::Running);
+    let any_pending = plan.vms.iter().any(|v| vm_state(v) == VmState::Pending);
+    if any_running
+        || any_pending
+        || matches!(
+            state,
+            PlanState::Completed | PlanState::CompletedWithErrors | PlanState::Cancelled | PlanState::Failed
+        )
+    {
+        return None;
+    }
+    if state == PlanState::Paused && !plan.vms.iter().all(terminal) {
+        return None;
+    }
+    let errors = plan.vms.iter().any(|v| matches!(vm_state(v), VmState::Failed | VmState::Skipped));
+    let (next, kind) = if state == PlanState::Cancelling {
+        (PlanState::Cancelled, PlanEventKind::Cancelled)
+    } else if errors {
+        (PlanState::CompletedWithErrors, PlanEventKind::CompletedWithErrors)
+    } else {
+        (PlanState::Completed, PlanEventKind::Completed)
+    };
+    plan.state = next as i32;
+    Some(kind)
+}
+
+/// VM counts of a plan.
+pub fn counts(plan: &Plan) -> PlanCounts {
+    let mut c = PlanCounts { total: plan.vms.len() as u32, ..Default::default() };
+    for v in &plan.vms {
+        match vm_state(v) {
+            VmState::Pending => c.pending += 1,
+            VmState::Running => c.running += 1,
+            VmState::Succeeded => c.succeeded += 1,
+            VmState::Failed => c.failed += 1,
+            VmState::Skipped => c.skipped += 1,
+            VmState::Unspecified => {}
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_proto::{AsrError, FailurePolicy, PlanSpec, VmRef};
+
+    fn plan(waves: &[usize]) -> Plan {
+        let vms = waves
+            .iter()
+            .enumerate()
+            .map(|(i, w)| VmStatus {
+                vm: Some(VmRef { name: format!("vm-{i}"), ..Default::default() }),
+                state: VmState::Pending as i32,
+                phase: Phase::Failover as i32,
+                wave: *w as u32,
+                attempt: 1,
+                critical: true,
+                ..Default::default()
+            })
+            .collect();
+        Plan {
+            plan_id: "p".into(),
+            spec: Some(PlanSpec::default()),
+            state: PlanState::Accepted as i32,
+            vms,
+            ..Default::default()
+        }
+    }
+
+    fn ev(i: usize, phase: Phase, outcome: Outcome) -> VmEvent {
+        VmEvent {
+            vm: Some(VmRef { name: format!("vm-{i}"), ..Default::default() }),
+            phase: phase as i32,
+            outcome: outcome as i32,
+            attempt: 1,
+            ..Default::default()
+        }
+    }
+
+    fn names(d: &[(usize, Phase)]) -> Vec<(usize, Phase)> {
+        d.to_vec()
+    }
+
+    #[test]
+    fn wave_two_fails_over_only_after_wave_one_finished_failing_over() {
+        let mut p = plan(&[0, 0, 1]);
+        assert_eq!(names(&dispatch(&mut p)), [(0, Phase::Failover), (1, Phase::Failover)]);
+        assert!(apply_event(&mut p, &ev(0, Phase::Failover, Outcome::Succeeded)));
+        assert_eq!(dispatch(&mut p), [], "vm-1 of wave 0 is still failing over");
+        assert!(apply_event(&mut p, &ev(1, Phase::Failover, Outcome::Succeeded)));
+        assert_eq!(dispatch(&mut p), [(2, Phase::Failover)], "wave 1 opens");
+        // vm-0 and vm-1 commit inside the failover command, then reprotect, then clean up.
+        assert!(apply_event(&mut p, &ev(0, Phase::Commit, Outcome::Succeeded)));
+        assert_eq!(dispatch(&mut p), [(0, Phase::Reprotect)], "later phases pipeline per VM");
+        assert!(apply_event(&mut p, &ev(0, Phase::Reprotect, Outcome::Succeeded)));
+        assert_eq!(dispatch(&mut p), [(0, Phase::Cleanup)]);
+        assert!(apply_event(&mut p, &ev(0, Phase::Cleanup, Outcome::Succeeded)));
+        assert_eq!(VmState::try_from(p.vms[0].state), Ok(VmState::Succeeded));
+        assert_eq!(settle(&mut p), None, "others still run");
+    }
+
+    #[test]
+    fn a_critical_failure_halts_dispatch_and_an_optional_one_does_not() {
+        let mut p = plan(&[0, 0, 1, 1]);
+        p.vms[1].critical = false;
+        dispatch(&mut p);
+        let mut failed = ev(1, Phase::Failover, Outcome::Failed);
+        failed.error = Some(AsrError { code: "28031".into(), ..Default::default() });
+        assert!(apply_event(&mut p, &failed));
+        assert!(!p.halted, "vm-1 is optional");
+        assert!(apply_event(&mut p, &ev(0, Phase::Failover, Outcome::Failed)));
+        assert!(p.halted && p.reason.contains("vm-0"), "{}", p.reason);
+        assert_eq!(dispatch(&mut p), [], "nothing new after a critical failure");
+        assert_eq!(settle(&mut p), Some(PlanEventKind::CompletedWithErrors));
+        assert!(p.vms[2].reason.contains("halted"), "{}", p.vms[2].reason);
+        assert_eq!(p.counts.as_ref().unwrap().failed, 2);
+
+        let mut p = plan(&[0, 1]);
+        p.spec.as_mut().unwrap().failure_policy =
+            Some(FailurePolicy { on_critical_failure: OnCriticalFailure::Continue as i32, ..Default::default() });
+        dispatch(&mut p);
+        apply_event(&mut p, &ev(0, Phase::Failover, Outcome::Failed));
+        assert_eq!(dispatch(&mut p), [(1, Phase::Failover)], "the continue policy keeps going");
+    }
+
+    #[test]
+    fn pause_stops_dispatch_cancel_skips_the_rest_and_stale_events_are_ignored() {
+        let mut p = plan(&[0, 0]);
+        p.spec.as_mut().unwrap().concurrency = Some(tern_proto::Concurrency { failover: 1, ..Default::default() });
+        assert_eq!(dispatch(&mut p), [(0, Phase::Failover)], "one failover at a time");
+        p.state = PlanState::Paused as i32;
+        apply_event(&mut p, &ev(0, Phase::Failover, Outcome::Succeeded));
+        assert_eq!(dispatch(&mut p), [], "paused");
+        let mut stale = ev(0, Phase::Reprotect, Outcome::Failed);
+        stale.attempt = 7;
+        assert!(!apply_event(&mut p, &stale), "another attempt's event does not count");
+        p.state = PlanState::Cancelling as i32;
+        assert_eq!(settle(&mut p), None, "vm-0 still commits");
+        apply_event(&mut p, &ev(0, Phase::Commit, Outcome::Succeeded));
+        assert_eq!(settle(&mut p), Some(PlanEventKind::Cancelled));
+        assert_eq!(VmState::try_from(p.vms[1].state), Ok(VmState::Skipped));
+        assert_eq!(VmState::try_from(p.vms[0].state), Ok(VmState::Skipped), "its reprotect never ran");
+    }
+}
