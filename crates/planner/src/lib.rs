@@ -6,6 +6,8 @@
 
 pub mod preflight;
 pub mod progress;
+pub mod service;
 pub mod spec;
 
+pub use service::{PlannerService, serve_grpc};
 pub use spec::{Selected, SpecError, ValidSpec, validate};

@@ -96,6 +96,18 @@ pub fn apply_event(plan: &mut Plan, event: &VmEvent) -> bool {
     let current = vm_phase(vm);
     let expected = current == phase || (current == Phase::Failover && phase == Phase::Commit);
     if !expected {
+        // Events are handled concurrently: a phase's result may land after the next phase
+        // began. Its data still counts; the state has moved on already.
+        if matches!(outcome, Outcome::Succeeded | Outcome::Skipped) {
+            let vm = &mut plan.vms[i];
+            if let Some(d) = &event.duration {
+                vm.phase_durations.insert(phase.slug().to_owned(), *d);
+            }
+            if matches!(phase, Phase::Failover | Phase::Drill) && event.recovery_point.is_some() {
+                vm.recovery_point = event.recovery_point.clone();
+            }
+            return true;
+        }
         return false;
     }
     let critical = vm.critical;

@@ -11,6 +11,9 @@ pub mod v1 {
 
 pub use v1::*;
 
+/// The encoded `FileDescriptorSet` of `proto/tern/v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tern_descriptor.bin"));
+
 impl Phase {
     /// The lowercase name used in subjects, CloudEvents types and logs (`failover`, `commit`...).
     pub fn slug(self) -> &'static str {

@@ -1,0 +1,743 @@
+//! The planner service: the gRPC API, plan state in KV, and the loop that turns worker events
+//! into the next commands.
+//!
+//! Every change to a plan is a compare-and-set on its KV record, made by whichever planner
+//! replica handles the request or event; commands are published after the record is stored
+//! and carry deterministic ids, so replicas never double-dispatch and a restarted planner
+//! re-publishes what may have been lost (`resync`).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use tern_asr::AsrClient;
+use tern_asr::model::ProtectedItem;
+use tern_asr::point::PointChoice;
+use tern_bus::{Bucket, Bus, Delivery, HandlerError, KvError, LoopOptions, TypedKv, ids};
+use tern_proto::planner_server::Planner;
+use tern_proto::{
+    CancelPlanRequest, CleanupCommand, Command, Event, FailoverCommand, GetPlanRequest, ListPlansRequest,
+    ListPlansResponse, PausePlanRequest, Phase, Plan, PlanEvent, PlanEventKind, PlanMode, PlanState, PlanUpdate,
+    PreflightRequest, PreflightResponse, Readiness, ReprotectCommand, ResumePlanRequest, RetryVmRequest,
+    SubmitPlanRequest, SubmitPlanResponse, VmPreflight, VmState, VmStatus, WatchPlanRequest, command, event,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::preflight::{PreflightOptions, preflight_vm};
+use crate::progress;
+use crate::spec::{Selected, ValidSpec, validate};
+
+/// A submission's request id → its plan.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PlanRef {
+    /// The plan.
+    #[prost(string, tag = "1")]
+    pub plan_id: String,
+}
+
+/// Which plan holds a VM.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VmLock {
+    /// The plan.
+    #[prost(string, tag = "1")]
+    pub plan_id: String,
+}
+
+/// The planner's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct PlannerService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bus: Bus,
+    asr: AsrClient,
+    plans: TypedKv<Plan>,
+    requests: TypedKv<PlanRef>,
+    locks: TypedKv<VmLock>,
+    vault_id: String,
+}
+
+impl std::fmt::Debug for PlannerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannerService").field("vault_id", &self.inner.vault_id).finish()
+    }
+}
+
+fn plan_key(id: &str) -> String {
+    format!("plan.{id}")
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now() -> prost_types::Timestamp {
+    SystemTime::now().into()
+}
+
+fn kv_status(e: KvError) -> Status {
+    Status::unavailable(format!("plan store: {e}"))
+}
+
+fn is_terminal(state: i32) -> bool {
+    matches!(
+        PlanState::try_from(state),
+        Ok(PlanState::Completed | PlanState::CompletedWithErrors | PlanState::Cancelled | PlanState::Failed)
+    )
+}
+
+impl PlannerService {
+    /// The service for `asr`'s vault, keeping state on `bus`.
+    pub async fn new(bus: Bus, asr: AsrClient) -> anyhow::Result<Self> {
+        let vault_id = asr.config().vault_id();
+        let plans = bus.kv::<Plan>(Bucket::Plans).await?;
+        let requests = bus.kv::<PlanRef>(Bucket::Plans).await?;
+        let locks = bus.kv::<VmLock>(Bucket::VmLocks).await?;
+        Ok(Self { inner: Arc::new(Inner { bus, asr, plans, requests, locks, vault_id }) })
+    }
+
+    /// Follows worker events until `shutdown`, progressing plans; re-publishes the commands of
+    /// running VMs first (a previous planner may have stored a dispatch and died before sending it).
+    pub async fn run_progression(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.resync().await;
+        let consumer =
+            self.inner.bus.planner_event_consumer(LoopOptions { concurrency: 16, ..LoopOptions::default() }).await?;
+        let this = self.clone();
+        consumer
+            .run(
+                move |d: Delivery<Event>| {
+                    let this = this.clone();
+                    async move { this.on_event(d.message).await }
+                },
+                shutdown,
+            )
+            .await;
+        Ok(())
+    }
+
+    async fn on_event(&self, event: Event) -> Result<(), HandlerError> {
+        let Some(event::Body::Vm(vm)) = event.body else { return Ok(()) };
+        let key = plan_key(&event.plan_id);
+        if self.inner.plans.get(&key).await.map_err(|e| HandlerError::retry(e.to_string()))?.is_none() {
+            return Ok(()); // not a plan of this planner's store
+        }
+        self.step(&event.plan_id, |p| progress::apply_event(p, &vm))
+            .await
+            .map_err(|e| HandlerError::retry(e.message().to_owned()))?;
+        Ok(())
+    }
+
+    /// Re-publishes the command of every running VM of every active plan (ids are
+    /// deterministic: the bus or the workers' fences drop what already ran).
+    pub async fn resync(&self) {
+        let Ok(keys) = self.inner.plans.keys().await else { return };
+        for key in keys.into_iter().filter(|k| k.starts_with("plan.")) {
+            let Ok(Some(v)) = self.inner.plans.get(&key).await else { continue };
+            let plan = v.value;
+            if is_terminal(plan.state) {
+                continue;
+            }
+            for (i, vm) in plan.vms.iter().enumerate() {
+                if vm.state == VmState::Running as i32 {
+                    let phase = Phase::try_from(vm.phase).unwrap_or(Phase::Failover);
+                    let phase = if phase == Phase::Commit { Phase::Failover } else { phase };
+                    if let Err(e) = self.publish_command(&plan, i, phase).await {
+                        warn!(plan = %plan.plan_id, error = %e, "resync publish failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies `change` to a plan with compare-and-set, dispatches what can run next, settles,
+    /// stores, then publishes commands and plan events. Returns the stored plan.
+    async fn step(&self, plan_id: &str, mut change: impl FnMut(&mut Plan) -> bool) -> Result<Plan, Status> {
+        let key = plan_key(plan_id);
+        loop {
+            let current = self
+                .inner
+                .plans
+                .get(&key)
+                .await
+                .map_err(kv_status)?
+                .ok_or_else(|| Status::not_found(format!("plan {plan_id}")))?;
+            let mut plan = current.value.clone();
+            let changed = change(&mut plan);
+            let wave_before = plan.current_wave;
+            let dispatched = progress::dispatch(&mut plan);
+            let ended = progress::settle(&mut plan);
+            if !changed && dispatched.is_empty() && ended.is_none() && plan == current.value {
+                return Ok(plan);
+            }
+            plan.updated_at = Some(now());
+            if ended.is_some() {
+                plan.finished_at = Some(now());
+            }
+            match self.inner.plans.update(&key, &plan, current.revision).await {
+                Ok(_) => {}
+                Err(KvError::Conflict { .. }) => continue,
+                Err(e) => return Err(kv_status(e)),
+            }
+            for (i, phase) in &dispatched {
+                if let Err(e) = self.publish_command(&plan, *i, *phase).await {
+                    warn!(plan = %plan_id, error = %e, "command not published; resync will send it");
+                }
+            }
+            if plan.current_wave != wave_before {
+                self.plan_event(&plan, PlanEventKind::WaveStarted, &format!("wave.{}", plan.current_wave), "").await;
+            }
+            if let Some(kind) = ended {
+                self.plan_event(&plan, kind, kind.slug(), &plan.reason.clone()).await;
+                self.release_locks(&plan).await;
+            }
+            return Ok(plan);
+        }
+    }
+
+    async fn publish_command(&self, plan: &Plan, i: usize, phase: Phase) -> Result<(), tern_bus::BusError> {
+        let spec = plan.spec.clone().unwrap_or_default();
+        let vm = plan.vms[i].clone();
+        let vm_ref = vm.vm.clone().unwrap_or_default();
+        let phases = spec.phases.unwrap_or_default();
+        let action = match phase {
+            Phase::Failover | Phase::Drill => command::Action::Failover(FailoverCommand {
+                direction: spec.direction,
+                recovery_point: spec.recovery_point.clone(),
+                shut_down_source: spec.shut_down_source.unwrap_or(true),
+                commit_after: phase == Phase::Failover && phases.commit.unwrap_or(true),
+                drill: (phase == Phase::Drill).then(|| spec.drill.clone().unwrap_or_default()),
+            }),
+            Phase::Reprotect => command::Action::Reprotect(ReprotectCommand { target: spec.reprotect_target.clone() }),
+            Phase::Cleanup => command::Action::Cleanup(CleanupCommand { options: spec.cleanup }),
+            other => return Err(tern_bus::BusError::InvalidMessage(format!("no command for phase {}", other.slug()))),
+        };
+        let cmd = Command {
+            command_id: ids::command_id(&plan.plan_id, &vm_ref, phase, vm.attempt),
+            plan_id: plan.plan_id.clone(),
+            vm: Some(vm_ref),
+            attempt: vm.attempt,
+            issued_at: Some(now()),
+            action: Some(action),
+            ..Default::default()
+        };
+        self.inner.bus.publish_command(&cmd).await.map(|_| ())
+    }
+
+    async fn plan_event(&self, plan: &Plan, kind: PlanEventKind, suffix: &str, reason: &str) {
+        let ev = Event {
+            event_id: format!("{}.plan.{suffix}", plan.plan_id),
+            plan_id: plan.plan_id.clone(),
+            time: Some(now()),
+            body: Some(event::Body::Plan(PlanEvent {
+                kind: kind as i32,
+                wave: plan.current_wave,
+                reason: reason.into(),
+                counts: plan.counts,
+            })),
+            ..Default::default()
+        };
+        if let Err(e) = self.inner.bus.publish_event(&ev).await {
+            warn!(plan = %plan.plan_id, error = %e, "plan event not published");
+        }
+    }
+
+    async fn release_locks(&self, plan: &Plan) {
+        for vm in &plan.vms {
+            let key = progress::vm_key(vm).to_owned();
+            if let Ok(Some(lock)) = self.inner.locks.get(&key).await
+                && lock.value.plan_id == plan.plan_id
+            {
+                let _ = self.inner.locks.delete(&key).await;
+            }
+        }
+    }
+
+    /// The VMs a selection names, with their wave (from the spec's waves or the recovery plan's boot groups).
+    async fn resolve(&self, valid: &ValidSpec) -> Result<Vec<(ProtectedItem, u32)>, Status> {
+        let asr = &self.inner.asr;
+        let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
+        let all = asr.list_items(None, None).await.map_err(unavailable)?;
+        let by_name: HashMap<String, &ProtectedItem> =
+            all.iter().map(|i| (i.friendly_name().to_ascii_lowercase(), i)).collect();
+        let mut waves_of: HashMap<String, u32> = HashMap::new();
+        for (w, wave) in valid.spec.waves.iter().enumerate() {
+            for vm in &wave.vm_names {
+                waves_of.insert(vm.to_ascii_lowercase(), w as u32);
+            }
+        }
+        let last_wave = valid.spec.waves.len() as u32;
+        let wave = |name: &str| {
+            waves_of.get(&name.to_ascii_lowercase()).copied().unwrap_or(if last_wave == 0 { 0 } else { last_wave })
+        };
+        let picked: Vec<(ProtectedItem, u32)> = match &valid.selected {
+            Selected::Names(names) => {
+                let mut out = Vec::new();
+                for (i, n) in names.iter().enumerate() {
+                    let item = by_name.get(&n.to_ascii_lowercase()).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "selection.vm_names[{i}]: no replicated VM named {n:?} in the vault"
+                        ))
+                    })?;
+                    out.push(((*item).clone(), wave(n)));
+                }
+                out
+            }
+            Selected::ItemIds(ids) => {
+                let mut out = Vec::new();
+                for (i, id) in ids.iter().enumerate() {
+                    let item = all.iter().find(|it| it.id.eq_ignore_ascii_case(id)).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "selection.protected_item_ids[{i}]: no such protected item {id:?}"
+                        ))
+                    })?;
+                    out.push((item.clone(), wave(item.friendly_name())));
+                }
+                out
+            }
+            Selected::RecoveryPlan(name) => {
+                let rp = asr.get_plan(name).await.map_err(|e| match e.class() {
+                    tern_asr::ErrorClass::NotFound => {
+                        Status::invalid_argument(format!("selection.recovery_plan: no recovery plan {name:?}"))
+                    }
+                    _ => unavailable(e),
+                })?;
+                let mut out = Vec::new();
+                for (w, group) in rp.boot_groups().iter().enumerate() {
+                    for id in group {
+                        if let Some(item) = all.iter().find(|it| it.id.eq_ignore_ascii_case(id)) {
+                            out.push((item.clone(), w as u32));
+                        }
+                    }
+                }
+                out
+            }
+            Selected::ResourceGroup(rg) => all
+                .iter()
+                .filter(|it| {
+                    let a2a = it.properties.provider_specific_details.as_ref();
+                    a2a.and_then(|d| d.fabric_object_id.as_deref())
+                        .and_then(tern_asr::client::resource_group_of)
+                        .is_some_and(|g| g.eq_ignore_ascii_case(rg))
+                })
+                .map(|it| (it.clone(), wave(it.friendly_name())))
+                .collect(),
+            Selected::Tag { .. } => {
+                return Err(Status::unimplemented("selection.tag: selecting by VM tag is not supported yet"));
+            }
+            Selected::AllReady => all.iter().map(|it| (it.clone(), wave(it.friendly_name()))).collect(),
+        };
+        if picked.is_empty() {
+            return Err(Status::invalid_argument("selection: selects no replicated VM"));
+        }
+        Ok(picked)
+    }
+
+    fn preflight_options(valid: &ValidSpec) -> PreflightOptions {
+        let point = valid.spec.recovery_point.clone().unwrap_or_default();
+        let choice = match tern_proto::RecoveryPointKind::try_from(point.kind).unwrap_or_default() {
+            tern_proto::RecoveryPointKind::Latest => PointChoice::Latest,
+            tern_proto::RecoveryPointKind::LatestAppConsistent => PointChoice::LatestAppConsistent,
+            tern_proto::RecoveryPointKind::LatestCrashConsistent => PointChoice::LatestCrashConsistent,
+            tern_proto::RecoveryPointKind::Custom => PointChoice::Custom(point.custom_id.clone()),
+            _ => PointChoice::LatestProcessed,
+        };
+        PreflightOptions {
+            point: choice,
+            direction: valid.direction,
+            drill: valid.mode == PlanMode::Drill,
+            ..PreflightOptions::default()
+        }
+    }
+
+    async fn preflight_all(&self, valid: &ValidSpec, items: &[(ProtectedItem, u32)]) -> Vec<VmPreflight> {
+        let opts = Self::preflight_options(valid);
+        let now = time::OffsetDateTime::now_utc();
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(16) {
+            let checks = chunk.iter().map(|(item, _)| async {
+                let key = item.lifecycle_id().unwrap_or(item.friendly_name()).to_owned();
+                let locked = self.inner.locks.get(&key).await.ok().flatten().map(|l| l.value.plan_id);
+                preflight_vm(&self.inner.asr, item, &opts, locked.as_deref(), now).await
+            });
+            out.extend(futures::future::join_all(checks).await);
+        }
+        out
+    }
+
+    async fn submit(&self, spec: tern_proto::PlanSpec) -> Result<SubmitPlanResponse, Status> {
+        let valid = validate(&spec, &self.inner.vault_id)?;
+        let request_key = (!spec.request_id.is_empty()).then(|| format!("request.{}", hex(&spec.request_id)));
+        if let Some(key) = &request_key
+            && let Some(existing) = self.inner.requests.get(key).await.map_err(kv_status)?
+        {
+            let plan = self.get(&existing.value.plan_id).await?;
+            return Ok(SubmitPlanResponse { plan: Some(plan), existing: true });
+        }
+        let items = self.resolve(&valid).await?;
+        let preflight = self.preflight_all(&valid, &items).await;
+        let blocked: Vec<String> = preflight
+            .iter()
+            .filter(|p| p.readiness == Readiness::Blocked as i32)
+            .map(|p| {
+                let why = p
+                    .checks
+                    .iter()
+                    .filter(|c| c.result == Readiness::Blocked as i32)
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                format!("{} ({why})", p.vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""))
+            })
+            .collect();
+        if !blocked.is_empty() && !spec.proceed_with_ready && valid.mode != PlanMode::PreflightOnly {
+            return Err(Status::failed_precondition(format!(
+                "preflight blocked {} of {} VMs: {}; fix them, or set proceed_with_ready to run the ready ones",
+                blocked.len(),
+                items.len(),
+                blocked.iter().take(10).cloned().collect::<Vec<_>>().join(" | ")
+            )));
+        }
+        let plan_id = format!("p-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let optional: Vec<String> = spec
+            .failure_policy
+            .as_ref()
+            .map(|p| p.optional_vms.iter().map(|v| v.to_ascii_lowercase()).collect())
+            .unwrap_or_default();
+        let preflight_only = valid.mode == PlanMode::PreflightOnly;
+        let mut vms = Vec::new();
+        for ((item, wave), pre) in items.iter().zip(&preflight) {
+            let blocked = pre.readiness == Readiness::Blocked as i32;
+            let reason = if preflight_only {
+                format!("preflight only: {}", Readiness::try_from(pre.readiness).unwrap_or_default().as_str_name())
+            } else if blocked {
+                "not run: blocked in preflight".into()
+            } else {
+                String::new()
+            };
+            vms.push(VmStatus {
+                vm: Some(tern_proto::VmRef {
+                    vault_id: self.inner.vault_id.clone(),
+                    protected_item_id: item.id.clone(),
+                    lifecycle_id: item.lifecycle_id().unwrap_or_default().to_owned(),
+                    name: item.friendly_name().to_owned(),
+                }),
+                state: if preflight_only || blocked { VmState::Skipped as i32 } else { VmState::Pending as i32 },
+                phase: Phase::Failover as i32,
+                wave: *wave,
+                attempt: 1,
+                reason,
+                critical: !optional.contains(&item.friendly_name().to_ascii_lowercase()),
+                recovery_point: pre.recovery_point.clone(),
+                ..Default::default()
+            });
+        }
+        // Waves are numbered densely from 0.
+        let mut wave_ids: Vec<u32> = vms.iter().map(|v| v.wave).collect();
+        wave_ids.sort_unstable();
+        wave_ids.dedup();
+        for v in &mut vms {
+            v.wave = wave_ids.iter().position(|w| *w == v.wave).unwrap_or(0) as u32;
+        }
+        // Lock every VM that will run; a VM already in another active plan refuses the plan.
+        let mut taken = Vec::new();
+        for v in vms.iter().filter(|v| v.state == VmState::Pending as i32) {
+            let key = progress::vm_key(v).to_owned();
+            match self.inner.locks.create(&key, &VmLock { plan_id: plan_id.clone() }).await {
+                Ok(_) => taken.push(key),
+                Err(KvError::AlreadyExists { .. }) => {
+                    for k in &taken {
+                        let _ = self.inner.locks.delete(k).await;
+                    }
+                    let holder =
+                        self.inner.locks.get(&key).await.ok().flatten().map(|l| l.value.plan_id).unwrap_or_default();
+                    return Err(Status::failed_precondition(format!(
+                        "{} is already in active plan {holder}",
+                        v.vm.as_ref().map(|r| r.name.as_str()).unwrap_or("")
+                    )));
+                }
+                Err(e) => return Err(kv_status(e)),
+            }
+        }
+        let mut plan = Plan {
+            plan_id: plan_id.clone(),
+            spec: Some(valid.spec.clone()),
+            state: if preflight_only { PlanState::Completed as i32 } else { PlanState::Accepted as i32 },
+            vms,
+            created_at: Some(now()),
+            updated_at: Some(now()),
+            ..Default::default()
+        };
+        plan.counts = Some(progress::counts(&plan));
+        self.inner.plans.create(&plan_key(&plan_id), &plan).await.map_err(kv_status)?;
+        if let Some(key) = &request_key
+            && let Err(KvError::AlreadyExists { .. }) =
+                self.inner.requests.create(key, &PlanRef { plan_id: plan_id.clone() }).await
+        {
+            // Another submission with the same request id won the race: withdraw this one.
+            let _ = self.inner.plans.delete(&plan_key(&plan_id)).await;
+            for k in &taken {
+                let _ = self.inner.locks.delete(k).await;
+            }
+            let winner =
+                self.inner.requests.get(key).await.map_err(kv_status)?.map(|r| r.value.plan_id).unwrap_or_default();
+            return Ok(SubmitPlanResponse { plan: Some(self.get(&winner).await?), existing: true });
+        }
+        info!(plan = %plan_id, vms = plan.vms.len(), "plan accepted");
+        self.plan_event(&plan, PlanEventKind::Accepted, "accepted", "").await;
+        let plan = if preflight_only { plan } else { self.step(&plan_id, |_| true).await? };
+        Ok(SubmitPlanResponse { plan: Some(plan), existing: false })
+    }
+
+    async fn get(&self, plan_id: &str) -> Result<Plan, Status> {
+        if plan_id.is_empty() {
+            return Err(Status::invalid_argument("plan_id: is empty"));
+        }
+        self.inner
+            .plans
+            .get(&plan_key(plan_id))
+            .await
+            .map_err(kv_status)?
+            .map(|v| v.value)
+            .ok_or_else(|| Status::not_found(format!("plan {plan_id}")))
+    }
+
+    async fn transition(
+        &self,
+        plan_id: &str,
+        from: &[PlanState],
+        to: PlanState,
+        reason: &str,
+        kind: PlanEventKind,
+    ) -> Result<Plan, Status> {
+        let current = self.get(plan_id).await?;
+        let state = PlanState::try_from(current.state).unwrap_or_default();
+        if !from.contains(&state) {
+            return Err(Status::failed_precondition(format!(
+                "plan {plan_id} is {}: it cannot become {}",
+                state.as_str_name(),
+                to.as_str_name()
+            )));
+        }
+        let reason = reason.to_owned();
+        let plan = self
+            .step(plan_id, |p| {
+                let s = PlanState::try_from(p.state).unwrap_or_default();
+                if from.contains(&s) {
+                    p.state = to as i32;
+                    if !reason.is_empty() {
+                        p.reason = reason.clone();
+                    }
+                    true
+                } else {
+                    false
+                }
+            })
+            .await?;
+        self.plan_event(
+            &plan,
+            kind,
+            &format!("{}.{}", kind.slug(), plan.updated_at.map(|t| t.seconds).unwrap_or(0)),
+            &reason,
+        )
+        .await;
+        Ok(plan)
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<PlanUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Planner for PlannerService {
+    async fn submit_plan(&self, request: Request<SubmitPlanRequest>) -> Result<Response<SubmitPlanResponse>, Status> {
+        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+        self.submit(spec).await.map(Response::new)
+    }
+
+    async fn preflight(&self, request: Request<PreflightRequest>) -> Result<Response<PreflightResponse>, Status> {
+        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+        let valid = validate(&spec, &self.inner.vault_id)?;
+        let items = self.resolve(&valid).await?;
+        let vms = self.preflight_all(&valid, &items).await;
+        let ready = vms.iter().all(|v| v.readiness != Readiness::Blocked as i32);
+        Ok(Response::new(PreflightResponse { vms, ready }))
+    }
+
+    async fn get_plan(&self, request: Request<GetPlanRequest>) -> Result<Response<Plan>, Status> {
+        self.get(&request.into_inner().plan_id).await.map(Response::new)
+    }
+
+    async fn list_plans(&self, request: Request<ListPlansRequest>) -> Result<Response<ListPlansResponse>, Status> {
+        let req = request.into_inner();
+        let keys = self.inner.plans.keys().await.map_err(kv_status)?;
+        let mut plans = Vec::new();
+        for key in keys.into_iter().filter(|k| k.starts_with("plan.")) {
+            if let Some(v) = self.inner.plans.get(&key).await.map_err(kv_status)? {
+                let mut p = v.value;
+                if req.states.is_empty() || req.states.contains(&p.state) {
+                    p.vms.clear();
+                    plans.push(p);
+                }
+            }
+        }
+        plans.sort_by_key(|p| std::cmp::Reverse(p.created_at.map(|t| (t.seconds, t.nanos))));
+        if req.page_size > 0 {
+            plans.truncate(req.page_size as usize);
+        }
+        Ok(Response::new(ListPlansResponse { plans, next_page_token: String::new() }))
+    }
+
+    type WatchPlanStream = WatchStream;
+
+    async fn watch_plan(&self, request: Request<WatchPlanRequest>) -> Result<Response<Self::WatchPlanStream>, Status> {
+        let plan_id = request.into_inner().plan_id;
+        let first = self.get(&plan_id).await?;
+        let this = self.clone();
+        let stream = async_stream(move |tx| async move {
+            let mut last = first.updated_at;
+            if tx.send(Ok(PlanUpdate { plan: Some(first.clone()), event: None })).await.is_err()
+                || is_terminal(first.state)
+            {
+                return;
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let Ok(plan) = this.get(&plan_id).await else { return };
+                if plan.updated_at != last {
+                    last = plan.updated_at;
+                    let done = is_terminal(plan.state);
+                    if tx.send(Ok(PlanUpdate { plan: Some(plan), event: None })).await.is_err() || done {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn pause_plan(&self, request: Request<PausePlanRequest>) -> Result<Response<Plan>, Status> {
+        let r = request.into_inner();
+        self.transition(
+            &r.plan_id,
+            &[PlanState::Running, PlanState::Accepted],
+            PlanState::Paused,
+            &r.reason,
+            PlanEventKind::Paused,
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn resume_plan(&self, request: Request<ResumePlanRequest>) -> Result<Response<Plan>, Status> {
+        let r = request.into_inner();
+        self.transition(&r.plan_id, &[PlanState::Paused], PlanState::Running, "", PlanEventKind::Resumed)
+            .await
+            .map(Response::new)
+    }
+
+    async fn cancel_plan(&self, request: Request<CancelPlanRequest>) -> Result<Response<Plan>, Status> {
+        let r = request.into_inner();
+        let reason = if r.reason.is_empty() { "cancelled".to_owned() } else { r.reason };
+        self.transition(
+            &r.plan_id,
+            &[PlanState::Accepted, PlanState::Running, PlanState::Paused],
+            PlanState::Cancelling,
+            &reason,
+            PlanEventKind::Cancelled,
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn retry_vm(&self, request: Request<RetryVmRequest>) -> Result<Response<Plan>, Status> {
+        let r = request.into_inner();
+        let plan = self.get(&r.plan_id).await?;
+        let Some(i) =
+            plan.vms.iter().position(|v| v.vm.as_ref().is_some_and(|x| x.name.eq_ignore_ascii_case(&r.vm_name)))
+        else {
+            return Err(Status::not_found(format!("vm_name: {:?} is not in plan {}", r.vm_name, r.plan_id)));
+        };
+        if plan.vms[i].state != VmState::Failed as i32 {
+            return Err(Status::failed_precondition(format!(
+                "{} has not failed: only a failed VM can be retried",
+                r.vm_name
+            )));
+        }
+        if PlanState::try_from(plan.state) == Ok(PlanState::Cancelled) {
+            return Err(Status::failed_precondition(format!("plan {} was cancelled", r.plan_id)));
+        }
+        let key = progress::vm_key(&plan.vms[i]).to_owned();
+        match self.inner.locks.create(&key, &VmLock { plan_id: plan.plan_id.clone() }).await {
+            Ok(_) | Err(KvError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(kv_status(e)),
+        }
+        let requested = Phase::try_from(r.phase).unwrap_or(Phase::Unspecified);
+        let plan = self
+            .step(&r.plan_id, |p| {
+                let v = &mut p.vms[i];
+                if v.state != VmState::Failed as i32 {
+                    return false;
+                }
+                v.state = VmState::Pending as i32;
+                if requested != Phase::Unspecified {
+                    v.phase = requested as i32;
+                }
+                if v.phase == Phase::Commit as i32 {
+                    v.phase = Phase::Failover as i32; // the failover command carries the commit
+                }
+                v.attempt += 1;
+                v.error = None;
+                v.reason = String::new();
+                p.halted = false;
+                p.state = PlanState::Running as i32;
+                p.finished_at = None;
+                true
+            })
+            .await?;
+        Ok(Response::new(plan))
+    }
+}
+
+/// A stream fed by a task through a channel.
+fn async_stream<F, Fut>(f: F) -> WatchStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<PlanUpdate, Status>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// The gRPC server: the planner, gRPC health and server reflection, on `listen`. Returns the
+/// bound address and the server task.
+pub async fn serve_grpc(
+    service: PlannerService,
+    listen: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<tern_proto::planner_server::PlannerServer<PlannerService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tern_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(tern_proto::planner_server::PlannerServer::new(service))
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            warn!(error = %e, "gRPC server stopped");
+        }
+    });
+    Ok((addr, task))
+}
