@@ -54,6 +54,9 @@ pub struct PlannerService {
 }
 
 struct Inner {
+    /// One lock per plan: this process applies a plan's changes one at a time, so its own
+    /// event handlers never race each other's compare-and-set (other replicas still may).
+    plan_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     bus: Bus,
     asr: AsrClient,
     plans: TypedKv<Plan>,
@@ -98,7 +101,17 @@ impl PlannerService {
         let plans = bus.kv::<Plan>(Bucket::Plans).await?;
         let requests = bus.kv::<PlanRef>(Bucket::Plans).await?;
         let locks = bus.kv::<VmLock>(Bucket::VmLocks).await?;
-        Ok(Self { inner: Arc::new(Inner { bus, asr, plans, requests, locks, vault_id }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                plan_locks: std::sync::Mutex::new(HashMap::new()),
+                bus,
+                asr,
+                plans,
+                requests,
+                locks,
+                vault_id,
+            }),
+        })
     }
 
     /// Follows worker events until `shutdown`, progressing plans; re-publishes the commands of
@@ -122,6 +135,11 @@ impl PlannerService {
 
     async fn on_event(&self, event: Event) -> Result<(), HandlerError> {
         let Some(event::Body::Vm(vm)) = event.body else { return Ok(()) };
+        // Only terminal outcomes, and the start of a commit, move a plan.
+        let outcome = tern_proto::Outcome::try_from(vm.outcome).unwrap_or_default();
+        if !(outcome.is_terminal() || (outcome == tern_proto::Outcome::Started && vm.phase == Phase::Commit as i32)) {
+            return Ok(());
+        }
         let key = plan_key(&event.plan_id);
         if self.inner.plans.get(&key).await.map_err(|e| HandlerError::retry(e.to_string()))?.is_none() {
             return Ok(()); // not a plan of this planner's store
@@ -158,6 +176,15 @@ impl PlannerService {
     /// stores, then publishes commands and plan events. Returns the stored plan.
     async fn step(&self, plan_id: &str, mut change: impl FnMut(&mut Plan) -> bool) -> Result<Plan, Status> {
         let key = plan_key(plan_id);
+        let lock = self
+            .inner
+            .plan_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(plan_id.to_owned())
+            .or_default()
+            .clone();
+        let _serialized = lock.lock().await;
         loop {
             let current = self
                 .inner

@@ -18,6 +18,8 @@ struct Running {
     grpc: PlannerClient<tonic::transport::Channel>,
     vault_id: String,
     stop: CancellationToken,
+    /// Stops the planner the stack started with.
+    planner_stop: CancellationToken,
 }
 
 impl Drop for Running {
@@ -63,15 +65,19 @@ async fn start(mut config: tern_asr_sim::SimConfig, workers: bool) -> Running {
             tokio::spawn(async move { tern_worker::run_worker(config, h, stop).await });
         }
     }
-    let asr = stack.asr_client();
-    let vault_id = asr.config().vault_id();
-    let service = PlannerService::new(stack.bus.clone(), asr).await.unwrap();
+    let vault_id = stack.asr_client().config().vault_id();
+    let planner_stop = stop.child_token();
+    let grpc = start_planner(&stack, planner_stop.clone()).await;
+    Running { stack, grpc, vault_id, stop, planner_stop }
+}
+
+/// One planner replica (gRPC + progression), stopped by `stop`.
+async fn start_planner(stack: &Stack, stop: CancellationToken) -> PlannerClient<tonic::transport::Channel> {
+    let service = PlannerService::new(stack.bus.clone(), stack.asr_client()).await.unwrap();
     let (addr, _server) =
         tern_planner::serve_grpc(service.clone(), "127.0.0.1:0".parse().unwrap(), stop.clone()).await.unwrap();
-    let progression = stop.clone();
-    tokio::spawn(async move { service.run_progression(progression).await });
-    let grpc = PlannerClient::connect(format!("http://{addr}")).await.unwrap();
-    Running { stack, grpc, vault_id, stop }
+    tokio::spawn(async move { service.run_progression(stop).await });
+    PlannerClient::connect(format!("http://{addr}")).await.unwrap()
 }
 
 fn names(vms: &[&str]) -> Option<Selection> {
@@ -212,4 +218,192 @@ async fn preflight_blocks_an_unhealthy_vm_and_the_plan_needs_consent_to_go_witho
     let skipped = plan.vms.iter().find(|v| v.vm.as_ref().unwrap().name == "vm-00003").unwrap();
     assert!(skipped.reason.contains("blocked in preflight"), "{}", skipped.reason);
     let _ = Duration::ZERO;
+}
+
+fn vm_names(n: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    n.map(|i| format!("vm-{i:05}")).collect()
+}
+
+fn vm<'a>(plan: &'a Plan, name: &str) -> &'a tern_proto::VmStatus {
+    plan.vms.iter().find(|v| v.vm.as_ref().unwrap().name == name).unwrap()
+}
+
+#[tokio::test]
+async fn two_hundred_vms_in_three_waves_fail_back_and_the_barrier_holds() {
+    let mut r = start(ready_for_failback(200), true).await;
+    let all = vm_names(1..=200);
+    let mut s = spec(&r, &all.iter().map(String::as_str).collect::<Vec<_>>());
+    let waves = [vm_names(1..=60), vm_names(61..=140), vm_names(141..=200)];
+    s.waves = waves.iter().enumerate().map(|(i, w)| Wave { name: format!("wave-{i}"), vm_names: w.clone() }).collect();
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    let plan = finished(&mut r, &plan_id).await;
+    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{:?}", plan.counts);
+    assert_eq!(plan.counts.unwrap().succeeded, 200);
+    let ops = r.stack.accepted_ops().await;
+    let failovers: Vec<&str> = ops.iter().filter(|(o, _)| o == "unplannedFailover").map(|(_, i)| i.as_str()).collect();
+    assert_eq!(failovers.len(), 200, "one failover per VM");
+    let wave_of = |vm: &str| waves.iter().position(|w| w.iter().any(|x| x == vm)).unwrap();
+    let order: Vec<usize> = failovers.iter().map(|v| wave_of(v)).collect();
+    assert!(order.windows(2).all(|w| w[0] <= w[1]), "no failover of a later wave before the earlier wave finished");
+    for op in ["failoverCommit", "switchProtection"] {
+        assert_eq!(ops.iter().filter(|(o, _)| o == op).count(), 200, "{op} once per VM");
+    }
+}
+
+#[tokio::test]
+async fn a_critical_failure_halts_dispatch_and_an_optional_one_does_not() {
+    let faulty = || {
+        let mut c = ready_for_failback(4);
+        c.faults.failures.push(
+            serde_json::from_value(serde_json::json!({"vms": ["vm-00001"], "operation": "failover", "code": "28031"}))
+                .unwrap(),
+        );
+        c
+    };
+    let waves = |s: &mut PlanSpec| {
+        s.waves = vec![
+            Wave { name: "1".into(), vm_names: vec!["vm-00001".into(), "vm-00002".into()] },
+            Wave { name: "2".into(), vm_names: vec!["vm-00003".into(), "vm-00004".into()] },
+        ];
+    };
+    // Critical (the default): wave 2 never starts.
+    let mut r = start(faulty(), true).await;
+    let mut s = spec(&r, &["vm-00001", "vm-00002", "vm-00003", "vm-00004"]);
+    waves(&mut s);
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    let plan = finished(&mut r, &plan_id).await;
+    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::CompletedWithErrors));
+    assert!(plan.halted && plan.reason.contains("vm-00001"), "{}", plan.reason);
+    assert_eq!(vm(&plan, "vm-00001").error.as_ref().unwrap().code, "28031");
+    assert!(vm(&plan, "vm-00003").reason.contains("halted"), "{}", vm(&plan, "vm-00003").reason);
+    let failed_over: Vec<String> =
+        r.stack.accepted_ops().await.into_iter().filter(|(o, _)| o == "unplannedFailover").map(|(_, i)| i).collect();
+    assert!(
+        !failed_over.iter().any(|v| v == "vm-00003" || v == "vm-00004"),
+        "no dispatch after the critical failure: {failed_over:?}"
+    );
+
+    // Optional: everything else completes.
+    let mut r = start(faulty(), true).await;
+    let mut s = spec(&r, &["vm-00001", "vm-00002", "vm-00003", "vm-00004"]);
+    waves(&mut s);
+    s.failure_policy = Some(tern_proto::FailurePolicy { optional_vms: vec!["vm-00001".into()], ..Default::default() });
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    let plan = finished(&mut r, &plan_id).await;
+    assert!(!plan.halted);
+    assert_eq!(plan.counts.unwrap().succeeded, 3);
+    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::CompletedWithErrors));
+}
+
+/// Failover and commit only, with realistic failover durations (2-5 s of real time).
+fn slow(vms: usize) -> tern_asr_sim::SimConfig {
+    let mut c = ready_for_failback(vms);
+    c.zero_latency = false;
+    c.time_compression = 60.0;
+    c
+}
+
+fn failover_only(s: &mut PlanSpec) {
+    s.phases = Some(tern_proto::Phases { reprotect: Some(false), cleanup: Some(false), ..Default::default() });
+}
+
+#[tokio::test]
+async fn pause_holds_new_work_resume_continues_and_cancel_lets_running_work_finish() {
+    let mut r = start(slow(3), true).await;
+    let mut s = spec(&r, &["vm-00001", "vm-00002", "vm-00003"]);
+    failover_only(&mut s);
+    s.concurrency = Some(tern_proto::Concurrency { failover: 1, ..Default::default() });
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    let paused = r
+        .grpc
+        .pause_plan(tern_proto::PausePlanRequest { plan_id: plan_id.clone(), reason: "change freeze".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(PlanState::try_from(paused.state), Ok(PlanState::Paused));
+    let mut grpc = r.grpc.clone();
+    let id = plan_id.clone();
+    let plan = tern_testkit::wait_for("vm-00001 to finish while paused", DEADLINE, || {
+        let (mut grpc, id) = (grpc.clone(), id.clone());
+        async move {
+            let p = grpc.get_plan(GetPlanRequest { plan_id: id }).await.ok()?.into_inner();
+            (vm(&p, "vm-00001").state == tern_proto::VmState::Succeeded as i32).then_some(p)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(vm(&plan, "vm-00002").state, tern_proto::VmState::Pending as i32, "nothing new while paused");
+    let failovers = |ops: Vec<(String, String)>| ops.into_iter().filter(|(o, _)| o == "unplannedFailover").count();
+    assert_eq!(failovers(r.stack.accepted_ops().await), 1);
+
+    r.grpc.resume_plan(tern_proto::ResumePlanRequest { plan_id: plan_id.clone() }).await.unwrap();
+    tern_testkit::wait_until("vm-00002 to start", DEADLINE, || {
+        let (mut grpc, id) = (grpc.clone(), plan_id.clone());
+        async move {
+            let p = grpc.get_plan(GetPlanRequest { plan_id: id }).await.unwrap().into_inner();
+            vm(&p, "vm-00002").state == tern_proto::VmState::Running as i32
+        }
+    })
+    .await
+    .unwrap();
+    r.grpc
+        .cancel_plan(tern_proto::CancelPlanRequest {
+            plan_id: plan_id.clone(),
+            reason: "rollback window closed".into(),
+        })
+        .await
+        .unwrap();
+    let plan = finished(&mut r, &plan_id).await;
+    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Cancelled));
+    assert_eq!(vm(&plan, "vm-00002").state, tern_proto::VmState::Succeeded as i32, "the running failover finished");
+    assert_eq!(vm(&plan, "vm-00003").state, tern_proto::VmState::Skipped as i32);
+    assert!(vm(&plan, "vm-00003").reason.contains("cancelled"));
+    assert_eq!(failovers(r.stack.accepted_ops().await), 2);
+    let illegal = grpc.resume_plan(tern_proto::ResumePlanRequest { plan_id }).await.unwrap_err();
+    assert_eq!(illegal.code(), tonic::Code::FailedPrecondition);
+}
+
+fn once_per_vm(ops: &[(String, String)], vms: usize, wanted: &[&str]) {
+    for n in 1..=vms {
+        let name = format!("vm-{n:05}");
+        for op in wanted {
+            assert_eq!(ops.iter().filter(|(o, i)| o == op && *i == name).count(), 1, "{op} of {name} once: {ops:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_planner_stopped_mid_plan_and_started_again_finishes_it_and_nothing_runs_twice() {
+    let mut r = start(slow(4), true).await;
+    let mut s = spec(&r, &["vm-00001", "vm-00002", "vm-00003", "vm-00004"]);
+    failover_only(&mut s);
+    s.concurrency = Some(tern_proto::Concurrency { failover: 2, ..Default::default() });
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    tern_testkit::wait_until("the first failovers to reach ASR", DEADLINE, || async {
+        !r.stack.accepted_ops().await.is_empty()
+    })
+    .await
+    .unwrap();
+    r.planner_stop.cancel(); // the only planner goes away mid-plan
+    r.grpc = start_planner(&r.stack, r.stop.child_token()).await; // and a new one starts
+    let plan = finished(&mut r, &plan_id).await;
+    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{:?}", plan.counts);
+    once_per_vm(&r.stack.accepted_ops().await, 4, &["unplannedFailover", "failoverCommit"]);
+}
+
+#[tokio::test]
+async fn two_planner_replicas_complete_a_plan_together_without_double_dispatch() {
+    let mut r = start(ready_for_failback(8), true).await;
+    let mut second = start_planner(&r.stack, r.stop.child_token()).await;
+    let s = spec(&r, &vm_names(1..=8).iter().map(String::as_str).collect::<Vec<_>>());
+    let plan_id =
+        second.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    let plan = finished(&mut r, &plan_id).await;
+    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{:?}", plan.counts);
+    once_per_vm(&r.stack.accepted_ops().await, 8, &["unplannedFailover", "failoverCommit", "switchProtection"]);
 }
