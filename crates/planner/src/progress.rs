@@ -105,6 +105,7 @@ pub fn apply_event(plan: &mut Plan, event: &VmEvent) -> bool {
             }
             if matches!(phase, Phase::Failover | Phase::Drill) && event.recovery_point.is_some() {
                 vm.recovery_point = event.recovery_point.clone();
+                report_times(vm, event);
             }
             return true;
         }
@@ -131,6 +132,7 @@ pub fn apply_event(plan: &mut Plan, event: &VmEvent) -> bool {
         Outcome::Succeeded | Outcome::Skipped => {
             if phase == Phase::Failover || phase == Phase::Drill {
                 vm.recovery_point = event.recovery_point.clone();
+                report_times(vm, event);
             }
             if !event.new_protected_item_id.is_empty()
                 && let Some(r) = vm.vm.as_mut()
@@ -173,6 +175,23 @@ pub fn apply_event(plan: &mut Plan, event: &VmEvent) -> bool {
         Outcome::Unspecified => return false,
     }
     true
+}
+
+/// RPO (failover time − recovery point time) and RTO (failover start → VM running, i.e. the
+/// failover's own duration) of a finished failover.
+fn report_times(vm: &mut VmStatus, event: &VmEvent) {
+    vm.rto = event.duration;
+    let point = event.recovery_point.as_ref().and_then(|p| p.time);
+    if let (Some(done), Some(point)) = (event.finished_at, point) {
+        let mut seconds = done.seconds.saturating_sub(point.seconds);
+        let mut nanos = done.nanos - point.nanos;
+        if nanos < 0 {
+            seconds -= 1;
+            nanos += 1_000_000_000;
+        }
+        vm.rpo =
+            Some(if seconds < 0 { prost_types::Duration::default() } else { prost_types::Duration { seconds, nanos } });
+    }
 }
 
 /// Picks the VMs to dispatch now (marking them running) and returns (index, phase) pairs.

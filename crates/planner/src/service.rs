@@ -626,9 +626,7 @@ impl Planner for PlannerService {
         let this = self.clone();
         let stream = async_stream(move |tx| async move {
             let mut last = first.updated_at;
-            if tx.send(Ok(PlanUpdate { plan: Some(first.clone()), event: None })).await.is_err()
-                || is_terminal(first.state)
-            {
+            if tx.send(Ok(PlanUpdate { plan: Some(first.clone()) })).await.is_err() || is_terminal(first.state) {
                 return;
             }
             loop {
@@ -637,7 +635,7 @@ impl Planner for PlannerService {
                 if plan.updated_at != last {
                     last = plan.updated_at;
                     let done = is_terminal(plan.state);
-                    if tx.send(Ok(PlanUpdate { plan: Some(plan), event: None })).await.is_err() || done {
+                    if tx.send(Ok(PlanUpdate { plan: Some(plan) })).await.is_err() || done {
                         return;
                     }
                 }

@@ -131,6 +131,7 @@ async fn a_plan_in_two_waves_fails_back_commits_reprotects_and_cleans_up() {
     assert_eq!(plan.counts.unwrap().succeeded, 6);
     for vm in &plan.vms {
         assert!(vm.recovery_point.is_some() && vm.phase_durations.contains_key("failover"), "{vm:?}");
+        assert!(vm.rpo.is_some() && vm.rto.is_some(), "RPO and RTO are reported: {vm:?}");
     }
     // The wave barrier: no wave-2 failover before every wave-1 failover.
     let ops = r.stack.accepted_ops().await;
@@ -406,4 +407,80 @@ async fn two_planner_replicas_complete_a_plan_together_without_double_dispatch()
     let plan = finished(&mut r, &plan_id).await;
     assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{:?}", plan.counts);
     once_per_vm(&r.stack.accepted_ops().await, 8, &["unplannedFailover", "failoverCommit", "switchProtection"]);
+}
+
+#[tokio::test]
+async fn a_failed_vm_retried_after_the_fault_clears_succeeds_and_watchers_see_every_change() {
+    let mut config = ready_for_failback(2);
+    config.faults.failures.push(
+        serde_json::from_value(serde_json::json!({"vms": ["vm-00001"], "operation": "failover", "code": "28031"}))
+            .unwrap(),
+    );
+    let mut r = start(config, true).await;
+    let mut s = spec(&r, &["vm-00001", "vm-00002"]);
+    failover_only(&mut s);
+    s.failure_policy = Some(tern_proto::FailurePolicy { optional_vms: vec!["vm-00001".into()], ..Default::default() });
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    let mut watch =
+        r.grpc.watch_plan(tern_proto::WatchPlanRequest { plan_id: plan_id.clone() }).await.unwrap().into_inner();
+
+    // The watch stream starts with the plan as it is and ends when the plan does.
+    let mut updates = Vec::new();
+    let ended = tokio::time::timeout(DEADLINE, async {
+        while let Some(u) = watch.message().await.unwrap() {
+            updates.push(u);
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch stream did not end with the plan");
+    assert!(updates.len() >= 2, "the plan as submitted, then at least its end: {} updates", updates.len());
+    let last = updates.last().unwrap().plan.clone().unwrap();
+    assert_eq!(PlanState::try_from(last.state), Ok(PlanState::CompletedWithErrors));
+    let updated: Vec<_> = updates.iter().map(|u| u.plan.as_ref().unwrap().updated_at.unwrap()).collect();
+    assert!(updated.windows(2).all(|w| w[0] != w[1]), "each update shows a change");
+    assert_eq!(vm(&last, "vm-00001").error.as_ref().unwrap().code, "28031");
+
+    // Retrying a VM that did not fail is refused and changes nothing.
+    let refused = r
+        .grpc
+        .retry_vm(tern_proto::RetryVmRequest { plan_id: plan_id.clone(), vm_name: "vm-00002".into(), phase: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+
+    // Clear the fault, retry: a second attempt fails the VM back.
+    let http = reqwest::Client::new();
+    let cleared = http.put(format!("{}/_sim/faults", r.stack.sim.info().url)).body("{}").send().await.unwrap();
+    assert!(cleared.status().is_success(), "{}", cleared.text().await.unwrap());
+    let retried = r
+        .grpc
+        .retry_vm(tern_proto::RetryVmRequest { plan_id: plan_id.clone(), vm_name: "vm-00001".into(), phase: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(PlanState::try_from(retried.state), Ok(PlanState::Running));
+    let plan = finished(&mut r, &plan_id).await;
+    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{}", plan.reason);
+    let v = vm(&plan, "vm-00001");
+    assert_eq!(v.attempt, 2);
+    assert!(v.error.is_none());
+}
+
+#[tokio::test]
+async fn the_grpc_endpoint_reports_serving_health() {
+    use tonic_health::pb::health_client::HealthClient;
+    let r = start(ready_for_failback(1), false).await;
+    let stack = &r.stack;
+    let service = PlannerService::new(stack.bus.clone(), stack.asr_client()).await.unwrap();
+    let (addr, _server) =
+        tern_planner::serve_grpc(service, "127.0.0.1:0".parse().unwrap(), r.stop.child_token()).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "tern.v1.Planner".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 }
