@@ -377,21 +377,31 @@ fn once_per_vm(ops: &[(String, String)], vms: usize, wanted: &[&str]) {
     }
 }
 
+/// The planner as its own process, reached over gRPC.
+async fn spawn_planner(stack: &mut Stack) -> (usize, PlannerClient<tonic::transport::Channel>) {
+    let i = stack.spawn(env!("CARGO_BIN_EXE_tern-planner"), &[("TERN_LISTEN", "127.0.0.1:0")]);
+    let addr = stack.ready[i]["grpc"].as_str().expect("the planner names its gRPC address").to_owned();
+    (i, PlannerClient::connect(format!("http://{addr}")).await.unwrap())
+}
+
 #[tokio::test]
-async fn a_planner_stopped_mid_plan_and_started_again_finishes_it_and_nothing_runs_twice() {
+async fn a_planner_killed_mid_plan_and_started_again_finishes_it_and_nothing_runs_twice() {
     let mut r = start(slow(4), true).await;
+    r.planner_stop.cancel(); // only the planner process below drives plans
+    let (planner, mut grpc) = spawn_planner(&mut r.stack).await;
     let mut s = spec(&r, &["vm-00001", "vm-00002", "vm-00003", "vm-00004"]);
     failover_only(&mut s);
     s.concurrency = Some(tern_proto::Concurrency { failover: 2, ..Default::default() });
     let plan_id =
-        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+        grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
     tern_testkit::wait_until("the first failovers to reach ASR", DEADLINE, || async {
         !r.stack.accepted_ops().await.is_empty()
     })
     .await
     .unwrap();
-    r.planner_stop.cancel(); // the only planner goes away mid-plan
-    r.grpc = start_planner(&r.stack, r.stop.child_token()).await; // and a new one starts
+    r.stack.kill(planner); // SIGKILL mid-plan: no goodbye, nothing flushed
+    let (_, grpc) = spawn_planner(&mut r.stack).await; // and a new one starts
+    r.grpc = grpc;
     let plan = finished(&mut r, &plan_id).await;
     assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{:?}", plan.counts);
     once_per_vm(&r.stack.accepted_ops().await, 4, &["unplannedFailover", "failoverCommit"]);

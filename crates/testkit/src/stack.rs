@@ -23,6 +23,8 @@ pub struct Stack {
     pub workers: Vec<Child>,
     /// Each worker's health and metrics address (`127.0.0.1:PORT`).
     pub http: Vec<String>,
+    /// Each process's ready line as it printed it (a planner's names its `grpc` address).
+    pub ready: Vec<Value>,
 }
 
 /// An estate of `vms` VMs ready for failback, where every job finishes at once and nothing
@@ -52,7 +54,7 @@ impl Stack {
         let bus = Bus::connect(&nats.url(), "tern-test").await.unwrap();
         bus.ensure_topology(&topology()).await.unwrap();
         let sim = tern_asr_sim::start(SimOptions::new(sim)).await.expect("simulator");
-        Self { nats, sim, bus, workers: Vec::new(), http: Vec::new() }
+        Self { nats, sim, bus, workers: Vec::new(), http: Vec::new(), ready: Vec::new() }
     }
 
     /// Starts a worker process and waits for its ready line.
@@ -84,6 +86,7 @@ impl Stack {
         let ready: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("worker did not report ready: {line:?}"));
         self.http.push(ready["http"].as_str().unwrap_or_default().to_owned());
+        self.ready.push(ready);
         self.workers.push(child);
         self.workers.len() - 1
     }
