@@ -1,0 +1,250 @@
+//! `tern up`: the whole stack on this machine, as child processes.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long one process may take to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a process may take to drain after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Simulated seconds per real second: a 10-30 minute reprotect takes 2-6 seconds.
+const TIME_COMPRESSION: &str = "300";
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Where the stack keeps its state, logs and `endpoints.json`.
+    #[arg(long, env = "TERN_DATA_DIR", default_value = ".tern")]
+    data_dir: PathBuf,
+    /// VMs in the demo estate (all failed over and reprotected, ready for failback).
+    #[arg(long, default_value_t = 200)]
+    vms: usize,
+    /// Every Nth demo VM has critical replication health, so preflight has something to block.
+    #[arg(long, default_value_t = 50)]
+    unhealthy_every: usize,
+}
+
+/// A child process of the stack.
+#[derive(Debug)]
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    if args.vms == 0 {
+        bail!("--vms must be at least 1");
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
+    let endpoints_file = args.data_dir.join("endpoints.json");
+    let _ = std::fs::remove_file(&endpoints_file);
+    let mut procs = Vec::new();
+    let started = start(&args, &mut procs).await;
+    let outcome = match started {
+        Ok(endpoints) => {
+            let text = serde_json::to_string_pretty(&endpoints)?;
+            std::fs::write(&endpoints_file, format!("{text}\n"))
+                .with_context(|| format!("writing {}", endpoints_file.display()))?;
+            println!("tern up: the stack is running (Ctrl-C stops it)");
+            for key in ["nats_url", "planner_addr", "sim_url", "vault_id"] {
+                println!("  {key:<13} {}", endpoints[key].as_str().unwrap_or_default());
+            }
+            println!("  {:<13} {}", "endpoints", endpoints_file.display());
+            println!("  {:<13} {}", "logs", args.data_dir.join("logs").display());
+            wait_for_stop(&mut procs).await
+        }
+        Err(e) => Err(e),
+    };
+    stop(&mut procs).await;
+    let _ = std::fs::remove_file(&endpoints_file);
+    outcome
+}
+
+/// Starts every process in dependency order; returns the endpoints.
+async fn start(args: &UpArgs, procs: &mut Vec<Proc>) -> anyhow::Result<Value> {
+    let logs = args.data_dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+
+    let nats_bin = find_nats_server()?;
+    let port = free_port()?;
+    // The simulator starts from a fresh estate each time, so the bus does too: plans and VM
+    // locks from an earlier run would name VMs and jobs that no longer exist.
+    let store = args.data_dir.join("nats");
+    if store.exists() {
+        std::fs::remove_dir_all(&store).with_context(|| format!("clearing {}", store.display()))?;
+    }
+    let mut cmd = Command::new(&nats_bin);
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(&store);
+    let child = spawn(cmd, &logs, "nats-server", Stdio::null())?;
+    procs.push(Proc { name: "nats-server", child });
+    let nats_url = format!("nats://127.0.0.1:{port}");
+    let bus = connect(&nats_url).await?;
+    bus.ensure_topology(&tern_bus::Topology::default()).await.context("creating the JetStream streams")?;
+
+    let mut cmd = Command::new(sibling("tern-asr-sim")?);
+    cmd.args(["--seed-vms", &args.vms.to_string(), "--seed-state", "ready-for-failback"]);
+    cmd.args(["--time-compression", TIME_COMPRESSION]);
+    if args.unhealthy_every > 0 {
+        cmd.args(["--seed-unhealthy-every", &args.unhealthy_every.to_string()]);
+    }
+    let sim = start_ready(cmd, &logs, "tern-asr-sim", procs).await?;
+    let field =
+        |k: &str| sim[k].as_str().map(str::to_owned).ok_or_else(|| anyhow!("the simulator did not say its {k}"));
+    let (sim_url, subscription, group, vault) =
+        (field("url")?, field("subscription_id")?, field("resource_group")?, field("vault")?);
+
+    let env = [
+        ("TERN_NATS_URL", nats_url.as_str()),
+        ("TERN_ASR__ENDPOINT", sim_url.as_str()),
+        ("TERN_ASR__SUBSCRIPTION_ID", subscription.as_str()),
+        ("TERN_ASR__RESOURCE_GROUP", group.as_str()),
+        ("TERN_ASR__VAULT", vault.as_str()),
+        ("TERN_ASR_TOKEN", "tern-up"),
+        ("TERN_ENSURE_TOPOLOGY", "false"),
+        ("TERN_LISTEN", "127.0.0.1:0"),
+        ("TERN_POLL_INTERVAL_SECS", "0.5"),
+    ];
+    let mut ready = Vec::new();
+    for name in ["tern-planner", "tern-failover", "tern-reprotect", "tern-cleanup"] {
+        let mut cmd = Command::new(sibling(name)?);
+        cmd.envs(env);
+        ready.push(start_ready(cmd, &logs, name, procs).await?);
+    }
+    let planner_addr =
+        ready[0]["grpc"].as_str().ok_or_else(|| anyhow!("the planner did not say its gRPC address"))?.to_owned();
+    let vault_id = format!(
+        "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.RecoveryServices/vaults/{vault}"
+    );
+    Ok(json!({
+        "nats_url": nats_url,
+        "planner_addr": planner_addr,
+        "sim_url": sim_url,
+        "subscription_id": subscription,
+        "resource_group": group,
+        "vault": vault,
+        "vault_id": vault_id,
+        "workers": {
+            "failover": ready[1]["http"],
+            "reprotect": ready[2]["http"],
+            "cleanup": ready[3]["http"],
+        },
+    }))
+}
+
+/// Spawns `cmd` with stderr to `logs/NAME.log`.
+fn spawn(mut cmd: Command, logs: &Path, name: &str, stdout: Stdio) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+    cmd.stdin(Stdio::null()).stdout(stdout).stderr(log).kill_on_drop(true);
+    cmd.spawn().with_context(|| format!("starting {name}"))
+}
+
+/// Spawns a Tern process and waits for the JSON line it prints on stdout when ready.
+async fn start_ready(cmd: Command, logs: &Path, name: &'static str, procs: &mut Vec<Proc>) -> anyhow::Result<Value> {
+    let mut child = spawn(cmd, logs, name, Stdio::piped())?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    procs.push(Proc { name, child });
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
+        .await
+        .map_err(|_| {
+            anyhow!("{name} did not report ready within {READY_TIMEOUT:?}; see {}/{name}.log", logs.display())
+        })?
+        .with_context(|| format!("reading {name}'s ready line"))?
+        .ok_or_else(|| anyhow!("{name} exited before it was ready; see {}/{name}.log", logs.display()))?;
+    // Keep reading so a later line on stdout never blocks or kills the process.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    serde_json::from_str(&line).with_context(|| format!("{name}'s ready line is not JSON: {line:?}"))
+}
+
+/// Waits for Ctrl-C or SIGTERM; a child exiting on its own is an error.
+async fn wait_for_stop(procs: &mut [Proc]) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let exited = async {
+        loop {
+            for p in procs.iter_mut() {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    return (p.name, status);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+        (name, status) = exited => Err(anyhow!("{name} stopped on its own ({status}); the stack is going down")),
+    }
+}
+
+/// SIGTERM in reverse start order (workers drain first, nats-server last), then SIGKILL.
+async fn stop(procs: &mut Vec<Proc>) {
+    while let Some(mut p) = procs.pop() {
+        if let Some(pid) = p.child.id() {
+            terminate(pid);
+        }
+        if tokio::time::timeout(STOP_TIMEOUT, p.child.wait()).await.is_err() {
+            eprintln!("tern up: {} did not stop within {STOP_TIMEOUT:?}; killing it", p.name);
+            let _ = p.child.kill().await;
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn terminate(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    // SAFETY: sends a signal to a child process this process started and has not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<tern_bus::Bus> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        match tern_bus::Bus::connect(url, "tern-up").await {
+            Ok(bus) => return Ok(bus),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(anyhow!("nats-server at {url} did not answer: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// A Tern binary installed next to this one (as `cargo build` and packages lay them out), else
+/// on `PATH`.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let here = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join(name)));
+    here.filter(|p| p.is_file()).or_else(|| on_path(name)).ok_or_else(|| {
+        anyhow!("{name} not found next to tern or on PATH; build the workspace (`cargo build`) or install it")
+    })
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// nats-server: `$TERN_NATS_SERVER`, the project's tools dir (`make setup`), then `PATH`.
+fn find_nats_server() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TERN_NATS_SERVER") {
+        return Ok(PathBuf::from(p));
+    }
+    let tools = PathBuf::from(".tools/venv/bin/nats-server");
+    if tools.is_file() {
+        return Ok(tools);
+    }
+    on_path("nats-server").ok_or_else(|| {
+        anyhow!("nats-server not found: run `make setup`, put nats-server >= 2.10 on PATH or set TERN_NATS_SERVER")
+    })
+}

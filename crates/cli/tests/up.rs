@@ -1,0 +1,74 @@
+//! `tern up` as a user runs it: the real binaries, a real nats-server, the simulator over HTTP.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tern_proto::planner_client::PlannerClient;
+use tern_proto::{NameList, PlanSpec, PreflightRequest, Readiness, Selection, selection};
+use tern_testkit::{stack::DEADLINE, wait_for};
+
+#[allow(unsafe_code)]
+fn sigterm(pid: u32) {
+    // SAFETY: signalling a child process this test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+}
+
+#[tokio::test]
+async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = tern_testkit::find_nats_server().unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["up", "--vms", "20", "--unhealthy-every", "10", "--data-dir"])
+        .arg(dir.path())
+        .env("TERN_NATS_SERVER", nats)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("endpoints.json");
+    let endpoints: serde_json::Value = wait_for("endpoints.json", DEADLINE, || {
+        let text = std::fs::read_to_string(&file).ok();
+        async move { text.and_then(|t| serde_json::from_str(&t).ok()) }
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let _ = up.kill();
+        panic!("{e}")
+    });
+    for key in ["nats_url", "planner_addr", "sim_url", "vault_id"] {
+        assert!(endpoints[key].as_str().is_some_and(|v| !v.is_empty()), "{key} in {endpoints}");
+    }
+
+    // The planner answers, reads the demo estate and sees the unhealthy VMs.
+    let mut grpc =
+        PlannerClient::connect(format!("http://{}", endpoints["planner_addr"].as_str().unwrap())).await.unwrap();
+    let names: Vec<String> = (1..=20).map(|i| format!("vm-{i:05}")).collect();
+    let report = grpc
+        .preflight(PreflightRequest {
+            spec: Some(PlanSpec {
+                vault_id: endpoints["vault_id"].as_str().unwrap().to_owned(),
+                selection: Some(Selection { by: Some(selection::By::VmNames(NameList { values: names })) }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let blocked = report.vms.iter().filter(|v| v.readiness == Readiness::Blocked as i32).count();
+    assert_eq!((report.vms.len(), blocked), (20, 2), "{report:?}");
+
+    // SIGTERM stops every process and removes the endpoints file.
+    sigterm(up.id());
+    let status = wait_for("tern up to exit", DEADLINE, || {
+        let s = up.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!file.exists(), "endpoints.json is removed when the stack stops");
+    let planner = endpoints["planner_addr"].as_str().unwrap().to_owned();
+    let gone = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&planner)).await;
+    assert!(!matches!(gone, Ok(Ok(_))), "the planner still listens after tern up stopped");
+}
