@@ -51,8 +51,9 @@ build: ## debug build of every crate
 sim: ## run the ASR simulator alone with 200 VMs ready for failback (Ctrl-C stops it)
 	cargo run --locked -p tern-asr-sim -- --seed-vms 200 --seed-state ready-for-failback --listen 127.0.0.1:8450
 
-demo: setup ## run the whole stack with a demo failback (arrives with the CLI issue)
-	@echo "make demo: the tern CLI and 'tern up --demo' are not built yet." ; exit 1
+demo: setup ## the whole stack on this machine, failing back a 200-VM demo estate
+	cargo build --locked --workspace --bins
+	target/debug/tern up --demo
 
 bench: ## fleet benchmark (arrives with the benchmark issue)
 	@echo "make bench: the fleet benchmark is not built yet." ; exit 1

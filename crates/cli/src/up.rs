@@ -28,6 +28,13 @@ pub struct UpArgs {
     /// Every Nth demo VM has critical replication health, so preflight has something to block.
     #[arg(long, default_value_t = 50)]
     unhealthy_every: usize,
+    /// Make one operation fail for one VM, as ASR would: VM:OPERATION:CODE (repeatable; e.g.
+    /// vm-00007:failover:28031). The simulator checks the form.
+    #[arg(long, value_name = "VM:OP:CODE")]
+    fail: Vec<String>,
+    /// Also fail back every ready VM, follow the plan to its end, print the summary and stop.
+    #[arg(long)]
+    demo: bool,
 }
 
 /// A child process of the stack.
@@ -37,7 +44,9 @@ struct Proc {
     child: Child,
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+/// Runs the stack until stopped (exit code 0), or with `--demo` until its plan ends (0 when every
+/// VM succeeded, else 1).
+pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
     if args.vms == 0 {
         bail!("--vms must be at least 1");
     }
@@ -58,13 +67,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
             println!("  {:<13} {}", "endpoints", endpoints_file.display());
             println!("  {:<13} {}", "logs", args.data_dir.join("logs").display());
-            wait_for_stop(&mut procs).await
+            if args.demo { demo(&args.data_dir).await } else { wait_for_stop(&mut procs).await.map(|()| 0) }
         }
         Err(e) => Err(e),
     };
     stop(&mut procs).await;
     let _ = std::fs::remove_file(&endpoints_file);
     outcome
+}
+
+/// Fails back every VM ready for failback (skipping the ones preflight blocks) and follows it.
+async fn demo(data_dir: &Path) -> anyhow::Result<u8> {
+    let target = crate::plan::Target::with_data_dir(data_dir);
+    println!("\ntern up --demo: failing back every VM ready for failback");
+    let command = crate::plan::PlanCommand::Submit { spec: crate::plan::SpecArgs::all_ready(), watch: true };
+    crate::plan::run(&target, command).await
 }
 
 /// Starts every process in dependency order; returns the endpoints.
@@ -93,6 +110,9 @@ async fn start(args: &UpArgs, procs: &mut Vec<Proc>) -> anyhow::Result<Value> {
     cmd.args(["--time-compression", TIME_COMPRESSION]);
     if args.unhealthy_every > 0 {
         cmd.args(["--seed-unhealthy-every", &args.unhealthy_every.to_string()]);
+    }
+    for rule in &args.fail {
+        cmd.args(["--fail", rule]);
     }
     let sim = start_ready(cmd, &logs, "tern-asr-sim", procs).await?;
     let field =

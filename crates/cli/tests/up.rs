@@ -20,7 +20,7 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     let dir = tempfile::tempdir().unwrap();
     let nats = tern_testkit::find_nats_server().unwrap();
     let mut up = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["up", "--vms", "20", "--unhealthy-every", "10", "--data-dir"])
+        .args(["up", "--vms", "20", "--unhealthy-every", "10", "--fail", "vm-00004:failover:28031", "--data-dir"])
         .arg(dir.path())
         .env("TERN_NATS_SERVER", nats)
         .stdout(Stdio::null())
@@ -58,6 +58,31 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     let blocked = report.vms.iter().filter(|v| v.readiness == Readiness::Blocked as i32).count();
     assert_eq!((report.vms.len(), blocked), (20, 2), "{report:?}");
 
+    // The CLI finds the stack through the data dir.
+    let tern = |args: &[&str]| {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_tern")).args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    let (code, text) = tern(&["plan", "preflight", "--all-ready"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("vm-00010") && text.contains("blocked"), "{text}");
+    let (code, text) = tern(&["plan", "submit", "--vm", "vm-00001", "--vm", "vm-00002", "--watch"]);
+    assert_eq!(code, Some(0), "every VM succeeded: {text}");
+    assert!(text.contains("completed") && text.contains("2 succeeded"), "{text}");
+    // Bad input: exit 2 with a message that names the problem.
+    let (code, text) = tern(&["plan", "submit", "--vm", "vm-00003", "--recovery-point", "yesterday"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("yesterday"), "{text}");
+    let (code, text) = tern(&["plan", "submit", "--all-ready"]);
+    assert_eq!(code, Some(2), "preflight blocks two VMs and the plan needs consent: {text}");
+    // A plan where some VMs do not make it: exit 1, and the summary names them.
+    let (code, text) =
+        tern(&["plan", "submit", "--vm", "vm-00010", "--vm", "vm-00004", "--proceed-with-ready", "--watch"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("vm-00010"), "{text}");
+
     // SIGTERM stops every process and removes the endpoints file.
     sigterm(up.id());
     let status = wait_for("tern up to exit", DEADLINE, || {
@@ -71,4 +96,7 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     let planner = endpoints["planner_addr"].as_str().unwrap().to_owned();
     let gone = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&planner)).await;
     assert!(!matches!(gone, Ok(Ok(_))), "the planner still listens after tern up stopped");
+    let (code, text) = tern(&["plan", "list"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("tern up"), "says how to get a stack: {text}");
 }
