@@ -311,7 +311,7 @@ pub fn print_summary(plan: &Plan) {
     let rpo = median(plan.vms.iter().filter_map(|v| secs(&v.rpo)).collect());
     let rto = median(plan.vms.iter().filter_map(|v| secs(&v.rto)).collect());
     if let (Some(rpo), Some(rto)) = (rpo, rto) {
-        println!("  median RPO {rpo:.0} s, median RTO {rto:.1} s (simulated time is compressed)");
+        println!("  median RPO {rpo:.0} s (by ASR's clock), median RTO {rto:.1} s");
     }
     for vm in plan.vms.iter().filter(|v| v.state != VmState::Succeeded as i32) {
         let name = vm.vm.as_ref().map(|v| v.name.as_str()).unwrap_or("?");

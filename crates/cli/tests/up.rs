@@ -71,6 +71,7 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     let (code, text) = tern(&["plan", "submit", "--vm", "vm-00001", "--vm", "vm-00002", "--watch"]);
     assert_eq!(code, Some(0), "every VM succeeded: {text}");
     assert!(text.contains("completed") && text.contains("2 succeeded"), "{text}");
+    assert!(text.contains("median RPO"), "the summary reports RPO and RTO: {text}");
     // Bad input: exit 2 with a message that names the problem.
     let (code, text) = tern(&["plan", "submit", "--vm", "vm-00003", "--recovery-point", "yesterday"]);
     assert_eq!(code, Some(2), "{text}");

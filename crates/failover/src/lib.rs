@@ -135,10 +135,16 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
     run.fence.step_done(STEP).await?;
     let used = point_used(finished.as_ref(), resolved.as_ref(), kind(f.recovery_point.as_ref()));
     let shutdown = shutdown_outcome(finished.as_ref(), f.shut_down_source);
+    let asr_started_at = finished
+        .as_ref()
+        .and_then(|j| j.properties.start_time.as_deref())
+        .and_then(tern_asr::model::parse_time)
+        .map(|t| prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 });
     run.events
         .emit(Phase::Failover, Outcome::Succeeded, |e| {
             e.asr_job_id = job.clone().unwrap_or_default();
             e.recovery_point = Some(used);
+            e.asr_started_at = asr_started_at;
             e.source_shutdown = shutdown as i32;
             if shutdown == SourceShutdown::Failed {
                 e.error = Some(tern_worker::events::tern_error(

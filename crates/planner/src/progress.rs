@@ -178,11 +178,12 @@ pub fn apply_event(plan: &mut Plan, event: &VmEvent) -> bool {
 }
 
 /// RPO (failover time − recovery point time) and RTO (failover start → VM running, i.e. the
-/// failover's own duration) of a finished failover.
+/// failover's own duration) of a finished failover. RPO compares two of ASR's timestamps when
+/// it can (the job's start and the point's time), so the two clocks are the same.
 fn report_times(vm: &mut VmStatus, event: &VmEvent) {
     vm.rto = event.duration;
     let point = event.recovery_point.as_ref().and_then(|p| p.time);
-    if let (Some(done), Some(point)) = (event.finished_at, point) {
+    if let (Some(done), Some(point)) = (event.asr_started_at.or(event.finished_at), point) {
         let mut seconds = done.seconds.saturating_sub(point.seconds);
         let mut nanos = done.nanos - point.nanos;
         if nanos < 0 {

@@ -132,6 +132,7 @@ async fn a_plan_in_two_waves_fails_back_commits_reprotects_and_cleans_up() {
     for vm in &plan.vms {
         assert!(vm.recovery_point.is_some() && vm.phase_durations.contains_key("failover"), "{vm:?}");
         assert!(vm.rpo.is_some() && vm.rto.is_some(), "RPO and RTO are reported: {vm:?}");
+        assert!(vm.rpo.unwrap().seconds > 0, "the latest processed point is older than the failover: {vm:?}");
     }
     // The wave barrier: no wave-2 failover before every wave-1 failover.
     let ops = r.stack.accepted_ops().await;
