@@ -288,10 +288,8 @@ fn print_plan(plan: &Plan) {
     }
     for vm in &plan.vms {
         let name = vm.vm.as_ref().map(|v| v.name.as_str()).unwrap_or("?");
-        let state = VmState::try_from(vm.state).map(|s| s.as_str_name()).unwrap_or("?");
-        let phase = Phase::try_from(vm.phase).map(|p| p.as_str_name()).unwrap_or("?");
-        let state = state.trim_start_matches("VM_STATE_").to_ascii_lowercase();
-        let phase = phase.trim_start_matches("PHASE_").to_ascii_lowercase();
+        let state = word(VmState::try_from(vm.state).map(|s| s.as_str_name()), "VM_STATE_");
+        let phase = word(Phase::try_from(vm.phase).map(|p| p.as_str_name()), "PHASE_");
         let error = vm.error.as_ref().map(|e| format!(" [{}] {}", e.code, e.message)).unwrap_or_default();
         println!("  {name:<24} {state:<10} {phase:<10} wave {:<3} {}{error}", vm.wave + 1, vm.reason);
     }
@@ -315,7 +313,7 @@ pub fn print_summary(plan: &Plan) {
     }
     for vm in plan.vms.iter().filter(|v| v.state != VmState::Succeeded as i32) {
         let name = vm.vm.as_ref().map(|v| v.name.as_str()).unwrap_or("?");
-        let state = VmState::try_from(vm.state).map(|s| s.as_str_name()).unwrap_or("?");
+        let state = word(VmState::try_from(vm.state).map(|s| s.as_str_name()), "VM_STATE_");
         let what = match &vm.error {
             Some(e) if !e.recommended_action.is_empty() => {
                 format!("[{}] {} — {}", e.code, e.message, e.recommended_action)
@@ -323,7 +321,7 @@ pub fn print_summary(plan: &Plan) {
             Some(e) => format!("[{}] {}", e.code, e.message),
             None => vm.reason.clone(),
         };
-        println!("  {name:<24} {:<10} {what}", state.trim_start_matches("VM_STATE_").to_ascii_lowercase());
+        println!("  {name:<24} {state:<10} {what}");
     }
 }
 
@@ -336,9 +334,12 @@ fn counts(plan: &Plan) -> String {
 }
 
 fn state_word(state: i32) -> String {
-    PlanState::try_from(state)
-        .map(|s| s.as_str_name().trim_start_matches("PLAN_STATE_").to_ascii_lowercase().replace('_', " "))
-        .unwrap_or_else(|_| "unknown".into())
+    word(PlanState::try_from(state).map(|s| s.as_str_name()), "PLAN_STATE_").replace('_', " ")
+}
+
+/// A protobuf enum value's name as a user reads it: `VM_STATE_SUCCEEDED` → `succeeded`.
+fn word<E>(name: Result<&str, E>, prefix: &str) -> String {
+    name.map(|n| n.trim_start_matches(prefix).to_ascii_lowercase()).unwrap_or_else(|_| "unknown".into())
 }
 
 fn readiness_word(r: Readiness) -> &'static str {

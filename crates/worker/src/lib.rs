@@ -16,7 +16,7 @@ pub mod serve;
 pub use config::WorkerConfig;
 pub use events::Emitter;
 pub use fence::{Claim, Fence, FenceError, OperationRecord};
-pub use runtime::{CommandRun, Failure, PhaseHandler, WorkerContext, run_worker};
+pub use runtime::{CommandRun, Failure, PhaseHandler, WorkerContext, connect, run_worker};
 
 /// Runs a worker binary: config from `--config FILE` and `TERN_*`, logs to stderr, stops
 /// gracefully on SIGINT/SIGTERM.
@@ -36,14 +36,23 @@ pub async fn main_for(handler: std::sync::Arc<dyn PhaseHandler>) -> anyhow::Resu
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(std::env::var("TERN_LOG").unwrap_or_else(|_| "info".into()))
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging();
     let config = WorkerConfig::load(file.as_deref(), std::env::vars()).map_err(|e| anyhow::anyhow!(e))?;
+    let shutdown = stop_on_signal();
+    run_worker(config, handler, shutdown).await
+}
+
+/// Logs to stderr, filtered by `TERN_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = std::env::var("TERN_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()))
+        .try_init();
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+pub fn stop_on_signal() -> tokio_util::sync::CancellationToken {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -55,5 +64,5 @@ pub async fn main_for(handler: std::sync::Arc<dyn PhaseHandler>) -> anyhow::Resu
         }
         stop.cancel();
     });
-    run_worker(config, handler, shutdown).await
+    shutdown
 }

@@ -247,14 +247,9 @@ impl CommandRun {
     }
 }
 
-/// Connects, sets up, and serves `handler`'s queue until `shutdown`.
-pub async fn run_worker(
-    config: WorkerConfig,
-    handler: Arc<dyn PhaseHandler>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let service = handler.service();
-    let instance = config.instance.clone().unwrap_or_else(|| format!("{service}-{}", std::process::id()));
+/// What every Tern service starts from: the bus (its streams created when `ensure_topology`)
+/// and an Azure client with the configured token source and request budget.
+pub async fn connect(config: &WorkerConfig, service: &str) -> anyhow::Result<(Bus, AsrClient)> {
     let bus = Bus::connect(&config.nats_url, service).await?;
     if config.ensure_topology {
         bus.ensure_topology(&Topology::default()).await?;
@@ -269,7 +264,18 @@ pub async fn run_worker(
     };
     let mut asr_config = config.asr.clone();
     asr_config.poll_interval = Duration::from_secs_f64(config.poll_interval_secs);
-    let asr = AsrClient::new(asr_config, tokens, budget)?;
+    Ok((bus, AsrClient::new(asr_config, tokens, budget)?))
+}
+
+/// Connects, sets up, and serves `handler`'s queue until `shutdown`.
+pub async fn run_worker(
+    config: WorkerConfig,
+    handler: Arc<dyn PhaseHandler>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let service = handler.service();
+    let instance = config.instance.clone().unwrap_or_else(|| format!("{service}-{}", std::process::id()));
+    let (bus, asr) = connect(&config, service).await?;
     let watcher = JobWatcher::spawn(
         asr.clone(),
         WatcherOptions {
