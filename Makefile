@@ -13,12 +13,14 @@ STAMP       := $(TOOLS)/.setup-$(NATS_SERVER_VERSION)
 
 export TERN_NATS_SERVER ?= $(abspath $(NATS_SERVER))
 
-.PHONY: help setup test conformance lint fmt build demo bench clean-tools sim
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup browser test conformance lint fmt build demo bench clean-tools sim
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## install test tools into .tools/ (idempotent): nats-server, cargo-nextest check
+setup: $(STAMP) browser ## install what the tests need (idempotent): nats-server and Python SDKs in .tools/, Chromium
 $(STAMP): tools/requirements.txt
 	@mkdir -p $(TOOLS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +31,12 @@ $(STAMP): tools/requirements.txt
 lint: setup ## formatting and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+browser: ## Debian's headless Chromium for the HTML report test, where missing
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version 2>/dev/null || chromium-browser --version
 
 test: lint ## setup, lint, every workspace test (real nats-server), then the Azure SDK conformance suite
 	@if cargo nextest --version >/dev/null 2>&1; then \

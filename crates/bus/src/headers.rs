@@ -40,7 +40,7 @@ pub const DLQ_CONSUMER: &str = "Tern-Dlq-Consumer";
 pub const DLQ_DELIVERIES: &str = "Tern-Dlq-Deliveries";
 
 /// The CloudEvents context attributes of one event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CloudEventAttributes {
     /// `ce-specversion`.
     pub specversion: String,

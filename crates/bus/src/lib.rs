@@ -253,8 +253,9 @@ impl Bus {
             })
             .await
             .map_err(|e| err(e.into()))?;
+        let backlog = consumer.cached_info().num_pending;
         let messages = consumer.messages().await.map_err(|e| err(e.into()))?;
-        Ok(EventStream { messages })
+        Ok(EventStream { messages, backlog })
     }
 
     /// Every message now in the dead-letter queue, oldest first.
@@ -318,15 +319,22 @@ pub struct ReceivedEvent {
 /// A live, replaying stream of events.
 pub struct EventStream {
     messages: jetstream::consumer::pull::Ordered,
+    backlog: u64,
 }
 
 impl std::fmt::Debug for EventStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStream").finish_non_exhaustive()
+        f.debug_struct("EventStream").field("backlog", &self.backlog).finish_non_exhaustive()
     }
 }
 
 impl EventStream {
+    /// How many matching events the stream held when this reader opened: a reader that wants
+    /// only what is there (not a live tail) stops after that many.
+    pub fn backlog(&self) -> u64 {
+        self.backlog
+    }
+
     /// The next event. An event that does not decode is returned as an error carrying its
     /// sequence; the stream goes on after it.
     pub async fn next(&mut self) -> Option<Result<ReceivedEvent, BusError>> {

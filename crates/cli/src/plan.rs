@@ -7,24 +7,41 @@ use tern_proto::planner_client::PlannerClient;
 use tern_proto::{
     CancelPlanRequest, GetPlanRequest, ListPlansRequest, NameList, PausePlanRequest, Phase, Plan, PlanSpec, PlanState,
     PreflightRequest, Readiness, RecoveryPointChoice, RecoveryPointKind, ResumePlanRequest, RetryVmRequest, Selection,
-    SubmitPlanRequest, VmState, selection,
+    SubmitPlanRequest, VmState, Wave, selection,
 };
 use tonic::transport::Channel;
 
-/// Where the stack is: `DATA_DIR/endpoints.json` (written by `tern up`) or explicit flags.
+use crate::output::{Format, Paint, print_document, proto_json};
+use crate::planfile::PlanFile;
+use crate::progress::Progress;
+use crate::report::Report;
+
+/// Where the stack is: flags (or their `TERN_*` variables), then `DATA_DIR/endpoints.json`
+/// (written by `tern up`), then the config file.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Target {
-    /// The data dir of a `tern up` stack (its endpoints.json names the planner and vault).
-    #[arg(long, env = "TERN_DATA_DIR", default_value = ".tern", global = true)]
-    data_dir: PathBuf,
+    /// The data dir of a `tern up` stack (its endpoints.json names the planner and vault)
+    /// [default: .tern].
+    #[arg(long, env = "TERN_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// A config file (TOML: data_dir, planner, nats, vault) [default: ~/.config/tern/config.toml
+    /// when it exists].
+    #[arg(long, env = "TERN_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The planner's gRPC address (HOST:PORT), instead of endpoints.json.
     #[arg(long, env = "TERN_PLANNER", global = true)]
     planner: Option<String>,
+    /// The NATS server's URL (for `tern events` and reports), instead of endpoints.json.
+    #[arg(long, env = "TERN_NATS", global = true)]
+    nats: Option<String>,
 }
 
 /// What a plan covers and how (the common cases of a plan file, as flags).
 #[derive(clap::Args, Debug)]
 pub struct SpecArgs {
+    /// A plan file (YAML or JSON; see docs/plan-file.md). Flags below override what it says.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    file: Option<PathBuf>,
     /// Every VM in the vault that is ready for failback.
     #[arg(long, conflicts_with = "vm")]
     all_ready: bool,
@@ -35,6 +52,9 @@ pub struct SpecArgs {
     /// custom:ID (one VM only).
     #[arg(long, value_name = "POINT", value_parser = parse_point)]
     recovery_point: Option<RecoveryPointChoice>,
+    /// A wave, in order: NAME=VM,VM,… (repeat for more). VMs in no wave go last.
+    #[arg(long = "wave", visible_alias = "waves", value_name = "NAME=VMS", value_parser = parse_wave)]
+    waves: Vec<Wave>,
     /// Fail over without shutting the source VM down first.
     #[arg(long)]
     no_shutdown: bool,
@@ -82,29 +102,72 @@ pub enum PlanCommand {
 #[derive(Debug)]
 pub struct Stack {
     pub planner: String,
+    pub nats: Option<String>,
     pub vault_id: Option<String>,
 }
 
 impl Target {
     pub fn with_data_dir(data_dir: &Path) -> Self {
-        Self { data_dir: data_dir.to_owned(), planner: None }
+        Self { data_dir: Some(data_dir.to_owned()), config: None, planner: None, nats: None }
+    }
+
+    /// The config file's settings (empty when there is none).
+    fn config(&self) -> anyhow::Result<Config> {
+        let (path, required) = match &self.config {
+            Some(path) => (path.clone(), true),
+            None => match std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            {
+                Some(dir) => (dir.join("tern/config.toml"), false),
+                None => return Ok(Config::default()),
+            },
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display())),
+            Err(_) if !required => Ok(Config::default()),
+            Err(e) => Err(anyhow!("cannot read config file {}: {e}", path.display())),
+        }
+    }
+
+    /// The data dir whose endpoints.json names the stack.
+    pub fn data_dir(&self) -> PathBuf {
+        let configured = || self.config().ok().and_then(|c| c.data_dir);
+        self.data_dir.clone().or_else(configured).unwrap_or_else(|| PathBuf::from(".tern"))
     }
 
     pub fn resolve(&self) -> anyhow::Result<Stack> {
-        let file = self.data_dir.join("endpoints.json");
+        let config = self.config()?;
+        let data_dir = self.data_dir.clone().or(config.data_dir).unwrap_or_else(|| PathBuf::from(".tern"));
+        let file = data_dir.join("endpoints.json");
         let endpoints: Option<serde_json::Value> = match std::fs::read_to_string(&file) {
             Ok(text) => Some(serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?),
             Err(_) => None,
         };
         let field = |k: &str| endpoints.as_ref().and_then(|e| e[k].as_str()).map(str::to_owned);
-        let planner = self.planner.clone().or_else(|| field("planner_addr")).ok_or_else(|| {
+        let planner = self.planner.clone().or_else(|| field("planner_addr")).or(config.planner).ok_or_else(|| {
             anyhow!(
                 "no Tern stack found: {} does not exist. Start one with `tern up`, or pass --planner HOST:PORT",
                 file.display()
             )
         })?;
-        Ok(Stack { planner, vault_id: field("vault_id") })
+        Ok(Stack {
+            planner,
+            nats: self.nats.clone().or_else(|| field("nats_url")).or(config.nats),
+            vault_id: field("vault_id").or(config.vault),
+        })
     }
+}
+
+/// `~/.config/tern/config.toml` (or `--config`): defaults below flags, `TERN_*` variables and
+/// a stack's endpoints.json.
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    data_dir: Option<PathBuf>,
+    planner: Option<String>,
+    nats: Option<String>,
+    vault: Option<String>,
 }
 
 impl Stack {
@@ -116,7 +179,16 @@ impl Stack {
     }
 }
 
-fn parse_point(s: &str) -> Result<RecoveryPointChoice, String> {
+fn parse_wave(s: &str) -> Result<Wave, String> {
+    let (name, vms) = s.split_once('=').ok_or_else(|| format!("{s:?} is not a wave: write NAME=VM,VM,…"))?;
+    let vm_names: Vec<String> = vms.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect();
+    if vm_names.is_empty() {
+        return Err(format!("wave {name:?} names no VM: write NAME=VM,VM,…"));
+    }
+    Ok(Wave { name: name.trim().to_owned(), vm_names })
+}
+
+pub fn parse_point(s: &str) -> Result<RecoveryPointChoice, String> {
     let kind = match s {
         "latest-processed" => RecoveryPointKind::LatestProcessed,
         "latest" => RecoveryPointKind::Latest,
@@ -141,8 +213,10 @@ impl SpecArgs {
     /// Every ready VM, for `tern up --demo`.
     pub fn all_ready() -> Self {
         Self {
+            file: None,
             all_ready: true,
             vm: Vec::new(),
+            waves: Vec::new(),
             recovery_point: None,
             no_shutdown: false,
             proceed_with_ready: true,
@@ -151,39 +225,62 @@ impl SpecArgs {
         }
     }
 
-    fn spec(&self, stack: &Stack) -> anyhow::Result<PlanSpec> {
-        let vault_id = self
-            .vault
-            .clone()
-            .or_else(|| stack.vault_id.clone())
-            .ok_or_else(|| anyhow!("which vault? pass --vault with the Recovery Services vault's ARM id"))?;
-        let by = if self.all_ready {
-            selection::By::AllReady(true)
-        } else if !self.vm.is_empty() {
-            selection::By::VmNames(NameList { values: self.vm.clone() })
-        } else {
-            bail!("which VMs? pass --all-ready or --vm NAME (repeatable)");
+    pub fn spec(&self, stack: &Stack) -> anyhow::Result<PlanSpec> {
+        let vault = self.vault.clone().or_else(|| stack.vault_id.clone());
+        let mut spec = match &self.file {
+            Some(path) => PlanFile::read(path)?.spec(vault.as_deref())?,
+            None => PlanSpec { vault_id: vault.clone().unwrap_or_default(), ..Default::default() },
         };
-        Ok(PlanSpec {
-            request_id: self.request_id.clone().unwrap_or_default(),
-            vault_id,
-            selection: Some(Selection { by: Some(by) }),
-            recovery_point: self.recovery_point.clone(),
-            shut_down_source: self.no_shutdown.then_some(false),
-            proceed_with_ready: self.proceed_with_ready,
-            ..Default::default()
-        })
+        if let Some(vault) = &self.vault {
+            spec.vault_id = vault.clone();
+        }
+        if spec.vault_id.is_empty() {
+            bail!("which vault? pass --vault with the Recovery Services vault's ARM id (or `vault:` in the plan file)");
+        }
+        if self.all_ready {
+            spec.selection = Some(Selection { by: Some(selection::By::AllReady(true)) });
+        } else if !self.vm.is_empty() {
+            spec.selection = Some(Selection { by: Some(selection::By::VmNames(NameList { values: self.vm.clone() })) });
+        } else if spec.selection.is_none() {
+            bail!("which VMs? pass --all-ready, --vm NAME (repeatable) or -f plan.yaml");
+        }
+        if let Some(id) = &self.request_id {
+            spec.request_id = id.clone();
+        }
+        if self.recovery_point.is_some() {
+            spec.recovery_point = self.recovery_point.clone();
+        }
+        if self.no_shutdown {
+            spec.shut_down_source = Some(false);
+        }
+        if !self.waves.is_empty() {
+            spec.waves = self.waves.clone();
+        }
+        spec.proceed_with_ready |= self.proceed_with_ready;
+        Ok(spec)
     }
 }
 
 /// Runs a plan command; returns the process exit code.
-pub async fn run(target: &Target, command: PlanCommand) -> anyhow::Result<u8> {
+pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyhow::Result<u8> {
     let stack = target.resolve()?;
     let mut grpc = stack.client().await?;
+    let print_plan = |plan: &Plan| -> anyhow::Result<()> {
+        match output {
+            Format::Table => print_plan_table(plan),
+            f => print_document(f, &proto_json(plan, "tern.v1.Plan")?)?,
+        }
+        Ok(())
+    };
     match command {
         PlanCommand::Preflight(args) => {
             let spec = args.spec(&stack)?;
             let report = grpc.preflight(PreflightRequest { spec: Some(spec) }).await.map_err(status)?.into_inner();
+            if output != Format::Table {
+                print_document(output, &proto_json(&report, "tern.v1.PreflightResponse")?)?;
+                return Ok(0);
+            }
+            let paint = Paint::stdout();
             for vm in &report.vms {
                 let name = vm.vm.as_ref().map(|v| v.name.as_str()).unwrap_or("?");
                 let readiness = Readiness::try_from(vm.readiness).unwrap_or(Readiness::Unspecified);
@@ -193,14 +290,24 @@ pub async fn run(target: &Target, command: PlanCommand) -> anyhow::Result<u8> {
                     .filter(|c| c.result != Readiness::Ready as i32)
                     .map(|c| c.detail.as_str())
                     .collect();
-                println!("{name:<24} {:<8} {}", readiness_word(readiness), why.join("; "));
+                let word = format!("{:<8}", readiness_word(readiness));
+                let word = match readiness {
+                    Readiness::Blocked => paint.red(&word),
+                    Readiness::Warning => paint.yellow(&word),
+                    _ => paint.green(&word),
+                };
+                println!("{name:<24} {word} {}", why.join("; "));
             }
             let blocked = report.vms.iter().filter(|v| v.readiness == Readiness::Blocked as i32).count();
             println!(
                 "{} VMs, {} blocked: {}",
                 report.vms.len(),
                 blocked,
-                if report.ready { "ready" } else { "not ready" }
+                if report.ready {
+                    "ready"
+                } else {
+                    "not ready (submit with --proceed-with-ready to skip the blocked VMs)"
+                }
             );
             Ok(0)
         }
@@ -208,80 +315,97 @@ pub async fn run(target: &Target, command: PlanCommand) -> anyhow::Result<u8> {
             let spec = spec.spec(&stack)?;
             let reply = grpc.submit_plan(SubmitPlanRequest { spec: Some(spec) }).await.map_err(status)?.into_inner();
             let plan = reply.plan.ok_or_else(|| anyhow!("the planner answered without a plan"))?;
-            println!("{}", plan.plan_id);
-            if watch { follow(&mut grpc, &plan.plan_id).await } else { Ok(0) }
+            match output {
+                Format::Table => println!("{}", plan.plan_id),
+                _ => print_plan(&plan)?,
+            }
+            if watch { watch_and_sum_up(&mut grpc, &plan.plan_id, output).await } else { Ok(0) }
         }
         PlanCommand::Get { plan_id } => {
             let plan = grpc.get_plan(GetPlanRequest { plan_id }).await.map_err(status)?.into_inner();
-            print_plan(&plan);
+            print_plan(&plan)?;
             Ok(0)
         }
         PlanCommand::List => {
-            let plans = grpc.list_plans(ListPlansRequest::default()).await.map_err(status)?.into_inner().plans;
-            for p in plans {
+            let reply = grpc.list_plans(ListPlansRequest::default()).await.map_err(status)?.into_inner();
+            if output != Format::Table {
+                print_document(output, &proto_json(&reply, "tern.v1.ListPlansResponse")?)?;
+                return Ok(0);
+            }
+            for p in reply.plans {
                 println!("{}  {:<22} {}", p.plan_id, state_word(p.state), counts(&p));
             }
             Ok(0)
         }
-        PlanCommand::Watch { plan_id } => follow(&mut grpc, &plan_id).await,
+        PlanCommand::Watch { plan_id } => watch_and_sum_up(&mut grpc, &plan_id, output).await,
         PlanCommand::Pause { plan_id } => {
             let plan = grpc.pause_plan(PausePlanRequest { plan_id, reason: String::new() }).await.map_err(status)?;
-            println!("{}", state_word(plan.into_inner().state));
-            Ok(0)
+            print_state(output, &plan.into_inner())
         }
         PlanCommand::Resume { plan_id } => {
             let plan = grpc.resume_plan(ResumePlanRequest { plan_id }).await.map_err(status)?;
-            println!("{}", state_word(plan.into_inner().state));
-            Ok(0)
+            print_state(output, &plan.into_inner())
         }
         PlanCommand::Cancel { plan_id } => {
             let plan = grpc.cancel_plan(CancelPlanRequest { plan_id, ..Default::default() }).await.map_err(status)?;
-            println!("{}", state_word(plan.into_inner().state));
-            Ok(0)
+            print_state(output, &plan.into_inner())
         }
         PlanCommand::Retry { plan_id, vm } => {
             let plan = grpc
                 .retry_vm(RetryVmRequest { plan_id, vm_name: vm, phase: Phase::Unspecified as i32 })
                 .await
                 .map_err(status)?;
-            println!("{}", state_word(plan.into_inner().state));
-            Ok(0)
+            print_state(output, &plan.into_inner())
         }
     }
 }
 
-/// Prints a line each time the plan changes, then the summary; 0 when every VM succeeded.
-pub async fn follow(grpc: &mut PlannerClient<Channel>, plan_id: &str) -> anyhow::Result<u8> {
+fn print_state(output: Format, plan: &Plan) -> anyhow::Result<u8> {
+    match output {
+        Format::Table => println!("{}", state_word(plan.state)),
+        f => print_document(f, &proto_json(plan, "tern.v1.Plan")?)?,
+    }
+    Ok(0)
+}
+
+async fn watch_and_sum_up(grpc: &mut PlannerClient<Channel>, plan_id: &str, output: Format) -> anyhow::Result<u8> {
+    let plan = follow(grpc, plan_id, output == Format::Table).await?;
+    match output {
+        Format::Table => print!("{}", Report::build(&plan, &[]).summary()),
+        f => print_document(f, &proto_json(&plan, "tern.v1.Plan")?)?,
+    }
+    Ok(exit_code(&plan))
+}
+
+/// Follows a plan to its end — progress bars per phase with an ETA, failures as they happen
+/// (when `show`) — and returns it as it ended.
+pub async fn follow(grpc: &mut PlannerClient<Channel>, plan_id: &str, show: bool) -> anyhow::Result<Plan> {
     let mut stream = grpc
         .watch_plan(tern_proto::WatchPlanRequest { plan_id: plan_id.to_owned() })
         .await
         .map_err(status)?
         .into_inner();
+    let mut progress = Progress::new(Paint::stdout(), show);
     let mut last = None;
-    let mut line = String::new();
     while let Some(update) = stream.message().await.map_err(status)? {
         let Some(plan) = update.plan else { continue };
-        let now = format!("{:<22} {}", state_word(plan.state), counts(&plan));
-        if now != line {
-            println!("{now}");
-            line = now;
-        }
+        progress.update(&plan);
         last = Some(plan);
     }
     let plan = last.ok_or_else(|| anyhow!("the planner sent nothing for plan {plan_id}"))?;
-    print_summary(&plan);
-    Ok(exit_code(&plan))
+    progress.finish(&plan);
+    Ok(plan)
 }
 
 /// 0 when the plan did all it was asked (VMs skipped with consent, e.g. blocked in preflight,
 /// do not count against it); 1 when a VM failed or the plan was cancelled or failed.
-fn exit_code(plan: &Plan) -> u8 {
+pub fn exit_code(plan: &Plan) -> u8 {
     let failed = plan.counts.unwrap_or_default().failed > 0;
     let stopped = matches!(PlanState::try_from(plan.state), Ok(PlanState::Cancelled | PlanState::Failed));
     u8::from(failed || stopped || plan.halted)
 }
 
-fn print_plan(plan: &Plan) {
+fn print_plan_table(plan: &Plan) {
     println!("plan {}  {}  {}", plan.plan_id, state_word(plan.state), counts(plan));
     if !plan.reason.is_empty() {
         println!("  {}", plan.reason);
@@ -295,37 +419,7 @@ fn print_plan(plan: &Plan) {
     }
 }
 
-/// The end-of-plan summary: outcome, RPO/RTO medians, and each VM that did not succeed.
-pub fn print_summary(plan: &Plan) {
-    println!("plan {} {}: {}", plan.plan_id, state_word(plan.state), counts(plan));
-    if !plan.reason.is_empty() {
-        println!("  {}", plan.reason);
-    }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
-    };
-    let secs = |d: &Option<prost_types::Duration>| d.map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9);
-    let rpo = median(plan.vms.iter().filter_map(|v| secs(&v.rpo)).collect());
-    let rto = median(plan.vms.iter().filter_map(|v| secs(&v.rto)).collect());
-    if let (Some(rpo), Some(rto)) = (rpo, rto) {
-        println!("  median RPO {rpo:.0} s (by ASR's clock), median RTO {rto:.1} s");
-    }
-    for vm in plan.vms.iter().filter(|v| v.state != VmState::Succeeded as i32) {
-        let name = vm.vm.as_ref().map(|v| v.name.as_str()).unwrap_or("?");
-        let state = word(VmState::try_from(vm.state).map(|s| s.as_str_name()), "VM_STATE_");
-        let what = match &vm.error {
-            Some(e) if !e.recommended_action.is_empty() => {
-                format!("[{}] {} — {}", e.code, e.message, e.recommended_action)
-            }
-            Some(e) => format!("[{}] {}", e.code, e.message),
-            None => vm.reason.clone(),
-        };
-        println!("  {name:<24} {state:<10} {what}");
-    }
-}
-
-fn counts(plan: &Plan) -> String {
+pub fn counts(plan: &Plan) -> String {
     let c = plan.counts.unwrap_or_default();
     format!(
         "{} VMs: {} succeeded, {} running, {} pending, {} failed, {} skipped",
@@ -333,12 +427,12 @@ fn counts(plan: &Plan) -> String {
     )
 }
 
-fn state_word(state: i32) -> String {
+pub fn state_word(state: i32) -> String {
     word(PlanState::try_from(state).map(|s| s.as_str_name()), "PLAN_STATE_").replace('_', " ")
 }
 
 /// A protobuf enum value's name as a user reads it: `VM_STATE_SUCCEEDED` → `succeeded`.
-fn word<E>(name: Result<&str, E>, prefix: &str) -> String {
+pub fn word<E>(name: Result<&str, E>, prefix: &str) -> String {
     name.map(|n| n.trim_start_matches(prefix).to_ascii_lowercase()).unwrap_or_else(|_| "unknown".into())
 }
 
@@ -352,6 +446,6 @@ fn readiness_word(r: Readiness) -> &'static str {
 }
 
 /// A gRPC error as the user should read it.
-fn status(s: tonic::Status) -> anyhow::Error {
+pub fn status(s: tonic::Status) -> anyhow::Error {
     anyhow!("{}", if s.message().is_empty() { format!("{:?}", s.code()) } else { s.message().to_owned() })
 }

@@ -32,10 +32,15 @@ pub struct UpArgs {
     /// vm-00007:failover:28031). The simulator checks the form.
     #[arg(long, value_name = "VM:OP:CODE")]
     fail: Vec<String>,
-    /// Also fail back every ready VM, follow the plan to its end, print the summary and stop.
+    /// Also fail back every ready VM, follow the plan to its end, print the report summary,
+    /// write the HTML report and stop. Without --fail, two VMs fail as ASR would (quota at
+    /// failover, connectivity at reprotect) so the report has something to show.
     #[arg(long)]
     demo: bool,
 }
+
+/// What `--demo` makes fail when no `--fail` is given: one VM per kind of failure.
+const DEMO_FAILURES: [&str; 2] = ["vm-00042:failover:28031", "vm-00137:reprotect:151037"];
 
 /// A child process of the stack.
 #[derive(Debug)]
@@ -44,9 +49,12 @@ struct Proc {
     child: Child,
 }
 
-/// Runs the stack until stopped (exit code 0), or with `--demo` until its plan ends (0 when every
-/// VM succeeded, else 1).
-pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
+/// Runs the stack until stopped (exit code 0), or with `--demo` until its plan ends (0 when it
+/// ran to its end, failures injected by the demo included, else 1).
+pub async fn run(mut args: UpArgs) -> anyhow::Result<u8> {
+    if args.demo && args.fail.is_empty() {
+        args.fail = DEMO_FAILURES.iter().map(|f| f.to_string()).collect();
+    }
     if args.vms == 0 {
         bail!("--vms must be at least 1");
     }
@@ -67,7 +75,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
             }
             println!("  {:<13} {}", "endpoints", endpoints_file.display());
             println!("  {:<13} {}", "logs", args.data_dir.join("logs").display());
-            if args.demo { demo(&args.data_dir).await } else { wait_for_stop(&mut procs).await.map(|()| 0) }
+            if args.demo {
+                demo(&args.data_dir, !args.fail.is_empty()).await
+            } else {
+                wait_for_stop(&mut procs).await.map(|()| 0)
+            }
         }
         Err(e) => Err(e),
     };
@@ -76,12 +88,43 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
     outcome
 }
 
-/// Fails back every VM ready for failback (skipping the ones preflight blocks) and follows it.
-async fn demo(data_dir: &Path) -> anyhow::Result<u8> {
-    let target = crate::plan::Target::with_data_dir(data_dir);
+/// Fails back every VM ready for failback (skipping the ones preflight blocks), follows it to
+/// the end, prints the report summary and writes the HTML report.
+async fn demo(data_dir: &Path, injected: bool) -> anyhow::Result<u8> {
+    let stack = crate::plan::Target::with_data_dir(data_dir).resolve()?;
+    let mut grpc = stack.client().await?;
     println!("\ntern up --demo: failing back every VM ready for failback");
-    let command = crate::plan::PlanCommand::Submit { spec: crate::plan::SpecArgs::all_ready(), watch: true };
-    crate::plan::run(&target, command).await
+    let mut spec = crate::plan::SpecArgs::all_ready().spec(&stack)?;
+    // A failed VM must not hold the others back: fail back everything that can be.
+    spec.failure_policy = Some(tern_proto::FailurePolicy {
+        on_critical_failure: tern_proto::OnCriticalFailure::Continue as i32,
+        ..Default::default()
+    });
+    let reply = grpc
+        .submit_plan(tern_proto::SubmitPlanRequest { spec: Some(spec) })
+        .await
+        .map_err(crate::plan::status)?
+        .into_inner();
+    let plan_id = reply.plan.context("the planner answered without a plan")?.plan_id;
+    let plan = crate::plan::follow(&mut grpc, &plan_id, true).await?;
+    let report = crate::report::fetch(&stack, &plan_id).await?;
+    println!();
+    print!("{}", report.summary());
+    let dir = data_dir.join("reports");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let html = std::path::absolute(dir.join(format!("{plan_id}.html")))?;
+    std::fs::write(&html, report.html()).with_context(|| format!("writing {}", html.display()))?;
+    println!("\nHTML report: {}", html.display());
+    let ran_to_the_end = matches!(
+        tern_proto::PlanState::try_from(plan.state),
+        Ok(tern_proto::PlanState::Completed | tern_proto::PlanState::CompletedWithErrors)
+    ) && !plan.halted;
+    if injected && ran_to_the_end {
+        // The failures were asked for (--fail); the demo did what it set out to do.
+        println!("(the failed VMs failed as injected with --fail; see their ASR codes and actions above)");
+        return Ok(0);
+    }
+    Ok(crate::plan::exit_code(&plan))
 }
 
 /// Starts every process in dependency order; returns the endpoints.

@@ -1,41 +1,18 @@
 //! `tern up` as a user runs it: the real binaries, a real nats-server, the simulator over HTTP.
 
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::Duration;
 
 use tern_proto::planner_client::PlannerClient;
 use tern_proto::{NameList, PlanSpec, PreflightRequest, Readiness, Selection, selection};
-use tern_testkit::{stack::DEADLINE, wait_for};
-
-#[allow(unsafe_code)]
-fn sigterm(pid: u32) {
-    // SAFETY: signalling a child process this test started.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
-}
 
 #[tokio::test]
 async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = tern_testkit::find_nats_server().unwrap();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["up", "--vms", "20", "--unhealthy-every", "10", "--fail", "vm-00004:failover:28031", "--data-dir"])
-        .arg(dir.path())
-        .env("TERN_NATS_SERVER", nats)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let file = dir.path().join("endpoints.json");
-    let endpoints: serde_json::Value = wait_for("endpoints.json", DEADLINE, || {
-        let text = std::fs::read_to_string(&file).ok();
-        async move { text.and_then(|t| serde_json::from_str(&t).ok()) }
-    })
-    .await
-    .unwrap_or_else(|e| {
-        let _ = up.kill();
-        panic!("{e}")
-    });
+    let mut up =
+        common::Up::start(&["--vms", "20", "--unhealthy-every", "10", "--fail", "vm-00004:failover:28031"]).await;
+    let endpoints = up.endpoints.clone();
+    let file = up.data_dir().join("endpoints.json");
     for key in ["nats_url", "planner_addr", "sim_url", "vault_id"] {
         assert!(endpoints[key].as_str().is_some_and(|v| !v.is_empty()), "{key} in {endpoints}");
     }
@@ -60,10 +37,8 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
 
     // The CLI finds the stack through the data dir.
     let tern = |args: &[&str]| {
-        let out =
-            Command::new(env!("CARGO_BIN_EXE_tern")).args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.code(), text)
+        let out = up.tern(args);
+        (out.code, out.text())
     };
     let (code, text) = tern(&["plan", "preflight", "--all-ready"]);
     assert_eq!(code, Some(0), "{text}");
@@ -71,7 +46,7 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     let (code, text) = tern(&["plan", "submit", "--vm", "vm-00001", "--vm", "vm-00002", "--watch"]);
     assert_eq!(code, Some(0), "every VM succeeded: {text}");
     assert!(text.contains("completed") && text.contains("2 succeeded"), "{text}");
-    assert!(text.contains("median RPO"), "the summary reports RPO and RTO: {text}");
+    assert!(text.contains("RPO") && text.contains("RTO"), "the summary reports RPO and RTO: {text}");
     // Bad input: exit 2 with a message that names the problem.
     let (code, text) = tern(&["plan", "submit", "--vm", "vm-00003", "--recovery-point", "yesterday"]);
     assert_eq!(code, Some(2), "{text}");
@@ -85,19 +60,14 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     assert!(text.contains("vm-00010"), "{text}");
 
     // SIGTERM stops every process and removes the endpoints file.
-    sigterm(up.id());
-    let status = wait_for("tern up to exit", DEADLINE, || {
-        let s = up.try_wait().ok().flatten();
-        async move { s }
-    })
-    .await
-    .unwrap();
+    let status = up.stop().await;
     assert!(status.success(), "{status}");
     assert!(!file.exists(), "endpoints.json is removed when the stack stops");
     let planner = endpoints["planner_addr"].as_str().unwrap().to_owned();
     let gone = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&planner)).await;
     assert!(!matches!(gone, Ok(Ok(_))), "the planner still listens after tern up stopped");
-    let (code, text) = tern(&["plan", "list"]);
+    let text = common::tern_in(up.data_dir(), &["plan", "list"]);
+    let (code, text) = (text.code, text.text());
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("tern up"), "says how to get a stack: {text}");
 }

@@ -1,0 +1,286 @@
+//! Live progress of a plan: a bar per phase with counts, an ETA, and failures listed as they
+//! happen. On a terminal the bars redraw in place; elsewhere (a pipe, CI) a line is printed
+//! when something changed, at most every few seconds, so logs stay short.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use tern_proto::{Phase, Plan, PlanMode, VmState};
+
+use crate::output::{Paint, human_secs};
+use crate::plan::state_word;
+use crate::report::{group_by_reason, name_list};
+
+const WIDTH: usize = 30;
+const PIPE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub struct Progress {
+    paint: Paint,
+    show: bool,
+    tty: bool,
+    drawn: usize,
+    reported: HashSet<String>,
+    started: Instant,
+    /// Phase-steps done when watching began (a watch may attach mid-plan).
+    done_at_start: Option<usize>,
+    last_line: String,
+    last_print: Option<Instant>,
+}
+
+/// One phase's numbers.
+#[derive(Debug, PartialEq, Eq)]
+struct Row {
+    phase: Phase,
+    done: usize,
+    running: usize,
+    failed: usize,
+    of: usize,
+}
+
+fn phases(plan: &Plan) -> Vec<Phase> {
+    let spec = plan.spec.clone().unwrap_or_default();
+    if spec.mode == PlanMode::Drill as i32 {
+        return vec![Phase::Drill];
+    }
+    let p = spec.phases.unwrap_or_default();
+    [
+        (Phase::Failover, p.failover),
+        (Phase::Commit, p.commit),
+        (Phase::Reprotect, p.reprotect),
+        (Phase::Cleanup, p.cleanup),
+    ]
+    .into_iter()
+    .filter(|(_, on)| on.unwrap_or(true))
+    .map(|(phase, _)| phase)
+    .collect()
+}
+
+fn rows(plan: &Plan) -> Vec<Row> {
+    let order = phases(plan);
+    let rank = |p: i32| order.iter().position(|o| *o as i32 == p);
+    // The VMs that run: a VM skipped before any phase ran (blocked in preflight, or left when
+    // the plan halted) has no bar to fill.
+    let runs: Vec<_> =
+        plan.vms.iter().filter(|v| v.state != VmState::Skipped as i32 || !v.phase_durations.is_empty()).collect();
+    order
+        .iter()
+        .enumerate()
+        .map(|(i, phase)| {
+            let mut row = Row { phase: *phase, done: 0, running: 0, failed: 0, of: runs.len() };
+            for v in &runs {
+                let at = rank(v.phase);
+                let state = VmState::try_from(v.state).unwrap_or(VmState::Unspecified);
+                match (at, state) {
+                    (_, VmState::Succeeded) => row.done += 1,
+                    (Some(a), _) if a > i => row.done += 1,
+                    (Some(a), VmState::Running) if a == i => row.running += 1,
+                    (Some(a), VmState::Failed) if a == i => row.failed += 1,
+                    _ => {}
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+impl Progress {
+    pub fn new(paint: Paint, show: bool) -> Self {
+        Self {
+            paint,
+            show,
+            tty: std::io::stdout().is_terminal(),
+            drawn: 0,
+            reported: HashSet::new(),
+            started: Instant::now(),
+            done_at_start: None,
+            last_line: String::new(),
+            last_print: None,
+        }
+    }
+
+    pub fn update(&mut self, plan: &Plan) {
+        if !self.show {
+            return;
+        }
+        let rows = rows(plan);
+        let news = self.news(plan);
+        let mut out = std::io::stdout().lock();
+        if self.tty {
+            // Clear the bars, print what happened above them, draw them again.
+            if self.drawn > 0 {
+                let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
+            }
+            for line in &news {
+                let _ = writeln!(out, "{line}");
+            }
+            let lines = self.render(plan, &rows);
+            for line in &lines {
+                let _ = writeln!(out, "{line}");
+            }
+            self.drawn = lines.len();
+        } else {
+            for line in &news {
+                let _ = writeln!(out, "{line}");
+            }
+            let line = self.compact(plan, &rows);
+            let due = self.last_print.is_none_or(|t| t.elapsed() >= PIPE_EVERY);
+            if line != self.last_line && due {
+                let _ = writeln!(out, "{line}");
+                self.last_line = line;
+                self.last_print = Some(Instant::now());
+            }
+        }
+        let _ = out.flush();
+    }
+
+    /// The final state, printed once more so a piped log ends with it.
+    pub fn finish(&mut self, plan: &Plan) {
+        if !self.show {
+            return;
+        }
+        self.last_print = None;
+        self.last_line.clear();
+        self.update(plan);
+    }
+
+    /// VMs that failed or were skipped since the last update, one line each.
+    fn news(&mut self, plan: &Plan) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut skipped = Vec::new();
+        for v in &plan.vms {
+            let state = VmState::try_from(v.state).unwrap_or(VmState::Unspecified);
+            if !matches!(state, VmState::Failed | VmState::Skipped) {
+                continue;
+            }
+            let name = v.vm.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
+            if !self.reported.insert(format!("{name}/{}/{}", v.state, v.attempt)) {
+                continue;
+            }
+            if state == VmState::Skipped {
+                skipped.push((name, v.reason.as_str()));
+                continue;
+            }
+            let phase = Phase::try_from(v.phase).unwrap_or(Phase::Unspecified).slug();
+            let what = match &v.error {
+                Some(e) => crate::report::error_text(&e.code, &e.message, &e.recommended_action),
+                None => v.reason.clone(),
+            };
+            lines.push(format!("{} {name} {phase} failed: {what}", self.paint.red("✗")));
+        }
+        for (names, reason) in group_by_reason(skipped.into_iter()) {
+            lines.push(format!("{} {} skipped: {reason}", self.paint.yellow("–"), name_list(&names)));
+        }
+        lines
+    }
+
+    /// Remaining time from the pace of phase steps since watching began.
+    fn eta(&mut self, plan: &Plan, rows: &[Row]) -> Option<Duration> {
+        if plan.finished_at.is_some() {
+            return None;
+        }
+        let done: usize = rows.iter().map(|r| r.done + r.failed).sum();
+        let total: usize = rows.iter().map(|r| r.of).sum();
+        let base = *self.done_at_start.get_or_insert(done);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        if done <= base || elapsed < 1.0 {
+            return None;
+        }
+        let rate = (done - base) as f64 / elapsed;
+        Some(Duration::from_secs_f64(total.saturating_sub(done) as f64 / rate))
+    }
+
+    fn render(&mut self, plan: &Plan, rows: &[Row]) -> Vec<String> {
+        let eta = self.eta(plan, rows);
+        let elapsed = human_secs(self.started.elapsed().as_secs_f64());
+        let mut lines = vec![format!(
+            "{} {}  wave {}  {}  {}",
+            self.paint.bold("plan"),
+            plan.plan_id,
+            plan.current_wave + 1,
+            state_word(plan.state),
+            match eta {
+                Some(eta) => format!("ETA {}", human_secs(eta.as_secs_f64())),
+                None if plan.finished_at.is_some() => format!("ended after {elapsed}"),
+                None => format!("elapsed {elapsed}"),
+            }
+        )];
+        for r in rows {
+            let fill = (r.done * WIDTH).checked_div(r.of).unwrap_or(0);
+            let bad =
+                (r.failed * WIDTH).checked_div(r.of).map_or(0, |b| b.max(usize::from(r.failed > 0))).min(WIDTH - fill);
+            let bar = format!(
+                "{}{}{}",
+                self.paint.green(&"█".repeat(fill)),
+                self.paint.red(&"█".repeat(bad)),
+                self.paint.dim(&"░".repeat(WIDTH - fill - bad))
+            );
+            let extra = match (r.running, r.failed) {
+                (0, 0) => String::new(),
+                (n, 0) => format!("  {n} running"),
+                (0, f) => format!("  {}", self.paint.red(&format!("{f} failed"))),
+                (n, f) => format!("  {n} running, {}", self.paint.red(&format!("{f} failed"))),
+            };
+            lines.push(format!("  {:<10} {bar} {:>5}/{:<5}{extra}", r.phase.slug(), r.done, r.of));
+        }
+        lines
+    }
+
+    fn compact(&mut self, plan: &Plan, rows: &[Row]) -> String {
+        let eta = match self.eta(plan, rows) {
+            Some(e) => format!("  ETA {}", human_secs(e.as_secs_f64())),
+            None => String::new(),
+        };
+        let parts: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let failed = if r.failed > 0 { format!(" ({} failed)", r.failed) } else { String::new() };
+                format!("{} {}/{}{failed}", r.phase.slug(), r.done, r.of)
+            })
+            .collect();
+        format!("{:<22} {}{eta}", state_word(plan.state), parts.join("  "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_proto::{PlanSpec, VmRef, VmStatus};
+
+    fn vm(phase: Phase, state: VmState) -> VmStatus {
+        VmStatus {
+            vm: Some(VmRef { name: format!("{phase:?}-{state:?}"), ..Default::default() }),
+            phase: phase as i32,
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_vm_counts_as_done_in_every_phase_before_the_one_it_is_in() {
+        let plan = Plan {
+            spec: Some(PlanSpec::default()),
+            vms: vec![
+                vm(Phase::Reprotect, VmState::Running),
+                vm(Phase::Failover, VmState::Failed),
+                vm(Phase::Cleanup, VmState::Succeeded),
+                vm(Phase::Unspecified, VmState::Pending),
+                // Blocked in preflight: not part of the run.
+                vm(Phase::Preflight, VmState::Skipped),
+            ],
+            ..Default::default()
+        };
+        let r = rows(&plan);
+        let got: Vec<_> = r.iter().map(|r| (r.phase, r.done, r.running, r.failed, r.of)).collect();
+        assert_eq!(
+            got,
+            [
+                (Phase::Failover, 2, 0, 1, 4),
+                (Phase::Commit, 2, 0, 0, 4),
+                (Phase::Reprotect, 1, 1, 0, 4),
+                (Phase::Cleanup, 1, 0, 0, 4)
+            ]
+        );
+    }
+}

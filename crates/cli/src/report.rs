@@ -1,0 +1,733 @@
+//! `tern report`: what a failback did, per VM and in sum — outcome, recovery point, RPO, RTO,
+//! phase durations, errors with ASR codes and what to do, what cleanup removed and kept — as
+//! Markdown, JSON or one self-contained HTML file with a timeline per wave.
+//!
+//! Built from the plan (the planner's record) and the plan's events (the bus), so it can be
+//! written at any time, also while the plan runs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use tern_bus::ReceivedEvent;
+use tern_proto::{Outcome, Phase, Plan, PlanState, RecoveryPointKind, SourceShutdown, VmState, event};
+
+use crate::output::{epoch, human_secs, rfc3339, secs};
+
+#[derive(Serialize, Debug)]
+pub struct Report {
+    pub plan_id: String,
+    pub state: String,
+    pub reason: String,
+    pub vault_id: String,
+    pub recovery_point: String,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    /// From submission to the last VM's last phase, seconds.
+    pub makespan_s: Option<f64>,
+    pub counts: Counts,
+    pub rpo_s: Percentiles,
+    pub rto_s: Percentiles,
+    pub waves: Vec<WaveReport>,
+    pub vms: Vec<VmReport>,
+    /// Epoch seconds bounding every timeline bar (for rendering).
+    #[serde(skip)]
+    span: (f64, f64),
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct Counts {
+    pub total: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub running: u32,
+    pub pending: u32,
+}
+
+/// Nearest-rank percentiles, seconds.
+#[derive(Serialize, Debug, Default)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct WaveReport {
+    pub index: u32,
+    pub name: String,
+    pub vms: usize,
+    pub succeeded: usize,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_s: Option<f64>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct VmReport {
+    pub name: String,
+    pub wave: u32,
+    pub critical: bool,
+    pub outcome: String,
+    /// The phase it reached (or failed in).
+    pub phase: String,
+    pub reason: String,
+    pub recovery_point: Option<PointReport>,
+    pub rpo_s: Option<f64>,
+    pub rto_s: Option<f64>,
+    pub phase_durations_s: BTreeMap<String, f64>,
+    pub error: Option<ErrorReport>,
+    pub source_shutdown: Option<String>,
+    /// What cleanup removed and kept, as the cleanup worker reported it.
+    pub cleanup: Option<String>,
+    pub timeline: Vec<Bar>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct PointReport {
+    pub id: String,
+    pub time: Option<String>,
+    pub requested: String,
+    pub asr_type: String,
+    pub disks_covered: u32,
+    pub disks_total: u32,
+}
+
+#[derive(Serialize, Debug)]
+pub struct ErrorReport {
+    pub code: String,
+    pub message: String,
+    pub recommended_action: String,
+}
+
+/// One phase run of one VM.
+#[derive(Serialize, Debug, Clone)]
+pub struct Bar {
+    pub phase: String,
+    pub attempt: u32,
+    pub outcome: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    #[serde(skip)]
+    start: f64,
+    #[serde(skip)]
+    end: Option<f64>,
+}
+
+fn word(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_ascii_lowercase().replace('_', " ")
+}
+
+fn percentiles(mut v: Vec<f64>) -> Percentiles {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        if v.is_empty() {
+            return None;
+        }
+        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        Some(v[rank - 1])
+    };
+    Percentiles { count: v.len(), p50: at(0.5), p90: at(0.9), p99: at(0.99), max: v.last().copied() }
+}
+
+impl Report {
+    pub fn build(plan: &Plan, events: &[ReceivedEvent]) -> Self {
+        // Timeline bars and cleanup notes, from the VM events.
+        let mut bars: BTreeMap<String, Vec<Bar>> = BTreeMap::new();
+        let mut cleanup: BTreeMap<String, String> = BTreeMap::new();
+        let mut shutdown: BTreeMap<String, String> = BTreeMap::new();
+        let mut last_event = 0f64;
+        for r in events {
+            let Some(event::Body::Vm(v)) = &r.event.body else { continue };
+            let Some(name) = v.vm.as_ref().map(|v| v.name.to_ascii_lowercase()) else { continue };
+            let at = epoch(r.event.time.as_ref()).unwrap_or_default();
+            last_event = last_event.max(at);
+            let phase = Phase::try_from(v.phase).unwrap_or(Phase::Unspecified);
+            let outcome = Outcome::try_from(v.outcome).unwrap_or(Outcome::Unspecified);
+            let list = bars.entry(name.clone()).or_default();
+            let open =
+                list.iter_mut().rev().find(|b| b.phase == phase.slug() && b.attempt == v.attempt && b.end.is_none());
+            match (outcome, open) {
+                (Outcome::Started, _) => list.push(Bar {
+                    phase: phase.slug().to_owned(),
+                    attempt: v.attempt,
+                    outcome: "running".into(),
+                    started_at: rfc3339(at),
+                    finished_at: None,
+                    start: at,
+                    end: None,
+                }),
+                (Outcome::Progress, _) => {}
+                (o, Some(bar)) => {
+                    let end = epoch(v.finished_at.as_ref()).unwrap_or(at);
+                    bar.end = Some(end);
+                    bar.finished_at = Some(rfc3339(end));
+                    bar.outcome = o.slug().to_owned();
+                }
+                (o, None) if o.is_terminal() => {
+                    // A terminal event without its start (e.g. skipped before starting).
+                    let start = epoch(v.started_at.as_ref()).unwrap_or(at);
+                    list.push(Bar {
+                        phase: phase.slug().to_owned(),
+                        attempt: v.attempt,
+                        outcome: o.slug().to_owned(),
+                        started_at: rfc3339(start),
+                        finished_at: Some(rfc3339(at)),
+                        start,
+                        end: Some(at),
+                    });
+                }
+                _ => {}
+            }
+            if phase == Phase::Cleanup && outcome == Outcome::Succeeded && !v.reason.is_empty() {
+                cleanup.insert(name.clone(), v.reason.clone());
+            }
+            if let Ok(s @ (SourceShutdown::Succeeded | SourceShutdown::Failed | SourceShutdown::NotRequested)) =
+                SourceShutdown::try_from(v.source_shutdown)
+            {
+                shutdown.insert(name, word(s.as_str_name(), "SOURCE_SHUTDOWN_"));
+            }
+        }
+
+        let created = epoch(plan.created_at.as_ref()).unwrap_or_default();
+        let finished = epoch(plan.finished_at.as_ref());
+        let end = finished.unwrap_or(last_event).max(created);
+        let spec = plan.spec.clone().unwrap_or_default();
+        let wave_name = |w: u32| match spec.waves.get(w as usize) {
+            Some(wave) if !wave.name.is_empty() => wave.name.clone(),
+            None if !spec.waves.is_empty() => "the rest".to_owned(),
+            _ => format!("wave {}", w + 1),
+        };
+
+        let vms: Vec<VmReport> = plan
+            .vms
+            .iter()
+            .map(|v| {
+                let name = v.vm.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+                let key = name.to_ascii_lowercase();
+                VmReport {
+                    wave: v.wave,
+                    critical: v.critical,
+                    outcome: word(
+                        VmState::try_from(v.state).unwrap_or(VmState::Unspecified).as_str_name(),
+                        "VM_STATE_",
+                    ),
+                    phase: if v.state == VmState::Skipped as i32 && !bars.contains_key(&key) {
+                        "not started".to_owned()
+                    } else {
+                        Phase::try_from(v.phase).unwrap_or(Phase::Unspecified).slug().to_owned()
+                    },
+                    reason: v.reason.clone(),
+                    recovery_point: v.recovery_point.as_ref().map(|p| PointReport {
+                        id: p.id.clone(),
+                        time: epoch(p.time.as_ref()).map(rfc3339),
+                        requested: word(
+                            RecoveryPointKind::try_from(p.requested)
+                                .unwrap_or(RecoveryPointKind::Unspecified)
+                                .as_str_name(),
+                            "RECOVERY_POINT_KIND_",
+                        ),
+                        asr_type: p.asr_type.clone(),
+                        disks_covered: p.disks_covered,
+                        disks_total: p.disks_total,
+                    }),
+                    rpo_s: secs(v.rpo.as_ref()),
+                    rto_s: secs(v.rto.as_ref()),
+                    phase_durations_s: v
+                        .phase_durations
+                        .iter()
+                        .filter_map(|(k, d)| Some((k.clone(), secs(Some(d))?)))
+                        .collect(),
+                    error: v.error.as_ref().map(|e| ErrorReport {
+                        code: e.code.clone(),
+                        message: e.message.clone(),
+                        recommended_action: e.recommended_action.clone(),
+                    }),
+                    source_shutdown: shutdown.get(&key).cloned(),
+                    cleanup: cleanup.get(&key).cloned(),
+                    timeline: bars.remove(&key).unwrap_or_default(),
+                    name,
+                }
+            })
+            .collect();
+
+        let wave_count = plan.vms.iter().map(|v| v.wave + 1).max().unwrap_or(0);
+        let waves = (0..wave_count)
+            .map(|w| {
+                let members: Vec<&VmReport> = vms.iter().filter(|v| v.wave == w).collect();
+                let start = members.iter().flat_map(|v| &v.timeline).map(|b| b.start).reduce(f64::min);
+                let stop = members.iter().flat_map(|v| &v.timeline).filter_map(|b| b.end).reduce(f64::max);
+                WaveReport {
+                    index: w,
+                    name: wave_name(w),
+                    vms: members.len(),
+                    succeeded: members.iter().filter(|v| v.outcome == "succeeded").count(),
+                    started_at: start.map(rfc3339),
+                    finished_at: stop.map(rfc3339),
+                    duration_s: start.zip(stop).map(|(a, b)| b - a),
+                }
+            })
+            .collect();
+
+        let c = plan.counts.unwrap_or_default();
+        let point = spec.recovery_point.as_ref().map_or("latest processed".to_owned(), |p| {
+            let kind = RecoveryPointKind::try_from(p.kind).unwrap_or(RecoveryPointKind::LatestProcessed);
+            match kind {
+                RecoveryPointKind::Custom => format!("custom {}", p.custom_id),
+                RecoveryPointKind::Unspecified => "latest processed".into(),
+                k => word(k.as_str_name(), "RECOVERY_POINT_KIND_"),
+            }
+        });
+        Report {
+            plan_id: plan.plan_id.clone(),
+            state: word(PlanState::try_from(plan.state).unwrap_or(PlanState::Unspecified).as_str_name(), "PLAN_STATE_"),
+            reason: plan.reason.clone(),
+            vault_id: spec.vault_id.clone(),
+            recovery_point: point,
+            created_at: rfc3339(created),
+            finished_at: finished.map(rfc3339),
+            makespan_s: finished.map(|f| f - created),
+            counts: Counts {
+                total: c.total,
+                succeeded: c.succeeded,
+                failed: c.failed,
+                skipped: c.skipped,
+                running: c.running,
+                pending: c.pending,
+            },
+            rpo_s: percentiles(vms.iter().filter_map(|v| v.rpo_s).collect()),
+            rto_s: percentiles(vms.iter().filter_map(|v| v.rto_s).collect()),
+            waves,
+            vms,
+            span: (created, end),
+        }
+    }
+
+    /// The VMs that did not succeed.
+    pub fn problems(&self) -> impl Iterator<Item = &VmReport> {
+        self.vms.iter().filter(|v| v.outcome != "succeeded")
+    }
+
+    /// A few lines for the end of `plan watch` and `tern up --demo`.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let c = &self.counts;
+        let _ = writeln!(
+            s,
+            "plan {} {}: {} VMs — {} succeeded, {} failed, {} skipped{}",
+            self.plan_id,
+            self.state,
+            c.total,
+            c.succeeded,
+            c.failed,
+            c.skipped,
+            self.makespan_s.map(|m| format!(", in {}", human_secs(m))).unwrap_or_default()
+        );
+        if !self.reason.is_empty() {
+            let _ = writeln!(s, "  {}", self.reason);
+        }
+        let p = |x: Option<f64>| x.map_or("-".to_owned(), human_secs);
+        if self.rpo_s.count > 0 {
+            let _ = writeln!(
+                s,
+                "  RPO (by ASR's clock)  p50 {}  p90 {}  p99 {}  max {}",
+                p(self.rpo_s.p50),
+                p(self.rpo_s.p90),
+                p(self.rpo_s.p99),
+                p(self.rpo_s.max)
+            );
+        }
+        if self.rto_s.count > 0 {
+            let _ = writeln!(
+                s,
+                "  RTO                   p50 {}  p90 {}  p99 {}  max {}",
+                p(self.rto_s.p50),
+                p(self.rto_s.p90),
+                p(self.rto_s.p99),
+                p(self.rto_s.max)
+            );
+        }
+        for v in self.vms.iter().filter(|v| v.outcome == "failed") {
+            let _ = writeln!(s, "  {:<20} {:<9} {}", v.name, v.outcome, problem(v));
+        }
+        let skipped = self.vms.iter().filter(|v| v.outcome == "skipped").map(|v| (v.name.as_str(), v.reason.as_str()));
+        for (names, reason) in group_by_reason(skipped) {
+            let _ = writeln!(s, "  {:<20} {:<9} {reason}", name_list(&names), "skipped");
+        }
+        s
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let c = &self.counts;
+        let _ = writeln!(s, "# Failback report — plan `{}`\n", self.plan_id);
+        let _ = writeln!(s, "| | |\n|---|---|");
+        let _ = writeln!(s, "| State | {} |", self.state);
+        let _ = writeln!(s, "| Vault | `{}` |", self.vault_id);
+        let _ = writeln!(s, "| Recovery point | {} |", self.recovery_point);
+        let _ = writeln!(s, "| Submitted | {} |", self.created_at);
+        let _ = writeln!(s, "| Finished | {} |", self.finished_at.as_deref().unwrap_or("not yet"));
+        let _ = writeln!(s, "| Makespan | {} |", self.makespan_s.map_or("-".into(), human_secs));
+        let _ = writeln!(
+            s,
+            "| VMs | {} total: {} succeeded, {} failed, {} skipped, {} running, {} pending |",
+            c.total, c.succeeded, c.failed, c.skipped, c.running, c.pending
+        );
+        let p = |x: Option<f64>| x.map_or("-".to_owned(), human_secs);
+        let _ = writeln!(s, "\n| | p50 | p90 | p99 | max |\n|---|---|---|---|---|");
+        for (label, q) in [("RPO (by ASR's clock)", &self.rpo_s), ("RTO", &self.rto_s)] {
+            let _ = writeln!(s, "| {label} | {} | {} | {} | {} |", p(q.p50), p(q.p90), p(q.p99), p(q.max));
+        }
+        let _ = writeln!(s, "\n## Waves\n\n| Wave | VMs | Succeeded | Started | Took |\n|---|---|---|---|---|");
+        for w in &self.waves {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                w.name,
+                w.vms,
+                w.succeeded,
+                w.started_at.as_deref().unwrap_or("-"),
+                w.duration_s.map_or("-".into(), human_secs)
+            );
+        }
+        if self.problems().next().is_some() {
+            let _ = writeln!(s, "\n## Needs attention\n");
+            for v in self.problems() {
+                let _ = writeln!(s, "- **{}** ({}, {}): {}", v.name, v.outcome, v.phase, problem(v));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n## VMs\n\n| VM | Wave | Outcome | Recovery point | RPO | RTO | Failover | Commit | Reprotect | Cleanup | Cleanup result |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for v in &self.vms {
+            let d = |k: &str| v.phase_durations_s.get(k).map_or("-".to_owned(), |s| human_secs(*s));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                v.name,
+                v.wave + 1,
+                v.outcome,
+                point_text(v),
+                v.rpo_s.map_or("-".into(), human_secs),
+                v.rto_s.map_or("-".into(), human_secs),
+                d("failover"),
+                d("commit"),
+                d("reprotect"),
+                d("cleanup"),
+                v.cleanup.as_deref().unwrap_or("-").replace('|', "/")
+            );
+        }
+        s
+    }
+
+    /// One self-contained HTML page: no scripts, no external resources.
+    pub fn html(&self) -> String {
+        let e = escape;
+        let c = &self.counts;
+        let p = |x: Option<f64>| x.map_or("–".to_owned(), human_secs);
+        let mut h = String::with_capacity(64 * 1024 + self.vms.len() * 1024);
+        let _ = write!(
+            h,
+            r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Tern failback report {id}</title>
+<style>
+:root {{ --ok:#2e7d32; --bad:#c62828; --skip:#9e9e9e; --run:#f9a825; --ink:#1c2430; --line:#e3e7ee; }}
+body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--ink); margin: 24px 32px; }}
+h1 {{ font-size: 22px; margin: 0 0 4px; }} h2 {{ font-size: 17px; margin: 28px 0 8px; }}
+.sub {{ color: #5a6678; margin-bottom: 16px; }} code {{ font-size: 12px; }}
+.cards {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+.card {{ border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; min-width: 120px; }}
+.card b {{ display: block; font-size: 22px; }} .card span {{ color: #5a6678; font-size: 12px; }}
+table {{ border-collapse: collapse; width: 100%; }} th, td {{ text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }}
+th {{ background: #f5f7fa; font-weight: 600; }} td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.succeeded {{ color: var(--ok); }} .failed {{ color: var(--bad); font-weight: 600; }} .skipped {{ color: var(--skip); }}
+.tl {{ margin: 4px 0 18px; }} .row {{ display: flex; align-items: center; height: 14px; margin: 1px 0; }}
+.row .n {{ width: 130px; font-size: 11px; overflow: hidden; white-space: nowrap; }}
+.row .t {{ position: relative; flex: 1; height: 10px; background: #f5f7fa; }}
+.seg {{ position: absolute; top: 0; height: 10px; min-width: 2px; }}
+.failover {{ background: #1565c0; }} .commit {{ background: #6a1b9a; }} .reprotect {{ background: #00897b; }}
+.cleanup {{ background: #8d6e63; }} .drill {{ background: #f57c00; }} .seg.bad {{ background: var(--bad); }}
+.legend span {{ display: inline-block; margin-right: 14px; font-size: 12px; }}
+.legend i {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }}
+.err {{ font-size: 12px; }} .act {{ color: #5a6678; font-size: 12px; }}
+</style></head><body>
+<h1>Failback report</h1>
+<div class="sub">plan <code>{id}</code> · {state} · vault <code>{vault}</code> · recovery point: {point} · submitted {created}{finished}</div>
+<div class="cards">
+<div class="card"><b>{total}</b><span>VMs</span></div>
+<div class="card"><b class="succeeded">{ok}</b><span>succeeded</span></div>
+<div class="card"><b class="failed">{bad}</b><span>failed</span></div>
+<div class="card"><b class="skipped">{skip}</b><span>skipped</span></div>
+<div class="card"><b>{makespan}</b><span>makespan</span></div>
+<div class="card"><b>{rpo50}</b><span>RPO p50 · p99 {rpo99}</span></div>
+<div class="card"><b>{rto50}</b><span>RTO p50 · p99 {rto99}</span></div>
+</div>
+"#,
+            id = e(&self.plan_id),
+            state = e(&self.state),
+            vault = e(&self.vault_id),
+            point = e(&self.recovery_point),
+            created = e(&self.created_at),
+            finished = self.finished_at.as_deref().map(|f| format!(" · finished {}", e(f))).unwrap_or_default(),
+            total = c.total,
+            ok = c.succeeded,
+            bad = c.failed,
+            skip = c.skipped,
+            makespan = self.makespan_s.map_or("–".into(), human_secs),
+            rpo50 = p(self.rpo_s.p50),
+            rpo99 = p(self.rpo_s.p99),
+            rto50 = p(self.rto_s.p50),
+            rto99 = p(self.rto_s.p99),
+        );
+        if self.problems().next().is_some() {
+            h.push_str("<h2>Needs attention</h2>\n<table><tr><th>VM</th><th>Outcome</th><th>Phase</th><th>What happened and what to do</th></tr>\n");
+            for v in self.problems() {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+                    e(&v.name),
+                    e(&v.outcome),
+                    e(&v.outcome),
+                    e(&v.phase),
+                    problem_html(v)
+                );
+            }
+            h.push_str("</table>\n");
+        }
+
+        // The timeline: one bar chart per wave, on one time axis for the whole plan.
+        let (t0, t1) = self.span;
+        let width = (t1 - t0).max(1.0);
+        let pct = |t: f64| ((t - t0) / width * 100.0).clamp(0.0, 100.0);
+        h.push_str("<h2>Timeline</h2>\n<div class=\"legend\">");
+        for phase in ["failover", "commit", "reprotect", "cleanup"] {
+            let _ = write!(h, "<span><i class=\"{phase}\"></i>{phase}</span>");
+        }
+        let _ = writeln!(
+            h,
+            "<span><i style=\"background:var(--bad)\"></i>failed</span> · 0 = submission, full width = {}</div>",
+            human_secs(width)
+        );
+        for w in &self.waves {
+            let _ = writeln!(
+                h,
+                "<h3>{} <small>({} VMs, {} succeeded{})</small></h3>\n<div class=\"tl\">",
+                e(&w.name),
+                w.vms,
+                w.succeeded,
+                w.duration_s.map(|d| format!(", {}", human_secs(d))).unwrap_or_default()
+            );
+            for v in self.vms.iter().filter(|v| v.wave == w.index) {
+                let _ = write!(h, "<div class=\"row\"><div class=\"n\">{}</div><div class=\"t\">", e(&v.name));
+                for b in &v.timeline {
+                    let left = pct(b.start);
+                    let right = pct(b.end.unwrap_or(t1));
+                    let bad = if b.outcome == "failed" { " bad" } else { "" };
+                    let _ = write!(
+                        h,
+                        "<div class=\"seg {}{bad}\" style=\"left:{left:.2}%;width:{:.2}%\" title=\"{} {} {}\"></div>",
+                        e(&b.phase),
+                        (right - left).max(0.0),
+                        e(&v.name),
+                        e(&b.phase),
+                        e(&b.outcome)
+                    );
+                }
+                h.push_str("</div></div>\n");
+            }
+            h.push_str("</div>\n");
+        }
+
+        h.push_str(
+            "<h2>Virtual machines</h2>\n<table id=\"vms\"><tr><th>VM</th><th>Wave</th><th>Outcome</th><th>Recovery point</th>\
+             <th>RPO</th><th>RTO</th><th>Failover</th><th>Commit</th><th>Reprotect</th><th>Cleanup</th><th>Source shutdown</th><th>Cleanup result</th></tr>\n",
+        );
+        for v in &self.vms {
+            let d = |k: &str| v.phase_durations_s.get(k).map_or("–".to_owned(), |s| human_secs(*s));
+            let _ = writeln!(
+                h,
+                "<tr class=\"vm\"><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                e(&v.name),
+                e(&w_name(self, v.wave)),
+                e(&v.outcome),
+                e(&v.outcome),
+                e(&point_text(v)),
+                v.rpo_s.map_or("–".into(), human_secs),
+                v.rto_s.map_or("–".into(), human_secs),
+                d("failover"),
+                d("commit"),
+                d("reprotect"),
+                d("cleanup"),
+                e(v.source_shutdown.as_deref().unwrap_or("–")),
+                e(v.cleanup.as_deref().unwrap_or("–")),
+            );
+        }
+        h.push_str("</table>\n<p class=\"act\">Written by <code>tern report</code>. RPO is measured by ASR's clock: the failover job's start minus the recovery point's time.</p>\n</body></html>\n");
+        h
+    }
+}
+
+/// VMs that share a reason, in first-seen order: a halted plan skips hundreds for one cause.
+pub fn group_by_reason<'a>(vms: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(Vec<&'a str>, &'a str)> {
+    let mut groups: Vec<(Vec<&str>, &str)> = Vec::new();
+    for (name, reason) in vms {
+        match groups.iter_mut().find(|(_, r)| *r == reason) {
+            Some((names, _)) => names.push(name),
+            None => groups.push((vec![name], reason)),
+        }
+    }
+    groups
+}
+
+/// `vm-1`, or `vm-1, vm-2, vm-3`, or `12 VMs (vm-1, vm-2, …)`.
+pub fn name_list(names: &[&str]) -> String {
+    match names.len() {
+        0..=3 => names.join(", "),
+        n => format!("{n} VMs ({}, {}, …)", names[0], names[1]),
+    }
+}
+
+fn w_name(r: &Report, wave: u32) -> String {
+    r.waves.get(wave as usize).map_or_else(|| format!("{}", wave + 1), |w| w.name.clone())
+}
+
+fn point_text(v: &VmReport) -> String {
+    let Some(p) = &v.recovery_point else { return "–".into() };
+    let kind = [p.asr_type.as_str(), p.requested.as_str()]
+        .into_iter()
+        .find(|k| !k.is_empty() && *k != "unspecified")
+        .unwrap_or("point");
+    let mut text = kind.to_owned();
+    if let Some(time) = &p.time {
+        text.push(' ');
+        text.push_str(time);
+    }
+    if p.disks_total > 0 {
+        text.push_str(&format!(" ({}/{} disks)", p.disks_covered, p.disks_total));
+    }
+    text
+}
+
+fn problem(v: &VmReport) -> String {
+    match &v.error {
+        Some(e) => error_text(&e.code, &e.message, &e.recommended_action),
+        None => v.reason.clone(),
+    }
+}
+
+/// `[CODE] message — what to do`: an ASR error on one line.
+pub fn error_text(code: &str, message: &str, action: &str) -> String {
+    if action.is_empty() { format!("[{code}] {message}") } else { format!("[{code}] {message} — {action}") }
+}
+
+fn problem_html(v: &VmReport) -> String {
+    match &v.error {
+        Some(err) => format!(
+            "<div class=\"err\"><b>{}</b> {}</div><div class=\"act\">{}</div>",
+            escape(&err.code),
+            escape(&err.message),
+            escape(&err.recommended_action)
+        ),
+        None => escape(&v.reason),
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let p = percentiles((1..=100).map(f64::from).collect());
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (Some(50.0), Some(90.0), Some(99.0), Some(100.0)));
+        assert_eq!(percentiles(vec![]).p50, None);
+        assert_eq!(percentiles(vec![7.0]).p99, Some(7.0));
+    }
+
+    #[test]
+    fn html_escapes_what_it_prints() {
+        assert_eq!(escape("<b>\"x\" & 'y'</b>"), "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;");
+    }
+}
+
+/// `tern report`'s formats.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// Markdown, for a ticket or a chat.
+    #[default]
+    Md,
+    /// One self-contained HTML page with a timeline per wave.
+    Html,
+    /// Everything, for scripts.
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// The plan's id.
+    plan_id: String,
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    output: ReportFormat,
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
+}
+
+/// The report of a plan as it stands: the plan from the planner, its events from the bus.
+pub async fn fetch(stack: &crate::plan::Stack, plan_id: &str) -> anyhow::Result<Report> {
+    let mut grpc = stack.client().await?;
+    let plan = grpc
+        .get_plan(tern_proto::GetPlanRequest { plan_id: plan_id.to_owned() })
+        .await
+        .map_err(crate::plan::status)?
+        .into_inner();
+    let bus = crate::events::bus(stack).await?;
+    let events = crate::events::read_all(&bus, &tern_bus::EventFilter::plan(plan_id)).await?;
+    Ok(Report::build(&plan, &events))
+}
+
+impl Report {
+    pub fn render(&self, format: ReportFormat) -> anyhow::Result<String> {
+        Ok(match format {
+            ReportFormat::Md => self.markdown(),
+            ReportFormat::Html => self.html(),
+            ReportFormat::Json => format!("{}\n", serde_json::to_string_pretty(self)?),
+        })
+    }
+}
+
+pub async fn run(target: &crate::plan::Target, args: ReportArgs) -> anyhow::Result<u8> {
+    let stack = target.resolve()?;
+    let report = fetch(&stack, &args.plan_id).await?;
+    let text = report.render(args.output)?;
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(0)
+}
