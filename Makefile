@@ -59,7 +59,7 @@ build: ## debug build of every crate
 sim: ## run the ASR simulator alone with 200 VMs ready for failback (Ctrl-C stops it)
 	cargo run --locked -p tern-asr-sim -- --seed-vms 200 --seed-state ready-for-failback --listen 127.0.0.1:8450
 
-demo: setup ## the whole stack on this machine, failing back a 200-VM demo estate
+demo: $(STAMP) ## the whole stack on this machine, failing back a 200-VM demo estate
 	cargo build --locked --workspace --bins
 	target/debug/tern up --demo
 

@@ -149,12 +149,18 @@ impl Progress {
     fn news(&mut self, plan: &Plan) -> Vec<String> {
         let mut lines = Vec::new();
         let mut skipped = Vec::new();
+        let mut warned = Vec::new();
         for v in &plan.vms {
             let state = VmState::try_from(v.state).unwrap_or(VmState::Unspecified);
+            let name = v.vm.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
+            if let Some(warning) = v.reason.strip_prefix("preflight warning: ")
+                && self.reported.insert(format!("{name}/warning"))
+            {
+                warned.push((name, warning));
+            }
             if !matches!(state, VmState::Failed | VmState::Skipped) {
                 continue;
             }
-            let name = v.vm.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
             if !self.reported.insert(format!("{name}/{}/{}", v.state, v.attempt)) {
                 continue;
             }
@@ -168,6 +174,9 @@ impl Progress {
                 None => v.reason.clone(),
             };
             lines.push(format!("{} {name} {phase} failed: {what}", self.paint.red("✗")));
+        }
+        for (names, warning) in group_by_reason(warned.into_iter()) {
+            lines.push(format!("{} {} warning: {warning}", self.paint.yellow("!"), name_list(&names)));
         }
         for (names, reason) in group_by_reason(skipped.into_iter()) {
             lines.push(format!("{} {} skipped: {reason}", self.paint.yellow("–"), name_list(&names)));

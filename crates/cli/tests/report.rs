@@ -66,6 +66,7 @@ async fn an_operator_submits_a_plan_file_watches_it_reads_its_events_and_gets_th
     assert!(out.stdout.contains("✗ vm-00003 failover failed: [28031]"), "{out:?}");
     assert!(out.stdout.contains("5 succeeded, 1 failed"), "{out:?}");
     assert!(out.stdout.contains("cleanup 5/6"), "per-phase progress: {out:?}");
+    assert!(out.stdout.contains("warning: last-drill"), "preflight warnings are listed: {out:?}");
 
     // The event stream, as an outside consumer reads it: a CloudEvent per line.
     let out = up.tern(&["events", "--plan", &id, "-o", "json"]);

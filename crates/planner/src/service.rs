@@ -439,10 +439,23 @@ impl PlannerService {
         let mut vms = Vec::new();
         for ((item, wave), pre) in items.iter().zip(&preflight) {
             let blocked = pre.readiness == Readiness::Blocked as i32;
+            // What preflight found, so a reader of the plan sees why without a second call.
+            let found = |level: Readiness| {
+                let found: Vec<String> = pre
+                    .checks
+                    .iter()
+                    .filter(|c| c.result == level as i32)
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+                    .collect();
+                found.join("; ")
+            };
             let reason = if preflight_only {
                 format!("preflight only: {}", Readiness::try_from(pre.readiness).unwrap_or_default().as_str_name())
             } else if blocked {
-                "not run: blocked in preflight".into()
+                format!("not run: blocked in preflight ({})", found(Readiness::Blocked))
+            } else if pre.readiness == Readiness::Warning as i32 {
+                // Replaced by the VM's outcome when it ends.
+                format!("preflight warning: {}", found(Readiness::Warning))
             } else {
                 String::new()
             };
