@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
-use tracing::{debug, info};
+use tracing::{Instrument, debug, info};
 
 use crate::auth::TokenProvider;
 use crate::budget::Budget;
@@ -25,6 +25,7 @@ use crate::model::{
     PlanFailoverInput, PlanTestFailoverInput, Policy, ProtectedItem, ProtectionContainer, RecoveryPlan, RecoveryPoint,
     SwitchProtectionInput, TestFailoverCleanupInput, TestFailoverInput, UnplannedFailoverInput, VirtualMachine,
 };
+use crate::observe::{self, Op};
 
 /// How a submitted operation stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +117,21 @@ impl Mutation {
             Mutation::TestFailoverCleanup => "testFailoverCleanup",
             Mutation::Repair => "repairReplication",
             Mutation::Disable => "remove",
+        }
+    }
+
+    /// The logical operation name of spans and metrics.
+    fn operation(self) -> &'static str {
+        match self {
+            Mutation::Failover => "unplannedFailover",
+            Mutation::Commit => "commit",
+            Mutation::ApplyRecoveryPoint => "applyRecoveryPoint",
+            Mutation::CancelFailover => "cancelFailover",
+            Mutation::SwitchProtection => "switchProtection",
+            Mutation::TestFailover => "testFailover",
+            Mutation::TestFailoverCleanup => "testFailoverCleanup",
+            Mutation::Repair => "repairReplication",
+            Mutation::Disable => "disableProtection",
         }
     }
 
@@ -261,15 +277,11 @@ impl AsrClient {
     }
 
     /// Every item of a paged list, following `nextLink`.
-    async fn collect<T: serde::de::DeserializeOwned>(
-        &self,
-        first: String,
-        operation: &str,
-    ) -> Result<Vec<T>, AsrError> {
+    async fn collect<T: serde::de::DeserializeOwned>(&self, first: String, op: Op<'_>) -> Result<Vec<T>, AsrError> {
         let mut out = Vec::new();
         let mut next = Some(first);
         while let Some(url) = next {
-            let page: Page<T> = self.http.get(&url, operation).await?;
+            let page: Page<T> = self.http.get(&url, op).await?;
             out.extend(page.value);
             next = page.next_link.filter(|l| !l.is_empty());
         }
@@ -281,13 +293,13 @@ impl AsrClient {
 
     /// Fabrics of the vault (one per region for A2A).
     pub async fn list_fabrics(&self) -> Result<Vec<Fabric>, AsrError> {
-        self.collect(self.vault("/replicationFabrics"), "GET replicationFabrics").await
+        self.collect(self.vault("/replicationFabrics"), Op::new("listFabrics", "GET replicationFabrics")).await
     }
 
     /// Protection containers of a fabric.
     pub async fn list_containers(&self, fabric: &str) -> Result<Vec<ProtectionContainer>, AsrError> {
         let url = self.vault(&format!("/replicationFabrics/{fabric}/replicationProtectionContainers"));
-        self.collect(url, "GET replicationProtectionContainers").await
+        self.collect(url, Op::new("listProtectionContainers", "GET replicationProtectionContainers")).await
     }
 
     /// Container mappings of a container.
@@ -295,12 +307,12 @@ impl AsrClient {
         let url = self.vault(&format!(
             "/replicationFabrics/{fabric}/replicationProtectionContainers/{container}/replicationProtectionContainerMappings"
         ));
-        self.collect(url, "GET replicationProtectionContainerMappings").await
+        self.collect(url, Op::new("listContainerMappings", "GET replicationProtectionContainerMappings")).await
     }
 
     /// Replication policies.
     pub async fn list_policies(&self) -> Result<Vec<Policy>, AsrError> {
-        self.collect(self.vault("/replicationPolicies"), "GET replicationPolicies").await
+        self.collect(self.vault("/replicationPolicies"), Op::new("listPolicies", "GET replicationPolicies")).await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -308,7 +320,8 @@ impl AsrClient {
 
     /// One protected item by ARM id.
     pub async fn get_item(&self, item_id: &str) -> Result<ProtectedItem, AsrError> {
-        self.http.get(&self.asr(item_id), &format!("GET item {}", last_segment(item_id))).await
+        let detail = format!("GET item {}", last_segment(item_id));
+        self.http.get(&self.asr(item_id), Op::new("getProtectedItem", &detail)).await
     }
 
     /// Protected items of a container (`Some(container id)`) or of the whole vault, with an
@@ -325,7 +338,7 @@ impl AsrClient {
         if let Some(f) = filter {
             url.push_str(&format!("&$filter={}", urlencoding::encode(f)));
         }
-        self.collect(url, "GET replicationProtectedItems").await
+        self.collect(url, Op::new("listProtectedItems", "GET replicationProtectedItems")).await
     }
 
     /// Finds an item again after reprotect re-homed it: same name, another container, same
@@ -347,8 +360,12 @@ impl AsrClient {
 
     /// Recovery points of an item, newest first.
     pub async fn recovery_points(&self, item_id: &str) -> Result<Vec<RecoveryPoint>, AsrError> {
-        let mut points: Vec<RecoveryPoint> =
-            self.collect(self.asr(&format!("{item_id}/recoveryPoints")), "GET recoveryPoints").await?;
+        let mut points: Vec<RecoveryPoint> = self
+            .collect(
+                self.asr(&format!("{item_id}/recoveryPoints")),
+                Op::new("listRecoveryPoints", "GET recoveryPoints"),
+            )
+            .await?;
         points.sort_by_key(|p| std::cmp::Reverse(p.time()));
         Ok(points)
     }
@@ -365,7 +382,8 @@ impl AsrClient {
     ) -> Result<Submission, AsrError> {
         let operation = format!("POST {} {}", mutation.action(), item.friendly_name());
         let sent_at = OffsetDateTime::now_utc();
-        match self.http.mutate(Method::POST, &url, body.as_ref(), &operation).await {
+        let op = Op::new(mutation.operation(), &operation);
+        match self.http.mutate(Method::POST, &url, body.as_ref(), op).await {
             Ok(raw) => {
                 info!(%operation, job = ?job_name_from(&raw), "accepted");
                 Ok(Submission {
@@ -589,7 +607,8 @@ impl AsrClient {
     /// One job by name or ARM id.
     pub async fn get_job(&self, job: &str) -> Result<Job, AsrError> {
         let name = last_segment(job);
-        self.http.get(&self.vault(&format!("/replicationJobs/{name}")), &format!("GET job {name}")).await
+        let detail = format!("GET job {name}");
+        self.http.get(&self.vault(&format!("/replicationJobs/{name}")), Op::new("getJob", &detail)).await
     }
 
     /// Jobs matching `query`, newest first (every page).
@@ -598,7 +617,7 @@ impl AsrClient {
         if let Some(f) = query.filter() {
             url.push_str(&format!("&$filter={}", urlencoding::encode(&f)));
         }
-        self.collect(url, "GET replicationJobs").await
+        self.collect(url, Op::new("listJobs", "GET replicationJobs")).await
     }
 
     /// One page of jobs matching `query`; pass the returned link to get the next page.
@@ -617,7 +636,7 @@ impl AsrClient {
                 url
             }
         };
-        let page: Page<Job> = self.http.get(&url, "GET replicationJobs").await?;
+        let page: Page<Job> = self.http.get(&url, Op::new("listJobs", "GET replicationJobs")).await?;
         Ok((page.value, page.next_link.filter(|l| !l.is_empty())))
     }
 
@@ -625,14 +644,29 @@ impl AsrClient {
     /// operation. Returns the job when it succeeded, `JobFailed` when it failed or was
     /// cancelled, `Transport` (timed out) when `deadline` passes first.
     pub async fn wait_job(&self, job: &str, deadline: Option<Duration>) -> Result<Job, AsrError> {
+        let span = observe::job_wait_span(last_segment(job));
+        let result = self.wait_job_polling(job, deadline, &span).instrument(span.clone()).await;
+        observe::job_wait_ended(&span, &result);
+        result
+    }
+
+    async fn wait_job_polling(
+        &self,
+        job: &str,
+        deadline: Option<Duration>,
+        span: &tracing::Span,
+    ) -> Result<Job, AsrError> {
         let start = Instant::now();
         loop {
             match self.get_job(job).await {
-                Ok(j) => match j.state() {
-                    JobState::Succeeded => return Ok(j),
-                    JobState::Failed | JobState::Cancelled => return Err(job_failure(&j)),
-                    _ => {}
-                },
+                Ok(j) => {
+                    observe::job_seen(span, &j);
+                    match j.state() {
+                        JobState::Succeeded => return Ok(j),
+                        JobState::Failed | JobState::Cancelled => return Err(job_failure(&j)),
+                        _ => {}
+                    }
+                }
                 Err(e) if e.is_retryable() => debug!(job, error = %e, "job status unreadable for now"),
                 Err(e) => return Err(e),
             }
@@ -652,20 +686,32 @@ impl AsrClient {
 
     /// Recovery plans of the vault.
     pub async fn list_plans(&self) -> Result<Vec<RecoveryPlan>, AsrError> {
-        self.collect(self.vault("/replicationRecoveryPlans"), "GET replicationRecoveryPlans").await
+        self.collect(
+            self.vault("/replicationRecoveryPlans"),
+            Op::new("listRecoveryPlans", "GET replicationRecoveryPlans"),
+        )
+        .await
     }
 
     /// One recovery plan.
     pub async fn get_plan(&self, name: &str) -> Result<RecoveryPlan, AsrError> {
+        let detail = format!("GET recovery plan {name}");
         self.http
-            .get(&self.vault(&format!("/replicationRecoveryPlans/{name}")), &format!("GET recovery plan {name}"))
+            .get(&self.vault(&format!("/replicationRecoveryPlans/{name}")), Op::new("getRecoveryPlan", &detail))
             .await
     }
 
-    async fn plan_action(&self, name: &str, action: &str, body: Option<Value>) -> Result<Submission, AsrError> {
+    /// `op_name`: the logical operation of spans and metrics.
+    async fn plan_action(
+        &self,
+        name: &str,
+        action: &str,
+        op_name: &'static str,
+        body: Option<Value>,
+    ) -> Result<Submission, AsrError> {
         let operation = format!("POST {action} recovery plan {name}");
         let url = self.vault(&format!("/replicationRecoveryPlans/{name}/{action}"));
-        match self.http.mutate(Method::POST, &url, body.as_ref(), &operation).await {
+        match self.http.mutate(Method::POST, &url, body.as_ref(), Op::new(op_name, &operation)).await {
             Ok(raw) => Ok(Submission {
                 outcome: SubmitOutcome::Accepted,
                 job: job_name_from(&raw),
@@ -703,12 +749,12 @@ impl AsrClient {
         shut_down_source: bool,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&PlanFailoverInput::a2a(direction.as_str(), shut_down_source, point_type))?;
-        self.plan_action(name, "unplannedFailover", Some(body)).await
+        self.plan_action(name, "unplannedFailover", "planUnplannedFailover", Some(body)).await
     }
 
     /// Commits a recovery plan's failover.
     pub async fn plan_commit(&self, name: &str) -> Result<Submission, AsrError> {
-        self.plan_action(name, "failoverCommit", None).await
+        self.plan_action(name, "failoverCommit", "planCommit", None).await
     }
 
     /// Test failover of a recovery plan.
@@ -719,13 +765,13 @@ impl AsrClient {
         network_id: Option<String>,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&PlanTestFailoverInput::a2a(direction.as_str(), network_id))?;
-        self.plan_action(name, "testFailover", Some(body)).await
+        self.plan_action(name, "testFailover", "planTestFailover", Some(body)).await
     }
 
     /// Cleans up a recovery plan's test failover.
     pub async fn plan_test_failover_cleanup(&self, name: &str, comments: &str) -> Result<Submission, AsrError> {
         let body = Self::body(&TestFailoverCleanupInput::new(comments))?;
-        self.plan_action(name, "testFailoverCleanup", Some(body)).await
+        self.plan_action(name, "testFailoverCleanup", "planTestFailoverCleanup", Some(body)).await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -742,7 +788,8 @@ impl AsrClient {
     /// A VM with its power state, or `None` if it does not exist.
     pub async fn get_vm(&self, vm_id: &str) -> Result<Option<VirtualMachine>, AsrError> {
         let url = format!("{}&$expand=instanceView", self.compute(vm_id));
-        match self.http.get(&url, &format!("GET vm {}", last_segment(vm_id))).await {
+        let detail = format!("GET vm {}", last_segment(vm_id));
+        match self.http.get(&url, Op::new("getVirtualMachine", &detail)).await {
             Ok(vm) => Ok(Some(vm)),
             Err(e) if e.class() == crate::error::ErrorClass::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -755,7 +802,7 @@ impl AsrClient {
             "/subscriptions/{}/resourceGroups/{resource_group}/providers/Microsoft.Compute/virtualMachines",
             self.config().subscription_id
         );
-        self.collect(self.compute(&path), "GET virtualMachines").await
+        self.collect(self.compute(&path), Op::new("listVirtualMachines", "GET virtualMachines")).await
     }
 
     /// NICs of a resource group.
@@ -764,12 +811,13 @@ impl AsrClient {
             "/subscriptions/{}/resourceGroups/{resource_group}/providers/Microsoft.Network/networkInterfaces",
             self.config().subscription_id
         );
-        self.collect(self.network(&path), "GET networkInterfaces").await
+        self.collect(self.network(&path), Op::new("listNetworkInterfaces", "GET networkInterfaces")).await
     }
 
     /// A NIC, or `None`.
     pub async fn get_nic(&self, nic_id: &str) -> Result<Option<NetworkInterface>, AsrError> {
-        match self.http.get(&self.network(nic_id), &format!("GET nic {}", last_segment(nic_id))).await {
+        let detail = format!("GET nic {}", last_segment(nic_id));
+        match self.http.get(&self.network(nic_id), Op::new("getNetworkInterface", &detail)).await {
             Ok(n) => Ok(Some(n)),
             Err(e) if e.class() == crate::error::ErrorClass::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -800,15 +848,17 @@ impl AsrClient {
             },
             Some(_) => {}
         }
-        let location = match self.http.mutate(Method::DELETE, &url, None, &operation).await {
+        let op_name = if is_nic { "deleteNetworkInterface" } else { "deleteVirtualMachine" };
+        let location = match self.http.mutate(Method::DELETE, &url, None, Op::new(op_name, &operation)).await {
             Ok(raw) => raw.header("location").map(str::to_owned),
             Err(e) if e.class() == crate::error::ErrorClass::NotFound => return Ok(()),
             Err(e) if e.is_ambiguous() => None,
             Err(e) => return Err(e),
         };
         if let Some(location) = location {
+            let detail = format!("poll {operation}");
             loop {
-                let raw = self.http.get_raw(&location, &format!("poll {operation}")).await?;
+                let raw = self.http.get_raw(&location, Op::new("pollOperation", &detail)).await?;
                 if raw.status != 202 {
                     break;
                 }
@@ -834,7 +884,7 @@ impl AsrClient {
 
     /// Reads the final answer of an operation's `Location` URL (202 while running).
     pub async fn poll_location(&self, location: &str) -> Result<Option<Value>, AsrError> {
-        let raw = self.http.get_raw(location, "poll operation").await?;
+        let raw = self.http.get_raw(location, Op::new("pollOperation", "poll operation")).await?;
         Ok(if raw.status == 202 { None } else { Some(raw.body) })
     }
 }

@@ -4,21 +4,25 @@
 //! exponential backoff). Mutations are sent once: only a 429 — ARM's promise that nothing was
 //! applied — is answered by waiting and sending again. Any other doubt (timeout, reset, 5xx) is
 //! returned to the caller as an ambiguous error, to be settled by reading Azure's state.
+//!
+//! Every attempt is an `asr.request` span under the caller's span, and is counted in the
+//! `tern_asr_*` metrics (see [`crate::observe`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tracing::{debug, warn};
+use tracing::{Instrument, Span, debug, warn};
 
 use crate::auth::TokenProvider;
 use crate::budget::{Budget, RequestClass};
 use crate::config::AsrConfig;
 use crate::error::AsrError;
+use crate::observe::{self, Op};
 
 /// Consecutive 429s a request waits out before the error is returned.
 const MAX_THROTTLED: u32 = 50;
@@ -119,33 +123,73 @@ impl Http {
         url
     }
 
+    /// One attempt, in its own `asr.request` span (a child of the caller's current span).
     async fn send_once(
         &self,
         method: &Method,
         url: &str,
         body: Option<&Value>,
-        operation: &str,
+        op: Op<'_>,
+        attempt: u32,
     ) -> Result<RawResponse, AsrError> {
+        let span = observe::request_span(method, url, op, attempt);
+        self.attempt(method, url, body, op, &span).instrument(span.clone()).await
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+        op: Op<'_>,
+        span: &Span,
+    ) -> Result<RawResponse, AsrError> {
+        let operation = op.detail;
         let class = RequestClass::of(method);
-        self.budget.acquire(class).await?;
-        let token = self.tokens.bearer().await?;
+        let waiting = Instant::now();
+        if let Err(e) = self.budget.acquire(class).await {
+            observe::not_sent(span, "budget");
+            return Err(e);
+        }
+        observe::budget_waited(span, class, waiting.elapsed());
+        let token = match self.tokens.bearer().await {
+            Ok(t) => t,
+            Err(e) => {
+                observe::not_sent(span, "token");
+                return Err(e);
+            }
+        };
         let mut req = self.client.request(method.clone(), url).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(b);
         }
         self.stats.count(class);
-        let resp = req.send().await.map_err(|e| AsrError::Transport {
-            operation: operation.to_owned(),
-            message: e.to_string(),
-            timed_out: e.is_timeout(),
-        })?;
+        let sent = Instant::now();
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                observe::transport_failed(span, method, op, None, e.is_timeout(), sent.elapsed());
+                return Err(AsrError::Transport {
+                    operation: operation.to_owned(),
+                    message: e.to_string(),
+                    timed_out: e.is_timeout(),
+                });
+            }
+        };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let text = resp.text().await.map_err(|e| AsrError::Transport {
-            operation: operation.to_owned(),
-            message: format!("reading the body: {e}"),
-            timed_out: e.is_timeout(),
-        })?;
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => {
+                observe::transport_failed(span, method, op, Some(status), e.is_timeout(), sent.elapsed());
+                return Err(AsrError::Transport {
+                    operation: operation.to_owned(),
+                    message: format!("reading the body: {e}"),
+                    timed_out: e.is_timeout(),
+                });
+            }
+        };
+        let took = sent.elapsed();
         if let Some(remaining) =
             headers.get(class.remaining_header()).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
         {
@@ -157,8 +201,14 @@ impl Http {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         let raw = RawResponse { status, headers, body };
+        observe::responded(span, method, url, op, &raw, took);
+        if status == 429 {
+            self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        }
         if status >= 400 {
-            return Err(api_error(operation, &raw));
+            let e = api_error(operation, &raw);
+            observe::refused(span, &e);
+            return Err(e);
         }
         Ok(raw)
     }
@@ -171,18 +221,18 @@ impl Http {
     }
 
     /// GET with retries on 429, 5xx and transport errors.
-    pub async fn get_raw(&self, url: &str, operation: &str) -> Result<RawResponse, AsrError> {
+    pub async fn get_raw(&self, url: &str, op: Op<'_>) -> Result<RawResponse, AsrError> {
+        let operation = op.detail;
         let mut attempt = 0;
         let mut throttled = 0u32;
         loop {
-            match self.send_once(&Method::GET, url, None, operation).await {
+            match self.send_once(&Method::GET, url, None, op, attempt + throttled + 1).await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     let wait = match &e {
                         // Throttling is a "wait", not a failure: it does not use up attempts.
                         AsrError::Api { status: 429, retry_after, .. } if throttled < MAX_THROTTLED => {
                             throttled += 1;
-                            self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                             let wait = retry_after.unwrap_or(self.config.backoff_base);
                             self.budget.throttled(RequestClass::Read, wait).await;
                             tokio::time::sleep(wait).await;
@@ -208,9 +258,9 @@ impl Http {
     }
 
     /// GET and decode.
-    pub async fn get<T: DeserializeOwned>(&self, url: &str, operation: &str) -> Result<T, AsrError> {
-        let raw = self.get_raw(url, operation).await?;
-        decode(operation, raw.body)
+    pub async fn get<T: DeserializeOwned>(&self, url: &str, op: Op<'_>) -> Result<T, AsrError> {
+        let raw = self.get_raw(url, op).await?;
+        decode(op.detail, raw.body)
     }
 
     /// Sends a mutation once. A 429 (nothing applied) waits for `Retry-After` and sends again;
@@ -220,15 +270,15 @@ impl Http {
         method: Method,
         url: &str,
         body: Option<&Value>,
-        operation: &str,
+        op: Op<'_>,
     ) -> Result<RawResponse, AsrError> {
+        let operation = op.detail;
         let class = RequestClass::of(&method);
         let mut throttled = 0u32;
         loop {
-            match self.send_once(&method, url, body, operation).await {
+            match self.send_once(&method, url, body, op, throttled + 1).await {
                 Err(AsrError::Api { status: 429, retry_after, .. }) if throttled < MAX_THROTTLED => {
                     throttled += 1;
-                    self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                     let wait = retry_after.unwrap_or(self.config.backoff_base);
                     warn!(%operation, ?wait, "throttled by ARM; waiting for Retry-After");
                     self.budget.throttled(class, wait).await;

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod observe;
 pub mod point;
 pub mod watcher;
 
@@ -24,6 +25,7 @@ pub use budget::{Budget, BudgetConfig, FleetBudget, LocalBudget, Rate, RequestCl
 pub use client::{AsrClient, FailoverDirection, JobQuery, ReprotectSettings, Submission, SubmitOutcome};
 pub use config::AsrConfig;
 pub use error::{AsrError, ErrorClass};
+pub use observe::Op;
 
 /// Installs ring as the process's TLS provider (idempotent). Every HTTP client Tern or
 /// `azure_identity` builds needs one, and ring is the one Tern compiles in.

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
-use tracing::{debug, warn};
+use tracing::{Instrument, Span, debug, warn};
 
 use crate::client::{AsrClient, JobQuery, job_failure};
 use crate::error::AsrError;
 use crate::model::{Job, JobState};
+use crate::observe;
 
 /// Tuning of a [`JobWatcher`].
 #[derive(Clone, Debug)]
@@ -95,11 +96,22 @@ impl JobWatcher {
         rx
     }
 
-    /// Waits until `job` ends: the job when it succeeded, `JobFailed` when it failed or was cancelled.
+    /// Waits until `job` ends: the job when it succeeded, `JobFailed` when it failed or was
+    /// cancelled. The wait is an `asr.job_wait` span under the caller's span; the watcher's own
+    /// list requests go to `asr.job_poll` traces, shared by every waiter.
     pub async fn wait(&self, job: &str) -> Result<Job, AsrError> {
+        let name = job.trim_end_matches('/').rsplit('/').next().unwrap_or(job);
+        let span = observe::job_wait_span(name);
+        let result = self.wait_watching(job, &span).instrument(span.clone()).await;
+        observe::job_wait_ended(&span, &result);
+        result
+    }
+
+    async fn wait_watching(&self, job: &str, span: &Span) -> Result<Job, AsrError> {
         let mut rx = self.watch(job);
         loop {
             if let Some(j) = rx.borrow_and_update().clone() {
+                observe::job_seen(span, &j);
                 match j.state() {
                     JobState::Succeeded => return Ok(j),
                     JobState::Failed | JobState::Cancelled => return Err(job_failure(&j)),
@@ -134,14 +146,18 @@ async fn run(weak: Weak<Inner>) {
             continue;
         }
         let started = Instant::now();
-        poll(&inner).await;
+        let tracked = inner.tracked.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let span = observe::job_poll_span(tracked);
+        poll(&inner, &span).instrument(span.clone()).await;
+        // The span ends here, not after the sleep.
+        drop(span);
         let wait = inner.options.interval.max(inner.read_gap()).saturating_sub(started.elapsed());
         drop(inner);
         tokio::time::sleep(wait).await;
     }
 }
 
-async fn poll(inner: &Inner) {
+async fn poll(inner: &Inner, span: &Span) {
     let since = {
         let tracked = inner.tracked.lock().unwrap_or_else(|e| e.into_inner());
         tracked.values().map(|t| t.since).min()
@@ -152,9 +168,12 @@ async fn poll(inner: &Inner) {
     let query = JobQuery { started_after: Some(since), states: vec![] };
     let mut jobs = Vec::new();
     let mut next: Option<String> = None;
+    let mut pages = 0u32;
     loop {
         match inner.client.list_jobs_page(&query, next.as_deref()).await {
             Ok((page, link)) => {
+                pages += 1;
+                span.record("tern.asr.pages", pages);
                 jobs.extend(page);
                 next = link;
             }

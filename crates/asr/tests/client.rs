@@ -2,41 +2,18 @@
 //! at-most-once submission when a response is lost, Retry-After during a 429 storm, a fleet
 //! budget shared by three processes, and 1,000 jobs followed with few reads.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{client_config, sim_config, start_sim};
 use serde_json::{Value, json};
 use tern_asr::client::{AsrClient, FailoverDirection, JobQuery, ReprotectSettings, SubmitOutcome};
 use tern_asr::point::PointChoice;
 use tern_asr::watcher::{JobWatcher, WatcherOptions};
 use tern_asr::{AsrConfig, AsrError, BudgetConfig, ErrorClass, FleetBudget, Rate, TokenProvider, Unlimited};
-use tern_asr_sim::{RunningSimulator, SeedState, SimConfig, SimOptions};
-
-fn sim_config(vms: usize) -> SimConfig {
-    let mut c = SimConfig::default();
-    c.estate.vms = vms;
-    c.estate.state = SeedState::ReadyForFailback;
-    c.zero_latency = true;
-    c.throttle.enabled = false;
-    c
-}
-
-async fn start_sim(config: SimConfig) -> RunningSimulator {
-    tern_asr_sim::start(SimOptions::new(config)).await.expect("simulator starts")
-}
-
-fn client_config(sim: &RunningSimulator) -> AsrConfig {
-    let info = sim.info();
-    AsrConfig {
-        endpoint: info.url.clone(),
-        subscription_id: info.subscription_id.clone(),
-        resource_group: info.resource_group.clone(),
-        vault: info.vault.clone(),
-        poll_interval: Duration::from_millis(20),
-        backoff_base: Duration::from_millis(20),
-        ..AsrConfig::default()
-    }
-}
+use tern_asr_sim::RunningSimulator;
 
 fn client(sim: &RunningSimulator) -> AsrClient {
     AsrClient::new(client_config(sim), TokenProvider::static_token("test-token"), Arc::new(Unlimited)).unwrap()

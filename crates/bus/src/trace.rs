@@ -42,6 +42,19 @@ pub fn extract(headers: &HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
 
+/// The `traceparent` value of `cx` (empty when it has no valid span), to store with a record.
+pub fn traceparent(cx: &Context) -> String {
+    let mut map = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(cx, &mut map);
+    map.remove("traceparent").unwrap_or_default()
+}
+
+/// The context a stored `traceparent` names (an empty context when it is empty or invalid).
+pub fn from_traceparent(traceparent: &str) -> Context {
+    let map = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    TraceContextPropagator::new().extract(&map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +78,15 @@ mod tests {
         let back = extract(&headers);
         assert_eq!(back.span().span_context().trace_id(), sc.trace_id());
         assert_eq!(back.span().span_context().span_id(), sc.span_id());
+    }
+
+    #[test]
+    fn a_stored_traceparent_names_the_same_span() {
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = from_traceparent(text);
+        assert_eq!(cx.span().span_context().trace_id(), TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap());
+        assert_eq!(traceparent(&cx), text);
+        assert_eq!(traceparent(&from_traceparent("")), "");
     }
 
     #[test]

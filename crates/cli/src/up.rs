@@ -188,6 +188,7 @@ async fn start(args: &UpArgs, procs: &mut Vec<Proc>) -> anyhow::Result<Value> {
     Ok(json!({
         "nats_url": nats_url,
         "planner_addr": planner_addr,
+        "planner_http": ready[0]["http"],
         "sim_url": sim_url,
         "subscription_id": subscription,
         "resource_group": group,

@@ -220,13 +220,28 @@ async fn a_worker_reports_health_readiness_and_metrics() {
     stack.wait_events("p8", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
     let metrics = tern_testkit::wait_for("the command to be counted", DEADLINE, || async {
         let (_, text) = stack.worker_http(w, "/metrics").await;
-        text.contains(r#"tern_worker_commands_total{service="tern-failover",outcome="succeeded"} 1"#).then_some(text)
+        // Counted once finished, then acked (the backlog gauges are read at each scrape).
+        (text.contains(r#"tern_worker_commands_total{service="tern-failover",phase="failover",outcome="succeeded"} 1"#)
+            && text.contains(r#"tern_consumer_ack_pending{consumer="failover"} 0.0"#))
+        .then_some(text)
     })
     .await
     .unwrap();
-    assert!(metrics.contains("tern_worker_commands_in_flight{service=\"tern-failover\"} 0"), "{metrics}");
+    assert!(metrics.contains("tern_worker_commands_in_flight{service=\"tern-failover\"} 0.0"), "{metrics}");
     assert!(metrics.contains("tern_worker_asr_submissions_total{service=\"tern-failover\"} 2"), "{metrics}");
-    assert!(metrics.contains("tern_asr_requests_total{service=\"tern-failover\",class=\"write\"} 2"), "{metrics}");
+    for phase in ["failover", "commit"] {
+        let ended =
+            format!("tern_vm_phases_total{{service=\"tern-failover\",phase=\"{phase}\",outcome=\"succeeded\"}} 1");
+        assert!(metrics.contains(&ended), "{ended}\n{metrics}");
+        let timed = format!(
+            "tern_phase_duration_seconds_count{{service=\"tern-failover\",phase=\"{phase}\",outcome=\"succeeded\"}} 1"
+        );
+        assert!(metrics.contains(&timed), "{timed}\n{metrics}");
+    }
+    assert!(metrics.contains("tern_consumer_pending{consumer=\"failover\"} 0.0"), "{metrics}");
+    assert!(metrics.contains("tern_dlq_messages{} 0.0"), "{metrics}");
+    // Azure requests are counted by tern-asr on the same registry.
+    assert!(metrics.contains("tern_asr_requests_total{"), "{metrics}");
 }
 
 #[tokio::test]

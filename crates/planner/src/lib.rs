@@ -4,6 +4,7 @@
 //! This crate holds, so far, plan spec validation ([`spec`]) and per-VM preflight
 //! ([`preflight`]); the gRPC service and plan progression build on them.
 
+pub mod metrics;
 pub mod preflight;
 pub mod progress;
 pub mod service;

@@ -25,7 +25,8 @@ use tern_proto::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::preflight::{PreflightOptions, preflight_vm};
 use crate::progress;
@@ -87,7 +88,7 @@ fn kv_status(e: KvError) -> Status {
     Status::unavailable(format!("plan store: {e}"))
 }
 
-fn is_terminal(state: i32) -> bool {
+pub(crate) fn is_terminal(state: i32) -> bool {
     matches!(
         PlanState::try_from(state),
         Ok(PlanState::Completed | PlanState::CompletedWithErrors | PlanState::Cancelled | PlanState::Failed)
@@ -252,7 +253,20 @@ impl PlannerService {
             action: Some(action),
             ..Default::default()
         };
-        self.inner.bus.publish_command(&cmd).await.map(|_| ())
+        // One span per VM and phase, a child of the plan's root span however late it starts;
+        // the worker continues it from the command's headers.
+        let span = tracing::info_span!(
+            "dispatch",
+            otel.name = %format!("{} {}", phase.slug(), cmd.vm.as_ref().map(|v| v.name.as_str()).unwrap_or("")),
+            otel.kind = "producer",
+            tern.plan_id = %plan.plan_id,
+            tern.vm = %cmd.vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""),
+            tern.phase = phase.slug(),
+            tern.attempt = vm.attempt,
+            tern.command_id = %cmd.command_id,
+        );
+        let _ = span.set_parent(tern_bus::trace::from_traceparent(&plan.traceparent));
+        self.inner.bus.publish_command(&cmd).instrument(span).await.map(|_| ())
     }
 
     async fn plan_event(&self, plan: &Plan, kind: PlanEventKind, suffix: &str, reason: &str) {
@@ -268,7 +282,9 @@ impl PlannerService {
             })),
             ..Default::default()
         };
-        if let Err(e) = self.inner.bus.publish_event(&ev).await {
+        let span = tracing::info_span!("plan event", otel.name = %format!("plan {}", kind.slug()), tern.plan_id = %plan.plan_id);
+        let _ = span.set_parent(tern_bus::trace::from_traceparent(&plan.traceparent));
+        if let Err(e) = self.inner.bus.publish_event(&ev).instrument(span).await {
             warn!(plan = %plan.plan_id, error = %e, "plan event not published");
         }
     }
@@ -503,7 +519,10 @@ impl PlannerService {
                 Err(e) => return Err(kv_status(e)),
             }
         }
+        let root = tracing::Span::current();
+        root.record("tern.plan_id", plan_id.as_str());
         let mut plan = Plan {
+            traceparent: tern_bus::trace::traceparent(&root.context()),
             plan_id: plan_id.clone(),
             spec: Some(valid.spec.clone()),
             state: if preflight_only { PlanState::Completed as i32 } else { PlanState::Accepted as i32 },
@@ -531,6 +550,23 @@ impl PlannerService {
         self.plan_event(&plan, PlanEventKind::Accepted, "accepted", "").await;
         let plan = if preflight_only { plan } else { self.step(&plan_id, |_| true).await? };
         Ok(SubmitPlanResponse { plan: Some(plan), existing: false })
+    }
+
+    /// The bus this planner runs on.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    /// Every plan record, with its VMs.
+    pub(crate) async fn all_plans(&self) -> Result<Vec<Plan>, Status> {
+        let keys = self.inner.plans.keys().await.map_err(kv_status)?;
+        let mut plans = Vec::new();
+        for key in keys.into_iter().filter(|k| k.starts_with("plan.")) {
+            if let Some(v) = self.inner.plans.get(&key).await.map_err(kv_status)? {
+                plans.push(v.value);
+            }
+        }
+        Ok(plans)
     }
 
     async fn get(&self, plan_id: &str) -> Result<Plan, Status> {
@@ -595,7 +631,16 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<PlanUpdate, Status>> + Send>
 impl Planner for PlannerService {
     async fn submit_plan(&self, request: Request<SubmitPlanRequest>) -> Result<Response<SubmitPlanResponse>, Status> {
         let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
-        self.submit(spec).await.map(Response::new)
+        // The plan's root span: the trace every later span of the plan joins.
+        let span = tracing::info_span!(
+            "SubmitPlan",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "tern.v1.Planner",
+            rpc.method = "SubmitPlan",
+            tern.plan_id = tracing::field::Empty,
+        );
+        self.submit(spec).instrument(span).await.map(Response::new)
     }
 
     async fn preflight(&self, request: Request<PreflightRequest>) -> Result<Response<PreflightResponse>, Status> {
@@ -613,15 +658,11 @@ impl Planner for PlannerService {
 
     async fn list_plans(&self, request: Request<ListPlansRequest>) -> Result<Response<ListPlansResponse>, Status> {
         let req = request.into_inner();
-        let keys = self.inner.plans.keys().await.map_err(kv_status)?;
         let mut plans = Vec::new();
-        for key in keys.into_iter().filter(|k| k.starts_with("plan.")) {
-            if let Some(v) = self.inner.plans.get(&key).await.map_err(kv_status)? {
-                let mut p = v.value;
-                if req.states.is_empty() || req.states.contains(&p.state) {
-                    p.vms.clear();
-                    plans.push(p);
-                }
+        for mut p in self.all_plans().await? {
+            if req.states.is_empty() || req.states.contains(&p.state) {
+                p.vms.clear();
+                plans.push(p);
             }
         }
         plans.sort_by_key(|p| std::cmp::Reverse(p.created_at.map(|t| (t.seconds, t.nanos))));

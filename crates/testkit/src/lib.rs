@@ -5,6 +5,8 @@
 //! - [`Seed`]: a reproducible seed for randomised tests, printed if the test fails.
 //! - [`stack`]: nats-server + the ASR simulator + service processes, for worker tests.
 
+/// An OTLP trace receiver in the test process.
+pub use tern_telemetry::receiver as otlp;
 pub mod stack;
 
 use std::future::Future;

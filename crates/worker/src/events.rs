@@ -21,6 +21,9 @@ pub struct Emitter {
     attempt: u32,
     started: HashMap<i32, SystemTime>,
     progress_seq: u32,
+    /// When the worker took the command: where a phase's duration starts if it ended before
+    /// its `started` event.
+    created: SystemTime,
 }
 
 impl Emitter {
@@ -35,6 +38,7 @@ impl Emitter {
             attempt: command.attempt,
             started: HashMap::new(),
             progress_seq: 0,
+            created: SystemTime::now(),
         }
     }
 
@@ -51,7 +55,8 @@ impl Emitter {
         }
     }
 
-    /// Publishes one event; `fill` sets the outcome-specific fields.
+    /// Publishes one event; `fill` sets the outcome-specific fields. A terminal event is counted
+    /// in `tern_vm_phases_total` and `tern_phase_duration_seconds` once the bus stored it.
     pub async fn emit(
         &mut self,
         phase: Phase,
@@ -94,7 +99,12 @@ impl Emitter {
             body: Some(event::Body::Vm(vm_event)),
             ..Default::default()
         };
-        self.bus.publish_event(&event).await.map(|_| ())
+        let receipt = self.bus.publish_event(&event).await?;
+        if outcome.is_terminal() && !receipt.duplicate {
+            let took = now.duration_since(started_at.unwrap_or(self.created)).unwrap_or_default();
+            crate::metrics::phase_ended(self.bus.service(), phase, outcome, took);
+        }
+        Ok(())
     }
 }
 

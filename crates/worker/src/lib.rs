@@ -10,16 +10,20 @@
 pub mod config;
 pub mod events;
 pub mod fence;
+pub mod metrics;
 pub mod runtime;
 pub mod serve;
 
 pub use config::WorkerConfig;
 pub use events::Emitter;
 pub use fence::{Claim, Fence, FenceError, OperationRecord};
+pub use metrics::Metrics;
 pub use runtime::{CommandRun, Failure, PhaseHandler, WorkerContext, connect, run_worker};
 
-/// Runs a worker binary: config from `--config FILE` and `TERN_*`, logs to stderr, stops
-/// gracefully on SIGINT/SIGTERM.
+/// Runs a worker binary: config from `--config FILE` and `TERN_*`, telemetry set up by
+/// [`tern_telemetry::init`] (logs to stderr, spans over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// is set), stops gracefully on SIGINT/SIGTERM. Spans still buffered are exported as it
+/// returns.
 pub async fn main_for(handler: std::sync::Arc<dyn PhaseHandler>) -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut file = None;
@@ -36,19 +40,11 @@ pub async fn main_for(handler: std::sync::Arc<dyn PhaseHandler>) -> anyhow::Resu
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    init_logging();
+    // Held to the end: dropping it flushes the spans of the drained commands.
+    let _telemetry = tern_telemetry::init(handler.service());
     let config = WorkerConfig::load(file.as_deref(), std::env::vars()).map_err(|e| anyhow::anyhow!(e))?;
     let shutdown = stop_on_signal();
     run_worker(config, handler, shutdown).await
-}
-
-/// Logs to stderr, filtered by `TERN_LOG` (default `info`).
-pub fn init_logging() {
-    let filter = std::env::var("TERN_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()))
-        .try_init();
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM.

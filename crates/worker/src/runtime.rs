@@ -19,7 +19,8 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::WorkerConfig;
 use crate::events::{Emitter, asr_error, tern_error};
 use crate::fence::{Claim, Fence, FenceError, OperationRecord};
-use crate::serve::{Metrics, serve};
+use crate::metrics::Metrics;
+use crate::serve::serve;
 
 /// What everything a phase needs, shared by the commands of one process.
 #[derive(Debug)]
@@ -36,7 +37,7 @@ pub struct WorkerContext {
     pub instance: String,
     /// Settings.
     pub config: WorkerConfig,
-    /// Counters.
+    /// Metrics and readiness.
     pub metrics: Arc<Metrics>,
 }
 
@@ -170,7 +171,7 @@ impl CommandRun {
         phase: Phase,
         submission: Submission,
     ) -> Result<Option<String>, Failure> {
-        self.cx.metrics.submissions.fetch_add(1, Ordering::Relaxed);
+        self.cx.metrics.submitted();
         match (submission.outcome, submission.job) {
             (_, Some(job)) => {
                 self.fence.record_job(step, &job).await?;
@@ -285,8 +286,8 @@ pub async fn run_worker(
         },
     );
     let ops = bus.kv::<OperationRecord>(Bucket::Operations).await?;
-    let metrics = Arc::new(Metrics::default());
-    let addr = serve(config.listen, service, metrics.clone(), asr.clone()).await?;
+    let metrics = Arc::new(Metrics::new(service));
+    let addr = serve(config.listen, metrics.clone(), bus.clone(), handler.queue().name()).await?;
     let consumer = bus
         .queue_consumer(
             handler.queue(),
@@ -343,7 +344,22 @@ async fn handle(
     if command.command_id.is_empty() || command.plan_id.is_empty() || !vm_named {
         return Err(HandlerError::reject("command_id, plan_id and vm (name or protected item id) are required"));
     }
-    let span = info_span!("command", plan = %command.plan_id, vm = %command.vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""), phase = phase.slug(), attempt = command.attempt);
+    // The consumer loop runs this inside its `bus.handle` span, whose parent is the context the
+    // planner published the command with: planner → NATS → this span → ASR calls and events.
+    let vm = command.vm.as_ref().map(vm_label).unwrap_or_default();
+    let otel_name = format!("{} {vm}", phase.slug());
+    let span = info_span!(
+        "command",
+        otel.name = otel_name.as_str(),
+        otel.kind = "consumer",
+        tern.plan_id = %command.plan_id,
+        tern.vm = %vm,
+        tern.phase = phase.slug(),
+        tern.attempt = command.attempt,
+        tern.command_id = %command.command_id,
+        tern.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
     async move {
         // Each delivery claims on its own: a second copy of the command arriving at this same
         // process while the first is still running must back off, not share the claim.
@@ -359,11 +375,11 @@ async fn handle(
             }
             Err(e) => return Err(HandlerError::retry(e.to_string())),
         };
-        cx.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = cx.metrics.in_flight();
         let events = Emitter::new(cx.bus.clone(), &command, phase);
         let mut run = CommandRun { cx: cx.clone(), command: command.clone(), fence, events, sync_item: None };
         let result = handler.run(&mut run).await;
-        cx.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        drop(in_flight);
         let outcome = match result {
             Ok(outcome) => Ok(outcome),
             Err(Failure::Asr { phase, error }) => {
@@ -403,12 +419,26 @@ async fn handle(
             Ok(()) | Err(FenceError::Lost) => {}
             Err(e) => return Err(HandlerError::retry(e.to_string())),
         }
-        cx.metrics.finished(outcome);
+        cx.metrics.finished(phase, outcome);
+        let span = tracing::Span::current();
+        span.record("tern.outcome", outcome);
+        if outcome == "failed" {
+            span.record("otel.status_code", "ERROR");
+        }
         info!(%outcome, "command finished");
         Ok(())
     }
     .instrument(span)
     .await
+}
+
+/// How spans name a VM: its name, else the last segment of its protected item id.
+fn vm_label(vm: &tern_proto::VmRef) -> String {
+    if vm.name.is_empty() {
+        vm.protected_item_id.rsplit('/').next().unwrap_or_default().to_owned()
+    } else {
+        vm.name.clone()
+    }
 }
 
 /// The job running on `item` if its scenario name contains `scenario_key` (lowercase).

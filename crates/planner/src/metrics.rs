@@ -1,0 +1,71 @@
+//! The planner's `/healthz` and Prometheus `/metrics`: plans by state and the VMs of running
+//! plans by phase and state, read from the plan records when scraped, next to everything else
+//! this process counts (ASR requests, its event consumer's backlog).
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tern_proto::{Phase, PlanState, VmState};
+use tern_telemetry::metrics::{CONTENT_TYPE, labels, registry};
+
+use crate::PlannerService;
+
+/// Serves `/healthz` and `/metrics` on `listen`; returns the bound address.
+pub async fn serve(listen: SocketAddr, service: PlannerService) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app =
+        Router::new().route("/healthz", get(|| async { "ok" })).route("/metrics", get(scrape)).with_state(service);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+async fn scrape(State(service): State<PlannerService>) -> impl IntoResponse {
+    tern_worker::metrics::refresh_bus_gauges(
+        service.bus(),
+        tern_bus::topology::EVENTS_STREAM,
+        tern_bus::PLANNER_EVENTS_CONSUMER,
+        std::time::Duration::from_secs(1),
+    )
+    .await;
+    if let Err(e) = refresh(&service).await {
+        tracing::warn!(error = %e, "metrics: the plan records could not be read");
+    }
+    ([("content-type", CONTENT_TYPE)], registry().render())
+}
+
+fn word(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_ascii_lowercase()
+}
+
+/// Sets the plan gauges from the plan records.
+async fn refresh(service: &PlannerService) -> Result<(), tonic::Status> {
+    let plans = service.all_plans().await?;
+    let by_state = registry().gauge("tern_plans", "Plans by state");
+    let vms = registry().gauge("tern_plan_vms", "VMs of plans that have not ended, by phase and state");
+    // Every state is written each time, so a state no plan is in any more reads 0.
+    for state in (1..=8).filter_map(|s| PlanState::try_from(s).ok()) {
+        let n = plans.iter().filter(|p| p.state == state as i32).count();
+        by_state.get_or_create(&labels(&[("state", &word(state.as_str_name(), "PLAN_STATE_"))])).set(n as f64);
+    }
+    let phases = [Phase::Failover, Phase::Commit, Phase::Reprotect, Phase::Cleanup, Phase::Drill];
+    let states = [VmState::Pending, VmState::Running, VmState::Succeeded, VmState::Failed, VmState::Skipped];
+    let active: Vec<_> = plans.iter().filter(|p| !crate::service::is_terminal(p.state)).collect();
+    for phase in phases {
+        for state in states {
+            let n = active
+                .iter()
+                .flat_map(|p| &p.vms)
+                .filter(|v| v.phase == phase as i32 && v.state == state as i32)
+                .count();
+            let l = labels(&[("phase", phase.slug()), ("state", &word(state.as_str_name(), "VM_STATE_"))]);
+            vms.get_or_create(&l).set(n as f64);
+        }
+    }
+    Ok(())
+}
