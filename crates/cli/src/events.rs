@@ -116,7 +116,7 @@ pub async fn run(target: &Target, args: EventsArgs) -> anyhow::Result<u8> {
 pub fn cloud_event(r: &ReceivedEvent) -> anyhow::Result<serde_json::Value> {
     let data = proto_json(&r.event, "tern.v1.Event")?;
     let a = r.attributes.clone().unwrap_or_default();
-    Ok(serde_json::json!({
+    let mut ce = serde_json::json!({
         "specversion": if a.specversion.is_empty() { "1.0".to_owned() } else { a.specversion },
         "id": if a.id.is_empty() { r.event.event_id.clone() } else { a.id },
         "source": a.source,
@@ -127,7 +127,13 @@ pub fn cloud_event(r: &ReceivedEvent) -> anyhow::Result<serde_json::Value> {
         "ternplan": r.event.plan_id,
         "ternsequence": r.stream_sequence,
         "data": data,
-    }))
+    });
+    // The CloudEvents distributed-tracing extension: the trace the event belongs to.
+    let traceparent = tern_bus::trace::traceparent(&r.trace_context);
+    if !traceparent.is_empty() {
+        ce["traceparent"] = traceparent.into();
+    }
+    Ok(ce)
 }
 
 /// One line per event for people.

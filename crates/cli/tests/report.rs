@@ -73,6 +73,9 @@ async fn an_operator_submits_a_plan_file_watches_it_reads_its_events_and_gets_th
     assert_eq!(out.code, Some(0), "{out:?}");
     let events: Vec<serde_json::Value> = out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(events.iter().all(|e| e["specversion"] == "1.0" && e["ternplan"] == id.as_str()), "{out:?}");
+    let traces: BTreeSet<&str> =
+        events.iter().filter_map(|e| e["traceparent"].as_str()).map(|t| t.split('-').nth(1).unwrap_or("")).collect();
+    assert_eq!(traces.len(), 1, "every event carries the plan's trace: {out:?}");
     for vm in vms() {
         let of = |phase: &str, outcome: &str| {
             events.iter().any(|e| {
