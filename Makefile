@@ -15,7 +15,7 @@ export TERN_NATS_SERVER ?= $(abspath $(NATS_SERVER))
 
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup browser test conformance lint fmt build demo bench clean-tools sim
+.PHONY: help setup browser test conformance lint fmt build demo bench chaos clean-tools sim
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,11 @@ sim: ## run the ASR simulator alone with 200 VMs ready for failback (Ctrl-C stop
 demo: $(STAMP) ## the whole stack on this machine, failing back a 200-VM demo estate
 	cargo build --locked --workspace --bins
 	target/debug/tern up --demo
+
+chaos: setup ## the fault suite as a soak: more VMs and more repetitions of every fault (make test runs a short form)
+	cargo build --locked --workspace --bins
+	TERN_FAULTS_VMS=$${TERN_FAULTS_VMS:-200} TERN_FAULTS_ROUNDS=$${TERN_FAULTS_ROUNDS:-3} \
+	  cargo nextest run --locked -p tern-faults --profile chaos
 
 bench: ## fleet benchmark (arrives with the benchmark issue)
 	@echo "make bench: the fleet benchmark is not built yet." ; exit 1

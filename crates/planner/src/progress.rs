@@ -44,6 +44,11 @@ fn slot(phase: Phase) -> Phase {
     }
 }
 
+/// The VM has not failed over in this plan: its next phase is failover (or a drill).
+fn not_failed_over(v: &VmStatus) -> bool {
+    matches!(vm_phase(v), Phase::Unspecified | Phase::Preflight | Phase::Failover | Phase::Drill)
+}
+
 fn vm_phase(v: &VmStatus) -> Phase {
     Phase::try_from(v.phase).unwrap_or(Phase::Unspecified)
 }
@@ -198,7 +203,7 @@ fn report_times(vm: &mut VmStatus, event: &VmEvent) {
 /// Picks the VMs to dispatch now (marking them running) and returns (index, phase) pairs.
 pub fn dispatch(plan: &mut Plan) -> Vec<(usize, Phase)> {
     let state = PlanState::try_from(plan.state).unwrap_or(PlanState::Unspecified);
-    if plan.halted || !matches!(state, PlanState::Running | PlanState::Accepted) {
+    if !matches!(state, PlanState::Running | PlanState::Accepted) {
         return vec![];
     }
     plan.state = PlanState::Running as i32;
@@ -216,9 +221,15 @@ pub fn dispatch(plan: &mut Plan) -> Vec<(usize, Phase)> {
     let drill = is_drill(plan);
     let mut out = Vec::new();
     let current_wave = plan.current_wave;
+    let plan_halted = plan.halted;
     let limits = [Phase::Failover, Phase::Reprotect, Phase::Cleanup].map(|p| (p as i32, limit(plan, p)));
     for (i, v) in plan.vms.iter_mut().enumerate() {
         if vm_state(v) != VmState::Pending {
+            continue;
+        }
+        // Halted: no VM starts its failover, but one that already failed over goes on to be
+        // reprotected and cleaned up — stopping there would leave it running unprotected.
+        if plan_halted && not_failed_over(v) {
             continue;
         }
         let mut phase = vm_phase(v);
@@ -255,7 +266,10 @@ pub fn settle(plan: &mut Plan) -> Option<PlanEventKind> {
         } else {
             format!("not run: {}", plan.reason)
         };
-        for v in plan.vms.iter_mut().filter(|v| vm_state(v) == VmState::Pending) {
+        // A cancel skips everything not started; a halt only the VMs not failed over yet (the
+        // others are still dispatched, see `dispatch`).
+        let cancelling = state == PlanState::Cancelling;
+        for v in plan.vms.iter_mut().filter(|v| vm_state(v) == VmState::Pending && (cancelling || not_failed_over(v))) {
             v.state = VmState::Skipped as i32;
             v.reason = why.clone();
         }
@@ -364,6 +378,23 @@ mod tests {
     }
 
     #[test]
+    fn after_a_halt_a_vm_that_already_failed_over_is_still_reprotected_and_cleaned_up() {
+        let mut p = plan(&[0, 0, 1]);
+        assert_eq!(dispatch(&mut p).len(), 2);
+        assert!(apply_event(&mut p, &ev(0, Phase::Commit, Outcome::Succeeded)));
+        assert!(apply_event(&mut p, &ev(1, Phase::Failover, Outcome::Failed)));
+        assert!(p.halted);
+        assert_eq!(dispatch(&mut p), [(0, Phase::Reprotect)], "vm-0 runs in the primary region: protect it");
+        assert_eq!(settle(&mut p), None);
+        assert_eq!(VmState::try_from(p.vms[2].state), Ok(VmState::Skipped), "vm-2 never fails over");
+        assert!(apply_event(&mut p, &ev(0, Phase::Reprotect, Outcome::Succeeded)));
+        assert_eq!(dispatch(&mut p), [(0, Phase::Cleanup)]);
+        assert!(apply_event(&mut p, &ev(0, Phase::Cleanup, Outcome::Succeeded)));
+        assert_eq!(VmState::try_from(p.vms[0].state), Ok(VmState::Succeeded));
+        assert_eq!(settle(&mut p), Some(PlanEventKind::CompletedWithErrors));
+    }
+
+    #[test]
     fn a_critical_failure_halts_dispatch_and_an_optional_one_does_not() {
         let mut p = plan(&[0, 0, 1, 1]);
         p.vms[1].critical = false;
@@ -374,7 +405,7 @@ mod tests {
         assert!(!p.halted, "vm-1 is optional");
         assert!(apply_event(&mut p, &ev(0, Phase::Failover, Outcome::Failed)));
         assert!(p.halted && p.reason.contains("vm-0"), "{}", p.reason);
-        assert_eq!(dispatch(&mut p), [], "nothing new after a critical failure");
+        assert_eq!(dispatch(&mut p), [], "no failover starts after a critical failure");
         assert_eq!(settle(&mut p), Some(PlanEventKind::CompletedWithErrors));
         assert!(p.vms[2].reason.contains("halted"), "{}", p.vms[2].reason);
         assert_eq!(p.counts.as_ref().unwrap().failed, 2);

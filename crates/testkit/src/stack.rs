@@ -25,6 +25,8 @@ pub struct Stack {
     pub http: Vec<String>,
     /// Each process's ready line as it printed it (a planner's names its `grpc` address).
     pub ready: Vec<Value>,
+    /// How each process was started (binary and extra environment), to start it again.
+    launches: Vec<(String, Vec<(String, String)>)>,
 }
 
 /// An estate of `vms` VMs ready for failback, where every job finishes at once and nothing
@@ -54,11 +56,42 @@ impl Stack {
         let bus = Bus::connect(&nats.url(), "tern-test").await.unwrap();
         bus.ensure_topology(&topology()).await.unwrap();
         let sim = tern_asr_sim::start(SimOptions::new(sim)).await.expect("simulator");
-        Self { nats, sim, bus, workers: Vec::new(), http: Vec::new(), ready: Vec::new() }
+        Self { nats, sim, bus, workers: Vec::new(), http: Vec::new(), ready: Vec::new(), launches: Vec::new() }
     }
 
     /// Starts a worker process and waits for its ready line.
     pub fn spawn(&mut self, bin: &str, extra: &[(&str, &str)]) -> usize {
+        let (child, ready) = self.launch(bin, extra);
+        self.http.push(ready["http"].as_str().unwrap_or_default().to_owned());
+        self.ready.push(ready);
+        self.workers.push(child);
+        self.launches.push((bin.to_owned(), extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()));
+        self.workers.len() - 1
+    }
+
+    /// Starts process `i` again the way it was first started (after [`Stack::kill`] or a
+    /// crash), in the same slot; its new ready line replaces the old one.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let (bin, extra) = self.launches[i].clone();
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (child, ready) = self.launch(&bin, &extra);
+        self.http[i] = ready["http"].as_str().unwrap_or_default().to_owned();
+        self.ready[i] = ready;
+        self.workers[i] = child;
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to process `i`.
+    #[allow(unsafe_code)]
+    pub fn signal(&self, i: usize, signal: i32) {
+        let pid = self.workers[i].id() as i32;
+        // SAFETY: signals a child process this stack started and has not reaped.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+
+    fn launch(&self, bin: &str, extra: &[(&str, &str)]) -> (Child, Value) {
         let info = self.sim.info();
         let mut cmd = Command::new(bin);
         cmd.env("TERN_NATS_URL", self.nats.url())
@@ -85,10 +118,7 @@ impl Stack {
         BufReader::new(stdout).read_line(&mut line).expect("ready line");
         let ready: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("worker did not report ready: {line:?}"));
-        self.http.push(ready["http"].as_str().unwrap_or_default().to_owned());
-        self.ready.push(ready);
-        self.workers.push(child);
-        self.workers.len() - 1
+        (child, ready)
     }
 
     /// A client for the stack's simulator (fast polling, no budget).
@@ -163,8 +193,12 @@ impl Stack {
     pub async fn events(&self, plan: &str) -> Vec<Event> {
         let mut stream = self.bus.events(&EventFilter::plan(plan), StartAt::Beginning).await.unwrap();
         let mut out = Vec::new();
-        while let Ok(Some(Ok(e))) = tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
-            out.push(e.event);
+        for _ in 0..stream.backlog() {
+            match tokio::time::timeout(DEADLINE, stream.next()).await {
+                Ok(Some(Ok(e))) => out.push(e.event),
+                Ok(Some(Err(_))) => continue,
+                _ => break,
+            }
         }
         out
     }
