@@ -260,10 +260,19 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     };
     let limit_header = (class.header(), remaining.to_string());
     if dice.transient_5xx {
+        // Answered before the request reaches the estate: nothing is applied, as when ARM's
+        // front door cannot reach the resource provider. The code names the status, as ARM's do.
         app.lock().counters.transient_5xx += 1;
-        let status = if mutating { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
-        let body = json!({"error": {"code": "InternalServerError", "message": "The server encountered a transient error. Try again later."}});
-        log_op(&app, &method, &path, None, status.as_u16());
+        let (status, code) = if mutating {
+            (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+        } else {
+            (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError")
+        };
+        let body =
+            json!({"error": {"code": code, "message": "The server encountered a transient error. Try again later."}});
+        if mutating {
+            log_op(&app, &method, &path, None, status.as_u16());
+        }
         return finish(&app, None, status, body.to_string(), &request_id, vec![limit_header]);
     }
 

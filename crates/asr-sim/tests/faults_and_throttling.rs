@@ -214,6 +214,32 @@ async fn a_dropped_response_still_applies_the_operation() {
 }
 
 #[tokio::test]
+async fn a_5xx_answer_applies_nothing_and_has_arm_s_error_shape() {
+    let sim = Sim::start(quick(1, SeedState::ReadyForFailback)).await;
+    let item = sim.item("vm-00001").await;
+    let id = item["id"].as_str().unwrap().to_owned();
+    assert_eq!(sim.put_faults(json!({"transient_5xx_rate": 1.0})).await, 200);
+
+    let write =
+        sim.post(&format!("{id}/unplannedFailover"), Some(failover_body("PrimaryToRecovery", false, None))).await;
+    assert_eq!((write.status, write.error_code().as_str()), (503, "ServiceUnavailable"), "{:?}", write.body);
+    assert!(!write.error_message().is_empty() && write.header("x-ms-request-id").is_some(), "{write:?}");
+    let read = sim.get(&id).await;
+    assert_eq!((read.status, read.error_code().as_str()), (500, "InternalServerError"), "{:?}", read.body);
+    let log = sim.oplog().await;
+    assert_eq!(log.len(), 1, "the oplog records mutating requests only: {log:#?}");
+    assert_eq!((log[0]["operation"].as_str(), log[0]["status"].as_u64()), (Some("unplannedFailover"), Some(503)));
+
+    assert_eq!(sim.put_faults(json!({})).await, 200);
+    assert_eq!(state(&sim.item("vm-00001").await), state(&item), "a 5xx left the item as it was");
+    assert!(allowed(&sim.item("vm-00001").await).contains(&"UnplannedFailover".to_owned()), "and it may be sent again");
+    let retried =
+        sim.post(&format!("{id}/unplannedFailover"), Some(failover_body("PrimaryToRecovery", false, None))).await;
+    assert_eq!(retried.status, 202, "{:?}", retried.body);
+    assert_eq!(sim.admin("counters").await["requests"]["transient_5xx"], 2);
+}
+
+#[tokio::test]
 async fn faults_can_be_changed_at_run_time_and_bad_specs_are_refused() {
     let sim = Sim::start(quick(2, SeedState::ReadyForFailback)).await;
     assert_eq!(sim.put_faults(json!({"transient_5xx_rate": 2.0})).await, 400);

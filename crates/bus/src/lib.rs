@@ -18,7 +18,7 @@ pub mod trace;
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer::DeliverPolicy, message::PublishMessage};
+use async_nats::jetstream::{self, consumer::DeliverPolicy, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
@@ -29,6 +29,9 @@ pub use headers::CloudEventAttributes;
 pub use kv::{KvError, Revision, TypedKv, Versioned};
 pub use subjects::{EventFilter, WorkQueue};
 pub use topology::{Bucket, QueueSettings, Topology};
+
+/// How many times a publish whose ack did not come is sent (see `Bus::publish`).
+pub const PUBLISH_ATTEMPTS: u32 = 4;
 
 /// Name of the planner's durable consumer of every event.
 pub const PLANNER_EVENTS_CONSUMER: &str = "planner";
@@ -188,6 +191,10 @@ impl Bus {
         self.publish(subject, &event.event_id, h, event.encode_to_vec().into()).await
     }
 
+    /// Publishes with `id` as the dedup id. A publish whose ack never came (nats-server died or
+    /// the connection dropped with the message in flight) is sent again with the same id, up to
+    /// [`PUBLISH_ATTEMPTS`] times: the server stores a message at most once per id within the
+    /// duplicate window, so a retry can only make up for a lost one. Other errors return at once.
     async fn publish(
         &self,
         subject: String,
@@ -195,11 +202,26 @@ impl Bus {
         h: HeaderMap,
         payload: Bytes,
     ) -> Result<PublishReceipt, BusError> {
-        let err = |subject: &str, source: async_nats::Error| BusError::Publish { subject: subject.to_owned(), source };
-        let message = PublishMessage::build().payload(payload).headers(h).message_id(id);
-        let ack = self.js.send_publish(subject.clone(), message).await.map_err(|e| err(&subject, e.into()))?;
-        let ack = ack.await.map_err(|e| err(&subject, e.into()))?;
-        Ok(PublishReceipt { stream_sequence: ack.sequence, duplicate: ack.duplicate })
+        let mut attempt = 1;
+        loop {
+            let message = PublishMessage::build().payload(payload.clone()).headers(h.clone()).message_id(id);
+            let acked = match self.js.send_publish(subject.clone(), message).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(ack) => return Ok(PublishReceipt { stream_sequence: ack.sequence, duplicate: ack.duplicate }),
+                Err(e)
+                    if attempt < PUBLISH_ATTEMPTS
+                        && matches!(e.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe) =>
+                {
+                    tracing::warn!(%subject, %id, attempt, error = %e, "publish not acknowledged; sending it again");
+                    tokio::time::sleep(Duration::from_millis(250) * attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(BusError::Publish { subject, source: e.into() }),
+            }
+        }
     }
 
     /// A typed view of a KV bucket.

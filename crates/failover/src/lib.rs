@@ -132,7 +132,6 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
         Some(j) => Some(run.wait(Phase::Failover, j).await?),
         None => None,
     };
-    run.fence.step_done(STEP).await?;
     let used = point_used(finished.as_ref(), resolved.as_ref(), kind(f.recovery_point.as_ref()));
     let shutdown = shutdown_outcome(finished.as_ref(), f.shut_down_source);
     let asr_started_at = finished
@@ -158,7 +157,11 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
             }
         })
         .await
-        .map_err(|e| Failure::Transient(e.to_string()))
+        .map_err(|e| Failure::Transient(e.to_string()))?;
+    // Only once the event is out: a delivery that dies in between must emit it again (its id
+    // is the same, so the stream keeps one), not skip the step as done and leave no record.
+    run.fence.step_done(STEP).await?;
+    Ok(())
 }
 
 async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
@@ -185,7 +188,6 @@ async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
     if let Some(j) = &job {
         run.wait(Phase::Commit, j).await?;
     }
-    run.fence.step_done(STEP).await?;
     run.events
         .emit(Phase::Commit, Outcome::Succeeded, |e| {
             e.asr_job_id = job.unwrap_or_default();
@@ -194,7 +196,10 @@ async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
             }
         })
         .await
-        .map_err(|e| Failure::Transient(e.to_string()))
+        .map_err(|e| Failure::Transient(e.to_string()))?;
+    // After the event, as for failover.
+    run.fence.step_done(STEP).await?;
+    Ok(())
 }
 
 async fn drill_run(

@@ -75,8 +75,10 @@ impl WorkerConfig {
         let mut from_env = Map::new();
         for (k, v) in env {
             let Some(key) = k.strip_prefix("TERN_") else { continue };
-            if matches!(key, "LOG" | "TEST_SEED" | "NATS_SERVER" | "AZURE_TOKEN" | "DATA_DIR") {
-                continue; // read elsewhere
+            if matches!(key, "LOG" | "TEST_SEED" | "NATS_SERVER" | "AZURE_TOKEN" | "DATA_DIR")
+                || key.starts_with("FAULTS_")
+            {
+                continue; // read elsewhere (TERN_FAULTS_*: the fault suite's scale, inherited by the services it starts)
             }
             let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
             let value = serde_json::from_str::<Value>(&v).unwrap_or(Value::String(v));
@@ -159,7 +161,12 @@ mod tests {
         .unwrap();
         let c = WorkerConfig::load(
             Some(&file),
-            env(&[("TERN_CONCURRENCY", "16"), ("TERN_ASR__ENDPOINT", "http://127.0.0.1:9"), ("PATH", "/bin")]),
+            env(&[
+                ("TERN_CONCURRENCY", "16"),
+                ("TERN_ASR__ENDPOINT", "http://127.0.0.1:9"),
+                ("PATH", "/bin"),
+                ("TERN_FAULTS_VMS", "200"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.concurrency, 16, "the environment overrides the file");

@@ -380,6 +380,16 @@ async fn handle(
         let mut run = CommandRun { cx: cx.clone(), command: command.clone(), fence, events, sync_item: None };
         let result = handler.run(&mut run).await;
         drop(in_flight);
+        // A failure is this worker's to report only while it still holds the claim: a worker that
+        // was frozen or cut off past its lease may have lost the command to another, whose result
+        // stands (its own failure is then a refused stale request, not the VM's).
+        let result = match result {
+            Err(failure @ (Failure::Asr { .. } | Failure::Refused { .. })) => match run.fence.renew().await {
+                Ok(()) => Err(failure),
+                Err(e) => Err(Failure::from(e)),
+            },
+            other => other,
+        };
         let outcome = match result {
             Ok(outcome) => Ok(outcome),
             Err(Failure::Asr { phase, error }) => {

@@ -28,8 +28,9 @@ use tern_testkit::stack::Stack;
 /// The services, in start order.
 pub const SERVICES: [&str; 4] = ["tern-planner", "tern-failover", "tern-reprotect", "tern-cleanup"];
 
-/// How long a plan may take to end under faults.
-pub const PLAN_DEADLINE: Duration = Duration::from_secs(180);
+/// How long a plan may take to end under faults (below nextest's own timeout, so the harness
+/// gets to say which VMs it was still waiting for).
+pub const PLAN_DEADLINE: Duration = Duration::from_secs(150);
 
 /// VMs per plan: `TERN_FAULTS_VMS`, else `short`.
 pub fn vms(short: usize) -> usize {
@@ -72,10 +73,17 @@ pub struct Fleet {
 impl Fleet {
     /// nats-server, the simulator with `sim`, and every service as its own process.
     pub async fn start(sim: SimConfig) -> Fleet {
+        Self::start_with(sim, &[]).await
+    }
+
+    /// As [`Fleet::start`], with extra environment for every service.
+    pub async fn start_with(sim: SimConfig, env: &[(&str, &str)]) -> Fleet {
         let mut stack = Stack::start(sim).await;
         let mut index = HashMap::new();
+        let mut all = vec![("TERN_LISTEN", "127.0.0.1:0")];
+        all.extend_from_slice(env);
         for service in SERVICES {
-            index.insert(service, stack.spawn(&bin(service), &[("TERN_LISTEN", "127.0.0.1:0")]));
+            index.insert(service, stack.spawn(&bin(service), &all));
         }
         let vault_id = stack.asr_client().config().vault_id();
         Fleet { stack, index, vault_id }
@@ -110,19 +118,58 @@ impl Fleet {
         grpc.get_plan(GetPlanRequest { plan_id: plan_id.to_owned() }).await.ok().map(|r| r.into_inner())
     }
 
-    /// Waits for the plan to end; returns it.
+    /// Waits for the plan to end; returns it. If it does not, says which VMs it still waits for.
     pub async fn finished(&self, plan_id: &str) -> Plan {
-        tern_testkit::wait_for(&format!("plan {plan_id} to end"), PLAN_DEADLINE, || async {
+        let ended = tern_testkit::wait_for(&format!("plan {plan_id} to end"), PLAN_DEADLINE, || async {
             self.plan(plan_id).await.filter(|p| p.finished_at.is_some())
         })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .await;
+        match ended {
+            Ok(plan) => plan,
+            Err(e) => {
+                let open: Vec<String> = self
+                    .plan(plan_id)
+                    .await
+                    .map(|p| {
+                        p.vms
+                            .iter()
+                            .filter(|v| matches!(VmState::try_from(v.state), Ok(VmState::Pending | VmState::Running)))
+                            .map(|v| {
+                                let name = v.vm.as_ref().map(|r| r.name.as_str()).unwrap_or("?");
+                                let phase = Phase::try_from(v.phase).unwrap_or_default().slug();
+                                format!("{name} {phase} {:?}", VmState::try_from(v.state).unwrap_or_default())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                panic!("{e}; still open: {open:?}");
+            }
+        }
+    }
+
+    /// `PUT /_sim/faults`: replaces every fault the simulator injects.
+    pub async fn set_faults(&self, spec: serde_json::Value) {
+        let url = format!("{}/_sim/faults", self.stack.sim.url());
+        let reply = reqwest::Client::new().put(url).json(&spec).send().await.expect("the simulator answers");
+        let status = reply.status();
+        let body = reply.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "PUT /_sim/faults {spec}: {body}");
     }
 
     /// Kills (SIGKILL) and restarts `service`.
     pub fn crash_and_restart(&mut self, service: &str) {
         self.stack.restart(self.index[service]);
     }
+}
+
+/// Waits until the plan's event stream has grown by `more` events: a point of the plan chosen
+/// by progress, not by time.
+pub async fn progress(fleet: &Fleet, plan_id: &str, more: usize) {
+    let from = fleet.stack.events(plan_id).await.len();
+    let _ = tern_testkit::wait_until("the plan to move on", tern_testkit::stack::DEADLINE, || async {
+        fleet.stack.events(plan_id).await.len() >= from + more
+    })
+    .await;
 }
 
 /// What a scenario injected on purpose, for the checks.

@@ -8,15 +8,6 @@ use tern_faults::{Expected, Fleet, SERVICES, assert_clean, check, estate, rounds
 use tern_proto::VmState;
 use tern_testkit::Seed;
 
-/// Waits until the plan's event stream has grown by `more` events (a random point of the plan).
-async fn progress(fleet: &Fleet, plan_id: &str, more: usize) {
-    let from = fleet.stack.events(plan_id).await.len();
-    let _ = tern_testkit::wait_until("the plan to move on", tern_testkit::stack::DEADLINE, || async {
-        fleet.stack.events(plan_id).await.len() >= from + more
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn every_service_killed_mid_plan_and_restarted_loses_nothing_and_repeats_nothing() {
     let seed = Seed::new();
@@ -28,7 +19,7 @@ async fn every_service_killed_mid_plan_and_restarted_loses_nothing_and_repeats_n
         let mut order = SERVICES;
         order.shuffle(&mut rng);
         for service in order {
-            progress(&fleet, &plan_id, rng.random_range(1..=n)).await;
+            tern_faults::progress(&fleet, &plan_id, rng.random_range(1..=n)).await;
             fleet.crash_and_restart(service);
         }
     }
