@@ -48,14 +48,10 @@ async fn start() -> (NatsServer, Bus) {
 }
 
 fn failover_command(plan: &str, vm: &str) -> Command {
-    let vm = VmRef { name: vm.into(), ..Default::default() };
+    let command = tern_testkit::stack::failover_command(plan, vm);
     Command {
-        command_id: tern_bus::ids::command_id(plan, &vm, Phase::Failover, 1),
-        plan_id: plan.into(),
-        vm: Some(vm),
-        attempt: 1,
         action: Some(command::Action::Failover(FailoverCommand { commit_after: true, ..Default::default() })),
-        ..Default::default()
+        ..command
     }
 }
 

@@ -40,6 +40,19 @@ pub fn ready_for_failback(vms: usize) -> SimConfig {
     c
 }
 
+/// The first failover command of `vm` in `plan` (default options), as the planner would send it.
+pub fn failover_command(plan: &str, vm: &str) -> tern_proto::Command {
+    let vm = tern_proto::VmRef { name: vm.into(), ..Default::default() };
+    tern_proto::Command {
+        command_id: tern_bus::ids::command_id(plan, &vm, tern_proto::Phase::Failover, 1),
+        plan_id: plan.into(),
+        vm: Some(vm),
+        attempt: 1,
+        action: Some(tern_proto::command::Action::Failover(tern_proto::FailoverCommand::default())),
+        ..Default::default()
+    }
+}
+
 /// Commands come back after 2 s without an ack; claims last 3 s.
 #[allow(missing_docs)]
 pub fn topology() -> Topology {

@@ -21,8 +21,10 @@ pub struct WorkerConfig {
     pub nats_url: String,
     /// Instance name (defaults to `<service>-<pid>`); fences record it as the owner.
     pub instance: Option<String>,
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    /// Address of `/healthz`, `/readyz` and `/metrics` (the planner's gRPC address).
     pub listen: SocketAddr,
+    /// The planner's `/healthz` and `/metrics` (workers serve them on `listen`).
+    pub metrics_listen: SocketAddr,
     /// Commands handled at once by this process.
     pub concurrency: usize,
     /// On shutdown, how long in-flight commands may run before they are handed back (seconds).
@@ -49,6 +51,7 @@ impl Default for WorkerConfig {
             nats_url: "nats://127.0.0.1:4222".into(),
             instance: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             concurrency: 256,
             drain_timeout_secs: 30.0,
             lease_secs: 60.0,
@@ -75,10 +78,22 @@ impl WorkerConfig {
         let mut from_env = Map::new();
         for (k, v) in env {
             let Some(key) = k.strip_prefix("TERN_") else { continue };
-            if matches!(key, "LOG" | "TEST_SEED" | "NATS_SERVER" | "AZURE_TOKEN" | "DATA_DIR")
-                || key.starts_with("FAULTS_")
+            // Read elsewhere: logging (tern-telemetry), the `tern` CLI's own variables, and the
+            // test tooling's (TERN_FAULTS_*: the fault suite's scale, inherited by the services).
+            if matches!(
+                key,
+                "LOG"
+                    | "LOG_FORMAT"
+                    | "TEST_SEED"
+                    | "NATS_SERVER"
+                    | "AZURE_TOKEN"
+                    | "DATA_DIR"
+                    | "PLANNER"
+                    | "NATS"
+                    | "CONFIG"
+            ) || key.starts_with("FAULTS_")
             {
-                continue; // read elsewhere (TERN_FAULTS_*: the fault suite's scale, inherited by the services it starts)
+                continue;
             }
             let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
             let value = serde_json::from_str::<Value>(&v).unwrap_or(Value::String(v));
@@ -166,9 +181,13 @@ mod tests {
                 ("TERN_ASR__ENDPOINT", "http://127.0.0.1:9"),
                 ("PATH", "/bin"),
                 ("TERN_FAULTS_VMS", "200"),
+                ("TERN_LOG_FORMAT", "json"),
+                ("TERN_PLANNER", "127.0.0.1:50051"),
+                ("TERN_METRICS_LISTEN", "127.0.0.1:9464"),
             ]),
         )
         .unwrap();
+        assert_eq!(c.metrics_listen, SocketAddr::from(([127, 0, 0, 1], 9464)));
         assert_eq!(c.concurrency, 16, "the environment overrides the file");
         assert_eq!(c.asr.vault, "v", "the file overrides the defaults");
         assert_eq!(c.asr.endpoint, "http://127.0.0.1:9");

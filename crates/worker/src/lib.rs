@@ -25,26 +25,33 @@ pub use runtime::{CommandRun, Failure, PhaseHandler, WorkerContext, connect, run
 /// is set), stops gracefully on SIGINT/SIGTERM. Spans still buffered are exported as it
 /// returns.
 pub async fn main_for(handler: std::sync::Arc<dyn PhaseHandler>) -> anyhow::Result<()> {
+    let usage = format!(
+        "{service}: a Tern phase worker.\n\nUsage: {service} [--config FILE]\n\nSettings: defaults, then FILE (TOML), then TERN_* environment variables\n(TERN_NATS_URL, TERN_ASR__ENDPOINT, TERN_ASR__SUBSCRIPTION_ID, TERN_ASR__RESOURCE_GROUP,\nTERN_ASR__VAULT, TERN_ASR_TOKEN, TERN_CONCURRENCY, TERN_LISTEN, TERN_BUDGET, ...; '__' nests).",
+        service = handler.service()
+    );
+    let Some(config) = config_from_args(&usage)? else { return Ok(()) };
+    // Held to the end: dropping it flushes the spans of the drained commands.
+    let _telemetry = tern_telemetry::init(handler.service());
+    let shutdown = stop_on_signal();
+    run_worker(config, handler, shutdown).await
+}
+
+/// A service binary's command line: `--config FILE` (then `TERN_*` variables) gives the
+/// settings; `--help` prints `usage` and gives `None`; anything else is an error.
+pub fn config_from_args(usage: &str) -> anyhow::Result<Option<WorkerConfig>> {
     let mut args = std::env::args().skip(1);
     let mut file = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => file = args.next().map(std::path::PathBuf::from),
             "--help" | "-h" => {
-                println!(
-                    "{service}: a Tern phase worker.\n\nUsage: {service} [--config FILE]\n\nSettings: defaults, then FILE (TOML), then TERN_* environment variables\n(TERN_NATS_URL, TERN_ASR__ENDPOINT, TERN_ASR__SUBSCRIPTION_ID, TERN_ASR__RESOURCE_GROUP,\nTERN_ASR__VAULT, TERN_ASR_TOKEN, TERN_CONCURRENCY, TERN_LISTEN, TERN_BUDGET, ...; '__' nests).",
-                    service = handler.service()
-                );
-                return Ok(());
+                println!("{usage}");
+                return Ok(None);
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    // Held to the end: dropping it flushes the spans of the drained commands.
-    let _telemetry = tern_telemetry::init(handler.service());
-    let config = WorkerConfig::load(file.as_deref(), std::env::vars()).map_err(|e| anyhow::anyhow!(e))?;
-    let shutdown = stop_on_signal();
-    run_worker(config, handler, shutdown).await
+    WorkerConfig::load(file.as_deref(), std::env::vars()).map(Some).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM.

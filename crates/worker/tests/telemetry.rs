@@ -8,9 +8,9 @@ use std::time::Duration;
 use opentelemetry::trace::TraceContextExt;
 use tern_bus::topology::COMMANDS_STREAM;
 use tern_bus::{EventFilter, StartAt, WorkQueue};
-use tern_proto::{Command, FailoverCommand, Outcome, Phase, VmRef, command};
+use tern_proto::{Outcome, Phase};
 use tern_telemetry::metrics::registry;
-use tern_testkit::stack::{Stack, ready_for_failback};
+use tern_testkit::stack::{Stack, failover_command, ready_for_failback};
 use tern_worker::{CommandRun, Failure, PhaseHandler, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -58,18 +58,6 @@ fn config(stack: &Stack) -> WorkerConfig {
     }
 }
 
-fn failover(plan: &str, vm: &str) -> Command {
-    let vm = VmRef { name: vm.into(), ..Default::default() };
-    Command {
-        command_id: tern_bus::ids::command_id(plan, &vm, Phase::Failover, 1),
-        plan_id: plan.into(),
-        vm: Some(vm),
-        attempt: 1,
-        action: Some(command::Action::Failover(FailoverCommand::default())),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_continues_its_publishers_trace_and_is_counted() {
     // No OTLP endpoint here: spans get ids and are exported nowhere.
@@ -82,7 +70,7 @@ async fn a_command_continues_its_publishers_trace_and_is_counted() {
     let dispatch = tracing::info_span!("planner.dispatch");
     let publisher = dispatch.context().span().span_context().clone();
     assert!(publisher.is_valid());
-    stack.bus.publish_command(&failover("p1", "vm-00001")).instrument(dispatch).await.unwrap();
+    stack.bus.publish_command(&failover_command("p1", "vm-00001")).instrument(dispatch).await.unwrap();
     // And a message no worker can read, for the dead-letter gauge.
     let subject = tern_bus::subjects::command(WorkQueue::Failover, "p2").unwrap();
     stack.bus.jetstream().publish(subject, "not a command".into()).await.unwrap().await.unwrap();
