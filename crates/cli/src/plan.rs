@@ -170,12 +170,17 @@ struct Config {
     vault: Option<String>,
 }
 
+/// Largest planner response the CLI accepts.
+const MAX_MESSAGE: usize = 512 << 20;
+
 impl Stack {
     pub async fn client(&self) -> anyhow::Result<PlannerClient<Channel>> {
         let url = if self.planner.contains("://") { self.planner.clone() } else { format!("http://{}", self.planner) };
-        PlannerClient::connect(url.clone())
+        let client = PlannerClient::connect(url.clone())
             .await
-            .with_context(|| format!("cannot reach the planner at {url}; is the stack running (`tern up`)?"))
+            .with_context(|| format!("cannot reach the planner at {url}; is the stack running (`tern up`)?"))?;
+        // A plan of tens of thousands of VMs is tens of MiB.
+        Ok(client.max_decoding_message_size(MAX_MESSAGE))
     }
 }
 

@@ -324,8 +324,7 @@ async fn readiness(target: &Target, vault_id: &str, vms: &mut [Vm]) {
 /// The planner's preflight of these items.
 async fn preflight(target: &Target, vault_id: &str, ids: Vec<String>) -> anyhow::Result<Vec<VmPreflight>> {
     let stack = target.resolve()?;
-    // A vault of 20,000 VMs answers with more than tonic's default 4 MiB.
-    let mut grpc = stack.client().await?.max_decoding_message_size(512 << 20);
+    let mut grpc = stack.client().await?;
     let by = selection::By::ProtectedItemIds(NameList { values: ids });
     let spec =
         PlanSpec { vault_id: vault_id.to_owned(), selection: Some(Selection { by: Some(by) }), ..Default::default() };

@@ -9,6 +9,7 @@ pub mod preflight;
 pub mod progress;
 pub mod service;
 pub mod spec;
+pub mod store;
 
 pub use service::{PlannerService, serve_grpc};
 pub use spec::{Selected, SpecError, ValidSpec, validate};

@@ -46,6 +46,7 @@ fn word(name: &str, prefix: &str) -> String {
 /// Sets the plan gauges from the plan records.
 async fn refresh(service: &PlannerService) -> Result<(), tonic::Status> {
     let plans = service.all_plans().await?;
+    let active = service.active_plans().await?;
     let by_state = registry().gauge("tern_plans", "Plans by state");
     let vms = registry().gauge("tern_plan_vms", "VMs of plans that have not ended, by phase and state");
     // Every state is written each time, so a state no plan is in any more reads 0.
@@ -55,12 +56,11 @@ async fn refresh(service: &PlannerService) -> Result<(), tonic::Status> {
     }
     let phases = [Phase::Failover, Phase::Commit, Phase::Reprotect, Phase::Cleanup, Phase::Drill];
     let states = [VmState::Pending, VmState::Running, VmState::Succeeded, VmState::Failed, VmState::Skipped];
-    let active: Vec<_> = plans.iter().filter(|p| !crate::service::is_terminal(p.state)).collect();
     for phase in phases {
         for state in states {
             let n = active
                 .iter()
-                .flat_map(|p| &p.vms)
+                .flat_map(|s| &s.plan.vms)
                 .filter(|v| v.phase == phase as i32 && v.state == state as i32)
                 .count();
             let l = labels(&[("phase", phase.slug()), ("state", &word(state.as_str_name(), "VM_STATE_"))]);

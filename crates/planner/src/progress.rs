@@ -88,8 +88,26 @@ fn next_phase(plan: &Plan, done: Phase) -> Option<Phase> {
 
 /// Applies a worker's event to the plan. Returns whether anything changed.
 pub fn apply_event(plan: &mut Plan, event: &VmEvent) -> bool {
-    let key = event.vm.as_ref().map(tern_bus_key).unwrap_or("");
-    let Some(i) = plan.vms.iter().position(|v| vm_key(v).eq_ignore_ascii_case(key)) else { return false };
+    apply_events(plan, std::slice::from_ref(event))
+}
+
+/// Applies worker events to the plan in order (one pass to find the VMs, however many events).
+/// Returns whether anything changed.
+pub fn apply_events(plan: &mut Plan, events: &[VmEvent]) -> bool {
+    let index: std::collections::HashMap<String, usize> =
+        plan.vms.iter().enumerate().map(|(i, v)| (vm_key(v).to_ascii_lowercase(), i)).collect();
+    let mut changed = false;
+    for event in events {
+        let key = event.vm.as_ref().map(tern_bus_key).unwrap_or("").to_ascii_lowercase();
+        if let Some(&i) = index.get(&key) {
+            changed |= apply_at(plan, i, event);
+        }
+    }
+    changed
+}
+
+/// Applies a worker's event to VM `i` of the plan.
+fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
     let phase = Phase::try_from(event.phase).unwrap_or(Phase::Unspecified);
     let outcome = Outcome::try_from(event.outcome).unwrap_or(Outcome::Unspecified);
     let drill = is_drill(plan);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::Stream;
+use futures::StreamExt;
 use tern_asr::AsrClient;
 use tern_asr::model::ProtectedItem;
 use tern_asr::point::PointChoice;
@@ -31,6 +32,17 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::preflight::{PreflightOptions, preflight_vm};
 use crate::progress;
 use crate::spec::{Selected, ValidSpec, validate};
+use crate::store::{PlanStore, Snapshot};
+
+/// Events handled at once by a planner process. Events of one plan are applied together, one
+/// stored version per batch, so this is also the largest batch.
+const EVENT_CONCURRENCY: usize = 512;
+
+/// Commands (and VM lock releases) sent at once after a step.
+const SEND_CONCURRENCY: usize = 64;
+
+/// Worker events waiting for their plan's next step, each with whoever waits for it stored.
+type Pending = Vec<(tern_proto::VmEvent, tokio::sync::oneshot::Sender<Result<(), String>>)>;
 
 /// A submission's request id → its plan.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -58,9 +70,11 @@ struct Inner {
     /// One lock per plan: this process applies a plan's changes one at a time, so its own
     /// event handlers never race each other's compare-and-set (other replicas still may).
     plan_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Events received and not yet applied, by plan.
+    pending: std::sync::Mutex<HashMap<String, Pending>>,
     bus: Bus,
     asr: AsrClient,
-    plans: TypedKv<Plan>,
+    store: PlanStore,
     requests: TypedKv<PlanRef>,
     locks: TypedKv<VmLock>,
     vault_id: String,
@@ -70,10 +84,6 @@ impl std::fmt::Debug for PlannerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlannerService").field("vault_id", &self.inner.vault_id).finish()
     }
-}
-
-fn plan_key(id: &str) -> String {
-    format!("plan.{id}")
 }
 
 fn hex(s: &str) -> String {
@@ -99,15 +109,16 @@ impl PlannerService {
     /// The service for `asr`'s vault, keeping state on `bus`.
     pub async fn new(bus: Bus, asr: AsrClient) -> anyhow::Result<Self> {
         let vault_id = asr.config().vault_id();
-        let plans = bus.kv::<Plan>(Bucket::Plans).await?;
+        let store = PlanStore::new(&bus).await?;
         let requests = bus.kv::<PlanRef>(Bucket::Plans).await?;
         let locks = bus.kv::<VmLock>(Bucket::VmLocks).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 plan_locks: std::sync::Mutex::new(HashMap::new()),
+                pending: std::sync::Mutex::new(HashMap::new()),
                 bus,
                 asr,
-                plans,
+                store,
                 requests,
                 locks,
                 vault_id,
@@ -119,8 +130,11 @@ impl PlannerService {
     /// running VMs first (a previous planner may have stored a dispatch and died before sending it).
     pub async fn run_progression(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.resync().await;
-        let consumer =
-            self.inner.bus.planner_event_consumer(LoopOptions { concurrency: 16, ..LoopOptions::default() }).await?;
+        let consumer = self
+            .inner
+            .bus
+            .planner_event_consumer(LoopOptions { concurrency: EVENT_CONCURRENCY, ..LoopOptions::default() })
+            .await?;
         let this = self.clone();
         consumer
             .run(
@@ -141,81 +155,140 @@ impl PlannerService {
         if !(outcome.is_terminal() || (outcome == tern_proto::Outcome::Started && vm.phase == Phase::Commit as i32)) {
             return Ok(());
         }
-        let key = plan_key(&event.plan_id);
-        if self.inner.plans.get(&key).await.map_err(|e| HandlerError::retry(e.to_string()))?.is_none() {
+        let store = &self.inner.store;
+        if store.last_seen(&event.plan_id).is_none()
+            && store.header(&event.plan_id).await.map_err(|e| HandlerError::retry(e.to_string()))?.is_none()
+        {
             return Ok(()); // not a plan of this planner's store
         }
-        self.step(&event.plan_id, |p| progress::apply_event(p, &vm))
-            .await
-            .map_err(|e| HandlerError::retry(e.message().to_owned()))?;
-        Ok(())
+        let (done, applied) = tokio::sync::oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(event.plan_id.clone())
+            .or_default()
+            .push((vm, done));
+        self.apply_pending(&event.plan_id).await;
+        match applied.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(HandlerError::retry(e)),
+            Err(_) => Err(HandlerError::retry("the plan step was abandoned")),
+        }
+    }
+
+    /// Applies every event waiting for `plan_id` in one step (group commit): under load,
+    /// hundreds of events cost one stored version instead of one each. Whoever gets the plan's
+    /// lock applies what has gathered meanwhile, its own event or others'.
+    async fn apply_pending(&self, plan_id: &str) {
+        let lock = self.plan_lock(plan_id);
+        let _serialized = lock.lock().await;
+        let batch = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(plan_id).unwrap_or_default();
+        if batch.is_empty() {
+            return; // a step before this one took our event
+        }
+        let (events, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let result = self.step_locked(plan_id, |p| progress::apply_events(p, &events)).await;
+        for done in waiting {
+            let _ = done.send(result.as_ref().map(|_| ()).map_err(|e| e.message().to_owned()));
+        }
+    }
+
+    fn plan_lock(&self, plan_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner.plan_locks.lock().unwrap_or_else(|e| e.into_inner()).entry(plan_id.to_owned()).or_default().clone()
     }
 
     /// Re-publishes the command of every running VM of every active plan (ids are
     /// deterministic: the bus or the workers' fences drop what already ran).
     pub async fn resync(&self) {
-        let Ok(keys) = self.inner.plans.keys().await else { return };
-        for key in keys.into_iter().filter(|k| k.starts_with("plan.")) {
-            let Ok(Some(v)) = self.inner.plans.get(&key).await else { continue };
-            let plan = v.value;
-            if is_terminal(plan.state) {
+        let Ok(ids) = self.inner.store.ids().await else { return };
+        for id in ids {
+            let Ok(Some(header)) = self.inner.store.header(&id).await else { continue };
+            if is_terminal(header.state) {
                 continue;
             }
-            for (i, vm) in plan.vms.iter().enumerate() {
-                if vm.state == VmState::Running as i32 {
+            let Ok(Some(snapshot)) = self.inner.store.load(&id).await else { continue };
+            let plan = &snapshot.plan;
+            let running: Vec<(usize, Phase)> = plan
+                .vms
+                .iter()
+                .enumerate()
+                .filter(|(_, vm)| vm.state == VmState::Running as i32)
+                .map(|(i, vm)| {
                     let phase = Phase::try_from(vm.phase).unwrap_or(Phase::Failover);
-                    let phase = if phase == Phase::Commit { Phase::Failover } else { phase };
-                    if let Err(e) = self.publish_command(&plan, i, phase).await {
-                        warn!(plan = %plan.plan_id, error = %e, "resync publish failed");
-                    }
-                }
-            }
+                    (i, if phase == Phase::Commit { Phase::Failover } else { phase })
+                })
+                .collect();
+            self.publish_commands(plan, &running).await;
         }
+    }
+
+    /// Publishes the commands of `which` VMs, a bounded number at a time. A command that
+    /// could not be sent is logged: `resync` sends it when a planner starts.
+    async fn publish_commands(&self, plan: &Plan, which: &[(usize, Phase)]) {
+        futures::stream::iter(which.to_vec())
+            .for_each_concurrent(SEND_CONCURRENCY, |(i, phase)| async move {
+                if let Err(e) = self.publish_command(plan, i, phase).await {
+                    warn!(plan = %plan.plan_id, error = %e, "command not published; resync will send it");
+                }
+            })
+            .await;
     }
 
     /// Applies `change` to a plan with compare-and-set, dispatches what can run next, settles,
     /// stores, then publishes commands and plan events. Returns the stored plan.
-    async fn step(&self, plan_id: &str, mut change: impl FnMut(&mut Plan) -> bool) -> Result<Plan, Status> {
-        let key = plan_key(plan_id);
-        let lock = self
-            .inner
-            .plan_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(plan_id.to_owned())
-            .or_default()
-            .clone();
+    async fn step(&self, plan_id: &str, change: impl FnMut(&mut Plan) -> bool) -> Result<Plan, Status> {
+        let lock = self.plan_lock(plan_id);
         let _serialized = lock.lock().await;
+        self.step_locked(plan_id, change).await
+    }
+
+    /// The current version of a plan from the store (reads only what changed since this
+    /// process last saw it).
+    async fn load(&self, plan_id: &str) -> Result<Arc<Snapshot>, Status> {
+        self.inner
+            .store
+            .load(plan_id)
+            .await
+            .map_err(kv_status)?
+            .ok_or_else(|| Status::not_found(format!("plan {plan_id}")))
+    }
+
+    /// [`Self::step`], with the plan's lock held by the caller.
+    async fn step_locked(&self, plan_id: &str, mut change: impl FnMut(&mut Plan) -> bool) -> Result<Plan, Status> {
+        // Start from the version this process stored last: with one planner (or one busy with
+        // this plan) that is the current one, and the write's compare-and-set tells if not.
+        let mut base = self.inner.store.last_seen(plan_id);
         loop {
-            let current = self
-                .inner
-                .plans
-                .get(&key)
-                .await
-                .map_err(kv_status)?
-                .ok_or_else(|| Status::not_found(format!("plan {plan_id}")))?;
-            let mut plan = current.value.clone();
+            let (current, verified) = match base.take() {
+                Some(cached) => (cached, false),
+                None => (self.load(plan_id).await?, true),
+            };
+            let mut plan = current.plan.clone();
             let changed = change(&mut plan);
             let wave_before = plan.current_wave;
             let dispatched = progress::dispatch(&mut plan);
             let ended = progress::settle(&mut plan);
-            if !changed && dispatched.is_empty() && ended.is_none() && plan == current.value {
+            if !changed && dispatched.is_empty() && ended.is_none() && plan == current.plan {
+                if !verified {
+                    let fresh = self.load(plan_id).await?;
+                    if fresh.revision != current.revision {
+                        base = Some(fresh); // another replica moved it: decide again on its version
+                        continue;
+                    }
+                }
                 return Ok(plan);
             }
             plan.updated_at = Some(now());
             if ended.is_some() {
                 plan.finished_at = Some(now());
             }
-            match self.inner.plans.update(&key, &plan, current.revision).await {
+            match self.inner.store.update(&current, &plan).await {
                 Ok(_) => {}
                 Err(KvError::Conflict { .. }) => continue,
                 Err(e) => return Err(kv_status(e)),
             }
-            for (i, phase) in &dispatched {
-                if let Err(e) = self.publish_command(&plan, *i, *phase).await {
-                    warn!(plan = %plan_id, error = %e, "command not published; resync will send it");
-                }
-            }
+            self.publish_commands(&plan, &dispatched).await;
             if plan.current_wave != wave_before {
                 self.plan_event(&plan, PlanEventKind::WaveStarted, &format!("wave.{}", plan.current_wave), "").await;
             }
@@ -228,8 +301,9 @@ impl PlannerService {
     }
 
     async fn publish_command(&self, plan: &Plan, i: usize, phase: Phase) -> Result<(), tern_bus::BusError> {
-        let spec = plan.spec.clone().unwrap_or_default();
-        let vm = plan.vms[i].clone();
+        let default_spec = tern_proto::PlanSpec::default();
+        let spec = plan.spec.as_ref().unwrap_or(&default_spec);
+        let vm = &plan.vms[i];
         let vm_ref = vm.vm.clone().unwrap_or_default();
         let phases = spec.phases.unwrap_or_default();
         let action = match phase {
@@ -290,14 +364,16 @@ impl PlannerService {
     }
 
     async fn release_locks(&self, plan: &Plan) {
-        for vm in &plan.vms {
-            let key = progress::vm_key(vm).to_owned();
-            if let Ok(Some(lock)) = self.inner.locks.get(&key).await
-                && lock.value.plan_id == plan.plan_id
-            {
-                let _ = self.inner.locks.delete(&key).await;
-            }
-        }
+        futures::stream::iter(0..plan.vms.len())
+            .for_each_concurrent(SEND_CONCURRENCY, |i| async move {
+                let key = progress::vm_key(&plan.vms[i]);
+                if let Ok(Some(lock)) = self.inner.locks.get(key).await
+                    && lock.value.plan_id == plan.plan_id
+                {
+                    let _ = self.inner.locks.delete(key).await;
+                }
+            })
+            .await;
     }
 
     /// The VMs a selection names, with their wave (from the spec's waves or the recovery plan's boot groups).
@@ -307,6 +383,7 @@ impl PlannerService {
         let all = asr.list_items(None, None).await.map_err(unavailable)?;
         let by_name: HashMap<String, &ProtectedItem> =
             all.iter().map(|i| (i.friendly_name().to_ascii_lowercase(), i)).collect();
+        let by_id: HashMap<String, &ProtectedItem> = all.iter().map(|i| (i.id.to_ascii_lowercase(), i)).collect();
         let mut waves_of: HashMap<String, u32> = HashMap::new();
         for (w, wave) in valid.spec.waves.iter().enumerate() {
             for vm in &wave.vm_names {
@@ -333,12 +410,12 @@ impl PlannerService {
             Selected::ItemIds(ids) => {
                 let mut out = Vec::new();
                 for (i, id) in ids.iter().enumerate() {
-                    let item = all.iter().find(|it| it.id.eq_ignore_ascii_case(id)).ok_or_else(|| {
+                    let item = by_id.get(&id.to_ascii_lowercase()).ok_or_else(|| {
                         Status::invalid_argument(format!(
                             "selection.protected_item_ids[{i}]: no such protected item {id:?}"
                         ))
                     })?;
-                    out.push((item.clone(), wave(item.friendly_name())));
+                    out.push(((*item).clone(), wave(item.friendly_name())));
                 }
                 out
             }
@@ -352,8 +429,8 @@ impl PlannerService {
                 let mut out = Vec::new();
                 for (w, group) in rp.boot_groups().iter().enumerate() {
                     for id in group {
-                        if let Some(item) = all.iter().find(|it| it.id.eq_ignore_ascii_case(id)) {
-                            out.push((item.clone(), w as u32));
+                        if let Some(item) = by_id.get(&id.to_ascii_lowercase()) {
+                            out.push(((*item).clone(), w as u32));
                         }
                     }
                 }
@@ -532,13 +609,13 @@ impl PlannerService {
             ..Default::default()
         };
         plan.counts = Some(progress::counts(&plan));
-        self.inner.plans.create(&plan_key(&plan_id), &plan).await.map_err(kv_status)?;
+        self.inner.store.create(&plan).await.map_err(kv_status)?;
         if let Some(key) = &request_key
             && let Err(KvError::AlreadyExists { .. }) =
                 self.inner.requests.create(key, &PlanRef { plan_id: plan_id.clone() }).await
         {
             // Another submission with the same request id won the race: withdraw this one.
-            let _ = self.inner.plans.delete(&plan_key(&plan_id)).await;
+            let _ = self.inner.store.delete(&plan_id).await;
             for k in &taken {
                 let _ = self.inner.locks.delete(k).await;
             }
@@ -557,29 +634,36 @@ impl PlannerService {
         &self.inner.bus
     }
 
-    /// Every plan record, with its VMs.
+    /// Every plan without its VMs.
     pub(crate) async fn all_plans(&self) -> Result<Vec<Plan>, Status> {
-        let keys = self.inner.plans.keys().await.map_err(kv_status)?;
-        let mut plans = Vec::new();
-        for key in keys.into_iter().filter(|k| k.starts_with("plan.")) {
-            if let Some(v) = self.inner.plans.get(&key).await.map_err(kv_status)? {
-                plans.push(v.value);
-            }
+        let store = &self.inner.store;
+        let ids = store.ids().await.map_err(kv_status)?;
+        let headers: Vec<_> = futures::stream::iter(ids)
+            .map(|id| async move { store.header(&id).await })
+            .buffered(SEND_CONCURRENCY)
+            .collect()
+            .await;
+        let mut plans = Vec::with_capacity(headers.len());
+        for header in headers {
+            plans.extend(header.map_err(kv_status)?);
         }
         Ok(plans)
+    }
+
+    /// The plans that have not ended, with their VMs.
+    pub(crate) async fn active_plans(&self) -> Result<Vec<Arc<Snapshot>>, Status> {
+        let mut out = Vec::new();
+        for plan in self.all_plans().await?.into_iter().filter(|p| !is_terminal(p.state)) {
+            out.extend(self.inner.store.load(&plan.plan_id).await.map_err(kv_status)?);
+        }
+        Ok(out)
     }
 
     async fn get(&self, plan_id: &str) -> Result<Plan, Status> {
         if plan_id.is_empty() {
             return Err(Status::invalid_argument("plan_id: is empty"));
         }
-        self.inner
-            .plans
-            .get(&plan_key(plan_id))
-            .await
-            .map_err(kv_status)?
-            .map(|v| v.value)
-            .ok_or_else(|| Status::not_found(format!("plan {plan_id}")))
+        Ok(self.load(plan_id).await?.plan.clone())
     }
 
     async fn transition(
@@ -659,9 +743,8 @@ impl Planner for PlannerService {
     async fn list_plans(&self, request: Request<ListPlansRequest>) -> Result<Response<ListPlansResponse>, Status> {
         let req = request.into_inner();
         let mut plans = Vec::new();
-        for mut p in self.all_plans().await? {
+        for p in self.all_plans().await? {
             if req.states.is_empty() || req.states.contains(&p.state) {
-                p.vms.clear();
                 plans.push(p);
             }
         }

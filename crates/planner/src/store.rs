@@ -1,0 +1,362 @@
+//! Plan storage in the plans KV bucket, sized for tens of thousands of VMs per plan.
+//!
+//! A plan is a small header record `plan.<id>` (the plan without its VMs, plus the keys of its
+//! VM chunks) and immutable chunk records `chunk.<id>.<n>.<nonce>` of up to [`CHUNK_VMS`] VMs
+//! each. A change writes new chunks only for the slices of VMs that changed, under fresh keys,
+//! then moves the header with compare-and-set: the header is the one atomic root, so a reader
+//! always sees one consistent version of the plan, and two planner replicas racing on a plan
+//! still conflict on one record. A writer that loses the race deletes the chunks it wrote; the
+//! winner deletes the chunks it replaced.
+//!
+//! Chunks never change once written, so each planner keeps the last version of each plan it
+//! saw and reads only the chunks whose keys moved. A step on a plan this planner wrote last
+//! reads nothing at all: it writes against the cached revision and only re-reads on conflict.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tern_bus::{Bucket, Bus, KvError, Revision, TypedKv};
+use tern_proto::{Plan, VmStatus};
+
+/// VMs per chunk record: a chunk stays well under NATS's 1 MiB message limit (a VM's status
+/// is about 1 KiB with its ARM ids and recovery point).
+pub const CHUNK_VMS: usize = 250;
+
+/// KV operations of one store call run this many at a time.
+const PARALLEL: usize = 32;
+
+/// How often a read retries when a chunk it was pointed at was replaced under it.
+const READ_RETRIES: usize = 8;
+
+/// The header record of a plan.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredPlan {
+    /// The plan, without its VMs.
+    #[prost(message, optional, tag = "1")]
+    pub plan: Option<Plan>,
+    /// The keys of the plan's VM chunks, in VM order.
+    #[prost(string, repeated, tag = "2")]
+    pub chunks: Vec<String>,
+}
+
+/// A chunk of a plan's VMs.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VmChunk {
+    /// Consecutive VMs of the plan.
+    #[prost(message, repeated, tag = "1")]
+    pub vms: Vec<VmStatus>,
+}
+
+/// One version of a plan, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// The whole plan.
+    pub plan: Plan,
+    /// The header's revision: write against it.
+    pub revision: Revision,
+    chunks: Vec<String>,
+}
+
+/// The plans of one bucket, with this process's cache of their latest versions.
+#[derive(Clone)]
+pub struct PlanStore {
+    headers: TypedKv<StoredPlan>,
+    chunks: TypedKv<VmChunk>,
+    cache: Arc<Mutex<HashMap<String, Arc<Snapshot>>>>,
+}
+
+fn header_key(id: &str) -> String {
+    format!("plan.{id}")
+}
+
+fn chunk_key(id: &str, n: usize) -> String {
+    format!("chunk.{id}.{n}.{:016x}", rand::random::<u64>())
+}
+
+fn without_vms(plan: &Plan) -> Plan {
+    // Every field named, so a new field of `Plan` cannot be forgotten here; the VMs are not
+    // cloned.
+    let Plan {
+        plan_id,
+        spec,
+        state,
+        counts,
+        current_wave,
+        created_at,
+        updated_at,
+        finished_at,
+        vms: _,
+        reason,
+        halted,
+        traceparent,
+    } = plan;
+    Plan {
+        plan_id: plan_id.clone(),
+        spec: spec.clone(),
+        state: *state,
+        counts: *counts,
+        current_wave: *current_wave,
+        created_at: *created_at,
+        updated_at: *updated_at,
+        finished_at: *finished_at,
+        vms: Vec::new(),
+        reason: reason.clone(),
+        halted: *halted,
+        traceparent: traceparent.clone(),
+    }
+}
+
+impl std::fmt::Debug for PlanStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cached = self.cache.lock().map(|c| c.len()).unwrap_or_default();
+        f.debug_struct("PlanStore").field("cached_plans", &cached).finish()
+    }
+}
+
+impl PlanStore {
+    /// The plan store of `bus`'s plans bucket.
+    pub async fn new(bus: &Bus) -> Result<Self, tern_bus::BusError> {
+        Ok(Self {
+            headers: bus.kv::<StoredPlan>(Bucket::Plans).await?,
+            chunks: bus.kv::<VmChunk>(Bucket::Plans).await?,
+            cache: Arc::default(),
+        })
+    }
+
+    fn cached(&self, id: &str) -> Option<Arc<Snapshot>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    fn remember(&self, snapshot: Arc<Snapshot>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.get(&snapshot.plan.plan_id) {
+            Some(old) if old.revision >= snapshot.revision => {}
+            _ => {
+                cache.insert(snapshot.plan.plan_id.clone(), snapshot);
+            }
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
+    /// The last version of a plan this process read or wrote, without any I/O: possibly
+    /// stale, so only a base for a compare-and-set write.
+    pub fn last_seen(&self, id: &str) -> Option<Arc<Snapshot>> {
+        self.cached(id)
+    }
+
+    /// The ids of every stored plan.
+    pub async fn ids(&self) -> Result<Vec<String>, KvError> {
+        let keys = self.headers.keys().await?;
+        Ok(keys.into_iter().filter_map(|k| k.strip_prefix("plan.").map(str::to_owned)).collect())
+    }
+
+    /// A plan without its VMs (one small read), or `None`.
+    pub async fn header(&self, id: &str) -> Result<Option<Plan>, KvError> {
+        if let Some(s) = self.cached(id)
+            && crate::service::is_terminal(s.plan.state)
+        {
+            return Ok(Some(without_vms(&s.plan))); // an ended plan never changes again
+        }
+        Ok(self.headers.get(&header_key(id)).await?.and_then(|h| h.value.plan))
+    }
+
+    /// The current version of a plan, or `None`. Reads the header, and only the chunks that
+    /// changed since this process last saw the plan.
+    pub async fn load(&self, id: &str) -> Result<Option<Arc<Snapshot>>, KvError> {
+        let mut attempt = 0;
+        loop {
+            let Some(header) = self.headers.get(&header_key(id)).await? else {
+                self.forget(id);
+                return Ok(None);
+            };
+            let known = self.cached(id);
+            if let Some(k) = &known
+                && k.revision == header.revision
+            {
+                return Ok(Some(k.clone()));
+            }
+            match self.assemble(header.value, header.revision, known.as_deref()).await? {
+                Some(snapshot) => {
+                    let snapshot = Arc::new(snapshot);
+                    self.remember(snapshot.clone());
+                    return Ok(Some(snapshot));
+                }
+                // A writer replaced a chunk between our header and chunk reads: read again.
+                None if attempt < READ_RETRIES => attempt += 1,
+                None => {
+                    return Err(KvError::Nats {
+                        op: "read",
+                        bucket: Bucket::Plans.name().into(),
+                        key: header_key(id),
+                        source: "the plan's chunks kept changing while being read".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The plan of `header` with its VMs, reusing the chunks `known` already holds; `None`
+    /// when a chunk has gone (replaced by a later version).
+    async fn assemble(
+        &self,
+        header: StoredPlan,
+        revision: Revision,
+        known: Option<&Snapshot>,
+    ) -> Result<Option<Snapshot>, KvError> {
+        let reuse = |n: usize, key: &str| -> Option<Vec<VmStatus>> {
+            let k = known?;
+            (k.chunks.get(n).map(String::as_str) == Some(key)).then(|| {
+                let start = n * CHUNK_VMS;
+                k.plan.vms[start..(start + CHUNK_VMS).min(k.plan.vms.len())].to_vec()
+            })
+        };
+        let parts: Vec<Result<Option<Vec<VmStatus>>, KvError>> =
+            futures::stream::iter(header.chunks.clone().into_iter().enumerate())
+                .map(|(n, key)| {
+                    let cached = reuse(n, &key);
+                    async move {
+                        match cached {
+                            Some(vms) => Ok(Some(vms)),
+                            None => Ok(self.chunks.get(&key).await?.map(|c| c.value.vms)),
+                        }
+                    }
+                })
+                .buffered(PARALLEL)
+                .collect()
+                .await;
+        let mut plan = header.plan.unwrap_or_default();
+        for part in parts {
+            match part? {
+                Some(vms) => plan.vms.extend(vms),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(Snapshot { plan, revision, chunks: header.chunks }))
+    }
+
+    /// Writes chunks `which` of `plan` under fresh keys; returns their keys.
+    async fn write_chunks(&self, plan: &Plan, which: &[usize]) -> Result<Vec<String>, KvError> {
+        let results: Vec<Result<String, KvError>> = futures::stream::iter(which.to_vec())
+            .map(|n| async move {
+                let start = n * CHUNK_VMS;
+                let vms = plan.vms[start..(start + CHUNK_VMS).min(plan.vms.len())].to_vec();
+                let key = chunk_key(&plan.plan_id, n);
+                self.chunks.create(&key, &VmChunk { vms }).await?;
+                Ok(key)
+            })
+            .buffered(PARALLEL)
+            .collect()
+            .await;
+        let mut keys = Vec::with_capacity(results.len());
+        let mut failure = None;
+        for r in results {
+            match r {
+                Ok(k) => keys.push(k),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(e) = failure {
+            self.delete_chunks(&keys).await;
+            return Err(e);
+        }
+        Ok(keys)
+    }
+
+    async fn delete_chunks(&self, keys: &[String]) {
+        futures::stream::iter(keys.to_vec())
+            .for_each_concurrent(PARALLEL, |k| async move {
+                let _ = self.chunks.delete(&k).await;
+            })
+            .await;
+    }
+
+    /// Stores a new plan; fails with `AlreadyExists` if its id is taken.
+    pub async fn create(&self, plan: &Plan) -> Result<Arc<Snapshot>, KvError> {
+        let all: Vec<usize> = (0..plan.vms.len().div_ceil(CHUNK_VMS)).collect();
+        let chunks = self.write_chunks(plan, &all).await?;
+        let header = StoredPlan { plan: Some(without_vms(plan)), chunks: chunks.clone() };
+        match self.headers.create(&header_key(&plan.plan_id), &header).await {
+            Ok(revision) => {
+                let snapshot = Arc::new(Snapshot { plan: plan.clone(), revision, chunks });
+                self.remember(snapshot.clone());
+                Ok(snapshot)
+            }
+            Err(e) => {
+                self.delete_chunks(&chunks).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores `plan` as the version after `base`, writing only the chunks whose VMs changed.
+    /// Fails with `Conflict` (and leaves no trace) if the plan moved on since `base`.
+    pub async fn update(&self, base: &Snapshot, plan: &Plan) -> Result<Arc<Snapshot>, KvError> {
+        debug_assert_eq!(base.plan.vms.len(), plan.vms.len(), "a plan's VMs never change in number");
+        let changed: Vec<usize> = (0..base.chunks.len())
+            .filter(|n| {
+                let start = n * CHUNK_VMS;
+                let end = (start + CHUNK_VMS).min(plan.vms.len());
+                base.plan.vms.get(start..end) != plan.vms.get(start..end)
+            })
+            .collect();
+        let written = self.write_chunks(plan, &changed).await?;
+        let mut chunks = base.chunks.clone();
+        let mut replaced = Vec::with_capacity(changed.len());
+        for (n, key) in changed.iter().zip(&written) {
+            replaced.push(std::mem::replace(&mut chunks[*n], key.clone()));
+        }
+        let header = StoredPlan { plan: Some(without_vms(plan)), chunks: chunks.clone() };
+        match self.headers.update(&header_key(&plan.plan_id), &header, base.revision).await {
+            Ok(revision) => {
+                self.delete_chunks(&replaced).await;
+                let snapshot = Arc::new(Snapshot { plan: plan.clone(), revision, chunks });
+                self.remember(snapshot.clone());
+                Ok(snapshot)
+            }
+            Err(e) => {
+                self.delete_chunks(&written).await;
+                if matches!(e, KvError::Conflict { .. }) {
+                    self.forget(&plan.plan_id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes a plan and its chunks (a submission withdrawn before anyone saw it).
+    pub async fn delete(&self, id: &str) -> Result<(), KvError> {
+        let header = self.headers.get(&header_key(id)).await?;
+        self.headers.delete(&header_key(id)).await?;
+        if let Some(h) = header {
+            self.delete_chunks(&h.value.chunks).await;
+        }
+        self.forget(id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_keeps_every_field_but_the_vms() {
+        let plan = Plan {
+            plan_id: "p".into(),
+            state: 3,
+            current_wave: 2,
+            reason: "r".into(),
+            halted: true,
+            traceparent: "t".into(),
+            vms: vec![VmStatus::default(); 3],
+            ..Default::default()
+        };
+        let header = without_vms(&plan);
+        assert!(header.vms.is_empty());
+        assert_eq!(Plan { vms: plan.vms.clone(), ..header }, plan);
+    }
+}
