@@ -42,7 +42,11 @@ impl Default for WatcherOptions {
 
 struct Tracked {
     tx: watch::Sender<Option<Job>>,
+    /// Listings start here: the job's start once seen, before that its registration less
+    /// `start_slack`.
     since: OffsetDateTime,
+    /// When the job was registered here: a poll that began earlier may not show it.
+    registered: Instant,
     misses: u32,
 }
 
@@ -87,7 +91,7 @@ impl JobWatcher {
             None => {
                 let (tx, rx) = watch::channel(None);
                 let since = OffsetDateTime::now_utc() - self.inner.options.start_slack;
-                tracked.insert(name, Tracked { tx, since, misses: 0 });
+                tracked.insert(name, Tracked { tx, since, registered: Instant::now(), misses: 0 });
                 rx
             }
         };
@@ -158,15 +162,19 @@ async fn run(weak: Weak<Inner>) {
 }
 
 async fn poll(inner: &Inner, span: &Span) {
+    let began = Instant::now();
     let since = {
         let tracked = inner.tracked.lock().unwrap_or_else(|e| e.into_inner());
         tracked.values().map(|t| t.since).min()
     };
     let Some(since) = since else { return };
     debug!(%since, "polling jobs");
-    // Page by page, one read per `read_gap`, so the read rate holds over any window.
+    // Page by page, newest first, one read per `read_gap`, so the read rate holds over any
+    // window. Each page's news goes out at once, and paging stops as soon as every job that was
+    // tracked when the poll began has been seen: the jobs we wait for are usually the newest,
+    // however many finished jobs the window holds behind them.
     let query = JobQuery { started_after: Some(since), states: vec![] };
-    let mut jobs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut next: Option<String> = None;
     let mut pages = 0u32;
     loop {
@@ -174,8 +182,8 @@ async fn poll(inner: &Inner, span: &Span) {
             Ok((page, link)) => {
                 pages += 1;
                 span.record("tern.asr.pages", pages);
-                jobs.extend(page);
-                next = link;
+                let all_seen = inner.take_news(page, &mut seen, began);
+                next = link.filter(|_| !all_seen);
             }
             Err(e) => {
                 warn!(error = %e, "listing jobs failed; will retry");
@@ -190,21 +198,8 @@ async fn poll(inner: &Inner, span: &Span) {
     let mut missing = Vec::new();
     {
         let mut tracked = inner.tracked.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seen = std::collections::HashSet::new();
-        for job in jobs {
-            let key = job.name.to_ascii_lowercase();
-            if let Some(t) = tracked.get_mut(&key) {
-                seen.insert(key.clone());
-                t.misses = 0;
-                let done = job.state().is_terminal();
-                t.tx.send_replace(Some(job));
-                if done {
-                    tracked.remove(&key);
-                }
-            }
-        }
         for (key, t) in tracked.iter_mut() {
-            if !seen.contains(key) {
+            if !seen.contains(key) && t.registered < began {
                 t.misses += 1;
                 if t.misses >= inner.options.misses_before_get {
                     missing.push(key.clone());
@@ -217,15 +212,32 @@ async fn poll(inner: &Inner, span: &Span) {
     for key in missing {
         debug!(job = %key, "job absent from listings; fetching it directly");
         if let Ok(job) = inner.client.get_job(&key).await {
-            let mut tracked = inner.tracked.lock().unwrap_or_else(|e| e.into_inner());
+            inner.take_news(vec![job], &mut seen, began);
+        }
+    }
+}
+
+impl Inner {
+    /// Hands listed jobs to their waiters; stops following the ones that ended. Returns
+    /// whether every job tracked before `began` has now been seen in this poll.
+    fn take_news(&self, jobs: Vec<Job>, seen: &mut std::collections::HashSet<String>, began: Instant) -> bool {
+        let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+        for job in jobs {
+            let key = job.name.to_ascii_lowercase();
             if let Some(t) = tracked.get_mut(&key) {
                 t.misses = 0;
+                // From now on the window starts at the job's own start, on Azure's clock.
+                if let Some(start) = job.properties.start_time.as_deref().and_then(crate::model::parse_time) {
+                    t.since = start;
+                }
                 let done = job.state().is_terminal();
                 t.tx.send_replace(Some(job));
                 if done {
                     tracked.remove(&key);
                 }
+                seen.insert(key);
             }
         }
+        tracked.iter().all(|(key, t)| t.registered >= began || seen.contains(key))
     }
 }
