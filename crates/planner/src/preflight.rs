@@ -24,6 +24,35 @@ pub struct PreflightOptions {
     pub drill: bool,
     /// A successful drill older than this draws a warning (Microsoft recommends one every six months).
     pub drill_window: time::Duration,
+    /// The target resource groups checked so far: VMs sharing a group share one read.
+    pub groups: GroupChecks,
+}
+
+/// The outcome of checking each target resource group, each checked once however many VMs
+/// go there (a fleet usually has a handful of groups).
+#[derive(Clone, Debug, Default)]
+pub struct GroupChecks(
+    std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::OnceCell<PreflightCheck>>>>,
+    >,
+);
+
+impl GroupChecks {
+    async fn check(&self, asr: &AsrClient, rg: &str) -> PreflightCheck {
+        use Readiness::{Blocked, Ready};
+        let cell = self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(rg.to_ascii_lowercase()).or_default().clone();
+        cell.get_or_init(|| async {
+            match asr.list_vms(rg).await {
+                Ok(_) => check("target-resource-group", Ready, format!("{rg} is reachable")),
+                Err(e) if e.class() == tern_asr::ErrorClass::NotFound => {
+                    check("target-resource-group", Blocked, format!("{rg} does not exist in the target region"))
+                }
+                Err(e) => check("target-resource-group", Blocked, format!("{rg} could not be checked: {e}")),
+            }
+        })
+        .await
+        .clone()
+    }
 }
 
 impl Default for PreflightOptions {
@@ -33,6 +62,7 @@ impl Default for PreflightOptions {
             direction: Direction::Failback,
             drill: false,
             drill_window: time::Duration::days(183),
+            groups: GroupChecks::default(),
         }
     }
 }
@@ -153,13 +183,7 @@ pub async fn preflight_vm(
     let target_rg = a2a.recovery_azure_resource_group_id.clone().unwrap_or_default();
     checks.push(match resource_group(&target_rg) {
         None => check("target-resource-group", Blocked, "the item names no recovery resource group"),
-        Some(rg) => match asr.list_vms(&rg).await {
-            Ok(_) => check("target-resource-group", Ready, format!("{rg} is reachable")),
-            Err(e) if e.class() == tern_asr::ErrorClass::NotFound => {
-                check("target-resource-group", Blocked, format!("{rg} does not exist in the target region"))
-            }
-            Err(e) => check("target-resource-group", Blocked, format!("{rg} could not be checked: {e}")),
-        },
+        Some(rg) => options.groups.check(asr, &rg).await,
     });
 
     let mut used = None;

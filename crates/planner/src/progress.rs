@@ -86,24 +86,33 @@ fn next_phase(plan: &Plan, done: Phase) -> Option<Phase> {
     }
 }
 
-/// Applies a worker's event to the plan. Returns whether anything changed.
-pub fn apply_event(plan: &mut Plan, event: &VmEvent) -> bool {
-    apply_events(plan, std::slice::from_ref(event))
+/// Where each VM of a plan is, by its key (lower case). A plan's VMs never change keys, so
+/// one index serves the plan's whole life.
+pub type VmIndex = std::collections::HashMap<String, usize>;
+
+/// The index of `plan`'s VMs.
+pub fn vm_index(plan: &Plan) -> VmIndex {
+    plan.vms.iter().enumerate().map(|(i, v)| (vm_key(v).to_ascii_lowercase(), i)).collect()
 }
 
-/// Applies worker events to the plan in order (one pass to find the VMs, however many events).
-/// Returns whether anything changed.
-pub fn apply_events(plan: &mut Plan, events: &[VmEvent]) -> bool {
-    let index: std::collections::HashMap<String, usize> =
-        plan.vms.iter().enumerate().map(|(i, v)| (vm_key(v).to_ascii_lowercase(), i)).collect();
-    let mut changed = false;
+/// Applies a worker's event to the plan. Returns whether anything changed.
+pub fn apply_event(plan: &mut Plan, event: &VmEvent) -> bool {
+    !apply_events(plan, &vm_index(plan), std::slice::from_ref(event)).is_empty()
+}
+
+/// Applies worker events to the plan in order. Returns the VMs that changed (the plan's own
+/// fields may change with them: a critical failure halts it).
+pub fn apply_events(plan: &mut Plan, index: &VmIndex, events: &[VmEvent]) -> Vec<usize> {
+    let mut touched = Vec::new();
     for event in events {
         let key = event.vm.as_ref().map(tern_bus_key).unwrap_or("").to_ascii_lowercase();
-        if let Some(&i) = index.get(&key) {
-            changed |= apply_at(plan, i, event);
+        if let Some(&i) = index.get(&key)
+            && apply_at(plan, i, event)
+        {
+            touched.push(i);
         }
     }
-    changed
+    touched
 }
 
 /// Applies a worker's event to VM `i` of the plan.
@@ -275,6 +284,17 @@ pub fn dispatch(plan: &mut Plan) -> Vec<(usize, Phase)> {
 /// Recomputes the counts; ends the plan when nothing more can happen. Returns the plan-level
 /// event to publish when the plan ended.
 pub fn settle(plan: &mut Plan) -> Option<PlanEventKind> {
+    settle_tracked(plan).0
+}
+
+/// [`settle`], also saying whether it changed any VM (a stopping plan skips its pending VMs).
+pub fn settle_tracked(plan: &mut Plan) -> (Option<PlanEventKind>, bool) {
+    let mut skipped_any = false;
+    let ended = settle_inner(plan, &mut skipped_any);
+    (ended, skipped_any)
+}
+
+fn settle_inner(plan: &mut Plan, skipped_any: &mut bool) -> Option<PlanEventKind> {
     let state = PlanState::try_from(plan.state).unwrap_or(PlanState::Unspecified);
     let stopping = plan.halted || state == PlanState::Cancelling;
     if stopping {
@@ -290,6 +310,7 @@ pub fn settle(plan: &mut Plan) -> Option<PlanEventKind> {
         for v in plan.vms.iter_mut().filter(|v| vm_state(v) == VmState::Pending && (cancelling || not_failed_over(v))) {
             v.state = VmState::Skipped as i32;
             v.reason = why.clone();
+            *skipped_any = true;
         }
     }
     plan.counts = Some(counts(plan));

@@ -32,11 +32,14 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::preflight::{PreflightOptions, preflight_vm};
 use crate::progress;
 use crate::spec::{Selected, ValidSpec, validate};
-use crate::store::{PlanStore, Snapshot};
+use crate::store::{self, Dirty, PlanStore, Snapshot};
 
 /// Events handled at once by a planner process. Events of one plan are applied together, one
 /// stored version per batch, so this is also the largest batch.
 const EVENT_CONCURRENCY: usize = 512;
+
+/// VMs preflighted at once.
+const PREFLIGHT_CONCURRENCY: usize = 32;
 
 /// Commands (and VM lock releases) sent at once after a step.
 const SEND_CONCURRENCY: usize = 64;
@@ -72,6 +75,8 @@ struct Inner {
     plan_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Events received and not yet applied, by plan.
     pending: std::sync::Mutex<HashMap<String, Pending>>,
+    /// Each plan's VM index (VM keys never change).
+    indexes: std::sync::Mutex<HashMap<String, Arc<progress::VmIndex>>>,
     bus: Bus,
     asr: AsrClient,
     store: PlanStore,
@@ -116,6 +121,7 @@ impl PlannerService {
             inner: Arc::new(Inner {
                 plan_locks: std::sync::Mutex::new(HashMap::new()),
                 pending: std::sync::Mutex::new(HashMap::new()),
+                indexes: std::sync::Mutex::new(HashMap::new()),
                 bus,
                 asr,
                 store,
@@ -156,9 +162,9 @@ impl PlannerService {
             return Ok(());
         }
         let store = &self.inner.store;
-        if store.last_seen(&event.plan_id).is_none()
-            && store.header(&event.plan_id).await.map_err(|e| HandlerError::retry(e.to_string()))?.is_none()
-        {
+        let known = self.inner.indexes.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&event.plan_id)
+            || store.last_seen(&event.plan_id).is_some();
+        if !known && store.header(&event.plan_id).await.map_err(|e| HandlerError::retry(e.to_string()))?.is_none() {
             return Ok(()); // not a plan of this planner's store
         }
         let (done, applied) = tokio::sync::oneshot::channel();
@@ -188,10 +194,36 @@ impl PlannerService {
             return; // a step before this one took our event
         }
         let (events, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let result = self.step_locked(plan_id, |p| progress::apply_events(p, &events)).await;
+        let index = self.vm_index(plan_id).await;
+        let result = match index {
+            Ok(index) => {
+                self.step_locked(plan_id, |p, dirty| {
+                    let touched = progress::apply_events(p, &index, &events);
+                    let changed = !touched.is_empty();
+                    touched.into_iter().for_each(|i| dirty.touch(i));
+                    changed
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
         for done in waiting {
             let _ = done.send(result.as_ref().map(|_| ()).map_err(|e| e.message().to_owned()));
         }
+    }
+
+    /// The index of a plan's VMs, built once per plan and process.
+    async fn vm_index(&self, plan_id: &str) -> Result<Arc<progress::VmIndex>, Status> {
+        if let Some(index) = self.inner.indexes.lock().unwrap_or_else(|e| e.into_inner()).get(plan_id) {
+            return Ok(index.clone());
+        }
+        let snapshot = match self.inner.store.last_seen(plan_id) {
+            Some(s) => s,
+            None => self.load(plan_id).await?,
+        };
+        let index = Arc::new(progress::vm_index(&snapshot.plan));
+        self.inner.indexes.lock().unwrap_or_else(|e| e.into_inner()).insert(plan_id.to_owned(), index.clone());
+        Ok(index)
     }
 
     fn plan_lock(&self, plan_id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -236,8 +268,13 @@ impl PlannerService {
     }
 
     /// Applies `change` to a plan with compare-and-set, dispatches what can run next, settles,
-    /// stores, then publishes commands and plan events. Returns the stored plan.
-    async fn step(&self, plan_id: &str, change: impl FnMut(&mut Plan) -> bool) -> Result<Plan, Status> {
+    /// stores, then publishes commands and plan events. `change` marks the VMs it changed in
+    /// the `Dirty` set; fields of the plan itself it may change freely. Returns the stored plan.
+    async fn step(
+        &self,
+        plan_id: &str,
+        change: impl FnMut(&mut Plan, &mut Dirty) -> bool,
+    ) -> Result<Arc<Snapshot>, Status> {
         let lock = self.plan_lock(plan_id);
         let _serialized = lock.lock().await;
         self.step_locked(plan_id, change).await
@@ -255,48 +292,63 @@ impl PlannerService {
     }
 
     /// [`Self::step`], with the plan's lock held by the caller.
-    async fn step_locked(&self, plan_id: &str, mut change: impl FnMut(&mut Plan) -> bool) -> Result<Plan, Status> {
-        // Start from the version this process stored last: with one planner (or one busy with
-        // this plan) that is the current one, and the write's compare-and-set tells if not.
-        let mut base = self.inner.store.last_seen(plan_id);
+    ///
+    /// A step costs what it changes, not the plan's size: it changes this process's last
+    /// version in place (taken out of the cache, not copied) and writes only the chunks of the
+    /// VMs it touched; a stale version fails the write's compare-and-set and is read again.
+    async fn step_locked(
+        &self,
+        plan_id: &str,
+        mut change: impl FnMut(&mut Plan, &mut Dirty) -> bool,
+    ) -> Result<Arc<Snapshot>, Status> {
+        let store = &self.inner.store;
+        let mut cached = store.take(plan_id);
         loop {
-            let (current, verified) = match base.take() {
-                Some(cached) => (cached, false),
-                None => (self.load(plan_id).await?, true),
+            let (current, verified) = match cached.take() {
+                Some(c) => (c, false),
+                None => {
+                    self.load(plan_id).await?;
+                    (store.take(plan_id).ok_or_else(|| Status::not_found(format!("plan {plan_id}")))?, true)
+                }
             };
-            let mut plan = current.plan.clone();
-            let changed = change(&mut plan);
+            let Snapshot { mut plan, base } = Arc::try_unwrap(current).unwrap_or_else(|shared| (*shared).clone());
+            let header_before = store::without_vms(&plan);
+            let mut dirty = Dirty::None;
+            let changed = change(&mut plan, &mut dirty);
             let wave_before = plan.current_wave;
             let dispatched = progress::dispatch(&mut plan);
-            let ended = progress::settle(&mut plan);
-            if !changed && dispatched.is_empty() && ended.is_none() && plan == current.plan {
-                if !verified {
-                    let fresh = self.load(plan_id).await?;
-                    if fresh.revision != current.revision {
-                        base = Some(fresh); // another replica moved it: decide again on its version
-                        continue;
-                    }
+            for (i, _) in &dispatched {
+                dirty.touch(*i);
+            }
+            let (ended, skipped) = progress::settle_tracked(&mut plan);
+            if skipped {
+                dirty = Dirty::All;
+            }
+            if !changed && dirty == Dirty::None && ended.is_none() && store::without_vms(&plan) == header_before {
+                if !verified && store.revision(plan_id).await.map_err(kv_status)? != Some(base.revision) {
+                    continue; // another replica moved it: decide again on its version
                 }
-                return Ok(plan);
+                return Ok(store.keep(Snapshot { plan, base }));
             }
             plan.updated_at = Some(now());
             if ended.is_some() {
                 plan.finished_at = Some(now());
             }
-            match self.inner.store.update(&current, &plan).await {
-                Ok(_) => {}
+            let stored = match store.update(base, plan, &dirty).await {
+                Ok(s) => s,
                 Err(KvError::Conflict { .. }) => continue,
                 Err(e) => return Err(kv_status(e)),
-            }
-            self.publish_commands(&plan, &dispatched).await;
+            };
+            let plan = &stored.plan;
+            self.publish_commands(plan, &dispatched).await;
             if plan.current_wave != wave_before {
-                self.plan_event(&plan, PlanEventKind::WaveStarted, &format!("wave.{}", plan.current_wave), "").await;
+                self.plan_event(plan, PlanEventKind::WaveStarted, &format!("wave.{}", plan.current_wave), "").await;
             }
             if let Some(kind) = ended {
-                self.plan_event(&plan, kind, kind.slug(), &plan.reason.clone()).await;
-                self.release_locks(&plan).await;
+                self.plan_event(plan, kind, kind.slug(), &plan.reason).await;
+                self.release_locks(plan).await;
             }
-            return Ok(plan);
+            return Ok(stored);
         }
     }
 
@@ -381,9 +433,6 @@ impl PlannerService {
         let asr = &self.inner.asr;
         let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
         let all = asr.list_items(None, None).await.map_err(unavailable)?;
-        let by_name: HashMap<String, &ProtectedItem> =
-            all.iter().map(|i| (i.friendly_name().to_ascii_lowercase(), i)).collect();
-        let by_id: HashMap<String, &ProtectedItem> = all.iter().map(|i| (i.id.to_ascii_lowercase(), i)).collect();
         let mut waves_of: HashMap<String, u32> = HashMap::new();
         for (w, wave) in valid.spec.waves.iter().enumerate() {
             for vm in &wave.vm_names {
@@ -394,6 +443,47 @@ impl PlannerService {
         let wave = |name: &str| {
             waves_of.get(&name.to_ascii_lowercase()).copied().unwrap_or(if last_wave == 0 { 0 } else { last_wave })
         };
+        let nonempty = |picked: Vec<(ProtectedItem, u32)>| {
+            if picked.is_empty() {
+                return Err(Status::invalid_argument("selection: selects no replicated VM"));
+            }
+            Ok(picked)
+        };
+        // Whole-vault and resource-group selections take the listed items as they are (a
+        // fleet's items are tens of MiB: not copied).
+        match &valid.selected {
+            Selected::AllReady => {
+                return nonempty(
+                    all.into_iter()
+                        .map(|it| {
+                            let w = wave(it.friendly_name());
+                            (it, w)
+                        })
+                        .collect(),
+                );
+            }
+            Selected::ResourceGroup(rg) => {
+                let in_group = |it: &ProtectedItem| {
+                    let a2a = it.properties.provider_specific_details.as_ref();
+                    a2a.and_then(|d| d.fabric_object_id.as_deref())
+                        .and_then(tern_asr::client::resource_group_of)
+                        .is_some_and(|g| g.eq_ignore_ascii_case(rg))
+                };
+                return nonempty(
+                    all.into_iter()
+                        .filter(in_group)
+                        .map(|it| {
+                            let w = wave(it.friendly_name());
+                            (it, w)
+                        })
+                        .collect(),
+                );
+            }
+            _ => {}
+        }
+        let by_name: HashMap<String, &ProtectedItem> =
+            all.iter().map(|i| (i.friendly_name().to_ascii_lowercase(), i)).collect();
+        let by_id: HashMap<String, &ProtectedItem> = all.iter().map(|i| (i.id.to_ascii_lowercase(), i)).collect();
         let picked: Vec<(ProtectedItem, u32)> = match &valid.selected {
             Selected::Names(names) => {
                 let mut out = Vec::new();
@@ -436,25 +526,12 @@ impl PlannerService {
                 }
                 out
             }
-            Selected::ResourceGroup(rg) => all
-                .iter()
-                .filter(|it| {
-                    let a2a = it.properties.provider_specific_details.as_ref();
-                    a2a.and_then(|d| d.fabric_object_id.as_deref())
-                        .and_then(tern_asr::client::resource_group_of)
-                        .is_some_and(|g| g.eq_ignore_ascii_case(rg))
-                })
-                .map(|it| (it.clone(), wave(it.friendly_name())))
-                .collect(),
             Selected::Tag { .. } => {
                 return Err(Status::unimplemented("selection.tag: selecting by VM tag is not supported yet"));
             }
-            Selected::AllReady => all.iter().map(|it| (it.clone(), wave(it.friendly_name()))).collect(),
+            Selected::AllReady | Selected::ResourceGroup(_) => unreachable!("handled above"),
         };
-        if picked.is_empty() {
-            return Err(Status::invalid_argument("selection: selects no replicated VM"));
-        }
-        Ok(picked)
+        nonempty(picked)
     }
 
     fn preflight_options(valid: &ValidSpec) -> PreflightOptions {
@@ -477,16 +554,17 @@ impl PlannerService {
     async fn preflight_all(&self, valid: &ValidSpec, items: &[(ProtectedItem, u32)]) -> Vec<VmPreflight> {
         let opts = Self::preflight_options(valid);
         let now = time::OffsetDateTime::now_utc();
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(16) {
-            let checks = chunk.iter().map(|(item, _)| async {
+        let opts = &opts;
+        futures::stream::iter(0..items.len())
+            .map(|i| async move {
+                let item = &items[i].0;
                 let key = item.lifecycle_id().unwrap_or(item.friendly_name()).to_owned();
                 let locked = self.inner.locks.get(&key).await.ok().flatten().map(|l| l.value.plan_id);
-                preflight_vm(&self.inner.asr, item, &opts, locked.as_deref(), now).await
-            });
-            out.extend(futures::future::join_all(checks).await);
-        }
-        out
+                preflight_vm(&self.inner.asr, item, opts, locked.as_deref(), now).await
+            })
+            .buffered(PREFLIGHT_CONCURRENCY)
+            .collect()
+            .await
     }
 
     async fn submit(&self, spec: tern_proto::PlanSpec) -> Result<SubmitPlanResponse, Status> {
@@ -577,24 +655,37 @@ impl PlannerService {
             v.wave = wave_ids.iter().position(|w| *w == v.wave).unwrap_or(0) as u32;
         }
         // Lock every VM that will run; a VM already in another active plan refuses the plan.
-        let mut taken = Vec::new();
-        for v in vms.iter().filter(|v| v.state == VmState::Pending as i32) {
-            let key = progress::vm_key(v).to_owned();
-            match self.inner.locks.create(&key, &VmLock { plan_id: plan_id.clone() }).await {
-                Ok(_) => taken.push(key),
-                Err(KvError::AlreadyExists { .. }) => {
-                    for k in &taken {
-                        let _ = self.inner.locks.delete(k).await;
-                    }
-                    let holder =
-                        self.inner.locks.get(&key).await.ok().flatten().map(|l| l.value.plan_id).unwrap_or_default();
-                    return Err(Status::failed_precondition(format!(
-                        "{} is already in active plan {holder}",
-                        v.vm.as_ref().map(|r| r.name.as_str()).unwrap_or("")
-                    )));
+        let to_lock: Vec<String> =
+            vms.iter().filter(|v| v.state == VmState::Pending as i32).map(|v| progress::vm_key(v).to_owned()).collect();
+        let lock = VmLock { plan_id: plan_id.clone() };
+        let results: Vec<(String, Result<_, KvError>)> = futures::stream::iter(to_lock)
+            .map(|key| {
+                let lock = &lock;
+                async move {
+                    let r = self.inner.locks.create(&key, lock).await;
+                    (key, r)
                 }
-                Err(e) => return Err(kv_status(e)),
+            })
+            .buffer_unordered(SEND_CONCURRENCY)
+            .collect()
+            .await;
+        let taken: Vec<String> = results.iter().filter(|(_, r)| r.is_ok()).map(|(k, _)| k.clone()).collect();
+        if let Some((key, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
+            for k in &taken {
+                let _ = self.inner.locks.delete(k).await;
             }
+            if let KvError::AlreadyExists { .. } = e {
+                let holder =
+                    self.inner.locks.get(key).await.ok().flatten().map(|l| l.value.plan_id).unwrap_or_default();
+                let name = vms
+                    .iter()
+                    .find(|v| progress::vm_key(v) == key)
+                    .and_then(|v| v.vm.as_ref())
+                    .map(|r| r.name.as_str())
+                    .unwrap_or("");
+                return Err(Status::failed_precondition(format!("{name} is already in active plan {holder}")));
+            }
+            return Err(Status::unavailable(format!("plan store: {e}")));
         }
         let root = tracing::Span::current();
         root.record("tern.plan_id", plan_id.as_str());
@@ -625,7 +716,7 @@ impl PlannerService {
         }
         info!(plan = %plan_id, vms = plan.vms.len(), "plan accepted");
         self.plan_event(&plan, PlanEventKind::Accepted, "accepted", "").await;
-        let plan = if preflight_only { plan } else { self.step(&plan_id, |_| true).await? };
+        let plan = if preflight_only { plan } else { self.step(&plan_id, |_, _| true).await?.plan.clone() };
         Ok(SubmitPlanResponse { plan: Some(plan), existing: false })
     }
 
@@ -684,8 +775,8 @@ impl PlannerService {
             )));
         }
         let reason = reason.to_owned();
-        let plan = self
-            .step(plan_id, |p| {
+        let stored = self
+            .step(plan_id, |p, _| {
                 let s = PlanState::try_from(p.state).unwrap_or_default();
                 if from.contains(&s) {
                     p.state = to as i32;
@@ -698,6 +789,7 @@ impl PlannerService {
                 }
             })
             .await?;
+        let plan = stored.plan.clone();
         self.plan_event(
             &plan,
             kind,
@@ -768,10 +860,12 @@ impl Planner for PlannerService {
             }
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                let Ok(plan) = this.get(&plan_id).await else { return };
-                if plan.updated_at != last {
-                    last = plan.updated_at;
-                    let done = is_terminal(plan.state);
+                // Reads the small header, and the plan's changed chunks only when it moved.
+                let Ok(current) = this.load(&plan_id).await else { return };
+                if current.plan.updated_at != last {
+                    last = current.plan.updated_at;
+                    let done = is_terminal(current.plan.state);
+                    let plan = current.plan.clone();
                     if tx.send(Ok(PlanUpdate { plan: Some(plan) })).await.is_err() || done {
                         return;
                     }
@@ -839,11 +933,12 @@ impl Planner for PlannerService {
         }
         let requested = Phase::try_from(r.phase).unwrap_or(Phase::Unspecified);
         let plan = self
-            .step(&r.plan_id, |p| {
+            .step(&r.plan_id, |p, dirty| {
                 let v = &mut p.vms[i];
                 if v.state != VmState::Failed as i32 {
                     return false;
                 }
+                dirty.touch(i);
                 v.state = VmState::Pending as i32;
                 if requested != Phase::Unspecified {
                     v.phase = requested as i32;
@@ -860,7 +955,7 @@ impl Planner for PlannerService {
                 true
             })
             .await?;
-        Ok(Response::new(plan))
+        Ok(Response::new(plan.plan.clone()))
     }
 }
 

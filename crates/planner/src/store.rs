@@ -53,9 +53,51 @@ pub struct VmChunk {
 pub struct Snapshot {
     /// The whole plan.
     pub plan: Plan,
+    /// Where it is stored: what the next version is written against.
+    pub base: Base,
+}
+
+/// The stored form of a plan's version: its header revision and chunk keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Base {
     /// The header's revision: write against it.
     pub revision: Revision,
     chunks: Vec<String>,
+}
+
+/// Which VMs a change touched: only their chunks are written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Dirty {
+    /// These VMs (indices into the plan's VMs).
+    #[default]
+    None,
+    /// These VMs, by index.
+    Vms(Vec<usize>),
+    /// Any VM.
+    All,
+}
+
+impl Dirty {
+    /// Marks VM `i`.
+    pub fn touch(&mut self, i: usize) {
+        match self {
+            Dirty::None => *self = Dirty::Vms(vec![i]),
+            Dirty::Vms(v) => v.push(i),
+            Dirty::All => {}
+        }
+    }
+
+    /// The chunks to write, of a plan of `vms` VMs.
+    fn chunks(&self, vms: usize) -> Vec<usize> {
+        let mut out: Vec<usize> = match self {
+            Dirty::None => vec![],
+            Dirty::Vms(v) => v.iter().map(|i| i / CHUNK_VMS).collect(),
+            Dirty::All => (0..vms.div_ceil(CHUNK_VMS)).collect(),
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// The plans of one bucket, with this process's cache of their latest versions.
@@ -74,7 +116,8 @@ fn chunk_key(id: &str, n: usize) -> String {
     format!("chunk.{id}.{n}.{:016x}", rand::random::<u64>())
 }
 
-fn without_vms(plan: &Plan) -> Plan {
+/// The plan without its VMs (what the header record holds).
+pub fn without_vms(plan: &Plan) -> Plan {
     // Every field named, so a new field of `Plan` cannot be forgotten here; the VMs are not
     // cloned.
     let Plan {
@@ -131,7 +174,7 @@ impl PlanStore {
     fn remember(&self, snapshot: Arc<Snapshot>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         match cache.get(&snapshot.plan.plan_id) {
-            Some(old) if old.revision >= snapshot.revision => {}
+            Some(old) if old.base.revision >= snapshot.base.revision => {}
             _ => {
                 cache.insert(snapshot.plan.plan_id.clone(), snapshot);
             }
@@ -146,6 +189,25 @@ impl PlanStore {
     /// stale, so only a base for a compare-and-set write.
     pub fn last_seen(&self, id: &str) -> Option<Arc<Snapshot>> {
         self.cached(id)
+    }
+
+    /// Like [`Self::last_seen`], but takes the version out of the cache, so that a writer
+    /// that changes it in place need not copy it. [`Self::update`] or [`Self::keep`] puts the
+    /// next version back.
+    pub fn take(&self, id: &str) -> Option<Arc<Snapshot>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+    }
+
+    /// Puts an unchanged version back into the cache.
+    pub fn keep(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        let snapshot = Arc::new(snapshot);
+        self.remember(snapshot.clone());
+        snapshot
+    }
+
+    /// The plan's current header revision (one small read), or `None`.
+    pub async fn revision(&self, id: &str) -> Result<Option<Revision>, KvError> {
+        Ok(self.headers.get(&header_key(id)).await?.map(|h| h.revision))
     }
 
     /// The ids of every stored plan.
@@ -175,7 +237,7 @@ impl PlanStore {
             };
             let known = self.cached(id);
             if let Some(k) = &known
-                && k.revision == header.revision
+                && k.base.revision == header.revision
             {
                 return Ok(Some(k.clone()));
             }
@@ -209,7 +271,7 @@ impl PlanStore {
     ) -> Result<Option<Snapshot>, KvError> {
         let reuse = |n: usize, key: &str| -> Option<Vec<VmStatus>> {
             let k = known?;
-            (k.chunks.get(n).map(String::as_str) == Some(key)).then(|| {
+            (k.base.chunks.get(n).map(String::as_str) == Some(key)).then(|| {
                 let start = n * CHUNK_VMS;
                 k.plan.vms[start..(start + CHUNK_VMS).min(k.plan.vms.len())].to_vec()
             })
@@ -235,7 +297,7 @@ impl PlanStore {
                 None => return Ok(None),
             }
         }
-        Ok(Some(Snapshot { plan, revision, chunks: header.chunks }))
+        Ok(Some(Snapshot { plan, base: Base { revision, chunks: header.chunks } }))
     }
 
     /// Writes chunks `which` of `plan` under fresh keys; returns their keys.
@@ -281,7 +343,7 @@ impl PlanStore {
         let header = StoredPlan { plan: Some(without_vms(plan)), chunks: chunks.clone() };
         match self.headers.create(&header_key(&plan.plan_id), &header).await {
             Ok(revision) => {
-                let snapshot = Arc::new(Snapshot { plan: plan.clone(), revision, chunks });
+                let snapshot = Arc::new(Snapshot { plan: plan.clone(), base: Base { revision, chunks } });
                 self.remember(snapshot.clone());
                 Ok(snapshot)
             }
@@ -292,36 +354,28 @@ impl PlanStore {
         }
     }
 
-    /// Stores `plan` as the version after `base`, writing only the chunks whose VMs changed.
-    /// Fails with `Conflict` (and leaves no trace) if the plan moved on since `base`.
-    pub async fn update(&self, base: &Snapshot, plan: &Plan) -> Result<Arc<Snapshot>, KvError> {
-        debug_assert_eq!(base.plan.vms.len(), plan.vms.len(), "a plan's VMs never change in number");
-        let changed: Vec<usize> = (0..base.chunks.len())
-            .filter(|n| {
-                let start = n * CHUNK_VMS;
-                let end = (start + CHUNK_VMS).min(plan.vms.len());
-                base.plan.vms.get(start..end) != plan.vms.get(start..end)
-            })
-            .collect();
-        let written = self.write_chunks(plan, &changed).await?;
-        let mut chunks = base.chunks.clone();
+    /// Stores `plan` as the version after `base`, writing only the chunks of the `dirty` VMs
+    /// (the caller vouches that no other VM changed). Fails with `Conflict` (and leaves no
+    /// trace) if the plan moved on since `base`.
+    pub async fn update(&self, base: Base, plan: Plan, dirty: &Dirty) -> Result<Arc<Snapshot>, KvError> {
+        let changed = dirty.chunks(plan.vms.len());
+        let written = self.write_chunks(&plan, &changed).await?;
+        let Base { revision: expected, mut chunks } = base;
         let mut replaced = Vec::with_capacity(changed.len());
         for (n, key) in changed.iter().zip(&written) {
             replaced.push(std::mem::replace(&mut chunks[*n], key.clone()));
         }
-        let header = StoredPlan { plan: Some(without_vms(plan)), chunks: chunks.clone() };
-        match self.headers.update(&header_key(&plan.plan_id), &header, base.revision).await {
+        let header = StoredPlan { plan: Some(without_vms(&plan)), chunks: chunks.clone() };
+        match self.headers.update(&header_key(&plan.plan_id), &header, expected).await {
             Ok(revision) => {
                 self.delete_chunks(&replaced).await;
-                let snapshot = Arc::new(Snapshot { plan: plan.clone(), revision, chunks });
+                let snapshot = Arc::new(Snapshot { plan, base: Base { revision, chunks } });
                 self.remember(snapshot.clone());
                 Ok(snapshot)
             }
             Err(e) => {
                 self.delete_chunks(&written).await;
-                if matches!(e, KvError::Conflict { .. }) {
-                    self.forget(&plan.plan_id);
-                }
+                self.forget(&plan.plan_id);
                 Err(e)
             }
         }

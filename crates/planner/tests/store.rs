@@ -2,7 +2,7 @@
 //! chunks, read back whole, and two replicas racing on one plan.
 
 use tern_bus::{Bucket, Bus, KvError};
-use tern_planner::store::{CHUNK_VMS, PlanStore};
+use tern_planner::store::{CHUNK_VMS, Dirty, PlanStore};
 use tern_proto::{Plan, VmRef, VmState, VmStatus};
 use tern_testkit::NatsServer;
 
@@ -68,10 +68,10 @@ async fn of_two_replicas_changing_one_plan_one_wins_and_the_loser_leaves_no_chun
 
     let mut a = base.plan.clone();
     a.vms[0].state = VmState::Running as i32;
-    let stored_a = stores[0].update(&base, &a).await.expect("A writes first");
+    let stored_a = stores[0].update(base.base.clone(), a, &Dirty::Vms(vec![0])).await.expect("A writes first");
     let mut b = seen_by_b.plan.clone();
     b.vms[2 * CHUNK_VMS].state = VmState::Failed as i32;
-    let lost = stores[1].update(&seen_by_b, &b).await;
+    let lost = stores[1].update(seen_by_b.base.clone(), b, &Dirty::Vms(vec![2 * CHUNK_VMS])).await;
     assert!(matches!(lost, Err(KvError::Conflict { .. })), "B wrote against a version that moved on: {lost:?}");
 
     // B reads again and sees A's change; only the chunk B changes is rewritten.
@@ -79,7 +79,7 @@ async fn of_two_replicas_changing_one_plan_one_wins_and_the_loser_leaves_no_chun
     assert_eq!(fresh.plan, stored_a.plan);
     let mut b = fresh.plan.clone();
     b.vms[2 * CHUNK_VMS].state = VmState::Failed as i32;
-    stores[1].update(&fresh, &b).await.expect("B's retry");
+    stores[1].update(fresh.base.clone(), b, &Dirty::Vms(vec![2 * CHUNK_VMS])).await.expect("B's retry");
 
     let now = stores[0].load("p-race").await.unwrap().unwrap();
     assert_eq!(now.plan.vms[0].state, VmState::Running as i32);
