@@ -2,6 +2,7 @@
 //! region it now runs in. The item is re-homed under a new id (its `lifecycleId` stays); the
 //! worker re-resolves it, reports sync progress, and succeeds once it is Protected.
 
+use tern_asr::ErrorClass;
 use tern_asr::client::ReprotectSettings;
 use tern_bus::WorkQueue;
 use tern_proto::{Outcome, Phase, ReprotectTarget, command};
@@ -93,16 +94,32 @@ impl PhaseHandler for ReprotectPhase {
             }
             run.fence.step_done(STEP).await?;
         }
-        // The item lives under a new id now: find it again and check it is Protected.
-        let rehomed =
-            asr.find_item(&item.name, item.lifecycle_id()).await.map_err(Failure::asr(Phase::Reprotect))?.ok_or_else(
-                || Failure::Refused {
-                    phase: Phase::Reprotect,
-                    code: "TERN-REPROTECT-ITEM-LOST",
-                    message: format!("{} is in no protection container after reprotect", item.friendly_name()),
-                    action: "Check the vault: the item may have been removed.",
-                },
-            )?;
+        // The item lives under a new id now: find it again and check it is Protected. Its new
+        // home is the container it replicated to (one read); else search the vault.
+        let expected = item
+            .properties
+            .recovery_container_id
+            .as_deref()
+            .map(|c| format!("{c}/replicationProtectedItems/{}", item.name));
+        let moved = match expected {
+            Some(id) => match asr.get_item(&id).await {
+                Ok(found) if found.lifecycle_id() == item.lifecycle_id() => Some(found),
+                Ok(_) => None,
+                Err(e) if e.class() == ErrorClass::NotFound => None,
+                Err(e) => return Err(Failure::asr(Phase::Reprotect)(e)),
+            },
+            None => None,
+        };
+        let found = match moved {
+            Some(i) => Some(i),
+            None => asr.find_item(&item.name, item.lifecycle_id()).await.map_err(Failure::asr(Phase::Reprotect))?,
+        };
+        let rehomed = found.ok_or_else(|| Failure::Refused {
+            phase: Phase::Reprotect,
+            code: "TERN-REPROTECT-ITEM-LOST",
+            message: format!("{} is in no protection container after reprotect", item.friendly_name()),
+            action: "Check the vault: the item may have been removed.",
+        })?;
         if !rehomed.protection_state().eq_ignore_ascii_case("Protected") {
             return Err(Failure::Transient(format!(
                 "{} is {}, not Protected yet",

@@ -13,6 +13,9 @@ use tern_asr::watcher::{JobWatcher, WatcherOptions};
 use tern_asr::{AsrClient, AsrError, FleetBudget, TokenProvider, Unlimited};
 use tern_bus::{Bucket, Bus, Delivery, HandlerError, LoopOptions, Topology, TypedKv, WorkQueue};
 use tern_proto::{Command, Outcome, Phase, PhaseProgress};
+
+/// Fewest seconds between two reads of a syncing item's progress.
+const SYNC_PROBE_MIN_SECS: f64 = 30.0;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -197,8 +200,10 @@ impl CommandRun {
         let mut rx = self.cx.watcher.watch(job);
         let mut renew = tokio::time::interval(self.cx.config.lease() / 3);
         renew.tick().await;
-        let mut sync_probe =
-            tokio::time::interval(Duration::from_secs_f64(self.cx.config.poll_interval_secs.max(1.0) * 2.0));
+        // Sync progress costs one read per VM, from the same per-subscription budget every VM
+        // shares: read it rarely (four job polls, at least 30 s apart).
+        let probe_every = Duration::from_secs_f64((self.cx.config.poll_interval_secs * 4.0).max(SYNC_PROBE_MIN_SECS));
+        let mut sync_probe = tokio::time::interval_at(tokio::time::Instant::now() + probe_every, probe_every);
         let mut last_task: Option<String> = None;
         let mut last_percent: Option<u32> = None;
         loop {
