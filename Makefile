@@ -15,7 +15,7 @@ export TERN_NATS_SERVER ?= $(abspath $(NATS_SERVER))
 
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup browser test conformance lint fmt build demo bench chaos clean-tools sim
+.PHONY: help setup browser test conformance lint fmt build demo bench bench-quick chaos clean-tools sim
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -68,8 +68,17 @@ chaos: setup ## the fault suite as a soak: more VMs and more repetitions of ever
 	TERN_FAULTS_VMS=$${TERN_FAULTS_VMS:-200} TERN_FAULTS_ROUNDS=$${TERN_FAULTS_ROUNDS:-3} \
 	  cargo nextest run --locked -p tern-faults --profile chaos
 
-bench: ## fleet benchmark (arrives with the benchmark issue)
-	@echo "make bench: the fleet benchmark is not built yet." ; exit 1
+# The processes the benchmark starts, built for release (it measures nothing else).
+BENCH_BUILD := cargo build --release --locked --bins -p tern-bench -p tern-asr-sim -p tern-planner \
+               -p tern-failover -p tern-reprotect -p tern-cleanup
+
+bench: $(STAMP) ## fleet benchmark vs the design's targets, release build (S1 10,000 VMs, S2 2,000, S3 500; 3 runs; BENCH_ARGS=...)
+	$(BENCH_BUILD)
+	target/release/tern-bench $(BENCH_ARGS)
+
+bench-quick: $(STAMP) ## the benchmark with small fleets and one run each (about 2 minutes once built)
+	$(BENCH_BUILD)
+	target/release/tern-bench --quick $(BENCH_ARGS)
 
 clean-tools: ## remove the tools dir
 	rm -rf $(TOOLS)

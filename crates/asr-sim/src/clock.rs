@@ -50,6 +50,13 @@ impl SimClock {
     pub fn to_real(&self, sim: Duration) -> Duration {
         sim.div_f64(self.compression)
     }
+
+    /// The wall-clock time at which simulated time reaches (or reached) `t`, given the jumps
+    /// made so far: how an outside observer relates a job's simulated end to real events.
+    pub fn to_wall(&self, t: SimTime) -> OffsetDateTime {
+        let sim_elapsed = (t - self.jumped) - self.sim_origin;
+        self.sim_origin + sim_elapsed / self.compression
+    }
 }
 
 /// RFC 3339 with 7 fractional digits and `Z`, the way ASR writes times.
@@ -84,6 +91,18 @@ mod tests {
         let b = c.now();
         assert!(b - a >= time::Duration::hours(1));
         assert_eq!(c.to_real(Duration::from_secs(30)), Duration::from_millis(30));
+    }
+
+    #[test]
+    fn simulated_moments_map_back_to_wall_time() {
+        let mut c = SimClock::new(100.0);
+        c.advance(Duration::from_secs(600));
+        let wall_now = OffsetDateTime::now_utc();
+        let skew = (c.to_wall(c.now()) - wall_now).abs();
+        assert!(skew < time::Duration::milliseconds(50), "now maps to now, jumps aside: {skew}");
+        // 60 simulated seconds from now are 0.6 real seconds from now.
+        let later = c.to_wall(c.now() + time::Duration::seconds(60)) - c.to_wall(c.now());
+        assert!((later - time::Duration::milliseconds(600)).abs() < time::Duration::milliseconds(50), "{later}");
     }
 
     #[test]

@@ -190,6 +190,36 @@ pub struct Estate {
     seq: u64,
     /// Counters.
     pub counters: Counters,
+    /// Job name → the wall-clock time a client first read the job in a terminal state (the
+    /// moment its completion was seen). Reads take `&self`, hence the lock.
+    first_terminal_reads: std::sync::Mutex<HashMap<String, time::OffsetDateTime>>,
+}
+
+/// One job's life in wall-clock time, as `/_sim/jobs` reports it (benchmarks measure event
+/// latency and job chains with it).
+#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+pub struct JobTiming {
+    /// The job's name (the last segment of its ARM id).
+    pub name: String,
+    /// Operation, as the operation log names it (`unplannedFailover`, `failoverCommit`, ...).
+    pub operation: &'static str,
+    /// Lowercase name of the protected item it acts on, if any.
+    pub item: Option<String>,
+    /// `targetObjectName`: the VM (or the VM/NIC deleted, or the recovery plan).
+    pub target: String,
+    /// ASR's state now.
+    pub state: &'static str,
+    /// Wall-clock Unix milliseconds at which it was accepted.
+    pub created_unix_ms: i64,
+    /// Wall-clock Unix milliseconds at which it reaches (or reached) its terminal state.
+    pub completed_unix_ms: i64,
+    /// Wall-clock Unix milliseconds of the first read (GET or list of jobs, operation status,
+    /// `Location`) that answered it terminal; `None` while no client has seen it end.
+    pub first_terminal_read_unix_ms: Option<i64>,
+}
+
+fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn region(location: &str, app_rg: String) -> Region {
@@ -255,6 +285,7 @@ impl Estate {
             plans: BTreeMap::new(),
             seq: 0,
             counters: Counters::default(),
+            first_terminal_reads: std::sync::Mutex::new(HashMap::new()),
             cfg,
         };
         let spec = estate.cfg.estate.clone();
@@ -837,8 +868,39 @@ impl Estate {
     // -----------------------------------------------------------------------------------------
     // Jobs
 
+    /// Notes that a client was just told `job` is in `state`: the first terminal answer is when
+    /// its completion was seen.
+    fn note_read(&self, job: &Job, state: JobState) {
+        if state.is_terminal() {
+            let mut seen = self.first_terminal_reads.lock().unwrap_or_else(|e| e.into_inner());
+            seen.entry(job.name.clone()).or_insert_with(time::OffsetDateTime::now_utc);
+        }
+    }
+
+    /// Every job's timing in wall-clock time, oldest first.
+    pub fn job_timings(&self) -> Vec<JobTiming> {
+        let now = self.now();
+        let seen = self.first_terminal_reads.lock().unwrap_or_else(|e| e.into_inner());
+        self.job_order
+            .iter()
+            .rev()
+            .filter_map(|(_, n)| self.jobs.get(n))
+            .map(|job| JobTiming {
+                name: job.name.clone(),
+                operation: job.operation.name(),
+                item: job.item.clone(),
+                target: job.target_name.clone(),
+                state: job.state(now).as_str(),
+                created_unix_ms: unix_ms(self.clock.to_wall(job.created)),
+                completed_unix_ms: unix_ms(self.clock.to_wall(job.cancelled_at.unwrap_or(job.ends).min(job.ends))),
+                first_terminal_read_unix_ms: seen.get(&job.name).copied().map(unix_ms),
+            })
+            .collect()
+    }
+
     fn render_job(&self, job: &Job) -> Resource<JobProperties> {
         let now = self.now();
+        self.note_read(job, job.state(now));
         let children: Vec<(String, String, &'static str)> = if matches!(job.effect, Effect::Reprotect) {
             let state = if now >= job.ends {
                 job.state(now).as_str()
@@ -896,6 +958,7 @@ impl Estate {
         let job = self.jobs.get(&name.to_ascii_lowercase()).ok_or_else(|| Refusal::not_found("operation", name))?;
         let now = self.now();
         let state = job.state(now);
+        self.note_read(job, state);
         Ok(OperationStatus {
             id,
             name: job.name.clone(),
@@ -925,6 +988,7 @@ impl Estate {
             return Err(Refusal::not_found("operation", name));
         }
         let state = job.state(self.now());
+        self.note_read(job, state);
         Ok(match state {
             JobState::NotStarted | JobState::InProgress => OperationResult::Running,
             JobState::Cancelled => OperationResult::Failed(Refusal::new(

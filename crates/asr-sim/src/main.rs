@@ -13,7 +13,7 @@ use tern_asr_sim::{BucketConfig, FailureRule, Operation, SeedState, Selector, Si
 
 /// An ARM-faithful Azure Site Recovery simulator (A2A failover, failback, reprotect, jobs,
 /// recovery plans, throttling, fault injection). Admin endpoints live under /_sim/: oplog,
-/// info, counters, faults (GET/PUT), seed, reset, clock/advance.
+/// info, counters, jobs, faults (GET/PUT), seed, reset, clock/advance.
 #[derive(Parser, Debug)]
 #[command(name = "tern-asr-sim", version)]
 struct Args {

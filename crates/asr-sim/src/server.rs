@@ -129,6 +129,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_sim/requests", get(admin_requests))
         .route("/_sim/info", get(admin_info))
         .route("/_sim/counters", get(admin_counters))
+        .route("/_sim/jobs", get(admin_jobs))
         .route("/_sim/faults", get(admin_get_faults).put(admin_put_faults))
         .route("/_sim/seed", post(admin_seed))
         .route("/_sim/reset", post(admin_reset))
@@ -716,6 +717,13 @@ async fn admin_counters(State(app): State<Arc<App>>) -> Response {
     s.estate.advance();
     axum::Json(json!({"requests": s.counters, "estate": s.estate.census(), "oplog_entries": s.oplog.len()}))
         .into_response()
+}
+
+/// Every job with its wall-clock timing: accepted, completed, first seen completed.
+async fn admin_jobs(State(app): State<Arc<App>>) -> Response {
+    let mut s = app.lock();
+    s.estate.advance();
+    axum::Json(s.estate.job_timings()).into_response()
 }
 
 async fn admin_get_faults(State(app): State<Arc<App>>) -> Response {

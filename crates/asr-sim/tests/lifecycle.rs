@@ -458,6 +458,49 @@ async fn the_admin_api_seeds_and_resets_the_estate() {
     assert_eq!(state(&sim.item("vm-00001").await).1, "Primary", "reset restores the seeded estate");
 }
 
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test]
+async fn the_jobs_endpoint_tells_when_each_job_ended_and_was_first_seen_ended_in_wall_time() {
+    // A 60-second failover at 600x compression ends 100 ms of real time after it is accepted.
+    let mut config = realistic(1, SeedState::Protected);
+    config.time_compression = 600.0;
+    let fixed = |secs| tern_asr_sim::Span { min_secs: secs, max_secs: secs };
+    config.durations.failover = fixed(60.0);
+    config.durations.queueing = fixed(0.0);
+    config.durations.latest_processing = fixed(0.0);
+    let sim = Sim::start(config).await;
+    let id = sim.item("vm-00001").await["id"].as_str().unwrap().to_owned();
+    let before = unix_ms_now();
+    let accepted =
+        sim.post(&format!("{id}/unplannedFailover"), Some(failover_body("PrimaryToRecovery", false, None))).await;
+    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    let jobs = sim.admin("jobs").await;
+    let job = &jobs[0];
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs:#}");
+    assert_eq!(job["operation"], "unplannedFailover");
+    assert_eq!(job["target"], "vm-00001");
+    assert_eq!(job["name"].as_str(), accepted.header("x-ms-request-id").unwrap().rsplit('/').next());
+    let (created, completed) = (job["created_unix_ms"].as_i64().unwrap(), job["completed_unix_ms"].as_i64().unwrap());
+    assert!((before - 5..=unix_ms_now() + 5).contains(&created), "accepted now: {created} vs {before}");
+    assert!((80..=120).contains(&(completed - created)), "60 simulated s at 600x: {} ms", completed - created);
+    assert_eq!(job["first_terminal_read_unix_ms"], Value::Null, "nobody has seen it end");
+
+    // Once it has ended, the admin API does not count as seeing it; a client's GET does.
+    while unix_ms_now() <= completed + 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.admin("jobs").await[0]["first_terminal_read_unix_ms"], Value::Null);
+    assert_eq!(props(&sim.job_of(&accepted).await, "state"), "Succeeded");
+    let seen = sim.admin("jobs").await[0]["first_terminal_read_unix_ms"].as_i64().expect("seen once read");
+    assert!(seen >= completed && seen <= unix_ms_now(), "{seen} vs {completed}");
+    sim.job_of(&accepted).await;
+    assert_eq!(sim.admin("jobs").await[0]["first_terminal_read_unix_ms"], seen, "the first read counts, not the last");
+    assert_eq!(sim.admin("jobs").await[0]["state"], "Succeeded");
+}
+
 #[tokio::test]
 async fn deleting_a_vm_keeps_its_nic_and_a_nic_in_use_cannot_be_deleted() {
     let sim = Sim::start(quick(1, SeedState::ReadyForFailback)).await;

@@ -1,0 +1,250 @@
+//! One benchmark stack: nats-server, the simulator, the planner and the three workers as
+//! separate processes of a release build, started the way `tern up` starts them, and stopped
+//! (SIGTERM, then SIGKILL) when the run is over.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::Value;
+use tern_proto::planner_client::PlannerClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// How long one process may take to report ready (the simulator seeds 10,000 VMs first).
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a process may take to drain after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest gRPC message the bench accepts: a 10,000-VM plan is many megabytes.
+pub const MAX_GRPC_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// The Tern services, in start order after the simulator.
+pub const SERVICES: [&str; 4] = ["tern-planner", "tern-failover", "tern-reprotect", "tern-cleanup"];
+
+/// What a stack is started with.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Where the release binaries are.
+    pub bin_dir: PathBuf,
+    /// The nats-server binary.
+    pub nats_server: PathBuf,
+    /// This run's directory: the nats store and every process's log.
+    pub run_dir: PathBuf,
+    /// Flags of `tern-asr-sim` (seeding, time, throttling).
+    pub sim_args: Vec<String>,
+    /// Environment of the four services, on top of the connection settings.
+    pub service_env: Vec<(String, String)>,
+}
+
+/// A process of the stack.
+#[derive(Debug)]
+pub struct Proc {
+    /// Its binary's name.
+    pub name: &'static str,
+    /// Its pid.
+    pub pid: u32,
+    child: Child,
+}
+
+/// A running stack. Dropping it kills every process (`kill_on_drop`); [`Stack::stop`] stops
+/// them in order first.
+#[derive(Debug)]
+pub struct Stack {
+    /// The processes, in start order.
+    pub procs: Vec<Proc>,
+    /// `nats://127.0.0.1:PORT`.
+    pub nats_url: String,
+    /// `http://127.0.0.1:PORT` of nats-server's monitoring endpoint (`/varz`, `/jsz`).
+    pub nats_monitor: String,
+    /// The simulator's base URL (ARM and `/_sim/`).
+    pub sim_url: String,
+    /// The planner's gRPC address.
+    pub planner_addr: String,
+    /// ARM id of the simulated vault.
+    pub vault_id: String,
+    logs: PathBuf,
+}
+
+impl Stack {
+    /// Starts nats-server, creates the bus topology, then starts the simulator and the
+    /// services, each once the one before reported ready.
+    pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
+        let logs = options.run_dir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let mut stack = Stack {
+            procs: Vec::new(),
+            nats_url: String::new(),
+            nats_monitor: String::new(),
+            sim_url: String::new(),
+            planner_addr: String::new(),
+            vault_id: String::new(),
+            logs: logs.clone(),
+        };
+
+        let (port, monitor) = (free_port()?, free_port()?);
+        let store = options.run_dir.join("nats");
+        if store.exists() {
+            std::fs::remove_dir_all(&store).with_context(|| format!("clearing {}", store.display()))?;
+        }
+        let mut cmd = Command::new(&options.nats_server);
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string(), "-sd"]).arg(&store);
+        let child = spawn(cmd, &logs, "nats-server", Stdio::null())?;
+        stack.push("nats-server", child)?;
+        stack.nats_url = format!("nats://127.0.0.1:{port}");
+        stack.nats_monitor = format!("http://127.0.0.1:{monitor}");
+        let bus = connect_bus(&stack.nats_url).await?;
+        bus.ensure_topology(&tern_bus::Topology::default()).await.context("creating the JetStream streams")?;
+        drop(bus);
+
+        let mut cmd = Command::new(binary(&options.bin_dir, "tern-asr-sim")?);
+        cmd.args(&options.sim_args).env("TERN_LOG", "warn");
+        let sim = stack.start_ready(cmd, "tern-asr-sim").await?;
+        let field = |k: &str| {
+            sim[k].as_str().map(str::to_owned).ok_or_else(|| anyhow!("the simulator's ready line has no {k}: {sim}"))
+        };
+        let (sim_url, subscription, group, vault) =
+            (field("url")?, field("subscription_id")?, field("resource_group")?, field("vault")?);
+        stack.sim_url = sim_url.clone();
+        stack.vault_id = format!(
+            "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.RecoveryServices/vaults/{vault}"
+        );
+
+        let connection = [
+            ("TERN_NATS_URL", stack.nats_url.clone()),
+            ("TERN_ASR__ENDPOINT", sim_url),
+            ("TERN_ASR__SUBSCRIPTION_ID", subscription),
+            ("TERN_ASR__RESOURCE_GROUP", group),
+            ("TERN_ASR__VAULT", vault),
+            ("TERN_ASR_TOKEN", "tern-bench".to_owned()),
+            ("TERN_ENSURE_TOPOLOGY", "false".to_owned()),
+            ("TERN_LISTEN", "127.0.0.1:0".to_owned()),
+            ("TERN_LOG", "warn".to_owned()),
+        ];
+        for name in SERVICES {
+            let mut cmd = Command::new(binary(&options.bin_dir, name)?);
+            // The bench's own settings win over anything inherited from the caller's shell.
+            cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+            cmd.envs(connection.iter().map(|(k, v)| (*k, v.as_str())));
+            cmd.envs(options.service_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let ready = stack.start_ready(cmd, name).await?;
+            if name == "tern-planner" {
+                stack.planner_addr = ready["grpc"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("the planner's ready line has no gRPC address: {ready}"))?
+                    .to_owned();
+            }
+        }
+        Ok(stack)
+    }
+
+    fn push(&mut self, name: &'static str, child: Child) -> anyhow::Result<()> {
+        let pid = child.id().ok_or_else(|| anyhow!("{name} exited as soon as it started"))?;
+        self.procs.push(Proc { name, pid, child });
+        Ok(())
+    }
+
+    /// Spawns a Tern process and waits for the JSON line it prints on stdout when ready.
+    async fn start_ready(&mut self, cmd: Command, name: &'static str) -> anyhow::Result<Value> {
+        let mut child = spawn(cmd, &self.logs, name, Stdio::piped())?;
+        let stdout = child.stdout.take().context("stdout is piped")?;
+        self.push(name, child)?;
+        let log = self.log_path(name);
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
+            .await
+            .map_err(|_| anyhow!("{name} did not report ready within {READY_TIMEOUT:?}; see {}", log.display()))?
+            .with_context(|| format!("reading {name}'s ready line"))?
+            .ok_or_else(|| anyhow!("{name} exited before it was ready; see {}", log.display()))?;
+        // Keep reading so a later line on stdout never blocks the process.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        serde_json::from_str(&line).with_context(|| format!("{name}'s ready line is not JSON: {line:?}"))
+    }
+
+    /// The log file of a process.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.log"))
+    }
+
+    /// A process that has exited, if any: a crash mid-run makes the run worthless.
+    pub fn exited(&mut self) -> Option<String> {
+        let logs = self.logs.clone();
+        self.procs.iter_mut().find_map(|p| match p.child.try_wait() {
+            Ok(Some(status)) => Some(format!(
+                "{} exited during the run ({status}); see {}",
+                p.name,
+                logs.join(format!("{}.log", p.name)).display()
+            )),
+            _ => None,
+        })
+    }
+
+    /// A gRPC client of the planner that accepts plans of any size.
+    pub async fn planner(&self) -> anyhow::Result<PlannerClient<Channel>> {
+        let url = format!("http://{}", self.planner_addr);
+        let channel = Channel::from_shared(url.clone())?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the planner at {url}"))?;
+        Ok(PlannerClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE))
+    }
+
+    /// SIGTERM in reverse start order (workers first, nats-server last), SIGKILL after
+    /// [`STOP_TIMEOUT`].
+    pub async fn stop(mut self) {
+        while let Some(mut p) = self.procs.pop() {
+            terminate(p.pid);
+            if tokio::time::timeout(STOP_TIMEOUT, p.child.wait()).await.is_err() {
+                eprintln!("tern-bench: {} did not stop within {STOP_TIMEOUT:?}; killing it", p.name);
+                let _ = p.child.kill().await;
+            }
+        }
+    }
+}
+
+/// Spawns `cmd` with stderr to `logs/NAME.log`, killed if the bench drops it.
+fn spawn(mut cmd: Command, logs: &Path, name: &str, stdout: Stdio) -> anyhow::Result<Child> {
+    let path = logs.join(format!("{name}.log"));
+    let log = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    cmd.stdin(Stdio::null()).stdout(stdout).stderr(log).kill_on_drop(true);
+    cmd.spawn().with_context(|| format!("starting {name}"))
+}
+
+#[allow(unsafe_code)]
+fn terminate(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    // SAFETY: sends a signal to a child this process started and has not reaped yet.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+async fn connect_bus(url: &str) -> anyhow::Result<tern_bus::Bus> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        match tern_bus::Bus::connect(url, "tern-bench").await {
+            Ok(bus) => return Ok(bus),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                bail!("nats-server at {url} did not answer within {READY_TIMEOUT:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// `dir/name`, which must exist: the bench measures a release build, never whatever is on PATH.
+fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!("{} not found; build the release binaries first (`cargo build --release --bins`)", path.display());
+    }
+    Ok(path)
+}
