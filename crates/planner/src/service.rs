@@ -307,12 +307,13 @@ impl PlannerService {
             let (current, verified) = match cached.take() {
                 Some(c) => (c, false),
                 None => {
-                    self.load(plan_id).await?;
-                    (store.take(plan_id).ok_or_else(|| Status::not_found(format!("plan {plan_id}")))?, true)
+                    let loaded = self.load(plan_id).await?;
+                    store.take(plan_id); // the cache's reference, so the step need not copy
+                    (loaded, true)
                 }
             };
             let Snapshot { mut plan, base } = Arc::try_unwrap(current).unwrap_or_else(|shared| (*shared).clone());
-            let header_before = store::without_vms(&plan);
+            let header_before = store::header_fields(&plan);
             let mut dirty = Dirty::None;
             let changed = change(&mut plan, &mut dirty);
             let wave_before = plan.current_wave;
@@ -324,7 +325,7 @@ impl PlannerService {
             if skipped {
                 dirty = Dirty::All;
             }
-            if !changed && dirty == Dirty::None && ended.is_none() && store::without_vms(&plan) == header_before {
+            if !changed && dirty == Dirty::None && ended.is_none() && store::same_header(&plan, &header_before) {
                 if !verified && store.revision(plan_id).await.map_err(kv_status)? != Some(base.revision) {
                     continue; // another replica moved it: decide again on its version
                 }
@@ -347,6 +348,8 @@ impl PlannerService {
             if let Some(kind) = ended {
                 self.plan_event(plan, kind, kind.slug(), &plan.reason).await;
                 self.release_locks(plan).await;
+                // An ended plan is read rarely: keep no index of it (the store keeps no copy).
+                self.inner.indexes.lock().unwrap_or_else(|e| e.into_inner()).remove(plan_id);
             }
             return Ok(stored);
         }
@@ -647,6 +650,9 @@ impl PlannerService {
                 ..Default::default()
             });
         }
+        // The listed items and their preflight are the bulk of a large submission's memory.
+        drop(items);
+        drop(preflight);
         // Waves are numbered densely from 0.
         let mut wave_ids: Vec<u32> = vms.iter().map(|v| v.wave).collect();
         wave_ids.sort_unstable();
@@ -700,7 +706,7 @@ impl PlannerService {
             ..Default::default()
         };
         plan.counts = Some(progress::counts(&plan));
-        self.inner.store.create(&plan).await.map_err(kv_status)?;
+        let created = self.inner.store.create(plan).await.map_err(kv_status)?;
         if let Some(key) = &request_key
             && let Err(KvError::AlreadyExists { .. }) =
                 self.inner.requests.create(key, &PlanRef { plan_id: plan_id.clone() }).await
@@ -714,9 +720,14 @@ impl PlannerService {
                 self.inner.requests.get(key).await.map_err(kv_status)?.map(|r| r.value.plan_id).unwrap_or_default();
             return Ok(SubmitPlanResponse { plan: Some(self.get(&winner).await?), existing: true });
         }
-        info!(plan = %plan_id, vms = plan.vms.len(), "plan accepted");
-        self.plan_event(&plan, PlanEventKind::Accepted, "accepted", "").await;
-        let plan = if preflight_only { plan } else { self.step(&plan_id, |_, _| true).await?.plan.clone() };
+        info!(plan = %plan_id, vms = created.plan.vms.len(), "plan accepted");
+        self.plan_event(&created.plan, PlanEventKind::Accepted, "accepted", "").await;
+        let plan = if preflight_only {
+            created.plan.clone()
+        } else {
+            drop(created); // the first step takes the plan over without copying it
+            self.step(&plan_id, |_, _| true).await?.plan.clone()
+        };
         Ok(SubmitPlanResponse { plan: Some(plan), existing: false })
     }
 

@@ -118,11 +118,15 @@ fn chunk_key(id: &str, n: usize) -> String {
 
 /// The plan without its VMs (what the header record holds).
 pub fn without_vms(plan: &Plan) -> Plan {
-    // Every field named, so a new field of `Plan` cannot be forgotten here; the VMs are not
-    // cloned.
+    Plan { spec: plan.spec.clone(), ..header_fields(plan) }
+}
+
+/// The plan's own fields, without its VMs or spec (cheap to copy: a step compares them).
+pub fn header_fields(plan: &Plan) -> Plan {
+    // Every field named, so a new field of `Plan` cannot be forgotten here.
     let Plan {
         plan_id,
-        spec,
+        spec: _,
         state,
         counts,
         current_wave,
@@ -136,7 +140,7 @@ pub fn without_vms(plan: &Plan) -> Plan {
     } = plan;
     Plan {
         plan_id: plan_id.clone(),
-        spec: spec.clone(),
+        spec: None,
         state: *state,
         counts: *counts,
         current_wave: *current_wave,
@@ -148,6 +152,35 @@ pub fn without_vms(plan: &Plan) -> Plan {
         halted: *halted,
         traceparent: traceparent.clone(),
     }
+}
+
+/// Whether two versions of a plan agree on everything but their VMs and spec (which no step
+/// changes), without copying either.
+pub fn same_header(a: &Plan, b: &Plan) -> bool {
+    let Plan {
+        plan_id,
+        spec: _,
+        state,
+        counts,
+        current_wave,
+        created_at,
+        updated_at,
+        finished_at,
+        vms: _,
+        reason,
+        halted,
+        traceparent,
+    } = a;
+    *plan_id == b.plan_id
+        && *state == b.state
+        && *counts == b.counts
+        && *current_wave == b.current_wave
+        && *created_at == b.created_at
+        && *updated_at == b.updated_at
+        && *finished_at == b.finished_at
+        && *reason == b.reason
+        && *halted == b.halted
+        && *traceparent == b.traceparent
 }
 
 impl std::fmt::Debug for PlanStore {
@@ -173,6 +206,11 @@ impl PlanStore {
 
     fn remember(&self, snapshot: Arc<Snapshot>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if crate::service::is_terminal(snapshot.plan.state) {
+            // An ended plan is read rarely: keep no copy of it in memory.
+            cache.remove(&snapshot.plan.plan_id);
+            return;
+        }
         match cache.get(&snapshot.plan.plan_id) {
             Some(old) if old.base.revision >= snapshot.base.revision => {}
             _ => {
@@ -337,13 +375,13 @@ impl PlanStore {
     }
 
     /// Stores a new plan; fails with `AlreadyExists` if its id is taken.
-    pub async fn create(&self, plan: &Plan) -> Result<Arc<Snapshot>, KvError> {
+    pub async fn create(&self, plan: Plan) -> Result<Arc<Snapshot>, KvError> {
         let all: Vec<usize> = (0..plan.vms.len().div_ceil(CHUNK_VMS)).collect();
-        let chunks = self.write_chunks(plan, &all).await?;
-        let header = StoredPlan { plan: Some(without_vms(plan)), chunks: chunks.clone() };
+        let chunks = self.write_chunks(&plan, &all).await?;
+        let header = StoredPlan { plan: Some(without_vms(&plan)), chunks: chunks.clone() };
         match self.headers.create(&header_key(&plan.plan_id), &header).await {
             Ok(revision) => {
-                let snapshot = Arc::new(Snapshot { plan: plan.clone(), base: Base { revision, chunks } });
+                let snapshot = Arc::new(Snapshot { plan, base: Base { revision, chunks } });
                 self.remember(snapshot.clone());
                 Ok(snapshot)
             }

@@ -51,19 +51,19 @@ async fn a_plan_of_ten_thousand_vms_is_stored_in_chunks_and_read_back_whole() {
     let (nats, stores) = stores(2).await;
     let big = plan("p-big", 10_000);
     assert!(prost::Message::encoded_len(&big) > 1 << 20, "larger than one NATS message");
-    stores[0].create(&big).await.expect("stored");
+    stores[0].create(big.clone()).await.expect("stored");
     let read = stores[1].load("p-big").await.unwrap().expect("found by another planner");
     assert_eq!(read.plan, big);
     let chunks = keys(&nats).await.iter().filter(|k| k.starts_with("chunk.p-big.")).count();
     assert_eq!(chunks, 10_000usize.div_ceil(CHUNK_VMS));
-    assert!(matches!(stores[1].create(&big).await, Err(KvError::AlreadyExists { .. })), "ids are unique");
+    assert!(matches!(stores[1].create(big.clone()).await, Err(KvError::AlreadyExists { .. })), "ids are unique");
 }
 
 #[tokio::test]
 async fn of_two_replicas_changing_one_plan_one_wins_and_the_loser_leaves_no_chunk_behind() {
     let (nats, stores) = stores(2).await;
     let p = plan("p-race", 3 * CHUNK_VMS);
-    let base = stores[0].create(&p).await.unwrap();
+    let base = stores[0].create(p).await.unwrap();
     let seen_by_b = stores[1].load("p-race").await.unwrap().unwrap();
 
     let mut a = base.plan.clone();
