@@ -75,6 +75,17 @@ fn tern_bus_key(r: &tern_proto::VmRef) -> &str {
     if r.lifecycle_id.is_empty() { &r.name } else { &r.lifecycle_id }
 }
 
+/// A phase's place in a VM's pipeline.
+fn rank(phase: Phase) -> u8 {
+    match phase {
+        Phase::Failover | Phase::Drill => 1,
+        Phase::Commit => 2,
+        Phase::Reprotect => 3,
+        Phase::Cleanup => 4,
+        _ => 0,
+    }
+}
+
 /// The phase that comes after `done` for this plan, if any.
 fn next_phase(plan: &Plan, done: Phase) -> Option<Phase> {
     let (_, commit, reprotect, cleanup) = phases(plan);
@@ -121,16 +132,13 @@ fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
     let outcome = Outcome::try_from(event.outcome).unwrap_or(Outcome::Unspecified);
     let drill = is_drill(plan);
     let vm = &plan.vms[i];
-    // Only events of the attempt and phase the plan is waiting for count.
-    if terminal(vm) || event.attempt != vm.attempt || vm_state(vm) != VmState::Running {
-        return false;
-    }
     let current = vm_phase(vm);
     let expected = current == phase || (current == Phase::Failover && phase == Phase::Commit);
     if !expected {
         // Events are handled concurrently: a phase's result may land after the next phase
-        // began. Its data still counts; the state has moved on already.
-        if matches!(outcome, Outcome::Succeeded | Outcome::Skipped) {
+        // began, between two phases, or after the VM ended. Its data still counts; the state
+        // has moved on already.
+        if matches!(outcome, Outcome::Succeeded | Outcome::Skipped) && rank(phase) < rank(current) {
             let vm = &mut plan.vms[i];
             if let Some(d) = &event.duration {
                 vm.phase_durations.insert(phase.slug().to_owned(), *d);
@@ -141,6 +149,10 @@ fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
             }
             return true;
         }
+        return false;
+    }
+    // Only events of the attempt and phase the plan is waiting for move it.
+    if terminal(vm) || event.attempt != vm.attempt || vm_state(vm) != VmState::Running {
         return false;
     }
     let critical = vm.critical;
@@ -455,6 +467,21 @@ mod tests {
         dispatch(&mut p);
         apply_event(&mut p, &ev(0, Phase::Failover, Outcome::Failed));
         assert_eq!(dispatch(&mut p), [(1, Phase::Failover)], "the continue policy keeps going");
+    }
+
+    #[test]
+    fn a_failover_result_that_lands_after_the_commit_still_records_its_recovery_point() {
+        let mut p = plan(&[0]);
+        dispatch(&mut p);
+        assert!(apply_event(&mut p, &ev(0, Phase::Commit, Outcome::Succeeded)), "commit first");
+        assert_eq!(VmState::try_from(p.vms[0].state), Ok(VmState::Pending), "waiting for reprotect");
+        let mut late = ev(0, Phase::Failover, Outcome::Succeeded);
+        late.recovery_point = Some(tern_proto::RecoveryPointUsed { id: "rp-1".into(), ..Default::default() });
+        assert!(apply_event(&mut p, &late), "its data counts");
+        assert_eq!(p.vms[0].recovery_point.as_ref().map(|r| r.id.as_str()), Some("rp-1"));
+        assert_eq!(VmState::try_from(p.vms[0].state), Ok(VmState::Pending), "its state does not move back");
+        assert_eq!(Phase::try_from(p.vms[0].phase), Ok(Phase::Reprotect));
+        assert!(!apply_event(&mut p, &ev(0, Phase::Cleanup, Outcome::Succeeded)), "a later phase's is not data");
     }
 
     #[test]
