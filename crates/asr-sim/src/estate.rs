@@ -192,7 +192,16 @@ pub struct Estate {
     pub counters: Counters,
     /// Job name → the wall-clock time a client first read the job in a terminal state (the
     /// moment its completion was seen). Reads take `&self`, hence the lock.
-    first_terminal_reads: std::sync::Mutex<HashMap<String, time::OffsetDateTime>>,
+    first_terminal_reads: std::sync::Mutex<HashMap<String, FirstReads>>,
+    /// Who sends the request being handled: the first product token of its `User-Agent`.
+    reader: String,
+}
+
+/// When a job was first read ended: by anyone, and by each client (`User-Agent` product).
+#[derive(Clone, Debug, Default)]
+struct FirstReads {
+    any: Option<time::OffsetDateTime>,
+    by: BTreeMap<String, time::OffsetDateTime>,
 }
 
 /// One job's life in wall-clock time, as `/_sim/jobs` reports it (benchmarks measure event
@@ -216,6 +225,9 @@ pub struct JobTiming {
     /// Wall-clock Unix milliseconds of the first read (GET or list of jobs, operation status,
     /// `Location`) that answered it terminal; `None` while no client has seen it end.
     pub first_terminal_read_unix_ms: Option<i64>,
+    /// The same per client, by the first product token of its `User-Agent` (e.g.
+    /// `tern-failover`): when the client that acts on the job first saw it end.
+    pub first_terminal_read_by: BTreeMap<String, i64>,
 }
 
 fn unix_ms(t: time::OffsetDateTime) -> i64 {
@@ -286,6 +298,7 @@ impl Estate {
             seq: 0,
             counters: Counters::default(),
             first_terminal_reads: std::sync::Mutex::new(HashMap::new()),
+            reader: String::new(),
             cfg,
         };
         let spec = estate.cfg.estate.clone();
@@ -868,12 +881,24 @@ impl Estate {
     // -----------------------------------------------------------------------------------------
     // Jobs
 
+    /// Names the client of the request about to be handled (from its `User-Agent`).
+    pub fn set_reader(&mut self, user_agent: &str) {
+        let product = user_agent.split_whitespace().next().unwrap_or("");
+        let name = product.split('/').next().unwrap_or(product);
+        if name != self.reader {
+            self.reader = name.to_owned();
+        }
+    }
+
     /// Notes that a client was just told `job` is in `state`: the first terminal answer is when
     /// its completion was seen.
     fn note_read(&self, job: &Job, state: JobState) {
         if state.is_terminal() {
+            let now = time::OffsetDateTime::now_utc();
             let mut seen = self.first_terminal_reads.lock().unwrap_or_else(|e| e.into_inner());
-            seen.entry(job.name.clone()).or_insert_with(time::OffsetDateTime::now_utc);
+            let first = seen.entry(job.name.clone()).or_default();
+            first.any.get_or_insert(now);
+            first.by.entry(self.reader.clone()).or_insert(now);
         }
     }
 
@@ -893,7 +918,11 @@ impl Estate {
                 state: job.state(now).as_str(),
                 created_unix_ms: unix_ms(self.clock.to_wall(job.created)),
                 completed_unix_ms: unix_ms(self.clock.to_wall(job.cancelled_at.unwrap_or(job.ends).min(job.ends))),
-                first_terminal_read_unix_ms: seen.get(&job.name).copied().map(unix_ms),
+                first_terminal_read_unix_ms: seen.get(&job.name).and_then(|f| f.any).map(unix_ms),
+                first_terminal_read_by: seen
+                    .get(&job.name)
+                    .map(|f| f.by.iter().map(|(who, t)| (who.clone(), unix_ms(*t))).collect())
+                    .unwrap_or_default(),
             })
             .collect()
     }

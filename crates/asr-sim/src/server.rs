@@ -284,9 +284,11 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     };
     let req = Request { method: method.clone(), path: path.clone(), api_version, query, body };
 
+    let user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let (outcome, item) = {
         let mut s = app.lock();
         s.estate.advance();
+        s.estate.set_reader(&user_agent);
         handle(&app, &mut s.estate, &req)
     };
 

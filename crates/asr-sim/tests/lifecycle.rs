@@ -498,6 +498,9 @@ async fn the_jobs_endpoint_tells_when_each_job_ended_and_was_first_seen_ended_in
     assert!(seen >= completed && seen <= unix_ms_now(), "{seen} vs {completed}");
     sim.job_of(&accepted).await;
     assert_eq!(sim.admin("jobs").await[0]["first_terminal_read_unix_ms"], seen, "the first read counts, not the last");
+    let by = sim.admin("jobs").await[0]["first_terminal_read_by"].clone();
+    let by = by.as_object().expect("per client");
+    assert!(by.len() == 1 && by.values().all(|t| *t == seen), "one client, who saw it first: {by:?}");
     assert_eq!(sim.admin("jobs").await[0]["state"], "Succeeded");
 }
 

@@ -48,6 +48,9 @@ pub struct AsrConfig {
     pub poll_interval: Duration,
     /// Extra CA certificate (PEM) to trust, e.g. a simulator's self-signed certificate.
     pub ca_certificate: Option<PathBuf>,
+    /// Product token sent before `tern-asr/VERSION` in `User-Agent` (e.g. `tern-failover/0.1.0`),
+    /// so ARM's request logs tell the services apart.
+    pub user_agent: Option<String>,
 }
 
 impl Default for AsrConfig {
@@ -67,6 +70,7 @@ impl Default for AsrConfig {
             backoff_max: Duration::from_secs(30),
             poll_interval: Duration::from_secs(30),
             ca_certificate: None,
+            user_agent: None,
         }
     }
 }

@@ -95,7 +95,10 @@ impl Http {
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .pool_max_idle_per_host(64)
-            .user_agent(concat!("tern-asr/", env!("CARGO_PKG_VERSION")));
+            .user_agent(match &config.user_agent {
+                Some(product) => format!("{product} tern-asr/{}", env!("CARGO_PKG_VERSION")),
+                None => concat!("tern-asr/", env!("CARGO_PKG_VERSION")).to_owned(),
+            });
         if let Some(path) = &config.ca_certificate {
             let pem = std::fs::read(path)
                 .map_err(|e| AsrError::InvalidInput(format!("ca_certificate {}: {e}", path.display())))?;

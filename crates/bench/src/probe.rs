@@ -243,6 +243,9 @@ pub struct SimJob {
     pub completed_unix_ms: i64,
     /// First read that answered it ended.
     pub first_terminal_read_unix_ms: Option<i64>,
+    /// The same per client (`User-Agent` product, e.g. `tern-failover`).
+    #[serde(default)]
+    pub first_terminal_read_by: std::collections::BTreeMap<String, i64>,
 }
 
 /// Reads `/_sim/jobs`, keyed by lowercase job name.

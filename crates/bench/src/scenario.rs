@@ -484,7 +484,14 @@ async fn s3_figures(vms: usize, run: &PlanRun, stack: &Stack, http: &reqwest::Cl
             continue;
         };
         from_end.push(e.at_unix_ms - job.completed_unix_ms as f64);
-        match job.first_terminal_read_unix_ms {
+        // Seen by the worker that acts on the job: another worker's job listing may show it
+        // ended first, but that worker does nothing with it.
+        let owner = match phase {
+            "reprotect" => "tern-reprotect",
+            "cleanup" => "tern-cleanup",
+            _ => "tern-failover",
+        };
+        match job.first_terminal_read_by.get(owner).copied().or(job.first_terminal_read_unix_ms) {
             Some(seen) => {
                 let latency = e.at_unix_ms - seen as f64;
                 from_seen.push(latency);

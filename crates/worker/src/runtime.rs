@@ -270,6 +270,7 @@ pub async fn connect(config: &WorkerConfig, service: &str) -> anyhow::Result<(Bu
     };
     let mut asr_config = config.asr.clone();
     asr_config.poll_interval = Duration::from_secs_f64(config.poll_interval_secs);
+    asr_config.user_agent.get_or_insert_with(|| format!("{service}/{}", env!("CARGO_PKG_VERSION")));
     Ok((bus, AsrClient::new(asr_config, tokens, budget)?))
 }
 
