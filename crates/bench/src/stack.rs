@@ -2,16 +2,13 @@
 //! separate processes of a release build, started the way `tern up` starts them, and stopped
 //! (SIGTERM, then SIGKILL) when the run is over.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use serde_json::Value;
+use tern_cli::procs::{Procs, connect_bus, free_port};
 use tern_proto::planner_client::PlannerClient;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tonic::transport::Channel;
 
 /// How long one process may take to report ready (the simulator seeds 10,000 VMs first).
@@ -39,22 +36,12 @@ pub struct StackOptions {
     pub service_env: Vec<(String, String)>,
 }
 
-/// A process of the stack.
-#[derive(Debug)]
-pub struct Proc {
-    /// Its binary's name.
-    pub name: &'static str,
-    /// Its pid.
-    pub pid: u32,
-    child: Child,
-}
-
 /// A running stack. Dropping it kills every process (`kill_on_drop`); [`Stack::stop`] stops
 /// them in order first.
 #[derive(Debug)]
 pub struct Stack {
     /// The processes, in start order.
-    pub procs: Vec<Proc>,
+    pub procs: Procs,
     /// `nats://127.0.0.1:PORT`.
     pub nats_url: String,
     /// `http://127.0.0.1:PORT` of nats-server's monitoring endpoint (`/varz`, `/jsz`).
@@ -65,23 +52,19 @@ pub struct Stack {
     pub planner_addr: String,
     /// ARM id of the simulated vault.
     pub vault_id: String,
-    logs: PathBuf,
 }
 
 impl Stack {
     /// Starts nats-server, creates the bus topology, then starts the simulator and the
     /// services, each once the one before reported ready.
     pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
-        let logs = options.run_dir.join("logs");
-        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         let mut stack = Stack {
-            procs: Vec::new(),
+            procs: Procs::new(&options.run_dir.join("logs"))?,
             nats_url: String::new(),
             nats_monitor: String::new(),
             sim_url: String::new(),
             planner_addr: String::new(),
             vault_id: String::new(),
-            logs: logs.clone(),
         };
 
         let (port, monitor) = (free_port()?, free_port()?);
@@ -91,17 +74,16 @@ impl Stack {
         }
         let mut cmd = Command::new(&options.nats_server);
         cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string(), "-sd"]).arg(&store);
-        let child = spawn(cmd, &logs, "nats-server", Stdio::null())?;
-        stack.push("nats-server", child)?;
+        stack.procs.spawn(cmd, "nats-server")?;
         stack.nats_url = format!("nats://127.0.0.1:{port}");
         stack.nats_monitor = format!("http://127.0.0.1:{monitor}");
-        let bus = connect_bus(&stack.nats_url).await?;
+        let bus = connect_bus(&stack.nats_url, "tern-bench", READY_TIMEOUT).await?;
         bus.ensure_topology(&tern_bus::Topology::default()).await.context("creating the JetStream streams")?;
         drop(bus);
 
         let mut cmd = Command::new(binary(&options.bin_dir, "tern-asr-sim")?);
         cmd.args(&options.sim_args).env("TERN_LOG", "warn");
-        let sim = stack.start_ready(cmd, "tern-asr-sim").await?;
+        let sim = stack.procs.start_ready(cmd, "tern-asr-sim", READY_TIMEOUT).await?;
         let field = |k: &str| {
             sim[k].as_str().map(str::to_owned).ok_or_else(|| anyhow!("the simulator's ready line has no {k}: {sim}"))
         };
@@ -129,7 +111,7 @@ impl Stack {
             cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
             cmd.envs(connection.iter().map(|(k, v)| (*k, v.as_str())));
             cmd.envs(options.service_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            let ready = stack.start_ready(cmd, name).await?;
+            let ready = stack.procs.start_ready(cmd, name, READY_TIMEOUT).await?;
             if name == "tern-planner" {
                 stack.planner_addr = ready["grpc"]
                     .as_str()
@@ -140,45 +122,10 @@ impl Stack {
         Ok(stack)
     }
 
-    fn push(&mut self, name: &'static str, child: Child) -> anyhow::Result<()> {
-        let pid = child.id().ok_or_else(|| anyhow!("{name} exited as soon as it started"))?;
-        self.procs.push(Proc { name, pid, child });
-        Ok(())
-    }
-
-    /// Spawns a Tern process and waits for the JSON line it prints on stdout when ready.
-    async fn start_ready(&mut self, cmd: Command, name: &'static str) -> anyhow::Result<Value> {
-        let mut child = spawn(cmd, &self.logs, name, Stdio::piped())?;
-        let stdout = child.stdout.take().context("stdout is piped")?;
-        self.push(name, child)?;
-        let log = self.log_path(name);
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
-            .await
-            .map_err(|_| anyhow!("{name} did not report ready within {READY_TIMEOUT:?}; see {}", log.display()))?
-            .with_context(|| format!("reading {name}'s ready line"))?
-            .ok_or_else(|| anyhow!("{name} exited before it was ready; see {}", log.display()))?;
-        // Keep reading so a later line on stdout never blocks the process.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        serde_json::from_str(&line).with_context(|| format!("{name}'s ready line is not JSON: {line:?}"))
-    }
-
-    /// The log file of a process.
-    pub fn log_path(&self, name: &str) -> PathBuf {
-        self.logs.join(format!("{name}.log"))
-    }
-
     /// A process that has exited, if any: a crash mid-run makes the run worthless.
     pub fn exited(&mut self) -> Option<String> {
-        let logs = self.logs.clone();
-        self.procs.iter_mut().find_map(|p| match p.child.try_wait() {
-            Ok(Some(status)) => Some(format!(
-                "{} exited during the run ({status}); see {}",
-                p.name,
-                logs.join(format!("{}.log", p.name)).display()
-            )),
-            _ => None,
-        })
+        let (name, status) = self.procs.exited()?;
+        Some(format!("{name} exited during the run ({status}); see {}", self.procs.log_path(name).display()))
     }
 
     /// A gRPC client of the planner that accepts plans of any size.
@@ -196,48 +143,8 @@ impl Stack {
     /// SIGTERM in reverse start order (workers first, nats-server last), SIGKILL after
     /// [`STOP_TIMEOUT`].
     pub async fn stop(mut self) {
-        while let Some(mut p) = self.procs.pop() {
-            terminate(p.pid);
-            if tokio::time::timeout(STOP_TIMEOUT, p.child.wait()).await.is_err() {
-                eprintln!("tern-bench: {} did not stop within {STOP_TIMEOUT:?}; killing it", p.name);
-                let _ = p.child.kill().await;
-            }
-        }
+        self.procs.stop(STOP_TIMEOUT, "tern-bench").await;
     }
-}
-
-/// Spawns `cmd` with stderr to `logs/NAME.log`, killed if the bench drops it.
-fn spawn(mut cmd: Command, logs: &Path, name: &str, stdout: Stdio) -> anyhow::Result<Child> {
-    let path = logs.join(format!("{name}.log"));
-    let log = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    cmd.stdin(Stdio::null()).stdout(stdout).stderr(log).kill_on_drop(true);
-    cmd.spawn().with_context(|| format!("starting {name}"))
-}
-
-#[allow(unsafe_code)]
-fn terminate(pid: u32) {
-    let Ok(pid) = i32::try_from(pid) else { return };
-    // SAFETY: sends a signal to a child this process started and has not reaped yet.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-}
-
-async fn connect_bus(url: &str) -> anyhow::Result<tern_bus::Bus> {
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        match tern_bus::Bus::connect(url, "tern-bench").await {
-            Ok(bus) => return Ok(bus),
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                bail!("nats-server at {url} did not answer within {READY_TIMEOUT:?}: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 
 /// `dir/name`, which must exist: the bench measures a release build, never whatever is on PATH.

@@ -1,14 +1,12 @@
 //! `tern up`: the whole stack on this machine, as child processes.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tern_cli::procs::{Procs, connect_bus, free_port};
+use tokio::process::Command;
 
 /// How long one process may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,13 +40,6 @@ pub struct UpArgs {
 /// What `--demo` makes fail when no `--fail` is given: one VM per kind of failure.
 const DEMO_FAILURES: [&str; 2] = ["vm-00042:failover:28031", "vm-00137:reprotect:151037"];
 
-/// A child process of the stack.
-#[derive(Debug)]
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
 /// Runs the stack until stopped (exit code 0), or with `--demo` until its plan ends (0 when it
 /// ran to its end, failures injected by the demo included, else 1).
 pub async fn run(mut args: UpArgs) -> anyhow::Result<u8> {
@@ -62,7 +53,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
     let endpoints_file = args.data_dir.join("endpoints.json");
     let _ = std::fs::remove_file(&endpoints_file);
-    let mut procs = Vec::new();
+    let mut procs = Procs::new(&args.data_dir.join("logs"))?;
     let started = start(&args, &mut procs).await;
     let outcome = match started {
         Ok(endpoints) => {
@@ -83,7 +74,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<u8> {
         }
         Err(e) => Err(e),
     };
-    stop(&mut procs).await;
+    procs.stop(STOP_TIMEOUT, "tern up").await;
     let _ = std::fs::remove_file(&endpoints_file);
     outcome
 }
@@ -128,10 +119,7 @@ async fn demo(data_dir: &Path, injected: bool) -> anyhow::Result<u8> {
 }
 
 /// Starts every process in dependency order; returns the endpoints.
-async fn start(args: &UpArgs, procs: &mut Vec<Proc>) -> anyhow::Result<Value> {
-    let logs = args.data_dir.join("logs");
-    std::fs::create_dir_all(&logs)?;
-
+async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     let nats_bin = find_nats_server()?;
     let port = free_port()?;
     // The simulator starts from a fresh estate each time, so the bus does too: plans and VM
@@ -142,10 +130,9 @@ async fn start(args: &UpArgs, procs: &mut Vec<Proc>) -> anyhow::Result<Value> {
     }
     let mut cmd = Command::new(&nats_bin);
     cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(&store);
-    let child = spawn(cmd, &logs, "nats-server", Stdio::null())?;
-    procs.push(Proc { name: "nats-server", child });
+    procs.spawn(cmd, "nats-server")?;
     let nats_url = format!("nats://127.0.0.1:{port}");
-    let bus = connect(&nats_url).await?;
+    let bus = connect_bus(&nats_url, "tern-up", READY_TIMEOUT).await?;
     bus.ensure_topology(&tern_bus::Topology::default()).await.context("creating the JetStream streams")?;
 
     let mut cmd = Command::new(sibling("tern-asr-sim")?);
@@ -157,7 +144,7 @@ async fn start(args: &UpArgs, procs: &mut Vec<Proc>) -> anyhow::Result<Value> {
     for rule in &args.fail {
         cmd.args(["--fail", rule]);
     }
-    let sim = start_ready(cmd, &logs, "tern-asr-sim", procs).await?;
+    let sim = procs.start_ready(cmd, "tern-asr-sim", READY_TIMEOUT).await?;
     let field =
         |k: &str| sim[k].as_str().map(str::to_owned).ok_or_else(|| anyhow!("the simulator did not say its {k}"));
     let (sim_url, subscription, group, vault) =
@@ -178,7 +165,7 @@ async fn start(args: &UpArgs, procs: &mut Vec<Proc>) -> anyhow::Result<Value> {
     for name in ["tern-planner", "tern-failover", "tern-reprotect", "tern-cleanup"] {
         let mut cmd = Command::new(sibling(name)?);
         cmd.envs(env);
-        ready.push(start_ready(cmd, &logs, name, procs).await?);
+        ready.push(procs.start_ready(cmd, name, READY_TIMEOUT).await?);
     }
     let planner_addr =
         ready[0]["grpc"].as_str().ok_or_else(|| anyhow!("the planner did not say its gRPC address"))?.to_owned();
@@ -202,40 +189,13 @@ async fn start(args: &UpArgs, procs: &mut Vec<Proc>) -> anyhow::Result<Value> {
     }))
 }
 
-/// Spawns `cmd` with stderr to `logs/NAME.log`.
-fn spawn(mut cmd: Command, logs: &Path, name: &str, stdout: Stdio) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
-    cmd.stdin(Stdio::null()).stdout(stdout).stderr(log).kill_on_drop(true);
-    cmd.spawn().with_context(|| format!("starting {name}"))
-}
-
-/// Spawns a Tern process and waits for the JSON line it prints on stdout when ready.
-async fn start_ready(cmd: Command, logs: &Path, name: &'static str, procs: &mut Vec<Proc>) -> anyhow::Result<Value> {
-    let mut child = spawn(cmd, logs, name, Stdio::piped())?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    procs.push(Proc { name, child });
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
-        .await
-        .map_err(|_| {
-            anyhow!("{name} did not report ready within {READY_TIMEOUT:?}; see {}/{name}.log", logs.display())
-        })?
-        .with_context(|| format!("reading {name}'s ready line"))?
-        .ok_or_else(|| anyhow!("{name} exited before it was ready; see {}/{name}.log", logs.display()))?;
-    // Keep reading so a later line on stdout never blocks or kills the process.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    serde_json::from_str(&line).with_context(|| format!("{name}'s ready line is not JSON: {line:?}"))
-}
-
 /// Waits for Ctrl-C or SIGTERM; a child exiting on its own is an error.
-async fn wait_for_stop(procs: &mut [Proc]) -> anyhow::Result<()> {
+async fn wait_for_stop(procs: &mut Procs) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let exited = async {
         loop {
-            for p in procs.iter_mut() {
-                if let Ok(Some(status)) = p.child.try_wait() {
-                    return (p.name, status);
-                }
+            if let Some(gone) = procs.exited() {
+                return gone;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -245,45 +205,6 @@ async fn wait_for_stop(procs: &mut [Proc]) -> anyhow::Result<()> {
         _ = term.recv() => Ok(()),
         (name, status) = exited => Err(anyhow!("{name} stopped on its own ({status}); the stack is going down")),
     }
-}
-
-/// SIGTERM in reverse start order (workers drain first, nats-server last), then SIGKILL.
-async fn stop(procs: &mut Vec<Proc>) {
-    while let Some(mut p) = procs.pop() {
-        if let Some(pid) = p.child.id() {
-            terminate(pid);
-        }
-        if tokio::time::timeout(STOP_TIMEOUT, p.child.wait()).await.is_err() {
-            eprintln!("tern up: {} did not stop within {STOP_TIMEOUT:?}; killing it", p.name);
-            let _ = p.child.kill().await;
-        }
-    }
-}
-
-#[allow(unsafe_code)]
-fn terminate(pid: u32) {
-    let Ok(pid) = i32::try_from(pid) else { return };
-    // SAFETY: sends a signal to a child process this process started and has not reaped.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-}
-
-async fn connect(url: &str) -> anyhow::Result<tern_bus::Bus> {
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        match tern_bus::Bus::connect(url, "tern-up").await {
-            Ok(bus) => return Ok(bus),
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(anyhow!("nats-server at {url} did not answer: {e}"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 
 /// A Tern binary installed next to this one (as `cargo build` and packages lay them out), else
