@@ -325,7 +325,7 @@ impl PlannerService {
             if skipped {
                 dirty = Dirty::All;
             }
-            if !changed && dirty == Dirty::None && ended.is_none() && store::same_header(&plan, &header_before) {
+            if !changed && dirty == Dirty::None && ended.is_none() && store::header_fields(&plan) == header_before {
                 if !verified && store.revision(plan_id).await.map_err(kv_status)? != Some(base.revision) {
                     continue; // another replica moved it: decide again on its version
                 }

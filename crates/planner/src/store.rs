@@ -154,35 +154,6 @@ pub fn header_fields(plan: &Plan) -> Plan {
     }
 }
 
-/// Whether two versions of a plan agree on everything but their VMs and spec (which no step
-/// changes), without copying either.
-pub fn same_header(a: &Plan, b: &Plan) -> bool {
-    let Plan {
-        plan_id,
-        spec: _,
-        state,
-        counts,
-        current_wave,
-        created_at,
-        updated_at,
-        finished_at,
-        vms: _,
-        reason,
-        halted,
-        traceparent,
-    } = a;
-    *plan_id == b.plan_id
-        && *state == b.state
-        && *counts == b.counts
-        && *current_wave == b.current_wave
-        && *created_at == b.created_at
-        && *updated_at == b.updated_at
-        && *finished_at == b.finished_at
-        && *reason == b.reason
-        && *halted == b.halted
-        && *traceparent == b.traceparent
-}
-
 impl std::fmt::Debug for PlanStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let cached = self.cache.lock().map(|c| c.len()).unwrap_or_default();
