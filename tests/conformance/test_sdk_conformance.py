@@ -36,6 +36,7 @@ from azure.mgmt.recoveryservicessiterecovery.models import (
     A2ARecoveryPointDetails,
     A2ASwitchProtectionInput,
     A2AUnplannedFailoverInput,
+    A2AVmManagedDiskInputDetails,
     Fabric,
     Job,
     ProtectionContainer,
@@ -93,6 +94,8 @@ class Sim:
     resource_group: str
     vault: str
     ca_cert: str
+    # Location -> ARM id of that region's cache storage account (the ready line's cache_storage_accounts).
+    cache_storage_accounts: dict[str, str] = field(default_factory=dict)
     exchanges: list[dict] = field(default_factory=list)  # every HTTP response the SDK saw (via raw_response_hook)
 
     def stderr_tail(self, limit: int = 20000) -> str:
@@ -173,9 +176,12 @@ def _start_sim(binary: str, workdir: Path) -> Sim:
         fail(f"url must be https (azure-core refuses bearer tokens over http): {info['url']!r}")
     if not Path(info["ca_cert"]).is_file():
         fail(f"ca_cert {info['ca_cert']!r} is not a file")
+    caches = info.get("cache_storage_accounts")
+    if not isinstance(caches, dict) or len(caches) != 2:
+        fail(f"ready line lacks a cache storage account per region: {line!r}")
     return Sim(proc=proc, stderr_path=stderr_path, url=info["url"].rstrip("/"),
                subscription_id=info["subscription_id"], resource_group=info["resource_group"],
-               vault=info["vault"], ca_cert=info["ca_cert"])
+               vault=info["vault"], ca_cert=info["ca_cert"], cache_storage_accounts=caches)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -373,11 +379,31 @@ def test_failover_commit_reprotect(sim: Sim, client: SiteRecoveryManagementClien
         assert cp.active_location == "Recovery", cp.active_location
         assert "SwitchProtection" in (cp.allowed_operations or []), cp.allowed_operations
 
-        # 3. Reprotect = switch protection on the item's current container (what Az PowerShell does for A2A).
+        # 3. Reprotect = switch protection on the item's current container (what Az PowerShell does for A2A,
+        #    A2AReprotectTest.json entries 13-16): one vmManagedDisks entry per disk of the VM that runs now (the
+        #    committed item's recoveryTargetDiskIds), the cache storage account of the region it runs in, the
+        #    resource group of the VM it came from, the item's policy and container. The simulator refuses less.
         psd = committed.properties.provider_specific_details
         source_vm = getattr(psd, "fabric_object_id", None) or ""
         m = _RG_ID.match(source_vm)
         recovery_rg = m.group("rg") if m else f"/subscriptions/{sim.subscription_id}/resourceGroups/{rg}"
+        running_location = psd.recovery_fabric_location
+        staging = sim.cache_storage_accounts.get(running_location)
+        assert staging, f"no cache storage account for {running_location!r}: {sim.cache_storage_accounts}"
+        disks = psd.protected_managed_disks or []
+        assert disks and all(d.recovery_target_disk_id for d in disks), (
+            "a committed item names the disks of the VM that runs now in recoveryTargetDiskId: "
+            f"{[d.as_dict() for d in disks]}")
+        vm_managed_disks = [
+            A2AVmManagedDiskInputDetails(
+                disk_id=d.recovery_target_disk_id,
+                primary_staging_azure_storage_account_id=staging,
+                recovery_resource_group_id=recovery_rg,
+                recovery_replica_disk_account_type=d.recovery_replica_disk_account_type,
+                recovery_target_disk_account_type=d.recovery_target_disk_account_type,
+            )
+            for d in disks
+        ]
         mark = len(sim.exchanges)
         poller = client.replication_protection_containers.begin_switch_protection(
             rg, vault, fabric, container,
@@ -387,6 +413,8 @@ def test_failover_commit_reprotect(sim: Sim, client: SiteRecoveryManagementClien
                     recovery_container_id=container_id,
                     policy_id=policy_id,
                     recovery_resource_group_id=recovery_rg,
+                    vm_managed_disks=vm_managed_disks,
+                    vm_disks=[],
                 ),
             )),
             polling_interval=0,
@@ -406,7 +434,8 @@ def test_failover_commit_reprotect(sim: Sim, client: SiteRecoveryManagementClien
         assert any(j.name == job_name for j in client.replication_jobs.list(rg, vault)), \
             f"job {job_name} missing from replicationJobs list"
 
-        # 4. The item now lives under the other fabric/container, same name, Protected again.
+        # 4. The item now lives under the other fabric/container, same name, Protected again (with --zero-latency
+        #    initial replication and its two completion jobs are over at once).
         new = _rpi_parts(new_id)
         assert new["item"] == name, new_id
         assert new["fabric"].lower() != fabric.lower(), f"item did not move fabric: {new_id}"

@@ -42,7 +42,9 @@ pub struct Durations {
     pub shutdown: Span,
     /// Failover commit.
     pub commit: Span,
-    /// Switch protection, including the sync of changed data.
+    /// The switch-protection (reprotect) JOB only: from the 202 until the job succeeds. The
+    /// replication that goes on afterwards is `initial_replication` (reprotect recording entries
+    /// 17–43: the job took 9 minutes).
     pub reprotect: Span,
     /// Test failover.
     pub test_failover: Span,
@@ -58,8 +60,19 @@ pub struct Durations {
     pub disable: Span,
     /// Deleting a VM or NIC.
     pub delete: Span,
-    /// Time before a new job leaves NotStarted.
+    /// The placeholder window: how long a new job stays NotStarted, answering a GET with the
+    /// recorded placeholder shape (A2AFailoverCommit-excerpt entries 8, 147, 174) and absent from
+    /// job lists.
     pub queueing: Span,
+    /// Initial replication that continues after a reprotect job has succeeded, until the
+    /// `PrimaryIrCompletion` job (excerpt entries 41–122: about 14 minutes after EnableDr).
+    pub initial_replication: Span,
+    /// Each initial-replication completion job, `PrimaryIrCompletion` then
+    /// `SecondaryIrCompletion` (excerpt entries 122, 141–143: about 2 s and 7 s).
+    pub ir_completion: Span,
+    /// From the end of `PrimaryIrCompletion` to the start of `SecondaryIrCompletion` (excerpt
+    /// entries 122–141: about 3 minutes).
+    pub ir_completion_gap: Span,
 }
 
 impl Default for Durations {
@@ -69,7 +82,7 @@ impl Default for Durations {
             latest_processing: Span::new(30.0, 120.0),
             shutdown: Span::new(30.0, 90.0),
             commit: Span::new(30.0, 90.0),
-            reprotect: Span::new(600.0, 1800.0),
+            reprotect: Span::new(300.0, 600.0),
             test_failover: Span::new(180.0, 420.0),
             test_failover_cleanup: Span::new(60.0, 180.0),
             apply_recovery_point: Span::new(60.0, 120.0),
@@ -78,6 +91,9 @@ impl Default for Durations {
             disable: Span::new(60.0, 180.0),
             delete: Span::new(20.0, 60.0),
             queueing: Span::new(1.0, 5.0),
+            initial_replication: Span::new(600.0, 1800.0),
+            ir_completion: Span::new(2.0, 10.0),
+            ir_completion_gap: Span::new(60.0, 240.0),
         }
     }
 }
@@ -100,6 +116,9 @@ impl Durations {
             disable: z,
             delete: z,
             queueing: z,
+            initial_replication: z,
+            ir_completion: z,
+            ir_completion_gap: z,
         }
     }
 }
@@ -156,10 +175,14 @@ pub struct SeedSpec {
     pub unmanaged_every: usize,
     /// Every Nth VM has critical replication health (0 = none).
     pub unhealthy_every: usize,
-    /// Every Nth VM is still syncing (a reprotect job in progress) (0 = none).
+    /// Every Nth VM is still in initial replication after a reprotect job that already
+    /// succeeded (about 40% replicated; the two completion jobs come later) (0 = none).
     pub syncing_every: usize,
     /// Group VMs into ASR recovery plans of this many VMs in 3 boot groups (0 = no plans).
     pub recovery_plan_size: usize,
+    /// Every Nth VM's NIC (in the region the VM runs in when seeded) has a public IP
+    /// `<vm>-pip` (0 = none).
+    pub public_ip_every: usize,
 }
 
 impl Default for SeedSpec {
@@ -173,6 +196,7 @@ impl Default for SeedSpec {
             unhealthy_every: 0,
             syncing_every: 0,
             recovery_plan_size: 0,
+            public_ip_every: 0,
         }
     }
 }
@@ -205,8 +229,9 @@ pub struct SimConfig {
     pub page_size: usize,
     /// ARM throttling.
     pub throttle: ThrottleConfig,
-    /// Whether reprotect removes the VM and NICs left in the region the VM moved away from
-    /// (managed-disk VMs only; ASR's documentation says both).
+    /// Whether reprotect removes the VM left in the region the VM moved away from, with its NICs
+    /// and managed disks, when the reprotect job ends (managed-disk VMs only; ASR's
+    /// documentation says both).
     pub reprotect_removes_source_vm: bool,
     /// Recovery point generation.
     pub policy: PolicyConfig,
@@ -216,6 +241,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// The estate to create at start.
     pub estate: SeedSpec,
+    /// Simulated seconds after an operation's 202 during which its protected item still renders
+    /// as before the operation: `currentScenario` idle and the idle `allowedOperations` of its
+    /// state (unverified: no recording shows an item in that moment, so the stingy case). The
+    /// simulator still refuses a second operation on the item meanwhile.
+    pub item_scenario_lag_secs: f64,
 }
 
 impl Default for SimConfig {
@@ -238,6 +268,7 @@ impl Default for SimConfig {
             faults: FaultSpec::default(),
             seed: 1,
             estate: SeedSpec::default(),
+            item_scenario_lag_secs: 30.0,
         }
     }
 }
@@ -261,6 +292,9 @@ impl SimConfig {
         }
         if !(self.time_compression.is_finite() && self.time_compression > 0.0) {
             return Err(format!("time_compression must be > 0, got {}", self.time_compression));
+        }
+        if !(self.item_scenario_lag_secs.is_finite() && self.item_scenario_lag_secs >= 0.0) {
+            return Err(format!("item_scenario_lag_secs must be >= 0, got {}", self.item_scenario_lag_secs));
         }
         if self.page_size == 0 {
             return Err("page_size must be at least 1".into());

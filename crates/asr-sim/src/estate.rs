@@ -1,5 +1,5 @@
-//! The simulated estate: vault topology, protected items, jobs, VMs and NICs, and the ASR
-//! operations that change them.
+//! The simulated estate: vault topology, protected items, jobs, VMs, NICs, managed disks,
+//! public IPs and storage accounts, and the ASR operations that change them.
 //!
 //! Time is lazy: operations plan their jobs in full and put the moments their effects apply
 //! on a timeline; [`Estate::advance`] applies whatever the clock has passed. Nothing runs in
@@ -15,13 +15,18 @@ use crate::clock::{self, SimClock, SimTime};
 use crate::config::{SeedState, SimConfig};
 use crate::faults::Operation;
 use crate::ids::{Guids, Scope};
-use crate::item::{Busy, Disk, Item, ItemState, Point, Region, RenderContext};
-use crate::job::{AsrFault, Effect, FinalResult, Job, JobState, TaskOutcome, TaskPlan};
+use crate::item::{Busy, Disk, Item, ItemState, Point, Region, RenderContext, Replication, replica_name, vhd_uri};
+use crate::job::{AsrFault, DiskSettings, Effect, FinalResult, Job, JobState, TaskOutcome, TaskPlan};
+use crate::validate::{self, ReprotectWorld};
 use crate::wire::{
     ArmError, ArmErrorDetail, ContainerProperties, FabricProperties, FailoverInput, JobProperties, MappingProperties,
     OperationStatus, PlanFailoverInput, PolicyProperties, ProtectedItemProperties, RecoveryPlanGroup, RecoveryPlanItem,
-    RecoveryPlanProperties, RecoveryPointProperties, ReprotectProviderInput, Resource,
+    RecoveryPlanProperties, RecoveryPointProperties, Resource, ReverseReplicationInput, SwitchProtectionInput,
 };
+
+/// A task of a planned job: (`taskId`, `name`, `friendlyName`, share of the job's duration).
+/// An empty `taskId` gets a fresh GUID (commit tasks, A2AFailoverCommit-excerpt entry 175).
+type TaskSpec = (&'static str, &'static str, &'static str, f64);
 
 /// The name of the seeded replication policy.
 pub const POLICY: &str = "24-hour-retention-policy";
@@ -114,7 +119,8 @@ pub struct Vm {
     pub vm_id: String,
     /// Being deleted.
     pub deleting: bool,
-    /// Disk names.
+    /// Disk names (OS disk first). Managed disks are resources in the VM's resource group
+    /// (`Estate` keeps them); unmanaged ones are VHDs in the region's `<location>vhds` account.
     pub disks: Vec<String>,
     /// Test failover network, for test VMs.
     pub network: Option<String>,
@@ -133,6 +139,56 @@ pub struct Nic {
     pub vm: Option<String>,
     /// Being deleted.
     pub deleting: bool,
+    /// The public IP of its first IP configuration (lowercase id).
+    pub public_ip: Option<String>,
+}
+
+/// A managed disk (`Microsoft.Compute/disks`).
+#[derive(Clone, Debug)]
+pub struct ManagedDiskResource {
+    /// Name.
+    pub name: String,
+    /// Resource group.
+    pub rg: String,
+    /// Region index.
+    pub region: usize,
+    /// Size in GiB.
+    pub size_gb: i64,
+    /// SKU (`Premium_LRS`, ...).
+    pub sku: String,
+    /// The VM it is attached to (lowercase id).
+    pub managed_by: Option<String>,
+    /// Being deleted.
+    pub deleting: bool,
+}
+
+/// A public IP address (`Microsoft.Network/publicIPAddresses`).
+#[derive(Clone, Debug)]
+pub struct PublicIp {
+    /// Name.
+    pub name: String,
+    /// Resource group.
+    pub rg: String,
+    /// Region index.
+    pub region: usize,
+    /// The NIC whose IP configuration uses it (lowercase id).
+    pub nic: Option<String>,
+    /// The address.
+    pub address: String,
+    /// Being deleted.
+    pub deleting: bool,
+}
+
+/// A storage account (`Microsoft.Storage/storageAccounts`): a region's cache account, or the
+/// account holding unmanaged VHDs.
+#[derive(Clone, Debug)]
+pub struct StorageAccount {
+    /// Name.
+    pub name: String,
+    /// Resource group.
+    pub rg: String,
+    /// Region index.
+    pub region: usize,
 }
 
 /// A recovery plan.
@@ -154,8 +210,15 @@ pub struct Plan {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
+    /// A reprotect job moves its item to the other container (job name).
     Rehome(String),
+    /// A job ends (job name).
     End(String),
+    /// An item's initial replication has replicated everything: `PrimaryIrCompletion` starts
+    /// (item lifecycle id).
+    IrEnd(String),
+    /// `SecondaryIrCompletion` starts (item lifecycle id).
+    SecondaryIr(String),
 }
 
 /// Counters of what happened, for `/_sim/counters`.
@@ -180,11 +243,15 @@ pub struct Estate {
     by_lifecycle: HashMap<String, String>,
     members: [BTreeSet<String>; 2],
     jobs: HashMap<String, Job>,
-    job_order: BTreeSet<(Reverse<SimTime>, String)>,
+    /// Jobs newest first: by creation time, then by the order they were made in.
+    job_order: BTreeSet<(Reverse<SimTime>, Reverse<u64>, String)>,
     active_jobs: BTreeSet<String>,
     timeline: BinaryHeap<Reverse<(SimTime, u64, Step)>>,
     vms: BTreeMap<String, Vm>,
     nics: BTreeMap<String, Nic>,
+    disks: BTreeMap<String, ManagedDiskResource>,
+    public_ips: BTreeMap<String, PublicIp>,
+    storage: BTreeMap<String, StorageAccount>,
     plans: BTreeMap<String, Plan>,
     guids: Guids,
     seq: u64,
@@ -195,6 +262,9 @@ pub struct Estate {
     first_terminal_reads: std::sync::Mutex<HashMap<String, FirstReads>>,
     /// Who sends the request being handled: the first product token of its `User-Agent`.
     reader: String,
+    /// The request being handled: (client request id, or a fresh GUID in its place;
+    /// correlation id of its response). Jobs it creates carry them as `activityId`.
+    request_ids: Option<(String, String)>,
 }
 
 /// When a job was first read ended: by anyone, and by each client (`User-Agent` product).
@@ -212,6 +282,8 @@ pub struct JobTiming {
     pub name: String,
     /// Operation, as the operation log names it (`unplannedFailover`, `failoverCommit`, ...).
     pub operation: &'static str,
+    /// ASR's `scenarioName` (`UnplannedFailover`, `SecondaryIrCompletion`, ...).
+    pub scenario: &'static str,
     /// Lowercase name of the protected item it acts on, if any.
     pub item: Option<String>,
     /// `targetObjectName`: the VM (or the VM/NIC deleted, or the recovery plan).
@@ -294,13 +366,23 @@ impl Estate {
             timeline: BinaryHeap::new(),
             vms: BTreeMap::new(),
             nics: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            public_ips: BTreeMap::new(),
+            storage: BTreeMap::new(),
             plans: BTreeMap::new(),
             seq: 0,
             counters: Counters::default(),
             first_terminal_reads: std::sync::Mutex::new(HashMap::new()),
             reader: String::new(),
+            request_ids: None,
             cfg,
         };
+        // One cache storage account per region, in its application resource group: the id items
+        // render as `primaryStagingAzureStorageAccountId` (reprotect entry 13 has one per item).
+        for r in 0..2 {
+            let name = format!("{}asrcache", estate.regions[r].location);
+            estate.add_storage_account(r, &name);
+        }
         let spec = estate.cfg.estate.clone();
         estate.seed(&spec);
         estate
@@ -332,18 +414,15 @@ impl Estate {
             };
             let replicating_since = now - Duration::hours(24);
             let late = every(spec.late_disk_every);
-            let mut disks = vec![Disk {
-                name: format!("{vm_name}_OsDisk_1_{}", &lifecycle[..8]),
-                os: true,
-                bytes: 136_367_308_800,
-                protected_since: replicating_since,
-            }];
-            disks.push(Disk {
-                name: format!("{vm_name}_DataDisk_0"),
-                os: false,
-                bytes: 274_877_906_944,
-                protected_since: if late { now - Duration::hours(2) } else { replicating_since },
-            });
+            let disks = vec![
+                Disk::new(format!("{vm_name}_OsDisk_1_{}", &lifecycle[..8]), true, 136_367_308_800, replicating_since),
+                Disk::new(
+                    format!("{vm_name}_DataDisk_0"),
+                    false,
+                    274_877_906_944,
+                    if late { now - Duration::hours(2) } else { replicating_since },
+                ),
+            ];
             let item = Item {
                 name: vm_name.clone(),
                 lifecycle_id: lifecycle.clone(),
@@ -362,16 +441,27 @@ impl Estate {
                 last_failover: (primary != initial_primary).then(|| now - Duration::hours(30)),
                 last_test_failover: None,
                 failover_point: None,
-                sync_job: None,
+                replication: None,
                 test_network: None,
                 group_id: self.guids.fresh(),
                 plans: vec![],
             };
+            if !item.managed {
+                // The accounts the unmanaged disks' VHDs live in (both regions).
+                for r in 0..2 {
+                    let name = format!("{}vhds", self.regions[r].location);
+                    self.add_storage_account(r, &name);
+                }
+            }
             let key = vm_name.to_ascii_lowercase();
-            self.create_vm(primary, &vm_name, item.managed, item.disks.iter().map(|d| d.name.clone()).collect(), None);
+            let vm_disks = vm_disks(&item.disks, |d| d.name.clone());
+            let vm_id = self.create_vm(primary, &vm_name, item.managed, vm_disks.clone(), None);
+            if every(spec.public_ip_every) {
+                self.attach_public_ip(&vm_id, primary, &format!("{vm_name}-pip"));
+            }
             if !self.cfg.reprotect_removes_source_vm && primary != initial_primary {
-                // The VM left behind by the first failover, stopped.
-                let id = self.create_vm(initial_primary, &vm_name, item.managed, vec![], None);
+                // The VM left behind by the first failover, stopped, with its disks.
+                let id = self.create_vm(initial_primary, &vm_name, item.managed, vm_disks, None);
                 if let Some(vm) = self.vms.get_mut(&id) {
                     vm.power = "deallocated";
                 }
@@ -379,6 +469,7 @@ impl Estate {
             self.members[primary].insert(key.clone());
             self.by_lifecycle.insert(lifecycle, key.clone());
             self.items.insert(key.clone(), item);
+            self.create_replicas(&key);
             new_names.push(key.clone());
             if every(spec.syncing_every) {
                 self.seed_syncing(&key, now);
@@ -405,53 +496,90 @@ impl Estate {
         }
     }
 
-    /// A seeded item that is midway through a reprotect sync.
+    /// A seeded item in initial replication after a reprotect job that already succeeded (the
+    /// job is in the job list): about 40% replicated, completing later with the two
+    /// completion jobs (excerpt entries 41–143 show that phase after EnableDr).
     fn seed_syncing(&mut self, key: &str, now: SimTime) {
-        let total = self.cfg.effective_durations().reprotect.pick(0.5).max(std::time::Duration::from_secs(600));
-        let started = now - Duration::seconds_f64(total.as_secs_f64() * 0.4);
-        let item = self.items.get_mut(key).expect("just seeded");
-        item.state = ItemState::Reprotecting;
-        item.points_since = None;
-        let job = self.plan_job(
-            key,
-            Operation::Reprotect,
-            "SwitchReplicationGroupProtection",
-            "Reprotect",
-            started,
-            &[
-                ("SwitchReplicationGroupProtectionPreflightTask", "Prerequisite check", 0.02),
-                ("ProtectReplicaTask", "Reprotecting virtual machine (1)", 0.98),
-            ],
-            None,
-            Effect::Reprotect,
-            total,
-        );
-        let job_name = job.name.clone();
-        self.insert_job(job);
-        let item = self.items.get_mut(key).expect("just seeded");
-        item.busy = Some(Busy { scenario: "SwitchProtection", job: job_name.clone(), since: started });
-        item.sync_job = Some(job_name.clone());
-        if let Some(j) = self.jobs.get_mut(&job_name) {
-            j.rehome_at = None; // already re-homed
-            j.new_item_id = None;
+        let durations = self.cfg.effective_durations();
+        let job_total = durations.reprotect.pick(0.5);
+        // Long enough to still be replicating even with zero latency, and to have the job end
+        // before now.
+        let span = durations
+            .initial_replication
+            .pick(0.5)
+            .max(std::time::Duration::from_secs(600))
+            .max(job_total.mul_f64(3.0));
+        let span = Duration::seconds_f64(span.as_secs_f64());
+        let (since, until) = (now - span * 0.4, now + span * 0.6);
+        let mut job = self.plan_reprotect_job(key, vec![], since, job_total, false);
+        // The job already re-homed the item where it was seeded.
+        job.new_item_id =
+            Some(self.items[key].id(&self.scope, &self.regions).replacen("/Subscriptions/", "/subscriptions/", 1));
+        // Shift the planned job so that it re-homed the item at `since`.
+        let shift = since - job.rehome_at.unwrap_or(job.starts);
+        job.created += shift;
+        job.starts += shift;
+        job.ends += shift;
+        for t in &mut job.tasks {
+            t.start += shift;
+            t.end += shift;
         }
+        job.rehome_at = Some(since);
+        job.ir_end = Some(until);
+        job.finished = true;
+        self.insert_finished_job(job);
+        let Some(item) = self.items.get_mut(key) else { return };
+        item.state = ItemState::InitialReplication;
+        item.unhealthy = false; // as after any reprotect job
+        item.points_since = None;
+        item.replication = Some(Replication { since, until, failed: None });
+        let lifecycle = item.lifecycle_id.clone();
+        self.schedule(until, Step::IrEnd(lifecycle));
     }
 
     // -----------------------------------------------------------------------------------------
     // Time
 
-    /// Applies every effect whose moment the clock has passed.
+    /// Applies every effect whose moment the clock has passed, each at its own moment. Jobs
+    /// this creates (the initial-replication completion jobs) belong to no request.
     pub fn advance(&mut self) {
         let now = self.now();
+        let request = self.request_ids.take();
         while let Some(Reverse((at, _, _))) = self.timeline.peek() {
             if *at > now {
                 break;
             }
-            let Reverse((_, _, step)) = self.timeline.pop().expect("peeked");
+            let Reverse((at, _, step)) = self.timeline.pop().expect("peeked");
             match step {
-                Step::Rehome(job) => self.rehome(&job),
-                Step::End(job) => self.finish(&job),
+                Step::Rehome(job) => self.rehome(&job, at),
+                Step::End(job) => self.finish(&job, at),
+                Step::IrEnd(lifecycle) => self.primary_ir_completion(&lifecycle, at),
+                Step::SecondaryIr(lifecycle) => self.secondary_ir_completion(&lifecycle, at),
             }
+        }
+        self.request_ids = request;
+    }
+
+    /// Names the ARM request about to be handled: its `x-ms-client-request-id` (`None`: it
+    /// sent none, a fresh GUID stands in) and its response's `x-ms-correlation-request-id`.
+    /// Jobs it creates get `activityId = "<client id> ActivityId: <correlation id>"`
+    /// (A2AFailoverCommit-excerpt 146→147, 173→174; reprotect entries 16→17).
+    pub fn begin_request(&mut self, client_request_id: Option<&str>, correlation_id: &str) {
+        let client =
+            client_request_id.map(str::to_owned).unwrap_or_else(|| crate::ids::format_guid(rand::random::<u128>()));
+        self.request_ids = Some((client, correlation_id.to_owned()));
+    }
+
+    /// The request has been handled: later jobs belong to no request.
+    pub fn end_request(&mut self) {
+        self.request_ids = None;
+    }
+
+    /// `activityId` of a job created now.
+    fn activity(&mut self) -> String {
+        match &self.request_ids {
+            Some((client, correlation)) => format!("{client} ActivityId: {correlation}"),
+            None => format!("{} ActivityId: {}", self.guids.fresh(), self.guids.fresh()),
         }
     }
 
@@ -473,7 +601,7 @@ impl Estate {
         scenario: &'static str,
         friendly: &'static str,
         start: SimTime,
-        tasks: &[(&'static str, &str, f64)],
+        tasks: &[TaskSpec],
         failure: Option<(usize, AsrFault)>,
         effect: Effect,
         total: std::time::Duration,
@@ -485,7 +613,7 @@ impl Estate {
         let mut planned = Vec::new();
         let mut ends = starts;
         let mut fail = None;
-        for (i, (id, name, frac)) in tasks.iter().enumerate() {
+        for (i, (id, name, friendly, frac)) in tasks.iter().enumerate() {
             let d = total.mul_f64(*frac);
             let end = t + d;
             let outcome = match &failure {
@@ -495,17 +623,28 @@ impl Estate {
                 }
                 _ => TaskOutcome::Succeeded,
             };
-            planned.push(TaskPlan { id, friendly: (*name).to_owned(), start: t, end, outcome });
+            let id = if id.is_empty() { self.guids.fresh() } else { (*id).to_owned() };
+            planned.push(TaskPlan {
+                id,
+                name: (*name).to_owned(),
+                friendly: (*friendly).to_owned(),
+                start: t,
+                end,
+                outcome,
+            });
             t = end;
             ends = end;
             if fail.is_some() {
                 break;
             }
         }
+        let activity = self.activity();
         let item = self.items.get(item_key);
         let vm = item.map(|i| i.vm_name.clone()).unwrap_or_default();
         let target_id = item.map(|i| i.lifecycle_id.clone()).unwrap_or_default();
         let location_base = item.map(|i| i.id(&self.scope, &self.regions)).unwrap_or_else(|| self.scope.vault_id());
+        let lifecycle = item.map(|i| i.lifecycle_id.clone()).unwrap_or_default();
+        let affected = self.affected_objects(item);
         Job {
             name: self.guids.fresh(),
             scenario,
@@ -516,7 +655,7 @@ impl Estate {
             target_name: vm,
             target_id,
             target_type: "ProtectionEntity",
-            activity: format!("{} ActivityId: {}", self.guids.fresh(), self.guids.fresh()),
+            activity,
             created: start,
             starts,
             ends,
@@ -528,11 +667,12 @@ impl Estate {
             effect,
             rehome_at: None,
             new_item_id: None,
+            ir_end: None,
             failover_details: None,
             location_base,
-            result: FinalResult::Item { lifecycle: item.map(|i| i.lifecycle_id.clone()).unwrap_or_default() },
+            result: FinalResult::Item { lifecycle },
             children: vec![],
-            affected: self.affected_objects(item),
+            affected,
         }
     }
 
@@ -555,18 +695,32 @@ impl Estate {
         }
     }
 
+    /// A job a client's request started (counted in `/_sim/counters`).
     fn insert_job(&mut self, job: Job) -> String {
-        let name = job.name.clone();
         *self.counters.jobs.entry(job.operation.name()).or_default() += 1;
+        self.insert_internal_job(job)
+    }
+
+    /// A job the estate starts itself (initial-replication completion): not counted.
+    fn insert_internal_job(&mut self, job: Job) -> String {
+        let name = job.name.clone();
         // Re-homing is queued first so that, at equal times, it precedes the end.
         if let Some(at) = job.rehome_at {
             self.schedule(at, Step::Rehome(name.clone()));
         }
         self.schedule(job.ends, Step::End(name.clone()));
-        self.job_order.insert((Reverse(job.created), name.clone()));
+        self.seq += 1;
+        self.job_order.insert((Reverse(job.created), Reverse(self.seq), name.clone()));
         self.active_jobs.insert(name.clone());
         self.jobs.insert(name.clone(), job);
         name
+    }
+
+    /// A job that already ended before the estate was seeded (its effects are in the seed).
+    fn insert_finished_job(&mut self, job: Job) {
+        self.seq += 1;
+        self.job_order.insert((Reverse(job.created), Reverse(self.seq), job.name.clone()));
+        self.jobs.insert(job.name.clone(), job);
     }
 
     fn fault_for(&self, op: Operation, vm: &str) -> Option<(usize, AsrFault)> {
@@ -614,17 +768,13 @@ impl Estate {
             regions: &self.regions,
             now: self.now(),
             policy: &self.cfg.policy,
-            sync_progress: None,
+            scenario_lag: Duration::seconds_f64(self.cfg.item_scenario_lag_secs),
             policy_name: POLICY,
         }
     }
 
     fn render_item(&self, item: &Item) -> Resource<ProtectedItemProperties> {
-        let mut cx = self.render_cx();
-        if item.state == ItemState::Reprotecting {
-            cx.sync_progress = item.sync_job.as_ref().and_then(|j| self.jobs.get(j)).map(|j| j.progress(cx.now));
-        }
-        item.render(&cx)
+        item.render(&self.render_cx())
     }
 
     /// GET an item.
@@ -645,9 +795,14 @@ impl Estate {
         filter: &ItemFilter,
         skip: Option<&str>,
     ) -> Result<(Vec<Resource<ProtectedItemProperties>>, Option<String>), Refusal> {
-        let region = match container {
-            Some((f, c)) => Some(self.region_of_container(f, c)?),
-            None => None,
+        let region = match (container, filter.source_fabric()) {
+            (Some((f, c)), _) => Some(self.region_of_container(f, c)?),
+            // A source fabric filter names the container index to walk.
+            (None, Some(f)) => match self.regions.iter().position(|r| r.fabric.eq_ignore_ascii_case(f)) {
+                Some(r) => Some(r),
+                None => return Ok((vec![], None)),
+            },
+            (None, None) => None,
         };
         let from = skip.map(str::to_ascii_lowercase).unwrap_or_default();
         let keys: Box<dyn Iterator<Item = &String>> = match region {
@@ -673,7 +828,7 @@ impl Estate {
         let mut more = false;
         for key in keys {
             let item = &self.items[key];
-            if !filter.matches(item) {
+            if !filter.matches(item, &self.regions) {
                 continue;
             }
             if out.len() == self.cfg.page_size {
@@ -909,10 +1064,11 @@ impl Estate {
         self.job_order
             .iter()
             .rev()
-            .filter_map(|(_, n)| self.jobs.get(n))
+            .filter_map(|(_, _, n)| self.jobs.get(n))
             .map(|job| JobTiming {
                 name: job.name.clone(),
                 operation: job.operation.name(),
+                scenario: job.scenario,
                 item: job.item.clone(),
                 target: job.target_name.clone(),
                 state: job.state(now).as_str(),
@@ -930,7 +1086,7 @@ impl Estate {
     fn render_job(&self, job: &Job) -> Resource<JobProperties> {
         let now = self.now();
         self.note_read(job, job.state(now));
-        let children: Vec<(String, String, &'static str)> = if matches!(job.effect, Effect::Reprotect) {
+        let children: Vec<(String, String, &'static str)> = if matches!(job.effect, Effect::Reprotect { .. }) {
             let state = if now >= job.ends {
                 job.state(now).as_str()
             } else if now >= job.starts {
@@ -953,7 +1109,8 @@ impl Estate {
             .ok_or_else(|| Refusal::not_found("job", name))
     }
 
-    /// A page of jobs, newest first.
+    /// A page of jobs, newest first, as summaries (`Job::render_summary`); jobs still in their
+    /// placeholder window are left out (no recording shows a list in that moment: stingy).
     pub fn list_jobs(&self, filter: &JobFilter, skip: Option<&str>) -> (Vec<Resource<JobProperties>>, Option<String>) {
         let now = self.now();
         let mut out = Vec::new();
@@ -963,10 +1120,10 @@ impl Estate {
         let candidates: Box<dyn Iterator<Item = &Job>> = if filter.only_active() {
             Box::new(self.active_jobs.iter().filter_map(|n| self.jobs.get(n)))
         } else {
-            Box::new(self.job_order.iter().filter_map(|(_, n)| self.jobs.get(n)))
+            Box::new(self.job_order.iter().filter_map(|(_, _, n)| self.jobs.get(n)))
         };
         for job in candidates {
-            if !filter.matches(job, job.state(now), &self.regions, &self.items) {
+            if job.is_placeholder(now) || !filter.matches(job, job.state(now), &self.regions, &self.items) {
                 continue;
             }
             matched += 1;
@@ -977,7 +1134,8 @@ impl Estate {
                 next = Some((skip_n + out.len()).to_string());
                 break;
             }
-            out.push(self.render_job(job));
+            self.note_read(job, job.state(now));
+            out.push(job.render_summary(self.scope.job_id(&job.name), now));
         }
         (out, next)
     }
@@ -1081,7 +1239,22 @@ impl Estate {
         job.finished = true;
         let item = job.item.clone();
         let plan = job.plan.clone();
+        let ir_completion = matches!(job.effect, Effect::IrCompletion { .. });
         self.active_jobs.remove(&key);
+        if ir_completion
+            && let Some(item) = item.as_ref().and_then(|i| self.items.get_mut(i))
+            && item.state == ItemState::InitialReplication
+            && let Some(r) = item.replication.as_mut()
+        {
+            // Unverified: a cancelled completion leaves initial replication failed; a repair
+            // finishes it.
+            r.failed = Some(AsrFault {
+                code: "JobCancelled".into(),
+                message: format!("The job '{name}' that completes initial replication was cancelled."),
+                possible_causes: "The job was cancelled.".into(),
+                recommended_action: "Repair replication (resynchronize) to complete protection.".into(),
+            });
+        }
         if let Some(item) = item.and_then(|i| self.items.get_mut(&i))
             && item.busy.as_ref().is_some_and(|b| b.job == key)
         {
@@ -1272,12 +1445,28 @@ impl Estate {
         }
         let shutdown_failed = shutdown_requested && self.cfg.faults.shutdown_fails(&vm);
         let failure = self.fault_for(Operation::Failover, &vm).map(|(_, f)| (3, f));
-        let tasks: [(&'static str, &str, f64); 5] = [
-            ("FailoverPreflightTask", "Prerequisites check for failover", 0.05),
-            ("ShutdownSourceVmTask", "Shut down the virtual machine", if shutdown_requested { 0.2 } else { 0.0 }),
-            ("ProcessDataTask", "Processing data", if latest { 0.15 } else { 0.0 }),
-            ("StartFailoverTask", "Starting failover", 0.45),
-            ("StartReplicaVmTask", "Start the replica virtual machine", 0.15),
+        // The five tasks with Azure's ids, names and friendly names (excerpt entries 148, 172).
+        let tasks: [TaskSpec; 5] = [
+            (
+                "UnplannedFailoverPreflightChecksTask",
+                "VmUfoPrerequisitesCheck",
+                "Prerequisites check for failover",
+                0.05,
+            ),
+            (
+                "ShutdownVmOnPrimaryForUFO",
+                "VmShutdownVmOnPrimary",
+                "Shut down the virtual machine",
+                if shutdown_requested { 0.2 } else { 0.0 },
+            ),
+            (
+                "PrepareForUnPlannedFailoverTask",
+                "VmPrepareForUnPlannedFailover",
+                "Synchronizing the latest changes",
+                if latest { 0.15 } else { 0.0 },
+            ),
+            ("FailoverTask", "VmFailover", "Start failover", 0.45),
+            ("StartVmOnSecondary", "VmFoStartVmOnSecondary", "Start the replica virtual machine", 0.15),
         ];
         let mut job = self.plan_job(
             &key,
@@ -1291,9 +1480,12 @@ impl Estate {
             total,
         );
         for t in &mut job.tasks {
-            if (t.id == "ShutdownSourceVmTask" && !shutdown_requested) || (t.id == "ProcessDataTask" && !latest) {
+            // Skipped tasks are Other/Skipped (excerpt entry 172's sync task).
+            if (t.id == "ShutdownVmOnPrimaryForUFO" && !shutdown_requested)
+                || (t.id == "PrepareForUnPlannedFailoverTask" && !latest)
+            {
                 t.outcome = TaskOutcome::Skipped;
-            } else if t.id == "ShutdownSourceVmTask" && shutdown_failed {
+            } else if t.id == "ShutdownVmOnPrimaryForUFO" && shutdown_failed {
                 t.outcome = TaskOutcome::FailedNonFatal(AsrFault {
                     code: "28041".into(),
                     message: format!(
@@ -1333,7 +1525,10 @@ impl Estate {
             "ChangePit",
             "Change recovery point",
             now,
-            &[("ChangePitPreflightTask", "Prerequisite check", 0.1), ("ChangePitTask", "Changing recovery point", 0.9)],
+            &[
+                ("ChangePitPreflightTask", "ChangePitPreflightTask", "Prerequisite check", 0.1),
+                ("ChangePitTask", "ChangePitTask", "Changing recovery point", 0.9),
+            ],
             failure,
             Effect::ApplyRecoveryPoint { point: point_id },
             total,
@@ -1341,71 +1536,115 @@ impl Estate {
         Ok(self.accepted(&key, job, "ChangePit"))
     }
 
-    /// `switchprotection` on a container: A2A reprotect of the named item.
+    /// What a reprotect of `item` is checked against (see `validate`): the VM as it runs now,
+    /// the vault's policies, the storage accounts, and the one resource group the simulator
+    /// recovers VMs to.
+    pub fn reprotect_world(&self, item: &Item) -> ReprotectWorld {
+        let running = item.running_region();
+        let target = 1 - running;
+        let (run, here) = (&self.regions[running], &self.regions[item.primary]);
+        ReprotectWorld {
+            container_id: self.scope.container_id(&here.fabric, &here.container),
+            policy_ids: vec![self.scope.policy_id(POLICY)],
+            managed: item.managed,
+            disks: item
+                .disks
+                .iter()
+                .map(|d| {
+                    if item.managed {
+                        self.scope.disk_id(&run.app_rg, &d.name)
+                    } else {
+                        vhd_uri(&run.location, &d.name)
+                    }
+                })
+                .collect(),
+            storage_accounts: self
+                .storage
+                .values()
+                .map(|a| (self.storage_id(a), self.regions[a.region].location.clone()))
+                .collect(),
+            running_location: run.location.clone(),
+            target_location: self.regions[target].location.clone(),
+            recovery_resource_groups: vec![self.scope.rg_id(&self.regions[target].app_rg)],
+        }
+    }
+
+    /// `switchprotection` on a container: A2A reprotect of the named item, validated as Azure
+    /// and PowerShell build it (reprotect entries 13–16; `validate::switch_protection`).
     pub fn switch_protection(
         &mut self,
         fabric: &str,
         container: &str,
-        item_name: Option<&str>,
-        input: &ReprotectProviderInput,
+        input: &SwitchProtectionInput,
     ) -> Result<Accepted, Refusal> {
-        let name = item_name
-            .filter(|n| !n.is_empty())
+        let name = input
+            .replication_protected_item_name
+            .as_deref()
+            .filter(|n| !n.trim().is_empty())
             .ok_or_else(|| Refusal::bad_request("properties.replicationProtectedItemName", "is required"))?;
         let key = self.item_key(fabric, container, name)?;
-        let r = self.region_of_container(fabric, container)?;
-        if let Some(rc) = input.recovery_container_id.as_deref() {
-            let here = self.scope.container_id(&self.regions[r].fabric, &self.regions[r].container);
-            if !rc.eq_ignore_ascii_case(&here) {
-                return Err(Refusal::bad_request(
-                    "properties.providerSpecificDetails.recoveryContainerId",
-                    format!(
-                        "must be the container the item is protected from now ({here}); it becomes the recovery side"
-                    ),
-                ));
-            }
-        }
-        if let Some(t) = input.instance_type.as_deref()
-            && !t.eq_ignore_ascii_case("A2A")
-        {
-            return Err(Refusal::bad_request(
-                "properties.providerSpecificDetails.instanceType",
-                format!("'{t}' is not A2A"),
-            ));
-        }
-        self.reprotect(&key, "SwitchProtection", true)
+        self.busy_check(&key, "SwitchProtection", "SwitchProtection")?;
+        let choices = validate::switch_protection(input, &self.reprotect_world(&self.items[&key]))?;
+        self.reprotect(&key, choices, true)
     }
 
-    /// Generic `reProtect` on an item.
-    pub fn reverse_replicate(&mut self, fabric: &str, container: &str, name: &str) -> Result<Accepted, Refusal> {
+    /// Generic `reProtect` on an item: refused for managed-disk items (A2AReprotectInput has no
+    /// vmManagedDisks, asr-api.md §3.3(b)); unmanaged ones are validated like switch protection.
+    pub fn reverse_replicate(
+        &mut self,
+        fabric: &str,
+        container: &str,
+        name: &str,
+        input: &ReverseReplicationInput,
+    ) -> Result<Accepted, Refusal> {
         let key = self.item_key(fabric, container, name)?;
-        self.reprotect(&key, "SwitchProtection", false)
+        self.busy_check(&key, "SwitchProtection", "SwitchProtection")?;
+        let choices = validate::reprotect(input, &self.reprotect_world(&self.items[&key]))?;
+        self.reprotect(&key, choices, false)
     }
 
-    fn reprotect(&mut self, key: &str, allowed: &str, container_result: bool) -> Result<Accepted, Refusal> {
-        self.busy_check(key, "SwitchProtection", allowed)?;
-        let now = self.now();
+    /// Plans a reprotect job of `key` starting at `start`: its tasks as recorded (reprotect
+    /// entry 43), the re-home moment (after the requirements are known), and the end of the
+    /// initial replication that follows it.
+    fn plan_reprotect_job(
+        &mut self,
+        key: &str,
+        disks: Vec<DiskSettings>,
+        start: SimTime,
+        total: std::time::Duration,
+        faults_apply: bool,
+    ) -> Job {
         let item = &self.items[key];
         let vm = item.vm_name.clone();
         let old_region = item.primary;
-        let total = self.cfg.effective_durations().reprotect.pick(self.guids.unit());
-        let failure = self.fault_for(Operation::Reprotect, &vm).map(|(_, f)| (0, f));
-        let tasks: [(&'static str, &str, f64); 5] = [
-            ("SwitchReplicationGroupProtectionPreflightTask", "Prerequisite check", 0.04),
-            ("CommitFailoverTask", "Committing failover", 0.0),
-            ("DiscoverReplicaTask", "Discovering replica virtual machine", 0.03),
-            ("GetSwitchProtectionRequirementsTask", "Getting reprotection requirements", 0.03),
-            ("ProtectReplicaTask", "Reprotecting virtual machine (1)", 0.9),
+        let durations = self.cfg.effective_durations();
+        let failure = if faults_apply { self.fault_for(Operation::Reprotect, &vm).map(|(_, f)| (0, f)) } else { None };
+        let tasks: [TaskSpec; 5] = [
+            (
+                "SwitchReplicationGroupProtectionPreflightTask",
+                "SwitchReplicationGroupProtectionPreflightTask",
+                "Prerequisite check",
+                0.04,
+            ),
+            ("CommitFailoverTask", "VmCommitFailover", "Committing failover", 0.0),
+            ("DiscoverReplicaTask", "DiscoverReplicaTask", "Discovering replica virtual machine", 0.03),
+            (
+                "GetSwitchProtectionRequirementsTask",
+                "GetSwitchProtectionRequirementsTask",
+                "Getting reprotection requirements",
+                0.03,
+            ),
+            ("ProtectReplicaTask", "ProtectReplicaTask", "Reprotecting virtual machine (1)", 0.9),
         ];
         let mut job = self.plan_job(
             key,
             Operation::Reprotect,
             "SwitchReplicationGroupProtection",
             "Reprotect",
-            now,
+            start,
             &tasks,
             failure,
-            Effect::Reprotect,
+            Effect::Reprotect { disks },
             total,
         );
         if let Some(t) = job.tasks.get_mut(1) {
@@ -1421,18 +1660,38 @@ impl Estate {
                 "/subscriptions/",
                 1,
             ));
+            // Initial replication goes on after the job (excerpt entries 41–122).
+            job.ir_end = Some(job.ends + durations.initial_replication.pick(self.guids.unit()));
         }
+        job
+    }
+
+    fn reprotect(
+        &mut self,
+        key: &str,
+        choices: Vec<validate::DiskChoice>,
+        container_result: bool,
+    ) -> Result<Accepted, Refusal> {
+        let now = self.now();
+        let old_region = self.items[key].primary;
+        let total = self.cfg.effective_durations().reprotect.pick(self.guids.unit());
+        let disks = choices
+            .into_iter()
+            .map(|c| DiskSettings {
+                index: c.index,
+                staging_account: c.staging_account,
+                recovery_account: c.recovery_account,
+                replica_type: c.replica_type,
+                target_type: c.target_type,
+            })
+            .collect();
+        let mut job = self.plan_reprotect_job(key, disks, now, total, true);
         if container_result {
             let r = &self.regions[old_region];
             job.location_base = self.scope.container_id(&r.fabric, &r.container);
             job.result = FinalResult::Container { region: 1 - old_region };
         }
-        let job_name = job.name.clone();
-        let accepted = self.accepted(key, job, "SwitchProtection");
-        if let Some(item) = self.items.get_mut(key) {
-            item.sync_job = Some(job_name);
-        }
-        Ok(accepted)
+        Ok(self.accepted(key, job, "SwitchProtection"))
     }
 
     /// `testFailover`.
@@ -1481,9 +1740,14 @@ impl Estate {
             "Test failover",
             now,
             &[
-                ("TestFailoverPreflightTask", "Prerequisites check for test failover", 0.1),
-                ("CreateTestVmTask", "Create test virtual machine", 0.6),
-                ("StartTestVmTask", "Start the virtual machine", 0.3),
+                (
+                    "TestFailoverPreflightTask",
+                    "TestFailoverPreflightTask",
+                    "Prerequisites check for test failover",
+                    0.1,
+                ),
+                ("CreateTestVmTask", "CreateTestVmTask", "Create test virtual machine", 0.6),
+                ("StartTestVmTask", "StartTestVmTask", "Start the virtual machine", 0.3),
             ],
             failure,
             Effect::TestFailover { network },
@@ -1534,7 +1798,11 @@ impl Estate {
                 operation: Operation::Commit,
                 scenario: "CommitFailover",
                 friendly: "Commit",
-                tasks: &[("CommitPreflightTask", "Prerequisite check", 0.2), ("CommitFailoverTask", "Commit", 0.8)],
+                // Task ids are GUIDs, names as recorded (excerpt entry 175).
+                tasks: &[
+                    ("", "VmCommitPrerequisitesCheck", "Prerequisite check", 0.2),
+                    ("", "VmCommit", "Commit", 0.8),
+                ],
                 failing_task: 1,
                 effect: Effect::Commit,
                 duration: |d| d.commit,
@@ -1554,7 +1822,7 @@ impl Estate {
                 operation: Operation::CancelFailover,
                 scenario: "CancelFailover",
                 friendly: "Cancel failover",
-                tasks: &[("CancelFailoverTask", "Cancelling failover", 1.0)],
+                tasks: &[("CancelFailoverTask", "CancelFailoverTask", "Cancelling failover", 1.0)],
                 failing_task: 0,
                 effect: Effect::CancelFailover,
                 duration: |d| d.cancel_failover,
@@ -1574,7 +1842,7 @@ impl Estate {
                 operation: Operation::TestFailoverCleanup,
                 scenario: "TestFailoverCleanup",
                 friendly: "Cleanup test failover",
-                tasks: &[("DeleteTestVmTask", "Delete the test virtual machine", 1.0)],
+                tasks: &[("DeleteTestVmTask", "DeleteTestVmTask", "Delete the test virtual machine", 1.0)],
                 failing_task: 0,
                 effect: Effect::TestFailoverCleanup,
                 duration: |d| d.test_failover_cleanup,
@@ -1594,7 +1862,7 @@ impl Estate {
                 operation: Operation::Repair,
                 scenario: "Resync",
                 friendly: "Resynchronize",
-                tasks: &[("ResyncTask", "Resynchronizing data", 1.0)],
+                tasks: &[("ResyncTask", "ResyncTask", "Resynchronizing data", 1.0)],
                 failing_task: 0,
                 effect: Effect::Repair,
                 duration: |d| d.repair,
@@ -1615,8 +1883,8 @@ impl Estate {
                 scenario: "DisableDr",
                 friendly: "Disable replication",
                 tasks: &[
-                    ("DisableProtectionTask", "Disabling protection", 0.7),
-                    ("CleanupTask", "Cleaning up replication resources", 0.3),
+                    ("DisableProtectionTask", "DisableProtectionTask", "Disabling protection", 0.7),
+                    ("CleanupTask", "CleanupTask", "Cleaning up replication resources", 0.3),
                 ],
                 failing_task: 0,
                 effect: Effect::Disable,
@@ -1646,7 +1914,7 @@ impl Estate {
             "PurgeProtection",
             "Delete replicated item",
             self.now(),
-            &[("PurgeTask", "Removing the item from the vault", 1.0)],
+            &[("PurgeTask", "PurgeTask", "Removing the item from the vault", 1.0)],
             None,
             Effect::Purge,
             std::time::Duration::ZERO,
@@ -1676,12 +1944,17 @@ impl Estate {
     // -----------------------------------------------------------------------------------------
     // Effects
 
-    fn rehome(&mut self, job_name: &str) {
+    fn rehome(&mut self, job_name: &str, at: SimTime) {
         let Some(job) = self.jobs.get(job_name) else { return };
         if job.cancelled_at.is_some() || job.finished {
             return;
         }
         let Some(key) = job.item.clone() else { return };
+        let until = job.ir_end.unwrap_or(job.ends).max(at);
+        let settings = match &job.effect {
+            Effect::Reprotect { disks } => disks.clone(),
+            _ => vec![],
+        };
         let Some(item) = self.items.get_mut(&key) else { return };
         let old = item.primary;
         self.members[old].remove(&key);
@@ -1689,16 +1962,27 @@ impl Estate {
         item.state = ItemState::Reprotecting;
         item.points_since = None;
         item.points_until = None;
+        // Per-disk progress runs from now to the end of initial replication.
+        item.replication = Some(Replication { since: at, until, failed: None });
+        for s in settings {
+            if let Some(d) = item.disks.get_mut(s.index) {
+                d.staging_account = Some(s.staging_account);
+                d.recovery_account = s.recovery_account;
+                d.replica_type = s.replica_type;
+                d.target_type = s.target_type;
+            }
+        }
         self.members[item.primary].insert(key.clone());
-        // The VM left in the new recovery region is powered off while its disks are reused.
+        // The VM left in the new recovery region is powered off while its disks are reused
+        // (failback tutorial), and the replicas of the VM that runs now are made there.
         let (rg, vm_name) = (self.regions[old].app_rg.clone(), item.vm_name.clone());
         if let Some(vm) = self.vms.get_mut(&self.scope.vm_id(&rg, &vm_name).to_ascii_lowercase()) {
             vm.power = "deallocated";
         }
+        self.create_replicas(&key);
     }
 
-    fn finish(&mut self, job_name: &str) {
-        let now = self.now();
+    fn finish(&mut self, job_name: &str, at: SimTime) {
         let Some(job) = self.jobs.get_mut(job_name) else { return };
         if job.finished {
             return;
@@ -1721,13 +2005,15 @@ impl Estate {
                     self.items.get_mut(&key).expect("exists").state = ItemState::FailoverFailed;
                     return;
                 }
+                // The replicas become the disks of the VM the failover creates.
+                self.remove_replicas(&key);
                 let item = self.items.get_mut(&key).expect("exists");
                 item.state = ItemState::FailedOver;
-                item.last_failover = Some(now);
+                item.last_failover = Some(at);
                 item.failover_point = Some(point.0.clone());
-                item.points_until = Some(now);
+                item.points_until = Some(at);
                 let (src, dst, vm, managed) = (item.primary, item.recovery(), item.vm_name.clone(), item.managed);
-                let disks = item.disks.iter().map(|d| d.name.clone()).collect();
+                let disks = vm_disks(&item.disks, |d| d.name.clone());
                 if *shutdown_requested && !*shutdown_failed {
                     let id = self.scope.vm_id(&self.regions[src].app_rg, &vm).to_ascii_lowercase();
                     if let Some(v) = self.vms.get_mut(&id) {
@@ -1755,33 +2041,58 @@ impl Estate {
                 if let Some(v) = self.vms.get_mut(&id) {
                     v.power = "running";
                 }
+                self.create_replicas(&key);
             }
-            (Effect::Reprotect, Some(key), true) => {
-                let item = self.items.get_mut(&key).expect("exists");
-                item.sync_job = None;
+            (Effect::Reprotect { .. }, Some(key), true) => {
                 if failed {
                     return; // failed before re-homing: still committed, may be retried
                 }
-                item.state = ItemState::Protected;
+                // The job succeeded; the VM is not protected yet: initial replication goes on
+                // (excerpt entries 41–143), then the two completion jobs.
+                let item = self.items.get_mut(&key).expect("exists");
+                item.state = ItemState::InitialReplication;
                 item.unhealthy = false;
-                item.points_since = Some(now);
-                for d in &mut item.disks {
-                    d.protected_since = d.protected_since.max(now);
-                }
-                let (recovery, vm, managed) = (item.recovery(), item.vm_name.clone(), item.managed);
+                item.points_since = None;
+                let until = item.replication.as_ref().map_or(at, |r| r.until).max(at);
+                let (recovery, vm, managed, lifecycle) =
+                    (item.recovery(), item.vm_name.clone(), item.managed, item.lifecycle_id.clone());
                 if self.cfg.reprotect_removes_source_vm && managed {
                     let id = self.scope.vm_id(&self.regions[recovery].app_rg, &vm).to_ascii_lowercase();
                     self.drop_vm(&id);
+                }
+                self.schedule(until, Step::IrEnd(lifecycle));
+            }
+            (Effect::IrCompletion { secondary: false }, Some(key), true) => {
+                let item = &self.items[&key];
+                if item.state == ItemState::InitialReplication && !item.replication_failed() {
+                    let gap = self.cfg.effective_durations().ir_completion_gap.pick(self.guids.unit());
+                    let lifecycle = item.lifecycle_id.clone();
+                    self.schedule(at + gap, Step::SecondaryIr(lifecycle));
+                }
+            }
+            (Effect::IrCompletion { secondary: true }, Some(key), true) => {
+                let item = self.items.get_mut(&key).expect("exists");
+                if item.state != ItemState::InitialReplication {
+                    return;
+                }
+                match &job.failure {
+                    Some(f) => {
+                        if let Some(r) = item.replication.as_mut() {
+                            r.failed = Some(f.clone());
+                        }
+                    }
+                    None => protect(item, at),
                 }
             }
             (Effect::TestFailover { network }, Some(key), true) if !failed => {
                 let item = self.items.get_mut(&key).expect("exists");
                 item.state = ItemState::TestFailedOver;
-                item.last_test_failover = Some(now);
+                item.last_test_failover = Some(at);
                 item.test_network = network.clone();
                 let (dst, vm, managed) = (item.recovery(), format!("{}-test", item.vm_name), item.managed);
                 let boots = !self.cfg.faults.test_vm_fails_to_boot(&item.vm_name);
-                let id = self.create_vm(dst, &vm, managed, vec![], network.clone());
+                let disks = vm_disks(&item.disks, |d| format!("{}-ASRtest", d.name));
+                let id = self.create_vm(dst, &vm, managed, disks, network.clone());
                 if let (false, Some(v)) = (boots, self.vms.get_mut(&id)) {
                     v.power = "stopped";
                 }
@@ -1797,27 +2108,29 @@ impl Estate {
                 self.drop_vm(&id);
             }
             (Effect::Repair, Some(key), true) if !failed => {
-                self.items.get_mut(&key).expect("exists").unhealthy = false;
-            }
-            (Effect::Disable, Some(key), true) if !failed => self.remove_item(&key),
-            (Effect::DeleteResource { id }, _, _) if !failed => {
-                // As in Azure: deleting a VM detaches its NICs but keeps them.
-                if let Some(vm) = self.vms.remove(id) {
-                    for nic in vm.nics {
-                        if let Some(n) = self.nics.get_mut(&nic) {
-                            n.vm = None;
-                        }
-                    }
-                } else {
-                    self.nics.remove(id);
+                let item = self.items.get_mut(&key).expect("exists");
+                item.unhealthy = false;
+                if item.state == ItemState::InitialReplication {
+                    // A resync after a failed completion ends with the disks protected.
+                    protect(item, at);
                 }
             }
+            (Effect::Disable, Some(key), true) if !failed => {
+                // Disabling cleans up what replication created (failback tutorial); a purge does not.
+                self.remove_replicas(&key);
+                self.remove_item(&key);
+            }
+            (Effect::DeleteResource { id }, _, _) if !failed => self.delete_now(id),
             (Effect::DeleteResource { id }, _, _) => {
                 // A failed delete leaves the resource as it was.
                 if let Some(vm) = self.vms.get_mut(id) {
                     vm.deleting = false;
                 } else if let Some(nic) = self.nics.get_mut(id) {
                     nic.deleting = false;
+                } else if let Some(d) = self.disks.get_mut(id) {
+                    d.deleting = false;
+                } else if let Some(p) = self.public_ips.get_mut(id) {
+                    p.deleting = false;
                 }
             }
             (Effect::PlanParent, _, _) => {
@@ -1829,15 +2142,81 @@ impl Estate {
         }
     }
 
+    /// The end of an item's initial replication: `PrimaryIrCompletion` starts
+    /// (excerpt entry 122: "Finalize protection on the primary virtual machine", ~2 s).
+    fn primary_ir_completion(&mut self, lifecycle: &str, at: SimTime) {
+        let Some(key) = self.by_lifecycle.get(lifecycle).cloned() else { return };
+        if self.items[&key].state != ItemState::InitialReplication || self.items[&key].replication_failed() {
+            return;
+        }
+        let total = self.cfg.effective_durations().ir_completion.pick(self.guids.unit());
+        let job = self.plan_job(
+            &key,
+            Operation::IrCompletion,
+            "PrimaryIrCompletion",
+            "Finalize protection on the primary virtual machine",
+            at,
+            &[
+                ("CompleteInitialReplicationTask", "CompleteInitialReplication", "Complete initial replication", 0.6),
+                ("UpdateDraStateTask", "UpdateDraState", "Updating the provider states", 0.4),
+            ],
+            None,
+            Effect::IrCompletion { secondary: false },
+            total,
+        );
+        self.insert_internal_job(job);
+    }
+
+    /// `SecondaryIrCompletion` starts, with the four tasks recorded in excerpt entry 142; the
+    /// item is protected when it succeeds (entries 143–144). Fault target `ir_completion`.
+    fn secondary_ir_completion(&mut self, lifecycle: &str, at: SimTime) {
+        let Some(key) = self.by_lifecycle.get(lifecycle).cloned() else { return };
+        if self.items[&key].state != ItemState::InitialReplication || self.items[&key].replication_failed() {
+            return;
+        }
+        let vm = self.items[&key].vm_name.clone();
+        let total = self.cfg.effective_durations().ir_completion.pick(self.guids.unit());
+        let failure = self.fault_for(Operation::IrCompletion, &vm).map(|(_, f)| (1, f));
+        let job = self.plan_job(
+            &key,
+            Operation::IrCompletion,
+            "SecondaryIrCompletion",
+            "Finalize protection on the recovery virtual machine",
+            at,
+            &[
+                ("CompleteInitialReplicationTask", "CompleteInitialReplication", "Complete initial replication", 0.1),
+                (
+                    "ReplicaConfigurationPreflightChecksTask",
+                    "FailWorkflowOnIRFailureTask",
+                    "Finalizing initial replication",
+                    0.1,
+                ),
+                (
+                    "ReplicaConfigurationTask",
+                    "ReplicaConfiguration",
+                    "Complete network and post-replication configuration",
+                    0.6,
+                ),
+                ("UpdateDraStateTask", "UpdateDraState", "Updating the provider states", 0.2),
+            ],
+            failure,
+            Effect::IrCompletion { secondary: true },
+            total,
+        );
+        self.insert_internal_job(job);
+    }
+
     // -----------------------------------------------------------------------------------------
     // Compute and network
 
+    /// Creates a running VM with one NIC and, when managed, its disks as resources in its
+    /// resource group (attached to it); the lowercase VM id.
     fn create_vm(
         &mut self,
         region: usize,
         name: &str,
         managed: bool,
-        disks: Vec<String>,
+        disks: Vec<NewDisk>,
         network: Option<String>,
     ) -> String {
         let rg = self.regions[region].app_rg.clone();
@@ -1845,6 +2224,22 @@ impl Estate {
         let nic_name = format!("{name}-nic");
         let nic_id = self.scope.nic_id(&rg, &nic_name).to_ascii_lowercase();
         let vm_id = self.guids.fresh();
+        if managed {
+            for d in &disks {
+                self.disks.insert(
+                    self.scope.disk_id(&rg, &d.name).to_ascii_lowercase(),
+                    ManagedDiskResource {
+                        name: d.name.clone(),
+                        rg: rg.clone(),
+                        region,
+                        size_gb: d.bytes / (1 << 30),
+                        sku: d.sku.clone(),
+                        managed_by: Some(id.clone()),
+                        deleting: false,
+                    },
+                );
+            }
+        }
         self.vms.insert(
             id.clone(),
             Vm {
@@ -1857,24 +2252,128 @@ impl Estate {
                 size: "Standard_D2s_v3".into(),
                 vm_id,
                 deleting: false,
-                disks,
+                disks: disks.into_iter().map(|d| d.name).collect(),
                 network,
             },
         );
-        self.nics.insert(nic_id, Nic { name: nic_name, rg, region, vm: Some(id.clone()), deleting: false });
+        // The failover-created VM's NIC gets no public IP (none is configured for recovery).
+        self.nics
+            .insert(nic_id, Nic { name: nic_name, rg, region, vm: Some(id.clone()), deleting: false, public_ip: None });
         id
     }
 
+    /// Gives the first NIC of `vm` a new public IP `name` in the VM's resource group.
+    fn attach_public_ip(&mut self, vm: &str, region: usize, name: &str) {
+        let Some(nic_id) = self.vms.get(vm).and_then(|v| v.nics.first().cloned()) else { return };
+        let rg = self.regions[region].app_rg.clone();
+        let id = self.public_ip_id(&rg, name).to_ascii_lowercase();
+        let n = self.public_ips.len() as u32;
+        let address = format!("20.{}.{}.{}", 40 + region * 10 + (n as usize >> 16), (n >> 8) & 0xff, (n & 0xff).max(1));
+        self.public_ips.insert(
+            id.clone(),
+            PublicIp { name: name.to_owned(), rg, region, nic: Some(nic_id.clone()), address, deleting: false },
+        );
+        if let Some(nic) = self.nics.get_mut(&nic_id) {
+            nic.public_ip = Some(id);
+        }
+    }
+
+    /// Removes a VM with its NICs and managed disks (what ASR itself removes: a cancelled
+    /// failover's VM, a test VM, the VM reprotect leaves behind). Public IPs stay, unassociated.
     fn drop_vm(&mut self, id: &str) {
         if let Some(vm) = self.vms.remove(id) {
             for nic in vm.nics {
-                self.nics.remove(&nic);
+                self.remove_nic(&nic);
+            }
+            for d in &vm.disks {
+                self.disks.remove(&self.scope.disk_id(&vm.rg, d).to_ascii_lowercase());
             }
         }
     }
 
+    fn remove_nic(&mut self, id: &str) {
+        if let Some(nic) = self.nics.remove(id)
+            && let Some(pip) = nic.public_ip.and_then(|p| self.public_ips.get_mut(&p))
+        {
+            pip.nic = None;
+        }
+    }
+
+    /// The replica disks of a managed item, `<disk>-ASRReplica` in the recovery region's
+    /// application resource group, unattached (excerpt entry 144), while it replicates.
+    fn create_replicas(&mut self, key: &str) {
+        let Some(item) = self.items.get(key) else { return };
+        if !item.managed || !item.has_replicas() {
+            return;
+        }
+        let region = item.recovery();
+        let rg = self.regions[region].app_rg.clone();
+        let replicas: Vec<(String, ManagedDiskResource)> = item
+            .disks
+            .iter()
+            .map(|d| {
+                let name = replica_name(&d.name);
+                (
+                    self.scope.disk_id(&rg, &name).to_ascii_lowercase(),
+                    ManagedDiskResource {
+                        name,
+                        rg: rg.clone(),
+                        region,
+                        size_gb: d.bytes / (1 << 30),
+                        sku: d.replica_type.clone().unwrap_or_else(|| "Premium_LRS".into()),
+                        managed_by: None,
+                        deleting: false,
+                    },
+                )
+            })
+            .collect();
+        self.disks.extend(replicas);
+    }
+
+    fn remove_replicas(&mut self, key: &str) {
+        let Some(item) = self.items.get(key) else { return };
+        let rg = &self.regions[item.recovery()].app_rg;
+        let ids: Vec<String> =
+            item.disks.iter().map(|d| self.scope.disk_id(rg, &replica_name(&d.name)).to_ascii_lowercase()).collect();
+        for id in ids {
+            self.disks.remove(&id);
+        }
+    }
+
+    fn add_storage_account(&mut self, region: usize, name: &str) {
+        let rg = self.regions[region].app_rg.clone();
+        let account = StorageAccount { name: name.to_owned(), rg, region };
+        let id = self.storage_id(&account).to_ascii_lowercase();
+        self.storage.entry(id).or_insert(account);
+    }
+
+    fn storage_id(&self, a: &StorageAccount) -> String {
+        format!("{}/providers/Microsoft.Storage/storageAccounts/{}", self.scope.rg_id(&a.rg), a.name)
+    }
+
+    fn public_ip_id(&self, rg: &str, name: &str) -> String {
+        format!("{}/providers/Microsoft.Network/publicIPAddresses/{name}", self.scope.rg_id(rg))
+    }
+
+    /// The cache storage account of each region, by location (the ready line and `/_sim/info`).
+    pub fn cache_storage_accounts(&self) -> BTreeMap<String, String> {
+        self.regions
+            .iter()
+            .map(|r| {
+                let a = StorageAccount { name: format!("{}asrcache", r.location), rg: r.app_rg.clone(), region: 0 };
+                (r.location.clone(), self.storage_id(&a))
+            })
+            .collect()
+    }
+
     fn resolve_rg(&self, rg: &str) -> Option<usize> {
         self.regions.iter().position(|r| r.app_rg.eq_ignore_ascii_case(rg))
+    }
+
+    /// The entries of `map` (keyed by lowercase ARM id) under `prefix`: a range, not a scan.
+    fn under<'a, T>(map: &'a BTreeMap<String, T>, prefix: &str) -> impl Iterator<Item = &'a T> + 'a {
+        let prefix = prefix.to_ascii_lowercase();
+        map.range(prefix.clone()..).take_while(move |(k, _)| k.starts_with(&prefix)).map(|(_, v)| v)
     }
 
     /// GET a VM (`instance_view`: with power state).
@@ -1898,18 +2397,36 @@ impl Estate {
     /// VMs of a resource group.
     pub fn list_vms(&self, rg: &str) -> Result<Vec<Value>, Refusal> {
         self.resolve_rg(rg).ok_or_else(|| resource_group_not_found(rg))?;
-        Ok(self.vms.values().filter(|v| v.rg.eq_ignore_ascii_case(rg)).map(|v| self.render_vm(v, false)).collect())
+        let prefix = format!("{}/providers/Microsoft.Compute/virtualMachines/", self.scope.rg_id(rg));
+        Ok(Self::under(&self.vms, &prefix).map(|v| self.render_vm(v, false)).collect())
     }
 
     fn render_vm(&self, vm: &Vm, with_view: bool) -> Value {
         let r = &self.regions[vm.region];
         let os_disk = vm.disks.first().cloned().unwrap_or_else(|| format!("{}_OsDisk_1", vm.name));
-        let storage = if vm.managed {
-            json!({"osDisk": {"name": os_disk, "createOption": "Attach", "managedDisk": {"id": self.scope.disk_id(&vm.rg, &os_disk)}},
-                   "dataDisks": vm.disks.iter().skip(1).enumerate().map(|(i, d)| json!({"lun": i, "name": d, "createOption": "Attach", "managedDisk": {"id": self.scope.disk_id(&vm.rg, d)}})).collect::<Vec<_>>()})
-        } else {
-            json!({"osDisk": {"name": os_disk, "createOption": "Attach", "vhd": {"uri": format!("https://{}vhds.blob.core.windows.net/vhds/{os_disk}.vhd", r.location)}}, "dataDisks": []})
+        // As Compute renders it (reprotect entry 15): managed disks by id and account type,
+        // unmanaged ones by VHD URI.
+        let disk_ref = |name: &str| {
+            if vm.managed {
+                let id = self.scope.disk_id(&vm.rg, name);
+                let sku = self.disks.get(&id.to_ascii_lowercase()).map_or("Premium_LRS", |d| d.sku.as_str());
+                json!({"managedDisk": {"storageAccountType": sku, "id": id}})
+            } else {
+                json!({"vhd": {"uri": vhd_uri(&r.location, name)}})
+            }
         };
+        let with = |mut base: Value, extra: Value| {
+            if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+                b.extend(e);
+            }
+            base
+        };
+        let storage = json!({
+            "osDisk": with(json!({"name": os_disk, "createOption": "Attach"}), disk_ref(&os_disk)),
+            "dataDisks": vm.disks.iter().skip(1).enumerate()
+                .map(|(i, d)| with(json!({"lun": i, "name": d, "createOption": "Attach"}), disk_ref(d)))
+                .collect::<Vec<_>>(),
+        });
         let mut props = json!({
             "vmId": vm.vm_id,
             "hardwareProfile": {"vmSize": vm.size},
@@ -1935,43 +2452,165 @@ impl Estate {
     /// NICs of a resource group.
     pub fn list_nics(&self, rg: &str) -> Result<Vec<Value>, Refusal> {
         self.resolve_rg(rg).ok_or_else(|| resource_group_not_found(rg))?;
-        Ok(self.nics.values().filter(|n| n.rg.eq_ignore_ascii_case(rg)).map(|n| self.render_nic(n)).collect())
+        let prefix = format!("{}/providers/Microsoft.Network/networkInterfaces/", self.scope.rg_id(rg));
+        Ok(Self::under(&self.nics, &prefix).map(|n| self.render_nic(n)).collect())
     }
 
     fn render_nic(&self, nic: &Nic) -> Value {
+        let id = self.scope.nic_id(&nic.rg, &nic.name);
         let vm =
             nic.vm.as_ref().and_then(|id| self.vms.get(id)).map(|vm| json!({"id": self.scope.vm_id(&vm.rg, &vm.name)}));
-        json!({"id": self.scope.nic_id(&nic.rg, &nic.name), "name": nic.name, "type": "Microsoft.Network/networkInterfaces",
+        let mut ip_props = json!({"privateIPAllocationMethod": "Dynamic"});
+        if let Some(pip) = nic.public_ip.as_ref().and_then(|p| self.public_ips.get(p)) {
+            ip_props["publicIPAddress"] = json!({"id": self.public_ip_id(&pip.rg, &pip.name)});
+        }
+        json!({"id": id, "name": nic.name, "type": "Microsoft.Network/networkInterfaces",
                "location": self.regions[nic.region].location,
                "properties": {"provisioningState": if nic.deleting { "Deleting" } else { "Succeeded" }, "virtualMachine": vm,
-                              "ipConfigurations": [{"name": "ipconfig1", "properties": {"privateIPAllocationMethod": "Dynamic"}}]}})
+                              "ipConfigurations": [{"name": "ipconfig1", "id": format!("{id}/ipConfigurations/ipconfig1"), "properties": ip_props}]}})
     }
 
-    /// DELETE a VM or NIC: accepted, gone when the delete job ends.
+    /// GET a managed disk.
+    pub fn get_disk(&self, rg: &str, name: &str) -> Result<Value, Refusal> {
+        let id = self.scope.disk_id(rg, name).to_ascii_lowercase();
+        self.disks
+            .get(&id)
+            .map(|d| self.render_disk(d))
+            .ok_or_else(|| compute_not_found("Microsoft.Compute/disks", rg, name))
+    }
+
+    /// Managed disks of a resource group.
+    pub fn list_disks(&self, rg: &str) -> Result<Vec<Value>, Refusal> {
+        self.resolve_rg(rg).ok_or_else(|| resource_group_not_found(rg))?;
+        let prefix = format!("{}/providers/Microsoft.Compute/disks/", self.scope.rg_id(rg));
+        Ok(Self::under(&self.disks, &prefix).map(|d| self.render_disk(d)).collect())
+    }
+
+    fn render_disk(&self, d: &ManagedDiskResource) -> Value {
+        let vm = d.managed_by.as_ref().and_then(|id| self.vms.get(id)).map(|vm| self.scope.vm_id(&vm.rg, &vm.name));
+        let tier = if d.sku.starts_with("Premium") { "Premium" } else { "Standard" };
+        json!({"id": self.scope.disk_id(&d.rg, &d.name), "name": d.name, "type": "Microsoft.Compute/disks",
+               "location": self.regions[d.region].location, "managedBy": vm,
+               "sku": {"name": d.sku, "tier": tier},
+               "properties": {"diskSizeGB": d.size_gb, "diskState": if vm.is_some() { "Attached" } else { "Unattached" },
+                              "provisioningState": if d.deleting { "Deleting" } else { "Succeeded" }}})
+    }
+
+    /// GET a public IP address.
+    pub fn get_public_ip(&self, rg: &str, name: &str) -> Result<Value, Refusal> {
+        let id = self.public_ip_id(rg, name).to_ascii_lowercase();
+        self.public_ips
+            .get(&id)
+            .map(|p| self.render_public_ip(p))
+            .ok_or_else(|| compute_not_found("Microsoft.Network/publicIPAddresses", rg, name))
+    }
+
+    /// Public IP addresses of a resource group.
+    pub fn list_public_ips(&self, rg: &str) -> Result<Vec<Value>, Refusal> {
+        self.resolve_rg(rg).ok_or_else(|| resource_group_not_found(rg))?;
+        let prefix = format!("{}/providers/Microsoft.Network/publicIPAddresses/", self.scope.rg_id(rg));
+        Ok(Self::under(&self.public_ips, &prefix).map(|p| self.render_public_ip(p)).collect())
+    }
+
+    fn render_public_ip(&self, p: &PublicIp) -> Value {
+        let mut props = json!({"provisioningState": if p.deleting { "Deleting" } else { "Succeeded" },
+            "publicIPAllocationMethod": "Static", "publicIPAddressVersion": "IPv4", "ipAddress": p.address});
+        if let Some(nic) = p.nic.as_ref().and_then(|n| self.nics.get(n)) {
+            let nic_id = self.scope.nic_id(&nic.rg, &nic.name);
+            props["ipConfiguration"] = json!({"id": format!("{nic_id}/ipConfigurations/ipconfig1")});
+        }
+        json!({"id": self.public_ip_id(&p.rg, &p.name), "name": p.name, "type": "Microsoft.Network/publicIPAddresses",
+               "location": self.regions[p.region].location, "sku": {"name": "Standard", "tier": "Regional"},
+               "properties": props})
+    }
+
+    /// GET a storage account.
+    pub fn get_storage_account(&self, rg: &str, name: &str) -> Result<Value, Refusal> {
+        let id =
+            format!("{}/providers/Microsoft.Storage/storageAccounts/{name}", self.scope.rg_id(rg)).to_ascii_lowercase();
+        self.storage
+            .get(&id)
+            .map(|a| self.render_storage_account(a))
+            .ok_or_else(|| compute_not_found("Microsoft.Storage/storageAccounts", rg, name))
+    }
+
+    /// Storage accounts of a resource group.
+    pub fn list_storage_accounts(&self, rg: &str) -> Result<Vec<Value>, Refusal> {
+        self.resolve_rg(rg).ok_or_else(|| resource_group_not_found(rg))?;
+        let prefix = format!("{}/providers/Microsoft.Storage/storageAccounts/", self.scope.rg_id(rg));
+        Ok(Self::under(&self.storage, &prefix).map(|a| self.render_storage_account(a)).collect())
+    }
+
+    fn render_storage_account(&self, a: &StorageAccount) -> Value {
+        let location = &self.regions[a.region].location;
+        json!({"id": self.storage_id(a), "name": a.name, "type": "Microsoft.Storage/storageAccounts",
+               "location": location, "kind": "StorageV2", "sku": {"name": "Standard_LRS", "tier": "Standard"},
+               "properties": {"provisioningState": "Succeeded", "primaryLocation": location}})
+    }
+
+    /// DELETE a VM, NIC, managed disk or public IP: accepted, gone when the delete job ends.
+    /// As in Azure (Compute and Network behaviour, no recording): deleting a VM keeps its NICs
+    /// and disks (no `deleteOption` is set); an attached disk (409 OperationNotAllowed), a NIC
+    /// in use (400 NicInUse) and an associated public IP (400 PublicIPAddressInUse) cannot be
+    /// deleted.
     pub fn delete_resource(&mut self, kind: ResourceKind, rg: &str, name: &str) -> Result<Accepted, Refusal> {
         let (id, provider) = match kind {
-            ResourceKind::Vm => (self.scope.vm_id(rg, name).to_ascii_lowercase(), "Microsoft.Compute/virtualMachines"),
-            ResourceKind::Nic => {
-                (self.scope.nic_id(rg, name).to_ascii_lowercase(), "Microsoft.Network/networkInterfaces")
-            }
+            ResourceKind::Vm => (self.scope.vm_id(rg, name), "Microsoft.Compute/virtualMachines"),
+            ResourceKind::Nic => (self.scope.nic_id(rg, name), "Microsoft.Network/networkInterfaces"),
+            ResourceKind::Disk => (self.scope.disk_id(rg, name), "Microsoft.Compute/disks"),
+            ResourceKind::PublicIp => (self.public_ip_id(rg, name), "Microsoft.Network/publicIPAddresses"),
         };
-        if kind == ResourceKind::Nic {
-            let attached = self.nics.get(&id).and_then(|n| n.vm.clone()).filter(|vm| self.vms.contains_key(vm));
-            if let Some(vm) = attached {
-                let mut r = Refusal::new(
-                    400,
-                    "NicInUse",
-                    format!("Network interface {id} is used by virtual machine {vm} and cannot be deleted."),
-                    "NicInUse",
-                    "Delete the virtual machine first, or detach the network interface.",
-                );
-                r.body.error.details.clear();
-                return Err(r);
+        let id = id.to_ascii_lowercase();
+        let arm_error = |status: u16, code: &str, message: String| {
+            let mut r = Refusal::new(status, code, message, code, "");
+            r.body.error.details.clear();
+            r
+        };
+        match kind {
+            ResourceKind::Nic => {
+                let attached = self.nics.get(&id).and_then(|n| n.vm.clone()).filter(|vm| self.vms.contains_key(vm));
+                if let Some(vm) = attached {
+                    return Err(arm_error(
+                        400,
+                        "NicInUse",
+                        format!("Network interface {id} is used by virtual machine {vm} and cannot be deleted."),
+                    ));
+                }
             }
+            ResourceKind::Disk => {
+                let attached = self.disks.get(&id).and_then(|d| d.managed_by.clone()).and_then(|vm| self.vms.get(&vm));
+                if let Some(vm) = attached {
+                    return Err(arm_error(
+                        409,
+                        "OperationNotAllowed",
+                        format!(
+                            "Disk {name} is attached to VM {}. Detach the disk or delete the VM first.",
+                            self.scope.vm_id(&vm.rg, &vm.name)
+                        ),
+                    ));
+                }
+            }
+            ResourceKind::PublicIp => {
+                let used = self.public_ips.get(&id).and_then(|p| p.nic.clone()).and_then(|n| self.nics.get(&n));
+                if let Some(nic) = used {
+                    return Err(arm_error(
+                        400,
+                        "PublicIPAddressInUse",
+                        format!(
+                            "Public IP address {} can not be deleted since it is still allocated to resource {}/ipConfigurations/ipconfig1.",
+                            self.public_ip_id(rg, name),
+                            self.scope.nic_id(&nic.rg, &nic.name)
+                        ),
+                    ));
+                }
+            }
+            ResourceKind::Vm => {}
         }
         let exists = match kind {
             ResourceKind::Vm => self.vms.get_mut(&id).map(|v| v.deleting = true).is_some(),
             ResourceKind::Nic => self.nics.get_mut(&id).map(|n| n.deleting = true).is_some(),
+            ResourceKind::Disk => self.disks.get_mut(&id).map(|d| d.deleting = true).is_some(),
+            ResourceKind::PublicIp => self.public_ips.get_mut(&id).map(|p| p.deleting = true).is_some(),
         };
         if !exists {
             return Err(compute_not_found(provider, rg, name));
@@ -1985,7 +2624,7 @@ impl Estate {
             "Delete",
             "Delete",
             now,
-            &[("DeleteTask", "Deleting", 1.0)],
+            &[("DeleteTask", "DeleteTask", "Deleting", 1.0)],
             failure,
             Effect::DeleteResource { id: id.clone() },
             total,
@@ -2004,6 +2643,27 @@ impl Estate {
         let job = self.insert_job(job);
         self.advance();
         Ok(Accepted { job, location_base, item: Some(name.to_owned()) })
+    }
+
+    /// A delete job ended: the resource is gone. A VM's NICs and disks stay, detached; a NIC's
+    /// public IP stays, unassociated.
+    fn delete_now(&mut self, id: &str) {
+        if let Some(vm) = self.vms.remove(id) {
+            for nic in vm.nics {
+                if let Some(n) = self.nics.get_mut(&nic) {
+                    n.vm = None;
+                }
+            }
+            for d in vm.disks {
+                if let Some(disk) = self.disks.get_mut(&self.scope.disk_id(&vm.rg, &d).to_ascii_lowercase()) {
+                    disk.managed_by = None;
+                }
+            }
+        } else if self.nics.contains_key(id) {
+            self.remove_nic(id);
+        } else if self.disks.remove(id).is_none() {
+            self.public_ips.remove(id);
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -2216,7 +2876,7 @@ impl Estate {
             PlanOp::TestFailoverCleanup => ("RecoveryPlanTestFailoverCleanup", "Cleanup test failover"),
             PlanOp::Reprotect => unreachable!("refused above"),
         };
-        let activity = format!("{} ActivityId: {}", self.guids.fresh(), self.guids.fresh());
+        let activity = self.activity();
         let job = Job {
             name: self.guids.fresh(),
             scenario,
@@ -2237,7 +2897,8 @@ impl Estate {
             starts: now,
             ends,
             tasks: vec![TaskPlan {
-                id: "RecoveryPlanGroupTask",
+                id: "RecoveryPlanGroupTask".into(),
+                name: "RecoveryPlanGroupTask".into(),
                 friendly: format!("{} VMs", children.len()),
                 start: now,
                 end: ends,
@@ -2250,6 +2911,7 @@ impl Estate {
             effect: Effect::PlanParent,
             rehome_at: None,
             new_item_id: None,
+            ir_end: None,
             failover_details: None,
             location_base: self.scope.plan_id(&plan.name),
             result: FinalResult::Plan { name: key.clone() },
@@ -2298,6 +2960,7 @@ impl Estate {
         json!({
             "items": self.items.len(), "items_by_protection_state": states, "jobs_by_state": job_states,
             "jobs_started": self.counters.jobs, "vms": self.vms.len(), "nics": self.nics.len(),
+            "disks": self.disks.len(), "public_ips": self.public_ips.len(), "storage_accounts": self.storage.len(),
             "running_vms_by_region": {self.regions[0].location.clone(): running_vms[0], self.regions[1].location.clone(): running_vms[1]},
             "sim_time": clock::format(now),
         })
@@ -2311,7 +2974,7 @@ struct SimpleOp {
     operation: Operation,
     scenario: &'static str,
     friendly: &'static str,
-    tasks: &'static [(&'static str, &'static str, f64)],
+    tasks: &'static [TaskSpec],
     /// Which task fails when a fault is injected.
     failing_task: usize,
     effect: Effect,
@@ -2327,6 +2990,37 @@ pub enum ResourceKind {
     Vm,
     /// `Microsoft.Network/networkInterfaces`.
     Nic,
+    /// `Microsoft.Compute/disks`.
+    Disk,
+    /// `Microsoft.Network/publicIPAddresses`.
+    PublicIp,
+}
+
+/// A disk a new VM gets.
+#[derive(Clone, Debug)]
+struct NewDisk {
+    name: String,
+    bytes: i64,
+    sku: String,
+}
+
+/// The disks of a VM made for `disks` (named by `name`).
+fn vm_disks(disks: &[Disk], name: impl Fn(&Disk) -> String) -> Vec<NewDisk> {
+    disks.iter().map(|d| NewDisk { name: name(d), bytes: d.bytes, sku: d.sku().to_owned() }).collect()
+}
+
+/// The end of an initial replication (or of a repair after it failed): the disks are
+/// protected, recovery points start, the item is Protected with its full operations
+/// (excerpt entries 143–144).
+fn protect(item: &mut Item, at: SimTime) {
+    item.state = ItemState::Protected;
+    item.replication = None;
+    item.unhealthy = false;
+    item.points_since = Some(at);
+    item.points_until = None;
+    for d in &mut item.disks {
+        d.protected_since = d.protected_since.max(at);
+    }
 }
 
 /// Recovery plan operations.
@@ -2381,37 +3075,47 @@ fn resource_group_not_found(rg: &str) -> Refusal {
     r
 }
 
-/// `$filter` on protected item lists: `<field> eq '<value>'` clauses joined by `and`.
+/// `$filter` on protected item lists: `<field> eq '<value>'` clauses joined by `and`, over the
+/// spec's `ProtectedItemsQueryParameter` fields only. Any other field is refused by name, not
+/// honoured (the fidelity rule: the spec defines no other).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ItemFilter {
     clauses: Vec<(String, String)>,
 }
 
 impl ItemFilter {
-    /// Parses a filter; unknown fields are refused by name.
+    /// Parses a filter; fields outside `ProtectedItemsQueryParameter` are refused by name.
     pub fn parse(filter: Option<&str>) -> Result<Self, Refusal> {
         let clauses = parse_filter(
             filter,
             &[
+                "sourcefabricname",
+                "sourcefabriclocation",
                 "recoveryplanname",
-                "friendlyname",
-                "protectionstate",
-                "replicationhealth",
-                "activelocation",
-                "lifecycleid",
+                "vcentername",
+                "instancetype",
+                "multivmgroupcreateoption",
+                "processserverid",
             ],
         )?;
         Ok(Self { clauses })
     }
 
-    fn matches(&self, item: &Item) -> bool {
+    /// The `sourceFabricName` asked for, if any.
+    fn source_fabric(&self) -> Option<&str> {
+        self.clauses.iter().find(|(k, _)| k == "sourcefabricname").map(|(_, v)| v.as_str())
+    }
+
+    fn matches(&self, item: &Item, regions: &[Region; 2]) -> bool {
+        let source = &regions[item.primary];
         self.clauses.iter().all(|(k, v)| match k.as_str() {
+            // The fabric the item replicates from now.
+            "sourcefabricname" => source.fabric.eq_ignore_ascii_case(v),
+            "sourcefabriclocation" => source.location.eq_ignore_ascii_case(v),
             "recoveryplanname" => item.plans.iter().any(|p| p.eq_ignore_ascii_case(v)),
-            "friendlyname" => item.vm_name.eq_ignore_ascii_case(v),
-            "protectionstate" => item.protection_state().0.eq_ignore_ascii_case(v),
-            "replicationhealth" => (if item.unhealthy { "Critical" } else { "Normal" }).eq_ignore_ascii_case(v),
-            "activelocation" => item.active_location().eq_ignore_ascii_case(v),
-            "lifecycleid" => item.lifecycle_id.eq_ignore_ascii_case(v),
+            "instancetype" => v.eq_ignore_ascii_case("A2A"),
+            "multivmgroupcreateoption" => v.eq_ignore_ascii_case("AutoCreated"),
+            // VMware/physical fields: no A2A item matches them.
             _ => false,
         })
     }
@@ -2516,11 +3220,11 @@ fn parse_filter(filter: Option<&str>, known: &[&str]) -> Result<Vec<(String, Str
             .map(str::trim)
             .ok_or_else(|| Refusal::bad_request("$filter", format!("only 'eq' is supported, in '{clause}'")))?;
         let value = value.trim_matches('\'').to_owned();
-        let field = field.to_ascii_lowercase();
-        if !known.contains(&field.as_str()) {
+        let lower = field.to_ascii_lowercase();
+        if !known.contains(&lower.as_str()) {
             return Err(Refusal::bad_request("$filter", format!("unknown field '{field}'")));
         }
-        out.push((field, value));
+        out.push((lower, value));
     }
     Ok(out)
 }
@@ -2552,13 +3256,15 @@ mod tests {
 
     #[test]
     fn filters_parse_and_refuse_unknown_fields_by_name() {
-        let f = ItemFilter::parse(Some("RecoveryPlanName eq 'rp-1' and friendlyName eq 'a and b'")).unwrap();
+        let f = ItemFilter::parse(Some("RecoveryPlanName eq 'rp-1' and sourceFabricName eq 'a and b'")).unwrap();
         assert_eq!(
             f.clauses,
-            vec![("recoveryplanname".into(), "rp-1".into()), ("friendlyname".into(), "a and b".into())]
+            vec![("recoveryplanname".into(), "rp-1".into()), ("sourcefabricname".into(), "a and b".into())]
         );
         let err = ItemFilter::parse(Some("color eq 'red'")).unwrap_err();
         assert!(err.body.error.message.contains("unknown field 'color'"));
+        let err = ItemFilter::parse(Some("friendlyName eq 'vm-1'")).unwrap_err();
+        assert!(err.body.error.message.contains("unknown field 'friendlyName'"), "{}", err.body.error.message);
         let err = JobFilter::parse(Some("startTime eq 'yesterday'")).unwrap_err();
         assert!(err.body.error.message.contains("RFC 3339"));
     }

@@ -31,8 +31,11 @@ pub enum Operation {
     DisableProtection,
     /// `DELETE` of a protected item (purge).
     Purge,
-    /// `DELETE` of a VM or NIC.
+    /// `DELETE` of a VM, NIC, managed disk or public IP.
     Delete,
+    /// The `SecondaryIrCompletion` job that ends initial replication after a reprotect
+    /// (A2AFailoverCommit-excerpt entries 141–143). Never a request: only a fault target.
+    IrCompletion,
 }
 
 impl Operation {
@@ -50,6 +53,7 @@ impl Operation {
             Operation::DisableProtection => "remove",
             Operation::Purge => "purge",
             Operation::Delete => "delete",
+            Operation::IrCompletion => "irCompletion",
         }
     }
 }
@@ -117,6 +121,9 @@ pub struct FaultSpec {
     pub drop_response_rate: f64,
     /// How long a dropped response hangs, real seconds.
     pub drop_response_hang_secs: u64,
+    /// Which requests `drop_response_rate` applies to: empty = every mutating request; else only
+    /// requests of these operations (e.g. `["reprotect"]`).
+    pub drop_response_operations: Vec<Operation>,
 }
 
 impl FaultSpec {
@@ -137,6 +144,13 @@ impl FaultSpec {
     /// Whether `vm`'s test-failover VM fails to boot.
     pub fn test_vm_fails_to_boot(&self, vm: &str) -> bool {
         self.test_vm_boot_failures.matches(self.seed, 0x7e57_b007, vm)
+    }
+
+    /// Whether a response to a request of `operation` (`None`: a mutating request that is no
+    /// ASR operation, e.g. a job cancel) may be dropped.
+    pub fn drops_response_of(&self, operation: Option<Operation>) -> bool {
+        self.drop_response_operations.is_empty()
+            || operation.is_some_and(|op| self.drop_response_operations.contains(&op))
     }
 
     /// Checks the numbers make sense; the error names the field.

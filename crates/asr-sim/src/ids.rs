@@ -109,7 +109,8 @@ pub fn guid_of(parts: &[&str]) -> String {
     format_guid(h)
 }
 
-fn format_guid(v: u128) -> String {
+/// A GUID (8-4-4-4-12 lower-case hex, version 4) from 128 bits.
+pub fn format_guid(v: u128) -> String {
     let b = v.to_be_bytes();
     let hex = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
     // Version 4 / variant 1 bits, so the values look like what Azure hands out.

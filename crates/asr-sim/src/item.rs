@@ -43,8 +43,35 @@ pub enum ItemState {
     Committed,
     /// Reprotect running: re-homed, syncing.
     Reprotecting,
+    /// The reprotect job succeeded, initial replication goes on (then `PrimaryIrCompletion` and
+    /// `SecondaryIrCompletion`, A2AFailoverCommit-excerpt entries 122–143), or it failed at the
+    /// end.
+    InitialReplication,
     /// A test failover is up and waits for cleanup.
     TestFailedOver,
+}
+
+/// An initial replication: the sync after a reprotect, from the re-home moment to its end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replication {
+    /// When it started (the item was re-homed).
+    pub since: SimTime,
+    /// When all data is replicated (the `PrimaryIrCompletion` job starts then).
+    pub until: SimTime,
+    /// The `SecondaryIrCompletion` job failed with this: replication health is critical until a
+    /// repair.
+    pub failed: Option<crate::job::AsrFault>,
+}
+
+impl Replication {
+    /// Fraction replicated at `now`, 0..=1.
+    pub fn progress(&self, now: SimTime) -> f64 {
+        let total = (self.until - self.since).as_seconds_f64();
+        if total <= 0.0 {
+            return 1.0;
+        }
+        ((now - self.since).as_seconds_f64() / total).clamp(0.0, 1.0)
+    }
 }
 
 /// One disk of a VM.
@@ -58,6 +85,35 @@ pub struct Disk {
     pub bytes: i64,
     /// When it started being replicated: older recovery points do not cover it.
     pub protected_since: SimTime,
+    /// `primaryStagingAzureStorageAccountId` a reprotect named (else the region's cache account).
+    pub staging_account: Option<String>,
+    /// `recoveryAzureStorageAccountId` a reprotect named (unmanaged disks).
+    pub recovery_account: Option<String>,
+    /// `recoveryReplicaDiskAccountType` a reprotect named (else Premium_LRS).
+    pub replica_type: Option<String>,
+    /// `recoveryTargetDiskAccountType` a reprotect named (else Premium_LRS).
+    pub target_type: Option<String>,
+}
+
+impl Disk {
+    /// A disk replicated since `since`, with default settings.
+    pub fn new(name: String, os: bool, bytes: i64, since: SimTime) -> Self {
+        Self {
+            name,
+            os,
+            bytes,
+            protected_since: since,
+            staging_account: None,
+            recovery_account: None,
+            replica_type: None,
+            target_type: None,
+        }
+    }
+
+    /// The managed disk SKU of the replica (and of the disk a failover makes of it).
+    pub fn sku(&self) -> &str {
+        self.target_type.as_deref().unwrap_or("Premium_LRS")
+    }
 }
 
 /// The operation running on an item.
@@ -108,8 +164,8 @@ pub struct Item {
     pub last_test_failover: Option<SimTime>,
     /// Recovery point of the last failover.
     pub failover_point: Option<String>,
-    /// The reprotect job syncing this item, for progress.
-    pub sync_job: Option<String>,
+    /// The initial replication after a reprotect (re-home → end), while it matters.
+    pub replication: Option<Replication>,
     /// Network of the running test failover.
     pub test_network: Option<String>,
     /// Multi-VM group id (A2A consistency group).
@@ -144,6 +200,9 @@ impl Item {
             ItemState::FailedOver => ("UnplannedFailoverCommitPendingStatesBegin", "Failover completed"),
             ItemState::Committed => ("UnplannedFailoverCommitted", "Failover committed"),
             ItemState::Reprotecting => ("EnablingProtection", "Enabling protection"),
+            // Unverified: no recording shows the item between the reprotect job and
+            // SecondaryIrCompletion; "Protected" says nothing more (stingy).
+            ItemState::InitialReplication => ("Protected", "Protected"),
         }
     }
 
@@ -160,10 +219,44 @@ impl Item {
         if self.active_location() == "Recovery" { self.recovery() } else { self.primary }
     }
 
-    /// `allowedOperations`.
+    /// `allowedOperations` as enforced: nothing while an operation runs, else the idle list.
     pub fn allowed_operations(&self) -> Vec<&'static str> {
         if self.busy.is_some() {
             return vec![];
+        }
+        self.idle_operations()
+    }
+
+    /// The initial replication ended with a failed `SecondaryIrCompletion`.
+    pub fn replication_failed(&self) -> bool {
+        self.state == ItemState::InitialReplication && self.replication.as_ref().is_some_and(|r| r.failed.is_some())
+    }
+
+    /// Replication health is critical: seeded so, or initial replication failed.
+    pub fn critical(&self) -> bool {
+        self.unhealthy || self.replication_failed()
+    }
+
+    /// The disks are being replicated (re-homed by a reprotect, not yet protected, not failed).
+    pub fn replicating(&self) -> bool {
+        matches!(self.state, ItemState::Reprotecting | ItemState::InitialReplication) && !self.replication_failed()
+    }
+
+    /// The item replicates (its replica disks exist in the recovery region).
+    pub fn has_replicas(&self) -> bool {
+        !matches!(self.state, ItemState::FailedOver | ItemState::Committed)
+    }
+
+    /// The operations of the item's state when nothing runs on it.
+    pub fn idle_operations(&self) -> Vec<&'static str> {
+        if self.state == ItemState::InitialReplication {
+            // Unverified: no recovery point exists yet, so nothing but disabling (and, once the
+            // completion failed, repairing) is offered.
+            return if self.replication_failed() {
+                vec!["DisableProtection", "RepairReplication"]
+            } else {
+                vec!["DisableProtection"]
+            };
         }
         let mut ops = match self.state {
             ItemState::Protected | ItemState::FailoverFailed => {
@@ -171,7 +264,7 @@ impl Item {
             }
             ItemState::FailedOver => vec!["Commit", "ChangePit", "CancelFailover", "DisableProtection"],
             ItemState::Committed => vec!["CompleteMigration", "DisableProtection", "SwitchProtection"],
-            ItemState::Reprotecting => vec!["DisableProtection"],
+            ItemState::Reprotecting | ItemState::InitialReplication => vec!["DisableProtection"],
             ItemState::TestFailedOver => vec!["TestFailoverCleanup"],
         };
         if self.unhealthy && matches!(self.state, ItemState::Protected | ItemState::FailoverFailed) {
@@ -228,8 +321,9 @@ pub struct RenderContext<'a> {
     pub now: SimTime,
     /// Policy (for RPO).
     pub policy: &'a PolicyConfig,
-    /// Progress of the item's sync job, 0..=1, if syncing.
-    pub sync_progress: Option<f64>,
+    /// How long after an operation's 202 the item still renders as before it
+    /// (`SimConfig::item_scenario_lag_secs`).
+    pub scenario_lag: Duration,
     /// Name of the replication policy.
     pub policy_name: &'a str,
 }
@@ -241,6 +335,22 @@ impl Item {
         scope.item_id(&r.fabric, &r.container, &self.name)
     }
 
+    /// Whether the item renders as before its running operation (the scenario lag).
+    pub fn in_scenario_lag(&self, now: SimTime, lag: Duration) -> bool {
+        self.busy.as_ref().is_some_and(|b| now < b.since + lag)
+    }
+
+    /// The item-level `monitoringPercentageCompletion`: stale, as recorded. A Protected,
+    /// healthy item keeps 33 after initial replication finished (excerpt entries 144–145), so
+    /// seeded items show 33; during an initial replication it is 0 until a third is
+    /// replicated, then 33 for good. Live progress is per disk only.
+    pub fn item_level_percent(&self, now: SimTime) -> i64 {
+        match &self.replication {
+            Some(r) if self.replicating() && r.progress(now) * 3.0 < 1.0 => 0,
+            _ => 33,
+        }
+    }
+
     /// The item's JSON resource.
     pub fn render(&self, cx: &RenderContext<'_>) -> Resource<ProtectedItemProperties> {
         let (scope, regions) = (cx.scope, cx.regions);
@@ -248,45 +358,71 @@ impl Item {
         let r = &regions[self.recovery()];
         let (state, description) = self.protection_state();
         let job_id = |job: &str| scope.job_id(job);
+        // Unverified (no recording shows an item right after the 202): for `scenario_lag` the
+        // item still shows no scenario and its idle operations; the estate refuses meanwhile.
+        let lagging = self.in_scenario_lag(cx.now, cx.scenario_lag);
         let scenario = match &self.busy {
-            Some(b) => CurrentScenario {
+            Some(b) if !lagging => CurrentScenario {
                 scenario_name: Some(b.scenario.into()),
                 job_id: Some(job_id(&b.job)),
                 start_time: Some(clock::format(b.since)),
                 ..Default::default()
             },
-            None => CurrentScenario {
+            _ => CurrentScenario {
                 scenario_name: Some("None".into()),
                 job_id: Some(job_id("None")),
                 start_time: Some("1753-01-01T01:01:01Z".into()),
                 ..Default::default()
             },
         };
+        let allowed = if lagging { self.idle_operations() } else { self.allowed_operations() };
         let vm_lower = |region: &Region| scope.vm_id(&region.app_rg, &self.vm_name).to_ascii_lowercase();
         let test_failed_over = self.state == ItemState::TestFailedOver;
-        let syncing = self.state == ItemState::Reprotecting;
-        let percent = cx.sync_progress.map(|f| (f * 100.0).floor() as i64);
-        let (disk_state, monitoring) =
-            if syncing { ("InitialReplicationPending", percent) } else { ("Protected", None) };
-        let health = if self.unhealthy { "Critical" } else { "Normal" };
-        let health_errors = if self.unhealthy {
-            let (m, causes, action) = crate::faults::describe("151037");
-            vec![HealthError {
-                error_code: Some("151037".into()),
+        // Per-disk progress: live while the disks replicate (percent measured from the re-home
+        // to the end of initial replication), otherwise Protected with no figure (excerpt 144).
+        let (disk_state, monitoring, job_type) = if self.replicating() {
+            let pct = self.replication.as_ref().map_or(0, |r| (r.progress(cx.now) * 100.0).floor() as i64);
+            ("InitialReplicationPending", Some(pct), Some("InitialReplication".to_owned()))
+        } else if self.replication_failed() {
+            ("InitialReplicationFailed", None, None)
+        } else {
+            ("Protected", None, None)
+        };
+        let health = if self.critical() { "Critical" } else { "Normal" };
+        let mut health_errors = Vec::new();
+        let fault = match (&self.replication, self.unhealthy) {
+            (Some(Replication { failed: Some(f), .. }), _) if self.replication_failed() => Some(f.clone()),
+            (_, true) => Some(crate::job::AsrFault::from_code("151037", None)),
+            _ => None,
+        };
+        if let Some(f) = fault {
+            health_errors.push(HealthError {
+                error_code: Some(f.code.clone()),
                 error_level: Some("Error".into()),
                 error_category: Some("Replication".into()),
-                summary_message: Some("Replication is not progressing".into()),
-                error_message: Some(m.into()),
-                possible_causes: Some(causes.into()),
-                recommended_action: Some(action.into()),
+                summary_message: Some(
+                    if self.replication_failed() {
+                        "Initial replication failed"
+                    } else {
+                        "Replication is not progressing"
+                    }
+                    .into(),
+                ),
+                error_message: Some(f.message.clone()),
+                possible_causes: Some(f.possible_causes.clone()),
+                recommended_action: Some(f.recommended_action.clone()),
                 creation_time_utc: Some(clock::format(cx.now)),
                 customer_resolvability: Some("Allowed".into()),
                 ..Default::default()
-            }]
-        } else {
-            vec![]
-        };
+            });
+        }
         let rpo = self.points_since.map(|_| i64::from(cx.policy.processing_lag_secs));
+        let cache =
+            format!("{}/providers/Microsoft.Storage/storageAccounts/{}asrcache", scope.rg_id(&p.app_rg), p.location);
+        // Disk ids as recorded: a replicating item names its replica and no target (excerpt
+        // 144); a failed-over or committed one names the disk the running VM uses and an empty
+        // replica (excerpt 145, reprotect entry 13).
+        let failed_over = !self.has_replicas();
         let managed_disks = self.managed.then(|| {
             self.disks
                 .iter()
@@ -297,18 +433,22 @@ impl Item {
                     disk_type: Some(if d.os { "OperatingSystem" } else { "Data" }.into()),
                     disk_state: Some(disk_state.into()),
                     recovery_resource_group_id: Some(scope.rg_id(&r.app_rg)),
-                    recovery_target_disk_id: Some(scope.disk_id(&r.app_rg, &d.name)),
-                    recovery_replica_disk_id: Some(String::new()),
-                    recovery_replica_disk_account_type: Some("Premium_LRS".into()),
-                    recovery_target_disk_account_type: Some("Premium_LRS".into()),
-                    primary_staging_azure_storage_account_id: Some(format!(
-                        "{}/providers/Microsoft.Storage/storageAccounts/{}asrcache",
-                        scope.rg_id(&p.app_rg),
-                        p.location
-                    )),
-                    resync_required: Some(self.unhealthy),
+                    recovery_target_disk_id: failed_over.then(|| scope.disk_id(&r.app_rg, &d.name)),
+                    recovery_replica_disk_id: Some(if failed_over {
+                        String::new()
+                    } else {
+                        scope.disk_id(&r.app_rg, &replica_name(&d.name))
+                    }),
+                    recovery_replica_disk_account_type: Some(
+                        d.replica_type.clone().unwrap_or_else(|| "Premium_LRS".into()),
+                    ),
+                    recovery_target_disk_account_type: Some(d.sku().to_owned()),
+                    primary_staging_azure_storage_account_id: Some(
+                        d.staging_account.clone().unwrap_or_else(|| cache.clone()),
+                    ),
+                    resync_required: Some(self.critical()),
                     monitoring_percentage_completion: monitoring,
-                    monitoring_job_type: monitoring.map(|_| "InitialReplication".into()),
+                    monitoring_job_type: job_type.clone(),
                     extra: disk_extra(&d.name),
                 })
                 .collect()
@@ -317,31 +457,35 @@ impl Item {
             self.disks
                 .iter()
                 .map(|d| UnmanagedDisk {
-                    disk_uri: Some(format!("https://{}vhds.blob.core.windows.net/vhds/{}.vhd", p.location, d.name)),
+                    disk_uri: Some(vhd_uri(&p.location, &d.name)),
                     disk_name: Some(d.name.clone()),
                     disk_capacity_in_bytes: Some(d.bytes),
                     disk_type: Some(if d.os { "OperatingSystem" } else { "Data" }.into()),
                     disk_state: Some(disk_state.into()),
-                    recovery_azure_storage_account_id: Some(format!(
-                        "{}/providers/Microsoft.Storage/storageAccounts/{}vhds",
-                        scope.rg_id(&r.app_rg),
-                        r.location
-                    )),
+                    recovery_azure_storage_account_id: Some(d.recovery_account.clone().unwrap_or_else(|| {
+                        format!(
+                            "{}/providers/Microsoft.Storage/storageAccounts/{}vhds",
+                            scope.rg_id(&r.app_rg),
+                            r.location
+                        )
+                    })),
                     primary_disk_azure_storage_account_id: Some(format!(
                         "{}/providers/Microsoft.Storage/storageAccounts/{}vhds",
                         scope.rg_id(&p.app_rg),
                         p.location
                     )),
-                    recovery_disk_uri: Some(format!(
-                        "https://{}vhds.blob.core.windows.net/vhds/{}.vhd",
-                        r.location, d.name
-                    )),
-                    resync_required: Some(self.unhealthy),
+                    recovery_disk_uri: Some(vhd_uri(&r.location, &d.name)),
+                    primary_staging_azure_storage_account_id: Some(
+                        d.staging_account.clone().unwrap_or_else(|| cache.clone()),
+                    ),
+                    resync_required: Some(self.critical()),
                     monitoring_percentage_completion: monitoring,
+                    monitoring_job_type: job_type.clone(),
                     ..Default::default()
                 })
                 .collect()
         });
+        let item_percent = self.item_level_percent(cx.now);
         let details = ProviderDetails {
             instance_type: "A2A".into(),
             fabric_object_id: Some(vm_lower(p)),
@@ -368,8 +512,9 @@ impl Item {
             recovery_fabric_object_id: Some(vm_lower(r)),
             test_failover_recovery_fabric_object_id: test_failed_over
                 .then(|| scope.vm_id(&r.app_rg, &format!("{}-test", self.vm_name)).to_ascii_lowercase()),
-            monitoring_percentage_completion: monitoring,
-            monitoring_job_type: monitoring.map(|_| "InitialReplication".into()),
+            // Stale at item level, as recorded (excerpt 144–145); see `item_level_percent`.
+            monitoring_percentage_completion: Some(item_percent),
+            monitoring_job_type: Some("InitialReplication".into()),
             lifecycle_id: Some(self.lifecycle_id.clone()),
             rpo_in_seconds: rpo,
             last_rpo_calculated_time: rpo.map(|_| clock::format(cx.now)),
@@ -413,7 +558,7 @@ impl Item {
                 ),
                 switch_provider_state: Some("None".into()),
                 switch_provider_state_description: None,
-                allowed_operations: Some(self.allowed_operations().into_iter().map(String::from).collect()),
+                allowed_operations: Some(allowed.into_iter().map(String::from).collect()),
                 replication_health: Some(health.into()),
                 failover_health: None,
                 health_errors: Some(health_errors),
@@ -462,6 +607,16 @@ impl Item {
             extra: Map::new(),
         }
     }
+}
+
+/// The name of a disk's replica in the recovery region (excerpt entry 144).
+pub fn replica_name(disk: &str) -> String {
+    format!("{disk}-ASRReplica")
+}
+
+/// The VHD of an unmanaged disk in `location`'s storage account.
+pub fn vhd_uri(location: &str, disk: &str) -> String {
+    format!("https://{location}vhds.blob.core.windows.net/vhds/{disk}.vhd")
 }
 
 fn disk_extra(name: &str) -> Map<String, Value> {

@@ -77,8 +77,10 @@ pub enum TaskOutcome {
 /// One planned task.
 #[derive(Clone, Debug)]
 pub struct TaskPlan {
-    /// `taskId`.
-    pub id: &'static str,
+    /// `taskId` (e.g. `FailoverTask`; a GUID for commit tasks, excerpt entry 175).
+    pub id: String,
+    /// `name` (e.g. `VmFailover`): ASR's task ids and names differ (excerpt entry 148).
+    pub name: String,
     /// `friendlyName`.
     pub friendly: String,
     /// When it starts.
@@ -110,8 +112,17 @@ pub enum Effect {
         /// The new point.
         point: String,
     },
-    /// Reverse replication: re-home midway, protected at the end.
-    Reprotect,
+    /// Reverse replication: re-home midway; initial replication goes on after the job ends.
+    Reprotect {
+        /// The per-disk settings the request named, applied when the item is re-homed.
+        disks: Vec<DiskSettings>,
+    },
+    /// One of the two jobs that end an initial replication: `PrimaryIrCompletion` (false) or
+    /// `SecondaryIrCompletion` (true), after which the item is protected.
+    IrCompletion {
+        /// `SecondaryIrCompletion`.
+        secondary: bool,
+    },
     /// Create the test VM.
     TestFailover {
         /// Network it is attached to.
@@ -132,6 +143,22 @@ pub enum Effect {
     },
     /// A recovery plan job: its children do the work.
     PlanParent,
+}
+
+/// What a reprotect request asked for one disk, kept on the item afterwards and rendered in
+/// `protectedManagedDisks[]` / `protectedDisks[]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskSettings {
+    /// Index of the disk in the item's disk list.
+    pub index: usize,
+    /// `primaryStagingAzureStorageAccountId` (the cache account in the region the VM runs in).
+    pub staging_account: String,
+    /// `recoveryAzureStorageAccountId` (unmanaged disks).
+    pub recovery_account: Option<String>,
+    /// `recoveryReplicaDiskAccountType`.
+    pub replica_type: Option<String>,
+    /// `recoveryTargetDiskAccountType`.
+    pub target_type: Option<String>,
 }
 
 /// What the operation's `Location` URL returns once the job is done.
@@ -201,6 +228,8 @@ pub struct Job {
     pub rehome_at: Option<SimTime>,
     /// For reprotect: the item's id after the move.
     pub new_item_id: Option<String>,
+    /// For reprotect: when the initial replication that follows the job ends.
+    pub ir_end: Option<SimTime>,
     /// For failover jobs: (item name, VM name, recovery point id, point time).
     pub failover_details: Option<(String, String, String, SimTime)>,
     /// The resource path (ARM id) whose `/operationresults/{job}` is the Location URL.
@@ -269,8 +298,74 @@ impl Job {
         ((now - self.starts).as_seconds_f64() / total).clamp(0.0, 1.0)
     }
 
-    /// The `{"id","name","type","properties"}` resource at `now`.
+    /// Whether the job is in its placeholder window (NotStarted, not cancelled): a GET answers
+    /// the placeholder shape and lists leave it out.
+    pub fn is_placeholder(&self, now: SimTime) -> bool {
+        self.state(now) == JobState::NotStarted
+    }
+
+    /// What `GET {vault}/replicationJobs/{name}` answers at `now`.
+    ///
+    /// While the job is NotStarted it is a placeholder, exactly as recorded
+    /// (A2AFailoverCommit-excerpt entries 8, 147, 174): `activityId` set, no scenario, no
+    /// target, no tasks, `targetInstanceType` "ProtectionEntity", bare `AsrJobDetails`, and no
+    /// `startTime`/`endTime` keys. Afterwards the job renders in full (entry 148 on).
     pub fn render(
+        &self,
+        id: String,
+        now: SimTime,
+        child_ids: &[(String, String, &'static str)],
+    ) -> Resource<JobProperties> {
+        if self.is_placeholder(now) {
+            return self.render_placeholder(id);
+        }
+        self.render_full(id, now, child_ids)
+    }
+
+    /// What a job list (`GET {vault}/replicationJobs`, any filter and page) carries for the job:
+    /// a summary with `tasks: []`, `errors: []`, `customDetails: null`, `activityId: null`, every
+    /// other field as a GET gives it (excerpt entries 41–141 vs 142–143).
+    pub fn render_summary(&self, id: String, now: SimTime) -> Resource<JobProperties> {
+        let mut r = self.render_full(id, now, &[]);
+        r.properties.tasks = Some(vec![]);
+        r.properties.errors = Some(vec![]);
+        r.properties.custom_details = None;
+        r.properties.activity_id = None;
+        r
+    }
+
+    fn render_placeholder(&self, id: String) -> Resource<JobProperties> {
+        Resource {
+            name: self.name.clone(),
+            id,
+            kind: "Microsoft.RecoveryServices/vaults/replicationJobs".into(),
+            location: None,
+            properties: JobProperties {
+                activity_id: Some(self.activity.clone()),
+                scenario_name: None,
+                friendly_name: None,
+                state: Some("NotStarted".into()),
+                state_description: Some("NotStarted".into()),
+                tasks: Some(vec![]),
+                errors: Some(vec![]),
+                start_time: None,
+                end_time: None,
+                allowed_actions: Some(vec![]),
+                target_object_id: None,
+                target_object_name: None,
+                target_instance_type: Some("ProtectionEntity".into()),
+                custom_details: Some(JobDetails {
+                    instance_type: "AsrJobDetails".into(),
+                    affected_object_details: Some(Map::new()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            extra: Map::new(),
+        }
+    }
+
+    fn render_full(
         &self,
         id: String,
         now: SimTime,
@@ -312,15 +407,15 @@ impl Job {
                 if tstate == "Failed"
                     && let TaskOutcome::Failed(f) | TaskOutcome::FailedNonFatal(f) = &t.outcome
                 {
-                    let e = f.wire(t.end, t.id, &self.activity);
+                    let e = f.wire(t.end, &t.id, &self.activity);
                     task_errors.push(e.clone());
                     errors.push(e);
                 }
                 let never = "0001-01-01T00:00:00".to_owned();
                 let is_group = t.id == "ProtectReplicaTask" && !child_ids.is_empty();
                 JobTask {
-                    task_id: Some(t.id.to_owned()),
-                    name: Some(t.id.to_owned()),
+                    task_id: Some(t.id.clone()),
+                    name: Some(t.name.clone()),
                     start_time: Some(if started { clock::format(t.start) } else { never.clone() }),
                     end_time: Some(if ended { clock::format(t.end) } else { never }),
                     allowed_actions: Some(vec![]),
@@ -336,7 +431,7 @@ impl Job {
             })
             .collect();
         let instance_type = match self.effect {
-            Effect::Reprotect => "SwitchProtectionJobDetails",
+            Effect::Reprotect { .. } => "SwitchProtectionJobDetails",
             Effect::Failover { .. } => "FailoverJobDetails",
             Effect::TestFailover { .. } => "TestFailoverJobDetails",
             _ => "AsrJobDetails",
@@ -355,15 +450,21 @@ impl Job {
                 ..Default::default()
             }]
         });
+        let new_item_id = match (&self.rehome_at, &self.new_item_id) {
+            (Some(at), Some(id)) if now >= *at => Some(id.clone()),
+            _ => None,
+        };
+        let mut custom_extra = Map::new();
+        if instance_type == "SwitchProtectionJobDetails" && new_item_id.is_none() {
+            // Present as null until the item is re-homed (reprotect entries 17–19).
+            custom_extra.insert("newReplicationProtectedItemId".into(), Value::Null);
+        }
         let custom = JobDetails {
             instance_type: instance_type.into(),
             affected_object_details: Some(affected),
-            new_replication_protected_item_id: match (&self.rehome_at, &self.new_item_id) {
-                (Some(at), Some(id)) if now >= *at => Some(id.clone()),
-                _ => None,
-            },
+            new_replication_protected_item_id: new_item_id,
             protected_item_details,
-            ..Default::default()
+            extra: custom_extra,
         };
         Resource {
             name: self.name.clone(),

@@ -30,13 +30,14 @@ pub mod job;
 pub mod routes;
 pub mod server;
 pub mod throttle;
+pub mod validate;
 pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::{Durations, PolicyConfig, SeedSpec, SeedState, SimConfig, Span};
 pub use faults::{FailureRule, FaultSpec, Operation, Selector};
@@ -62,7 +63,7 @@ impl SimOptions {
 }
 
 /// What a client needs to reach the simulator: the one JSON line the binary prints when ready.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SimInfo {
     /// Base URL (the ARM endpoint).
     pub url: String,
@@ -73,8 +74,13 @@ pub struct SimInfo {
     /// Vault name.
     pub vault: String,
     /// PEM of the self-signed certificate, when serving HTTPS.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ca_cert: Option<String>,
+    /// The cache storage account of each region (`<location>asrcache` in its application
+    /// resource group), by location: what a switch protection names as
+    /// `primaryStagingAzureStorageAccountId` for the region the VM runs in.
+    #[serde(default)]
+    pub cache_storage_accounts: std::collections::BTreeMap<String, String>,
 }
 
 /// Why the simulator could not start.
@@ -149,14 +155,12 @@ pub async fn start(options: SimOptions) -> Result<RunningSimulator, StartError> 
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: options.listen, source })?;
     let scheme = if options.tls_dir.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}");
-    let info = SimInfo {
-        url: url.clone(),
-        subscription_id: options.config.subscription_id.clone(),
-        resource_group: options.config.resource_group.clone(),
-        vault: options.config.vault.clone(),
-        ca_cert: None,
-    };
-    let app = Arc::new(App::new(options.config, url));
+    let subscription_id = options.config.subscription_id.clone();
+    let resource_group = options.config.resource_group.clone();
+    let vault = options.config.vault.clone();
+    let app = Arc::new(App::new(options.config, url.clone()));
+    let cache_storage_accounts = app.lock().estate.cache_storage_accounts();
+    let info = SimInfo { url, subscription_id, resource_group, vault, ca_cert: None, cache_storage_accounts };
     let router = server::router(app.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut info = info;

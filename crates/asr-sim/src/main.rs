@@ -1,8 +1,9 @@
 //! `tern-asr-sim`: run the Azure Site Recovery simulator.
 //!
 //! Settings are layered: defaults → `--config FILE` (TOML or JSON) → flags. When ready it
-//! prints one JSON line on stdout (`url`, `subscription_id`, `resource_group`, `vault`, and
-//! `ca_cert` with `--tls-dir`) and serves until SIGINT/SIGTERM. Logs go to stderr.
+//! prints one JSON line on stdout (`url`, `subscription_id`, `resource_group`, `vault`,
+//! `cache_storage_accounts`, and `ca_cert` with `--tls-dir`) and serves until SIGINT/SIGTERM.
+//! Logs go to stderr.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,13 @@ use tern_asr_sim::{BucketConfig, FailureRule, Operation, SeedState, Selector, Si
 /// An ARM-faithful Azure Site Recovery simulator (A2A failover, failback, reprotect, jobs,
 /// recovery plans, throttling, fault injection). Admin endpoints live under /_sim/: oplog,
 /// info, counters, jobs, faults (GET/PUT), seed, reset, clock/advance.
+///
+/// It answers as stingily as real Azure does, from recorded evidence
+/// (docs/azure-fidelity.md): job lists are summaries (A2AFailoverCommit-excerpt entries
+/// 41–141); a new job is a NotStarted placeholder first (entries 8, 147, 174); a job's
+/// activityId carries the request's x-ms-client-request-id (146→147); reprotect is validated as
+/// PowerShell builds it (A2AReprotectTest entries 13–16); the item is protected only after
+/// initial replication and its two completion jobs (excerpt entries 122–143).
 #[derive(Parser, Debug)]
 #[command(name = "tern-asr-sim", version)]
 struct Args {
@@ -55,9 +63,22 @@ struct Args {
     #[arg(long, value_name = "N")]
     seed_unhealthy_every: Option<usize>,
 
-    /// Every Nth seeded VM is still syncing (a reprotect job in progress).
+    /// Every Nth seeded VM is in initial replication after a reprotect job that already
+    /// succeeded (about 40% replicated; PrimaryIrCompletion and SecondaryIrCompletion come
+    /// later, as in A2AFailoverCommit-excerpt entries 41–143).
     #[arg(long, value_name = "N")]
     seed_syncing_every: Option<usize>,
+
+    /// Every Nth seeded VM's NIC has a public IP `<vm>-pip` (in the region the VM runs in when
+    /// seeded; a failover-created VM's NIC gets none).
+    #[arg(long, value_name = "N")]
+    seed_public_ip_every: Option<usize>,
+
+    /// Simulated seconds after an operation's 202 during which the item still shows no
+    /// currentScenario and its idle allowedOperations (unverified, stingy: no recording shows
+    /// the item in that moment); a second operation is refused meanwhile all the same.
+    #[arg(long, value_name = "SECS")]
+    item_scenario_lag: Option<f64>,
 
     /// Group seeded VMs into ASR recovery plans of this many VMs (max 100), 3 boot groups each.
     #[arg(long, value_name = "SIZE")]
@@ -91,7 +112,9 @@ struct Args {
     #[arg(long, value_name = "FACTOR")]
     time_compression: Option<f64>,
 
-    /// Every job completes at once and Retry-After is 0 (for overhead benchmarks).
+    /// Every job completes at once and Retry-After is 0 (for overhead benchmarks); a reprotect's
+    /// initial replication and its PrimaryIrCompletion/SecondaryIrCompletion jobs too, in order,
+    /// so the VM is fully protected right after the reprotect.
     #[arg(long)]
     zero_latency: bool,
 
@@ -119,8 +142,9 @@ struct Args {
     #[arg(long, value_name = "CAP:RATE", value_parser = parse_bucket)]
     throttle_deletes: Option<BucketConfig>,
 
-    /// Reprotect leaves the VM and NICs in the region the VM moved away from (default: removes
-    /// them for managed-disk VMs, as the failback tutorial says).
+    /// Reprotect leaves the VM, its NICs and disks in the region the VM moved away from
+    /// (default: removes them when the reprotect job ends, for managed-disk VMs, as the failback
+    /// tutorial says).
     #[arg(long)]
     reprotect_keeps_source_vm: bool,
 
@@ -134,7 +158,9 @@ struct Args {
 
     /// Fail an operation permanently for one VM: VM:OPERATION:CODE (e.g. vm-00007:failover:28031).
     /// Operations: failover, commit, reprotect, test_failover, test_failover_cleanup,
-    /// apply_recovery_point, cancel_failover, repair, disable_protection, purge, delete.
+    /// apply_recovery_point, cancel_failover, repair, disable_protection, purge, delete,
+    /// ir_completion (the SecondaryIrCompletion job after a reprotect fails with CODE,
+    /// cf. A2AFailoverCommit-excerpt entries 141–143: the item stays Critical until a repair).
     #[arg(long, value_name = "VM:OP:CODE", value_parser = parse_fail)]
     fail: Vec<FailureRule>,
 
@@ -145,6 +171,11 @@ struct Args {
     /// Fraction of VMs whose shutdown before failover fails (the failover continues).
     #[arg(long, value_name = "FRACTION")]
     shutdown_failure_fraction: Option<f64>,
+
+    /// The source shutdown before this VM's failover fails; the failover goes on, its job
+    /// "CompletedWithInformation" with the shutdown task Failed (repeatable).
+    #[arg(long, value_name = "VM")]
+    fail_shutdown: Vec<String>,
 
     /// Fraction of ARM requests answered 500/503.
     #[arg(long, value_name = "RATE")]
@@ -161,6 +192,11 @@ struct Args {
     /// Dropped responses as RATE:HANG_SECS: mutating requests applied, then never answered.
     #[arg(long, value_name = "RATE:SECS", value_parser = parse_pair)]
     drop_responses: Option<(f64, u64)>,
+
+    /// Drop responses only of this operation (repeatable; default: every mutating request),
+    /// e.g. --drop-responses-of reprotect.
+    #[arg(long, value_name = "OPERATION", value_parser = parse_operation)]
+    drop_responses_of: Vec<Operation>,
 
     /// Log filter (e.g. info, debug).
     #[arg(long, default_value = "info", env = "TERN_LOG")]
@@ -243,6 +279,8 @@ fn build_config(a: &Args) -> anyhow::Result<SimConfig> {
     set!(c.estate.unhealthy_every, a.seed_unhealthy_every);
     set!(c.estate.syncing_every, a.seed_syncing_every);
     set!(c.estate.recovery_plan_size, a.seed_recovery_plan_size);
+    set!(c.estate.public_ip_every, a.seed_public_ip_every);
+    set!(c.item_scenario_lag_secs, a.item_scenario_lag);
     set!(c.subscription_id, a.subscription_id);
     set!(c.resource_group, a.resource_group);
     set!(c.vault, a.vault);
@@ -257,6 +295,7 @@ fn build_config(a: &Args) -> anyhow::Result<SimConfig> {
     set!(c.throttle.writes, a.throttle_writes);
     set!(c.throttle.deletes, a.throttle_deletes);
     set!(c.faults.shutdown_failures.fraction, a.shutdown_failure_fraction);
+    c.faults.shutdown_failures.vms.extend(a.fail_shutdown.iter().cloned());
     set!(c.faults.transient_5xx_rate, a.transient_5xx_rate);
     if a.token.is_some() {
         c.token = a.token.clone();
@@ -281,6 +320,7 @@ fn build_config(a: &Args) -> anyhow::Result<SimConfig> {
     if let Some((rate, secs)) = a.drop_responses {
         (c.faults.drop_response_rate, c.faults.drop_response_hang_secs) = (rate, secs);
     }
+    c.faults.drop_response_operations.extend(a.drop_responses_of.iter().copied());
     if let Err(e) = c.validate() {
         bail!("invalid configuration: {e}");
     }

@@ -36,6 +36,12 @@ pub enum Route {
     VmInstanceView(String, String),
     Nics(String),
     Nic(String, String),
+    Disks(String),
+    Disk(String, String),
+    PublicIps(String),
+    PublicIp(String, String),
+    StorageAccounts(String),
+    StorageAccount(String, String),
     /// `/subscriptions/{s}/providers/{ns}/locations/{loc}/operations/{id}` (status).
     ProviderOperationStatus(String, String),
     /// `/subscriptions/{s}/providers/{ns}/locations/{loc}/operationResults/{id}` (Location).
@@ -89,7 +95,7 @@ pub fn parse(path: &str, subscription: &str, resource_group: &str, vault: &str) 
     let rg = s[3];
     let ns = s[5];
     let rest = &s[6..];
-    if eq(ns, "microsoft.compute") || eq(ns, "microsoft.network") {
+    if eq(ns, "microsoft.compute") || eq(ns, "microsoft.network") || eq(ns, "microsoft.storage") {
         return match (ns.to_ascii_lowercase().as_str(), rest) {
             ("microsoft.compute", [t]) if eq(t, "virtualmachines") => Ok(Route::Vms(o(rg))),
             ("microsoft.compute", [t, n]) if eq(t, "virtualmachines") => Ok(Route::Vm(o(rg), o(n))),
@@ -98,6 +104,12 @@ pub fn parse(path: &str, subscription: &str, resource_group: &str, vault: &str) 
             }
             ("microsoft.network", [t]) if eq(t, "networkinterfaces") => Ok(Route::Nics(o(rg))),
             ("microsoft.network", [t, n]) if eq(t, "networkinterfaces") => Ok(Route::Nic(o(rg), o(n))),
+            ("microsoft.compute", [t]) if eq(t, "disks") => Ok(Route::Disks(o(rg))),
+            ("microsoft.compute", [t, n]) if eq(t, "disks") => Ok(Route::Disk(o(rg), o(n))),
+            ("microsoft.network", [t]) if eq(t, "publicipaddresses") => Ok(Route::PublicIps(o(rg))),
+            ("microsoft.network", [t, n]) if eq(t, "publicipaddresses") => Ok(Route::PublicIp(o(rg), o(n))),
+            ("microsoft.storage", [t]) if eq(t, "storageaccounts") => Ok(Route::StorageAccounts(o(rg))),
+            ("microsoft.storage", [t, n]) if eq(t, "storageaccounts") => Ok(Route::StorageAccount(o(rg), o(n))),
             _ => Err(RouteError::Unknown),
         };
     }
@@ -186,6 +198,14 @@ mod tests {
         assert_eq!(
             p("/subscriptions/s/resourceGroups/app/providers/Microsoft.Compute/virtualMachines/web/instanceView"),
             Ok(Route::VmInstanceView("app".into(), "web".into()))
+        );
+        assert_eq!(
+            p("/subscriptions/s/resourceGroups/app/providers/Microsoft.Storage/storageAccounts/eastusasrcache"),
+            Ok(Route::StorageAccount("app".into(), "eastusasrcache".into()))
+        );
+        assert_eq!(
+            p("/subscriptions/s/resourceGroups/app/providers/Microsoft.Network/publicIPAddresses"),
+            Ok(Route::PublicIps("app".into()))
         );
         assert_eq!(
             p("/subscriptions/s/providers/Microsoft.Compute/locations/eastus/operationResults/J"),

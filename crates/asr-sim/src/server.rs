@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::clock;
 use crate::config::{SeedSpec, SimConfig};
 use crate::estate::{Accepted, Estate, ItemFilter, JobFilter, OperationResult, PlanOp, Refusal, ResourceKind};
-use crate::faults::{FaultDice, FaultSpec};
+use crate::faults::{FaultDice, FaultSpec, Operation};
 use crate::routes::{self, Route, RouteError};
 use crate::throttle::{Admission, RequestClass, Throttle};
 use crate::wire::{self, Input, Page};
@@ -182,10 +182,35 @@ async fn arm_logged(
     response
 }
 
+/// The ids of one ARM request and its response.
+struct RequestIds {
+    /// The request's `x-ms-client-request-id`, echoed when it had one (every recorded response
+    /// echoes it, e.g. A2AFailoverCommit-excerpt 146/147; reprotect INDEX checks).
+    client: Option<String>,
+    /// `x-ms-correlation-request-id`: a GUID (excerpt 146: `9224a5ba-3f59-416f-b3c9-018c05d217a9`).
+    correlation: String,
+    /// `x-ms-request-id` when no job id takes its place.
+    request: String,
+}
+
+fn guid() -> String {
+    crate::ids::format_guid(rand::random::<u128>())
+}
+
 async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let class = RequestClass::of(method.as_str());
     let mutating = class != RequestClass::Read;
-    let request_id = format!("{:032x}", rand::random::<u128>());
+    let ids = RequestIds {
+        client: headers
+            .get("x-ms-client-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
+        correlation: guid(),
+        request: guid(),
+    };
+    let request_id = &ids;
     let query: Vec<(String, String)> = uri
         .query()
         .unwrap_or("")
@@ -231,11 +256,9 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         let body = json!({"error": {"code": if token.is_none() { "AuthenticationFailed" } else { "InvalidAuthenticationToken" },
             "message": if token.is_none() { "Authentication failed. The 'Authorization' header is missing." } else { "The access token is invalid." }}});
         return finish(
-            &app,
-            None,
             StatusCode::UNAUTHORIZED,
             body.to_string(),
-            &request_id,
+            request_id,
             vec![(
                 "www-authenticate",
                 "Bearer authorization_uri=\"https://login.microsoftonline.com/common\", error=\"invalid_token\"".into(),
@@ -248,7 +271,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     }
     if let Some(retry_after) = dice.storm_retry_after {
         app.lock().counters.storm_throttled += 1;
-        return throttled(&app, &method, &path, class, retry_after, &request_id);
+        return throttled(&app, &method, &path, class, retry_after, request_id);
     }
     // Bind the admission first: a guard in the match scrutinee would live through the arms.
     let admission = app.lock().throttle.admit(class, Instant::now());
@@ -256,7 +279,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         Admission::Admitted { remaining } => remaining,
         Admission::Throttled { retry_after_secs } => {
             app.lock().counters.throttled += 1;
-            return throttled(&app, &method, &path, class, retry_after_secs, &request_id);
+            return throttled(&app, &method, &path, class, retry_after_secs, request_id);
         }
     };
     let limit_header = (class.header(), remaining.to_string());
@@ -274,13 +297,13 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         if mutating {
             log_op(&app, &method, &path, None, status.as_u16());
         }
-        return finish(&app, None, status, body.to_string(), &request_id, vec![limit_header]);
+        return finish(status, body.to_string(), request_id, vec![limit_header]);
     }
 
     let Some(api_version) = query.iter().find(|(k, _)| k.eq_ignore_ascii_case("api-version")).map(|(_, v)| v.clone())
     else {
         let body = json!({"error": {"code": "MissingApiVersionParameter", "message": "The api-version query parameter (?api-version=) is required for all requests."}});
-        return finish(&app, None, StatusCode::BAD_REQUEST, body.to_string(), &request_id, vec![limit_header]);
+        return finish(StatusCode::BAD_REQUEST, body.to_string(), request_id, vec![limit_header]);
     };
     let req = Request { method: method.clone(), path: path.clone(), api_version, query, body };
 
@@ -289,7 +312,10 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         let mut s = app.lock();
         s.estate.advance();
         s.estate.set_reader(&user_agent);
-        handle(&app, &mut s.estate, &req)
+        s.estate.begin_request(ids.client.as_deref(), &ids.correlation);
+        let handled = handle(&app, &mut s.estate, &req);
+        s.estate.end_request();
+        handled
     };
 
     let (status, body, mut extra_headers): (StatusCode, String, Vec<(&'static str, String)>) = match outcome {
@@ -310,13 +336,37 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     if mutating {
         log_op(&app, &method, &path, item.as_deref(), status.as_u16());
     }
-    if mutating && dice.drop_response && status.is_success() {
+    let droppable = mutating
+        && dice.drop_response
+        && status.is_success()
+        && app.lock().estate.cfg.faults.drops_response_of(request_operation(&method, &path));
+    if droppable {
         // The operation is applied; the client never hears back and times out.
         let hang = app.lock().estate.cfg.faults.drop_response_hang_secs.max(1);
         app.lock().counters.dropped_responses += 1;
         tokio::time::sleep(Duration::from_secs(hang)).await;
     }
-    finish(&app, None, status, body, &request_id, extra_headers)
+    finish(status, body, request_id, extra_headers)
+}
+
+/// The ASR operation a mutating request starts (for `FaultSpec::drop_response_operations`).
+fn request_operation(method: &Method, path: &str) -> Option<Operation> {
+    let lower = path.trim_end_matches('/').to_ascii_lowercase();
+    if *method == Method::DELETE {
+        return Some(if lower.contains("/replicationprotecteditems/") { Operation::Purge } else { Operation::Delete });
+    }
+    Some(match lower.rsplit('/').next().unwrap_or("") {
+        "unplannedfailover" => Operation::Failover,
+        "failovercommit" => Operation::Commit,
+        "switchprotection" | "reprotect" => Operation::Reprotect,
+        "testfailover" => Operation::TestFailover,
+        "testfailovercleanup" => Operation::TestFailoverCleanup,
+        "applyrecoverypoint" => Operation::ApplyRecoveryPoint,
+        "failovercancel" => Operation::CancelFailover,
+        "repairreplication" => Operation::Repair,
+        "remove" => Operation::DisableProtection,
+        _ => return None,
+    })
 }
 
 fn throttled(
@@ -325,7 +375,7 @@ fn throttled(
     path: &str,
     class: RequestClass,
     retry_after: u64,
-    request_id: &str,
+    request_id: &RequestIds,
 ) -> Response {
     let kind = match class {
         RequestClass::Read => "read",
@@ -339,8 +389,6 @@ fn throttled(
         log_op(app, method, path, None, 429);
     }
     finish(
-        app,
-        None,
         StatusCode::TOO_MANY_REQUESTS,
         body.to_string(),
         request_id,
@@ -348,14 +396,7 @@ fn throttled(
     )
 }
 
-fn finish(
-    _app: &App,
-    _unused: Option<()>,
-    status: StatusCode,
-    body: String,
-    request_id: &str,
-    headers: Vec<(&'static str, String)>,
-) -> Response {
+fn finish(status: StatusCode, body: String, ids: &RequestIds, headers: Vec<(&'static str, String)>) -> Response {
     let mut resp = Response::builder().status(status);
     let has_request_id = headers.iter().any(|(k, _)| *k == "x-ms-request-id");
     for (k, v) in &headers {
@@ -364,9 +405,12 @@ fn finish(
         }
     }
     if !has_request_id {
-        resp = resp.header("x-ms-request-id", request_id);
+        resp = resp.header("x-ms-request-id", &ids.request);
     }
-    resp = resp.header("x-ms-correlation-request-id", request_id).header("cache-control", "no-cache");
+    if let Some(client) = ids.client.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        resp = resp.header("x-ms-client-request-id", client);
+    }
+    resp = resp.header("x-ms-correlation-request-id", &ids.correlation).header("cache-control", "no-cache");
     if !body.is_empty() {
         resp = resp.header("content-type", "application/json; charset=utf-8");
     }
@@ -400,6 +444,8 @@ fn item_from_path(path: &str) -> String {
         "replicationprotecteditems",
         "virtualmachines",
         "networkinterfaces",
+        "disks",
+        "publicipaddresses",
         "replicationrecoveryplans",
         "replicationjobs",
     ] {
@@ -560,8 +606,8 @@ fn handle(app: &App, estate: &mut Estate, req: &Request) -> (Outcome, Option<Str
                     }
                     "failovercancel" => estate.cancel_failover(&f, &c, &i)?,
                     "reprotect" => {
-                        body::<Input<wire::ReverseReplicationInput>>(req)?;
-                        estate.reverse_replicate(&f, &c, &i)?
+                        let input = body::<Input<wire::ReverseReplicationInput>>(req)?.properties;
+                        estate.reverse_replicate(&f, &c, &i, &input)?
                     }
                     "testfailover" => {
                         estate.test_failover(&f, &c, &i, &body::<Input<wire::FailoverInput>>(req)?.properties)?
@@ -582,8 +628,7 @@ fn handle(app: &App, estate: &mut Estate, req: &Request) -> (Outcome, Option<Str
             Route::SwitchProtection(f, c) if post => {
                 let input = body::<Input<wire::SwitchProtectionInput>>(req)?.properties;
                 item_name = input.replication_protected_item_name.clone();
-                let details = input.provider_specific_details.clone().unwrap_or_default();
-                let a = estate.switch_protection(&f, &c, input.replication_protected_item_name.as_deref(), &details)?;
+                let a = estate.switch_protection(&f, &c, &input)?;
                 item_name = a.item.clone();
                 Outcome::Accepted(a)
             }
@@ -667,6 +712,20 @@ fn handle(app: &App, estate: &mut Estate, req: &Request) -> (Outcome, Option<Str
                 item_name = Some(n.clone());
                 Outcome::Accepted(estate.delete_resource(ResourceKind::Nic, &rg, &n)?)
             }
+            Route::Disks(rg) if get => page(app, req, estate.list_disks(&rg)?, None),
+            Route::Disk(rg, n) if get => ok(estate.get_disk(&rg, &n)?),
+            Route::Disk(rg, n) if del => {
+                item_name = Some(n.clone());
+                Outcome::Accepted(estate.delete_resource(ResourceKind::Disk, &rg, &n)?)
+            }
+            Route::PublicIps(rg) if get => page(app, req, estate.list_public_ips(&rg)?, None),
+            Route::PublicIp(rg, n) if get => ok(estate.get_public_ip(&rg, &n)?),
+            Route::PublicIp(rg, n) if del => {
+                item_name = Some(n.clone());
+                Outcome::Accepted(estate.delete_resource(ResourceKind::PublicIp, &rg, &n)?)
+            }
+            Route::StorageAccounts(rg) if get => page(app, req, estate.list_storage_accounts(&rg)?, None),
+            Route::StorageAccount(rg, n) if get => ok(estate.get_storage_account(&rg, &n)?),
             _ => method_not_allowed(req),
         })
     })();
@@ -710,6 +769,8 @@ async fn admin_info(State(app): State<Arc<App>>) -> Response {
         "vault_id": s.estate.scope.vault_id(), "primary_region": c.primary_region, "secondary_region": c.secondary_region,
         "time_compression": c.time_compression, "zero_latency": c.zero_latency, "throttle": c.throttle,
         "reprotect_removes_source_vm": c.reprotect_removes_source_vm, "sim_time": clock::format(s.estate.now()),
+        "item_scenario_lag_secs": c.item_scenario_lag_secs,
+        "cache_storage_accounts": s.estate.cache_storage_accounts(),
     }))
     .into_response()
 }

@@ -183,6 +183,7 @@ pub struct UnmanagedDisk {
     pub primary_staging_azure_storage_account_id: Option<String>,
     pub resync_required: Option<bool>,
     pub monitoring_percentage_completion: Option<i64>,
+    pub monitoring_job_type: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -226,7 +227,11 @@ pub struct JobProperties {
     pub state_description: Option<String>,
     pub tasks: Option<Vec<JobTask>>,
     pub errors: Option<Vec<JobError>>,
+    /// Absent (not `null`) while a job is a placeholder (A2AFailoverCommit-excerpt entry 147).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
+    /// Absent (not `null`) until the job has ended (excerpt entries 141–142).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
     pub allowed_actions: Option<Vec<String>>,
     pub target_object_id: Option<String>,
@@ -302,9 +307,13 @@ pub struct ProviderError {
 pub struct JobDetails {
     pub instance_type: String,
     pub affected_object_details: Option<Map<String, Value>>,
-    /// `SwitchProtectionJobDetails`: the item's id after it was re-homed.
+    /// `SwitchProtectionJobDetails`: the item's id after it was re-homed. Absent from the other
+    /// variants (excerpt entries 147, 177); a switch-protection job carries it as `null` until
+    /// set (reprotect entry 17), through `extra`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub new_replication_protected_item_id: Option<String>,
-    /// `FailoverJobDetails` / `TestFailoverJobDetails`.
+    /// `FailoverJobDetails` / `TestFailoverJobDetails`; absent from the other variants.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub protected_item_details: Option<Vec<FailoverItemDetails>>,
     #[serde(flatten)]
     pub extra: Extra,
@@ -547,8 +556,36 @@ pub struct ReprotectProviderInput {
     pub recovery_availability_zone: Option<String>,
     pub recovery_proximity_placement_group_id: Option<String>,
     pub recovery_capacity_reservation_group_id: Option<String>,
-    pub vm_managed_disks: Option<Vec<Value>>,
-    pub vm_disks: Option<Vec<Value>>,
+    /// `A2AVmManagedDiskInputDetails` (switch protection only; `A2AReprotectInput` has none).
+    pub vm_managed_disks: Option<Vec<VmManagedDiskInput>>,
+    /// `A2AVmDiskInputDetails` (unmanaged disks).
+    pub vm_disks: Option<Vec<VmDiskInput>>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `A2AVmManagedDiskInputDetails`: one managed disk of a switch protection.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VmManagedDiskInput {
+    pub disk_id: Option<String>,
+    pub primary_staging_azure_storage_account_id: Option<String>,
+    pub recovery_resource_group_id: Option<String>,
+    pub recovery_replica_disk_account_type: Option<String>,
+    pub recovery_target_disk_account_type: Option<String>,
+    pub recovery_disk_encryption_set_id: Option<String>,
+    pub disk_encryption_info: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `A2AVmDiskInputDetails`: one unmanaged (VHD) disk of a reprotect.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VmDiskInput {
+    pub disk_uri: Option<String>,
+    pub recovery_azure_storage_account_id: Option<String>,
+    pub primary_staging_azure_storage_account_id: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

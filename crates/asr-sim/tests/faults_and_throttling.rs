@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::*;
 use tern_asr_sim::{BucketConfig, SeedState};
-use tern_testkit::Seed;
 
 #[tokio::test]
 async fn buckets_count_down_in_headers_then_answer_429_with_retry_after() {
@@ -129,7 +128,7 @@ async fn a_failed_source_shutdown_is_recorded_and_the_failover_continues() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["taskId"] == "ShutdownSourceVmTask")
+        .find(|t| t["taskId"] == "ShutdownVmOnPrimaryForUFO")
         .unwrap()
         .clone();
     assert_eq!(shutdown["state"], "Failed");
@@ -262,7 +261,7 @@ async fn the_operation_log_records_every_mutating_request() {
     sim.post(&format!("{id}/unplannedFailover"), Some(failover_body("PrimaryToRecovery", false, None))).await;
     sim.post(&format!("{id}/failoverCommit"), None).await;
     let committed = sim.item("vm-00001").await;
-    sim.post(&format!("{}/switchprotection", container_of(&id)), Some(switch_body(&committed))).await;
+    sim.post(&format!("{}/switchprotection", container_of(&id)), Some(sim.switch_body(&committed))).await;
     let sub = sim.running.info().subscription_id.clone();
     let del = sim
         .delete(&format!(

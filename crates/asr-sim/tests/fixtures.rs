@@ -846,8 +846,29 @@ async fn drive_simulator() -> Observed {
         .rsplit_once("/replicationProtectedItems/")
         .map(|(c, _)| c.to_owned())
         .expect("item id under a container");
+    // The body PowerShell builds (reprotect entries 13–16): every disk of the VM that runs now,
+    // the cache account of its region, the resource group the VM came from, policy, container.
+    let psd = &item_after_commit["properties"]["providerSpecificDetails"];
+    let staging =
+        info.cache_storage_accounts[psd["recoveryFabricLocation"].as_str().expect("running location")].clone();
+    let source_vm = psd["fabricObjectId"].as_str().expect("fabricObjectId");
+    let segs: Vec<&str> = source_vm.split('/').collect();
+    let recovery_rg = format!("/subscriptions/{}/resourceGroups/{}", segs[2], segs[4]);
+    let disks: Vec<Value> = psd["protectedManagedDisks"]
+        .as_array()
+        .expect("managed disks")
+        .iter()
+        .map(|d| {
+            json!({"diskId": d["recoveryTargetDiskId"], "primaryStagingAzureStorageAccountId": staging,
+                "recoveryResourceGroupId": recovery_rg,
+                "recoveryReplicaDiskAccountType": d["recoveryReplicaDiskAccountType"],
+                "recoveryTargetDiskAccountType": d["recoveryTargetDiskAccountType"]})
+        })
+        .collect();
     let switch = json!({"properties": {"replicationProtectedItemName": item_name,
-        "providerSpecificDetails": {"instanceType": "A2A", "recoveryContainerId": container_arm_id}}});
+        "providerSpecificDetails": {"instanceType": "A2A", "recoveryContainerId": container_arm_id,
+            "vmDisks": [], "vmManagedDisks": disks, "recoveryResourceGroupId": recovery_rg,
+            "policyId": item_after_commit["properties"]["policyId"]}}});
     let job = arm.post(&format!("{container_id}/switchprotection"), Some(switch)).await;
     let reprotect_job = arm.finished_job(&job).await;
     assert_eq!(
@@ -985,6 +1006,212 @@ async fn simulator_carries_every_key_of_the_recorded_a2a_failover_and_commit() {
         ("GetA2AResources#3 container vs containers[0]", response(&sdk, 3), &seen.containers["value"][0]),
         ("GetA2AResources#5 mapping vs mappings[0]", response(&sdk, 5), &seen.mappings["value"][0]),
     ]);
+}
+
+// =============================================================================================
+// Recorded shapes the simulator must answer with exactly, and a recorded request replayed
+
+/// Keys of an object, sorted.
+fn key_set(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// Whether a recorded value is "nothing": null, [] or {}.
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// A simulator with realistic timing and one failover just accepted: (simulator, arm, 202's job id).
+async fn one_failover_accepted() -> (tern_asr_sim::RunningSimulator, Arm, String) {
+    let mut config = tern_asr_sim::SimConfig::default();
+    config.estate.vms = 1;
+    config.estate.state = tern_asr_sim::SeedState::Protected;
+    config.throttle.enabled = false;
+    let sim = tern_asr_sim::start(tern_asr_sim::SimOptions::new(config)).await.expect("simulator starts");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let arm = Arm { http: reqwest::Client::new(), base: sim.url().to_owned() };
+    let info = sim.info().clone();
+    let vault = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.RecoveryServices/vaults/{}",
+        info.subscription_id, info.resource_group, info.vault
+    );
+    let list = arm.get(&format!("{vault}/replicationProtectedItems")).await;
+    let item_id = list.pointer("/value/0/id").and_then(Value::as_str).expect("an item").to_owned();
+    let body = json!({"properties": {"failoverDirection": "PrimaryToRecovery", "sourceSiteOperations": "Required",
+        "providerSpecificDetails": {"instanceType": "A2A"}}});
+    let job = arm.post(&format!("{item_id}/unplannedFailover"), Some(body)).await;
+    (sim, arm, job)
+}
+
+async fn advance(arm: &Arm, seconds: f64) {
+    let r = arm
+        .http
+        .post(format!("{}/_sim/clock/advance", arm.base))
+        .json(&json!({"seconds": seconds}))
+        .send()
+        .await
+        .expect("advance sent");
+    assert!(r.status().is_success());
+}
+
+#[tokio::test]
+async fn a_new_job_answers_exactly_the_recorded_placeholder() {
+    let rec = recording(FAILOVER_COMMIT);
+    let recorded = response(&rec, 147);
+    let (sim, arm, job_id) = one_failover_accepted().await;
+    let got = arm.get(&job_id).await;
+    assert_eq!(key_set(&got), key_set(&recorded));
+    assert_eq!(key_set(&got["properties"]), key_set(&recorded["properties"]), "{got:#}");
+    for (k, v) in recorded["properties"].as_object().unwrap() {
+        if k == "activityId" {
+            let a = got["properties"][k].as_str().expect("an activity id");
+            assert!(a.contains(" ActivityId: "), "{a}");
+        } else {
+            assert_eq!(&got["properties"][k], v, "placeholder {k}");
+        }
+    }
+    assert_eq!(got["type"], recorded["type"]);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_list_entry_has_exactly_the_recorded_summary_shape() {
+    let rec = recording(FAILOVER_COMMIT);
+    // Entry 141: the list's newest job is InProgress (SecondaryIrCompletion), as ours will be.
+    let recorded = response(&rec, 141)["value"][0].clone();
+    assert_eq!(recorded["properties"]["state"], "InProgress");
+    let (sim, arm, job_id) = one_failover_accepted().await;
+    advance(&arm, 10.0).await; // past the placeholder window
+    let vault = job_id.rsplit_once("/replicationJobs/").map(|(v, _)| v.to_owned()).expect("a job id");
+    let list = arm.get(&format!("{vault}/replicationJobs")).await;
+    let got = list["value"][0].clone();
+    assert_eq!(got["properties"]["state"], "InProgress", "{got:#}");
+    assert_eq!(key_set(&got), key_set(&recorded));
+    assert_eq!(key_set(&got["properties"]), key_set(&recorded["properties"]), "{got:#}");
+    for (k, v) in recorded["properties"].as_object().unwrap() {
+        if is_empty_value(v) {
+            assert_eq!(&got["properties"][k], v, "summary {k} is {v} as recorded");
+        }
+    }
+    assert_eq!(got["properties"]["allowedActions"], recorded["properties"]["allowedActions"]);
+    // The same job's GET has what the list leaves out.
+    let full = arm.get(&job_id).await;
+    assert!(full["properties"]["tasks"].as_array().is_some_and(|t| t.len() == 5), "{full:#}");
+    assert!(full["properties"]["activityId"].is_string() && full["properties"]["customDetails"].is_object());
+    sim.stop().await;
+}
+
+/// The world of the recorded reprotect: the item (entry 13), the VM that runs now (entry 15).
+fn recorded_reprotect_world(rec: &[Value]) -> tern_asr_sim::validate::ReprotectWorld {
+    let item = response(rec, 13);
+    let vm = response(rec, 15);
+    let body = recorded_body(rec, 16, "RequestBody").expect("the switchprotection body");
+    let item_id = item["id"].as_str().unwrap();
+    let container = item_id.rsplit_once("/replicationProtectedItems/").unwrap().0.to_owned();
+    let psd = &item["properties"]["providerSpecificDetails"];
+    let storage = &vm["properties"]["storageProfile"];
+    let mut disks = vec![storage["osDisk"]["managedDisk"]["id"].as_str().unwrap().to_owned()];
+    disks.extend(
+        storage["dataDisks"].as_array().unwrap().iter().map(|d| d["managedDisk"]["id"].as_str().unwrap().to_owned()),
+    );
+    let running = vm["location"].as_str().unwrap().to_owned();
+    let target = psd["primaryFabricLocation"].as_str().unwrap().to_owned();
+    // The staging account PowerShell was given (gl-rec-rg-prod-z2zgql-ukw: in ukwest, where the
+    // VM runs), and the item's own cache account in the region it came from.
+    let staging =
+        body["properties"]["providerSpecificDetails"]["vmManagedDisks"][0]["primaryStagingAzureStorageAccountId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let old_cache = psd["protectedManagedDisks"][0]["primaryStagingAzureStorageAccountId"].as_str().unwrap().to_owned();
+    let source_vm = psd["fabricObjectId"].as_str().unwrap();
+    let segs: Vec<&str> = source_vm.split('/').collect();
+    tern_asr_sim::validate::ReprotectWorld {
+        container_id: container,
+        policy_ids: vec![item["properties"]["policyId"].as_str().unwrap().to_owned()],
+        managed: psd["protectedManagedDisks"].as_array().is_some_and(|d| !d.is_empty()),
+        disks,
+        storage_accounts: [(staging, running.clone()), (old_cache, target.clone())].into_iter().collect(),
+        running_location: running,
+        target_location: target,
+        recovery_resource_groups: vec![format!("/subscriptions/{}/resourceGroups/{}", segs[2], segs[4])],
+    }
+}
+
+#[test]
+fn the_recorded_switch_protection_body_is_accepted_and_its_mutations_refused() {
+    use tern_asr_sim::validate;
+    let rec = recording(REPROTECT);
+    let world = recorded_reprotect_world(&rec);
+    let body = recorded_body(&rec, 16, "RequestBody").expect("the switchprotection body");
+    let parse =
+        |v: &Value| serde_json::from_value::<Input<SwitchProtectionInput>>(v.clone()).expect("parses").properties;
+    let accepted =
+        validate::switch_protection(&parse(&body), &world).unwrap_or_else(|r| panic!("refused: {:?}", r.body));
+    assert_eq!(accepted.len(), 1);
+    assert!(accepted[0].staging_account.ends_with("/bootdiag0411052737"));
+    assert_eq!(accepted[0].target_type.as_deref(), Some("Premium_LRS"));
+
+    let item = response(&rec, 13);
+    let left_disk = item["properties"]["providerSpecificDetails"]["protectedManagedDisks"][0]["diskId"].clone();
+    let old_cache = item["properties"]["providerSpecificDetails"]["protectedManagedDisks"][0]["primaryStagingAzureStorageAccountId"].clone();
+    let details = "/properties/providerSpecificDetails";
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let mutations: Vec<(&str, Mutation, &str)> = vec![
+        (
+            "a disk removed",
+            Box::new(|b: &mut Value| b.pointer_mut(details).unwrap()["vmManagedDisks"] = json!([])),
+            "properties.providerSpecificDetails.vmManagedDisks'",
+        ),
+        (
+            "a disk of the region being left",
+            Box::new(move |b: &mut Value| {
+                b.pointer_mut(&format!("{details}/vmManagedDisks/0")).unwrap()["diskId"] = left_disk.clone()
+            }),
+            "properties.providerSpecificDetails.vmManagedDisks[0].diskId",
+        ),
+        (
+            "a staging account in the wrong region",
+            Box::new(move |b: &mut Value| {
+                b.pointer_mut(&format!("{details}/vmManagedDisks/0")).unwrap()["primaryStagingAzureStorageAccountId"] =
+                    old_cache.clone()
+            }),
+            "properties.providerSpecificDetails.vmManagedDisks[0].primaryStagingAzureStorageAccountId",
+        ),
+        (
+            "no recoveryContainerId",
+            Box::new(|b: &mut Value| {
+                b.pointer_mut(details).unwrap().as_object_mut().unwrap().remove("recoveryContainerId");
+            }),
+            "properties.providerSpecificDetails.recoveryContainerId",
+        ),
+        (
+            "vmDisks on a managed item",
+            Box::new(|b: &mut Value| {
+                b.pointer_mut(details).unwrap()["vmDisks"] =
+                    json!([{"diskUri": "https://x.blob.core.windows.net/vhds/os.vhd"}])
+            }),
+            "properties.providerSpecificDetails.vmDisks'",
+        ),
+    ];
+    for (what, mutate, field) in &mutations {
+        let mut b = body.clone();
+        mutate(&mut b);
+        let refused = validate::switch_protection(&parse(&b), &world).expect_err(what);
+        assert_eq!(refused.status, 400, "{what}");
+        assert!(
+            refused.body.error.message.contains(field),
+            "{what}: {field} not named in {}",
+            refused.body.error.message
+        );
+    }
 }
 
 // =============================================================================================

@@ -62,6 +62,9 @@ async fn a_vm_goes_through_failover_commit_reprotect_failback_commit_reprotect()
     let job = sim.job_of(&accepted).await;
     assert!(matches!(props(&job, "state").as_str(), Some("NotStarted" | "InProgress")), "{job:#}");
     item = sim.item("vm-00001").await;
+    assert_eq!(props(&item, "currentScenario")["scenarioName"], "None", "the item lags behind its 202");
+    sim.advance(30.0).await; // past the item's scenario lag
+    item = sim.item("vm-00001").await;
     assert_eq!(props(&item, "currentScenario")["scenarioName"], "UnplannedFailover");
     assert_eq!(props(&item, "currentScenario")["jobId"], json!(accepted.header("x-ms-request-id").unwrap()));
     assert!(allowed(&item).is_empty(), "nothing else may start while the failover runs");
@@ -102,7 +105,7 @@ async fn a_vm_goes_through_failover_commit_reprotect_failback_commit_reprotect()
     assert!(sim.get(&format!("{id}/recoveryPoints")).await.body["value"].as_array().unwrap().is_empty());
 
     // 3. Reprotect (switch protection) secondary -> primary: the item is re-homed under a new id.
-    let accepted = sim.post(&format!("{first_home}/switchprotection"), Some(switch_body(&item))).await;
+    let accepted = sim.post(&format!("{first_home}/switchprotection"), Some(sim.switch_body(&item))).await;
     assert_eq!(accepted.status, 202, "{:?}", accepted.body);
     sim.advance(200.0).await;
     let job = sim.job_of(&accepted).await;
@@ -116,8 +119,10 @@ async fn a_vm_goes_through_failover_commit_reprotect_failback_commit_reprotect()
     assert_eq!(sim.get(&id).await.status, 404, "the old id is gone");
     let syncing = sim.get(&new_id).await.body;
     assert_eq!(props(&syncing, "protectionState"), "EnablingProtection");
-    let pct = props(&syncing, "providerSpecificDetails")["monitoringPercentageCompletion"].as_i64().unwrap();
-    assert!((0..100).contains(&pct), "sync progress is reported: {pct}");
+    let disk = &props(&syncing, "providerSpecificDetails")["protectedManagedDisks"][0];
+    assert_eq!(disk["diskState"], "InitialReplicationPending");
+    let pct = disk["monitoringPercentageCompletion"].as_i64().unwrap();
+    assert!((0..100).contains(&pct), "sync progress is reported per disk: {pct}");
     assert_eq!(props(&syncing, "providerSpecificDetails")["lifecycleId"], lifecycle, "lifecycleId is stable");
     finish(&sim, &accepted).await;
     let container = sim.get(accepted.header("location").unwrap()).await;
@@ -139,8 +144,13 @@ async fn a_vm_goes_through_failover_commit_reprotect_failback_commit_reprotect()
         .post(&format!("{new_id}/unplannedFailover"), Some(failover_body("RecoveryToPrimary", true, Some(&point))))
         .await;
     let job = finish(&sim, &accepted).await;
-    let process =
-        props(&job, "tasks").as_array().unwrap().iter().find(|t| t["taskId"] == "ProcessDataTask").unwrap().clone();
+    let process = props(&job, "tasks")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["taskId"] == "PrepareForUnPlannedFailoverTask")
+        .unwrap()
+        .clone();
     assert_eq!(process["stateDescription"], "Skipped", "a named point needs no processing");
     let point_name = point.rsplit('/').next().unwrap();
     assert_eq!(
@@ -157,7 +167,7 @@ async fn a_vm_goes_through_failover_commit_reprotect_failback_commit_reprotect()
     finish(&sim, &sim.post(&format!("{new_id}/failoverCommit"), None).await).await;
     item = sim.get(&new_id).await.body;
     assert_eq!(state(&item), ("UnplannedFailoverCommitted".into(), "Recovery".into()));
-    let accepted = sim.post(&format!("{}/switchprotection", container_of(&new_id)), Some(switch_body(&item))).await;
+    let accepted = sim.post(&format!("{}/switchprotection", container_of(&new_id)), Some(sim.switch_body(&item))).await;
     finish(&sim, &accepted).await;
     item = sim.item("vm-00001").await;
     assert_eq!(state(&item), ("Protected".into(), "Primary".into()));
@@ -198,7 +208,7 @@ async fn illegal_operations_are_refused_with_asr_errors_and_change_nothing() {
         "the message lists what is allowed: {}",
         commit.error_message()
     );
-    let switch = sim.post(&format!("{}/switchprotection", container_of(&id)), Some(switch_body(&item))).await;
+    let switch = sim.post(&format!("{}/switchprotection", container_of(&id)), Some(sim.switch_body(&item))).await;
     assert_eq!(switch.status, 400, "reprotect needs a committed failover");
 
     let bad_point = sim
@@ -296,9 +306,17 @@ async fn recovery_points_follow_the_policy_and_cover_only_disks_present_when_tak
     assert!(
         used["recoveryPointTime"].as_str().unwrap() > points[0]["properties"]["recoveryPointTime"].as_str().unwrap()
     );
-    let process =
-        props(&job, "tasks").as_array().unwrap().iter().find(|t| t["taskId"] == "ProcessDataTask").unwrap().clone();
-    assert_eq!(process["state"], "Succeeded");
+    let process = props(&job, "tasks")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["taskId"] == "PrepareForUnPlannedFailoverTask")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (process["name"].as_str(), process["state"].as_str()),
+        (Some("VmPrepareForUnPlannedFailover"), Some("Succeeded"))
+    );
 }
 
 #[tokio::test]
@@ -324,12 +342,26 @@ async fn lists_page_with_next_links_and_filter() {
     names.dedup();
     assert_eq!(names.len(), 250, "no item twice across pages");
 
-    let filtered =
-        sim.get(&format!("{}/replicationProtectedItems?$filter=friendlyName%20eq%20'vm-00042'", sim.vault())).await;
-    assert_eq!(filtered.body["value"].as_array().unwrap().len(), 1);
-    let bad = sim.get(&format!("{}/replicationProtectedItems?$filter=color%20eq%20'red'", sim.vault())).await;
-    assert_eq!(bad.status, 400);
-    assert!(bad.error_message().contains("color"));
+    // Only the spec's ProtectedItemsQueryParameter fields filter; any other is refused by name.
+    let by_fabric = sim
+        .get(&format!(
+            "{}/replicationProtectedItems?$filter=sourceFabricName%20eq%20'asr-a2a-default-westus'%20and%20instanceType%20eq%20'A2A'",
+            sim.vault()
+        ))
+        .await;
+    assert_eq!(by_fabric.status, 200, "{:?}", by_fabric.body);
+    assert_eq!(by_fabric.body["value"].as_array().unwrap().len(), 100, "first page of the 250 in westus");
+    let elsewhere = sim
+        .get(&format!("{}/replicationProtectedItems?$filter=sourceFabricLocation%20eq%20'eastus'", sim.vault()))
+        .await;
+    assert!(elsewhere.body["value"].as_array().unwrap().is_empty());
+    let vmware = sim.get(&format!("{}/replicationProtectedItems?$filter=vCenterName%20eq%20'vc1'", sim.vault())).await;
+    assert!(vmware.body["value"].as_array().unwrap().is_empty(), "no A2A item has a vCenter");
+    for field in ["friendlyName", "protectionState", "replicationHealth", "activeLocation", "lifecycleId", "color"] {
+        let bad = sim.get(&format!("{}/replicationProtectedItems?$filter={field}%20eq%20'x'", sim.vault())).await;
+        assert_eq!(bad.status, 400, "{field}: {:?}", bad.body);
+        assert!(bad.error_message().contains(field), "{field}: {}", bad.error_message());
+    }
 
     let container = container_of(sim.item("vm-00001").await["id"].as_str().unwrap());
     let in_container = sim.get(&format!("{container}/replicationProtectedItems")).await;
@@ -351,6 +383,10 @@ async fn jobs_list_filters_by_state() {
             202
         );
     }
+    let running =
+        sim.get(&format!("{}/replicationJobs?$filter=jobStatus%20eq%20'InProgress,NotStarted'", sim.vault())).await;
+    assert!(running.body["value"].as_array().unwrap().is_empty(), "placeholders are absent from lists");
+    sim.advance(10.0).await; // past the placeholder window
     let running =
         sim.get(&format!("{}/replicationJobs?$filter=jobStatus%20eq%20'InProgress,NotStarted'", sim.vault())).await;
     assert_eq!(running.body["value"].as_array().unwrap().len(), 2);

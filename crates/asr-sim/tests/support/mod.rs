@@ -97,12 +97,84 @@ impl Sim {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
-    /// The protected item of a VM, wherever it lives now.
-    pub async fn item(&self, vm: &str) -> Value {
-        let r =
-            self.get(&format!("{}/replicationProtectedItems?$filter=friendlyName%20eq%20'{vm}'", self.vault())).await;
+    /// The two protection containers of the estate (`.../replicationProtectionContainers/{c}`).
+    pub async fn containers(&self) -> Vec<String> {
+        let r = self.get(&format!("{}/replicationProtectionContainers", self.vault())).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
-        r.body["value"][0].clone()
+        r.body["value"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// The protected item of a VM, wherever it lives now (items are named after their VM; the
+    /// spec has no friendlyName filter, so it is looked up in each container).
+    pub async fn item(&self, vm: &str) -> Value {
+        for container in self.containers().await {
+            let r = self.get(&format!("{container}/replicationProtectedItems/{vm}")).await;
+            if r.status == 200 {
+                return r.body;
+            }
+            assert_eq!(r.status, 404, "{:?}", r.body);
+        }
+        panic!("no protected item for {vm}")
+    }
+
+    /// A complete switch-protection body for a committed item, built the way PowerShell builds
+    /// it (reprotect recording entries 13–16): one `vmManagedDisks` entry per disk of the VM that
+    /// runs now (the item's `recoveryTargetDiskId`s), the cache account of the region it runs
+    /// in, the resource group of the VM it came from, the item's policy and container.
+    pub fn switch_body(&self, item: &Value) -> Value {
+        let id = item["id"].as_str().unwrap();
+        let psd = &item["properties"]["providerSpecificDetails"];
+        let running = psd["recoveryFabricLocation"].as_str().unwrap();
+        let staging = self.running.info().cache_storage_accounts[running].clone();
+        let rg = resource_group_of(psd["fabricObjectId"].as_str().unwrap());
+        let managed: Vec<Value> = psd["protectedManagedDisks"]
+            .as_array()
+            .map(|disks| {
+                disks
+                    .iter()
+                    .map(|d| {
+                        json!({"diskId": d["recoveryTargetDiskId"], "primaryStagingAzureStorageAccountId": staging,
+                            "recoveryResourceGroupId": rg,
+                            "recoveryReplicaDiskAccountType": d["recoveryReplicaDiskAccountType"],
+                            "recoveryTargetDiskAccountType": d["recoveryTargetDiskAccountType"]})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let vhds: Vec<Value> = psd["protectedDisks"]
+            .as_array()
+            .map(|disks| {
+                disks
+                    .iter()
+                    .map(|d| {
+                        json!({"diskUri": d["recoveryDiskUri"], "primaryStagingAzureStorageAccountId": staging,
+                            "recoveryAzureStorageAccountId": d["primaryDiskAzureStorageAccountId"]})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({"properties": {
+            "replicationProtectedItemName": item["name"],
+            "providerSpecificDetails": {"instanceType": "A2A", "recoveryContainerId": container_of(id),
+                "policyId": item["properties"]["policyId"], "recoveryResourceGroupId": rg,
+                "vmManagedDisks": managed, "vmDisks": vhds},
+        }})
+    }
+
+    /// POSTs a client request id with the request.
+    pub async fn post_with_client_id(&self, path: &str, body: Option<Value>, client_id: &str) -> Reply {
+        let mut req =
+            self.http.post(self.full(path)).bearer_auth(&self.token).header("x-ms-client-request-id", client_id);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, headers, body }
     }
 
     /// Jumps the simulated clock.
@@ -167,12 +239,60 @@ pub fn failover_body(direction: &str, shutdown: bool, point: Option<&str>) -> Va
     }})
 }
 
-pub fn switch_body(item: &Value) -> Value {
-    let id = item["id"].as_str().unwrap();
-    json!({"properties": {
-        "replicationProtectedItemName": item["name"],
-        "providerSpecificDetails": {"instanceType": "A2A", "recoveryContainerId": container_of(id)},
-    }})
+/// `/subscriptions/{s}/resourceGroups/{rg}` of an ARM id (any case).
+pub fn resource_group_of(id: &str) -> String {
+    let segs: Vec<&str> = id.split('/').collect();
+    let i = segs.iter().position(|s| s.eq_ignore_ascii_case("resourceGroups")).unwrap();
+    format!("/subscriptions/{}/resourceGroups/{}", segs[i - 1], segs[i + 1])
+}
+
+/// Polls `check` until it holds or `timeout` passes (tests wait on conditions, never a fixed
+/// time).
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A seed for randomised tests: `TERN_TEST_SEED` if set, else fresh; printed when the test
+/// fails, so the run can be repeated.
+#[derive(Debug)]
+pub struct Seed(u64);
+
+impl Seed {
+    pub fn new() -> Self {
+        let seed = std::env::var("TERN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            (t.as_nanos() as u64) ^ u64::from(std::process::id()).rotate_left(32)
+        });
+        Self(seed)
+    }
+
+    pub fn value(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Seed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Seed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed with seed {0}; repeat it with TERN_TEST_SEED={0}", self.0);
+        }
+    }
 }
 
 /// A config with `vms` VMs in `state`, every job done at once, no throttling.
