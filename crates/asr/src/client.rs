@@ -1,11 +1,15 @@
 //! Typed ASR, Compute and Network operations, with at-most-once submission of side effects.
 //!
-//! Every mutating call returns a [`Submission`]. When Azure's answer is lost (timeout, reset,
-//! 5xx), the client does not send again: it reads the item's `currentScenario`,
-//! `allowedOperations` and recent jobs and says whether the operation is already running,
-//! already finished, or was never started — so the caller attaches to the job, or retries
-//! knowing it is safe.
+//! Every mutating call carries a deterministic `x-ms-client-request-id` chosen by the caller
+//! ([`request_key`]), which ASR makes the first part of the job's `activityId`, and returns a
+//! [`Submission`]. When Azure's answer is lost (timeout, reset, 5xx), the client does not send
+//! again: it looks for the job its request id started (lists carry no activity id, so it GETs
+//! the candidates) and says whether the operation is already running, already finished, not
+//! settled yet (a new job is a placeholder at first and the item does not name it at once), or
+//! — once [`AsrConfig::lost_request_window`] has passed without a job — never started, so the
+//! caller attaches to the job, waits, or sends again knowing it is safe.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,9 +25,10 @@ use crate::config::AsrConfig;
 use crate::error::AsrError;
 use crate::http::{Http, HttpStats, RawResponse, decode};
 use crate::model::{
-    ApplyRecoveryPointInput, ContainerMapping, DisableProtectionInput, Fabric, Job, JobState, NetworkInterface, Page,
-    PlanFailoverInput, PlanTestFailoverInput, Policy, ProtectedItem, ProtectionContainer, RecoveryPlan, RecoveryPoint,
-    SwitchProtectionInput, TestFailoverCleanupInput, TestFailoverInput, UnplannedFailoverInput, VirtualMachine,
+    ApplyRecoveryPointInput, ContainerMapping, DisableProtectionInput, Fabric, Job, JobState, ManagedDisk,
+    NetworkInterface, Page, PlanFailoverInput, PlanTestFailoverInput, Policy, ProtectedItem, ProtectionContainer,
+    PublicIpAddress, RecoveryPlan, RecoveryPoint, StorageAccount, SwitchProtectionInput, TestFailoverCleanupInput,
+    TestFailoverInput, UnplannedFailoverInput, VirtualMachine, VmDiskInput, VmManagedDiskInput,
 };
 use crate::observe::{self, Op};
 
@@ -38,6 +43,9 @@ pub enum SubmitOutcome {
     AlreadyFinished,
     /// The answer was lost and the operation did not start: sending it again is safe.
     NotStarted,
+    /// The answer was lost and no job of the request shows yet, though one still may: do not
+    /// send again; look again later ([`AsrClient::settle`]).
+    Unsettled,
 }
 
 /// The result of submitting a side effect.
@@ -75,8 +83,12 @@ impl FailoverDirection {
 pub struct ReprotectSettings {
     /// Resource group the VM will be re-created in on the next failover.
     pub resource_group_id: Option<String>,
-    /// Cache storage account in the region the VM runs in now.
+    /// Cache storage account in the region the VM runs in now, for every VM (overrides the
+    /// per-region accounts).
     pub cache_storage_account_id: Option<String>,
+    /// Cache storage account per Azure region (`eastus` → ARM id): the one of the region the
+    /// VM runs in is used; else the client's configured one ([`AsrConfig::cache_storage_accounts`]).
+    pub cache_storage_accounts: BTreeMap<String, String>,
     /// Replica and target disk type for every disk.
     pub disk_type: Option<String>,
     /// Availability set of the recovery VM.
@@ -91,22 +103,32 @@ pub struct ReprotectSettings {
     pub policy_id: Option<String>,
 }
 
-/// The side effects the client knows how to reconcile.
+/// The side effects the client submits and knows how to find again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mutation {
+pub enum Mutation {
+    /// `unplannedFailover`.
     Failover,
+    /// `failoverCommit`.
     Commit,
+    /// `applyRecoveryPoint`.
     ApplyRecoveryPoint,
+    /// `failoverCancel`.
     CancelFailover,
+    /// `switchprotection` (A2A reprotect).
     SwitchProtection,
+    /// `testFailover`.
     TestFailover,
+    /// `testFailoverCleanup`.
     TestFailoverCleanup,
+    /// `repairReplication`.
     Repair,
+    /// `remove` (disable replication).
     Disable,
 }
 
 impl Mutation {
-    fn action(self) -> &'static str {
+    /// The action segment of the request path.
+    pub fn action(self) -> &'static str {
         match self {
             Mutation::Failover => "unplannedFailover",
             Mutation::Commit => "failoverCommit",
@@ -121,7 +143,7 @@ impl Mutation {
     }
 
     /// The logical operation name of spans and metrics.
-    fn operation(self) -> &'static str {
+    pub fn operation(self) -> &'static str {
         match self {
             Mutation::Failover => "unplannedFailover",
             Mutation::Commit => "commit",
@@ -136,7 +158,7 @@ impl Mutation {
     }
 
     /// The `allowedOperations` value that gates it.
-    fn gate(self) -> &'static str {
+    pub fn gate(self) -> &'static str {
         match self {
             Mutation::Failover => "UnplannedFailover",
             Mutation::Commit => "Commit",
@@ -152,7 +174,7 @@ impl Mutation {
 
     /// Whether a scenario or job scenario name is this operation's. Matching is loose on
     /// purpose: ASR's scenario names are not documented (e.g. "SwitchReplicationGroupProtection").
-    fn matches_scenario(self, scenario: &str) -> bool {
+    pub fn matches_scenario(self, scenario: &str) -> bool {
         let s = scenario.to_ascii_lowercase();
         let keys: &[&str] = match self {
             Mutation::Failover => &["unplannedfailover", "failover"],
@@ -174,7 +196,7 @@ impl Mutation {
     }
 
     /// Whether `after` shows the operation's effect on `before`.
-    fn is_done(self, before: &ProtectedItem, after: Option<&ProtectedItem>) -> bool {
+    pub fn is_done(self, before: &ProtectedItem, after: Option<&ProtectedItem>) -> bool {
         let Some(after) = after else { return self == Mutation::Disable };
         match self {
             Mutation::Failover => after.active_location().eq_ignore_ascii_case("Recovery"),
@@ -194,6 +216,18 @@ impl Mutation {
         }
     }
 }
+
+/// A deterministic `x-ms-client-request-id` for a side effect: the same parts (say a command
+/// id, a step and how often it was sent) always give the same GUID, so whoever sent it — or a
+/// successor after a crash — can find the job it started by its `activityId`.
+pub fn request_key(parts: &[&str]) -> String {
+    // A fixed namespace of Tern's own: a name-based (v5) id is stable across processes.
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x7e4e_2c6a_8d1f_4b0e_9a3c_5f61_d2b8_c407);
+    uuid::Uuid::new_v5(&NAMESPACE, parts.join("\u{1f}").as_bytes()).to_string()
+}
+
+/// How far back of a request's send time a job's start may lie (clocks differ).
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 
 /// The Azure client. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -348,7 +382,12 @@ impl AsrClient {
             for container in self.list_containers(&fabric.name).await? {
                 let id = format!("{}/replicationProtectedItems/{name}", container.id);
                 match self.get_item(&id).await {
-                    Ok(item) if lifecycle_id.is_none() || item.lifecycle_id() == lifecycle_id => return Ok(Some(item)),
+                    Ok(item)
+                        if item.name.eq_ignore_ascii_case(name)
+                            && (lifecycle_id.is_none() || item.lifecycle_id() == lifecycle_id) =>
+                    {
+                        return Ok(Some(item));
+                    }
                     Ok(_) => {}
                     Err(e) if e.class() == crate::error::ErrorClass::NotFound => {}
                     Err(e) => return Err(e),
@@ -370,6 +409,20 @@ impl AsrClient {
         Ok(points)
     }
 
+    /// Finds an item by its VM's name in a full list of the vault's items (no filter: the
+    /// REST spec defines none for names), checking the name and, when given, the lifecycle id.
+    pub async fn find_item_by_vm_name(
+        &self,
+        vm_name: &str,
+        lifecycle_id: Option<&str>,
+    ) -> Result<Option<ProtectedItem>, AsrError> {
+        let items = self.list_items(None, None).await?;
+        Ok(items.into_iter().find(|i| {
+            i.friendly_name().eq_ignore_ascii_case(vm_name)
+                && (lifecycle_id.is_none() || i.lifecycle_id() == lifecycle_id)
+        }))
+    }
+
     // -----------------------------------------------------------------------------------------
     // Side effects
 
@@ -379,10 +432,11 @@ impl AsrClient {
         mutation: Mutation,
         url: String,
         body: Option<Value>,
+        key: &str,
     ) -> Result<Submission, AsrError> {
         let operation = format!("POST {} {}", mutation.action(), item.friendly_name());
         let sent_at = OffsetDateTime::now_utc();
-        let op = Op::new(mutation.operation(), &operation);
+        let op = Op::new(mutation.operation(), &operation).with_request_id(key);
         match self.http.mutate(Method::POST, &url, body.as_ref(), op).await {
             Ok(raw) => {
                 info!(%operation, job = ?job_name_from(&raw), "accepted");
@@ -393,21 +447,41 @@ impl AsrClient {
                 })
             }
             Err(e) if e.is_ambiguous() => {
-                info!(%operation, error = %e, "outcome unknown; reading Azure's state instead of sending again");
-                self.reconcile(item, mutation, sent_at).await
+                info!(%operation, error = %e, "outcome unknown; looking for the request's job instead of sending again");
+                self.settle(item, mutation, &[key.to_owned()], sent_at).await
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Settles an ambiguous submission from Azure's state: the item's current scenario and
-    /// allowed operations, and the jobs started since the request was sent.
-    async fn reconcile(
+    /// Settles a side effect whose answer was lost, or that an earlier owner of the work may
+    /// have sent: `keys` are the request ids it may have gone out with, `sent_at` the latest
+    /// moment it may have been sent.
+    ///
+    /// The job such a request started is found by its activity id ([`Self::find_submitted`]).
+    /// While none shows, the request counts as unsettled until [`AsrConfig::lost_request_window`]
+    /// after `sent_at`: a new job answers as a placeholder at first, and the item does not name
+    /// it at once, so "no job seen" proves nothing early on. After the window the item decides:
+    /// its effect is there (already finished), or the operation is allowed (not started: safe to
+    /// send), or neither (an error that invites no second send).
+    pub async fn settle(
         &self,
         before: &ProtectedItem,
         mutation: Mutation,
+        keys: &[String],
         sent_at: OffsetDateTime,
     ) -> Result<Submission, AsrError> {
+        if let Some(job) = self.find_submitted(before, mutation, keys, sent_at - CLOCK_SKEW).await? {
+            let outcome =
+                if job.state().is_terminal() { SubmitOutcome::AlreadyFinished } else { SubmitOutcome::AlreadyRunning };
+            return Ok(Submission { outcome, job: Some(job.name), location: None });
+        }
+        let window = self.config().lost_request_window;
+        let waited = OffsetDateTime::now_utc() - sent_at;
+        if waited < time::Duration::try_from(window).unwrap_or(time::Duration::MAX) {
+            debug!(item = before.friendly_name(), ?waited, "no job of the request yet; too early to tell");
+            return Ok(Submission { outcome: SubmitOutcome::Unsettled, job: None, location: None });
+        }
         let after = match self.get_item(&before.id).await {
             Ok(item) => Some(item),
             Err(e) if e.class() == crate::error::ErrorClass::NotFound => {
@@ -415,40 +489,23 @@ impl AsrClient {
             }
             Err(e) => return Err(e),
         };
-        if let Some(a) = &after
-            && let (Some(job), Some(scenario)) =
-                (a.running_job_id(), a.properties.current_scenario.as_ref().and_then(|s| s.scenario_name.as_deref()))
-            && mutation.matches_scenario(scenario)
-        {
-            return Ok(Submission {
-                outcome: SubmitOutcome::AlreadyRunning,
-                job: Some(last_segment(job).to_owned()),
-                location: None,
-            });
-        }
-        let recent = self.recent_job(before.friendly_name(), mutation, sent_at).await?;
-        if let Some(job) = recent {
-            let outcome =
-                if job.state().is_terminal() { SubmitOutcome::AlreadyFinished } else { SubmitOutcome::AlreadyRunning };
-            return Ok(Submission { outcome, job: Some(job.name), location: None });
-        }
         if mutation.is_done(before, after.as_ref()) {
             return Ok(Submission { outcome: SubmitOutcome::AlreadyFinished, job: None, location: None });
         }
-        if after.as_ref().is_some_and(|a| a.allows(mutation.gate())) {
+        if after.as_ref().is_some_and(|a| a.allows(mutation.gate()) && a.running_job_id().is_none()) {
             return Ok(Submission { outcome: SubmitOutcome::NotStarted, job: None, location: None });
         }
-        // Neither running, nor done, nor allowed: do not invite a second send.
+        // Neither started by us, nor done, nor allowed: do not invite a second send.
         Err(AsrError::Api {
             operation: format!("settle {} of {}", mutation.action(), before.friendly_name()),
             status: 409,
             code: "OutcomeUnknown".into(),
             message: format!(
-                "the request's outcome is unknown: {} shows no {} job, no effect, and does not allow it now",
+                "the request's outcome is unknown: no job carries its request id, {} shows no {} effect, and does not allow it now",
                 before.friendly_name(),
                 mutation.action()
             ),
-            possible_causes: Some("The job has not appeared yet, or another operation changed the item.".into()),
+            possible_causes: Some("Another operation changed the item, or is running on it.".into()),
             recommended_action: Some(
                 "Read the item and its jobs again before deciding to send the request again.".into(),
             ),
@@ -456,14 +513,57 @@ impl AsrClient {
         })
     }
 
-    /// The newest job of `mutation` on `vm` started since `sent_at` (minus clock skew).
-    async fn recent_job(&self, vm: &str, mutation: Mutation, sent_at: OffsetDateTime) -> Result<Option<Job>, AsrError> {
-        let query = JobQuery { started_after: Some(sent_at - time::Duration::minutes(5)), states: vec![] };
-        let jobs = self.list_jobs(&query).await?;
-        Ok(jobs.into_iter().find(|j| {
-            j.properties.target_object_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(vm))
-                && j.properties.scenario_name.as_deref().is_some_and(|s| mutation.matches_scenario(s))
-        }))
+    /// The job one of `keys` started on `item`'s VM since `since`, if any shows yet.
+    ///
+    /// Lists carry no activity id and a new job's placeholder neither scenario nor target
+    /// (A2AFailoverCommit-excerpt.json entries 41–141, 147), so each job that may be it — the
+    /// one the item names, then every listed job of this VM (or of no VM yet) whose scenario is
+    /// this operation's (or none yet) — is read on its own and kept if its activity id begins
+    /// with one of the keys. A job is never taken for ours on its scenario alone.
+    pub async fn find_submitted(
+        &self,
+        item: &ProtectedItem,
+        mutation: Mutation,
+        keys: &[String],
+        since: OffsetDateTime,
+    ) -> Result<Option<Job>, AsrError> {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let ours = |job: &Job| keys.iter().any(|k| job.started_by(k));
+        let mut checked = HashSet::new();
+        let named = match self.get_item(&item.id).await {
+            Ok(now) => now.running_job_id().map(|j| last_segment(j).to_ascii_lowercase()),
+            Err(e) if e.class() == crate::error::ErrorClass::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(name) = named {
+            let job = self.get_job(&name).await?;
+            checked.insert(name);
+            if ours(&job) {
+                return Ok(Some(job));
+            }
+        }
+        let vm = item.friendly_name();
+        let query = JobQuery { started_after: Some(since), states: vec![] };
+        let mut next: Option<String> = None;
+        loop {
+            let (page, link) = self.list_jobs_page(&query, next.as_deref()).await?;
+            for listed in page {
+                let target_fits = listed.target_name().is_none_or(|t| t.eq_ignore_ascii_case(vm));
+                let scenario_fits = listed.scenario().is_none_or(|s| mutation.matches_scenario(s));
+                if target_fits && scenario_fits && checked.insert(listed.name.to_ascii_lowercase()) {
+                    let job = self.get_job(&listed.name).await?;
+                    if ours(&job) {
+                        return Ok(Some(job));
+                    }
+                }
+            }
+            match link {
+                Some(link) => next = Some(link),
+                None => return Ok(None),
+            }
+        }
     }
 
     fn item_action(&self, item: &ProtectedItem, mutation: Mutation) -> String {
@@ -475,21 +575,23 @@ impl AsrClient {
     }
 
     /// Unplanned failover of one item (A2A failover and failback). `recovery_point_id`
-    /// `None` = latest (ASR processes pending data first).
+    /// `None` = latest (ASR processes pending data first). `key`: the request's id
+    /// ([`request_key`]).
     pub async fn unplanned_failover(
         &self,
         item: &ProtectedItem,
         direction: FailoverDirection,
         recovery_point_id: Option<String>,
         shut_down_source: bool,
+        key: &str,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&UnplannedFailoverInput::a2a(direction.as_str(), shut_down_source, recovery_point_id))?;
-        self.submit(item, Mutation::Failover, self.item_action(item, Mutation::Failover), Some(body)).await
+        self.submit(item, Mutation::Failover, self.item_action(item, Mutation::Failover), Some(body), key).await
     }
 
     /// Commits a failover (the item's recovery points are discarded).
-    pub async fn commit(&self, item: &ProtectedItem) -> Result<Submission, AsrError> {
-        self.submit(item, Mutation::Commit, self.item_action(item, Mutation::Commit), None).await
+    pub async fn commit(&self, item: &ProtectedItem, key: &str) -> Result<Submission, AsrError> {
+        self.submit(item, Mutation::Commit, self.item_action(item, Mutation::Commit), None, key).await
     }
 
     /// Moves a failed-over item to another recovery point before commit.
@@ -497,74 +599,53 @@ impl AsrClient {
         &self,
         item: &ProtectedItem,
         recovery_point_id: &str,
+        key: &str,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&ApplyRecoveryPointInput::a2a(recovery_point_id.to_owned()))?;
-        self.submit(
-            item,
-            Mutation::ApplyRecoveryPoint,
-            self.item_action(item, Mutation::ApplyRecoveryPoint),
-            Some(body),
-        )
-        .await
+        let url = self.item_action(item, Mutation::ApplyRecoveryPoint);
+        self.submit(item, Mutation::ApplyRecoveryPoint, url, Some(body), key).await
     }
 
     /// Cancels a failover that is not committed.
-    pub async fn cancel_failover(&self, item: &ProtectedItem) -> Result<Submission, AsrError> {
-        self.submit(item, Mutation::CancelFailover, self.item_action(item, Mutation::CancelFailover), None).await
+    pub async fn cancel_failover(&self, item: &ProtectedItem, key: &str) -> Result<Submission, AsrError> {
+        self.submit(item, Mutation::CancelFailover, self.item_action(item, Mutation::CancelFailover), None, key).await
     }
 
-    /// Reprotects (A2A switch protection) a committed item: it will replicate from the region
-    /// it runs in now, and is re-homed under a new id (see [`Job::new_item_id`]).
+    /// Reprotects (A2A switch protection) a committed item, built as Azure PowerShell builds
+    /// it: the VM as it runs now is read, and each of its disks is named with the cache storage
+    /// account of the region it runs in ([`reprotect_input`]). The item will replicate from
+    /// the region it runs in now, and is re-homed under a new id (see [`Job::new_item_id`]).
     pub async fn switch_protection(
         &self,
         item: &ProtectedItem,
         settings: &ReprotectSettings,
+        key: &str,
     ) -> Result<Submission, AsrError> {
         let container = item
             .container_id()
             .ok_or_else(|| AsrError::InvalidInput(format!("item id {} has no protection container", item.id)))?;
-        let a2a = item.properties.provider_specific_details.as_ref();
-        let resource_group_id = settings.resource_group_id.clone().or_else(|| {
-            // The VM comes back where it ran before the failover.
-            let source = a2a.and_then(|d| d.fabric_object_id.as_deref())?;
-            let rg = resource_group_of(source)?;
-            Some(format!("/subscriptions/{}/resourceGroups/{rg}", self.config().subscription_id))
-        });
-        let vm_managed_disks = match (&settings.cache_storage_account_id, a2a) {
-            (Some(cache), Some(d)) => d
-                .protected_managed_disks
-                .iter()
-                .map(|disk| crate::model::VmManagedDiskInput {
-                    disk_id: disk.disk_id.clone(),
-                    primary_staging_azure_storage_account_id: Some(cache.clone()),
-                    recovery_resource_group_id: resource_group_id.clone(),
-                    recovery_replica_disk_account_type: settings
-                        .disk_type
-                        .clone()
-                        .or_else(|| disk.recovery_replica_disk_account_type.clone()),
-                    recovery_target_disk_account_type: settings
-                        .disk_type
-                        .clone()
-                        .or_else(|| disk.recovery_target_disk_account_type.clone()),
-                })
-                .collect(),
-            _ => vec![],
-        };
-        let input = SwitchProtectionInput::a2a(
-            item.name.clone(),
-            crate::model::A2ASwitchProtection {
-                recovery_container_id: Some(container.clone()),
-                policy_id: settings.policy_id.clone().or_else(|| item.properties.policy_id.clone()),
-                recovery_resource_group_id: resource_group_id,
-                recovery_availability_set_id: settings.availability_set_id.clone(),
-                recovery_availability_zone: settings.availability_zone.clone(),
-                recovery_proximity_placement_group_id: settings.proximity_placement_group_id.clone(),
-                recovery_capacity_reservation_group_id: settings.capacity_reservation_group_id.clone(),
-                vm_managed_disks,
-            },
-        );
+        let vm = self.running_vm(item).await?;
+        let input = reprotect_input(item, &vm, settings, self.config())?;
         let url = self.asr(&format!("{container}/switchprotection"));
-        self.submit(item, Mutation::SwitchProtection, url, Some(Self::body(&input)?)).await
+        self.submit(item, Mutation::SwitchProtection, url, Some(Self::body(&input)?), key).await
+    }
+
+    /// The VM of `item` as it runs now: while failed over, the one in the recovery region
+    /// (`recoveryAzureVMName` in `recoveryAzureResourceGroupId`, as PowerShell reads it),
+    /// else the source VM (`fabricObjectId`).
+    pub async fn running_vm(&self, item: &ProtectedItem) -> Result<VirtualMachine, AsrError> {
+        let id = running_vm_id(item).ok_or_else(|| {
+            AsrError::InvalidInput(format!("the item {} names no VM it runs as now", item.friendly_name()))
+        })?;
+        self.get_vm(&id).await?.ok_or_else(|| AsrError::Api {
+            operation: format!("GET vm {}", last_segment(&id)),
+            status: 404,
+            code: "ResourceNotFound".into(),
+            message: format!("{id}, the VM {} runs as now, does not exist", item.friendly_name()),
+            possible_causes: Some("The VM was deleted or moved after the failover.".into()),
+            recommended_action: Some("Check the VM in the region it failed over to.".into()),
+            retry_after: None,
+        })
     }
 
     /// Test failover into an isolated network (`None`: no network attached).
@@ -573,32 +654,33 @@ impl AsrClient {
         item: &ProtectedItem,
         network_id: Option<String>,
         recovery_point_id: Option<String>,
+        key: &str,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&TestFailoverInput::a2a("PrimaryToRecovery", network_id, recovery_point_id))?;
-        self.submit(item, Mutation::TestFailover, self.item_action(item, Mutation::TestFailover), Some(body)).await
+        self.submit(item, Mutation::TestFailover, self.item_action(item, Mutation::TestFailover), Some(body), key).await
     }
 
     /// Removes what a test failover created.
-    pub async fn test_failover_cleanup(&self, item: &ProtectedItem, comments: &str) -> Result<Submission, AsrError> {
+    pub async fn test_failover_cleanup(
+        &self,
+        item: &ProtectedItem,
+        comments: &str,
+        key: &str,
+    ) -> Result<Submission, AsrError> {
         let body = Self::body(&TestFailoverCleanupInput::new(comments))?;
-        self.submit(
-            item,
-            Mutation::TestFailoverCleanup,
-            self.item_action(item, Mutation::TestFailoverCleanup),
-            Some(body),
-        )
-        .await
+        let url = self.item_action(item, Mutation::TestFailoverCleanup);
+        self.submit(item, Mutation::TestFailoverCleanup, url, Some(body), key).await
     }
 
     /// Resynchronises an item whose replication is unhealthy.
-    pub async fn repair_replication(&self, item: &ProtectedItem) -> Result<Submission, AsrError> {
-        self.submit(item, Mutation::Repair, self.item_action(item, Mutation::Repair), None).await
+    pub async fn repair_replication(&self, item: &ProtectedItem, key: &str) -> Result<Submission, AsrError> {
+        self.submit(item, Mutation::Repair, self.item_action(item, Mutation::Repair), None, key).await
     }
 
     /// Disables replication (ASR cleans what it created, unmanaged disks included).
-    pub async fn disable_replication(&self, item: &ProtectedItem) -> Result<Submission, AsrError> {
+    pub async fn disable_replication(&self, item: &ProtectedItem, key: &str) -> Result<Submission, AsrError> {
         let body = Self::body(&DisableProtectionInput::new())?;
-        self.submit(item, Mutation::Disable, self.item_action(item, Mutation::Disable), Some(body)).await
+        self.submit(item, Mutation::Disable, self.item_action(item, Mutation::Disable), Some(body), key).await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -708,31 +790,44 @@ impl AsrClient {
         action: &str,
         op_name: &'static str,
         body: Option<Value>,
+        key: &str,
     ) -> Result<Submission, AsrError> {
         let operation = format!("POST {action} recovery plan {name}");
         let url = self.vault(&format!("/replicationRecoveryPlans/{name}/{action}"));
-        match self.http.mutate(Method::POST, &url, body.as_ref(), Op::new(op_name, &operation)).await {
+        let sent_at = OffsetDateTime::now_utc();
+        let op = Op::new(op_name, &operation).with_request_id(key);
+        match self.http.mutate(Method::POST, &url, body.as_ref(), op).await {
             Ok(raw) => Ok(Submission {
                 outcome: SubmitOutcome::Accepted,
                 job: job_name_from(&raw),
                 location: raw.header("location").map(str::to_owned),
             }),
             Err(e) if e.is_ambiguous() => {
-                let plan = self.get_plan(name).await?;
-                let running = plan
-                    .properties
-                    .current_scenario
-                    .as_ref()
-                    .and_then(|s| s.job_id.clone())
-                    .filter(|j| !j.ends_with("/None"));
-                Ok(match running {
-                    Some(job) => Submission {
-                        outcome: SubmitOutcome::AlreadyRunning,
-                        job: Some(last_segment(&job).to_owned()),
-                        location: None,
-                    },
-                    None => Submission { outcome: SubmitOutcome::NotStarted, job: None, location: None },
-                })
+                // As for items: the plan's job is found by the activity id the request id
+                // became; nothing is sent again before the lost-request window has passed.
+                let query = JobQuery { started_after: Some(sent_at - CLOCK_SKEW), states: vec![] };
+                let mut checked = HashSet::new();
+                for listed in self.list_jobs(&query).await? {
+                    let fits = listed.target_name().is_none_or(|t| t.eq_ignore_ascii_case(name));
+                    if fits && checked.insert(listed.name.clone()) {
+                        let job = self.get_job(&listed.name).await?;
+                        if job.started_by(key) {
+                            let outcome = if job.state().is_terminal() {
+                                SubmitOutcome::AlreadyFinished
+                            } else {
+                                SubmitOutcome::AlreadyRunning
+                            };
+                            return Ok(Submission { outcome, job: Some(job.name), location: None });
+                        }
+                    }
+                }
+                let window = time::Duration::try_from(self.config().lost_request_window).unwrap_or(time::Duration::MAX);
+                let outcome = if OffsetDateTime::now_utc() - sent_at < window {
+                    SubmitOutcome::Unsettled
+                } else {
+                    SubmitOutcome::NotStarted
+                };
+                Ok(Submission { outcome, job: None, location: None })
             }
             Err(e) => Err(e),
         }
@@ -747,14 +842,15 @@ impl AsrClient {
         direction: FailoverDirection,
         point_type: &str,
         shut_down_source: bool,
+        key: &str,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&PlanFailoverInput::a2a(direction.as_str(), shut_down_source, point_type))?;
-        self.plan_action(name, "unplannedFailover", "planUnplannedFailover", Some(body)).await
+        self.plan_action(name, "unplannedFailover", "planUnplannedFailover", Some(body), key).await
     }
 
     /// Commits a recovery plan's failover.
-    pub async fn plan_commit(&self, name: &str) -> Result<Submission, AsrError> {
-        self.plan_action(name, "failoverCommit", "planCommit", None).await
+    pub async fn plan_commit(&self, name: &str, key: &str) -> Result<Submission, AsrError> {
+        self.plan_action(name, "failoverCommit", "planCommit", None, key).await
     }
 
     /// Test failover of a recovery plan.
@@ -763,15 +859,21 @@ impl AsrClient {
         name: &str,
         direction: FailoverDirection,
         network_id: Option<String>,
+        key: &str,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&PlanTestFailoverInput::a2a(direction.as_str(), network_id))?;
-        self.plan_action(name, "testFailover", "planTestFailover", Some(body)).await
+        self.plan_action(name, "testFailover", "planTestFailover", Some(body), key).await
     }
 
     /// Cleans up a recovery plan's test failover.
-    pub async fn plan_test_failover_cleanup(&self, name: &str, comments: &str) -> Result<Submission, AsrError> {
+    pub async fn plan_test_failover_cleanup(
+        &self,
+        name: &str,
+        comments: &str,
+        key: &str,
+    ) -> Result<Submission, AsrError> {
         let body = Self::body(&TestFailoverCleanupInput::new(comments))?;
-        self.plan_action(name, "testFailoverCleanup", "planTestFailoverCleanup", Some(body)).await
+        self.plan_action(name, "testFailoverCleanup", "planTestFailoverCleanup", Some(body), key).await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -817,39 +919,75 @@ impl AsrClient {
     /// A NIC, or `None`.
     pub async fn get_nic(&self, nic_id: &str) -> Result<Option<NetworkInterface>, AsrError> {
         let detail = format!("GET nic {}", last_segment(nic_id));
-        match self.http.get(&self.network(nic_id), Op::new("getNetworkInterface", &detail)).await {
-            Ok(n) => Ok(Some(n)),
+        self.get_optional(&self.network(nic_id), Op::new("getNetworkInterface", &detail)).await
+    }
+
+    /// A managed disk, or `None`.
+    pub async fn get_disk(&self, disk_id: &str) -> Result<Option<ManagedDisk>, AsrError> {
+        let detail = format!("GET disk {}", last_segment(disk_id));
+        let url = self.http.url(disk_id, &self.config().disk_api_version);
+        self.get_optional(&url, Op::new("getDisk", &detail)).await
+    }
+
+    /// A public IP address, or `None`.
+    pub async fn get_public_ip(&self, id: &str) -> Result<Option<PublicIpAddress>, AsrError> {
+        let detail = format!("GET public ip {}", last_segment(id));
+        self.get_optional(&self.network(id), Op::new("getPublicIpAddress", &detail)).await
+    }
+
+    /// A storage account (to check a cache account exists, and where), or `None`.
+    pub async fn get_storage_account(&self, id: &str) -> Result<Option<StorageAccount>, AsrError> {
+        let detail = format!("GET storage account {}", last_segment(id));
+        let url = self.http.url(id, &self.config().storage_api_version);
+        self.get_optional(&url, Op::new("getStorageAccount", &detail)).await
+    }
+
+    async fn get_optional<T: serde::de::DeserializeOwned>(&self, url: &str, op: Op<'_>) -> Result<Option<T>, AsrError> {
+        match self.http.get(url, op).await {
+            Ok(v) => Ok(Some(v)),
             Err(e) if e.class() == crate::error::ErrorClass::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Deletes a VM or NIC (by ARM id) and waits until it is gone. Deleting something already
-    /// gone succeeds. After an ambiguous answer the resource is read rather than deleted again.
-    pub async fn delete_resource(&self, id: &str) -> Result<(), AsrError> {
-        let is_nic = id.to_ascii_lowercase().contains("/microsoft.network/");
-        let url = if is_nic { self.network(id) } else { self.compute(id) };
-        let operation = format!("DELETE {}", last_segment(id));
-        // Azure first: something gone needs nothing, and something already being deleted (by an
-        // earlier attempt whose answer was lost) is waited for, never deleted a second time.
-        let state = if is_nic {
-            self.get_nic(id).await?.map(|n| n.properties.provisioning_state.unwrap_or_default())
-        } else {
-            self.get_vm(id).await?.map(|v| v.properties.provisioning_state.unwrap_or_default())
+    /// The provisioning state of a VM, NIC, disk or public IP (`None`: it does not exist).
+    async fn provisioning_state(&self, kind: ResourceKind, id: &str) -> Result<Option<String>, AsrError> {
+        Ok(match kind {
+            ResourceKind::Vm => self.get_vm(id).await?.map(|v| v.properties.provisioning_state.unwrap_or_default()),
+            ResourceKind::Nic => self.get_nic(id).await?.map(|n| n.properties.provisioning_state.unwrap_or_default()),
+            ResourceKind::Disk => self.get_disk(id).await?.map(|d| d.properties.provisioning_state.unwrap_or_default()),
+            ResourceKind::PublicIp => {
+                self.get_public_ip(id).await?.map(|p| p.properties.provisioning_state.unwrap_or_default())
+            }
+        })
+    }
+
+    /// Deletes a VM, NIC, managed disk or public IP (by ARM id) and waits until it is gone.
+    /// Deleting something already gone succeeds. Azure is read first, so something already
+    /// being deleted (by an earlier attempt whose answer was lost) is waited for, never deleted
+    /// a second time; after an ambiguous answer the resource is read rather than deleted again.
+    /// `key`: the request's id ([`request_key`]).
+    pub async fn delete_resource(&self, id: &str, key: &str) -> Result<(), AsrError> {
+        let kind = ResourceKind::of(id)
+            .ok_or_else(|| AsrError::InvalidInput(format!("{id} is not a VM, NIC, managed disk or public IP")))?;
+        let url = match kind {
+            ResourceKind::Vm => self.compute(id),
+            ResourceKind::Disk => self.http.url(id, &self.config().disk_api_version),
+            ResourceKind::Nic | ResourceKind::PublicIp => self.network(id),
         };
-        match state {
+        let operation = format!("DELETE {}", last_segment(id));
+        match self.provisioning_state(kind, id).await? {
             None => return Ok(()),
             Some(s) if s.eq_ignore_ascii_case("Deleting") => loop {
                 tokio::time::sleep(self.config().poll_interval).await;
-                let gone = if is_nic { self.get_nic(id).await?.is_none() } else { self.get_vm(id).await?.is_none() };
-                if gone {
+                if self.provisioning_state(kind, id).await?.is_none() {
                     return Ok(());
                 }
             },
             Some(_) => {}
         }
-        let op_name = if is_nic { "deleteNetworkInterface" } else { "deleteVirtualMachine" };
-        let location = match self.http.mutate(Method::DELETE, &url, None, Op::new(op_name, &operation)).await {
+        let op = Op::new(kind.delete_operation(), &operation).with_request_id(key);
+        let location = match self.http.mutate(Method::DELETE, &url, None, op).await {
             Ok(raw) => raw.header("location").map(str::to_owned),
             Err(e) if e.class() == crate::error::ErrorClass::NotFound => return Ok(()),
             Err(e) if e.is_ambiguous() => None,
@@ -866,8 +1004,7 @@ impl AsrClient {
             }
         }
         // Confirm from Azure's state rather than trusting the answer.
-        let gone = if is_nic { self.get_nic(id).await?.is_none() } else { self.get_vm(id).await?.is_none() };
-        if gone {
+        if self.provisioning_state(kind, id).await?.is_none() {
             Ok(())
         } else {
             Err(AsrError::Api {
@@ -887,6 +1024,175 @@ impl AsrClient {
         let raw = self.http.get_raw(location, Op::new("pollOperation", "poll operation")).await?;
         Ok(if raw.status == 202 { None } else { Some(raw.body) })
     }
+}
+
+/// The Compute and Network resources cleanup reads and deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResourceKind {
+    Vm,
+    Nic,
+    Disk,
+    PublicIp,
+}
+
+impl ResourceKind {
+    fn of(id: &str) -> Option<Self> {
+        let lower = id.to_ascii_lowercase();
+        if lower.contains("/providers/microsoft.compute/virtualmachines/") {
+            Some(ResourceKind::Vm)
+        } else if lower.contains("/providers/microsoft.compute/disks/") {
+            Some(ResourceKind::Disk)
+        } else if lower.contains("/providers/microsoft.network/networkinterfaces/") {
+            Some(ResourceKind::Nic)
+        } else if lower.contains("/providers/microsoft.network/publicipaddresses/") {
+            Some(ResourceKind::PublicIp)
+        } else {
+            None
+        }
+    }
+
+    fn delete_operation(self) -> &'static str {
+        match self {
+            ResourceKind::Vm => "deleteVirtualMachine",
+            ResourceKind::Nic => "deleteNetworkInterface",
+            ResourceKind::Disk => "deleteDisk",
+            ResourceKind::PublicIp => "deletePublicIpAddress",
+        }
+    }
+}
+
+/// The ARM id of the VM `item` runs as now (see [`AsrClient::running_vm`]).
+pub fn running_vm_id(item: &ProtectedItem) -> Option<String> {
+    let a2a = item.properties.provider_specific_details.as_ref()?;
+    let some = |s: &Option<String>| s.as_deref().filter(|v| !v.is_empty()).map(str::to_owned);
+    if item.active_location().eq_ignore_ascii_case("Recovery") {
+        match (some(&a2a.recovery_azure_resource_group_id), some(&a2a.recovery_azure_vm_name)) {
+            (Some(rg), Some(name)) => Some(format!("{rg}/providers/Microsoft.Compute/virtualMachines/{name}")),
+            _ => some(&a2a.recovery_fabric_object_id),
+        }
+    } else {
+        some(&a2a.fabric_object_id)
+    }
+}
+
+/// The `/subscriptions/{s}/resourceGroups/{rg}` an ARM id lies in.
+fn resource_group_id_of(id: &str) -> Option<String> {
+    let parts: Vec<&str> = id.split('/').collect();
+    let s = parts.iter().position(|p| p.eq_ignore_ascii_case("subscriptions"))?;
+    let g = parts.iter().position(|p| p.eq_ignore_ascii_case("resourcegroups"))?;
+    Some(format!("/subscriptions/{}/resourceGroups/{}", parts.get(s + 1)?, parts.get(g + 1)?))
+}
+
+/// The switch-protection (reprotect) input for `item`, whose VM runs now as `vm`, built the
+/// way Azure PowerShell builds it (A2AReprotectTest.json entries 13–16;
+/// `UpdateAzureRmRecoveryServicesAsrProtectionDirection.cs`): every disk of the running VM is
+/// named — for managed disks their ids (the item's `recoveryTargetDiskId`s), for unmanaged ones
+/// their VHD URIs with the storage account the replica goes to — each with the cache storage
+/// account of the region the VM runs in, the resource group the VM returns to on the next
+/// failover (where it ran before), and the disk types the item keeps (else the VM disk's own).
+/// No cache account for that region is an error that says where to name one.
+pub fn reprotect_input(
+    item: &ProtectedItem,
+    vm: &VirtualMachine,
+    settings: &ReprotectSettings,
+    config: &AsrConfig,
+) -> Result<SwitchProtectionInput, AsrError> {
+    let container = item
+        .container_id()
+        .ok_or_else(|| AsrError::InvalidInput(format!("item id {} has no protection container", item.id)))?;
+    let a2a = item.properties.provider_specific_details.clone().unwrap_or_default();
+    let region = item
+        .running_location()
+        .map(str::to_owned)
+        .or_else(|| vm.location.clone())
+        .ok_or_else(|| AsrError::InvalidInput(format!("{} names no region it runs in", item.friendly_name())))?;
+    let normalized = crate::config::normalize_region(&region);
+    let cache = settings
+        .cache_storage_account_id
+        .clone()
+        .or_else(|| {
+            settings
+                .cache_storage_accounts
+                .iter()
+                .find(|(r, _)| crate::config::normalize_region(r) == normalized)
+                .map(|(_, id)| id.clone())
+        })
+        .or_else(|| config.cache_storage_account(&region).map(str::to_owned))
+        .ok_or_else(|| {
+            AsrError::InvalidInput(format!(
+                "no cache storage account for {region}, where {} runs now: name one for that region in the plan                  (reprotect_target.cache_storage_accounts) or in the configuration (asr.cache_storage_accounts)",
+                item.friendly_name()
+            ))
+        })?;
+    // The VM comes back where it ran before the failover.
+    let resource_group_id = settings
+        .resource_group_id
+        .clone()
+        .or_else(|| a2a.fabric_object_id.as_deref().and_then(resource_group_id_of))
+        .ok_or_else(|| {
+            AsrError::InvalidInput(format!("the item {} names no source VM (fabricObjectId)", item.friendly_name()))
+        })?;
+    let disks = vm.disks();
+    let mut vm_managed_disks = Vec::new();
+    let mut vm_disks = Vec::new();
+    for disk in &disks {
+        let disk_name = disk.name.clone().unwrap_or_default();
+        if let Some(id) = disk.managed_disk.as_ref().and_then(|m| m.id.clone()).filter(|i| !i.is_empty()) {
+            let known = a2a.protected_managed_disks.iter().find(|d| {
+                d.recovery_target_disk_id.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(&id))
+                    || d.disk_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&disk_name))
+            });
+            let own = disk.managed_disk.as_ref().and_then(|m| m.storage_account_type.clone());
+            let pick = |from_item: Option<&String>| settings.disk_type.clone().or(from_item.cloned()).or(own.clone());
+            vm_managed_disks.push(VmManagedDiskInput {
+                disk_id: Some(id),
+                primary_staging_azure_storage_account_id: Some(cache.clone()),
+                recovery_resource_group_id: Some(resource_group_id.clone()),
+                recovery_replica_disk_account_type: pick(
+                    known.and_then(|d| d.recovery_replica_disk_account_type.as_ref()),
+                ),
+                recovery_target_disk_account_type: pick(
+                    known.and_then(|d| d.recovery_target_disk_account_type.as_ref()),
+                ),
+            });
+        } else if let Some(uri) = disk.vhd.as_ref().and_then(|v| v.uri.clone()).filter(|u| !u.is_empty()) {
+            let known = a2a.protected_disks.iter().find(|d| {
+                d.recovery_disk_uri.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(&uri))
+                    || d.disk_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&disk_name))
+            });
+            // The replica goes back to the storage account the disk came from.
+            let recovery_account =
+                known.and_then(|d| d.primary_disk_azure_storage_account_id.clone()).filter(|s| !s.is_empty());
+            let recovery_account = recovery_account.ok_or_else(|| {
+                AsrError::InvalidInput(format!(
+                    "the item {} names no storage account for the replica of disk {uri}",
+                    item.friendly_name()
+                ))
+            })?;
+            vm_disks.push(VmDiskInput {
+                disk_uri: uri,
+                recovery_azure_storage_account_id: recovery_account,
+                primary_staging_azure_storage_account_id: cache.clone(),
+            });
+        }
+    }
+    if vm_managed_disks.is_empty() && vm_disks.is_empty() {
+        return Err(AsrError::InvalidInput(format!("the VM {} has no disks to reprotect", vm.id)));
+    }
+    Ok(SwitchProtectionInput::a2a(
+        item.name.clone(),
+        crate::model::A2ASwitchProtection {
+            recovery_container_id: Some(container),
+            policy_id: settings.policy_id.clone().or_else(|| item.properties.policy_id.clone()),
+            recovery_resource_group_id: Some(resource_group_id),
+            recovery_availability_set_id: settings.availability_set_id.clone(),
+            recovery_availability_zone: settings.availability_zone.clone(),
+            recovery_proximity_placement_group_id: settings.proximity_placement_group_id.clone(),
+            recovery_capacity_reservation_group_id: settings.capacity_reservation_group_id.clone(),
+            vm_disks,
+            vm_managed_disks,
+        },
+    ))
 }
 
 /// The error of a failed or cancelled job, with ASR's details.

@@ -1,5 +1,6 @@
 //! Where Tern's Azure client points and how patient it is.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,6 +24,10 @@ pub struct AsrConfig {
     pub compute_api_version: String,
     /// Network `api-version`.
     pub network_api_version: String,
+    /// `api-version` of managed disks (`Microsoft.Compute/disks` has its own).
+    pub disk_api_version: String,
+    /// Storage `api-version` (cache storage accounts are only read).
+    pub storage_api_version: String,
     /// Subscription of the vault.
     pub subscription_id: String,
     /// Resource group of the vault.
@@ -46,6 +51,14 @@ pub struct AsrConfig {
     /// How often jobs are polled when no `Retry-After` says otherwise.
     #[serde(with = "secs")]
     pub poll_interval: Duration,
+    /// After a side effect's answer was lost, how long its job may take to show (a new job is
+    /// a placeholder at first, and the item does not name it at once): until then "no job
+    /// found" does not mean "not started", and nothing is sent again.
+    #[serde(with = "secs")]
+    pub lost_request_window: Duration,
+    /// The cache storage account reprotect stages data in, per Azure region (`eastus` → ARM
+    /// id): the region a VM runs in when it is reprotected. Plans may name their own.
+    pub cache_storage_accounts: BTreeMap<String, String>,
     /// Extra CA certificate (PEM) to trust, e.g. a simulator's self-signed certificate.
     pub ca_certificate: Option<PathBuf>,
     /// Product token sent before `tern-asr/VERSION` in `User-Agent` (e.g. `tern-failover/0.1.0`),
@@ -60,6 +73,8 @@ impl Default for AsrConfig {
             api_version: DEFAULT_API_VERSION.into(),
             compute_api_version: "2024-07-01".into(),
             network_api_version: "2024-05-01".into(),
+            disk_api_version: "2024-03-02".into(),
+            storage_api_version: "2023-05-01".into(),
             subscription_id: String::new(),
             resource_group: String::new(),
             vault: String::new(),
@@ -69,6 +84,8 @@ impl Default for AsrConfig {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             poll_interval: Duration::from_secs(30),
+            lost_request_window: Duration::from_secs(300),
+            cache_storage_accounts: BTreeMap::new(),
             ca_certificate: None,
             user_agent: None,
         }
@@ -104,7 +121,21 @@ impl AsrConfig {
         if self.read_attempts == 0 {
             return Err("read_attempts must be at least 1".into());
         }
+        for (region, id) in &self.cache_storage_accounts {
+            if region.is_empty() || region.contains(char::is_whitespace) {
+                return Err(format!("cache_storage_accounts: {region:?} is not an Azure region name (e.g. eastus)"));
+            }
+            if !id.to_ascii_lowercase().contains("/providers/microsoft.storage/storageaccounts/") {
+                return Err(format!("cache_storage_accounts.{region}: {id:?} is not a storage account ARM id"));
+            }
+        }
         Ok(())
+    }
+
+    /// The configured cache storage account of `region` (compared without case or spaces).
+    pub fn cache_storage_account(&self, region: &str) -> Option<&str> {
+        let want = normalize_region(region);
+        self.cache_storage_accounts.iter().find(|(r, _)| normalize_region(r) == want).map(|(_, id)| id.as_str())
     }
 
     /// The endpoint without a trailing slash.
@@ -124,6 +155,11 @@ impl AsrConfig {
             self.subscription_id, self.resource_group, self.vault
         )
     }
+}
+
+/// An Azure region name as ARM compares them: `West US` = `westus`.
+pub fn normalize_region(region: &str) -> String {
+    region.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase()
 }
 
 mod secs {

@@ -162,7 +162,14 @@ impl Http {
                 return Err(e);
             }
         };
-        let mut req = self.client.request(method.clone(), url).bearer_auth(token);
+        // Every request names itself, as Azure's SDKs do; a side effect with the caller's
+        // deterministic id (see `Op::request_id`).
+        let request_id = match op.request_id {
+            Some(id) => id.to_owned(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let mut req =
+            self.client.request(method.clone(), url).bearer_auth(token).header("x-ms-client-request-id", request_id);
         if let Some(b) = body {
             req = req.json(b);
         }

@@ -375,6 +375,12 @@ pub struct A2AManagedDisk {
     /// Per-disk replication progress, percent.
     #[serde(deserialize_with = "lenient_i64")]
     pub monitoring_percentage_completion: Option<i64>,
+    /// What `monitoring_percentage_completion` measures, e.g. `InitialReplication`.
+    pub monitoring_job_type: Option<String>,
+    /// The disk a failover creates (set while failed over or committed: the running VM's disk).
+    pub recovery_target_disk_id: Option<String>,
+    /// The replica disk in the recovery region (set while protected).
+    pub recovery_replica_disk_id: Option<String>,
 }
 
 /// One entry of A2A `protectedDisks` (unmanaged, VHD-based disks).
@@ -393,6 +399,35 @@ pub struct A2AUnmanagedDisk {
     pub recovery_azure_storage_account_id: Option<String>,
     /// Cache storage account ARM id.
     pub primary_staging_azure_storage_account_id: Option<String>,
+    /// Storage account of the source disk.
+    pub primary_disk_azure_storage_account_id: Option<String>,
+    /// VHD URI of the disk in the recovery region.
+    pub recovery_disk_uri: Option<String>,
+    /// Per-disk replication progress, percent.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub monitoring_percentage_completion: Option<i64>,
+    /// What `monitoring_percentage_completion` measures.
+    pub monitoring_job_type: Option<String>,
+}
+
+/// How far a protected item's disks have replicated, read per disk (the item-level figure
+/// goes stale: a Protected item keeps `monitoringPercentageCompletion: 33` after its initial
+/// replication finished, recorded in A2AFailoverCommit-excerpt.json entries 144–145).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSync {
+    /// Disk name (or id).
+    pub disk: String,
+    /// `diskState`, e.g. `Protected`, `InitialReplicationPending`, `InitialReplicationFailed`.
+    pub state: String,
+    /// The disk's own progress, when it reports one.
+    pub percent: Option<i64>,
+}
+
+impl DiskSync {
+    /// Whether the disk replicates normally (`diskState` Protected).
+    pub fn is_protected(&self) -> bool {
+        self.state.eq_ignore_ascii_case("Protected")
+    }
 }
 
 impl ProtectedItem {
@@ -468,13 +503,47 @@ impl ProtectedItem {
         prefix_through(&self.id, "replicationProtectionContainers").map(str::to_owned)
     }
 
-    /// Initial replication / resync progress in percent: the item-level value, else the lowest
-    /// per-disk value.
+    /// Each disk's replication state, managed or unmanaged. Never the item-level
+    /// `monitoringPercentageCompletion`, which ASR leaves stale.
+    pub fn disk_sync(&self) -> Vec<DiskSync> {
+        let Some(d) = self.properties.provider_specific_details.as_ref() else { return Vec::new() };
+        let name = |n: &Option<String>, id: &Option<String>| {
+            non_empty(n).or_else(|| non_empty(id)).unwrap_or("disk").to_owned()
+        };
+        let managed = d.protected_managed_disks.iter().map(|m| DiskSync {
+            disk: name(&m.disk_name, &m.disk_id),
+            state: m.disk_state.clone().unwrap_or_default(),
+            percent: m.monitoring_percentage_completion,
+        });
+        let unmanaged = d.protected_disks.iter().map(|u| DiskSync {
+            disk: name(&u.disk_name, &u.disk_uri),
+            state: u.disk_state.clone().unwrap_or_default(),
+            percent: u.monitoring_percentage_completion,
+        });
+        managed.chain(unmanaged).collect()
+    }
+
+    /// The disks that are not replicating normally yet (initial replication pending or
+    /// failed); empty when every disk is Protected.
+    pub fn disks_not_protected(&self) -> Vec<DiskSync> {
+        self.disk_sync().into_iter().filter(|d| !d.is_protected()).collect()
+    }
+
+    /// Initial replication progress in percent, read per disk: the lowest figure of the disks
+    /// still replicating; `None` when every disk is Protected (or none reports a figure).
     pub fn sync_percent(&self) -> Option<i64> {
-        let details = self.properties.provider_specific_details.as_ref()?;
-        details
-            .monitoring_percentage_completion
-            .or_else(|| details.protected_managed_disks.iter().filter_map(|d| d.monitoring_percentage_completion).min())
+        self.disks_not_protected().iter().filter_map(|d| d.percent).min()
+    }
+
+    /// The region the VM runs in now: the recovery region while failed over, else the primary.
+    pub fn running_location(&self) -> Option<&str> {
+        let d = self.properties.provider_specific_details.as_ref()?;
+        let loc = if self.active_location().eq_ignore_ascii_case("Recovery") {
+            &d.recovery_fabric_location
+        } else {
+            &d.primary_fabric_location
+        };
+        non_empty(loc)
     }
 }
 
@@ -813,6 +882,39 @@ impl Job {
     pub fn first_error(&self) -> Option<(String, String, Option<String>, Option<String>)> {
         let all = || self.properties.errors.iter().chain(self.properties.tasks.iter().flat_map(|t| t.errors.iter()));
         all().find(|e| e.has_details()).or_else(|| all().next()).map(JobError::summary)
+    }
+
+    /// The `activityId` (only a GET of the job carries it; lists send `null`).
+    pub fn activity_id(&self) -> Option<&str> {
+        non_empty(&self.properties.activity_id)
+    }
+
+    /// Whether the job's `activityId` begins with `client_request_id`: ASR makes the
+    /// `x-ms-client-request-id` of the request that started a job the first part of its
+    /// activity id (`"<client-request-id> ActivityId: <correlation-id>"`, recorded in
+    /// A2AFailoverCommit-excerpt.json entries 146–147 and 173–174).
+    pub fn started_by(&self, client_request_id: &str) -> bool {
+        let Some(activity) = self.activity_id() else { return false };
+        let first = activity.split_whitespace().next().unwrap_or("");
+        !client_request_id.is_empty() && first.eq_ignore_ascii_case(client_request_id)
+    }
+
+    /// Whether this is what a list sends: a summary without tasks, errors, custom details
+    /// and activity id (recorded in A2AFailoverCommit-excerpt.json entries 41–141).
+    pub fn is_summary(&self) -> bool {
+        self.properties.activity_id.is_none()
+            && self.properties.tasks.is_empty()
+            && self.properties.custom_details.is_none()
+    }
+
+    /// The job's target, when ASR says it (a new job's placeholder does not).
+    pub fn target_name(&self) -> Option<&str> {
+        non_empty(&self.properties.target_object_name)
+    }
+
+    /// The job's scenario, when ASR says it (a new job's placeholder does not).
+    pub fn scenario(&self) -> Option<&str> {
+        non_empty(&self.properties.scenario_name)
     }
 
     /// `SwitchProtectionJobDetails.newReplicationProtectedItemId`, once the service fills it in.
@@ -1214,6 +1316,21 @@ impl VirtualMachine {
         storage.os_disk.iter().chain(storage.data_disks.iter()).any(|d| d.managed_disk.is_some())
     }
 
+    /// The VM's disks, OS disk first.
+    pub fn disks(&self) -> Vec<&VmDisk> {
+        let Some(storage) = &self.properties.storage_profile else { return Vec::new() };
+        storage.os_disk.iter().chain(storage.data_disks.iter()).collect()
+    }
+
+    /// ARM ids of the VM's managed disks, OS disk first.
+    pub fn managed_disk_ids(&self) -> Vec<String> {
+        self.disks()
+            .into_iter()
+            .filter_map(|d| d.managed_disk.as_ref().and_then(|m| non_empty(&m.id)))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// ARM ids of the VM's NICs.
     pub fn nic_ids(&self) -> Vec<String> {
         self.properties
@@ -1250,6 +1367,111 @@ pub struct NetworkInterfaceProperties {
     pub provisioning_state: Option<String>,
     /// The VM the NIC is attached to, if any.
     pub virtual_machine: Option<SubResource>,
+    /// IP configurations.
+    #[serde(deserialize_with = "null_default")]
+    pub ip_configurations: Vec<IpConfiguration>,
+}
+
+/// One IP configuration of a NIC.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct IpConfiguration {
+    /// Name.
+    pub name: Option<String>,
+    /// Properties.
+    pub properties: IpConfigurationProperties,
+}
+
+/// `properties` of an [`IpConfiguration`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct IpConfigurationProperties {
+    /// Private address.
+    #[serde(rename = "privateIPAddress")]
+    pub private_ip_address: Option<String>,
+    /// The public IP address resource, if one is associated.
+    #[serde(rename = "publicIPAddress")]
+    pub public_ip_address: Option<SubResource>,
+}
+
+impl NetworkInterface {
+    /// ARM ids of the public IP addresses associated with the NIC.
+    pub fn public_ip_ids(&self) -> Vec<String> {
+        self.properties
+            .ip_configurations
+            .iter()
+            .filter_map(|c| c.properties.public_ip_address.as_ref().and_then(|p| non_empty(&p.id)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A managed disk (`Microsoft.Compute/disks`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ManagedDisk {
+    /// ARM id.
+    #[serde(deserialize_with = "null_default")]
+    pub id: String,
+    /// Disk name.
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    /// Region.
+    pub location: Option<String>,
+    /// The VM the disk is attached to, if any.
+    pub managed_by: Option<String>,
+    /// Properties.
+    pub properties: ManagedDiskProperties,
+}
+
+/// `properties` of a [`ManagedDisk`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ManagedDiskProperties {
+    /// e.g. `Succeeded`, `Deleting`.
+    pub provisioning_state: Option<String>,
+    /// e.g. `Attached`, `Unattached`, `Reserved`.
+    pub disk_state: Option<String>,
+}
+
+/// A public IP address (`Microsoft.Network/publicIPAddresses`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PublicIpAddress {
+    /// ARM id.
+    #[serde(deserialize_with = "null_default")]
+    pub id: String,
+    /// Name.
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    /// Region.
+    pub location: Option<String>,
+    /// Properties.
+    pub properties: PublicIpAddressProperties,
+}
+
+/// `properties` of a [`PublicIpAddress`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PublicIpAddressProperties {
+    /// e.g. `Succeeded`, `Deleting`.
+    pub provisioning_state: Option<String>,
+    /// The NIC IP configuration it is associated with, if any.
+    pub ip_configuration: Option<SubResource>,
+}
+
+/// A storage account (reprotect's cache account), read to check it exists and where.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StorageAccount {
+    /// ARM id.
+    #[serde(deserialize_with = "null_default")]
+    pub id: String,
+    /// Name.
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    /// Region.
+    pub location: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1517,7 +1739,8 @@ pub struct SwitchProtectionProviderInput {
     pub details: A2ASwitchProtection,
 }
 
-/// A2A switch-protection settings; `None` fields and an empty disk list are omitted.
+/// A2A switch-protection settings; `None` fields are omitted, both disk lists are always sent
+/// (as Azure PowerShell sends them: A2AReprotectTest.json entry 16).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct A2ASwitchProtection {
@@ -1542,9 +1765,22 @@ pub struct A2ASwitchProtection {
     /// Capacity reservation group ARM id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_capacity_reservation_group_id: Option<String>,
-    /// Per managed disk settings (disks of the failed-over VM).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Per unmanaged disk settings (disks of the failed-over VM); empty for managed disks.
+    pub vm_disks: Vec<VmDiskInput>,
+    /// Per managed disk settings (disks of the failed-over VM); empty for unmanaged disks.
     pub vm_managed_disks: Vec<VmManagedDiskInput>,
+}
+
+/// One unmanaged (VHD) disk of switch protection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmDiskInput {
+    /// VHD URI of the disk of the VM as it runs now.
+    pub disk_uri: String,
+    /// Storage account the replica goes to, in the region replication goes to.
+    pub recovery_azure_storage_account_id: String,
+    /// Cache storage account in the region the VM runs in now.
+    pub primary_staging_azure_storage_account_id: String,
 }
 
 /// One managed disk of switch protection; `None` fields are omitted (the service requires
@@ -1828,7 +2064,9 @@ mod tests {
         assert!(item.properties.allowed_operations.is_empty());
         let details = item.properties.provider_specific_details.as_ref().expect("details");
         assert_eq!(details.rpo_in_seconds, Some(46));
-        assert_eq!(item.sync_percent(), Some(12));
+        assert_eq!(details.monitoring_percentage_completion, Some(12));
+        // Sync is read per disk, never from the item-level figure (ASR leaves it stale).
+        assert_eq!(item.sync_percent(), None);
     }
 
     #[test]
@@ -1940,6 +2178,7 @@ mod tests {
                 "replicationProtectedItemName": "item1",
                 "providerSpecificDetails": {
                     "instanceType": "A2A", "recoveryContainerId": "c", "policyId": "p", "recoveryResourceGroupId": "rg",
+                    "vmDisks": [],
                     "vmManagedDisks": [{"diskId": "d", "primaryStagingAzureStorageAccountId": "sa",
                                         "recoveryResourceGroupId": "rg", "recoveryReplicaDiskAccountType": "Premium_LRS"}]
                 }

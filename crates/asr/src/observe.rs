@@ -39,12 +39,21 @@ pub struct Op<'a> {
     pub name: &'static str,
     /// What errors and logs say about this request (e.g. `GET job 7588f427`).
     pub detail: &'a str,
+    /// The `x-ms-client-request-id` to send; `None` sends a fresh one. A side effect sends a
+    /// deterministic one: ASR makes it the prefix of its job's `activityId`, so the job can be
+    /// found again after a lost answer.
+    pub request_id: Option<&'a str>,
 }
 
 impl<'a> Op<'a> {
     /// `name` (logical, bounded) described as `detail` in errors.
     pub fn new(name: &'static str, detail: &'a str) -> Self {
-        Self { name, detail }
+        Self { name, detail, request_id: None }
+    }
+
+    /// The same, sent with `x-ms-client-request-id: request_id`.
+    pub fn with_request_id(self, request_id: &'a str) -> Self {
+        Self { request_id: Some(request_id), ..self }
     }
 }
 

@@ -332,8 +332,17 @@ fn check_item(item: &ProtectedItem, raw: &Value, ctx: &str) {
     };
     assert_eq!(item.disk_ids(), expected_disks, "{ctx}: disk_ids");
     if let Some(percent) = raw_i64(raw_d, "/monitoringPercentageCompletion") {
-        assert_eq!(item.sync_percent(), Some(percent), "{ctx}: sync_percent");
+        let read = item.properties.provider_specific_details.as_ref().and_then(|d| d.monitoring_percentage_completion);
+        assert_eq!(read, Some(percent), "{ctx}: the item-level figure is read");
     }
+    // Sync progress is read per disk: the lowest figure of the disks not Protected yet.
+    let pending: Vec<i64> = raw_managed
+        .iter()
+        .chain(raw_unmanaged)
+        .filter(|d| raw_str(d, "/diskState") != Some("Protected"))
+        .filter_map(|d| raw_i64(d, "/monitoringPercentageCompletion"))
+        .collect();
+    assert_eq!(item.sync_percent(), pending.iter().min().copied(), "{ctx}: sync_percent");
 }
 
 fn check_recovery_point(point: &RecoveryPoint, raw: &Value, ctx: &str) {
@@ -834,10 +843,12 @@ fn a2a_failover_commit_recording_parses() {
         items.iter().find(|(_, i)| i.active_location() == "Recovery").expect("item after commit");
     assert_eq!(before.protection_state(), raw_str(&before_entry.body, "/properties/protectionState").unwrap());
     assert_eq!(after.protection_state(), raw_str(&after_entry.body, "/properties/protectionState").unwrap());
+    // The item-level figure is stale (33 % after initial replication ended): not sync progress.
     assert_eq!(
-        before.sync_percent(),
-        raw_i64(&before_entry.body, "/properties/providerSpecificDetails/monitoringPercentageCompletion")
+        raw_i64(&before_entry.body, "/properties/providerSpecificDetails/monitoringPercentageCompletion"),
+        Some(33)
     );
+    assert_eq!(before.sync_percent(), None, "every disk is Protected");
     assert_eq!(before.lifecycle_id(), after.lifecycle_id(), "lifecycle id is stable across failover/commit");
     assert_eq!(before.properties.health_errors.len(), 1);
     assert_eq!(
@@ -1024,46 +1035,24 @@ fn request_bodies_match_examples() {
     let ours = ApplyRecoveryPointInput::a2a(raw_str(&ex, "/properties/recoveryPointId").unwrap());
     assert_eq!(normalized(to_json(&ours)), normalized(ex), "apply recovery point");
 
-    // Switch protection: the A2A example (item name only) ...
+    // Switch protection: the A2A example (item name only) — the client always sends both disk
+    // lists, as PowerShell does (the recorded body below); the example omits them.
     let ex = example_param("2026-05-01/ReplicationProtectionContainers_SwitchProtection.json", "switchInput");
     let ours = SwitchProtectionInput::a2a(
         raw_str(&ex, "/properties/replicationProtectedItemName").unwrap(),
         A2ASwitchProtection::default(),
     );
-    assert_eq!(to_json(&ours), ex, "switch protection (example)");
-    // ... and the body PowerShell sent in the recorded reprotect (entry 16).
+    let mut with_lists = ex.clone();
+    let details = with_lists["properties"]["providerSpecificDetails"].as_object_mut().unwrap();
+    details.insert("vmDisks".into(), Value::Array(vec![]));
+    details.insert("vmManagedDisks".into(), Value::Array(vec![]));
+    assert_eq!(to_json(&ours), with_lists, "switch protection (example)");
+    // The recorded reprotect body is built in `the_recorded_reprotect_body_is_what_the_client_builds`.
+    // Every optional A2A switch-protection key the client can set has the documented name.
     let recording = read_json("recordings/azure-powershell/A2AReprotectTest.json");
     let sent: Value =
         serde_json::from_str(recording["Entries"][16]["RequestBody"].as_str().expect("recorded request body"))
             .expect("recorded request body is JSON");
-    let d = &sent["properties"]["providerSpecificDetails"];
-    let owned = |v: &Value, p: &str| raw_str(v, p).map(str::to_owned);
-    let disks = raw_array(d, "/vmManagedDisks")
-        .iter()
-        .map(|disk| VmManagedDiskInput {
-            disk_id: owned(disk, "/diskId"),
-            primary_staging_azure_storage_account_id: owned(disk, "/primaryStagingAzureStorageAccountId"),
-            recovery_resource_group_id: owned(disk, "/recoveryResourceGroupId"),
-            recovery_replica_disk_account_type: owned(disk, "/recoveryReplicaDiskAccountType"),
-            recovery_target_disk_account_type: owned(disk, "/recoveryTargetDiskAccountType"),
-        })
-        .collect();
-    let ours = SwitchProtectionInput::a2a(
-        raw_str(&sent, "/properties/replicationProtectedItemName").unwrap(),
-        A2ASwitchProtection {
-            recovery_container_id: owned(d, "/recoveryContainerId"),
-            policy_id: owned(d, "/policyId"),
-            recovery_resource_group_id: owned(d, "/recoveryResourceGroupId"),
-            vm_managed_disks: disks,
-            ..Default::default()
-        },
-    );
-    // The recording also sends `"vmDisks": []` (unmanaged disks); the client omits the empty list.
-    let mut expected = sent.clone();
-    let removed = expected["properties"]["providerSpecificDetails"].as_object_mut().unwrap().remove("vmDisks");
-    assert_eq!(removed, Some(Value::Array(vec![])));
-    assert_eq!(to_json(&ours), expected, "switch protection (recorded)");
-    // Every optional A2A switch-protection key the client can set has the documented name.
     let full = to_json(&SwitchProtectionInput::a2a(
         "item",
         A2ASwitchProtection {
@@ -1074,6 +1063,7 @@ fn request_bodies_match_examples() {
             recovery_availability_zone: Some("1".into()),
             recovery_proximity_placement_group_id: Some("ppg".into()),
             recovery_capacity_reservation_group_id: Some("crg".into()),
+            vm_disks: vec![],
             vm_managed_disks: vec![VmManagedDiskInput {
                 disk_id: Some("d".into()),
                 primary_staging_azure_storage_account_id: Some("sa".into()),
@@ -1085,7 +1075,7 @@ fn request_bodies_match_examples() {
     ));
     assert_same_keys(
         &full,
-        &expected,
+        &sent,
         &[
             "recoveryAvailabilitySetId",
             "recoveryAvailabilityZone",
@@ -1150,4 +1140,102 @@ fn recorded_unplanned_failover_body_matches() {
     );
     assert_eq!(to_json(&ours), sent);
     let _: Map<String, Value> = serde_json::from_value(sent).expect("object body");
+}
+
+// =============================================================================================
+// What the recordings say the client must live with
+
+fn entry(file: &str, index: usize, field: &str) -> Value {
+    let doc = read_json(file);
+    let entries = doc.get("Entries").and_then(Value::as_array).or_else(|| doc.as_array()).expect("entries").clone();
+    let raw = &entries[index][field];
+    match raw {
+        Value::String(text) => serde_json::from_str(text).unwrap_or_else(|e| panic!("{file} #{index} {field}: {e}")),
+        other => other.clone(),
+    }
+}
+
+fn header(file: &str, index: usize, side: &str, name: &str) -> String {
+    let doc = read_json(file);
+    let entries = doc.get("Entries").and_then(Value::as_array).or_else(|| doc.as_array()).expect("entries").clone();
+    entries[index][side][name][0].as_str().unwrap_or_else(|| panic!("{file} #{index} {side} {name}")).to_owned()
+}
+
+const REPROTECT: &str = "recordings/azure-powershell/A2AReprotectTest.json";
+const FAILOVER: &str = "recordings/azure-powershell/A2AFailoverCommit-excerpt.json";
+
+/// Given the committed item (entry 13), the VM as it runs now (entry 15) and the cache account
+/// the user chose, the client builds exactly the body Azure PowerShell sent (entry 16).
+#[test]
+fn the_recorded_reprotect_body_is_what_the_client_builds() {
+    let item: ProtectedItem = parse(&entry(REPROTECT, 13, "ResponseBody"), "entry 13");
+    let vm: VirtualMachine = parse(&entry(REPROTECT, 15, "ResponseBody"), "entry 15");
+    let sent = entry(REPROTECT, 16, "RequestBody");
+    let staging =
+        raw_str(&sent, "/properties/providerSpecificDetails/vmManagedDisks/0/primaryStagingAzureStorageAccountId")
+            .unwrap()
+            .to_owned();
+    // The account of the region the VM runs in (ukwest), as a plan or the configuration names it.
+    let settings = tern_asr::client::ReprotectSettings {
+        cache_storage_accounts: [("UK West".to_owned(), staging.clone())].into(),
+        ..Default::default()
+    };
+    let config = tern_asr::AsrConfig::default();
+    let ours = tern_asr::client::reprotect_input(&item, &vm, &settings, &config).expect("the input builds");
+    assert_eq!(to_json(&ours), sent, "the client's reprotect body is PowerShell's");
+    // The disks named are the running VM's, which the item calls its recoveryTargetDiskIds.
+    let target = item.properties.provider_specific_details.as_ref().unwrap().protected_managed_disks[0]
+        .recovery_target_disk_id
+        .clone()
+        .unwrap();
+    assert_eq!(ours.properties.provider_specific_details.details.vm_managed_disks[0].disk_id.as_ref(), Some(&target));
+    // Without an account for that region (one for another region does not count), nothing is built.
+    let elsewhere = tern_asr::client::ReprotectSettings {
+        cache_storage_accounts: [("uksouth".to_owned(), staging)].into(),
+        ..Default::default()
+    };
+    let err = tern_asr::client::reprotect_input(&item, &vm, &elsewhere, &config).unwrap_err();
+    assert!(err.to_string().contains("no cache storage account for ukwest"), "{err}");
+}
+
+/// A job list is a summary (entries 41–141): no tasks, errors, custom details or activity id.
+/// A GET of the same job has them (142–143). A new job's first GET is a placeholder without a
+/// scenario or target (147, 174), whose activity id begins with the POST's client request id
+/// (146 → 147, 173 → 174).
+#[test]
+fn recorded_job_lists_are_summaries_and_a_get_carries_the_request_id() {
+    let page: Page<Job> = parse(&entry(FAILOVER, 141, "ResponseBody"), "entry 141");
+    assert!(page.value.len() == 8 && page.value.iter().all(Job::is_summary), "every listed job is a summary");
+    assert!(page.value.iter().all(|j| j.activity_id().is_none() && j.properties.tasks.is_empty()));
+    let full: Job = parse(&entry(FAILOVER, 142, "ResponseBody"), "entry 142");
+    assert!(!full.is_summary() && full.activity_id().is_some() && !full.properties.tasks.is_empty());
+    assert_eq!(full.name, page.value[0].name, "the same job");
+
+    for (post, placeholder) in [(146, 147), (173, 174)] {
+        let request_id = header(FAILOVER, post, "RequestHeaders", "x-ms-client-request-id");
+        let job: Job = parse(&entry(FAILOVER, placeholder, "ResponseBody"), "placeholder");
+        assert_eq!(job.state(), JobState::NotStarted);
+        assert!(job.scenario().is_none() && job.target_name().is_none(), "a placeholder names nothing");
+        assert!(job.started_by(&request_id), "entry {placeholder}: {:?}", job.properties.activity_id);
+        assert!(!job.started_by("90bda2d6-0000-0000-0000-000000000000"), "another id does not match");
+    }
+    // The job the POST started keeps the prefix once it runs, and ends with its details.
+    let request_id = header(FAILOVER, 146, "RequestHeaders", "x-ms-client-request-id");
+    let done: Job = parse(&entry(FAILOVER, 172, "ResponseBody"), "entry 172");
+    assert!(done.started_by(&request_id));
+    assert_eq!(done.properties.tasks.len(), 5);
+    assert!(done.properties.custom_details.as_ref().is_some_and(|d| !d.protected_item_details.is_empty()));
+}
+
+/// A Protected, healthy item keeps a stale item-level 33 % "InitialReplication" after initial
+/// replication finished (entries 144–145): sync is read per disk, where it is true.
+#[test]
+fn the_stale_item_level_figure_is_not_taken_for_sync_progress() {
+    for index in [144, 145] {
+        let item: ProtectedItem = parse(&entry(FAILOVER, index, "ResponseBody"), "item");
+        let d = item.properties.provider_specific_details.as_ref().unwrap();
+        assert_eq!(d.monitoring_percentage_completion, Some(33), "entry {index}: the stale figure is there");
+        assert!(item.disks_not_protected().is_empty(), "entry {index}: every disk is Protected");
+        assert_eq!(item.sync_percent(), None, "entry {index}: nothing is replicating");
+    }
 }

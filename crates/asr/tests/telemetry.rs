@@ -102,8 +102,11 @@ fn client_with(sim: &RunningSimulator, budget: Arc<dyn Budget>) -> AsrClient {
 }
 
 async fn item(c: &AsrClient, vm: &str) -> tern_asr::model::ProtectedItem {
-    let items = c.list_items(None, Some(&format!("friendlyName eq '{vm}'"))).await.unwrap();
-    items.into_iter().next().unwrap_or_else(|| panic!("{vm} is protected"))
+    c.find_item_by_vm_name(vm, None).await.unwrap().unwrap_or_else(|| panic!("{vm} is protected"))
+}
+
+fn key(what: &str) -> String {
+    tern_asr::client::request_key(&["telemetry-test", what, &rand::random::<u64>().to_string()])
 }
 
 /// The value of one series (`name{labels}`), 0 when absent.
@@ -145,12 +148,13 @@ async fn a_side_effect_and_its_job_wait_are_traced_under_the_callers_span_and_co
     let command = tracing::info_span!("command");
     let (sub, job) = async {
         let vm = item(&c, "vm-00001").await;
-        let sub = c.unplanned_failover(&vm, FailoverDirection::PrimaryToRecovery, None, true).await.unwrap();
+        let sub =
+            c.unplanned_failover(&vm, FailoverDirection::PrimaryToRecovery, None, true, &key("fo")).await.unwrap();
         assert_eq!(sub.outcome, SubmitOutcome::Accepted);
         let job = c.wait_job(sub.job.as_deref().unwrap(), None).await.unwrap();
         // A protected item cannot be committed: ASR refuses.
         let other = item(&c, "vm-00002").await;
-        c.commit(&other).await.unwrap_err();
+        c.commit(&other, &key("commit")).await.unwrap_err();
         (sub, job)
     }
     .instrument(command)
@@ -310,7 +314,7 @@ async fn a_lost_response_counts_as_an_error_and_marks_its_span() {
     let errors = requests("unplannedFailover", "POST", "error");
 
     let vm = item(&c, "vm-00001").await;
-    let sub = c.unplanned_failover(&vm, FailoverDirection::PrimaryToRecovery, None, false).await.unwrap();
+    let sub = c.unplanned_failover(&vm, FailoverDirection::PrimaryToRecovery, None, false, &key("fo")).await.unwrap();
     assert_eq!(sub.outcome, SubmitOutcome::AlreadyFinished, "{sub:?}");
 
     assert!(requests("unplannedFailover", "POST", "error") - errors >= 1.0, "{}", registry().render());
@@ -333,7 +337,7 @@ async fn a_watched_job_wait_is_a_span_and_the_polls_are_their_own_traces() {
     let c = client_with(&sim, Arc::new(Unlimited));
     let (capture, _guard) = capture();
     let vm = item(&c, "vm-00001").await;
-    let sub = c.unplanned_failover(&vm, FailoverDirection::PrimaryToRecovery, None, false).await.unwrap();
+    let sub = c.unplanned_failover(&vm, FailoverDirection::PrimaryToRecovery, None, false, &key("fo")).await.unwrap();
     let job_name = sub.job.unwrap();
     let watcher = JobWatcher::spawn(
         c.clone(),

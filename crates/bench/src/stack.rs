@@ -100,6 +100,13 @@ impl Stack {
             ("TERN_ASR__SUBSCRIPTION_ID", subscription),
             ("TERN_ASR__RESOURCE_GROUP", group),
             ("TERN_ASR__VAULT", vault),
+            // The estate's cache storage accounts, one per region, as the simulator names them.
+            (
+                "TERN_ASR__CACHE_STORAGE_ACCOUNTS",
+                Some(&sim["cache_storage_accounts"]).filter(|v| v.is_object()).map_or("{}".into(), |v| v.to_string()),
+            ),
+            // Simulated time runs fast: a lost request's job shows within a fraction of a second.
+            ("TERN_ASR__LOST_REQUEST_WINDOW", "5".to_owned()),
             ("TERN_ASR_TOKEN", "tern-bench".to_owned()),
             ("TERN_ENSURE_TOPOLOGY", "false".to_owned()),
             ("TERN_LISTEN", "127.0.0.1:0".to_owned()),

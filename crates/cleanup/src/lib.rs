@@ -3,12 +3,15 @@
 //! unmanaged-disk VMs unless the plan asks — and optionally disable replication.
 //!
 //! ASR is documented to remove the managed-disk leftovers itself on reprotect, but Microsoft's
-//! pages disagree, so cleanup verifies and removes explicitly, and says what it found.
+//! pages disagree, so cleanup verifies and removes explicitly, and says what it found: the VM,
+//! its NICs, the public IP addresses of those NICs and the VM's managed disks — never a disk the
+//! item names (its replica or target disks), nor a disk or address something else still uses.
 
+use tern_asr::client::Mutation;
 use tern_asr::model::{A2AReplicationDetails, ProtectedItem, VirtualMachine};
 use tern_bus::WorkQueue;
 use tern_proto::{CleanupOptions, Outcome, Phase, command};
-use tern_worker::runtime::running_job_of;
+use tern_worker::runtime::{PriorSend, running_job_of};
 use tern_worker::{CommandRun, Failure, PhaseHandler};
 use tracing::info;
 
@@ -19,9 +22,11 @@ const UNSAFE_ACTION: &str = "Finish failback and reprotect first (the item Prote
 
 /// Fence step: the leftovers are settled (removed, kept or reported).
 const LEFTOVERS: &str = "remove_leftovers";
-/// Fence entry (in the record's job map): the NICs of the leftover VM, written before the VM is
-/// deleted, because a deleted VM no longer names them and Azure keeps NICs a VM leaves behind.
+/// Fence notes: the NICs, managed disks and public IPs of the leftover VM, written before the VM
+/// is deleted, because a deleted VM no longer names them and Azure keeps what a VM leaves behind.
 const LEFTOVER_NICS: &str = "leftover_nics";
+const LEFTOVER_DISKS: &str = "leftover_disks";
+const LEFTOVER_PUBLIC_IPS: &str = "leftover_public_ips";
 /// Fence step and job: disable replication.
 const DISABLE: &str = "disable";
 
@@ -83,7 +88,9 @@ impl PhaseHandler for CleanupPhase {
     }
 }
 
-/// Whether reprotect succeeded: the item is `Protected`, active in its primary region, idle.
+/// Whether reprotect succeeded: the item is `Protected`, active in its primary region, idle,
+/// and its initial replication has completed (every disk Protected — the item-level figure
+/// goes stale and proves nothing, and a Protected item may still be replicating its disks).
 pub fn check_reprotected(item: &ProtectedItem) -> Result<(), String> {
     let (state, location) = (item.protection_state(), item.active_location());
     if !state.eq_ignore_ascii_case("Protected") || !location.eq_ignore_ascii_case("Primary") {
@@ -104,6 +111,21 @@ pub fn check_reprotected(item: &ProtectedItem) -> Result<(), String> {
             "{scenario} is still running on {} (job {}); cleanup waits until the item is idle",
             item.friendly_name(),
             job.rsplit('/').next().unwrap_or(job)
+        ));
+    }
+    let pending = item.disks_not_protected();
+    if !pending.is_empty() {
+        let disks: Vec<String> = pending
+            .iter()
+            .map(|d| match d.percent {
+                Some(p) => format!("{} {} ({p}%)", d.disk, d.state),
+                None => format!("{} {}", d.disk, d.state),
+            })
+            .collect();
+        return Err(format!(
+            "initial replication of {} has not completed ({}); cleanup waits until every disk is Protected",
+            item.friendly_name(),
+            disks.join(", ")
         ));
     }
     Ok(())
@@ -154,18 +176,63 @@ fn leftover_vm_id(a2a: &A2AReplicationDetails) -> Option<String> {
     })
 }
 
-/// "VM a and NIC b" / "NICs b, c".
-fn describe(vm: Option<&str>, nics: &[String]) -> String {
-    let mut parts = Vec::new();
-    if let Some(vm) = vm {
-        parts.push(format!("VM {vm}"));
+/// What is left: "VM a and NIC b" / "VM a, NIC b, disks c, d and public IP e".
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Leftovers {
+    vm: Option<String>,
+    nics: Vec<String>,
+    public_ips: Vec<String>,
+    disks: Vec<String>,
+}
+
+impl Leftovers {
+    fn is_empty(&self) -> bool {
+        self.vm.is_none() && self.nics.is_empty() && self.public_ips.is_empty() && self.disks.is_empty()
     }
-    match nics {
-        [] => {}
-        [one] => parts.push(format!("NIC {one}")),
-        many => parts.push(format!("NICs {}", many.join(", "))),
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(vm) = &self.vm {
+            parts.push(format!("VM {vm}"));
+        }
+        for (one, many, ids) in
+            [("NIC", "NICs", &self.nics), ("public IP", "public IPs", &self.public_ips), ("disk", "disks", &self.disks)]
+        {
+            match ids.as_slice() {
+                [] => {}
+                [id] => parts.push(format!("{one} {id}")),
+                ids => parts.push(format!("{many} {}", ids.join(", "))),
+            }
+        }
+        match parts.len() {
+            0 => String::new(),
+            1 => parts.remove(0),
+            n => {
+                let last = parts.remove(n - 1);
+                format!("{} and {last}", parts.join(", "))
+            }
+        }
     }
-    parts.join(" and ")
+}
+
+/// Space-separated ids noted in the fence.
+fn noted_ids(run: &CommandRun, key: &str) -> Vec<String> {
+    run.fence.noted(key).map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// The disks the item names (its own, its replicas, its failover targets): never leftovers.
+fn item_disks(item: &ProtectedItem) -> Vec<String> {
+    let Some(a2a) = &item.properties.provider_specific_details else { return Vec::new() };
+    a2a.protected_managed_disks
+        .iter()
+        .flat_map(|d| [&d.disk_id, &d.recovery_target_disk_id, &d.recovery_replica_disk_id])
+        .filter_map(|id| id.clone())
+        .filter(|id| !id.is_empty())
+        .collect()
+}
+
+fn contains(ids: &[String], id: &str) -> bool {
+    ids.iter().any(|i| i.eq_ignore_ascii_case(id))
 }
 
 /// Removes, keeps or reports what is left in the secondary region; returns what happened.
@@ -196,23 +263,39 @@ async fn leftovers(
         return Err(refuse(format!("{vm_id} is in the primary region ({primary_region}), not in {region}")));
     }
     let primary_nics = primary.nic_ids();
-    let nics: Vec<String> = match &vm {
+    let primary_disks = primary.managed_disk_ids();
+    let named_by_item = item_disks(item);
+    let asr_nics: Vec<String> = match &vm {
         Some(vm) => vm.nic_ids(),
-        // An earlier delivery deleted the VM; the NICs it had are in the fence.
-        None => run
-            .fence
-            .noted(LEFTOVER_NICS)
-            .map(|s| s.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default(),
+        // An earlier delivery deleted the VM; what it had is in the fence.
+        None => noted_ids(run, LEFTOVER_NICS),
+    };
+    let nics: Vec<String> = asr_nics.into_iter().filter(|n| !contains(&primary_nics, n)).collect();
+    let disks: Vec<String> = match &vm {
+        Some(vm) => vm.managed_disk_ids(),
+        None => noted_ids(run, LEFTOVER_DISKS),
     }
     .into_iter()
-    .filter(|n| !primary_nics.iter().any(|p| p.eq_ignore_ascii_case(n)))
+    .filter(|d| !contains(&primary_disks, d) && !contains(&named_by_item, d))
     .collect();
-    if vm.is_none() && nics.is_empty() {
+    let public_ips = match run.fence.noted(LEFTOVER_PUBLIC_IPS) {
+        Some(_) => noted_ids(run, LEFTOVER_PUBLIC_IPS),
+        None => {
+            let mut ips = Vec::new();
+            for nic in &nics {
+                if let Some(found) = asr.get_nic(nic).await.map_err(Failure::asr(Phase::Cleanup))? {
+                    ips.extend(found.public_ip_ids());
+                }
+            }
+            ips
+        }
+    };
+    let found = Leftovers { vm: vm.as_ref().map(|_| vm_id.clone()), nics, public_ips, disks };
+    if found.is_empty() {
         run.fence.step_done(LEFTOVERS).await?;
         return Ok(format!("nothing left in {region}: {vm_id} does not exist"));
     }
-    let what = describe(vm.as_ref().map(|_| vm_id.as_str()), &nics);
+    let what = found.describe();
     if let Some(vm) = &vm
         && (!vm.uses_managed_disks() || !item.is_managed())
         && !options.purge_unmanaged
@@ -226,16 +309,43 @@ async fn leftovers(
     }
     if vm.is_some() {
         if run.fence.noted(LEFTOVER_NICS).is_none() {
-            run.fence.note(LEFTOVER_NICS, &nics.join(" ")).await?;
+            let notes = [
+                (LEFTOVER_NICS, found.nics.join(" ")),
+                (LEFTOVER_DISKS, found.disks.join(" ")),
+                (LEFTOVER_PUBLIC_IPS, found.public_ips.join(" ")),
+            ];
+            run.fence.note_all(&notes).await?;
         }
         delete(run, &vm_id).await?;
     }
-    // After the VM: Azure refuses to delete a NIC a VM still uses.
-    for nic in &nics {
+    // After the VM: Azure refuses to delete a NIC a VM still uses, a public IP a NIC still
+    // uses, a disk a VM still uses.
+    for nic in &found.nics {
         delete(run, nic).await?;
     }
+    let mut kept = Vec::new();
+    for ip in &found.public_ips {
+        match asr.get_public_ip(ip).await.map_err(Failure::asr(Phase::Cleanup))? {
+            Some(p) if p.properties.ip_configuration.as_ref().is_some_and(|c| c.id.is_some()) => {
+                kept.push(format!(
+                    "public IP {ip} (still associated with {})",
+                    p.properties.ip_configuration.and_then(|c| c.id).unwrap_or_default()
+                ));
+            }
+            _ => delete(run, ip).await?,
+        }
+    }
+    for disk in &found.disks {
+        match asr.get_disk(disk).await.map_err(Failure::asr(Phase::Cleanup))? {
+            Some(d) if d.managed_by.as_deref().is_some_and(|m| !m.is_empty()) => {
+                kept.push(format!("disk {disk} (attached to {})", d.managed_by.unwrap_or_default()));
+            }
+            _ => delete(run, disk).await?,
+        }
+    }
     run.fence.step_done(LEFTOVERS).await?;
-    Ok(format!("removed {what} in {region}; kept nothing"))
+    let kept = if kept.is_empty() { "kept nothing".to_owned() } else { format!("kept {}", kept.join(", ")) };
+    Ok(format!("removed {what} in {region}; {kept}"))
 }
 
 /// Deletes one resource unless an earlier delivery did, keeping the claim alive meanwhile
@@ -247,7 +357,8 @@ async fn delete(run: &mut CommandRun, id: &str) -> Result<(), Failure> {
     }
     info!(resource = %id, "deleting leftover");
     let asr = run.cx.asr.clone();
-    let deletion = asr.delete_resource(id);
+    let key = run.request_key(&step);
+    let deletion = asr.delete_resource(id, &key);
     tokio::pin!(deletion);
     let mut renew = tokio::time::interval(run.cx.config.lease() / 3);
     renew.tick().await;
@@ -271,15 +382,23 @@ async fn disable(run: &mut CommandRun, item: Option<&ProtectedItem>) -> Result<S
     }
     let job = match (run.recorded_job(DISABLE), item) {
         (Some(job), _) => Some(job),
-        (None, Some(item)) => {
-            let submission =
-                run.cx.asr.clone().disable_replication(item).await.map_err(Failure::asr(Phase::Cleanup))?;
-            run.record(DISABLE, Phase::Cleanup, submission).await?
-        }
+        (None, Some(item)) => match run
+            .prior_send(DISABLE, Some(LEFTOVERS), Phase::Cleanup, item, Mutation::Disable)
+            .await?
+        {
+            PriorSend::Job(job) => Some(job),
+            PriorSend::Done => None,
+            PriorSend::None => {
+                let key = run.request_key(DISABLE);
+                let submission =
+                    run.cx.asr.clone().disable_replication(item, &key).await.map_err(Failure::asr(Phase::Cleanup))?;
+                run.record(DISABLE, Phase::Cleanup, submission).await?
+            }
+        },
         (None, None) => return Err(Failure::Transient("no disable job to attach to; will look again".into())),
     };
     if let Some(j) = &job {
-        run.wait(Phase::Cleanup, j).await?;
+        run.wait_state(Phase::Cleanup, j).await?;
     }
     run.fence.step_done(DISABLE).await?;
     Ok(job.unwrap_or_default())
@@ -369,8 +488,15 @@ mod tests {
 
     #[test]
     fn leftovers_are_named_and_found() {
-        assert_eq!(describe(Some("v"), &["n".into()]), "VM v and NIC n");
-        assert_eq!(describe(None, &["n1".into(), "n2".into()]), "NICs n1, n2");
+        let l = |vm: Option<&str>, nics: &[&str], ips: &[&str], disks: &[&str]| Leftovers {
+            vm: vm.map(str::to_owned),
+            nics: nics.iter().map(|s| (*s).to_owned()).collect(),
+            public_ips: ips.iter().map(|s| (*s).to_owned()).collect(),
+            disks: disks.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert_eq!(l(Some("v"), &["n"], &[], &[]).describe(), "VM v and NIC n");
+        assert_eq!(l(None, &["n1", "n2"], &[], &[]).describe(), "NICs n1, n2");
+        assert_eq!(l(Some("v"), &["n"], &["p"], &["d1", "d2"]).describe(), "VM v, NIC n, public IP p and disks d1, d2");
         let a2a = A2AReplicationDetails {
             recovery_azure_resource_group_id: Some("/subscriptions/s/resourceGroups/rg-app-asr".into()),
             recovery_azure_vm_name: Some("vm-00001".into()),

@@ -4,6 +4,7 @@
 //! (failover → commit → reprotect) with a simulator whose reprotect leaves the old VM and its
 //! NIC behind in the secondary region.
 
+use tern_asr::client::request_key;
 use tern_asr::model::ProtectedItem;
 use tern_asr::{AsrClient, FailoverDirection, ReprotectSettings};
 use tern_asr_sim::SimConfig;
@@ -25,19 +26,23 @@ fn asr(stack: &Stack) -> AsrClient {
 }
 
 async fn item(c: &AsrClient, vm: &str) -> Option<ProtectedItem> {
-    c.list_items(None, Some(&format!("friendlyName eq '{vm}'"))).await.unwrap().into_iter().next()
+    c.find_item_by_vm_name(vm, None).await.unwrap()
 }
 
 /// Fails `vm` back to eastus and commits; reprotects it too when `reprotect`.
 async fn fail_back(c: &AsrClient, vm: &str, reprotect: bool) {
     let it = item(c, vm).await.unwrap();
-    let sub = c.unplanned_failover(&it, FailoverDirection::PrimaryToRecovery, None, true).await.unwrap();
+    let sub = c
+        .unplanned_failover(&it, FailoverDirection::PrimaryToRecovery, None, true, &request_key(&[vm, "fo"]))
+        .await
+        .unwrap();
     c.wait_job(sub.job.as_deref().unwrap(), None).await.unwrap();
-    let sub = c.commit(&c.get_item(&it.id).await.unwrap()).await.unwrap();
+    let sub = c.commit(&c.get_item(&it.id).await.unwrap(), &request_key(&[vm, "commit"])).await.unwrap();
     c.wait_job(sub.job.as_deref().unwrap(), None).await.unwrap();
     if reprotect {
         let committed = c.get_item(&it.id).await.unwrap();
-        let sub = c.switch_protection(&committed, &ReprotectSettings::default()).await.unwrap();
+        let sub =
+            c.switch_protection(&committed, &ReprotectSettings::default(), &request_key(&[vm, "rp"])).await.unwrap();
         c.wait_job(sub.job.as_deref().unwrap(), None).await.unwrap();
     }
 }
@@ -128,7 +133,11 @@ async fn leftovers_in_the_secondary_region_are_deleted_once_and_named() {
         1,
         "one NIC delete, accepted: {sent:?}"
     );
-    assert_eq!(sent.len(), 2, "nothing else deleted: {sent:?}");
+    // The VM's own disks go too (Azure keeps them when a VM is deleted); never the replicas.
+    let disks: Vec<&(String, u64)> = sent.iter().filter(|(r, _)| r.starts_with("vm-00001_")).collect();
+    assert_eq!(disks.len(), 2, "the OS and the data disk: {sent:?}");
+    assert!(sent.iter().all(|(r, _)| !r.contains("ASRReplica")), "no replica disk: {sent:?}");
+    assert_eq!(sent.len(), 4, "nothing else deleted: {sent:?}");
     assert!(c.get_vm(&secondary).await.unwrap().is_none() && c.get_nic(&nic).await.unwrap().is_none());
     assert_eq!(power(&c, &primary).await.as_deref(), Some("running"), "the VM still runs in eastus");
     let it = item(&c, "vm-00001").await.unwrap();
@@ -157,8 +166,11 @@ async fn cleanup_is_refused_until_reprotect_has_succeeded() {
     }
     let committed = &done[0].2.reason;
     assert!(committed.contains("reprotect has not succeeded") && committed.contains("UnplannedFailoverCommitted"));
+    // vm-00002's reprotect job succeeded and it reads Protected, but its disks still replicate:
+    // cleanup waits for initial replication to complete.
     let syncing = &done[1].2.reason;
-    assert!(syncing.contains("EnablingProtection"), "{syncing}");
+    assert!(syncing.contains("initial replication of vm-00002 has not completed"), "{syncing}");
+    assert!(syncing.contains("InitialReplicationPending"), "{syncing}");
     assert_eq!(deletes(&stack).await, [], "nothing deleted");
     let ops: Vec<String> = stack.accepted_ops().await.into_iter().map(|(o, _)| o).collect();
     assert_eq!(ops, ["unplannedFailover", "failoverCommit"], "only the test's own operations");
@@ -199,6 +211,7 @@ async fn without_remove_leftovers_cleanup_only_reports() {
     let c = asr(&stack);
     fail_back(&c, "vm-00001", true).await;
     let (_, secondary, nic) = ids(&c, "vm-00001").await;
+    let disks = c.get_vm(&secondary).await.unwrap().unwrap().managed_disk_ids().join(", ");
     stack.spawn(BIN, &[]);
     stack.bus.publish_command(&cleanup("p4", "vm-00001", CleanupOptions::default())).await.unwrap();
     let done = finished(&stack, "p4", 1).await;
@@ -207,7 +220,8 @@ async fn without_remove_leftovers_cleanup_only_reports() {
     assert_eq!(
         event.reason,
         format!(
-            "would remove VM {secondary} and NIC {nic} in westus (removing leftovers not requested); removed nothing"
+            "would remove VM {secondary}, NIC {nic} and disks {disks} in westus (removing leftovers not requested); \
+             removed nothing"
         )
     );
     assert_eq!(deletes(&stack).await, []);
@@ -280,15 +294,23 @@ async fn fail_back_quickly(stack: &Stack, c: &AsrClient, vm: &str) {
             .unwrap();
     };
     let it = item(c, vm).await.unwrap();
-    let sub = c.unplanned_failover(&it, FailoverDirection::PrimaryToRecovery, None, true).await.unwrap();
+    let sub = c
+        .unplanned_failover(&it, FailoverDirection::PrimaryToRecovery, None, true, &request_key(&[vm, "fo"]))
+        .await
+        .unwrap();
     advance().await;
     c.wait_job(sub.job.as_deref().unwrap(), None).await.unwrap();
-    let sub = c.commit(&c.get_item(&it.id).await.unwrap()).await.unwrap();
+    let sub = c.commit(&c.get_item(&it.id).await.unwrap(), &request_key(&[vm, "commit"])).await.unwrap();
     advance().await;
     c.wait_job(sub.job.as_deref().unwrap(), None).await.unwrap();
-    let sub = c.switch_protection(&c.get_item(&it.id).await.unwrap(), &ReprotectSettings::default()).await.unwrap();
+    let committed = c.get_item(&it.id).await.unwrap();
+    let sub = c.switch_protection(&committed, &ReprotectSettings::default(), &request_key(&[vm, "rp"])).await.unwrap();
     advance().await;
-    c.wait_job(sub.job.as_deref().unwrap(), None).await.unwrap();
+    let job = c.wait_job(sub.job.as_deref().unwrap(), None).await.unwrap();
+    // Initial replication goes on after the job, and ends with its completion jobs.
+    advance().await;
+    let rehomed = c.get_item(job.new_item_id().unwrap()).await.unwrap();
+    assert!(rehomed.disks_not_protected().is_empty(), "initial replication completed: {:?}", rehomed.disk_sync());
 }
 
 #[tokio::test]
@@ -350,4 +372,30 @@ async fn an_undecodable_command_is_dead_lettered_and_the_worker_goes_on() {
     .await
     .unwrap();
     assert_eq!(dead[0].original_subject, "tern.commands.cleanup.p9");
+}
+
+#[tokio::test]
+async fn the_public_ip_of_a_leftover_nic_is_removed_after_the_nic() {
+    let mut config = sim(1);
+    config.estate.public_ip_every = 1;
+    let mut stack = Stack::start(config).await;
+    let c = asr(&stack);
+    fail_back(&c, "vm-00001", true).await;
+    let (primary, secondary, nic) = ids(&c, "vm-00001").await;
+    let pip = c.get_nic(&nic).await.unwrap().unwrap().public_ip_ids().pop().expect("the leftover NIC has a public IP");
+    stack.spawn(BIN, &[]);
+    stack.bus.publish_command(&cleanup("p10", "vm-00001", remove())).await.unwrap();
+    let done = finished(&stack, "p10", 1).await;
+    let (_, outcome, event) = &done[0];
+    assert_eq!(*outcome, Outcome::Succeeded, "{event:?}");
+    assert!(event.reason.contains(&format!("public IP {pip}")), "{}", event.reason);
+    assert!(c.get_public_ip(&pip).await.unwrap().is_none(), "the address is gone");
+    assert!(c.get_vm(&secondary).await.unwrap().is_none() && c.get_nic(&nic).await.unwrap().is_none());
+    // Azure refuses to delete an address a NIC still uses: the NIC went first.
+    let sent = deletes(&stack).await;
+    let at = |name: &str| sent.iter().position(|(r, _)| r == name).unwrap_or_else(|| panic!("{name}: {sent:?}"));
+    let pip_name = pip.rsplit('/').next().unwrap();
+    assert!(at("vm-00001-nic") < at(pip_name), "{sent:?}");
+    assert_eq!(sent.iter().filter(|(_, s)| *s != 202).count(), 0, "nothing refused: {sent:?}");
+    assert_eq!(power(&c, &primary).await.as_deref(), Some("running"));
 }

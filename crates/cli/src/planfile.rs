@@ -183,6 +183,9 @@ pub struct ReprotectTargetFile {
     resource_group_id: String,
     #[serde(default)]
     cache_storage_account_id: String,
+    /// Cache storage account per Azure region (`eastus: /subscriptions/…/storageAccounts/x`).
+    #[serde(default)]
+    cache_storage_accounts: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     disk_type: String,
     #[serde(default)]
@@ -286,6 +289,7 @@ impl PlanFile {
                 availability_zone: t.availability_zone.clone(),
                 proximity_placement_group_id: t.proximity_placement_group_id.clone(),
                 capacity_reservation_group_id: t.capacity_reservation_group_id.clone(),
+                cache_storage_accounts: t.cache_storage_accounts.clone().into_iter().collect(),
             }),
             drill: self.drill.as_ref().map(|d| DrillSettings {
                 test_network_id: d.test_network_id.clone(),

@@ -30,6 +30,10 @@ pub struct UpArgs {
     /// vm-00007:failover:28031). The simulator checks the form.
     #[arg(long, value_name = "VM:OP:CODE")]
     fail: Vec<String>,
+    /// Make the source shutdown before this VM's failover fail (repeatable); the failover goes
+    /// on, and the report says the source was not shut down.
+    #[arg(long, value_name = "VM")]
+    fail_shutdown: Vec<String>,
     /// Also fail back every ready VM, follow the plan to its end, print the report summary,
     /// write the HTML report and stop. Without --fail, two VMs fail as ASR would (quota at
     /// failover, connectivity at reprotect) so the report has something to show.
@@ -144,18 +148,28 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     for rule in &args.fail {
         cmd.args(["--fail", rule]);
     }
+    for vm in &args.fail_shutdown {
+        cmd.args(["--fail-shutdown", vm]);
+    }
     let sim = procs.start_ready(cmd, "tern-asr-sim", READY_TIMEOUT).await?;
     let field =
         |k: &str| sim[k].as_str().map(str::to_owned).ok_or_else(|| anyhow!("the simulator did not say its {k}"));
     let (sim_url, subscription, group, vault) =
         (field("url")?, field("subscription_id")?, field("resource_group")?, field("vault")?);
 
+    // The estate's cache storage accounts, one per region, as the simulator names them: what
+    // reprotect stages data in (on Azure they come from the configuration or the plan).
+    let cache_accounts =
+        Some(&sim["cache_storage_accounts"]).filter(|v| v.is_object()).map_or("{}".into(), |v| v.to_string());
     let env = [
         ("TERN_NATS_URL", nats_url.as_str()),
         ("TERN_ASR__ENDPOINT", sim_url.as_str()),
         ("TERN_ASR__SUBSCRIPTION_ID", subscription.as_str()),
         ("TERN_ASR__RESOURCE_GROUP", group.as_str()),
         ("TERN_ASR__VAULT", vault.as_str()),
+        ("TERN_ASR__CACHE_STORAGE_ACCOUNTS", cache_accounts.as_str()),
+        // Simulated time runs 300× fast: a lost request's job shows within a fraction of a second.
+        ("TERN_ASR__LOST_REQUEST_WINDOW", "5"),
         ("TERN_ASR_TOKEN", "tern-up"),
         ("TERN_ENSURE_TOPOLOGY", "false"),
         ("TERN_LISTEN", "127.0.0.1:0"),

@@ -100,6 +100,9 @@ struct Disk {
     name: String,
     disk_type: String,
     state: String,
+    /// Replication progress of this disk while it is not Protected yet (per disk: ASR's
+    /// item-level figure goes stale).
+    sync_percent: Option<i64>,
     capacity_bytes: Option<i64>,
     recovery_target_disk_type: Option<String>,
     recovery_replica_disk_type: Option<String>,
@@ -340,6 +343,7 @@ fn detail(vm: Vm, item: &ProtectedItem, points: &[RecoveryPoint]) -> Detail {
             name: d.disk_name.clone().unwrap_or_default(),
             disk_type: d.disk_type.clone().unwrap_or_default(),
             state: d.disk_state.clone().unwrap_or_default(),
+            sync_percent: d.monitoring_percentage_completion.filter(|_| d.disk_state.as_deref() != Some("Protected")),
             capacity_bytes: d.disk_capacity_in_bytes,
             recovery_target_disk_type: d.recovery_target_disk_account_type.clone(),
             recovery_replica_disk_type: d.recovery_replica_disk_account_type.clone(),
@@ -349,6 +353,7 @@ fn detail(vm: Vm, item: &ProtectedItem, points: &[RecoveryPoint]) -> Detail {
         name: d.disk_name.clone().unwrap_or_default(),
         disk_type: d.disk_type.clone().unwrap_or_default(),
         state: d.disk_state.clone().unwrap_or_default(),
+        sync_percent: d.monitoring_percentage_completion.filter(|_| d.disk_state.as_deref() != Some("Protected")),
         capacity_bytes: None,
         recovery_target_disk_type: Some("unmanaged".into()),
         recovery_replica_disk_type: None,
@@ -487,7 +492,11 @@ fn print_detail(d: &Detail) {
         .iter()
         .map(|k| {
             let target = k.recovery_target_disk_type.clone().unwrap_or_else(|| "-".into());
-            vec![k.name.clone(), k.disk_type.clone(), k.state.clone(), gib(k.capacity_bytes), target]
+            let state = match k.sync_percent {
+                Some(p) => format!("{} ({p}%)", k.state),
+                None => k.state.clone(),
+            };
+            vec![k.name.clone(), k.disk_type.clone(), state, gib(k.capacity_bytes), target]
         })
         .collect();
     print_table(&["NAME", "TYPE", "STATE", "CAPACITY", "TARGET DISK TYPE"], &rows, |_, _, p| p);

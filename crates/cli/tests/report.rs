@@ -28,7 +28,8 @@ fn vms() -> Vec<String> {
 
 #[tokio::test]
 async fn an_operator_submits_a_plan_file_watches_it_reads_its_events_and_gets_the_report() {
-    let up = common::Up::start(&["--vms", "8", "--fail", "vm-00003:failover:28031"]).await;
+    let up =
+        common::Up::start(&["--vms", "8", "--fail", "vm-00003:failover:28031", "--fail-shutdown", "vm-00002"]).await;
     let dir = up.data_dir();
 
     // A bad plan file changes nothing and says what is wrong, where: exit 2.
@@ -110,7 +111,13 @@ async fn an_operator_submits_a_plan_file_watches_it_reads_its_events_and_gets_th
     let failed = report["vms"].as_array().unwrap().iter().find(|v| v["name"] == "vm-00003").unwrap();
     assert_eq!(failed["error"]["code"], "28031", "{failed}");
     assert!(!failed["error"]["recommended_action"].as_str().unwrap().is_empty(), "{failed}");
+    // vm-00002's source did not shut down: the failover went on, and the report says so, though
+    // ASR's job lists are summaries without the task that failed.
+    let unshut = report["vms"].as_array().unwrap().iter().find(|v| v["name"] == "vm-00002").unwrap();
+    assert_eq!(unshut["source_shutdown"], "failed", "{unshut}");
+    assert_eq!(unshut["outcome"], "succeeded", "{unshut}");
     let ok = report["vms"].as_array().unwrap().iter().find(|v| v["name"] == "vm-00001").unwrap();
+    assert_eq!(ok["source_shutdown"], "succeeded", "{ok}");
     assert!(ok["rpo_s"].as_f64().is_some() && ok["rto_s"].as_f64().is_some(), "{ok}");
     assert!(ok["recovery_point"]["id"].as_str().is_some_and(|s| !s.is_empty()), "{ok}");
     assert!(ok["cleanup"].as_str().is_some_and(|s| !s.is_empty()), "what cleanup did: {ok}");

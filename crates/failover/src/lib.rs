@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use tern_asr::AsrClient;
-use tern_asr::client::FailoverDirection;
+use tern_asr::client::{FailoverDirection, Mutation};
 use tern_asr::model::{Job, ProtectedItem};
 use tern_asr::point::{PointChoice, ResolvedPoint};
 use tern_bus::WorkQueue;
@@ -14,7 +14,7 @@ use tern_proto::{
     DrillSettings, FailoverCommand, Outcome, Phase, RecoveryPointChoice, RecoveryPointKind, RecoveryPointUsed,
     SourceShutdown, command,
 };
-use tern_worker::runtime::running_job_of;
+use tern_worker::runtime::{PriorSend, running_job_of};
 use tern_worker::{CommandRun, Failure, PhaseHandler};
 
 /// The failover phase handler.
@@ -112,22 +112,45 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
     let mut already = false;
     let job = if let Some(job) = run.recorded_job(STEP) {
         Some(job) // a previous delivery started it: attach
-    } else if let Some(job) = running_job_of(item, "unplannedfailover") {
-        run.fence.record_job(STEP, &job).await?;
-        Some(job)
-    } else if item.active_location().eq_ignore_ascii_case("Recovery") {
-        already = true; // failed over already (by an earlier attempt whose record was lost)
-        None
     } else {
-        let r =
-            asr.resolve_point(item, &choice(f.recovery_point.as_ref())).await.map_err(Failure::asr(Phase::Failover))?;
-        let submission = asr
-            .unplanned_failover(item, FailoverDirection::PrimaryToRecovery, r.send.clone(), f.shut_down_source)
-            .await
-            .map_err(Failure::asr(Phase::Failover))?;
-        resolved = Some(r);
-        run.record(STEP, Phase::Failover, submission).await?
+        match run.prior_send(STEP, None, Phase::Failover, item, Mutation::Failover).await? {
+            PriorSend::Job(job) => Some(job), // an earlier owner's request started it: attach
+            PriorSend::Done => {
+                already = true;
+                None
+            }
+            PriorSend::None => {
+                if let Some(job) = running_job_of(item, "unplannedfailover") {
+                    run.fence.record_job(STEP, &job).await?;
+                    Some(job)
+                } else if item.active_location().eq_ignore_ascii_case("Recovery") {
+                    already = true; // failed over already (by an earlier attempt whose record was lost)
+                    None
+                } else {
+                    let r = asr
+                        .resolve_point(item, &choice(f.recovery_point.as_ref()))
+                        .await
+                        .map_err(Failure::asr(Phase::Failover))?;
+                    let key = run.request_key(STEP);
+                    let submission = asr
+                        .unplanned_failover(
+                            item,
+                            FailoverDirection::PrimaryToRecovery,
+                            r.send.clone(),
+                            f.shut_down_source,
+                            &key,
+                        )
+                        .await
+                        .map_err(Failure::asr(Phase::Failover))?;
+                    resolved = Some(r);
+                    run.record(STEP, Phase::Failover, submission).await?
+                }
+            }
+        }
     };
+    // The job as a GET shows it (its tasks say whether the source shut down, its details which
+    // recovery point was used): what the watcher hands over at the end, or read now when the
+    // job ended before this delivery.
     let finished = match &job {
         Some(j) => Some(run.wait(Phase::Failover, j).await?),
         None => None,
@@ -175,18 +198,30 @@ async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
     let mut already = false;
     let job = if let Some(job) = run.recorded_job(STEP) {
         Some(job)
-    } else if let Some(job) = running_job_of(&item, "commit") {
-        run.fence.record_job(STEP, &job).await?;
-        Some(job)
-    } else if item.protection_state().to_ascii_lowercase().contains("committed") {
-        already = true;
-        None
     } else {
-        let submission = asr.commit(&item).await.map_err(Failure::asr(Phase::Commit))?;
-        run.record(STEP, Phase::Commit, submission).await?
+        match run.prior_send(STEP, Some("failover"), Phase::Commit, &item, Mutation::Commit).await? {
+            PriorSend::Job(job) => Some(job),
+            PriorSend::Done => {
+                already = true;
+                None
+            }
+            PriorSend::None => {
+                if let Some(job) = running_job_of(&item, "commit") {
+                    run.fence.record_job(STEP, &job).await?;
+                    Some(job)
+                } else if item.protection_state().to_ascii_lowercase().contains("committed") {
+                    already = true;
+                    None
+                } else {
+                    let key = run.request_key(STEP);
+                    let submission = asr.commit(&item, &key).await.map_err(Failure::asr(Phase::Commit))?;
+                    run.record(STEP, Phase::Commit, submission).await?
+                }
+            }
+        }
     };
     if let Some(j) = &job {
-        run.wait(Phase::Commit, j).await?;
+        run.wait_state(Phase::Commit, j).await?;
     }
     run.events
         .emit(Phase::Commit, Outcome::Succeeded, |e| {
@@ -213,18 +248,24 @@ async fn drill_run(
     if !run.fence.is_done("test_failover") {
         let job = match run.recorded_job("test_failover") {
             Some(j) => Some(j),
-            None => {
-                let network = (!drill.test_network_id.is_empty()).then(|| drill.test_network_id.clone());
-                let r = asr
-                    .resolve_point(item, &choice(f.recovery_point.as_ref()))
-                    .await
-                    .map_err(Failure::asr(Phase::Drill))?;
-                let submission = asr.test_failover(item, network, r.send).await.map_err(Failure::asr(Phase::Drill))?;
-                run.record("test_failover", Phase::Drill, submission).await?
-            }
+            None => match run.prior_send("test_failover", None, Phase::Drill, item, Mutation::TestFailover).await? {
+                PriorSend::Job(j) => Some(j),
+                PriorSend::Done => None,
+                PriorSend::None => {
+                    let network = (!drill.test_network_id.is_empty()).then(|| drill.test_network_id.clone());
+                    let r = asr
+                        .resolve_point(item, &choice(f.recovery_point.as_ref()))
+                        .await
+                        .map_err(Failure::asr(Phase::Drill))?;
+                    let key = run.request_key("test_failover");
+                    let submission =
+                        asr.test_failover(item, network, r.send, &key).await.map_err(Failure::asr(Phase::Drill))?;
+                    run.record("test_failover", Phase::Drill, submission).await?
+                }
+            },
         };
         if let Some(j) = &job {
-            run.wait(Phase::Drill, j).await?;
+            run.wait_state(Phase::Drill, j).await?;
         }
         run.fence.step_done("test_failover").await?;
     }
@@ -242,13 +283,31 @@ async fn drill_run(
             Some(j) => Some(j),
             None => {
                 let current = asr.get_item(&item.id).await.map_err(Failure::asr(Phase::Drill))?;
-                let submission =
-                    asr.test_failover_cleanup(&current, "Tern drill").await.map_err(Failure::asr(Phase::Drill))?;
-                run.record("test_failover_cleanup", Phase::Drill, submission).await?
+                match run
+                    .prior_send(
+                        "test_failover_cleanup",
+                        Some("test_failover"),
+                        Phase::Drill,
+                        &current,
+                        Mutation::TestFailoverCleanup,
+                    )
+                    .await?
+                {
+                    PriorSend::Job(j) => Some(j),
+                    PriorSend::Done => None,
+                    PriorSend::None => {
+                        let key = run.request_key("test_failover_cleanup");
+                        let submission = asr
+                            .test_failover_cleanup(&current, "Tern drill", &key)
+                            .await
+                            .map_err(Failure::asr(Phase::Drill))?;
+                        run.record("test_failover_cleanup", Phase::Drill, submission).await?
+                    }
+                }
             }
         };
         if let Some(j) = &job {
-            run.wait(Phase::Drill, j).await?;
+            run.wait_state(Phase::Drill, j).await?;
         }
         run.fence.step_done("test_failover_cleanup").await?;
     }

@@ -303,3 +303,61 @@ async fn a_drill_whose_test_vm_does_not_boot_fails_and_still_cleans_up() {
         "cleanup ran although the check failed (and keep_test_vm was set)"
     );
 }
+
+#[tokio::test]
+async fn a_failed_source_shutdown_is_reported_although_job_lists_are_summaries() {
+    let mut config = sim(2);
+    config.faults.shutdown_failures.vms = vec!["vm-00001".into()];
+    let mut stack = Stack::start(config).await;
+    stack.spawn(BIN, &[]);
+    stack.bus.publish_command(&failover("p9", "vm-00001")).await.unwrap();
+    let events = stack.wait_events("p9", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
+    let (outcome, done) = terminal(&events, Phase::Failover).unwrap();
+    // Lists show the job's state only; the worker read the ended job in full, with its tasks.
+    assert_eq!(outcome, Outcome::Succeeded, "the failover goes on: {done:?}");
+    assert_eq!(done.source_shutdown, SourceShutdown::Failed as i32, "{done:?}");
+    assert_eq!(done.error.as_ref().map(|e| e.code.as_str()), Some("TERN-SHUTDOWN-FAILED"));
+    let point = done.recovery_point.expect("the recovery point is read from the job's details");
+    assert!(!point.id.is_empty() && point.time.is_some());
+}
+
+/// The failover's answer is lost while its job is still a placeholder (no scenario, absent
+/// from lists) and the item does not name it yet: the worker does not send again, and attaches
+/// to the job once it shows, by the activity id its request id became.
+#[tokio::test]
+async fn a_failover_whose_answer_is_lost_in_the_placeholder_window_is_found_and_never_sent_twice() {
+    use tern_asr_sim::{Operation, Span};
+    let mut config = sim(2);
+    config.zero_latency = false;
+    config.time_compression = 10.0;
+    let quick = Span { min_secs: 10.0, max_secs: 10.0 };
+    (config.durations.failover, config.durations.commit, config.durations.shutdown) = (quick, quick, quick);
+    config.durations.latest_processing = quick;
+    // 4 s of placeholder, 8 s before the item names the job.
+    config.durations.queueing = Span { min_secs: 40.0, max_secs: 40.0 };
+    config.item_scenario_lag_secs = 80.0;
+    config.faults.drop_response_rate = 1.0;
+    config.faults.drop_response_hang_secs = 30;
+    config.faults.drop_response_operations = vec![Operation::Failover];
+    let mut stack = Stack::start(config).await;
+    stack.spawn(BIN, &[("TERN_ASR__REQUEST_TIMEOUT", "1"), ("TERN_ASR__LOST_REQUEST_WINDOW", "60")]);
+    let cmd = failover("p10", "vm-00001");
+    stack.bus.publish_command(&cmd).await.unwrap();
+    let events = stack.wait_events("p10", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
+    let (outcome, done) = terminal(&events, Phase::Failover).unwrap();
+    assert_eq!(outcome, Outcome::Succeeded, "{done:?}");
+    let posts: Vec<_> = stack
+        .admin("oplog")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["operation"] == "unplannedFailover")
+        .cloned()
+        .collect();
+    assert_eq!(posts.len(), 1, "the failover was sent once: {posts:#?}");
+    // The job the worker attached to is the one its request started.
+    let key = tern_asr::client::request_key(&[&cmd.command_id, "failover", "0"]);
+    let job = stack.asr_client().get_job(&done.asr_job_id).await.unwrap();
+    assert!(job.started_by(&key), "{:?} vs {key}", job.properties.activity_id);
+}

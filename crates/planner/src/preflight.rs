@@ -2,9 +2,18 @@
 //!
 //! Per VM: protection state, direction (is there anything to fail back?), replication health,
 //! sync complete, allowed operations, target resource group reachable, the chosen recovery
-//! point and the disks it covers, another active plan holding the VM, and how long ago it was
-//! last drilled. The verdict is the worst check: ready, warning, or blocked with the reason.
-//! It also shows the reprotect target settings the VM will get.
+//! point and the disks it covers, the cache storage account reprotect will stage data in,
+//! another active plan holding the VM, and how long ago it was last drilled. The verdict is the
+//! worst check: ready, warning, or blocked with the reason. It also shows the reprotect target
+//! settings the VM will get.
+//!
+//! Sync is judged from what is true on Azure: a running operation, and each disk's state. The
+//! item-level `monitoringPercentageCompletion` is never read: ASR leaves it stale (a Protected,
+//! healthy item keeps 33 % after its initial replication finished — A2AFailoverCommit-excerpt.json
+//! entries 144–145).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 
@@ -26,6 +35,144 @@ pub struct PreflightOptions {
     pub drill_window: time::Duration,
     /// The target resource groups checked so far: VMs sharing a group share one read.
     pub groups: GroupChecks,
+    /// Reprotect runs after the failover: the cache storage account it needs is checked.
+    pub reprotect: bool,
+    /// Where each region's cache storage account comes from, and what checking it found.
+    pub cache: CacheAccounts,
+}
+
+/// Where a cache storage account was named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheSource {
+    /// The plan (`reprotect_target`).
+    Plan,
+    /// The planner's configuration (`asr.cache_storage_accounts`).
+    Configuration,
+    /// Items of the vault already replicate from that region through it.
+    Vault,
+}
+
+impl CacheSource {
+    fn words(self) -> &'static str {
+        match self {
+            CacheSource::Plan => "named by the plan",
+            CacheSource::Configuration => "from the planner's configuration",
+            CacheSource::Vault => "already used by the vault",
+        }
+    }
+}
+
+/// What checking one region's cache storage account found: its description, or why not.
+type CheckedAccount = Arc<tokio::sync::OnceCell<Result<String, String>>>;
+
+/// The cache storage accounts of a plan, per region: where each comes from, and (checked once
+/// however many VMs run there) whether it exists in that region.
+#[derive(Clone, Debug, Default)]
+pub struct CacheAccounts {
+    /// One account for every VM, whatever its region (the plan's `cache_storage_account_id`).
+    pub every_region: Option<String>,
+    /// Candidates per normalized region, best first.
+    pub candidates: BTreeMap<String, Vec<(String, CacheSource)>>,
+    checked: Arc<Mutex<BTreeMap<String, CheckedAccount>>>,
+}
+
+impl CacheAccounts {
+    /// Accounts from the plan, then the configuration, then what the vault's items use.
+    pub fn new(
+        plan: Option<&ReprotectTarget>,
+        configured: &BTreeMap<String, String>,
+        used_by_vault: &BTreeMap<String, String>,
+    ) -> Self {
+        let norm = tern_asr::config::normalize_region;
+        let mut candidates: BTreeMap<String, Vec<(String, CacheSource)>> = BTreeMap::new();
+        let plan_map = plan.map(|t| t.cache_storage_accounts.iter().map(|(r, a)| (r.clone(), a.clone())).collect());
+        let plan_map: Vec<(String, String)> = plan_map.unwrap_or_default();
+        for (source, map) in [
+            (CacheSource::Plan, plan_map),
+            (CacheSource::Configuration, configured.iter().map(|(r, a)| (r.clone(), a.clone())).collect()),
+            (CacheSource::Vault, used_by_vault.iter().map(|(r, a)| (r.clone(), a.clone())).collect()),
+        ] {
+            for (region, account) in map {
+                if !account.is_empty() {
+                    candidates.entry(norm(&region)).or_default().push((account, source));
+                }
+            }
+        }
+        let every_region = plan.map(|t| t.cache_storage_account_id.clone()).filter(|s| !s.is_empty());
+        Self { every_region, candidates, checked: Arc::default() }
+    }
+
+    /// The account of `region`, checked: its ARM id, or why there is none to use.
+    pub async fn check(&self, asr: &AsrClient, region: &str) -> Result<String, String> {
+        let region = tern_asr::config::normalize_region(region);
+        let cell = self.checked.lock().unwrap_or_else(|e| e.into_inner()).entry(region.clone()).or_default().clone();
+        cell.get_or_init(|| async {
+            let (account, source) = match (&self.every_region, self.candidates.get(&region).and_then(|c| c.first())) {
+                (Some(a), _) => (a.clone(), CacheSource::Plan),
+                (None, Some((a, s))) => (a.clone(), *s),
+                (None, None) => {
+                    return Err(format!(
+                        "no cache storage account is known for {region}, where the VM will run when it is reprotected: \
+                         name one in the plan (reprotect_target.cache_storage_accounts.{region}) or in the planner's \
+                         configuration (asr.cache_storage_accounts.{region})"
+                    ));
+                }
+            };
+            match asr.get_storage_account(&account).await {
+                Ok(Some(found)) => {
+                    let at = found.location.clone().unwrap_or_default();
+                    if tern_asr::config::normalize_region(&at) == region {
+                        Ok(format!("{account} ({}, in {region})", source.words()))
+                    } else {
+                        Err(format!(
+                            "the cache storage account {account} ({}) is in {at}, not in {region}",
+                            source.words()
+                        ))
+                    }
+                }
+                Ok(None) => Err(format!("the cache storage account {account} ({}) does not exist", source.words())),
+                Err(e) => Err(format!("the cache storage account {account} could not be checked: {e}")),
+            }
+        })
+        .await
+        .clone()
+    }
+
+    /// The accounts found usable so far, per region (what reprotect commands carry).
+    pub fn resolved(&self) -> BTreeMap<String, String> {
+        let checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        checked
+            .iter()
+            .filter(|(_, cell)| cell.get().is_some_and(Result::is_ok))
+            .filter_map(|(region, _)| self.account_of(region).map(|a| (region.clone(), a)))
+            .collect()
+    }
+
+    fn account_of(&self, region: &str) -> Option<String> {
+        self.every_region
+            .clone()
+            .or_else(|| self.candidates.get(region).and_then(|c| c.first()).map(|(a, _)| a.clone()))
+    }
+}
+
+/// The cache storage account each region's items already replicate through
+/// (`protectedManagedDisks[].primaryStagingAzureStorageAccountId` of items replicating from it).
+pub fn cache_accounts_in_use(items: &[ProtectedItem]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let Some(a2a) = &item.properties.provider_specific_details else { continue };
+        let Some(region) = a2a.primary_fabric_location.as_deref().filter(|r| !r.is_empty()) else { continue };
+        let staging = a2a
+            .protected_managed_disks
+            .iter()
+            .filter_map(|d| d.primary_staging_azure_storage_account_id.clone())
+            .chain(a2a.protected_disks.iter().filter_map(|d| d.primary_staging_azure_storage_account_id.clone()))
+            .find(|s| !s.is_empty());
+        if let Some(account) = staging {
+            out.entry(tern_asr::config::normalize_region(region)).or_insert(account);
+        }
+    }
+    out
 }
 
 /// The outcome of checking each target resource group, each checked once however many VMs
@@ -63,6 +210,8 @@ impl Default for PreflightOptions {
             drill: false,
             drill_window: time::Duration::days(183),
             groups: GroupChecks::default(),
+            reprotect: true,
+            cache: CacheAccounts::default(),
         }
     }
 }
@@ -156,8 +305,9 @@ pub async fn preflight_vm(
         ),
     });
 
-    checks.push(match (item.running_job_id(), item.sync_percent()) {
-        (Some(job), _) => check(
+    let pending = item.disks_not_protected();
+    checks.push(match item.running_job_id() {
+        Some(job) => check(
             "sync",
             Blocked,
             format!(
@@ -165,8 +315,19 @@ pub async fn preflight_vm(
                 item.properties.current_scenario.as_ref().and_then(|s| s.scenario_name.clone()).unwrap_or_default()
             ),
         ),
-        (None, Some(p)) if p < 100 => check("sync", Blocked, format!("initial replication in progress ({p}%)")),
-        _ => check("sync", Ready, "replication is in sync"),
+        None if !pending.is_empty() => {
+            let disks: Vec<String> = pending
+                .iter()
+                .map(|d| match d.percent {
+                    Some(p) => {
+                        format!("{} {} {p}%", d.disk, if d.state.is_empty() { "without a state" } else { &d.state })
+                    }
+                    None => format!("{} {}", d.disk, if d.state.is_empty() { "without a state" } else { &d.state }),
+                })
+                .collect();
+            check("sync", Blocked, format!("initial replication has not completed: {}", disks.join(", ")))
+        }
+        None => check("sync", Ready, "every disk is Protected"),
     });
 
     let needed = if options.drill { "TestFailover" } else { "UnplannedFailover" };
@@ -239,6 +400,20 @@ pub async fn preflight_vm(
         None => check("last-drill", Warning, "never drilled: a drill is recommended every six months"),
     });
 
+    // The cache account reprotect stages data in: in the region the VM will run in then.
+    let lands_in = a2a.recovery_fabric_location.clone().unwrap_or_default();
+    let mut cache_account = String::new();
+    if options.reprotect && !options.drill {
+        checks.push(match options.cache.check(asr, &lands_in).await {
+            Ok(detail) => {
+                cache_account =
+                    options.cache.account_of(&tern_asr::config::normalize_region(&lands_in)).unwrap_or_default();
+                check("cache-storage-account", Ready, detail)
+            }
+            Err(why) => check("cache-storage-account", Blocked, why),
+        });
+    }
+
     // What reprotect will set after the failback: the VM returns to where it runs now.
     let managed = a2a.protected_managed_disks.first();
     let source_rg = a2a
@@ -248,14 +423,16 @@ pub async fn preflight_vm(
         .map(|rg| format!("/subscriptions/{}/resourceGroups/{rg}", asr.config().subscription_id));
     let target = ReprotectTarget {
         resource_group_id: source_rg.unwrap_or_default(),
-        cache_storage_account_id: String::new(),
+        cache_storage_account_id: cache_account,
         disk_type: managed.and_then(|d| d.recovery_target_disk_account_type.clone()).unwrap_or_default(),
         availability_set_id: a2a.recovery_availability_set.clone().unwrap_or_default(),
         availability_zone: a2a.recovery_availability_zone.clone().unwrap_or_default(),
         proximity_placement_group_id: a2a.recovery_proximity_placement_group_id.clone().unwrap_or_default(),
         capacity_reservation_group_id: a2a.recovery_capacity_reservation_group_id.clone().unwrap_or_default(),
+        ..Default::default()
     };
-    let resources_to_create = vec![format!("cache storage account in {home} for replication back to {from}")];
+    // Tern creates nothing: a missing cache account blocks the VM above instead.
+    let resources_to_create = Vec::new();
 
     VmPreflight {
         vm: Some(VmRef {

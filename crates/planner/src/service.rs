@@ -6,7 +6,7 @@
 //! and carry deterministic ids, so replicas never double-dispatch and a restarted planner
 //! re-publishes what may have been lost (`resync`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -37,6 +37,14 @@ use crate::store::{self, Dirty, PlanStore, Snapshot};
 /// Events handled at once by a planner process. Events of one plan are applied together, one
 /// stored version per batch, so this is also the largest batch.
 const EVENT_CONCURRENCY: usize = 512;
+
+/// The VMs a plan selects, and what the vault's items showed besides.
+struct Resolved {
+    /// The selected items with their wave.
+    items: Vec<(ProtectedItem, u32)>,
+    /// The cache storage account items already replicate through, per region.
+    cache_in_use: BTreeMap<String, String>,
+}
 
 /// VMs preflighted at once.
 const PREFLIGHT_CONCURRENCY: usize = 32;
@@ -431,11 +439,20 @@ impl PlannerService {
             .await;
     }
 
-    /// The VMs a selection names, with their wave (from the spec's waves or the recovery plan's boot groups).
-    async fn resolve(&self, valid: &ValidSpec) -> Result<Vec<(ProtectedItem, u32)>, Status> {
+    /// The VMs a selection names, with their wave (from the spec's waves or the recovery plan's
+    /// boot groups), and the cache storage account the vault's items use in each region.
+    async fn resolve(&self, valid: &ValidSpec) -> Result<Resolved, Status> {
         let asr = &self.inner.asr;
         let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
         let all = asr.list_items(None, None).await.map_err(unavailable)?;
+        let in_use = crate::preflight::cache_accounts_in_use(&all);
+        let picked = self.pick(valid, all).await?;
+        Ok(Resolved { items: picked, cache_in_use: in_use })
+    }
+
+    async fn pick(&self, valid: &ValidSpec, all: Vec<ProtectedItem>) -> Result<Vec<(ProtectedItem, u32)>, Status> {
+        let asr = &self.inner.asr;
+        let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
         let mut waves_of: HashMap<String, u32> = HashMap::new();
         for (w, wave) in valid.spec.waves.iter().enumerate() {
             for vm in &wave.vm_names {
@@ -537,7 +554,7 @@ impl PlannerService {
         nonempty(picked)
     }
 
-    fn preflight_options(valid: &ValidSpec) -> PreflightOptions {
+    fn preflight_options(&self, valid: &ValidSpec, cache_in_use: &BTreeMap<String, String>) -> PreflightOptions {
         let point = valid.spec.recovery_point.clone().unwrap_or_default();
         let choice = match tern_proto::RecoveryPointKind::try_from(point.kind).unwrap_or_default() {
             tern_proto::RecoveryPointKind::Latest => PointChoice::Latest,
@@ -546,19 +563,32 @@ impl PlannerService {
             tern_proto::RecoveryPointKind::Custom => PointChoice::Custom(point.custom_id.clone()),
             _ => PointChoice::LatestProcessed,
         };
+        let phases = valid.spec.phases.unwrap_or_default();
         PreflightOptions {
             point: choice,
             direction: valid.direction,
             drill: valid.mode == PlanMode::Drill,
+            reprotect: phases.reprotect.unwrap_or(true),
+            cache: crate::preflight::CacheAccounts::new(
+                valid.spec.reprotect_target.as_ref(),
+                &self.inner.asr.config().cache_storage_accounts,
+                cache_in_use,
+            ),
             ..PreflightOptions::default()
         }
     }
 
-    async fn preflight_all(&self, valid: &ValidSpec, items: &[(ProtectedItem, u32)]) -> Vec<VmPreflight> {
-        let opts = Self::preflight_options(valid);
+    /// Preflight of every selected VM; also the cache storage accounts it found usable.
+    async fn preflight_all(
+        &self,
+        valid: &ValidSpec,
+        selection: &Resolved,
+    ) -> (Vec<VmPreflight>, BTreeMap<String, String>) {
+        let items = &selection.items;
+        let opts = self.preflight_options(valid, &selection.cache_in_use);
         let now = time::OffsetDateTime::now_utc();
         let opts = &opts;
-        futures::stream::iter(0..items.len())
+        let vms = futures::stream::iter(0..items.len())
             .map(|i| async move {
                 let item = &items[i].0;
                 let key = item.lifecycle_id().unwrap_or(item.friendly_name()).to_owned();
@@ -566,8 +596,9 @@ impl PlannerService {
                 preflight_vm(&self.inner.asr, item, opts, locked.as_deref(), now).await
             })
             .buffered(PREFLIGHT_CONCURRENCY)
-            .collect()
-            .await
+            .collect::<Vec<_>>()
+            .await;
+        (vms, opts.cache.resolved())
     }
 
     async fn submit(&self, spec: tern_proto::PlanSpec) -> Result<SubmitPlanResponse, Status> {
@@ -579,8 +610,9 @@ impl PlannerService {
             let plan = self.get(&existing.value.plan_id).await?;
             return Ok(SubmitPlanResponse { plan: Some(plan), existing: true });
         }
-        let items = self.resolve(&valid).await?;
-        let preflight = self.preflight_all(&valid, &items).await;
+        let selection = self.resolve(&valid).await?;
+        let (preflight, cache_accounts) = self.preflight_all(&valid, &selection).await;
+        let items = selection.items;
         let blocked: Vec<String> = preflight
             .iter()
             .filter(|p| p.readiness == Readiness::Blocked as i32)
@@ -695,10 +727,19 @@ impl PlannerService {
         }
         let root = tracing::Span::current();
         root.record("tern.plan_id", plan_id.as_str());
+        // Reprotect commands carry the cache account preflight found for each region (the
+        // plan's own choices stay as they are).
+        let mut spec = valid.spec.clone();
+        if !cache_accounts.is_empty() {
+            let target = spec.reprotect_target.get_or_insert_with(Default::default);
+            for (region, account) in cache_accounts {
+                target.cache_storage_accounts.entry(region).or_insert(account);
+            }
+        }
         let mut plan = Plan {
             traceparent: tern_bus::trace::traceparent(&root.context()),
             plan_id: plan_id.clone(),
-            spec: Some(valid.spec.clone()),
+            spec: Some(spec),
             state: if preflight_only { PlanState::Completed as i32 } else { PlanState::Accepted as i32 },
             vms,
             created_at: Some(now()),
@@ -833,8 +874,8 @@ impl Planner for PlannerService {
     async fn preflight(&self, request: Request<PreflightRequest>) -> Result<Response<PreflightResponse>, Status> {
         let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
         let valid = validate(&spec, &self.inner.vault_id)?;
-        let items = self.resolve(&valid).await?;
-        let vms = self.preflight_all(&valid, &items).await;
+        let selection = self.resolve(&valid).await?;
+        let (vms, _) = self.preflight_all(&valid, &selection).await;
         let ready = vms.iter().all(|v| v.readiness != Readiness::Blocked as i32);
         Ok(Response::new(PreflightResponse { vms, ready }))
     }

@@ -143,7 +143,11 @@ async fn a_plan_in_two_waves_fails_back_commits_reprotects_and_cleans_up() {
     for op in ["failoverCommit", "switchProtection"] {
         assert_eq!(ops.iter().filter(|(o, _)| o == op).count(), 6, "{op} once per VM: {ops:?}");
     }
-    assert_eq!(ops.iter().filter(|(o, _)| o == "delete").count(), 12, "each VM's leftover VM and NIC: {ops:?}");
+    assert_eq!(
+        ops.iter().filter(|(o, _)| o == "delete").count(),
+        24,
+        "each VM's leftover VM, NIC and two disks: {ops:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,12 +1,16 @@
 //! The reprotect phase: A2A switch protection of a committed item, so it replicates from the
-//! region it now runs in. The item is re-homed under a new id (its `lifecycleId` stays); the
-//! worker re-resolves it, reports sync progress, and succeeds once it is Protected.
+//! region it now runs in. The request is built as Azure PowerShell builds it: the VM as it runs
+//! now is read and each of its disks named, with the cache storage account of its region (the
+//! command carries one per region). The item is re-homed under a new id (its `lifecycleId`
+//! stays); the worker re-resolves it and reports the job's success — but the VM is protected
+//! again only once initial replication has completed (its disks Protected, its
+//! `SecondaryIrCompletion` job done), and only then does the phase succeed.
 
 use tern_asr::ErrorClass;
-use tern_asr::client::ReprotectSettings;
+use tern_asr::client::{Mutation, ReprotectSettings};
 use tern_bus::WorkQueue;
-use tern_proto::{Outcome, Phase, ReprotectTarget, command};
-use tern_worker::runtime::running_job_of;
+use tern_proto::{Outcome, Phase, PhaseProgress, ReprotectTarget, command};
+use tern_worker::runtime::{PriorSend, running_job_of};
 use tern_worker::{CommandRun, Failure, PhaseHandler};
 
 /// The reprotect phase handler.
@@ -19,6 +23,7 @@ fn settings(t: Option<&ReprotectTarget>) -> ReprotectSettings {
     ReprotectSettings {
         resource_group_id: some(t.resource_group_id),
         cache_storage_account_id: some(t.cache_storage_account_id),
+        cache_storage_accounts: t.cache_storage_accounts.into_iter().collect(),
         disk_type: some(t.disk_type),
         availability_set_id: some(t.availability_set_id),
         availability_zone: some(t.availability_zone),
@@ -46,6 +51,7 @@ impl PhaseHandler for ReprotectPhase {
 
     async fn run(&self, run: &mut CommandRun) -> Result<&'static str, Failure> {
         const STEP: &str = "reprotect";
+        const SYNC: &str = "initial_replication";
         let Some(command::Action::Reprotect(r)) = run.command.action.clone() else {
             return Err(Failure::Invalid("not a reprotect command".into()));
         };
@@ -59,38 +65,51 @@ impl PhaseHandler for ReprotectPhase {
         if !run.fence.is_done(STEP) {
             let job = if let Some(job) = run.recorded_job(STEP) {
                 Some(job)
-            } else if let Some(job) = running_job_of(&item, "protection").or_else(|| running_job_of(&item, "reprotect"))
-            {
-                run.fence.record_job(STEP, &job).await?;
-                Some(job)
-            } else if item.allows("SwitchProtection") {
-                let submission = asr
-                    .switch_protection(&item, &settings(r.target.as_ref()))
-                    .await
-                    .map_err(Failure::asr(Phase::Reprotect))?;
-                run.record(STEP, Phase::Reprotect, submission).await?
-            } else if item.protection_state().eq_ignore_ascii_case("Protected") && rehomed_since_command(run, &item.id)
-            {
-                // Protected under another id than the command named: an earlier attempt
-                // reprotected it (a Protected item still under its own id was never failed over).
-                reason = "already reprotected (re-homed under a new id); nothing sent".into();
-                None
             } else {
-                return Err(Failure::Refused {
-                    phase: Phase::Reprotect,
-                    code: "TERN-REPROTECT-NOT-ALLOWED",
-                    message: format!(
-                        "{} is {} and does not allow switch protection (allowed: {:?})",
-                        item.friendly_name(),
-                        item.protection_state(),
-                        item.properties.allowed_operations
-                    ),
-                    action: "Reprotect needs a committed failover: commit it first.",
-                });
+                match run.prior_send(STEP, None, Phase::Reprotect, &item, Mutation::SwitchProtection).await? {
+                    PriorSend::Job(job) => Some(job),
+                    PriorSend::Done => {
+                        reason = "already reprotected (re-homed under a new id); nothing sent".into();
+                        None
+                    }
+                    PriorSend::None => {
+                        if let Some(job) =
+                            running_job_of(&item, "protection").or_else(|| running_job_of(&item, "reprotect"))
+                        {
+                            run.fence.record_job(STEP, &job).await?;
+                            Some(job)
+                        } else if item.allows("SwitchProtection") {
+                            let key = run.request_key(STEP);
+                            let submission = asr
+                                .switch_protection(&item, &settings(r.target.as_ref()), &key)
+                                .await
+                                .map_err(Failure::asr(Phase::Reprotect))?;
+                            run.record(STEP, Phase::Reprotect, submission).await?
+                        } else if item.protection_state().eq_ignore_ascii_case("Protected")
+                            && rehomed_since_command(run, &item.id)
+                        {
+                            // Protected under another id than the command named: an earlier attempt
+                            // reprotected it (a Protected item still under its own id was never failed over).
+                            reason = "already reprotected (re-homed under a new id); nothing sent".into();
+                            None
+                        } else {
+                            return Err(Failure::Refused {
+                                phase: Phase::Reprotect,
+                                code: "TERN-REPROTECT-NOT-ALLOWED",
+                                message: format!(
+                                    "{} is {} and does not allow switch protection (allowed: {:?})",
+                                    item.friendly_name(),
+                                    item.protection_state(),
+                                    item.properties.allowed_operations
+                                ),
+                                action: "Reprotect needs a committed failover: commit it first.",
+                            });
+                        }
+                    }
+                }
             };
             if let Some(job) = &job {
-                run.sync_item = Some(item.id.clone());
-                run.wait(Phase::Reprotect, job).await?;
+                run.wait_state(Phase::Reprotect, job).await?;
             }
             run.fence.step_done(STEP).await?;
         }
@@ -129,14 +148,45 @@ impl PhaseHandler for ReprotectPhase {
         }
         run.events.vm_mut().protected_item_id = rehomed.id.clone();
         let job = run.recorded_job(STEP).unwrap_or_default();
+        if !run.fence.is_done(SYNC) {
+            // The job succeeded; the VM is protected again only once its initial replication has
+            // completed. Say so now, then wait for it.
+            let pending = rehomed.disks_not_protected().len();
+            if pending > 0 {
+                let job_name = job.clone();
+                let percent = rehomed.sync_percent().map(|p| p.clamp(0, 100) as u32).unwrap_or(0);
+                run.events
+                    .emit(Phase::Reprotect, Outcome::Progress, |e| {
+                        e.asr_job_id = job_name;
+                        e.reason =
+                            format!("reprotect job succeeded; initial replication of {pending} disk(s) in progress");
+                        e.progress = Some(PhaseProgress { task: "Reprotect job succeeded".into(), percent });
+                    })
+                    .await
+                    .map_err(|e| Failure::Transient(e.to_string()))?;
+            }
+            let since = claimed_at(run);
+            run.wait_initial_replication(Phase::Reprotect, &rehomed, since).await?;
+            run.fence.step_done(SYNC).await?;
+        }
         run.events
             .emit(Phase::Reprotect, Outcome::Succeeded, |e| {
                 e.asr_job_id = job;
                 e.new_protected_item_id = rehomed.id.clone();
-                e.reason = reason;
+                e.reason = if reason.is_empty() {
+                    "reprotected; initial replication completed".into()
+                } else {
+                    format!("{reason}; initial replication completed")
+                };
             })
             .await
             .map_err(|e| Failure::Transient(e.to_string()))?;
         Ok("succeeded")
     }
+}
+
+/// When the command was first claimed: no job of its reprotect can have started before.
+fn claimed_at(run: &CommandRun) -> time::OffsetDateTime {
+    let ms = i128::from(run.fence.record.started_ms);
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).unwrap_or_else(|_| time::OffsetDateTime::now_utc())
 }

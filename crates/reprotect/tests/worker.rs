@@ -1,7 +1,7 @@
 //! The reprotect worker as a process, against a real nats-server and the ASR simulator.
 
 use tern_asr::AsrClient;
-use tern_asr::client::FailoverDirection;
+use tern_asr::client::{FailoverDirection, request_key};
 use tern_asr_sim::SimConfig;
 use tern_proto::{Command, Outcome, Phase, ReprotectCommand, VmRef, command};
 use tern_testkit::stack::*;
@@ -28,11 +28,14 @@ async fn advance(stack: &Stack, seconds: f64) {
 /// Fails `vm` over and commits, as the failover worker would have, so reprotect can start.
 async fn failed_over_and_committed(stack: &Stack, vm: &str) {
     let c = client(stack);
-    let item = c.list_items(None, Some(&format!("friendlyName eq '{vm}'"))).await.unwrap().remove(0);
-    let s = c.unplanned_failover(&item, FailoverDirection::PrimaryToRecovery, None, false).await.unwrap();
+    let item = c.find_item_by_vm_name(vm, None).await.unwrap().unwrap();
+    let s = c
+        .unplanned_failover(&item, FailoverDirection::PrimaryToRecovery, None, false, &request_key(&[vm, "fo"]))
+        .await
+        .unwrap();
     advance(stack, 4000.0).await;
     c.wait_job(s.job.as_deref().unwrap(), None).await.unwrap();
-    let s = c.commit(&c.get_item(&item.id).await.unwrap()).await.unwrap();
+    let s = c.commit(&c.get_item(&item.id).await.unwrap(), &request_key(&[vm, "commit"])).await.unwrap();
     advance(stack, 4000.0).await;
     c.wait_job(s.job.as_deref().unwrap(), None).await.unwrap();
 }
@@ -147,4 +150,74 @@ async fn duplicates_and_garbage_do_not_disturb_the_worker() {
     .unwrap();
     assert_eq!(switch_posts(&stack.accepted_ops().await), 1, "two deliveries, one side effect");
     assert_eq!(stack.bus.dead_letters().await.unwrap().len(), 1, "the garbage is dead-lettered");
+}
+
+/// The simulator's record of a job: (operation or scenario, item, wall-clock end in ms).
+async fn jobs(stack: &Stack) -> Vec<serde_json::Value> {
+    stack.admin("jobs").await.as_array().unwrap().clone()
+}
+
+fn at_ms(t: &prost_types::Timestamp) -> i64 {
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+#[tokio::test]
+async fn the_vm_is_protected_again_only_when_initial_replication_has_completed() {
+    let mut config = sim(2);
+    config.zero_latency = false;
+    config.time_compression = 300.0; // the job takes 1-2 s, initial replication 2-6 s more
+    let mut stack = Stack::start(config).await;
+    failed_over_and_committed(&stack, "vm-00001").await;
+    stack.spawn(BIN, &[]);
+    stack.bus.publish_command(&reprotect("r6", "vm-00001")).await.unwrap();
+    let events = stack.wait_events("r6", "reprotect to finish", |ev| terminal(ev).is_some()).await;
+    let (outcome, done) = terminal(&events).unwrap();
+    assert_eq!(outcome, Outcome::Succeeded, "{done:?}");
+    // The job's success was reported on its way, before the phase succeeded.
+    let job_done = events
+        .iter()
+        .filter(|e| kind(e) == Some((Phase::Reprotect, Outcome::Progress)))
+        .map(vm_event)
+        .find(|v| v.reason.contains("reprotect job succeeded"))
+        .unwrap_or_else(|| panic!("no progress event says the job succeeded: {events:#?}"));
+    // The phase succeeded only after ASR's SecondaryIrCompletion job ended (the end of initial
+    // replication), which itself came after the switch-protection job.
+    let jobs = jobs(&stack).await;
+    let end_of = |scenario: &str| {
+        jobs.iter()
+            .filter(|j| j["target"] == "vm-00001" && (j["scenario"] == scenario || j["operation"] == scenario))
+            .filter_map(|j| j["completed_unix_ms"].as_i64())
+            .max()
+    };
+    let switch = end_of("switchProtection").unwrap_or_else(|| panic!("no switch protection job: {jobs:#?}"));
+    let secondary =
+        end_of("SecondaryIrCompletion").unwrap_or_else(|| panic!("no SecondaryIrCompletion job: {jobs:#?}"));
+    assert!(switch < secondary, "initial replication ends after the job");
+    let succeeded = at_ms(done.finished_at.as_ref().unwrap());
+    assert!(succeeded >= secondary, "the phase succeeded at {succeeded}, before replication completed at {secondary}");
+    assert!(at_ms(job_done.started_at.as_ref().or(done.started_at.as_ref()).unwrap()) <= succeeded);
+    // The item is Protected with every disk Protected.
+    let item = client(&stack).get_item(&done.new_protected_item_id).await.unwrap();
+    assert!(item.disks_not_protected().is_empty(), "{:?}", item.disk_sync());
+}
+
+#[tokio::test]
+async fn a_failed_initial_replication_fails_the_phase_with_its_code() {
+    let mut config = sim(2);
+    config.zero_latency = false;
+    config.time_compression = 300.0;
+    config.faults.failures.push(
+        serde_json::from_value(
+            serde_json::json!({"vms": ["vm-00001"], "operation": "ir_completion", "code": "150097"}),
+        )
+        .unwrap(),
+    );
+    let mut stack = Stack::start(config).await;
+    failed_over_and_committed(&stack, "vm-00001").await;
+    stack.spawn(BIN, &[]);
+    stack.bus.publish_command(&reprotect("r7", "vm-00001")).await.unwrap();
+    let events = stack.wait_events("r7", "reprotect to end", |ev| terminal(ev).is_some()).await;
+    let (outcome, ev) = terminal(&events).unwrap();
+    assert_eq!(outcome, Outcome::Failed, "{ev:?}");
+    assert_eq!(ev.error.unwrap().code, "150097");
 }

@@ -29,6 +29,16 @@ pub struct Stack {
     launches: Vec<(String, Vec<(String, String)>)>,
 }
 
+/// The cache storage account of each region of the simulated estate, as its ready line names
+/// them (`{"eastus": "<ARM id>", ...}`): what services reprotect through.
+pub fn cache_accounts(info: &tern_asr_sim::SimInfo) -> Value {
+    serde_json::to_value(info)
+        .ok()
+        .map(|v| v["cache_storage_accounts"].clone())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| Value::Object(Default::default()))
+}
+
 /// An estate of `vms` VMs ready for failback, where every job finishes at once and nothing
 /// is throttled.
 pub fn ready_for_failback(vms: usize) -> SimConfig {
@@ -112,6 +122,8 @@ impl Stack {
             .env("TERN_ASR__SUBSCRIPTION_ID", &info.subscription_id)
             .env("TERN_ASR__RESOURCE_GROUP", &info.resource_group)
             .env("TERN_ASR__VAULT", &info.vault)
+            .env("TERN_ASR__CACHE_STORAGE_ACCOUNTS", cache_accounts(info).to_string())
+            .env("TERN_ASR__LOST_REQUEST_WINDOW", "2")
             .env("TERN_ASR_TOKEN", "test-token")
             .env("TERN_BUDGET", "null")
             .env("TERN_ENSURE_TOPOLOGY", "false")
@@ -144,6 +156,8 @@ impl Stack {
             vault: info.vault.clone(),
             poll_interval: Duration::from_millis(20),
             backoff_base: Duration::from_millis(20),
+            cache_storage_accounts: serde_json::from_value(cache_accounts(info)).unwrap_or_default(),
+            lost_request_window: Duration::from_secs(2),
             ..tern_asr::AsrConfig::default()
         };
         tern_asr::AsrClient::new(

@@ -37,6 +37,18 @@ pub struct OperationRecord {
     pub notes: BTreeMap<String, String>,
 }
 
+/// What the earlier owner of a command taken over may have done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenOver {
+    /// Its claimant name.
+    pub owner: String,
+    /// Until when it held the command (ms since the Unix epoch): it may have sent a side effect
+    /// up to then.
+    pub held_until_ms: u64,
+    /// The steps done when it lost the command: it got no further than the first step after them.
+    pub done_steps: Vec<String>,
+}
+
 /// Why a fence could not be held.
 #[derive(Debug, thiserror::Error)]
 pub enum FenceError {
@@ -79,6 +91,9 @@ pub struct Fence {
     revision: Revision,
     /// The record as last written.
     pub record: OperationRecord,
+    /// When this claim took the command over from an earlier owner: what that owner may have
+    /// done. `None` for a command nobody held before.
+    pub taken_over: Option<TakenOver>,
 }
 
 impl Fence {
@@ -90,7 +105,7 @@ impl Fence {
         revision: Revision,
         record: OperationRecord,
     ) -> Self {
-        Self { kv: kv.clone(), key: key.into(), owner: owner.into(), lease, revision, record }
+        Self { kv: kv.clone(), key: key.into(), owner: owner.into(), lease, revision, record, taken_over: None }
     }
 
     /// Claims `key` for `owner`: creates the record, or takes it over if its owner's lease ran
@@ -127,6 +142,11 @@ impl Fence {
                     });
                 }
                 Some(v) => {
+                    let previous = TakenOver {
+                        owner: v.value.owner.clone(),
+                        held_until_ms: v.value.lease_until_ms.min(now),
+                        done_steps: v.value.done_steps.clone(),
+                    };
                     let record = OperationRecord {
                         owner: owner.into(),
                         lease_until_ms: now + lease.as_millis() as u64,
@@ -134,7 +154,9 @@ impl Fence {
                     };
                     match kv.update(key, &record, v.revision).await {
                         Ok(revision) => {
-                            return Ok(Claim::Owned(Box::new(Self::held(kv, key, owner, lease, revision, record))));
+                            let mut fence = Self::held(kv, key, owner, lease, revision, record);
+                            fence.taken_over = Some(previous);
+                            return Ok(Claim::Owned(Box::new(fence)));
                         }
                         Err(KvError::Conflict { .. }) => continue,
                         Err(e) => return Err(e.into()),
@@ -176,6 +198,16 @@ impl Fence {
     pub async fn note(&mut self, key: &str, value: &str) -> Result<(), FenceError> {
         self.write(|r| {
             r.notes.insert(key.to_owned(), value.to_owned());
+        })
+        .await
+    }
+
+    /// Remembers several facts in one write.
+    pub async fn note_all(&mut self, facts: &[(&str, String)]) -> Result<(), FenceError> {
+        self.write(|r| {
+            for (key, value) in facts {
+                r.notes.insert((*key).to_owned(), value.clone());
+            }
         })
         .await
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tern_asr::ErrorClass;
-use tern_asr::client::{Submission, SubmitOutcome, job_failure};
+use tern_asr::client::{Mutation, Submission, SubmitOutcome, job_failure};
 use tern_asr::model::{Job, JobState, ProtectedItem};
 use tern_asr::watcher::{JobWatcher, WatcherOptions};
 use tern_asr::{AsrClient, AsrError, FleetBudget, TokenProvider, Unlimited};
@@ -117,8 +117,26 @@ pub struct CommandRun {
     pub fence: Fence,
     /// Its events.
     pub events: Emitter,
-    /// During reprotect: read this item's sync progress now and then.
-    pub sync_item: Option<String>,
+}
+
+/// What an earlier owner of a command did about a step's side effect, as Azure shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PriorSend {
+    /// Nothing: send it.
+    None,
+    /// It started this job (now recorded): attach to it.
+    Job(String),
+    /// Its effect is there, though no job of its request shows: nothing to send.
+    Done,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn from_ms(ms: u64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
 }
 
 impl CommandRun {
@@ -140,12 +158,10 @@ impl CommandRun {
         let found = asr.find_item(&name, lifecycle).await.map_err(Failure::asr(phase))?;
         let found = match found {
             Some(i) => Some(i),
-            None if !vm.name.is_empty() => asr
-                .list_items(None, Some(&format!("friendlyName eq '{}'", vm.name)))
-                .await
-                .map_err(Failure::asr(phase))?
-                .into_iter()
-                .next(),
+            // No filter by name exists in the REST spec: read the whole list, match the name.
+            None if !vm.name.is_empty() => {
+                asr.find_item_by_vm_name(&vm.name, lifecycle).await.map_err(Failure::asr(phase))?
+            }
             None => None,
         };
         let item = found.ok_or_else(|| Failure::Refused {
@@ -166,6 +182,93 @@ impl CommandRun {
         self.fence.job(step).map(str::to_owned)
     }
 
+    fn sends(&self, step: &str) -> u32 {
+        self.fence.noted(&format!("sends.{step}")).and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+
+    /// The `x-ms-client-request-id` a step's side effect goes out with: derived from the
+    /// command, the step and how often the step was sent before, so whoever holds the command
+    /// next finds the job it started by its `activityId`.
+    pub fn request_key(&self, step: &str) -> String {
+        tern_asr::client::request_key(&[&self.command.command_id, step, &self.sends(step).to_string()])
+    }
+
+    /// Every request id the step may have gone out with so far.
+    fn sent_keys(&self, step: &str) -> Vec<String> {
+        (0..=self.sends(step))
+            .map(|n| tern_asr::client::request_key(&[&self.command.command_id, step, &n.to_string()]))
+            .collect()
+    }
+
+    /// Before a step sends its side effect for the first time in this delivery: whether an
+    /// earlier owner of the command (a crashed or cut-off worker, or an earlier delivery whose
+    /// answer was lost) may have sent it, and what became of it. A command nobody held before
+    /// needs no look, nor a step the earlier owner never reached (`after`: the step done before
+    /// this one is sent, if any). Otherwise the job is looked for by its request ids; while none
+    /// shows and the lost-request window since the latest moment it may have been sent has not
+    /// passed, the command is handed back rather than sent.
+    pub async fn prior_send(
+        &mut self,
+        step: &str,
+        after: Option<&str>,
+        phase: Phase,
+        item: &ProtectedItem,
+        mutation: Mutation,
+    ) -> Result<PriorSend, Failure> {
+        let Some(until) = self.latest_send(step, after) else { return Ok(PriorSend::None) };
+        let keys = self.sent_keys(step);
+        let s = self.cx.asr.settle(item, mutation, &keys, from_ms(until)).await.map_err(Failure::asr(phase))?;
+        match (s.outcome, s.job) {
+            (_, Some(job)) => {
+                info!(step, %job, "an earlier attempt's request started this job; attaching");
+                self.fence.record_job(step, &job).await?;
+                Ok(PriorSend::Job(job))
+            }
+            (SubmitOutcome::AlreadyFinished, None) => Ok(PriorSend::Done),
+            (SubmitOutcome::Unsettled, None) => {
+                // Nothing was sent now: the bound stays where it is for whoever comes next.
+                self.note_unsettled(step, until).await?;
+                Err(Failure::Transient(format!(
+                    "an earlier attempt may have sent {step}; its job does not show yet, so nothing is sent now"
+                )))
+            }
+            (_, None) => {
+                // Whatever may have been sent before never started: the next send gets its own
+                // id, so a late job of the earlier request can still be told apart.
+                let n = self.sends(step) + 1;
+                self.fence.note(&format!("sends.{step}"), &n.to_string()).await?;
+                Ok(PriorSend::None)
+            }
+        }
+    }
+
+    /// The latest moment the step's side effect may have been sent by an earlier owner of the
+    /// command (ms since the Unix epoch), or `None` when none can have sent it: nobody held the
+    /// command before, or the earlier owner never got to the step (`after` was not done).
+    fn latest_send(&self, step: &str, after: Option<&str>) -> Option<u64> {
+        let noted = self.fence.noted(&format!("unsettled.{step}")).and_then(|v| {
+            let (ms, by) = v.split_once(' ')?;
+            Some((ms.parse::<u64>().ok()?, by.to_owned()))
+        });
+        let previous = self.fence.taken_over.as_ref().filter(|t| {
+            after.is_none_or(|a| t.done_steps.iter().any(|d| d == a)) && !t.done_steps.iter().any(|d| d == step)
+        });
+        match (noted, previous) {
+            // The last owner noted the bound and returned without sending anything after.
+            (Some((ms, by)), Some(t)) if by == t.owner => Some(ms),
+            (Some((ms, _)), Some(t)) => Some(ms.max(t.held_until_ms)),
+            (Some((ms, _)), None) => Some(ms),
+            (None, Some(t)) => Some(t.held_until_ms),
+            (None, None) => None,
+        }
+    }
+
+    async fn note_unsettled(&mut self, step: &str, until_ms: u64) -> Result<(), Failure> {
+        let value = format!("{until_ms} {}", self.fence.owner());
+        self.fence.note(&format!("unsettled.{step}"), &value).await?;
+        Ok(())
+    }
+
     /// Takes a submission's job and records it before anything waits on it. Returns `None`
     /// when the operation had already finished without a known job.
     pub async fn record(
@@ -182,7 +285,19 @@ impl CommandRun {
             }
             (SubmitOutcome::AlreadyFinished, None) => Ok(None),
             (SubmitOutcome::NotStarted, None) => {
+                // The request never started anything: the next send goes out under a new id.
+                let n = self.sends(step) + 1;
+                self.fence.note(&format!("sends.{step}"), &n.to_string()).await?;
                 Err(Failure::Transient(format!("{} was not started; will submit again", phase.slug())))
+            }
+            (SubmitOutcome::Unsettled, None) => {
+                // The answer was lost and the job does not show yet: note when it was sent, and
+                // look again later (see `prior_send`) instead of sending again.
+                self.note_unsettled(step, now_ms()).await?;
+                Err(Failure::Transient(format!(
+                    "the answer to the {} request was lost and its job does not show yet; will look again",
+                    phase.slug()
+                )))
             }
             (outcome, None) => Err(Failure::Asr {
                 phase,
@@ -194,18 +309,25 @@ impl CommandRun {
         }
     }
 
-    /// Waits for `job`, publishing progress as its tasks advance and keeping the claim alive.
+    /// Waits for `job`, publishing progress as it advances and keeping the claim alive. The
+    /// job at the end is read in full (the watcher GETs it once it ended): tasks, errors and
+    /// custom details are there, which the lists it follows the job with leave out.
     pub async fn wait(&mut self, phase: Phase, job: &str) -> Result<Job, Failure> {
+        self.wait_job(phase, job, true).await
+    }
+
+    /// As [`Self::wait`] for a step that needs nothing of a successful job but its success: it
+    /// costs no read of the job (a failed one is still read in full, for its error).
+    pub async fn wait_state(&mut self, phase: Phase, job: &str) -> Result<Job, Failure> {
+        self.wait_job(phase, job, false).await
+    }
+
+    async fn wait_job(&mut self, phase: Phase, job: &str, details: bool) -> Result<Job, Failure> {
         tracing::debug!(job, "waiting for the ASR job");
-        let mut rx = self.cx.watcher.watch(job);
+        let mut rx = if details { self.cx.watcher.watch(job) } else { self.cx.watcher.watch_state(job) };
         let mut renew = tokio::time::interval(self.cx.config.lease() / 3);
         renew.tick().await;
-        // Sync progress costs one read per VM, from the same per-subscription budget every VM
-        // shares: read it rarely (four job polls, at least 30 s apart).
-        let probe_every = Duration::from_secs_f64((self.cx.config.poll_interval_secs * 4.0).max(SYNC_PROBE_MIN_SECS));
-        let mut sync_probe = tokio::time::interval_at(tokio::time::Instant::now() + probe_every, probe_every);
-        let mut last_task: Option<String> = None;
-        let mut last_percent: Option<u32> = None;
+        let mut last: Option<String> = None;
         loop {
             tokio::select! {
                 changed = rx.changed() => {
@@ -213,43 +335,95 @@ impl CommandRun {
                         return Err(Failure::Transient("the job watcher stopped".into()));
                     }
                     let Some(j) = rx.borrow_and_update().clone() else { continue };
-                    // Reprotect re-homes the item: follow its new id for sync progress.
-                    if let (Some(_), Some(new_id)) = (&self.sync_item, j.new_item_id()) {
-                        self.sync_item = Some(new_id.to_owned());
-                    }
                     match j.state() {
                         JobState::Succeeded => return Ok(j),
                         JobState::Failed | JobState::Cancelled => return Err(Failure::Asr { phase, error: job_failure(&j) }),
                         _ => {}
                     }
-                    let task = j.current_task().and_then(|t| t.friendly_name.clone().or(t.name.clone()));
-                    if task.is_some() && task != last_task {
-                        last_task = task.clone();
+                    // A list tells the job's state, not its tasks: progress is what it tells.
+                    let what = j.current_task().and_then(|t| t.friendly_name.clone().or(t.name.clone())).unwrap_or_else(|| {
+                        let name = j.properties.friendly_name.clone().or(j.properties.scenario_name.clone());
+                        format!("{} {}", name.unwrap_or_else(|| "job".into()), j.state()).trim().to_owned()
+                    });
+                    if last.as_ref() != Some(&what) {
+                        last = Some(what.clone());
                         let job_name = j.name.clone();
                         let _ = self.events.emit(phase, Outcome::Progress, |e| {
                             e.asr_job_id = job_name;
-                            e.progress = Some(PhaseProgress { task: task.unwrap_or_default(), percent: last_percent.unwrap_or(0) });
+                            e.progress = Some(PhaseProgress { task: what, percent: 0 });
                         }).await;
                     }
                 }
                 _ = renew.tick() => self.fence.renew().await?,
-                _ = sync_probe.tick(), if self.sync_item.is_some() => {
-                    let id = self.sync_item.clone().unwrap_or_default();
-                    if let Ok(item) = self.cx.asr.get_item(&id).await {
-                        let percent = item.sync_percent().map(|p| p.clamp(0, 100) as u32);
-                        if percent.is_some() && percent != last_percent {
-                            last_percent = percent;
-                            let job_name = job.to_owned();
-                            let task = last_task.clone().unwrap_or_else(|| "Synchronizing".into());
-                            let _ = self.events.emit(phase, Outcome::Progress, |e| {
-                                e.asr_job_id = job_name;
-                                e.progress = Some(PhaseProgress { task, percent: percent.unwrap_or(0) });
-                            }).await;
+            }
+        }
+    }
+
+    /// Waits until `item`'s initial replication has completed, keeping the claim alive and
+    /// publishing its progress. A reprotect job's success is not the end of it: replication
+    /// goes on, and ends with `PrimaryIrCompletion` and `SecondaryIrCompletion` jobs
+    /// (A2AFailoverCommit-excerpt.json entries 122–143). The end is seen when every disk of the
+    /// item is Protected, or when the `SecondaryIrCompletion` job of the VM (started since
+    /// `since`) succeeds; if it fails, the phase fails with its error. Progress is read per
+    /// disk (the item-level figure goes stale), one item read at a time, rarely.
+    pub async fn wait_initial_replication(
+        &mut self,
+        phase: Phase,
+        item: &ProtectedItem,
+        since: time::OffsetDateTime,
+    ) -> Result<(), Failure> {
+        if item.disks_not_protected().is_empty() {
+            return Ok(());
+        }
+        let vm = item.friendly_name().to_owned();
+        tracing::debug!(%vm, "waiting for initial replication to complete");
+        let mut done = self.cx.watcher.expect(&vm, "SecondaryIrCompletion", since);
+        let mut renew = tokio::time::interval(self.cx.config.lease() / 3);
+        renew.tick().await;
+        // Progress costs one read per VM, from the same per-subscription budget every VM
+        // shares: read it rarely (four job polls, at least 30 s apart).
+        let probe_every = Duration::from_secs_f64((self.cx.config.poll_interval_secs * 4.0).max(SYNC_PROBE_MIN_SECS));
+        let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + probe_every, probe_every);
+        let mut last_percent = None;
+        self.initial_replication_progress(phase, item, &mut last_percent).await;
+        loop {
+            tokio::select! {
+                changed = done.changed() => {
+                    if changed.is_err() {
+                        return Err(Failure::Transient("the job watcher stopped".into()));
+                    }
+                    let Some(j) = done.borrow_and_update().clone() else { continue };
+                    match j.state() {
+                        JobState::Succeeded => return Ok(()),
+                        JobState::Failed | JobState::Cancelled => return Err(Failure::Asr { phase, error: job_failure(&j) }),
+                        _ => {}
+                    }
+                }
+                _ = renew.tick() => self.fence.renew().await?,
+                _ = probe.tick() => {
+                    if let Ok(now) = self.cx.asr.get_item(&item.id).await {
+                        if now.disks_not_protected().is_empty() {
+                            return Ok(());
                         }
+                        self.initial_replication_progress(phase, &now, &mut last_percent).await;
                     }
                 }
             }
         }
+    }
+
+    async fn initial_replication_progress(&mut self, phase: Phase, item: &ProtectedItem, last: &mut Option<u32>) {
+        let percent = item.sync_percent().map(|p| p.clamp(0, 100) as u32).unwrap_or(0);
+        if *last == Some(percent) {
+            return;
+        }
+        *last = Some(percent);
+        let _ = self
+            .events
+            .emit(phase, Outcome::Progress, |e| {
+                e.progress = Some(PhaseProgress { task: "Initial replication".into(), percent });
+            })
+            .await;
     }
 }
 
@@ -383,7 +557,7 @@ async fn handle(
         };
         let in_flight = cx.metrics.in_flight();
         let events = Emitter::new(cx.bus.clone(), &command, phase);
-        let mut run = CommandRun { cx: cx.clone(), command: command.clone(), fence, events, sync_item: None };
+        let mut run = CommandRun { cx: cx.clone(), command: command.clone(), fence, events };
         let result = handler.run(&mut run).await;
         drop(in_flight);
         // A failure is this worker's to report only while it still holds the claim: a worker that

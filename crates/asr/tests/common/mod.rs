@@ -24,7 +24,11 @@ pub async fn start_sim(config: SimConfig) -> RunningSimulator {
 /// The client's settings for `sim`, polling fast.
 pub fn client_config(sim: &RunningSimulator) -> AsrConfig {
     let info = sim.info();
+    // The estate's cache storage accounts, one per region, as the simulator names them.
+    let advertised = serde_json::to_value(info).ok().map(|v| v["cache_storage_accounts"].clone());
+    let cache_storage_accounts = advertised.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
     AsrConfig {
+        cache_storage_accounts,
         endpoint: info.url.clone(),
         subscription_id: info.subscription_id.clone(),
         resource_group: info.resource_group.clone(),
