@@ -392,7 +392,7 @@ async fn disable(run: &mut CommandRun, item: Option<&ProtectedItem>) -> Result<S
                 let key = run.request_key(DISABLE);
                 let submission =
                     run.cx.asr.clone().disable_replication(item, &key).await.map_err(Failure::asr(Phase::Cleanup))?;
-                run.record(DISABLE, Phase::Cleanup, submission).await?
+                run.record(DISABLE, Phase::Cleanup, submission, item, Mutation::Disable).await?
             }
         },
         (None, None) => return Err(Failure::Transient("no disable job to attach to; will look again".into())),

@@ -143,7 +143,7 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
                         .await
                         .map_err(Failure::asr(Phase::Failover))?;
                     resolved = Some(r);
-                    run.record(STEP, Phase::Failover, submission).await?
+                    run.record(STEP, Phase::Failover, submission, item, Mutation::Failover).await?
                 }
             }
         }
@@ -215,7 +215,7 @@ async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
                 } else {
                     let key = run.request_key(STEP);
                     let submission = asr.commit(&item, &key).await.map_err(Failure::asr(Phase::Commit))?;
-                    run.record(STEP, Phase::Commit, submission).await?
+                    run.record(STEP, Phase::Commit, submission, &item, Mutation::Commit).await?
                 }
             }
         }
@@ -260,7 +260,7 @@ async fn drill_run(
                     let key = run.request_key("test_failover");
                     let submission =
                         asr.test_failover(item, network, r.send, &key).await.map_err(Failure::asr(Phase::Drill))?;
-                    run.record("test_failover", Phase::Drill, submission).await?
+                    run.record("test_failover", Phase::Drill, submission, item, Mutation::TestFailover).await?
                 }
             },
         };
@@ -301,7 +301,14 @@ async fn drill_run(
                             .test_failover_cleanup(&current, "Tern drill", &key)
                             .await
                             .map_err(Failure::asr(Phase::Drill))?;
-                        run.record("test_failover_cleanup", Phase::Drill, submission).await?
+                        run.record(
+                            "test_failover_cleanup",
+                            Phase::Drill,
+                            submission,
+                            &current,
+                            Mutation::TestFailoverCleanup,
+                        )
+                        .await?
                     }
                 }
             }

@@ -84,7 +84,7 @@ impl PhaseHandler for ReprotectPhase {
                                 .switch_protection(&item, &settings(r.target.as_ref()), &key)
                                 .await
                                 .map_err(Failure::asr(Phase::Reprotect))?;
-                            run.record(STEP, Phase::Reprotect, submission).await?
+                            run.record(STEP, Phase::Reprotect, submission, &item, Mutation::SwitchProtection).await?
                         } else if item.protection_state().eq_ignore_ascii_case("Protected")
                             && rehomed_since_command(run, &item.id)
                         {

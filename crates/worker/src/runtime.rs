@@ -217,7 +217,12 @@ impl CommandRun {
     ) -> Result<PriorSend, Failure> {
         let Some(until) = self.latest_send(step, after) else { return Ok(PriorSend::None) };
         let keys = self.sent_keys(step);
-        let s = self.cx.asr.settle(item, mutation, &keys, from_ms(until)).await.map_err(Failure::asr(phase))?;
+        let mut s = self.cx.asr.settle(item, mutation, &keys, from_ms(until)).await.map_err(Failure::asr(phase))?;
+        if s.outcome == SubmitOutcome::Unsettled {
+            // Nothing was sent now: the bound stays where it is for whoever comes next.
+            self.note_unsettled(step, until).await?;
+            s = self.settle_patiently(phase, item, mutation, &keys, until).await?;
+        }
         match (s.outcome, s.job) {
             (_, Some(job)) => {
                 info!(step, %job, "an earlier attempt's request started this job; attaching");
@@ -225,13 +230,6 @@ impl CommandRun {
                 Ok(PriorSend::Job(job))
             }
             (SubmitOutcome::AlreadyFinished, None) => Ok(PriorSend::Done),
-            (SubmitOutcome::Unsettled, None) => {
-                // Nothing was sent now: the bound stays where it is for whoever comes next.
-                self.note_unsettled(step, until).await?;
-                Err(Failure::Transient(format!(
-                    "an earlier attempt may have sent {step}; its job does not show yet, so nothing is sent now"
-                )))
-            }
             (_, None) => {
                 // Whatever may have been sent before never started: the next send gets its own
                 // id, so a late job of the earlier request can still be told apart.
@@ -263,6 +261,36 @@ impl CommandRun {
         }
     }
 
+    /// Looks for a lost request's job again and again, holding the command (its claim renewed,
+    /// the message kept alive) until the job shows or the lost-request window has passed:
+    /// handing the command back meanwhile would use up its delivery attempts.
+    async fn settle_patiently(
+        &mut self,
+        phase: Phase,
+        item: &ProtectedItem,
+        mutation: Mutation,
+        keys: &[String],
+        sent_ms: u64,
+    ) -> Result<Submission, Failure> {
+        let window = self.cx.asr.config().lost_request_window;
+        let every = (window / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let mut look = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut renew = tokio::time::interval(self.cx.config.lease() / 3);
+        renew.tick().await;
+        info!(?window, "the request's job does not show yet; looking again until it does or the window passes");
+        loop {
+            tokio::select! {
+                _ = look.tick() => {
+                    let s = self.cx.asr.settle(item, mutation, keys, from_ms(sent_ms)).await.map_err(Failure::asr(phase))?;
+                    if s.outcome != SubmitOutcome::Unsettled {
+                        return Ok(s);
+                    }
+                }
+                _ = renew.tick() => self.fence.renew().await?,
+            }
+        }
+    }
+
     async fn note_unsettled(&mut self, step: &str, until_ms: u64) -> Result<(), Failure> {
         let value = format!("{until_ms} {}", self.fence.owner());
         self.fence.note(&format!("unsettled.{step}"), &value).await?;
@@ -271,13 +299,25 @@ impl CommandRun {
 
     /// Takes a submission's job and records it before anything waits on it. Returns `None`
     /// when the operation had already finished without a known job.
+    /// `item` and `mutation`: what was submitted, to look for its job if the answer was lost.
     pub async fn record(
         &mut self,
         step: &str,
         phase: Phase,
         submission: Submission,
+        item: &ProtectedItem,
+        mutation: Mutation,
     ) -> Result<Option<String>, Failure> {
         self.cx.metrics.submitted();
+        let mut submission = submission;
+        if submission.outcome == SubmitOutcome::Unsettled {
+            // The answer was lost and the job does not show yet: note when it was sent (for a
+            // successor, should this worker stop), then look again rather than send again.
+            let sent = now_ms();
+            self.note_unsettled(step, sent).await?;
+            let keys = self.sent_keys(step);
+            submission = self.settle_patiently(phase, item, mutation, &keys, sent).await?;
+        }
         match (submission.outcome, submission.job) {
             (_, Some(job)) => {
                 self.fence.record_job(step, &job).await?;
@@ -289,15 +329,6 @@ impl CommandRun {
                 let n = self.sends(step) + 1;
                 self.fence.note(&format!("sends.{step}"), &n.to_string()).await?;
                 Err(Failure::Transient(format!("{} was not started; will submit again", phase.slug())))
-            }
-            (SubmitOutcome::Unsettled, None) => {
-                // The answer was lost and the job does not show yet: note when it was sent, and
-                // look again later (see `prior_send`) instead of sending again.
-                self.note_unsettled(step, now_ms()).await?;
-                Err(Failure::Transient(format!(
-                    "the answer to the {} request was lost and its job does not show yet; will look again",
-                    phase.slug()
-                )))
             }
             (outcome, None) => Err(Failure::Asr {
                 phase,
