@@ -393,10 +393,24 @@ async fn s2_figures(
     let bound = |n: u64, (capacity, rate): (f64, f64)| ((n as f64 - capacity) / rate).max(0.0);
     let write_bound = bound(admitted.writes, WRITE_BUCKET);
     let delete_bound = bound(admitted.deletes, DELETE_BUCKET);
-    // No VM can finish before its own jobs have run one after the other.
-    let mut chains: BTreeMap<&str, f64> = BTreeMap::new();
+    // No VM can finish before its own jobs have run one after the other — nor before the
+    // initial replication Azure runs after its reprotect job, from that job's end to the
+    // completion jobs that end it (the waits before an `irCompletion` job are Azure's, not Tern's).
+    let mut by_target: BTreeMap<&str, Vec<&probe::SimJob>> = BTreeMap::new();
     for j in jobs.values() {
-        *chains.entry(j.target.as_str()).or_default() += (j.completed_unix_ms - j.created_unix_ms) as f64 / 1000.0;
+        by_target.entry(j.target.as_str()).or_default().push(j);
+    }
+    let mut chains: BTreeMap<&str, f64> = BTreeMap::new();
+    for (target, mut own) in by_target {
+        own.sort_by_key(|j| j.created_unix_ms);
+        let mut chain = 0.0;
+        for (i, j) in own.iter().enumerate() {
+            chain += (j.completed_unix_ms - j.created_unix_ms) as f64 / 1000.0;
+            if i > 0 && j.operation == "irCompletion" {
+                chain += (j.created_unix_ms - own[i - 1].completed_unix_ms).max(0) as f64 / 1000.0;
+            }
+        }
+        chains.insert(target, chain);
     }
     let (longest_vm, job_bound) =
         chains.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, v)| ((*k).to_owned(), *v)).unwrap_or_default();
@@ -467,23 +481,34 @@ async fn s3_figures(vms: usize, run: &PlanRun, stack: &Stack, http: &reqwest::Cl
     let mut from_end = Vec::new();
     let mut by_phase: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let (mut succeeded, mut without_job, mut unmatched, mut unseen) = (0usize, 0usize, 0usize, 0usize);
+    // The first event naming a job once its worker saw it ended: the phase's `succeeded`, or —
+    // for a reprotect, whose phase succeeds only when initial replication has completed later —
+    // the progress event that reports the job's success.
+    let mut naming: BTreeMap<String, Vec<(f64, &str, &str)>> = BTreeMap::new();
     for e in &run.events {
         let (phase, outcome) = e.phase_and_outcome();
         let Some(vm) = e.vm() else { continue };
-        if outcome != "succeeded" {
-            continue;
+        if outcome == "succeeded" {
+            succeeded += 1;
+            if vm.asr_job_id.is_empty() {
+                without_job += 1; // e.g. cleanup with nothing to delete: no job to measure from
+                continue;
+            }
         }
-        succeeded += 1;
-        if vm.asr_job_id.is_empty() {
-            without_job += 1; // e.g. cleanup with nothing to delete: no job to measure from
+        if vm.asr_job_id.is_empty() || !matches!(outcome, "succeeded" | "progress") {
             continue;
         }
         let name = vm.asr_job_id.rsplit('/').next().unwrap_or_default().to_ascii_lowercase();
-        let Some(job) = jobs.get(&name) else {
+        naming.entry(name).or_default().push((e.at_unix_ms, phase, outcome));
+    }
+    for (name, events) in &naming {
+        let Some(job) = jobs.get(name) else {
             unmatched += 1;
             continue;
         };
-        from_end.push(e.at_unix_ms - job.completed_unix_ms as f64);
+        let Some(&(_, phase, _)) = events.iter().find(|(_, _, o)| *o == "succeeded").or(events.first()) else {
+            continue;
+        };
         // Seen by the worker that acts on the job: another worker's job listing may show it
         // ended first, but that worker does nothing with it.
         let owner = match phase {
@@ -491,14 +516,18 @@ async fn s3_figures(vms: usize, run: &PlanRun, stack: &Stack, http: &reqwest::Cl
             "cleanup" => "tern-cleanup",
             _ => "tern-failover",
         };
-        match job.first_terminal_read_by.get(owner).copied().or(job.first_terminal_read_unix_ms) {
-            Some(seen) => {
-                let latency = e.at_unix_ms - seen as f64;
-                from_seen.push(latency);
-                by_phase.entry(phase.to_owned()).or_default().push(latency);
-            }
-            None => unseen += 1,
-        }
+        let Some(seen) = job.first_terminal_read_by.get(owner).copied().or(job.first_terminal_read_unix_ms) else {
+            unseen += 1;
+            continue;
+        };
+        let Some(at) = events.iter().map(|(at, _, _)| *at).filter(|at| *at >= seen as f64).reduce(f64::min) else {
+            unseen += 1;
+            continue;
+        };
+        from_end.push(at - job.completed_unix_ms as f64);
+        let latency = at - seen as f64;
+        from_seen.push(latency);
+        by_phase.entry(phase.to_owned()).or_default().push(latency);
     }
     if from_seen.is_empty() {
         bail!(
