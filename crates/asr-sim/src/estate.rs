@@ -1117,12 +1117,18 @@ impl Estate {
         let mut next = None;
         let skip_n: usize = skip.and_then(|s| s.parse().ok()).unwrap_or(0);
         let mut matched = 0usize;
+        let newest_first = !filter.only_active();
         let candidates: Box<dyn Iterator<Item = &Job>> = if filter.only_active() {
             Box::new(self.active_jobs.iter().filter_map(|n| self.jobs.get(n)))
         } else {
             Box::new(self.job_order.iter().filter_map(|(_, _, n)| self.jobs.get(n)))
         };
         for job in candidates {
+            // Newest first: once a job started before the window, every later one did too (no
+            // request scans the estate).
+            if newest_first && filter.started_before_window(job) {
+                break;
+            }
             if job.is_placeholder(now) || !filter.matches(job, job.state(now), &self.regions, &self.items) {
                 continue;
             }
@@ -3133,6 +3139,11 @@ pub struct JobFilter {
 }
 
 impl JobFilter {
+    /// Whether `job` started before the filter's `startTime`.
+    fn started_before_window(&self, job: &Job) -> bool {
+        self.start.is_some_and(|s| job.created < s)
+    }
+
     /// Parses a filter; unknown fields and bad times are refused by name.
     pub fn parse(filter: Option<&str>) -> Result<Self, Refusal> {
         let mut f = Self::default();

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 use tracing::{Instrument, Span, debug, warn};
@@ -22,6 +23,9 @@ use crate::client::{AsrClient, JobQuery, job_failure};
 use crate::error::AsrError;
 use crate::model::{Job, JobState};
 use crate::observe;
+
+/// Ended jobs read in full at once by one poll.
+const FULL_READS_AT_ONCE: usize = 32;
 
 /// Tuning of a [`JobWatcher`].
 #[derive(Clone, Debug)]
@@ -250,6 +254,10 @@ async fn poll(inner: &Inner, span: &Span) {
     let mut next: Option<String> = None;
     let mut pages = 0u32;
     let mut covered_all = false;
+    // Lists leave out what waiters need at the end: each job seen ended is read once, in full,
+    // as soon as its page is in — several at a time, since a fleet's jobs end together (the ARM
+    // budget paces them) — while the watcher waits to read the next page.
+    let mut dispatched = 0usize;
     loop {
         match inner.client.list_jobs_page(&query, next.as_deref()).await {
             Ok((page, link)) => {
@@ -265,17 +273,16 @@ async fn poll(inner: &Inner, span: &Span) {
             }
             Err(e) => {
                 warn!(error = %e, "listing jobs failed; will retry");
-                break;
+                next = None;
             }
         }
+        let full_reads = inner.deliver_all_full(ended[dispatched..].to_vec());
+        dispatched = ended.len();
         if next.is_none() {
+            full_reads.await;
             break;
         }
-        tokio::time::sleep(inner.read_gap()).await;
-    }
-    // Lists left out what waiters need at the end: read each job seen ended once, in full.
-    for name in ended {
-        inner.deliver_full(&name).await;
+        tokio::join!(full_reads, tokio::time::sleep(inner.read_gap()));
     }
     if covered_all {
         // Every job started before this poll began (less the slack) was listed now: an
@@ -378,6 +385,13 @@ impl Inner {
         let expectations_settled =
             expected.values().all(|e| e.registered >= began || oldest.is_some_and(|o| o < e.since));
         jobs_seen && expectations_settled
+    }
+
+    /// [`Self::deliver_full`] for each of `names`, [`FULL_READS_AT_ONCE`] at a time.
+    async fn deliver_all_full(&self, names: Vec<String>) {
+        futures::stream::iter(names)
+            .for_each_concurrent(FULL_READS_AT_ONCE, |name| async move { self.deliver_full(&name).await })
+            .await;
     }
 
     /// Reads an ended job in full and hands it to its waiters (who then stop following it).
