@@ -40,8 +40,10 @@ const EVENT_CONCURRENCY: usize = 512;
 
 /// The VMs a plan selects, and what the vault's items showed besides.
 struct Resolved {
-    /// The selected items with their wave.
-    items: Vec<(ProtectedItem, u32)>,
+    /// The selected items.
+    items: Vec<ProtectedItem>,
+    /// Each selected item's wave, in the order of `items`.
+    waves: Vec<u32>,
     /// The cache storage account items already replicate through, per region.
     cache_in_use: BTreeMap<String, String>,
 }
@@ -446,11 +448,16 @@ impl PlannerService {
         let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
         let all = asr.list_items(None, None).await.map_err(unavailable)?;
         let in_use = crate::preflight::cache_accounts_in_use(&all);
-        let picked = self.pick(valid, all).await?;
-        Ok(Resolved { items: picked, cache_in_use: in_use })
+        let (items, waves) = self.pick(valid, all).await?;
+        Ok(Resolved { items, waves, cache_in_use: in_use })
     }
 
-    async fn pick(&self, valid: &ValidSpec, all: Vec<ProtectedItem>) -> Result<Vec<(ProtectedItem, u32)>, Status> {
+    /// The items a selection names, and each one's wave.
+    async fn pick(
+        &self,
+        valid: &ValidSpec,
+        mut all: Vec<ProtectedItem>,
+    ) -> Result<(Vec<ProtectedItem>, Vec<u32>), Status> {
         let asr = &self.inner.asr;
         let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
         let mut waves_of: HashMap<String, u32> = HashMap::new();
@@ -467,37 +474,25 @@ impl PlannerService {
             if picked.is_empty() {
                 return Err(Status::invalid_argument("selection: selects no replicated VM"));
             }
-            Ok(picked)
+            Ok(picked.into_iter().unzip())
         };
-        // Whole-vault and resource-group selections take the listed items as they are (a
-        // fleet's items are tens of MiB: not copied).
+        // Whole-vault and resource-group selections keep the listed items where they are (a
+        // fleet's items are tens of MiB: neither copied nor moved into another vector).
         match &valid.selected {
-            Selected::AllReady => {
-                return nonempty(
-                    all.into_iter()
-                        .map(|it| {
-                            let w = wave(it.friendly_name());
-                            (it, w)
-                        })
-                        .collect(),
-                );
-            }
-            Selected::ResourceGroup(rg) => {
-                let in_group = |it: &ProtectedItem| {
-                    let a2a = it.properties.provider_specific_details.as_ref();
-                    a2a.and_then(|d| d.fabric_object_id.as_deref())
-                        .and_then(tern_asr::client::resource_group_of)
-                        .is_some_and(|g| g.eq_ignore_ascii_case(rg))
-                };
-                return nonempty(
-                    all.into_iter()
-                        .filter(in_group)
-                        .map(|it| {
-                            let w = wave(it.friendly_name());
-                            (it, w)
-                        })
-                        .collect(),
-                );
+            Selected::AllReady | Selected::ResourceGroup(_) => {
+                if let Selected::ResourceGroup(rg) = &valid.selected {
+                    all.retain(|it| {
+                        let a2a = it.properties.provider_specific_details.as_ref();
+                        a2a.and_then(|d| d.fabric_object_id.as_deref())
+                            .and_then(tern_asr::client::resource_group_of)
+                            .is_some_and(|g| g.eq_ignore_ascii_case(rg))
+                    });
+                }
+                if all.is_empty() {
+                    return Err(Status::invalid_argument("selection: selects no replicated VM"));
+                }
+                let waves = all.iter().map(|it| wave(it.friendly_name())).collect();
+                return Ok((all, waves));
             }
             _ => {}
         }
@@ -590,7 +585,7 @@ impl PlannerService {
         let opts = &opts;
         let vms = futures::stream::iter(0..items.len())
             .map(|i| async move {
-                let item = &items[i].0;
+                let item = &items[i];
                 let key = item.lifecycle_id().unwrap_or(item.friendly_name()).to_owned();
                 let locked = self.inner.locks.get(&key).await.ok().flatten().map(|l| l.value.plan_id);
                 preflight_vm(&self.inner.asr, item, opts, locked.as_deref(), now).await
@@ -612,7 +607,7 @@ impl PlannerService {
         }
         let selection = self.resolve(&valid).await?;
         let (preflight, cache_accounts) = self.preflight_all(&valid, &selection).await;
-        let items = selection.items;
+        let Resolved { items, waves, .. } = selection;
         let blocked: Vec<String> = preflight
             .iter()
             .filter(|p| p.readiness == Readiness::Blocked as i32)
@@ -643,7 +638,7 @@ impl PlannerService {
             .unwrap_or_default();
         let preflight_only = valid.mode == PlanMode::PreflightOnly;
         let mut vms = Vec::new();
-        for ((item, wave), pre) in items.iter().zip(&preflight) {
+        for ((item, wave), pre) in items.iter().zip(&waves).zip(&preflight) {
             let blocked = pre.readiness == Readiness::Blocked as i32;
             // What preflight found, so a reader of the plan sees why without a second call.
             let found = |level: Readiness| {

@@ -226,6 +226,26 @@ async fn preflight_blocks_an_unhealthy_vm_and_the_plan_needs_consent_to_go_witho
     let _ = Duration::ZERO;
 }
 
+#[tokio::test]
+async fn a_resource_group_selects_the_vms_running_in_it_and_an_empty_one_is_refused() {
+    let mut r = start(ready_for_failback(3), false).await;
+    let items = r.stack.asr_client().list_items(None, None).await.unwrap();
+    let running = items[0].properties.provider_specific_details.as_ref().unwrap().fabric_object_id.clone().unwrap();
+    let group = tern_asr::client::resource_group_of(&running).unwrap().to_owned();
+    let base = spec(&r, &[]);
+    let by_group = |rg: &str| PlanSpec {
+        selection: Some(Selection { by: Some(selection::By::ResourceGroup(rg.to_owned())) }),
+        ..base.clone()
+    };
+    let pre = r.grpc.preflight(PreflightRequest { spec: Some(by_group(&group)) }).await.unwrap().into_inner();
+    let mut picked: Vec<&str> = pre.vms.iter().map(|v| v.vm.as_ref().unwrap().name.as_str()).collect();
+    picked.sort_unstable();
+    assert_eq!(picked, ["vm-00001", "vm-00002", "vm-00003"], "every VM running in {group}");
+    let err = r.grpc.preflight(PreflightRequest { spec: Some(by_group("rg-nothing-here")) }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("selection: selects no replicated VM"), "{}", err.message());
+}
+
 fn vm_names(n: std::ops::RangeInclusive<usize>) -> Vec<String> {
     n.map(|i| format!("vm-{i:05}")).collect()
 }
