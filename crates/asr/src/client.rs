@@ -23,7 +23,7 @@ use crate::auth::TokenProvider;
 use crate::budget::Budget;
 use crate::config::AsrConfig;
 use crate::error::AsrError;
-use crate::http::{Http, HttpStats, RawResponse, decode};
+use crate::http::{Http, HttpStats, RawResponse, SendGuard, decode};
 use crate::model::{
     ApplyRecoveryPointInput, ContainerMapping, DisableProtectionInput, Fabric, Job, JobState, ManagedDisk,
     NetworkInterface, Page, PlanFailoverInput, PlanTestFailoverInput, Policy, ProtectedItem, ProtectionContainer,
@@ -224,6 +224,37 @@ pub fn request_key(parts: &[&str]) -> String {
     // A fixed namespace of Tern's own: a name-based (v5) id is stable across processes.
     const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x7e4e_2c6a_8d1f_4b0e_9a3c_5f61_d2b8_c407);
     uuid::Uuid::new_v5(&NAMESPACE, parts.join("\u{1f}").as_bytes()).to_string()
+}
+
+/// How a side effect goes out: with its request id ([`request_key`]) and, for a sender that
+/// may lose the right to send while it waits — a worker whose claim another takes over while
+/// it waits out ARM's budget or a 429 — the [`SendGuard`] asked right before the request
+/// leaves. A plain `&str` is a request id sent unguarded.
+#[derive(Clone, Copy, Debug)]
+pub struct Sending<'a> {
+    /// The `x-ms-client-request-id`.
+    pub request_id: &'a str,
+    /// Asked after every wait, immediately before the request goes out.
+    pub guard: Option<&'a dyn SendGuard>,
+}
+
+impl<'a> Sending<'a> {
+    /// `request_id`, sent only if `guard` allows it at the moment of sending.
+    pub fn guarded(request_id: &'a str, guard: &'a dyn SendGuard) -> Self {
+        Self { request_id, guard: Some(guard) }
+    }
+}
+
+impl<'a> From<&'a str> for Sending<'a> {
+    fn from(request_id: &'a str) -> Self {
+        Self { request_id, guard: None }
+    }
+}
+
+impl<'a> From<&'a String> for Sending<'a> {
+    fn from(request_id: &'a String) -> Self {
+        Self::from(request_id.as_str())
+    }
 }
 
 /// How far back of a request's send time a job's start may lie (clocks differ).
@@ -432,11 +463,12 @@ impl AsrClient {
         mutation: Mutation,
         url: String,
         body: Option<Value>,
-        key: &str,
+        key: impl Into<Sending<'_>>,
     ) -> Result<Submission, AsrError> {
+        let key = key.into();
         let operation = format!("POST {} {}", mutation.action(), item.friendly_name());
         let sent_at = OffsetDateTime::now_utc();
-        let op = Op::new(mutation.operation(), &operation).with_request_id(key);
+        let op = Op::new(mutation.operation(), &operation).sending(key);
         match self.http.mutate(Method::POST, &url, body.as_ref(), op).await {
             Ok(raw) => {
                 info!(%operation, job = ?job_name_from(&raw), "accepted");
@@ -448,7 +480,7 @@ impl AsrClient {
             }
             Err(e) if e.is_ambiguous() => {
                 info!(%operation, error = %e, "outcome unknown; looking for the request's job instead of sending again");
-                self.settle(item, mutation, &[key.to_owned()], sent_at).await
+                self.settle(item, mutation, &[key.request_id.to_owned()], sent_at).await
             }
             Err(e) => Err(e),
         }
@@ -583,14 +615,14 @@ impl AsrClient {
         direction: FailoverDirection,
         recovery_point_id: Option<String>,
         shut_down_source: bool,
-        key: &str,
+        key: impl Into<Sending<'_>>,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&UnplannedFailoverInput::a2a(direction.as_str(), shut_down_source, recovery_point_id))?;
         self.submit(item, Mutation::Failover, self.item_action(item, Mutation::Failover), Some(body), key).await
     }
 
     /// Commits a failover (the item's recovery points are discarded).
-    pub async fn commit(&self, item: &ProtectedItem, key: &str) -> Result<Submission, AsrError> {
+    pub async fn commit(&self, item: &ProtectedItem, key: impl Into<Sending<'_>>) -> Result<Submission, AsrError> {
         self.submit(item, Mutation::Commit, self.item_action(item, Mutation::Commit), None, key).await
     }
 
@@ -599,7 +631,7 @@ impl AsrClient {
         &self,
         item: &ProtectedItem,
         recovery_point_id: &str,
-        key: &str,
+        key: impl Into<Sending<'_>>,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&ApplyRecoveryPointInput::a2a(recovery_point_id.to_owned()))?;
         let url = self.item_action(item, Mutation::ApplyRecoveryPoint);
@@ -607,7 +639,11 @@ impl AsrClient {
     }
 
     /// Cancels a failover that is not committed.
-    pub async fn cancel_failover(&self, item: &ProtectedItem, key: &str) -> Result<Submission, AsrError> {
+    pub async fn cancel_failover(
+        &self,
+        item: &ProtectedItem,
+        key: impl Into<Sending<'_>>,
+    ) -> Result<Submission, AsrError> {
         self.submit(item, Mutation::CancelFailover, self.item_action(item, Mutation::CancelFailover), None, key).await
     }
 
@@ -619,7 +655,7 @@ impl AsrClient {
         &self,
         item: &ProtectedItem,
         settings: &ReprotectSettings,
-        key: &str,
+        key: impl Into<Sending<'_>>,
     ) -> Result<Submission, AsrError> {
         let container = item
             .container_id()
@@ -654,7 +690,7 @@ impl AsrClient {
         item: &ProtectedItem,
         network_id: Option<String>,
         recovery_point_id: Option<String>,
-        key: &str,
+        key: impl Into<Sending<'_>>,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&TestFailoverInput::a2a("PrimaryToRecovery", network_id, recovery_point_id))?;
         self.submit(item, Mutation::TestFailover, self.item_action(item, Mutation::TestFailover), Some(body), key).await
@@ -665,7 +701,7 @@ impl AsrClient {
         &self,
         item: &ProtectedItem,
         comments: &str,
-        key: &str,
+        key: impl Into<Sending<'_>>,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&TestFailoverCleanupInput::new(comments))?;
         let url = self.item_action(item, Mutation::TestFailoverCleanup);
@@ -673,12 +709,20 @@ impl AsrClient {
     }
 
     /// Resynchronises an item whose replication is unhealthy.
-    pub async fn repair_replication(&self, item: &ProtectedItem, key: &str) -> Result<Submission, AsrError> {
+    pub async fn repair_replication(
+        &self,
+        item: &ProtectedItem,
+        key: impl Into<Sending<'_>>,
+    ) -> Result<Submission, AsrError> {
         self.submit(item, Mutation::Repair, self.item_action(item, Mutation::Repair), None, key).await
     }
 
     /// Disables replication (ASR cleans what it created, unmanaged disks included).
-    pub async fn disable_replication(&self, item: &ProtectedItem, key: &str) -> Result<Submission, AsrError> {
+    pub async fn disable_replication(
+        &self,
+        item: &ProtectedItem,
+        key: impl Into<Sending<'_>>,
+    ) -> Result<Submission, AsrError> {
         let body = Self::body(&DisableProtectionInput::new())?;
         self.submit(item, Mutation::Disable, self.item_action(item, Mutation::Disable), Some(body), key).await
     }
@@ -790,12 +834,13 @@ impl AsrClient {
         action: &str,
         op_name: &'static str,
         body: Option<Value>,
-        key: &str,
+        key: impl Into<Sending<'_>>,
     ) -> Result<Submission, AsrError> {
         let operation = format!("POST {action} recovery plan {name}");
         let url = self.vault(&format!("/replicationRecoveryPlans/{name}/{action}"));
+        let key = key.into();
         let sent_at = OffsetDateTime::now_utc();
-        let op = Op::new(op_name, &operation).with_request_id(key);
+        let op = Op::new(op_name, &operation).sending(key);
         match self.http.mutate(Method::POST, &url, body.as_ref(), op).await {
             Ok(raw) => Ok(Submission {
                 outcome: SubmitOutcome::Accepted,
@@ -811,7 +856,7 @@ impl AsrClient {
                     let fits = listed.target_name().is_none_or(|t| t.eq_ignore_ascii_case(name));
                     if fits && checked.insert(listed.name.clone()) {
                         let job = self.get_job(&listed.name).await?;
-                        if job.started_by(key) {
+                        if job.started_by(key.request_id) {
                             let outcome = if job.state().is_terminal() {
                                 SubmitOutcome::AlreadyFinished
                             } else {
@@ -842,14 +887,14 @@ impl AsrClient {
         direction: FailoverDirection,
         point_type: &str,
         shut_down_source: bool,
-        key: &str,
+        key: impl Into<Sending<'_>>,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&PlanFailoverInput::a2a(direction.as_str(), shut_down_source, point_type))?;
         self.plan_action(name, "unplannedFailover", "planUnplannedFailover", Some(body), key).await
     }
 
     /// Commits a recovery plan's failover.
-    pub async fn plan_commit(&self, name: &str, key: &str) -> Result<Submission, AsrError> {
+    pub async fn plan_commit(&self, name: &str, key: impl Into<Sending<'_>>) -> Result<Submission, AsrError> {
         self.plan_action(name, "failoverCommit", "planCommit", None, key).await
     }
 
@@ -859,7 +904,7 @@ impl AsrClient {
         name: &str,
         direction: FailoverDirection,
         network_id: Option<String>,
-        key: &str,
+        key: impl Into<Sending<'_>>,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&PlanTestFailoverInput::a2a(direction.as_str(), network_id))?;
         self.plan_action(name, "testFailover", "planTestFailover", Some(body), key).await
@@ -870,7 +915,7 @@ impl AsrClient {
         &self,
         name: &str,
         comments: &str,
-        key: &str,
+        key: impl Into<Sending<'_>>,
     ) -> Result<Submission, AsrError> {
         let body = Self::body(&TestFailoverCleanupInput::new(comments))?;
         self.plan_action(name, "testFailoverCleanup", "planTestFailoverCleanup", Some(body), key).await
@@ -967,7 +1012,8 @@ impl AsrClient {
     /// being deleted (by an earlier attempt whose answer was lost) is waited for, never deleted
     /// a second time; after an ambiguous answer the resource is read rather than deleted again.
     /// `key`: the request's id ([`request_key`]).
-    pub async fn delete_resource(&self, id: &str, key: &str) -> Result<(), AsrError> {
+    pub async fn delete_resource(&self, id: &str, key: impl Into<Sending<'_>>) -> Result<(), AsrError> {
+        let key = key.into();
         let kind = ResourceKind::of(id)
             .ok_or_else(|| AsrError::InvalidInput(format!("{id} is not a VM, NIC, managed disk or public IP")))?;
         let url = match kind {
@@ -986,7 +1032,7 @@ impl AsrClient {
             },
             Some(_) => {}
         }
-        let op = Op::new(kind.delete_operation(), &operation).with_request_id(key);
+        let op = Op::new(kind.delete_operation(), &operation).sending(key);
         let location = match self.http.mutate(Method::DELETE, &url, None, op).await {
             Ok(raw) => raw.header("location").map(str::to_owned),
             Err(e) if e.class() == crate::error::ErrorClass::NotFound => return Ok(()),

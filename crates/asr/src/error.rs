@@ -79,6 +79,15 @@ pub enum AsrError {
     /// The caller asked for something that cannot be sent (names the field).
     #[error("invalid request: {0}")]
     InvalidInput(String),
+    /// The sender's [`crate::http::SendGuard`] stopped a side effect right before it went out:
+    /// nothing was sent.
+    #[error("{operation}: not sent: {reason}")]
+    NotSent {
+        /// What was about to be sent.
+        operation: String,
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl AsrError {
@@ -98,7 +107,8 @@ impl AsrError {
                 }
                 _ => ErrorClass::Permanent,
             },
-            AsrError::Transport { .. } => ErrorClass::Retryable,
+            // Nothing went out: whoever may still send can try again.
+            AsrError::Transport { .. } | AsrError::NotSent { .. } => ErrorClass::Retryable,
             AsrError::Auth(_) => ErrorClass::Unauthorized,
             AsrError::Decode { .. } | AsrError::JobFailed { .. } | AsrError::InvalidInput(_) => ErrorClass::Permanent,
         }

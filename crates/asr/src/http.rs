@@ -162,6 +162,13 @@ impl Http {
                 return Err(e);
             }
         };
+        // Last, after every wait: the sender may have lost the right to send meanwhile.
+        if let Some(guard) = op.guard
+            && let Err(reason) = guard.may_send().await
+        {
+            observe::not_sent(span, "guard");
+            return Err(AsrError::NotSent { operation: operation.to_owned(), reason });
+        }
         // Every request names itself, as Azure's SDKs do; a side effect with the caller's
         // deterministic id (see `Op::request_id`).
         let request_id = match op.request_id {
@@ -298,6 +305,15 @@ impl Http {
             }
         }
     }
+}
+
+/// Asked immediately before a side effect leaves, after every wait for ARM's budget, a token
+/// or a `Retry-After`: a worker whose claim on its command was taken over while it waited (or
+/// while it was frozen) must not send what it was about to send.
+#[async_trait::async_trait]
+pub trait SendGuard: Send + Sync + std::fmt::Debug {
+    /// `Ok` lets the request go now; `Err` says why it must not go.
+    async fn may_send(&self) -> Result<(), String>;
 }
 
 /// Decodes a JSON body into `T`, naming the operation on failure.

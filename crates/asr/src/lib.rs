@@ -22,9 +22,10 @@ pub mod watcher;
 
 pub use auth::{CredentialKind, TokenProvider};
 pub use budget::{Budget, BudgetConfig, FleetBudget, LocalBudget, Rate, RequestClass, Unlimited};
-pub use client::{AsrClient, FailoverDirection, JobQuery, ReprotectSettings, Submission, SubmitOutcome};
+pub use client::{AsrClient, FailoverDirection, JobQuery, ReprotectSettings, Sending, Submission, SubmitOutcome};
 pub use config::AsrConfig;
 pub use error::{AsrError, ErrorClass};
+pub use http::SendGuard;
 pub use observe::Op;
 
 /// Installs ring as the process's TLS provider (idempotent). Every HTTP client Tern or

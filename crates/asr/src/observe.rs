@@ -27,12 +27,13 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::budget::RequestClass;
+use crate::client::Sending;
 use crate::error::AsrError;
-use crate::http::RawResponse;
+use crate::http::{RawResponse, SendGuard};
 use crate::model::Job;
 
 /// What a request is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct Op<'a> {
     /// The logical operation (`getJob`, `unplannedFailover`, …): the `tern.asr.operation` span
     /// field and the `operation` metric label. A fixed set, so label cardinality stays bounded.
@@ -43,17 +44,24 @@ pub struct Op<'a> {
     /// deterministic one: ASR makes it the prefix of its job's `activityId`, so the job can be
     /// found again after a lost answer.
     pub request_id: Option<&'a str>,
+    /// Asked right before the request goes out (after any wait): a refusal keeps it unsent.
+    pub guard: Option<&'a dyn SendGuard>,
 }
 
 impl<'a> Op<'a> {
     /// `name` (logical, bounded) described as `detail` in errors.
     pub fn new(name: &'static str, detail: &'a str) -> Self {
-        Self { name, detail, request_id: None }
+        Self { name, detail, request_id: None, guard: None }
     }
 
     /// The same, sent with `x-ms-client-request-id: request_id`.
     pub fn with_request_id(self, request_id: &'a str) -> Self {
         Self { request_id: Some(request_id), ..self }
+    }
+
+    /// The same, a side effect sent as `sending` says (its request id, its guard).
+    pub fn sending(self, sending: Sending<'a>) -> Self {
+        Self { request_id: Some(sending.request_id), guard: sending.guard, ..self }
     }
 }
 

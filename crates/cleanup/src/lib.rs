@@ -7,7 +7,7 @@
 //! its NICs, the public IP addresses of those NICs and the VM's managed disks — never a disk the
 //! item names (its replica or target disks), nor a disk or address something else still uses.
 
-use tern_asr::client::Mutation;
+use tern_asr::client::{Mutation, Sending};
 use tern_asr::model::{A2AReplicationDetails, ProtectedItem, VirtualMachine};
 use tern_bus::WorkQueue;
 use tern_proto::{CleanupOptions, Outcome, Phase, command};
@@ -358,17 +358,20 @@ async fn delete(run: &mut CommandRun, id: &str) -> Result<(), Failure> {
     info!(resource = %id, "deleting leftover");
     let asr = run.cx.asr.clone();
     let key = run.request_key(&step);
-    let deletion = asr.delete_resource(id, &key);
-    tokio::pin!(deletion);
     let mut renew = tokio::time::interval(run.cx.config.lease() / 3);
-    renew.tick().await;
-    loop {
-        tokio::select! {
-            done = &mut deletion => {
-                done.map_err(Failure::asr(Phase::Cleanup))?;
-                break;
+    {
+        let guard = run.claim_guard();
+        let deletion = asr.delete_resource(id, Sending::guarded(&key, &guard));
+        tokio::pin!(deletion);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                done = &mut deletion => {
+                    done.map_err(Failure::asr(Phase::Cleanup))?;
+                    break;
+                }
+                _ = renew.tick() => guard.renew().await?,
             }
-            _ = renew.tick() => run.fence.renew().await?,
         }
     }
     run.fence.step_done(&step).await?;
@@ -382,19 +385,22 @@ async fn disable(run: &mut CommandRun, item: Option<&ProtectedItem>) -> Result<S
     }
     let job = match (run.recorded_job(DISABLE), item) {
         (Some(job), _) => Some(job),
-        (None, Some(item)) => match run
-            .prior_send(DISABLE, Some(LEFTOVERS), Phase::Cleanup, item, Mutation::Disable)
-            .await?
-        {
-            PriorSend::Job(job) => Some(job),
-            PriorSend::Done => None,
-            PriorSend::None => {
-                let key = run.request_key(DISABLE);
-                let submission =
-                    run.cx.asr.clone().disable_replication(item, &key).await.map_err(Failure::asr(Phase::Cleanup))?;
-                run.record(DISABLE, Phase::Cleanup, submission, item, Mutation::Disable).await?
+        (None, Some(item)) => {
+            match run.prior_send(DISABLE, Some(LEFTOVERS), Phase::Cleanup, item, Mutation::Disable).await? {
+                PriorSend::Job(job) => Some(job),
+                PriorSend::Done => None,
+                PriorSend::None => {
+                    let key = run.request_key(DISABLE);
+                    let asr = run.cx.asr.clone();
+                    let guard = run.claim_guard();
+                    let submission = asr
+                        .disable_replication(item, Sending::guarded(&key, &guard))
+                        .await
+                        .map_err(Failure::asr(Phase::Cleanup))?;
+                    run.record(DISABLE, Phase::Cleanup, submission, item, Mutation::Disable).await?
+                }
             }
-        },
+        }
         (None, None) => return Err(Failure::Transient("no disable job to attach to; will look again".into())),
     };
     if let Some(j) = &job {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use tern_asr::AsrClient;
-use tern_asr::client::{FailoverDirection, Mutation};
+use tern_asr::client::{FailoverDirection, Mutation, Sending};
 use tern_asr::model::{Job, ProtectedItem};
 use tern_asr::point::{PointChoice, ResolvedPoint};
 use tern_bus::WorkQueue;
@@ -132,13 +132,14 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
                         .await
                         .map_err(Failure::asr(Phase::Failover))?;
                     let key = run.request_key(STEP);
+                    let guard = run.claim_guard();
                     let submission = asr
                         .unplanned_failover(
                             item,
                             FailoverDirection::PrimaryToRecovery,
                             r.send.clone(),
                             f.shut_down_source,
-                            &key,
+                            Sending::guarded(&key, &guard),
                         )
                         .await
                         .map_err(Failure::asr(Phase::Failover))?;
@@ -214,7 +215,9 @@ async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
                     None
                 } else {
                     let key = run.request_key(STEP);
-                    let submission = asr.commit(&item, &key).await.map_err(Failure::asr(Phase::Commit))?;
+                    let guard = run.claim_guard();
+                    let submission =
+                        asr.commit(&item, Sending::guarded(&key, &guard)).await.map_err(Failure::asr(Phase::Commit))?;
                     run.record(STEP, Phase::Commit, submission, &item, Mutation::Commit).await?
                 }
             }
@@ -258,8 +261,11 @@ async fn drill_run(
                         .await
                         .map_err(Failure::asr(Phase::Drill))?;
                     let key = run.request_key("test_failover");
-                    let submission =
-                        asr.test_failover(item, network, r.send, &key).await.map_err(Failure::asr(Phase::Drill))?;
+                    let guard = run.claim_guard();
+                    let submission = asr
+                        .test_failover(item, network, r.send, Sending::guarded(&key, &guard))
+                        .await
+                        .map_err(Failure::asr(Phase::Drill))?;
                     run.record("test_failover", Phase::Drill, submission, item, Mutation::TestFailover).await?
                 }
             },
@@ -297,8 +303,9 @@ async fn drill_run(
                     PriorSend::Done => None,
                     PriorSend::None => {
                         let key = run.request_key("test_failover_cleanup");
+                        let guard = run.claim_guard();
                         let submission = asr
-                            .test_failover_cleanup(&current, "Tern drill", &key)
+                            .test_failover_cleanup(&current, "Tern drill", Sending::guarded(&key, &guard))
                             .await
                             .map_err(Failure::asr(Phase::Drill))?;
                         run.record(

@@ -7,7 +7,7 @@
 //! `SecondaryIrCompletion` job done), and only then does the phase succeed.
 
 use tern_asr::ErrorClass;
-use tern_asr::client::{Mutation, ReprotectSettings};
+use tern_asr::client::{Mutation, ReprotectSettings, Sending};
 use tern_bus::WorkQueue;
 use tern_proto::{Outcome, Phase, PhaseProgress, ReprotectTarget, command};
 use tern_worker::runtime::{PriorSend, running_job_of};
@@ -80,8 +80,9 @@ impl PhaseHandler for ReprotectPhase {
                             Some(job)
                         } else if item.allows("SwitchProtection") {
                             let key = run.request_key(STEP);
+                            let guard = run.claim_guard();
                             let submission = asr
-                                .switch_protection(&item, &settings(r.target.as_ref()), &key)
+                                .switch_protection(&item, &settings(r.target.as_ref()), Sending::guarded(&key, &guard))
                                 .await
                                 .map_err(Failure::asr(Phase::Reprotect))?;
                             run.record(STEP, Phase::Reprotect, submission, &item, Mutation::SwitchProtection).await?

@@ -242,3 +242,33 @@ impl Fence {
         &self.owner
     }
 }
+
+/// Lets a side effect go out only while this worker still holds the command: it renews the
+/// claim immediately before the request leaves — after any wait for ARM's budget or a
+/// `Retry-After` — so a worker that waited, or was frozen, past its lease and lost the command
+/// to another instance sends nothing (the request fails as `AsrError::NotSent`). While the
+/// request is under way the claim is renewed through the guard ([`Self::renew`]).
+#[derive(Debug)]
+pub struct ClaimGuard<'a>(tokio::sync::Mutex<&'a mut Fence>);
+
+impl<'a> ClaimGuard<'a> {
+    /// Guards sends with `fence`'s claim.
+    pub fn new(fence: &'a mut Fence) -> Self {
+        Self(tokio::sync::Mutex::new(fence))
+    }
+
+    /// [`Fence::renew`], while the guard holds the fence.
+    pub async fn renew(&self) -> Result<(), FenceError> {
+        self.0.lock().await.renew().await
+    }
+}
+
+#[async_trait::async_trait]
+impl tern_asr::SendGuard for ClaimGuard<'_> {
+    async fn may_send(&self) -> Result<(), String> {
+        self.renew().await.map_err(|e| match e {
+            FenceError::Lost => "another worker took the command over".to_owned(),
+            e => format!("the claim on the command could not be renewed: {e}"),
+        })
+    }
+}

@@ -16,7 +16,7 @@ pub mod serve;
 
 pub use config::WorkerConfig;
 pub use events::Emitter;
-pub use fence::{Claim, Fence, FenceError, OperationRecord};
+pub use fence::{Claim, ClaimGuard, Fence, FenceError, OperationRecord};
 pub use metrics::Metrics;
 pub use runtime::{CommandRun, Failure, PhaseHandler, WorkerContext, connect, run_worker};
 

@@ -21,7 +21,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::WorkerConfig;
 use crate::events::{Emitter, asr_error, tern_error};
-use crate::fence::{Claim, Fence, FenceError, OperationRecord};
+use crate::fence::{Claim, ClaimGuard, Fence, FenceError, OperationRecord};
 use crate::metrics::Metrics;
 use crate::serve::serve;
 
@@ -191,6 +191,12 @@ impl CommandRun {
     /// next finds the job it started by its `activityId`.
     pub fn request_key(&self, step: &str) -> String {
         tern_asr::client::request_key(&[&self.command.command_id, step, &self.sends(step).to_string()])
+    }
+
+    /// A guard for this command's side effects: each goes out only if the claim still holds
+    /// right before it leaves ([`ClaimGuard`]).
+    pub fn claim_guard(&mut self) -> ClaimGuard<'_> {
+        ClaimGuard::new(&mut self.fence)
     }
 
     /// Every request id the step may have gone out with so far.
