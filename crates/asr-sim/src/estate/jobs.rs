@@ -2,7 +2,6 @@
 //! list, operation status, `Location`), and cancelling, restarting or resuming it.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
@@ -12,45 +11,6 @@ use crate::faults::Operation;
 use crate::item::{Item, ItemState};
 use crate::job::{AsrFault, Effect, FinalResult, Job, JobState, TaskOutcome, TaskPlan};
 use crate::wire::{ArmErrorDetail, FailoverInput, JobProperties, OperationStatus, Resource};
-
-/// When a job was first read ended: by anyone, and by each client (`User-Agent` product).
-#[derive(Clone, Debug, Default)]
-pub(super) struct FirstReads {
-    any: Option<time::OffsetDateTime>,
-    by: BTreeMap<String, time::OffsetDateTime>,
-}
-
-/// One job's life in wall-clock time, as `/_sim/jobs` reports it (benchmarks measure event
-/// latency and job chains with it).
-#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
-pub struct JobTiming {
-    /// The job's name (the last segment of its ARM id).
-    pub name: String,
-    /// Operation, as the operation log names it (`unplannedFailover`, `failoverCommit`, ...).
-    pub operation: &'static str,
-    /// ASR's `scenarioName` (`UnplannedFailover`, `SecondaryIrCompletion`, ...).
-    pub scenario: &'static str,
-    /// Lowercase name of the protected item it acts on, if any.
-    pub item: Option<String>,
-    /// `targetObjectName`: the VM (or the VM/NIC deleted, or the recovery plan).
-    pub target: String,
-    /// ASR's state now.
-    pub state: &'static str,
-    /// Wall-clock Unix milliseconds at which it was accepted.
-    pub created_unix_ms: i64,
-    /// Wall-clock Unix milliseconds at which it reaches (or reached) its terminal state.
-    pub completed_unix_ms: i64,
-    /// Wall-clock Unix milliseconds of the first read (GET or list of jobs, operation status,
-    /// `Location`) that answered it terminal; `None` while no client has seen it end.
-    pub first_terminal_read_unix_ms: Option<i64>,
-    /// The same per client, by the first product token of its `User-Agent` (e.g.
-    /// `tern-failover`): when the client that acts on the job first saw it end.
-    pub first_terminal_read_by: BTreeMap<String, i64>,
-}
-
-fn unix_ms(t: time::OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 impl Estate {
     /// Plans a job for `item` whose tasks split `total` by the given fractions. A failure, if
@@ -189,56 +149,13 @@ impl Estate {
         self.cfg.faults.failure_for(op, vm).map(|r| (0, AsrFault::from_code(&r.code, r.message.as_deref())))
     }
 
-    /// Names the client of the request about to be handled (from its `User-Agent`).
-    pub fn set_reader(&mut self, user_agent: &str) {
-        let product = user_agent.split_whitespace().next().unwrap_or("");
-        let name = product.split('/').next().unwrap_or(product);
-        if name != self.reader {
-            self.reader = name.to_owned();
-        }
-    }
-
-    /// Notes that a client was just told `job` is in `state`: the first terminal answer is when
-    /// its completion was seen.
-    fn note_read(&self, job: &Job, state: JobState) {
-        if state.is_terminal() {
-            let now = time::OffsetDateTime::now_utc();
-            let mut seen = self.first_terminal_reads.lock().unwrap_or_else(|e| e.into_inner());
-            let first = seen.entry(job.name.clone()).or_default();
-            first.any.get_or_insert(now);
-            first.by.entry(self.reader.clone()).or_insert(now);
-        }
-    }
-
-    /// Every job's timing in wall-clock time, oldest first.
-    pub fn job_timings(&self) -> Vec<JobTiming> {
-        let now = self.now();
-        let seen = self.first_terminal_reads.lock().unwrap_or_else(|e| e.into_inner());
-        self.job_order
-            .iter()
-            .rev()
-            .filter_map(|(_, _, n)| self.jobs.get(n))
-            .map(|job| JobTiming {
-                name: job.name.clone(),
-                operation: job.operation.name(),
-                scenario: job.scenario,
-                item: job.item.clone(),
-                target: job.target_name.clone(),
-                state: job.state(now).as_str(),
-                created_unix_ms: unix_ms(self.clock.to_wall(job.created)),
-                completed_unix_ms: unix_ms(self.clock.to_wall(job.cancelled_at.unwrap_or(job.ends).min(job.ends))),
-                first_terminal_read_unix_ms: seen.get(&job.name).and_then(|f| f.any).map(unix_ms),
-                first_terminal_read_by: seen
-                    .get(&job.name)
-                    .map(|f| f.by.iter().map(|(who, t)| (who.clone(), unix_ms(*t))).collect())
-                    .unwrap_or_default(),
-            })
-            .collect()
+    /// Every job, oldest first.
+    pub fn jobs_oldest_first(&self) -> impl Iterator<Item = &Job> {
+        self.job_order.iter().rev().filter_map(|(_, _, n)| self.jobs.get(n))
     }
 
     fn render_job(&self, job: &Job) -> Resource<JobProperties> {
         let now = self.now();
-        self.note_read(job, job.state(now));
         let children: Vec<(String, String, &'static str)> = if matches!(job.effect, Effect::Reprotect { .. }) {
             let state = if now >= job.ends {
                 job.state(now).as_str()
@@ -293,7 +210,6 @@ impl Estate {
                 next = Some((skip_n + out.len()).to_string());
                 break;
             }
-            self.note_read(job, job.state(now));
             out.push(job.render_summary(self.scope.job_id(&job.name), now));
         }
         (out, next)
@@ -304,7 +220,6 @@ impl Estate {
         let job = self.jobs.get(&name.to_ascii_lowercase()).ok_or_else(|| Refusal::not_found("operation", name))?;
         let now = self.now();
         let state = job.state(now);
-        self.note_read(job, state);
         Ok(OperationStatus {
             id,
             name: job.name.clone(),
@@ -334,7 +249,6 @@ impl Estate {
             return Err(Refusal::not_found("operation", name));
         }
         let state = job.state(self.now());
-        self.note_read(job, state);
         Ok(match state {
             JobState::NotStarted | JobState::InProgress => OperationResult::Running,
             JobState::Cancelled => OperationResult::Failed(Refusal::new(

@@ -35,11 +35,10 @@ use crate::item::{Item, Region};
 use crate::job::Job;
 use crate::wire::{ArmError, ArmErrorDetail};
 
-use jobs::FirstReads;
 use vault::region;
 
 pub use filter::{ItemFilter, JobFilter};
-pub use jobs::{JobTiming, OperationResult};
+pub use jobs::OperationResult;
 pub use plans::{Plan, PlanOp};
 pub use resources::{ManagedDiskResource, Nic, PublicIp, ResourceKind, StorageAccount, Vm};
 
@@ -166,11 +165,6 @@ pub struct Estate {
     seq: u64,
     /// Counters.
     pub counters: Counters,
-    /// Job name → the wall-clock time a client first read the job in a terminal state (the
-    /// moment its completion was seen). Reads take `&self`, hence the lock.
-    first_terminal_reads: std::sync::Mutex<HashMap<String, FirstReads>>,
-    /// Who sends the request being handled: the first product token of its `User-Agent`.
-    reader: String,
     /// The request being handled: (client request id, or a fresh GUID in its place;
     /// correlation id of its response). Jobs it creates carry them as `activityId`.
     request_ids: Option<(String, String)>,
@@ -206,8 +200,6 @@ impl Estate {
             plans: BTreeMap::new(),
             seq: 0,
             counters: Counters::default(),
-            first_terminal_reads: std::sync::Mutex::new(HashMap::new()),
-            reader: String::new(),
             request_ids: None,
             cfg,
         };
