@@ -17,6 +17,16 @@ fn realistic(vms: usize, state: SeedState) -> SimConfig {
     c
 }
 
+/// One protected VM whose failover takes exactly `secs` simulated seconds from its acceptance.
+fn timed_failover(secs: f64) -> SimConfig {
+    let mut c = realistic(1, SeedState::Protected);
+    let fixed = |secs| tern_asr_sim::Span { min_secs: secs, max_secs: secs };
+    c.durations.failover = fixed(secs);
+    c.durations.queueing = fixed(0.0);
+    c.durations.latest_processing = fixed(0.0);
+    c
+}
+
 async fn vm_power(sim: &Sim, rg: &str, vm: &str) -> Option<String> {
     let r = sim
         .get(&format!(
@@ -501,12 +511,8 @@ fn unix_ms_now() -> i64 {
 #[tokio::test]
 async fn the_jobs_endpoint_tells_when_each_job_ended_and_was_first_seen_ended_in_wall_time() {
     // A 60-second failover at 600x compression ends 100 ms of real time after it is accepted.
-    let mut config = realistic(1, SeedState::Protected);
+    let mut config = timed_failover(60.0);
     config.time_compression = 600.0;
-    let fixed = |secs| tern_asr_sim::Span { min_secs: secs, max_secs: secs };
-    config.durations.failover = fixed(60.0);
-    config.durations.queueing = fixed(0.0);
-    config.durations.latest_processing = fixed(0.0);
     let sim = Sim::start(config).await;
     let id = sim.item("vm-00001").await["id"].as_str().unwrap().to_owned();
     let before = unix_ms_now();
@@ -542,12 +548,7 @@ async fn the_jobs_endpoint_tells_when_each_job_ended_and_was_first_seen_ended_in
 
 #[tokio::test]
 async fn every_read_that_answers_a_job_ended_counts_as_its_client_seeing_it_end() {
-    let mut config = realistic(1, SeedState::Protected);
-    let fixed = |secs| tern_asr_sim::Span { min_secs: secs, max_secs: secs };
-    config.durations.failover = fixed(600.0);
-    config.durations.queueing = fixed(0.0);
-    config.durations.latest_processing = fixed(0.0);
-    let sim = Sim::start(config).await;
+    let sim = Sim::start(timed_failover(600.0)).await;
     let id = sim.item("vm-00001").await["id"].as_str().unwrap().to_owned();
     let accepted =
         sim.post(&format!("{id}/unplannedFailover"), Some(failover_body("PrimaryToRecovery", false, None))).await;
