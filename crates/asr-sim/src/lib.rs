@@ -27,6 +27,7 @@ pub mod faults;
 pub mod ids;
 pub mod item;
 pub mod job;
+pub mod observe;
 pub mod routes;
 pub mod server;
 pub mod throttle;
@@ -41,7 +42,8 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{Durations, PolicyConfig, SeedSpec, SeedState, SimConfig, Span};
 pub use faults::{FailureRule, FaultSpec, Operation, Selector};
-pub use server::{App, OpEntry};
+pub use observe::OpEntry;
+pub use server::App;
 pub use throttle::{BucketConfig, ThrottleConfig};
 
 /// How to run the simulator.

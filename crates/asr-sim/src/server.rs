@@ -1,5 +1,6 @@
 //! The HTTP front: authentication, throttling, fault dice, routing to the estate, ARM
-//! response conventions (LRO headers, paging, errors), the operation log and `/_sim/`.
+//! response conventions (LRO headers, paging, errors) and `/_sim/`; it feeds `observe` what the
+//! operation log, the request log, the counters and `/_sim/jobs` report.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,61 +18,10 @@ use crate::clock;
 use crate::config::{SeedSpec, SimConfig};
 use crate::estate::{Accepted, Estate, ItemFilter, JobFilter, OperationResult, PlanOp, Refusal, ResourceKind};
 use crate::faults::{FaultDice, FaultSpec, Operation};
+use crate::observe::{self, Observations, RequestEntry};
 use crate::routes::{self, Route, RouteError};
 use crate::throttle::{Admission, RequestClass, Throttle};
 use crate::wire::{self, Input, Page};
-
-/// One mutating ARM request, as `/_sim/oplog` reports it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct OpEntry {
-    /// When it arrived (simulated time, RFC 3339).
-    pub at: String,
-    /// HTTP method.
-    pub method: String,
-    /// Request path.
-    pub path: String,
-    /// Operation name (e.g. `unplannedFailover`, `switchProtection`, `failoverCommit`, `delete`).
-    pub operation: String,
-    /// The protected item's name (or the VM/NIC name for deletes; the plan for plan operations).
-    pub item: String,
-    /// HTTP status answered.
-    pub status: u16,
-}
-
-/// One ARM request as `/_sim/requests` reports it (every request, reads included).
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct RequestEntry {
-    /// Real milliseconds since the simulator started, when the request arrived.
-    pub t_ms: u64,
-    /// HTTP method.
-    pub method: String,
-    /// Request path.
-    pub path: String,
-    /// Status answered.
-    pub status: u16,
-}
-
-/// How many requests `/_sim/requests` remembers.
-const REQUEST_LOG_LIMIT: usize = 200_000;
-
-/// Request counters for `/_sim/counters`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct RequestCounters {
-    /// ARM requests received, by class.
-    pub reads: u64,
-    pub writes: u64,
-    pub deletes: u64,
-    /// Answered 429 because a bucket was empty.
-    pub throttled: u64,
-    /// Answered 429 by an injected storm.
-    pub storm_throttled: u64,
-    /// Answered 5xx by injection.
-    pub transient_5xx: u64,
-    /// Applied but never answered.
-    pub dropped_responses: u64,
-    /// Answered 401.
-    pub unauthorized: u64,
-}
 
 /// Mutable simulator state, behind one lock.
 #[derive(Debug)]
@@ -80,11 +30,8 @@ pub struct Shared {
     pub estate: Estate,
     throttle: Throttle,
     dice: FaultDice,
-    /// The operation log.
-    pub oplog: Vec<OpEntry>,
-    /// Every recent request with its real arrival time.
-    pub requests: std::collections::VecDeque<RequestEntry>,
-    counters: RequestCounters,
+    /// What `/_sim/` reports about the requests served (the estate knows nothing of it).
+    pub observed: Observations,
 }
 
 /// Everything a request handler needs.
@@ -108,9 +55,7 @@ impl App {
                 estate: Estate::new(config),
                 throttle,
                 dice,
-                oplog: Vec::new(),
-                requests: std::collections::VecDeque::new(),
-                counters: RequestCounters::default(),
+                observed: Observations::default(),
             }),
         }
     }
@@ -174,11 +119,8 @@ async fn arm_logged(
     let t_ms = app.started.elapsed().as_millis() as u64;
     let path = uri.path().to_owned();
     let response = arm(State(app.clone()), method.clone(), uri, headers, body).await;
-    let mut s = app.lock();
-    if s.requests.len() == REQUEST_LOG_LIMIT {
-        s.requests.pop_front();
-    }
-    s.requests.push_back(RequestEntry { t_ms, method: method.to_string(), path, status: response.status().as_u16() });
+    let entry = RequestEntry { t_ms, method: method.to_string(), path, status: response.status().as_u16() };
+    app.lock().observed.log_request(entry);
     response
 }
 
@@ -235,11 +177,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         .filter(|t| !t.is_empty());
     let (expected_token, dice, admission) = {
         let mut s = app.lock();
-        match class {
-            RequestClass::Read => s.counters.reads += 1,
-            RequestClass::Write => s.counters.writes += 1,
-            RequestClass::Delete => s.counters.deletes += 1,
-        }
+        s.observed.count(class);
         let expected = s.estate.cfg.token.clone();
         let spec = s.estate.cfg.faults.clone();
         let dice = s.dice.roll(&spec, mutating);
@@ -252,7 +190,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         (Some(t), Some(e)) => t == e,
     };
     if !authorized {
-        app.lock().counters.unauthorized += 1;
+        app.lock().observed.counters.unauthorized += 1;
         let body = json!({"error": {"code": if token.is_none() { "AuthenticationFailed" } else { "InvalidAuthenticationToken" },
             "message": if token.is_none() { "Authentication failed. The 'Authorization' header is missing." } else { "The access token is invalid." }}});
         return finish(
@@ -270,7 +208,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         tokio::time::sleep(Duration::from_millis(dice.delay_ms)).await;
     }
     if let Some(retry_after) = dice.storm_retry_after {
-        app.lock().counters.storm_throttled += 1;
+        app.lock().observed.counters.storm_throttled += 1;
         return throttled(&app, &method, &path, class, retry_after, request_id);
     }
     // Bind the admission first: a guard in the match scrutinee would live through the arms.
@@ -278,7 +216,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     let remaining = match admission {
         Admission::Admitted { remaining } => remaining,
         Admission::Throttled { retry_after_secs } => {
-            app.lock().counters.throttled += 1;
+            app.lock().observed.counters.throttled += 1;
             return throttled(&app, &method, &path, class, retry_after_secs, request_id);
         }
     };
@@ -286,7 +224,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     if dice.transient_5xx {
         // Answered before the request reaches the estate: nothing is applied, as when ARM's
         // front door cannot reach the resource provider. The code names the status, as ARM's do.
-        app.lock().counters.transient_5xx += 1;
+        app.lock().observed.counters.transient_5xx += 1;
         let (status, code) = if mutating {
             (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
         } else {
@@ -308,13 +246,15 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     let req = Request { method: method.clone(), path: path.clone(), api_version, query, body };
 
     let user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let (outcome, item) = {
+    let Handled { outcome, item, .. } = {
         let mut s = app.lock();
         s.estate.advance();
-        s.estate.set_reader(&user_agent);
         s.estate.begin_request(ids.client.as_deref(), &ids.correlation);
         let handled = handle(&app, &mut s.estate, &req);
         s.estate.end_request();
+        for job in &handled.ended_jobs {
+            s.observed.saw_ended(job, &user_agent);
+        }
         handled
     };
 
@@ -343,7 +283,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     if droppable {
         // The operation is applied; the client never hears back and times out.
         let hang = app.lock().estate.cfg.faults.drop_response_hang_secs.max(1);
-        app.lock().counters.dropped_responses += 1;
+        app.lock().observed.counters.dropped_responses += 1;
         tokio::time::sleep(Duration::from_secs(hang)).await;
     }
     finish(status, body, request_id, extra_headers)
@@ -418,42 +358,9 @@ fn finish(status: StatusCode, body: String, ids: &RequestIds, headers: Vec<(&'st
 }
 
 fn log_op(app: &App, method: &Method, path: &str, item: Option<&str>, status: u16) {
-    let operation = operation_name(method, path);
     let mut s = app.lock();
-    let item = item.map(str::to_owned).unwrap_or_else(|| item_from_path(path));
     let at = clock::format(s.estate.now());
-    s.oplog.push(OpEntry { at, method: method.to_string(), path: path.to_owned(), operation, item, status });
-}
-
-fn operation_name(method: &Method, path: &str) -> String {
-    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    if *method == Method::DELETE {
-        if path.to_ascii_lowercase().contains("/replicationprotecteditems/") { "purge".into() } else { "delete".into() }
-    } else if last.eq_ignore_ascii_case("switchprotection") {
-        "switchProtection".into()
-    } else if *method == Method::POST {
-        last.to_owned()
-    } else {
-        format!("{}:{last}", method.as_str().to_ascii_lowercase())
-    }
-}
-
-fn item_from_path(path: &str) -> String {
-    let segs: Vec<&str> = path.split('/').collect();
-    for key in [
-        "replicationprotecteditems",
-        "virtualmachines",
-        "networkinterfaces",
-        "disks",
-        "publicipaddresses",
-        "replicationrecoveryplans",
-        "replicationjobs",
-    ] {
-        if let Some(i) = segs.iter().position(|s| s.eq_ignore_ascii_case(key)) {
-            return segs.get(i + 1).map(|s| (*s).to_owned()).unwrap_or_default();
-        }
-    }
-    String::new()
+    s.observed.log_op(at, method, path, item, status);
 }
 
 fn retry_after(estate: &Estate) -> String {
@@ -532,7 +439,16 @@ fn method_not_allowed(req: &Request) -> Outcome {
     Outcome::Refused(r)
 }
 
-fn handle(app: &App, estate: &mut Estate, req: &Request) -> (Outcome, Option<String>) {
+/// What handling an ARM request produced.
+struct Handled {
+    outcome: Outcome,
+    /// What it acted on, for the operation log.
+    item: Option<String>,
+    /// The jobs its answer told the client have ended (for `/_sim/jobs`).
+    ended_jobs: Vec<String>,
+}
+
+fn handle(app: &App, estate: &mut Estate, req: &Request) -> Handled {
     let route =
         match routes::parse(&req.path, &estate.cfg.subscription_id, &estate.cfg.resource_group, &estate.cfg.vault) {
             Ok(r) => r,
@@ -555,13 +471,14 @@ fn handle(app: &App, estate: &mut Estate, req: &Request) -> (Outcome, Option<Str
                 };
                 let mut r = Refusal::new(404, code, msg, code, "Check the resource id.");
                 r.body.error.details.clear();
-                return (Outcome::Refused(r), None);
+                return Handled { outcome: Outcome::Refused(r), item: None, ended_jobs: vec![] };
             }
         };
     let get = req.method == Method::GET;
     let post = req.method == Method::POST;
     let del = req.method == Method::DELETE;
     let mut item_name = None;
+    let mut ended = Vec::new();
     let result: Result<Outcome, Refusal> = (|| {
         Ok(match route {
             Route::Vault if get => ok(estate.vault()),
@@ -634,40 +551,45 @@ fn handle(app: &App, estate: &mut Estate, req: &Request) -> (Outcome, Option<Str
             }
             Route::ItemOperationResult(f, c, i, job) if get => {
                 let base = estate.scope.item_id(&f, &c, &i);
-                operation_result(estate, &base, &job)?
+                operation_result(estate, &base, &job, &mut ended)?
             }
             Route::ContainerOperationResult(f, c, job) if get => {
                 let base = estate.scope.container_id(&f, &c);
-                operation_result(estate, &base, &job)?
+                operation_result(estate, &base, &job, &mut ended)?
             }
             Route::PlanOperationResult(p, job) if get => {
                 let base = estate.scope.plan_id(&p);
-                operation_result(estate, &base, &job)?
+                operation_result(estate, &base, &job, &mut ended)?
             }
             Route::ProviderOperationResult(ns, loc, job) if get => {
                 let base = format!("/subscriptions/{}/providers/{ns}/locations/{loc}", estate.cfg.subscription_id);
-                operation_result(estate, &base, &job)?
+                operation_result(estate, &base, &job, &mut ended)?
             }
             Route::OperationStatus(job) if get => {
                 let id = format!("{}/replicationOperationStatus/{job}", estate.scope.vault_id());
-                ok(estate.operation_status(&job, id)?)
+                let status = estate.operation_status(&job, id)?;
+                ended.extend(observe::ended_operation(&status).map(str::to_owned));
+                ok(status)
             }
             Route::ProviderOperationStatus(ns, job) if get => {
                 let id = format!("/subscriptions/{}/providers/{ns}/operations/{job}", estate.cfg.subscription_id);
-                ok(estate.operation_status(&job, id)?)
+                let status = estate.operation_status(&job, id)?;
+                ended.extend(observe::ended_operation(&status).map(str::to_owned));
+                ok(status)
             }
             Route::Jobs if get => {
                 let filter = JobFilter::parse(req.query("$filter"))?;
                 let (jobs, next) = estate.list_jobs(&filter, req.query("skipToken"));
+                ended.extend(jobs.iter().filter_map(observe::ended_job).map(str::to_owned));
                 page(app, req, jobs, next)
             }
-            Route::Job(j) if get => ok(estate.get_job(&j)?),
+            Route::Job(j) if get => job_answer(estate, &j, &mut ended)?,
             Route::JobAction(j, action) if post => {
                 item_name = Some(j.clone());
                 match action.to_ascii_lowercase().as_str() {
                     "cancel" => {
                         estate.cancel_job(&j)?;
-                        ok(estate.get_job(&j)?)
+                        job_answer(estate, &j, &mut ended)?
                     }
                     "restart" => Outcome::Accepted(estate.restart_job(&j)?),
                     "resume" => Outcome::Accepted(estate.resume_job(&j)?),
@@ -729,11 +651,24 @@ fn handle(app: &App, estate: &mut Estate, req: &Request) -> (Outcome, Option<Str
             _ => method_not_allowed(req),
         })
     })();
-    (result.unwrap_or_else(Outcome::Refused), item_name)
+    Handled { outcome: result.unwrap_or_else(Outcome::Refused), item: item_name, ended_jobs: ended }
 }
 
-fn operation_result(estate: &Estate, base: &str, job: &str) -> Result<Outcome, Refusal> {
-    Ok(match estate.operation_result(base, job)? {
+/// A job's GET; `ended` gets its name when the answer tells it has ended.
+fn job_answer(estate: &Estate, name: &str, ended: &mut Vec<String>) -> Result<Outcome, Refusal> {
+    let job = estate.get_job(name)?;
+    ended.extend(observe::ended_job(&job).map(str::to_owned));
+    Ok(ok(job))
+}
+
+/// What a `Location` URL answers; `ended` gets the job's name unless it is still running.
+fn operation_result(estate: &Estate, base: &str, job: &str, ended: &mut Vec<String>) -> Result<Outcome, Refusal> {
+    let result = estate.operation_result(base, job)?;
+    if !matches!(result, OperationResult::Running) {
+        // The estate keys a job by its name, a lowercase GUID, and found it under this one lowercased.
+        ended.push(job.to_ascii_lowercase());
+    }
+    Ok(match result {
         OperationResult::Running => {
             Outcome::Accepted(Accepted { job: job.to_owned(), location_base: base.to_owned(), item: None })
         }
@@ -748,16 +683,16 @@ fn operation_result(estate: &Estate, base: &str, job: &str) -> Result<Outcome, R
 
 async fn admin_oplog(State(app): State<Arc<App>>) -> Response {
     let s = app.lock();
-    axum::Json(s.oplog.clone()).into_response()
+    axum::Json(s.observed.oplog.clone()).into_response()
 }
 
 async fn admin_requests(State(app): State<Arc<App>>) -> Response {
     let s = app.lock();
-    axum::Json(s.requests.iter().cloned().collect::<Vec<_>>()).into_response()
+    axum::Json(s.observed.requests.iter().cloned().collect::<Vec<_>>()).into_response()
 }
 
 async fn admin_clear_oplog(State(app): State<Arc<App>>) -> StatusCode {
-    app.lock().oplog.clear();
+    app.lock().observed.oplog.clear();
     StatusCode::NO_CONTENT
 }
 
@@ -778,15 +713,16 @@ async fn admin_info(State(app): State<Arc<App>>) -> Response {
 async fn admin_counters(State(app): State<Arc<App>>) -> Response {
     let mut s = app.lock();
     s.estate.advance();
-    axum::Json(json!({"requests": s.counters, "estate": s.estate.census(), "oplog_entries": s.oplog.len()}))
-        .into_response()
+    let counters =
+        json!({"requests": s.observed.counters, "estate": s.estate.census(), "oplog_entries": s.observed.oplog.len()});
+    axum::Json(counters).into_response()
 }
 
 /// Every job with its wall-clock timing: accepted, completed, first seen completed.
 async fn admin_jobs(State(app): State<Arc<App>>) -> Response {
     let mut s = app.lock();
     s.estate.advance();
-    axum::Json(s.estate.job_timings()).into_response()
+    axum::Json(s.observed.job_timings(&s.estate)).into_response()
 }
 
 async fn admin_get_faults(State(app): State<Arc<App>>) -> Response {
@@ -836,9 +772,7 @@ async fn admin_reset(State(app): State<Arc<App>>, body: Bytes) -> Response {
     }
     s.throttle = Throttle::new(config.throttle);
     s.dice = FaultDice::new(&config.faults);
-    s.oplog.clear();
-    s.requests.clear();
-    s.counters = RequestCounters::default();
+    s.observed = Observations::default();
     s.estate = Estate::new(config);
     axum::Json(json!({"items": s.estate.item_count()})).into_response()
 }

@@ -17,6 +17,16 @@ fn realistic(vms: usize, state: SeedState) -> SimConfig {
     c
 }
 
+/// One protected VM whose failover takes exactly `secs` simulated seconds from its acceptance.
+fn timed_failover(secs: f64) -> SimConfig {
+    let mut c = realistic(1, SeedState::Protected);
+    let fixed = |secs| tern_asr_sim::Span { min_secs: secs, max_secs: secs };
+    c.durations.failover = fixed(secs);
+    c.durations.queueing = fixed(0.0);
+    c.durations.latest_processing = fixed(0.0);
+    c
+}
+
 async fn vm_power(sim: &Sim, rg: &str, vm: &str) -> Option<String> {
     let r = sim
         .get(&format!(
@@ -501,12 +511,8 @@ fn unix_ms_now() -> i64 {
 #[tokio::test]
 async fn the_jobs_endpoint_tells_when_each_job_ended_and_was_first_seen_ended_in_wall_time() {
     // A 60-second failover at 600x compression ends 100 ms of real time after it is accepted.
-    let mut config = realistic(1, SeedState::Protected);
+    let mut config = timed_failover(60.0);
     config.time_compression = 600.0;
-    let fixed = |secs| tern_asr_sim::Span { min_secs: secs, max_secs: secs };
-    config.durations.failover = fixed(60.0);
-    config.durations.queueing = fixed(0.0);
-    config.durations.latest_processing = fixed(0.0);
     let sim = Sim::start(config).await;
     let id = sim.item("vm-00001").await["id"].as_str().unwrap().to_owned();
     let before = unix_ms_now();
@@ -538,6 +544,44 @@ async fn the_jobs_endpoint_tells_when_each_job_ended_and_was_first_seen_ended_in
     let by = by.as_object().expect("per client");
     assert!(by.len() == 1 && by.values().all(|t| *t == seen), "one client, who saw it first: {by:?}");
     assert_eq!(sim.admin("jobs").await[0]["state"], "Succeeded");
+}
+
+#[tokio::test]
+async fn every_read_that_answers_a_job_ended_counts_as_its_client_seeing_it_end() {
+    let sim = Sim::start(timed_failover(600.0)).await;
+    let id = sim.item("vm-00001").await["id"].as_str().unwrap().to_owned();
+    let accepted =
+        sim.post(&format!("{id}/unplannedFailover"), Some(failover_body("PrimaryToRecovery", false, None))).await;
+    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    let location = accepted.header("location").unwrap().to_owned();
+    let status = accepted.header("azure-asyncoperation").unwrap().to_owned();
+    let list = format!("{}/replicationJobs", sim.vault());
+    let seen_by = |jobs: &Value, i: usize| -> Vec<String> {
+        jobs[i]["first_terminal_read_by"].as_object().unwrap().keys().cloned().collect()
+    };
+
+    // The Location, the operation status and a job list each tell the job's end to whoever reads
+    // them, named by the product token of its User-Agent; reads while it runs do not count.
+    assert_eq!(sim.send_as(reqwest::Method::GET, &location, "early/1.0").await, 202, "still running");
+    for url in [&status, &list] {
+        assert_eq!(sim.send_as(reqwest::Method::GET, url, "early/1.0").await, 200);
+    }
+    sim.advance(700.0).await;
+    let clients = [(&location, "tern-failover/0.1 (linux)"), (&status, "tern-watcher"), (&list, "tern-planner/0.1")];
+    for (url, client) in clients {
+        assert_eq!(sim.send_as(reqwest::Method::GET, url, client).await, 200);
+    }
+    assert_eq!(seen_by(&sim.admin("jobs").await, 0), ["tern-failover", "tern-planner", "tern-watcher"]);
+
+    // Cancelling answers the job cancelled: the client that cancelled it has seen it end.
+    let commit =
+        sim.post(&format!("{}/failoverCommit", sim.item("vm-00001").await["id"].as_str().unwrap()), None).await;
+    assert_eq!(commit.status, 202, "{:?}", commit.body);
+    let job = commit.header("x-ms-request-id").unwrap().to_owned();
+    assert_eq!(sim.send_as(reqwest::Method::POST, &format!("{job}/cancel"), "tern-cleanup").await, 200);
+    let jobs = sim.admin("jobs").await;
+    assert_eq!(jobs[1]["state"], "Cancelled");
+    assert_eq!(seen_by(&jobs, 1), ["tern-cleanup"]);
 }
 
 #[tokio::test]

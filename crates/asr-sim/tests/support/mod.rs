@@ -177,6 +177,12 @@ impl Sim {
         Reply { status, headers, body }
     }
 
+    /// Sends a bodiless request as the client whose `User-Agent` is `user_agent`; the status.
+    pub async fn send_as(&self, method: reqwest::Method, path: &str, user_agent: &str) -> u16 {
+        let req = self.http.request(method, self.full(path)).bearer_auth(&self.token).header("user-agent", user_agent);
+        req.send().await.expect("request sent").status().as_u16()
+    }
+
     /// Jumps the simulated clock.
     pub async fn advance(&self, seconds: f64) {
         let r = self
