@@ -11,7 +11,7 @@ use tern_asr::client::{Mutation, Sending};
 use tern_asr::model::{A2AReplicationDetails, ProtectedItem, VirtualMachine};
 use tern_bus::WorkQueue;
 use tern_proto::{CleanupOptions, Outcome, Phase, command};
-use tern_worker::runtime::{PriorSend, running_job_of};
+use tern_worker::runtime::{PriorSend, running_job};
 use tern_worker::{CommandRun, Failure, PhaseHandler};
 use tracing::info;
 
@@ -59,7 +59,7 @@ impl PhaseHandler for CleanupPhase {
         emit(run, Outcome::Started, String::new(), String::new()).await?;
         if options.disable_replication
             && run.fence.is_done(LEFTOVERS)
-            && let Some(job) = running_job_of(&item, "disable")
+            && let Some(job) = running_job(Mutation::Disable, &item)
         {
             // Our own disable, submitted just before an earlier delivery stopped: attach to it.
             run.fence.record_job(DISABLE, &job).await?;

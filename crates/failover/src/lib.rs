@@ -14,7 +14,7 @@ use tern_proto::{
     DrillSettings, FailoverCommand, Outcome, Phase, RecoveryPointChoice, RecoveryPointKind, RecoveryPointUsed,
     SourceShutdown, command,
 };
-use tern_worker::runtime::{PriorSend, running_job_of};
+use tern_worker::runtime::{InAzure, PriorSend, in_azure};
 use tern_worker::{CommandRun, Failure, PhaseHandler};
 
 /// The failover phase handler.
@@ -120,10 +120,11 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
                 None
             }
             PriorSend::None => {
-                if let Some(job) = running_job_of(item, "unplannedfailover") {
+                let seen = in_azure(Mutation::Failover, item, item);
+                if let InAzure::Running(job) = seen {
                     run.fence.record_job(STEP, &job).await?;
                     Some(job)
-                } else if item.active_location().eq_ignore_ascii_case("Recovery") {
+                } else if seen == InAzure::Done {
                     already = true; // failed over already (by an earlier attempt whose record was lost)
                     None
                 } else {
@@ -207,10 +208,11 @@ async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
                 None
             }
             PriorSend::None => {
-                if let Some(job) = running_job_of(&item, "commit") {
+                let seen = in_azure(Mutation::Commit, &item, &item);
+                if let InAzure::Running(job) = seen {
                     run.fence.record_job(STEP, &job).await?;
                     Some(job)
-                } else if item.protection_state().to_ascii_lowercase().contains("committed") {
+                } else if seen == InAzure::Done {
                     already = true;
                     None
                 } else {
@@ -254,20 +256,29 @@ async fn drill_run(
             None => match run.prior_send("test_failover", None, Phase::Drill, item, Mutation::TestFailover).await? {
                 PriorSend::Job(j) => Some(j),
                 PriorSend::Done => None,
-                PriorSend::None => {
-                    let network = (!drill.test_network_id.is_empty()).then(|| drill.test_network_id.clone());
-                    let r = asr
-                        .resolve_point(item, &choice(f.recovery_point.as_ref()))
-                        .await
-                        .map_err(Failure::asr(Phase::Drill))?;
-                    let key = run.request_key("test_failover");
-                    let guard = run.claim_guard();
-                    let submission = asr
-                        .test_failover(item, network, r.send, Sending::guarded(&key, &guard))
-                        .await
-                        .map_err(Failure::asr(Phase::Drill))?;
-                    run.record("test_failover", Phase::Drill, submission, item, Mutation::TestFailover).await?
-                }
+                // Azure first: a test failover running, or up already (an attempt whose record
+                // was lost), is attached to or taken as it is; nothing is sent twice.
+                PriorSend::None => match in_azure(Mutation::TestFailover, item, item) {
+                    InAzure::Running(j) => {
+                        run.fence.record_job("test_failover", &j).await?;
+                        Some(j)
+                    }
+                    InAzure::Done => None,
+                    InAzure::Absent => {
+                        let network = (!drill.test_network_id.is_empty()).then(|| drill.test_network_id.clone());
+                        let r = asr
+                            .resolve_point(item, &choice(f.recovery_point.as_ref()))
+                            .await
+                            .map_err(Failure::asr(Phase::Drill))?;
+                        let key = run.request_key("test_failover");
+                        let guard = run.claim_guard();
+                        let submission = asr
+                            .test_failover(item, network, r.send, Sending::guarded(&key, &guard))
+                            .await
+                            .map_err(Failure::asr(Phase::Drill))?;
+                        run.record("test_failover", Phase::Drill, submission, item, Mutation::TestFailover).await?
+                    }
+                },
             },
         };
         if let Some(j) = &job {
@@ -301,22 +312,29 @@ async fn drill_run(
                 {
                     PriorSend::Job(j) => Some(j),
                     PriorSend::Done => None,
-                    PriorSend::None => {
-                        let key = run.request_key("test_failover_cleanup");
-                        let guard = run.claim_guard();
-                        let submission = asr
-                            .test_failover_cleanup(&current, "Tern drill", Sending::guarded(&key, &guard))
-                            .await
-                            .map_err(Failure::asr(Phase::Drill))?;
-                        run.record(
-                            "test_failover_cleanup",
-                            Phase::Drill,
-                            submission,
-                            &current,
-                            Mutation::TestFailoverCleanup,
-                        )
-                        .await?
-                    }
+                    PriorSend::None => match in_azure(Mutation::TestFailoverCleanup, item, &current) {
+                        InAzure::Running(j) => {
+                            run.fence.record_job("test_failover_cleanup", &j).await?;
+                            Some(j)
+                        }
+                        InAzure::Done => None,
+                        InAzure::Absent => {
+                            let key = run.request_key("test_failover_cleanup");
+                            let guard = run.claim_guard();
+                            let submission = asr
+                                .test_failover_cleanup(&current, "Tern drill", Sending::guarded(&key, &guard))
+                                .await
+                                .map_err(Failure::asr(Phase::Drill))?;
+                            run.record(
+                                "test_failover_cleanup",
+                                Phase::Drill,
+                                submission,
+                                &current,
+                                Mutation::TestFailoverCleanup,
+                            )
+                            .await?
+                        }
+                    },
                 }
             }
         };

@@ -210,6 +210,34 @@ async fn a_drill_tests_the_failover_checks_the_vm_and_cleans_up() {
     let _ = Duration::ZERO;
 }
 
+/// A drill on a VM whose test failover is up already (sent by an attempt whose record was
+/// lost): Azure is read first, so the worker takes the test failover as it is, validates the
+/// test VM and cleans up, and sends no second test failover.
+#[tokio::test]
+async fn a_drill_finds_its_test_failover_already_up_and_does_not_send_it_again() {
+    let mut stack = Stack::start(sim(2)).await;
+    let asr = stack.asr_client();
+    let item = asr.find_item_by_vm_name("vm-00001", None).await.unwrap().unwrap();
+    let earlier = asr.test_failover(&item, None, None, "an-earlier-attempt").await.unwrap();
+    asr.wait_job(earlier.job.as_deref().unwrap(), None).await.unwrap();
+    stack.spawn(BIN, &[]);
+    let mut cmd = failover("p11", "vm-00001");
+    cmd.command_id = "p11.vm-00001.drill.1".into();
+    if let Some(command::Action::Failover(f)) = cmd.action.as_mut() {
+        f.commit_after = false;
+        f.drill = Some(DrillSettings {
+            validation_timeout: Some(prost_types::Duration { seconds: 20, nanos: 0 }),
+            ..Default::default()
+        });
+    }
+    stack.bus.publish_command(&cmd).await.unwrap();
+    let events = stack.wait_events("p11", "the drill to finish", |ev| terminal(ev, Phase::Drill).is_some()).await;
+    let (outcome, done) = terminal(&events, Phase::Drill).unwrap();
+    assert_eq!(outcome, Outcome::Succeeded, "{done:?}");
+    let ops: Vec<String> = stack.accepted_ops().await.into_iter().map(|(o, _)| o).collect();
+    assert_eq!(ops, ["testFailover", "testFailoverCleanup"], "one test failover (the earlier one), then its cleanup");
+}
+
 #[tokio::test]
 async fn a_worker_reports_health_readiness_and_metrics() {
     let mut stack = Stack::start(sim(2)).await;

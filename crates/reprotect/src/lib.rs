@@ -10,7 +10,7 @@ use tern_asr::ErrorClass;
 use tern_asr::client::{Mutation, ReprotectSettings, Sending};
 use tern_bus::WorkQueue;
 use tern_proto::{Outcome, Phase, PhaseProgress, ReprotectTarget, command};
-use tern_worker::runtime::{PriorSend, running_job_of};
+use tern_worker::runtime::{PriorSend, running_job};
 use tern_worker::{CommandRun, Failure, PhaseHandler};
 
 /// The reprotect phase handler.
@@ -73,9 +73,7 @@ impl PhaseHandler for ReprotectPhase {
                         None
                     }
                     PriorSend::None => {
-                        if let Some(job) =
-                            running_job_of(&item, "protection").or_else(|| running_job_of(&item, "reprotect"))
-                        {
+                        if let Some(job) = running_job(Mutation::SwitchProtection, &item) {
                             run.fence.record_job(STEP, &job).await?;
                             Some(job)
                         } else if item.allows("SwitchProtection") {

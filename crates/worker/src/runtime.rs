@@ -668,9 +668,34 @@ fn vm_label(vm: &tern_proto::VmRef) -> String {
     }
 }
 
-/// The job running on `item` if its scenario name contains `scenario_key` (lowercase).
-pub fn running_job_of(item: &ProtectedItem, scenario_key: &str) -> Option<String> {
-    let scenario = item.properties.current_scenario.as_ref()?.scenario_name.as_deref()?.to_ascii_lowercase();
+/// What an item shows of a step's operation, read before anything is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InAzure {
+    /// The operation's job runs on the item now (started by an attempt whose record was lost):
+    /// attach to it.
+    Running(String),
+    /// The operation's effect is there already: nothing to send.
+    Done,
+    /// Neither: the operation may be sent.
+    Absent,
+}
+
+/// What `now` shows of `mutation`, as tern-asr's table of operations reads it: its job
+/// running (by the item's current scenario), its effect already there (compared with
+/// `before`, the item as the step first found it), or neither.
+pub fn in_azure(mutation: Mutation, before: &ProtectedItem, now: &ProtectedItem) -> InAzure {
+    if let Some(job) = running_job(mutation, now) {
+        InAzure::Running(job)
+    } else if mutation.is_done(before, Some(now)) {
+        InAzure::Done
+    } else {
+        InAzure::Absent
+    }
+}
+
+/// The job of `mutation` running on `item` now, if any (its name).
+pub fn running_job(mutation: Mutation, item: &ProtectedItem) -> Option<String> {
+    let scenario = item.properties.current_scenario.as_ref()?.scenario_name.as_deref()?;
     let job = item.running_job_id()?;
-    scenario.contains(scenario_key).then(|| job.rsplit('/').next().unwrap_or(job).to_owned())
+    mutation.matches_scenario(scenario).then(|| job.rsplit('/').next().unwrap_or(job).to_owned())
 }
