@@ -10,9 +10,10 @@ use tern_asr::ErrorClass;
 use tern_asr::client::{Mutation, Submission, SubmitOutcome, job_failure};
 use tern_asr::model::{Job, JobState, ProtectedItem};
 use tern_asr::watcher::{JobWatcher, WatcherOptions};
-use tern_asr::{AsrClient, AsrError, FleetBudget, TokenProvider, Unlimited};
+use tern_asr::{AsrClient, AsrError, TokenProvider, Unlimited};
 use tern_bus::{Bucket, Bus, Delivery, HandlerError, LoopOptions, Topology, TypedKv, WorkQueue};
 use tern_proto::{Command, Outcome, Phase, PhaseProgress};
+use tern_service::FleetBudget;
 
 /// Fewest seconds between two reads of a syncing item's progress.
 const SYNC_PROBE_MIN_SECS: f64 = 30.0;
