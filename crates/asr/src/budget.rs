@@ -1,17 +1,16 @@
 //! The ARM request budget: token buckets for reads, writes and deletes per subscription.
 //!
-//! [`FleetBudget`] keeps each bucket in NATS KV and takes tokens with compare-and-set, so every
-//! process of the fleet draws on the same budget (one limiter for the fleet, not one per
-//! process). A 429 pauses the bucket for everyone until its `Retry-After`, and the
-//! `x-ms-ratelimit-remaining-*` headers pull the bucket down when ARM counts fewer tokens.
-//! [`LocalBudget`] is the same bucket for one process; [`Unlimited`] switches it off.
+//! [`Budget`] is what the client draws on, and [`BucketState`] the arithmetic of one bucket. A
+//! 429 pauses the bucket until its `Retry-After`, and the `x-ms-ratelimit-remaining-*` headers
+//! pull it down when ARM counts fewer tokens. [`LocalBudget`] keeps the buckets in this process;
+//! [`Unlimited`] switches the budget off. The fleet-wide budget, the same buckets shared by every
+//! process through NATS KV, is `tern-service`'s `FleetBudget`: this crate knows no bus.
 
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tern_bus::{Bucket, Bus, KvError, TypedKv};
 
 use crate::error::AsrError;
 
@@ -123,7 +122,8 @@ impl Budget for Unlimited {
     async fn observe_remaining(&self, _class: RequestClass, _remaining: u64) {}
 }
 
-/// A bucket's state (also the KV value of [`FleetBudget`]).
+/// A bucket's state: what [`LocalBudget`] keeps in memory, and the KV value of the fleet-wide
+/// budget. Times are ms since the Unix epoch ([`clock_ms`]), so processes can share a bucket.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct BucketState {
     /// Tokens left.
@@ -137,42 +137,47 @@ pub struct BucketState {
     pub paused_until_ms: u64,
 }
 
-fn now_ms() -> u64 {
+/// The clock of every bucket: ms since the Unix epoch.
+pub fn clock_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// What to do with a bucket now.
-enum Step {
-    /// Take the token: the new state.
-    Take(BucketState),
-    /// Wait this long, then look again.
-    Wait(Duration),
-}
-
-fn refill(state: &BucketState, rate: Rate, now: u64) -> BucketState {
-    let dt = now.saturating_sub(state.updated_ms) as f64 / 1000.0;
-    BucketState {
-        tokens: (state.tokens + dt * rate.per_second).min(rate.capacity),
-        updated_ms: now.max(state.updated_ms),
-        paused_until_ms: state.paused_until_ms,
+impl BucketState {
+    /// A full bucket at `now` (ms).
+    pub fn full(rate: Rate, now: u64) -> Self {
+        Self { tokens: rate.capacity, updated_ms: now, paused_until_ms: 0 }
     }
-}
 
-fn step(state: &BucketState, rate: Rate, now: u64) -> Step {
-    if state.paused_until_ms > now {
-        return Step::Wait(Duration::from_millis(state.paused_until_ms - now));
+    /// The bucket refilled at `rate` up to `now` (ms).
+    pub fn refilled(&self, rate: Rate, now: u64) -> Self {
+        let dt = now.saturating_sub(self.updated_ms) as f64 / 1000.0;
+        Self {
+            tokens: (self.tokens + dt * rate.per_second).min(rate.capacity),
+            updated_ms: now.max(self.updated_ms),
+            paused_until_ms: self.paused_until_ms,
+        }
     }
-    let s = refill(state, rate, now);
-    if s.tokens >= 1.0 {
-        Step::Take(BucketState { tokens: s.tokens - 1.0, ..s })
-    } else {
-        let secs = (1.0 - s.tokens) / rate.per_second.max(f64::MIN_POSITIVE);
-        Step::Wait(Duration::from_secs_f64(secs).max(Duration::from_millis(1)))
-    }
-}
 
-fn full(rate: Rate, now: u64) -> BucketState {
-    BucketState { tokens: rate.capacity, updated_ms: now, paused_until_ms: 0 }
+    /// Takes a token at `now` (ms): the bucket after it, or how long to wait before looking
+    /// again (paused after a 429, or empty).
+    pub fn take(&self, rate: Rate, now: u64) -> Result<Self, Duration> {
+        if self.paused_until_ms > now {
+            return Err(Duration::from_millis(self.paused_until_ms - now));
+        }
+        let s = self.refilled(rate, now);
+        if s.tokens >= 1.0 {
+            Ok(Self { tokens: s.tokens - 1.0, ..s })
+        } else {
+            let secs = (1.0 - s.tokens) / rate.per_second.max(f64::MIN_POSITIVE);
+            Err(Duration::from_secs_f64(secs).max(Duration::from_millis(1)))
+        }
+    }
+
+    /// After a 429 at `now` (ms): empty, and nobody takes a token before `retry_after` passed.
+    pub fn throttled(&self, rate: Rate, now: u64, retry_after: Duration) -> Self {
+        let s = self.refilled(rate, now);
+        Self { tokens: 0.0, paused_until_ms: s.paused_until_ms.max(now + retry_after.as_millis() as u64), ..s }
+    }
 }
 
 /// A token bucket per class, for this process only.
@@ -190,10 +195,10 @@ impl LocalBudget {
 
     fn with<R>(&self, class: RequestClass, f: impl FnOnce(&mut BucketState, Rate, u64) -> R) -> R {
         let rate = self.config.rate(class);
-        let now = now_ms();
+        let now = clock_ms();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let slot = &mut buckets[class as usize];
-        let state = slot.get_or_insert_with(|| full(rate, now));
+        let state = slot.get_or_insert_with(|| BucketState::full(rate, now));
         f(state, rate, now)
     }
 }
@@ -202,12 +207,12 @@ impl LocalBudget {
 impl Budget for LocalBudget {
     async fn acquire(&self, class: RequestClass) -> Result<(), AsrError> {
         loop {
-            let wait = self.with(class, |state, rate, now| match step(state, rate, now) {
-                Step::Take(next) => {
+            let wait = self.with(class, |state, rate, now| match state.take(rate, now) {
+                Ok(next) => {
                     *state = next;
                     None
                 }
-                Step::Wait(d) => Some(d),
+                Err(d) => Some(d),
             });
             match wait {
                 None => return Ok(()),
@@ -217,131 +222,14 @@ impl Budget for LocalBudget {
     }
 
     async fn throttled(&self, class: RequestClass, retry_after: Duration) {
-        self.with(class, |state, rate, now| {
-            *state = refill(state, rate, now);
-            state.tokens = 0.0;
-            state.paused_until_ms = state.paused_until_ms.max(now + retry_after.as_millis() as u64);
-        });
+        self.with(class, |state, rate, now| *state = state.throttled(rate, now, retry_after));
     }
 
     async fn observe_remaining(&self, class: RequestClass, remaining: u64) {
         self.with(class, |state, rate, now| {
-            *state = refill(state, rate, now);
+            *state = state.refilled(rate, now);
             state.tokens = state.tokens.min(remaining as f64);
         });
-    }
-}
-
-/// The fleet-wide budget: one bucket per (subscription, class) in NATS KV, taken with
-/// compare-and-set by every process that uses the same subscription.
-pub struct FleetBudget {
-    kv: TypedKv<BucketState>,
-    config: BudgetConfig,
-    subscription: String,
-}
-
-impl fmt::Debug for FleetBudget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FleetBudget").field("subscription", &self.subscription).field("config", &self.config).finish()
-    }
-}
-
-impl FleetBudget {
-    /// The budget of `subscription`, shared through the bus's ARM budget bucket.
-    pub async fn new(bus: &Bus, subscription: &str, config: BudgetConfig) -> Result<Self, AsrError> {
-        let kv = bus
-            .kv::<BucketState>(Bucket::ArmBudget)
-            .await
-            .map_err(|e| AsrError::InvalidInput(format!("ARM budget bucket: {e}")))?;
-        Ok(Self { kv, config, subscription: subscription.to_owned() })
-    }
-
-    fn key(&self, class: RequestClass) -> String {
-        format!("{}.{}", self.subscription, class.name())
-    }
-
-    /// Applies `change` to the bucket with compare-and-set, retrying on conflicts. `change`
-    /// returns the new state, or `Err(wait)` to sleep and look again.
-    async fn update(
-        &self,
-        class: RequestClass,
-        mut change: impl FnMut(&BucketState, Rate, u64) -> Result<Option<BucketState>, Duration>,
-    ) {
-        let key = self.key(class);
-        let rate = self.config.rate(class);
-        loop {
-            let now = now_ms();
-            let current = match self.kv.get(&key).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ARM budget unreadable; waiting");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            let (state, revision) = match &current {
-                Some(v) => (v.value.clone(), Some(v.revision)),
-                None => (full(rate, now), None),
-            };
-            let next = match change(&state, rate, now) {
-                Ok(Some(next)) => next,
-                Ok(None) => return,
-                Err(wait) => {
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            };
-            let written = match revision {
-                Some(rev) => self.kv.update(&key, &next, rev).await.map(|_| ()),
-                None => self.kv.create(&key, &next).await.map(|_| ()),
-            };
-            match written {
-                Ok(()) => return,
-                Err(KvError::Conflict { .. } | KvError::AlreadyExists { .. }) => {
-                    // Another process took a token in between: look again, after a tiny jitter.
-                    tokio::time::sleep(Duration::from_micros(rand::random::<u64>() % 2000)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "ARM budget write failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Budget for FleetBudget {
-    async fn acquire(&self, class: RequestClass) -> Result<(), AsrError> {
-        self.update(class, |state, rate, now| match step(state, rate, now) {
-            Step::Take(next) => Ok(Some(next)),
-            Step::Wait(d) => Err(d),
-        })
-        .await;
-        Ok(())
-    }
-
-    async fn throttled(&self, class: RequestClass, retry_after: Duration) {
-        self.update(class, |state, rate, now| {
-            let mut next = refill(state, rate, now);
-            next.tokens = 0.0;
-            next.paused_until_ms = next.paused_until_ms.max(now + retry_after.as_millis() as u64);
-            Ok(Some(next))
-        })
-        .await;
-    }
-
-    async fn observe_remaining(&self, class: RequestClass, remaining: u64) {
-        self.update(class, |state, rate, now| {
-            let next = refill(state, rate, now);
-            // Only ever lower the bucket, and only when ARM is clearly below it.
-            if next.tokens > remaining as f64 + 1.0 {
-                Ok(Some(BucketState { tokens: remaining as f64, ..next }))
-            } else {
-                Ok(None)
-            }
-        })
-        .await;
     }
 }
 
@@ -352,16 +240,14 @@ mod tests {
     #[test]
     fn the_bucket_refills_takes_and_waits() {
         let rate = Rate { capacity: 2.0, per_second: 4.0 };
-        let s = full(rate, 1_000);
-        let Step::Take(s) = step(&s, rate, 1_000) else { panic!("a full bucket gives a token") };
-        let Step::Take(s) = step(&s, rate, 1_000) else { panic!("second token") };
-        match step(&s, rate, 1_000) {
-            Step::Wait(d) => assert_eq!(d, Duration::from_millis(250), "one token per 250 ms"),
-            Step::Take(_) => panic!("empty"),
-        }
-        assert!(matches!(step(&s, rate, 1_250), Step::Take(_)));
-        let paused = BucketState { paused_until_ms: 5_000, ..s };
-        assert!(matches!(step(&paused, rate, 4_000), Step::Wait(d) if d == Duration::from_secs(1)));
+        let s = BucketState::full(rate, 1_000);
+        let s = s.take(rate, 1_000).expect("a full bucket gives a token");
+        let s = s.take(rate, 1_000).expect("second token");
+        assert_eq!(s.take(rate, 1_000), Err(Duration::from_millis(250)), "one token per 250 ms");
+        assert!(s.take(rate, 1_250).is_ok());
+        let paused = s.throttled(rate, 1_250, Duration::from_millis(3_750));
+        assert_eq!(paused.tokens, 0.0, "a 429 empties the bucket");
+        assert_eq!(paused.take(rate, 4_000), Err(Duration::from_secs(1)));
     }
 
     #[tokio::test]

@@ -2,8 +2,9 @@
 //!
 //! Azure Site Recovery plus the few Compute/Network calls cleanup needs, at a configurable
 //! endpoint (Azure or `tern-asr-sim`): authentication, typed operations, long-running
-//! operations, safe retries, reconciliation after ambiguous outcomes, fleet job polling and a
-//! fleet-wide ARM request budget.
+//! operations, safe retries, reconciliation after ambiguous outcomes, fleet job polling and the
+//! ARM request budget it draws on (its fleet-wide store, NATS KV, is `tern-service`'s: this crate
+//! knows no bus).
 
 // `AsrError` carries ASR's whole error report (code, message, possible causes, recommended
 // action) so callers can surface it; errors are the rare path and never stored in bulk.
@@ -21,7 +22,7 @@ pub mod point;
 pub mod watcher;
 
 pub use auth::{CredentialKind, TokenProvider};
-pub use budget::{Budget, BudgetConfig, FleetBudget, LocalBudget, Rate, RequestClass, Unlimited};
+pub use budget::{BucketState, Budget, BudgetConfig, LocalBudget, Rate, RequestClass, Unlimited};
 pub use client::{AsrClient, FailoverDirection, JobQuery, ReprotectSettings, Sending, Submission, SubmitOutcome};
 pub use config::AsrConfig;
 pub use error::{AsrError, ErrorClass};

@@ -130,15 +130,16 @@ pub async fn run(s: Scenario, vms: usize, index: usize, settings: &BenchSettings
     ];
     let mut env: Vec<(String, String)> =
         vec![("TERN_POLL_INTERVAL_SECS".into(), settings.poll_interval_secs.to_string())];
+    let mut worker_env: Vec<(String, String)> = Vec::new();
     if let Some(c) = settings.worker_concurrency {
-        env.push(("TERN_CONCURRENCY".into(), c.to_string()));
+        worker_env.push(("TERN_CONCURRENCY".into(), c.to_string()));
     }
     let compression = settings.time_compression.to_string();
     match s {
         Scenario::S1 => {
             sim_args.extend(["--zero-latency".into(), "--no-throttle".into()]);
             env.push(("TERN_BUDGET".into(), "null".into()));
-            env.push(("TERN_WATCHER_READS_PER_SEC".into(), UNTHROTTLED_WATCHER_READS.to_string()));
+            worker_env.push(("TERN_WATCHER_READS_PER_SEC".into(), UNTHROTTLED_WATCHER_READS.to_string()));
         }
         Scenario::S2 => {
             // ARM's documented per-subscription buckets; the services keep their default client
@@ -155,7 +156,7 @@ pub async fn run(s: Scenario, vms: usize, index: usize, settings: &BenchSettings
         Scenario::S3 => {
             sim_args.extend(["--time-compression".into(), compression, "--no-throttle".into()]);
             env.push(("TERN_BUDGET".into(), "null".into()));
-            env.push(("TERN_WATCHER_READS_PER_SEC".into(), UNTHROTTLED_WATCHER_READS.to_string()));
+            worker_env.push(("TERN_WATCHER_READS_PER_SEC".into(), UNTHROTTLED_WATCHER_READS.to_string()));
         }
     }
     let options = StackOptions {
@@ -164,6 +165,7 @@ pub async fn run(s: Scenario, vms: usize, index: usize, settings: &BenchSettings
         run_dir: run_dir.clone(),
         sim_args: sim_args.clone(),
         service_env: env.clone(),
+        worker_env: worker_env.clone(),
     };
     let mut stack =
         Stack::start(&options).await.with_context(|| format!("starting the stack (logs in {})", run_dir.display()))?;
@@ -174,6 +176,7 @@ pub async fn run(s: Scenario, vms: usize, index: usize, settings: &BenchSettings
     if let Value::Object(d) = &mut figures.details {
         d.insert("sim_args".into(), json!(sim_args));
         d.insert("service_env".into(), json!(env.into_iter().collect::<BTreeMap<_, _>>()));
+        d.insert("worker_env".into(), json!(worker_env.into_iter().collect::<BTreeMap<_, _>>()));
         d.insert("run_dir".into(), json!(run_dir));
     }
     Ok(figures)

@@ -34,6 +34,8 @@ pub struct StackOptions {
     pub sim_args: Vec<String>,
     /// Environment of the four services, on top of the connection settings.
     pub service_env: Vec<(String, String)>,
+    /// Environment of the three workers only (their own settings, which the planner refuses).
+    pub worker_env: Vec<(String, String)>,
 }
 
 /// A running stack. Dropping it kills every process (`kill_on_drop`); [`Stack::stop`] stops
@@ -118,6 +120,9 @@ impl Stack {
             cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
             cmd.envs(connection.iter().map(|(k, v)| (*k, v.as_str())));
             cmd.envs(options.service_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            if name != "tern-planner" {
+                cmd.envs(options.worker_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
             let ready = stack.procs.start_ready(cmd, name, READY_TIMEOUT).await?;
             if name == "tern-planner" {
                 stack.planner_addr = ready["grpc"]

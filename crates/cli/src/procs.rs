@@ -107,6 +107,22 @@ fn terminate(pid: u32) {
     }
 }
 
+/// Withholds this process's `TERN_*` variables from a Tern service started with `cmd`, all but the
+/// ones every service reads in-process (`tern_service::config::PROCESS_VARIABLES`: log filter
+/// and format, a fixed Azure token). A service refuses a `TERN_*` variable it does not know, and
+/// ours may be the CLI's own (`TERN_DATA_DIR`, `TERN_PLANNER`, ...) or a tool's
+/// (`TERN_NATS_SERVER`, `TERN_TEST_SEED`, ...). Set the service's settings after this.
+pub fn withhold_tern_variables(cmd: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with(tern_service::config::PREFIX)
+            && !tern_service::config::PROCESS_VARIABLES.contains(&name.as_ref())
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+}
+
 /// Connects to a nats-server that is starting, for up to `timeout`.
 pub async fn connect_bus(url: &str, client: &str, timeout: Duration) -> anyhow::Result<tern_bus::Bus> {
     let deadline = tokio::time::Instant::now() + timeout;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
-use tern_cli::procs::{Procs, connect_bus, free_port};
+use tern_cli::procs::{Procs, connect_bus, free_port, withhold_tern_variables};
 use tokio::process::Command;
 
 /// How long one process may take to report ready.
@@ -178,6 +178,7 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     let mut ready = Vec::new();
     for name in ["tern-planner", "tern-failover", "tern-reprotect", "tern-cleanup"] {
         let mut cmd = Command::new(sibling(name)?);
+        withhold_tern_variables(&mut cmd);
         cmd.envs(env);
         ready.push(procs.start_ready(cmd, name, READY_TIMEOUT).await?);
     }

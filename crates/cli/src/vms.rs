@@ -14,8 +14,9 @@ use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 use tern_asr::config::AZURE_PUBLIC_CLOUD;
 use tern_asr::model::{ProtectedItem, RecoveryPoint, parse_time};
-use tern_asr::{AsrClient, AsrConfig, Budget, BudgetConfig, FleetBudget, LocalBudget, TokenProvider};
+use tern_asr::{AsrClient, AsrConfig, Budget, BudgetConfig, LocalBudget, TokenProvider};
 use tern_proto::{NameList, PlanSpec, PreflightCheck, PreflightRequest, Readiness, Selection, VmPreflight, selection};
+use tern_service::FleetBudget;
 
 use crate::output::{Format, Paint, human_secs, print_document, rfc3339};
 use crate::plan::{Target, status};

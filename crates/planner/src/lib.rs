@@ -4,6 +4,7 @@
 //! This crate holds, so far, plan spec validation ([`spec`]) and per-VM preflight
 //! ([`preflight`]); the gRPC service and plan progression build on them.
 
+pub mod config;
 pub mod metrics;
 pub mod preflight;
 pub mod progress;
@@ -11,5 +12,6 @@ pub mod service;
 pub mod spec;
 pub mod store;
 
+pub use config::PlannerConfig;
 pub use service::{PlannerService, serve_grpc};
 pub use spec::{Selected, SpecError, ValidSpec, validate};

@@ -3,40 +3,33 @@
 //! this process counts (ASR requests, its event consumer's backlog).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use tern_proto::{Phase, PlanState, VmState};
-use tern_telemetry::metrics::{CONTENT_TYPE, labels, registry};
+use tern_service::{Endpoints, Scrape};
+use tern_telemetry::metrics::{labels, registry};
 
 use crate::PlannerService;
 
-/// Serves `/healthz` and `/metrics` on `listen`; returns the bound address.
+/// Serves `/healthz` and `/metrics` on `listen` (`tern-service`'s endpoints, with the event
+/// consumer's backlog and the plan gauges); returns the bound address.
 pub async fn serve(listen: SocketAddr, service: PlannerService) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let app =
-        Router::new().route("/healthz", get(|| async { "ok" })).route("/metrics", get(scrape)).with_state(service);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(addr)
+    let endpoints =
+        Endpoints::new(service.bus().clone(), tern_bus::topology::EVENTS_STREAM, tern_bus::PLANNER_EVENTS_CONSUMER)
+            .with_scrape(Arc::new(PlanGauges(service)));
+    tern_service::serve(listen, endpoints).await
 }
 
-async fn scrape(State(service): State<PlannerService>) -> impl IntoResponse {
-    tern_worker::metrics::refresh_bus_gauges(
-        service.bus(),
-        tern_bus::topology::EVENTS_STREAM,
-        tern_bus::PLANNER_EVENTS_CONSUMER,
-        std::time::Duration::from_secs(1),
-    )
-    .await;
-    if let Err(e) = refresh(&service).await {
-        tracing::warn!(error = %e, "metrics: the plan records could not be read");
+/// The plan gauges, read from the plan records at each scrape.
+struct PlanGauges(PlannerService);
+
+#[async_trait::async_trait]
+impl Scrape for PlanGauges {
+    async fn refresh(&self) {
+        if let Err(e) = refresh(&self.0).await {
+            tracing::warn!(error = %e, "metrics: the plan records could not be read");
+        }
     }
-    ([("content-type", CONTENT_TYPE)], registry().render())
 }
 
 fn word(name: &str, prefix: &str) -> String {

@@ -31,19 +31,22 @@ impl Drop for Running {
 fn worker_config(stack: &Stack) -> tern_worker::WorkerConfig {
     let info = stack.sim.info();
     tern_worker::WorkerConfig {
-        nats_url: stack.nats.url(),
-        asr: tern_asr::AsrConfig {
-            endpoint: info.url.clone(),
-            subscription_id: info.subscription_id.clone(),
-            resource_group: info.resource_group.clone(),
-            vault: info.vault.clone(),
-            ..tern_asr::AsrConfig::default()
+        service: tern_service::ServiceConfig {
+            nats_url: stack.nats.url(),
+            asr: tern_asr::AsrConfig {
+                endpoint: info.url.clone(),
+                subscription_id: info.subscription_id.clone(),
+                resource_group: info.resource_group.clone(),
+                vault: info.vault.clone(),
+                ..tern_asr::AsrConfig::default()
+            },
+            asr_token: Some("t".into()),
+            budget: None,
+            ensure_topology: false,
+            poll_interval_secs: 0.1,
+            ..tern_service::ServiceConfig::default()
         },
-        asr_token: Some("t".into()),
-        budget: None,
-        ensure_topology: false,
         lease_secs: 3.0,
-        poll_interval_secs: 0.1,
         watcher_reads_per_sec: 100.0,
         drain_timeout_secs: 2.0,
         ..tern_worker::WorkerConfig::default()

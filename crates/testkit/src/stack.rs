@@ -82,7 +82,9 @@ impl Stack {
         Self { nats, sim, bus, workers: Vec::new(), http: Vec::new(), ready: Vec::new(), launches: Vec::new() }
     }
 
-    /// Starts a worker process and waits for its ready line.
+    /// Starts a service process (a worker, or the planner) and waits for its ready line. It gets
+    /// the stack's settings (workers also short leases and a fast watcher), then `extra`; none of
+    /// this process's own `TERN_*` variables.
     pub fn spawn(&mut self, bin: &str, extra: &[(&str, &str)]) -> usize {
         let (child, ready) = self.launch(bin, extra);
         self.http.push(ready["http"].as_str().unwrap_or_default().to_owned());
@@ -117,6 +119,17 @@ impl Stack {
     fn launch(&self, bin: &str, extra: &[(&str, &str)]) -> (Child, Value) {
         let info = self.sim.info();
         let mut cmd = Command::new(bin);
+        // A service refuses `TERN_*` variables it does not know: the test run's own
+        // (`TERN_NATS_SERVER`, `TERN_TEST_SEED`, `TERN_FAULTS_*`, ...) stay here.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("TERN_") {
+                cmd.env_remove(name);
+            }
+        }
+        // The workers' own settings; the planner has none of them.
+        if !bin.ends_with("tern-planner") {
+            cmd.env("TERN_LEASE_SECS", "3").env("TERN_WATCHER_READS_PER_SEC", "50").env("TERN_DRAIN_TIMEOUT_SECS", "5");
+        }
         cmd.env("TERN_NATS_URL", self.nats.url())
             .env("TERN_ASR__ENDPOINT", &info.url)
             .env("TERN_ASR__SUBSCRIPTION_ID", &info.subscription_id)
@@ -127,10 +140,7 @@ impl Stack {
             .env("TERN_ASR_TOKEN", "test-token")
             .env("TERN_BUDGET", "null")
             .env("TERN_ENSURE_TOPOLOGY", "false")
-            .env("TERN_LEASE_SECS", "3")
             .env("TERN_POLL_INTERVAL_SECS", "0.2")
-            .env("TERN_WATCHER_READS_PER_SEC", "50")
-            .env("TERN_DRAIN_TIMEOUT_SECS", "5")
             .env("TERN_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -8,21 +8,15 @@
 //! | `tern_worker_asr_submissions_total` | counter | `service` |
 //! | `tern_phase_duration_seconds` | histogram | `service`, `phase`, `outcome` |
 //! | `tern_vm_phases_total` | counter | `service`, `phase`, `outcome` |
-//! | `tern_consumer_pending` | gauge | `consumer` |
-//! | `tern_consumer_ack_pending` | gauge | `consumer` |
-//! | `tern_dlq_messages` | gauge | — |
 //!
-//! `phase` is a phase slug (`failover`, `commit`, `drill`, `reprotect`, `cleanup`); the
-//! consumer and DLQ gauges are read from JetStream when `/metrics` is scraped
-//! ([`refresh_bus_gauges`]).
+//! `phase` is a phase slug (`failover`, `commit`, `drill`, `reprotect`, `cleanup`). The consumer
+//! backlog and DLQ gauges every service shows are `tern-service`'s.
 
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use tern_bus::Bus;
-use tern_bus::topology::DLQ_STREAM;
 use tern_proto::{Outcome, Phase};
+use tern_service::Readiness;
 use tern_telemetry::metrics::{CounterFamily, GaugeFamily, HistogramFamily, labels, registry};
 
 struct Families {
@@ -31,9 +25,6 @@ struct Families {
     submissions: CounterFamily,
     phase_duration: HistogramFamily,
     vm_phases: CounterFamily,
-    consumer_pending: GaugeFamily,
-    consumer_ack_pending: GaugeFamily,
-    dlq_messages: GaugeFamily,
 }
 
 fn families() -> &'static Families {
@@ -63,18 +54,6 @@ fn families() -> &'static Families {
             // published (`succeeded`, `failed`, `skipped`), i.e. VMs by phase and outcome. A
             // re-publication the bus dropped as a duplicate is not counted again.
             vm_phases: r.counter("tern_vm_phases", "VM phases ended, by service, phase and outcome"),
-            // `tern_consumer_pending{consumer}`: messages of the durable consumer not delivered yet.
-            consumer_pending: r.gauge(
-                "tern_consumer_pending",
-                "Messages waiting for the durable consumer, by consumer (read at scrape)",
-            ),
-            // `tern_consumer_ack_pending{consumer}`: messages delivered and not acked yet.
-            consumer_ack_pending: r.gauge(
-                "tern_consumer_ack_pending",
-                "Messages delivered to the durable consumer and not acked yet, by consumer (read at scrape)",
-            ),
-            // `tern_dlq_messages`: messages in the dead-letter stream (`TERN_DLQ`).
-            dlq_messages: r.gauge("tern_dlq_messages", "Messages in the dead-letter stream (read at scrape)"),
         }
     })
 }
@@ -84,7 +63,7 @@ fn families() -> &'static Families {
 pub struct Metrics {
     service: &'static str,
     /// Ready to take commands (bus connected, consumer bound): what `/readyz` answers.
-    pub ready: AtomicBool,
+    pub ready: Readiness,
 }
 
 impl Metrics {
@@ -94,7 +73,7 @@ impl Metrics {
         let l = labels(&[("service", service)]);
         let _ = f.in_flight.get_or_create(&l);
         let _ = f.submissions.get_or_create(&l);
-        Self { service, ready: AtomicBool::new(false) }
+        Self { service, ready: Readiness::default() }
     }
 
     /// Counts a command as being handled until the returned guard is dropped.
@@ -133,39 +112,4 @@ pub(crate) fn phase_ended(service: &str, phase: Phase, outcome: Outcome, took: D
     let l = labels(&[("service", service), ("phase", phase.slug()), ("outcome", outcome.slug())]);
     f.vm_phases.get_or_create(&l).inc();
     f.phase_duration.get_or_create(&l).observe(took.as_secs_f64());
-}
-
-/// Sets `tern_consumer_pending{consumer}` and `tern_consumer_ack_pending{consumer}` from the
-/// durable `consumer` of `stream`, and `tern_dlq_messages` from the dead-letter stream, reading
-/// them from JetStream (the two reads run at once). A value that cannot be read within
-/// `timeout` keeps its last one. For `/metrics` handlers (the planner's too).
-pub async fn refresh_bus_gauges(bus: &Bus, stream: &str, consumer: &str, timeout: Duration) {
-    let f = families();
-    let js = bus.jetstream();
-    let consumer_info = async {
-        let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-        s.consumer_info(consumer).await.map(|i| (i.num_pending, i.num_ack_pending)).map_err(|e| e.to_string())
-    };
-    let dlq = async {
-        let s = js.get_stream(DLQ_STREAM).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(s.cached_info().state.messages)
-    };
-    let (consumer_info, dlq) =
-        tokio::join!(tokio::time::timeout(timeout, consumer_info), tokio::time::timeout(timeout, dlq));
-    match consumer_info {
-        Ok(Ok((pending, ack_pending))) => {
-            let l = labels(&[("consumer", consumer)]);
-            f.consumer_pending.get_or_create(&l).set(pending as f64);
-            f.consumer_ack_pending.get_or_create(&l).set(ack_pending as f64);
-        }
-        Ok(Err(e)) => tracing::debug!(%stream, %consumer, error = %e, "metrics: consumer info not read"),
-        Err(_) => tracing::debug!(%stream, %consumer, "metrics: consumer info not read in time"),
-    }
-    match dlq {
-        Ok(Ok(messages)) => {
-            f.dlq_messages.get_or_create(&labels(&[])).set(messages as f64);
-        }
-        Ok(Err(e)) => tracing::debug!(error = %e, "metrics: dead-letter stream info not read"),
-        Err(_) => tracing::debug!("metrics: dead-letter stream info not read in time"),
-    }
 }

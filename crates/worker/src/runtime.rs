@@ -3,16 +3,17 @@
 //! events, and ack — or hand it back, or dead-letter it.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tern_asr::ErrorClass;
 use tern_asr::client::{Mutation, Submission, SubmitOutcome, job_failure};
 use tern_asr::model::{Job, JobState, ProtectedItem};
 use tern_asr::watcher::{JobWatcher, WatcherOptions};
-use tern_asr::{AsrClient, AsrError, FleetBudget, TokenProvider, Unlimited};
-use tern_bus::{Bucket, Bus, Delivery, HandlerError, LoopOptions, Topology, TypedKv, WorkQueue};
+use tern_asr::{AsrClient, AsrError};
+use tern_bus::topology::COMMANDS_STREAM;
+use tern_bus::{Bucket, Bus, Delivery, HandlerError, LoopOptions, TypedKv, WorkQueue};
 use tern_proto::{Command, Outcome, Phase, PhaseProgress};
+use tern_service::{Endpoints, serve};
 
 /// Fewest seconds between two reads of a syncing item's progress.
 const SYNC_PROBE_MIN_SECS: f64 = 30.0;
@@ -23,7 +24,6 @@ use crate::config::WorkerConfig;
 use crate::events::{Emitter, asr_error, tern_error};
 use crate::fence::{Claim, ClaimGuard, Fence, FenceError, OperationRecord};
 use crate::metrics::Metrics;
-use crate::serve::serve;
 
 /// What everything a phase needs, shared by the commands of one process.
 #[derive(Debug)]
@@ -419,7 +419,8 @@ impl CommandRun {
         renew.tick().await;
         // Progress costs one read per VM, from the same per-subscription budget every VM
         // shares: read it rarely (four job polls, at least 30 s apart).
-        let probe_every = Duration::from_secs_f64((self.cx.config.poll_interval_secs * 4.0).max(SYNC_PROBE_MIN_SECS));
+        let probe_every =
+            Duration::from_secs_f64((self.cx.config.service.poll_interval_secs * 4.0).max(SYNC_PROBE_MIN_SECS));
         let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + probe_every, probe_every);
         let mut last_percent = None;
         self.initial_replication_progress(phase, item, &mut last_percent).await;
@@ -464,27 +465,6 @@ impl CommandRun {
     }
 }
 
-/// What every Tern service starts from: the bus (its streams created when `ensure_topology`)
-/// and an Azure client with the configured token source and request budget.
-pub async fn connect(config: &WorkerConfig, service: &str) -> anyhow::Result<(Bus, AsrClient)> {
-    let bus = Bus::connect(&config.nats_url, service).await?;
-    if config.ensure_topology {
-        bus.ensure_topology(&Topology::default()).await?;
-    }
-    let tokens = match &config.asr_token {
-        Some(t) => TokenProvider::static_token(t.clone()),
-        None => TokenProvider::from_env(&config.asr.scope())?,
-    };
-    let budget: Arc<dyn tern_asr::Budget> = match config.budget {
-        Some(b) => Arc::new(FleetBudget::new(&bus, &config.asr.subscription_id, b).await?),
-        None => Arc::new(Unlimited),
-    };
-    let mut asr_config = config.asr.clone();
-    asr_config.poll_interval = Duration::from_secs_f64(config.poll_interval_secs);
-    asr_config.user_agent.get_or_insert_with(|| format!("{service}/{}", env!("CARGO_PKG_VERSION")));
-    Ok((bus, AsrClient::new(asr_config, tokens, budget)?))
-}
-
 /// Connects, sets up, and serves `handler`'s queue until `shutdown`.
 pub async fn run_worker(
     config: WorkerConfig,
@@ -493,18 +473,20 @@ pub async fn run_worker(
 ) -> anyhow::Result<()> {
     let service = handler.service();
     let instance = config.instance.clone().unwrap_or_else(|| format!("{service}-{}", std::process::id()));
-    let (bus, asr) = connect(&config, service).await?;
+    let (bus, asr) = tern_service::connect(&config.service, service).await?;
     let watcher = JobWatcher::spawn(
         asr.clone(),
         WatcherOptions {
-            interval: Duration::from_secs_f64(config.poll_interval_secs),
+            interval: Duration::from_secs_f64(config.service.poll_interval_secs),
             max_reads_per_sec: config.watcher_reads_per_sec,
             ..WatcherOptions::default()
         },
     );
     let ops = bus.kv::<OperationRecord>(Bucket::Operations).await?;
     let metrics = Arc::new(Metrics::new(service));
-    let addr = serve(config.listen, metrics.clone(), bus.clone(), handler.queue().name()).await?;
+    let endpoints =
+        Endpoints::new(bus.clone(), COMMANDS_STREAM, handler.queue().name()).with_readiness(metrics.ready.clone());
+    let addr = serve(config.service.listen, endpoints).await?;
     let consumer = bus
         .queue_consumer(
             handler.queue(),
@@ -524,7 +506,7 @@ pub async fn run_worker(
         config,
         metrics: metrics.clone(),
     });
-    metrics.ready.store(true, Ordering::Relaxed);
+    metrics.ready.set(true);
     info!(%service, %instance, %addr, "worker ready");
     println!("{}", serde_json::json!({"service": service, "instance": instance, "http": addr.to_string()}));
     let stats = consumer
@@ -536,7 +518,7 @@ pub async fn run_worker(
             shutdown,
         )
         .await;
-    metrics.ready.store(false, Ordering::Relaxed);
+    metrics.ready.set(false);
     info!(?stats, "worker stopped");
     Ok(())
 }

@@ -42,17 +42,20 @@ impl PhaseHandler for Echo {
 fn config(stack: &Stack) -> WorkerConfig {
     let info = stack.sim.info();
     WorkerConfig {
-        nats_url: stack.nats.url(),
-        asr: tern_asr::AsrConfig {
-            endpoint: info.url.clone(),
-            subscription_id: info.subscription_id.clone(),
-            resource_group: info.resource_group.clone(),
-            vault: info.vault.clone(),
-            ..tern_asr::AsrConfig::default()
+        service: tern_service::ServiceConfig {
+            nats_url: stack.nats.url(),
+            asr: tern_asr::AsrConfig {
+                endpoint: info.url.clone(),
+                subscription_id: info.subscription_id.clone(),
+                resource_group: info.resource_group.clone(),
+                vault: info.vault.clone(),
+                ..tern_asr::AsrConfig::default()
+            },
+            asr_token: Some("t".into()),
+            budget: None,
+            ensure_topology: false,
+            ..tern_service::ServiceConfig::default()
         },
-        asr_token: Some("t".into()),
-        budget: None,
-        ensure_topology: false,
         drain_timeout_secs: 2.0,
         ..WorkerConfig::default()
     }
@@ -92,7 +95,8 @@ async fn a_command_continues_its_publishers_trace_and_is_counted() {
     }
 
     let text = tern_testkit::wait_for("the command and the dead letter to be counted", DEADLINE, || async {
-        tern_worker::metrics::refresh_bus_gauges(&stack.bus, COMMANDS_STREAM, "failover", Duration::from_secs(1)).await;
+        tern_service::metrics::refresh_bus_gauges(&stack.bus, COMMANDS_STREAM, "failover", Duration::from_secs(1))
+            .await;
         let text = registry().render();
         (text.contains(r#"tern_worker_commands_total{service="tern-failover",phase="failover",outcome="succeeded"} 1"#)
             && text.contains("tern_dlq_messages{} 1.0")

@@ -1,0 +1,61 @@
+//! The planner's settings: every service's ([`ServiceConfig`], flattened: its keys stay
+//! top-level; `listen` is the gRPC address) plus where `/healthz` and `/metrics` are served.
+//! Loaded by `tern_service::config::load` (defaults → TOML file → `TERN_*`), which names any key
+//! it does not know — the workers' own keys (`concurrency`, `lease_secs`, ...) included.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use tern_service::{ServiceConfig, Settings};
+
+/// Settings of a planner process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlannerConfig {
+    /// Bus, Azure, budget, and `listen`: the gRPC API's address.
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    /// `/healthz` and `/metrics` (`TERN_METRICS_LISTEN`).
+    pub metrics_listen: SocketAddr,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self { service: ServiceConfig::default(), metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)) }
+    }
+}
+
+impl Settings for PlannerConfig {
+    fn validate(&self) -> Result<(), String> {
+        self.service.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tern_service::config::load;
+
+    use super::*;
+
+    #[test]
+    fn the_planner_takes_the_service_keys_and_its_metrics_address_and_refuses_worker_keys() {
+        let vault = [("TERN_ASR__SUBSCRIPTION_ID", "s"), ("TERN_ASR__RESOURCE_GROUP", "rg"), ("TERN_ASR__VAULT", "v")];
+        let env = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+            vault.iter().chain(extra).map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let c: PlannerConfig = load(
+            None,
+            env(&[
+                ("TERN_LISTEN", "127.0.0.1:50051"),
+                ("TERN_METRICS_LISTEN", "127.0.0.1:9464"),
+                ("TERN_BUDGET", "null"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.service.listen, SocketAddr::from(([127, 0, 0, 1], 50051)));
+        assert_eq!(c.metrics_listen, SocketAddr::from(([127, 0, 0, 1], 9464)));
+        assert_eq!(c.service.budget, None);
+        let err = load::<PlannerConfig>(None, env(&[("TERN_CONCURRENCY", "8")])).unwrap_err().to_string();
+        assert!(err.starts_with("TERN_CONCURRENCY: unknown setting `concurrency`"), "{err}");
+    }
+}
