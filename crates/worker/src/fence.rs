@@ -257,16 +257,22 @@ impl<'a> ClaimGuard<'a> {
         Self(tokio::sync::Mutex::new(fence))
     }
 
-    /// [`Fence::renew`], while the guard holds the fence.
+    /// [`Fence::renew`], while the guard holds the fence: to keep the claim alive beside a
+    /// guarded request under way. If that request is renewing the claim at this very moment
+    /// (it holds the fence), there is nothing to add, and waiting for it could deadlock a
+    /// caller that does not poll the request meanwhile (a `select!` arm).
     pub async fn renew(&self) -> Result<(), FenceError> {
-        self.0.lock().await.renew().await
+        match self.0.try_lock() {
+            Ok(mut fence) => fence.renew().await,
+            Err(_) => Ok(()),
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl tern_asr::SendGuard for ClaimGuard<'_> {
     async fn may_send(&self) -> Result<(), String> {
-        self.renew().await.map_err(|e| match e {
+        self.0.lock().await.renew().await.map_err(|e| match e {
             FenceError::Lost => "another worker took the command over".to_owned(),
             e => format!("the claim on the command could not be renewed: {e}"),
         })
