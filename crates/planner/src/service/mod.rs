@@ -1,0 +1,126 @@
+//! The planner service: the gRPC API, plan state in KV, and the loop that turns worker events
+//! into the next commands.
+//!
+//! Every change to a plan is a compare-and-set on its KV record, made by whichever planner
+//! replica handles the request or event; commands are published after the record is stored
+//! and carry deterministic ids, so replicas never double-dispatch and a restarted planner
+//! re-publishes what may have been lost (`resync`).
+//!
+//! This module holds the shared state, its construction, the shared helpers and the small KV
+//! records (`PlanRef`, `VmLock`); `progression`, `submit`, `control` and `grpc` hold the rest.
+
+mod control;
+mod grpc;
+mod progression;
+mod submit;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tern_asr::AsrClient;
+use tern_bus::{Bucket, Bus, KvError, TypedKv};
+use tern_proto::PlanState;
+use tonic::Status;
+
+use crate::progress;
+use crate::store::PlanStore;
+
+pub use grpc::serve_grpc;
+
+/// Commands (and VM lock releases) sent at once after a step.
+const SEND_CONCURRENCY: usize = 64;
+
+/// Worker events waiting for their plan's next step, each with whoever waits for it stored.
+type Pending = Vec<(tern_proto::VmEvent, tokio::sync::oneshot::Sender<Result<(), String>>)>;
+
+/// A submission's request id → its plan.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PlanRef {
+    /// The plan.
+    #[prost(string, tag = "1")]
+    pub plan_id: String,
+}
+
+/// Which plan holds a VM.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VmLock {
+    /// The plan.
+    #[prost(string, tag = "1")]
+    pub plan_id: String,
+}
+
+/// The planner's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct PlannerService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// One lock per plan: this process applies a plan's changes one at a time, so its own
+    /// event handlers never race each other's compare-and-set (other replicas still may).
+    plan_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Events received and not yet applied, by plan.
+    pending: std::sync::Mutex<HashMap<String, Pending>>,
+    /// Each plan's VM index (VM keys never change).
+    indexes: std::sync::Mutex<HashMap<String, Arc<progress::VmIndex>>>,
+    bus: Bus,
+    asr: AsrClient,
+    store: PlanStore,
+    requests: TypedKv<PlanRef>,
+    locks: TypedKv<VmLock>,
+    vault_id: String,
+}
+
+impl std::fmt::Debug for PlannerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannerService").field("vault_id", &self.inner.vault_id).finish()
+    }
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now() -> prost_types::Timestamp {
+    SystemTime::now().into()
+}
+
+fn kv_status(e: KvError) -> Status {
+    Status::unavailable(format!("plan store: {e}"))
+}
+
+pub(crate) fn is_terminal(state: i32) -> bool {
+    matches!(
+        PlanState::try_from(state),
+        Ok(PlanState::Completed | PlanState::CompletedWithErrors | PlanState::Cancelled | PlanState::Failed)
+    )
+}
+
+impl PlannerService {
+    /// The service for `asr`'s vault, keeping state on `bus`.
+    pub async fn new(bus: Bus, asr: AsrClient) -> anyhow::Result<Self> {
+        let vault_id = asr.config().vault_id();
+        let store = PlanStore::new(&bus).await?;
+        let requests = bus.kv::<PlanRef>(Bucket::Plans).await?;
+        let locks = bus.kv::<VmLock>(Bucket::VmLocks).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                plan_locks: std::sync::Mutex::new(HashMap::new()),
+                pending: std::sync::Mutex::new(HashMap::new()),
+                indexes: std::sync::Mutex::new(HashMap::new()),
+                bus,
+                asr,
+                store,
+                requests,
+                locks,
+                vault_id,
+            }),
+        })
+    }
+
+    /// The bus this planner runs on.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+}

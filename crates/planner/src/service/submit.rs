@@ -1,0 +1,361 @@
+//! Submission: resolving a spec's selection against the vault, preflight of every selected
+//! VM, and storing the new plan with its VMs locked.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt;
+use tern_asr::model::ProtectedItem;
+use tern_asr::point::PointChoice;
+use tern_bus::KvError;
+use tern_proto::{
+    Phase, Plan, PlanEventKind, PlanMode, PlanState, Readiness, SubmitPlanResponse, VmPreflight, VmState, VmStatus,
+};
+use tonic::Status;
+use tracing::info;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::{PlanRef, PlannerService, SEND_CONCURRENCY, VmLock, hex, kv_status, now};
+use crate::preflight::{PreflightOptions, preflight_vm};
+use crate::progress;
+use crate::spec::{Selected, ValidSpec, validate};
+
+/// The VMs a plan selects, and what the vault's items showed besides.
+pub(super) struct Resolved {
+    /// The selected items.
+    items: Vec<ProtectedItem>,
+    /// Each selected item's wave, in the order of `items`.
+    waves: Vec<u32>,
+    /// The cache storage account items already replicate through, per region.
+    cache_in_use: BTreeMap<String, String>,
+}
+
+/// VMs preflighted at once.
+const PREFLIGHT_CONCURRENCY: usize = 32;
+
+impl PlannerService {
+    /// The VMs a selection names, with their wave (from the spec's waves or the recovery plan's
+    /// boot groups), and the cache storage account the vault's items use in each region.
+    pub(super) async fn resolve(&self, valid: &ValidSpec) -> Result<Resolved, Status> {
+        let asr = &self.inner.asr;
+        let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
+        let all = asr.list_items(None, None).await.map_err(unavailable)?;
+        let in_use = crate::preflight::cache_accounts_in_use(&all);
+        let (items, waves) = self.pick(valid, all).await?;
+        Ok(Resolved { items, waves, cache_in_use: in_use })
+    }
+
+    /// The items a selection names, and each one's wave.
+    async fn pick(
+        &self,
+        valid: &ValidSpec,
+        mut all: Vec<ProtectedItem>,
+    ) -> Result<(Vec<ProtectedItem>, Vec<u32>), Status> {
+        let asr = &self.inner.asr;
+        let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
+        let mut waves_of: HashMap<String, u32> = HashMap::new();
+        for (w, wave) in valid.spec.waves.iter().enumerate() {
+            for vm in &wave.vm_names {
+                waves_of.insert(vm.to_ascii_lowercase(), w as u32);
+            }
+        }
+        let last_wave = valid.spec.waves.len() as u32;
+        let wave = |name: &str| {
+            waves_of.get(&name.to_ascii_lowercase()).copied().unwrap_or(if last_wave == 0 { 0 } else { last_wave })
+        };
+        let nonempty = |picked: Vec<(ProtectedItem, u32)>| {
+            if picked.is_empty() {
+                return Err(Status::invalid_argument("selection: selects no replicated VM"));
+            }
+            Ok(picked.into_iter().unzip())
+        };
+        // Whole-vault and resource-group selections keep the listed items where they are (a
+        // fleet's items are tens of MiB: neither copied nor moved into another vector).
+        match &valid.selected {
+            Selected::AllReady | Selected::ResourceGroup(_) => {
+                if let Selected::ResourceGroup(rg) = &valid.selected {
+                    all.retain(|it| {
+                        let a2a = it.properties.provider_specific_details.as_ref();
+                        a2a.and_then(|d| d.fabric_object_id.as_deref())
+                            .and_then(tern_asr::client::resource_group_of)
+                            .is_some_and(|g| g.eq_ignore_ascii_case(rg))
+                    });
+                }
+                if all.is_empty() {
+                    return Err(Status::invalid_argument("selection: selects no replicated VM"));
+                }
+                let waves = all.iter().map(|it| wave(it.friendly_name())).collect();
+                return Ok((all, waves));
+            }
+            _ => {}
+        }
+        let by_name: HashMap<String, &ProtectedItem> =
+            all.iter().map(|i| (i.friendly_name().to_ascii_lowercase(), i)).collect();
+        let by_id: HashMap<String, &ProtectedItem> = all.iter().map(|i| (i.id.to_ascii_lowercase(), i)).collect();
+        let picked: Vec<(ProtectedItem, u32)> = match &valid.selected {
+            Selected::Names(names) => {
+                let mut out = Vec::new();
+                for (i, n) in names.iter().enumerate() {
+                    let item = by_name.get(&n.to_ascii_lowercase()).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "selection.vm_names[{i}]: no replicated VM named {n:?} in the vault"
+                        ))
+                    })?;
+                    out.push(((*item).clone(), wave(n)));
+                }
+                out
+            }
+            Selected::ItemIds(ids) => {
+                let mut out = Vec::new();
+                for (i, id) in ids.iter().enumerate() {
+                    let item = by_id.get(&id.to_ascii_lowercase()).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "selection.protected_item_ids[{i}]: no such protected item {id:?}"
+                        ))
+                    })?;
+                    out.push(((*item).clone(), wave(item.friendly_name())));
+                }
+                out
+            }
+            Selected::RecoveryPlan(name) => {
+                let rp = asr.get_plan(name).await.map_err(|e| match e.class() {
+                    tern_asr::ErrorClass::NotFound => {
+                        Status::invalid_argument(format!("selection.recovery_plan: no recovery plan {name:?}"))
+                    }
+                    _ => unavailable(e),
+                })?;
+                let mut out = Vec::new();
+                for (w, group) in rp.boot_groups().iter().enumerate() {
+                    for id in group {
+                        if let Some(item) = by_id.get(&id.to_ascii_lowercase()) {
+                            out.push(((*item).clone(), w as u32));
+                        }
+                    }
+                }
+                out
+            }
+            Selected::Tag { .. } => {
+                return Err(Status::unimplemented("selection.tag: selecting by VM tag is not supported yet"));
+            }
+            Selected::AllReady | Selected::ResourceGroup(_) => unreachable!("handled above"),
+        };
+        nonempty(picked)
+    }
+
+    fn preflight_options(&self, valid: &ValidSpec, cache_in_use: &BTreeMap<String, String>) -> PreflightOptions {
+        let point = valid.spec.recovery_point.clone().unwrap_or_default();
+        let choice = match tern_proto::RecoveryPointKind::try_from(point.kind).unwrap_or_default() {
+            tern_proto::RecoveryPointKind::Latest => PointChoice::Latest,
+            tern_proto::RecoveryPointKind::LatestAppConsistent => PointChoice::LatestAppConsistent,
+            tern_proto::RecoveryPointKind::LatestCrashConsistent => PointChoice::LatestCrashConsistent,
+            tern_proto::RecoveryPointKind::Custom => PointChoice::Custom(point.custom_id.clone()),
+            _ => PointChoice::LatestProcessed,
+        };
+        let phases = valid.spec.phases.unwrap_or_default();
+        PreflightOptions {
+            point: choice,
+            direction: valid.direction,
+            drill: valid.mode == PlanMode::Drill,
+            reprotect: phases.reprotect.unwrap_or(true),
+            cache: crate::preflight::CacheAccounts::new(
+                valid.spec.reprotect_target.as_ref(),
+                &self.inner.asr.config().cache_storage_accounts,
+                cache_in_use,
+            ),
+            ..PreflightOptions::default()
+        }
+    }
+
+    /// Preflight of every selected VM; also the cache storage accounts it found usable.
+    pub(super) async fn preflight_all(
+        &self,
+        valid: &ValidSpec,
+        selection: &Resolved,
+    ) -> (Vec<VmPreflight>, BTreeMap<String, String>) {
+        let items = &selection.items;
+        let opts = self.preflight_options(valid, &selection.cache_in_use);
+        let now = time::OffsetDateTime::now_utc();
+        let opts = &opts;
+        let vms = futures::stream::iter(0..items.len())
+            .map(|i| async move {
+                let item = &items[i];
+                let key = item.lifecycle_id().unwrap_or(item.friendly_name()).to_owned();
+                let locked = self.inner.locks.get(&key).await.ok().flatten().map(|l| l.value.plan_id);
+                preflight_vm(&self.inner.asr, item, opts, locked.as_deref(), now).await
+            })
+            .buffered(PREFLIGHT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        (vms, opts.cache.resolved())
+    }
+
+    pub(super) async fn submit(&self, spec: tern_proto::PlanSpec) -> Result<SubmitPlanResponse, Status> {
+        let valid = validate(&spec, &self.inner.vault_id)?;
+        let request_key = (!spec.request_id.is_empty()).then(|| format!("request.{}", hex(&spec.request_id)));
+        if let Some(key) = &request_key
+            && let Some(existing) = self.inner.requests.get(key).await.map_err(kv_status)?
+        {
+            let plan = self.get(&existing.value.plan_id).await?;
+            return Ok(SubmitPlanResponse { plan: Some(plan), existing: true });
+        }
+        let selection = self.resolve(&valid).await?;
+        let (preflight, cache_accounts) = self.preflight_all(&valid, &selection).await;
+        let Resolved { items, waves, .. } = selection;
+        let blocked: Vec<String> = preflight
+            .iter()
+            .filter(|p| p.readiness == Readiness::Blocked as i32)
+            .map(|p| {
+                let why = p
+                    .checks
+                    .iter()
+                    .filter(|c| c.result == Readiness::Blocked as i32)
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                format!("{} ({why})", p.vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""))
+            })
+            .collect();
+        if !blocked.is_empty() && !spec.proceed_with_ready && valid.mode != PlanMode::PreflightOnly {
+            return Err(Status::failed_precondition(format!(
+                "preflight blocked {} of {} VMs: {}; fix them, or set proceed_with_ready to run the ready ones",
+                blocked.len(),
+                items.len(),
+                blocked.iter().take(10).cloned().collect::<Vec<_>>().join(" | ")
+            )));
+        }
+        let plan_id = format!("p-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let optional: Vec<String> = spec
+            .failure_policy
+            .as_ref()
+            .map(|p| p.optional_vms.iter().map(|v| v.to_ascii_lowercase()).collect())
+            .unwrap_or_default();
+        let preflight_only = valid.mode == PlanMode::PreflightOnly;
+        let mut vms = Vec::new();
+        for ((item, wave), pre) in items.iter().zip(&waves).zip(&preflight) {
+            let blocked = pre.readiness == Readiness::Blocked as i32;
+            // What preflight found, so a reader of the plan sees why without a second call.
+            let found = |level: Readiness| {
+                let found: Vec<String> = pre
+                    .checks
+                    .iter()
+                    .filter(|c| c.result == level as i32)
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+                    .collect();
+                found.join("; ")
+            };
+            let reason = if preflight_only {
+                format!("preflight only: {}", Readiness::try_from(pre.readiness).unwrap_or_default().as_str_name())
+            } else if blocked {
+                format!("not run: blocked in preflight ({})", found(Readiness::Blocked))
+            } else if pre.readiness == Readiness::Warning as i32 {
+                // Replaced by the VM's outcome when it ends.
+                format!("preflight warning: {}", found(Readiness::Warning))
+            } else {
+                String::new()
+            };
+            vms.push(VmStatus {
+                vm: Some(tern_proto::VmRef {
+                    vault_id: self.inner.vault_id.clone(),
+                    protected_item_id: item.id.clone(),
+                    lifecycle_id: item.lifecycle_id().unwrap_or_default().to_owned(),
+                    name: item.friendly_name().to_owned(),
+                }),
+                state: if preflight_only || blocked { VmState::Skipped as i32 } else { VmState::Pending as i32 },
+                phase: Phase::Failover as i32,
+                wave: *wave,
+                attempt: 1,
+                reason,
+                critical: !optional.contains(&item.friendly_name().to_ascii_lowercase()),
+                recovery_point: pre.recovery_point.clone(),
+                ..Default::default()
+            });
+        }
+        // The listed items and their preflight are the bulk of a large submission's memory.
+        drop(items);
+        drop(preflight);
+        // Waves are numbered densely from 0.
+        let mut wave_ids: Vec<u32> = vms.iter().map(|v| v.wave).collect();
+        wave_ids.sort_unstable();
+        wave_ids.dedup();
+        for v in &mut vms {
+            v.wave = wave_ids.iter().position(|w| *w == v.wave).unwrap_or(0) as u32;
+        }
+        // Lock every VM that will run; a VM already in another active plan refuses the plan.
+        let to_lock: Vec<String> =
+            vms.iter().filter(|v| v.state == VmState::Pending as i32).map(|v| progress::vm_key(v).to_owned()).collect();
+        let lock = VmLock { plan_id: plan_id.clone() };
+        let results: Vec<(String, Result<_, KvError>)> = futures::stream::iter(to_lock)
+            .map(|key| {
+                let lock = &lock;
+                async move {
+                    let r = self.inner.locks.create(&key, lock).await;
+                    (key, r)
+                }
+            })
+            .buffer_unordered(SEND_CONCURRENCY)
+            .collect()
+            .await;
+        let taken: Vec<String> = results.iter().filter(|(_, r)| r.is_ok()).map(|(k, _)| k.clone()).collect();
+        if let Some((key, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
+            for k in &taken {
+                let _ = self.inner.locks.delete(k).await;
+            }
+            if let KvError::AlreadyExists { .. } = e {
+                let holder =
+                    self.inner.locks.get(key).await.ok().flatten().map(|l| l.value.plan_id).unwrap_or_default();
+                let name = vms
+                    .iter()
+                    .find(|v| progress::vm_key(v) == key)
+                    .and_then(|v| v.vm.as_ref())
+                    .map(|r| r.name.as_str())
+                    .unwrap_or("");
+                return Err(Status::failed_precondition(format!("{name} is already in active plan {holder}")));
+            }
+            return Err(Status::unavailable(format!("plan store: {e}")));
+        }
+        let root = tracing::Span::current();
+        root.record("tern.plan_id", plan_id.as_str());
+        // Reprotect commands carry the cache account preflight found for each region (the
+        // plan's own choices stay as they are).
+        let mut spec = valid.spec.clone();
+        if !cache_accounts.is_empty() {
+            let target = spec.reprotect_target.get_or_insert_with(Default::default);
+            for (region, account) in cache_accounts {
+                target.cache_storage_accounts.entry(region).or_insert(account);
+            }
+        }
+        let mut plan = Plan {
+            traceparent: tern_bus::trace::traceparent(&root.context()),
+            plan_id: plan_id.clone(),
+            spec: Some(spec),
+            state: if preflight_only { PlanState::Completed as i32 } else { PlanState::Accepted as i32 },
+            vms,
+            created_at: Some(now()),
+            updated_at: Some(now()),
+            ..Default::default()
+        };
+        plan.counts = Some(progress::counts(&plan));
+        let created = self.inner.store.create(plan).await.map_err(kv_status)?;
+        if let Some(key) = &request_key
+            && let Err(KvError::AlreadyExists { .. }) =
+                self.inner.requests.create(key, &PlanRef { plan_id: plan_id.clone() }).await
+        {
+            // Another submission with the same request id won the race: withdraw this one.
+            let _ = self.inner.store.delete(&plan_id).await;
+            for k in &taken {
+                let _ = self.inner.locks.delete(k).await;
+            }
+            let winner =
+                self.inner.requests.get(key).await.map_err(kv_status)?.map(|r| r.value.plan_id).unwrap_or_default();
+            return Ok(SubmitPlanResponse { plan: Some(self.get(&winner).await?), existing: true });
+        }
+        info!(plan = %plan_id, vms = created.plan.vms.len(), "plan accepted");
+        self.plan_event(&created.plan, PlanEventKind::Accepted, "accepted", "").await;
+        let plan = if preflight_only {
+            created.plan.clone()
+        } else {
+            drop(created); // the first step takes the plan over without copying it
+            self.step(&plan_id, |_, _| true).await?.plan.clone()
+        };
+        Ok(SubmitPlanResponse { plan: Some(plan), existing: false })
+    }
+}
