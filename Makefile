@@ -10,6 +10,8 @@ NATS_SERVER := $(VENV)/bin/nats-server
 PYTHON      ?= python3
 NATS_SERVER_VERSION := 2.15.1
 STAMP       := $(TOOLS)/.setup-$(NATS_SERVER_VERSION)
+# Where cargo puts what it builds (CARGO_TARGET_DIR, when set, wins).
+TARGET      := $(or $(CARGO_TARGET_DIR),target)
 
 export TERN_NATS_SERVER ?= $(abspath $(NATS_SERVER))
 
@@ -48,7 +50,7 @@ test: lint ## setup, lint, every workspace test (real nats-server), then the Azu
 
 conformance: setup ## Azure's official Python SDK, unchanged, against tern-asr-sim
 	cargo build --locked -p tern-asr-sim
-	TERN_ASR_SIM_BIN=$(abspath target/debug/tern-asr-sim) $(PY) -m pytest tests/conformance -q
+	TERN_ASR_SIM_BIN=$(abspath $(TARGET)/debug/tern-asr-sim) $(PY) -m pytest tests/conformance -q
 
 fmt: ## format the code
 	cargo fmt --all
@@ -61,7 +63,7 @@ sim: ## run the ASR simulator alone with 200 VMs ready for failback (Ctrl-C stop
 
 demo: $(STAMP) ## the whole stack on this machine, failing back a 200-VM demo estate
 	cargo build --locked --workspace --bins
-	target/debug/tern up --demo
+	$(TARGET)/debug/tern up --demo
 
 chaos: setup ## the fault suite as a soak: more VMs and more repetitions of every fault (make test runs a short form)
 	cargo build --locked --workspace --bins
@@ -74,11 +76,11 @@ BENCH_BUILD := cargo build --release --locked --bins -p tern-bench -p tern-asr-s
 
 bench: $(STAMP) ## fleet benchmark vs the design's targets, release build (S1 10,000 VMs, S2 2,000, S3 500; 3 runs; BENCH_ARGS=...)
 	$(BENCH_BUILD)
-	target/release/tern-bench $(BENCH_ARGS)
+	$(TARGET)/release/tern-bench $(BENCH_ARGS)
 
 bench-quick: $(STAMP) ## the benchmark with small fleets and one run each (about 2 minutes once built)
 	$(BENCH_BUILD)
-	target/release/tern-bench --quick $(BENCH_ARGS)
+	$(TARGET)/release/tern-bench --quick $(BENCH_ARGS)
 
 clean-tools: ## remove the tools dir
 	rm -rf $(TOOLS)
