@@ -23,7 +23,7 @@ fn phases(plan: &Plan) -> (bool, bool, bool, bool) {
 }
 
 fn is_drill(plan: &Plan) -> bool {
-    plan.spec.as_ref().is_some_and(|s| s.mode == PlanMode::Drill as i32)
+    plan.spec.as_ref().is_some_and(|s| s.mode() == PlanMode::Drill)
 }
 
 fn limit(plan: &Plan, phase: Phase) -> usize {
@@ -50,11 +50,11 @@ fn not_failed_over(v: &VmStatus) -> bool {
 }
 
 fn vm_phase(v: &VmStatus) -> Phase {
-    Phase::try_from(v.phase).unwrap_or(Phase::Unspecified)
+    v.phase()
 }
 
 fn vm_state(v: &VmStatus) -> VmState {
-    VmState::try_from(v.state).unwrap_or(VmState::Unspecified)
+    v.state()
 }
 
 fn terminal(v: &VmStatus) -> bool {
@@ -128,8 +128,8 @@ pub fn apply_events(plan: &mut Plan, index: &VmIndex, events: &[VmEvent]) -> Vec
 
 /// Applies a worker's event to VM `i` of the plan.
 fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
-    let phase = Phase::try_from(event.phase).unwrap_or(Phase::Unspecified);
-    let outcome = Outcome::try_from(event.outcome).unwrap_or(Outcome::Unspecified);
+    let phase = event.phase();
+    let outcome = event.outcome();
     let drill = is_drill(plan);
     let vm = &plan.vms[i];
     let current = vm_phase(vm);
@@ -160,7 +160,7 @@ fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
         .spec
         .as_ref()
         .and_then(|s| s.failure_policy.as_ref())
-        .is_none_or(|p| p.on_critical_failure != OnCriticalFailure::Continue as i32);
+        .is_none_or(|p| p.on_critical_failure() != OnCriticalFailure::Continue);
     let next = next_phase(plan, phase);
     let vm = &mut plan.vms[i];
     if let Some(d) = &event.duration {
@@ -169,7 +169,7 @@ fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
     match outcome {
         Outcome::Started | Outcome::Progress => {
             if phase == Phase::Commit && current == Phase::Failover {
-                vm.phase = Phase::Commit as i32;
+                vm.set_phase(Phase::Commit);
             }
             return phase == Phase::Commit;
         }
@@ -185,15 +185,15 @@ fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
             }
             match (drill, next) {
                 (false, Some(Phase::Commit)) => {
-                    vm.phase = Phase::Commit as i32; // the failover worker commits right after
+                    vm.set_phase(Phase::Commit); // the failover worker commits right after
                 }
                 (false, Some(n)) => {
-                    vm.phase = n as i32;
-                    vm.state = VmState::Pending as i32;
+                    vm.set_phase(n);
+                    vm.set_state(VmState::Pending);
                     vm.attempt = 1;
                 }
                 _ => {
-                    vm.state = VmState::Succeeded as i32;
+                    vm.set_state(VmState::Succeeded);
                     vm.reason = if !event.reason.is_empty() {
                         event.reason.clone()
                     } else {
@@ -203,7 +203,7 @@ fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
             }
         }
         Outcome::Failed => {
-            vm.state = VmState::Failed as i32;
+            vm.set_state(VmState::Failed);
             vm.error = event.error.clone();
             vm.reason = event
                 .error
@@ -241,11 +241,11 @@ fn report_times(vm: &mut VmStatus, event: &VmEvent) {
 
 /// Picks the VMs to dispatch now (marking them running) and returns (index, phase) pairs.
 pub fn dispatch(plan: &mut Plan) -> Vec<(usize, Phase)> {
-    let state = PlanState::try_from(plan.state).unwrap_or(PlanState::Unspecified);
+    let state = plan.state();
     if !matches!(state, PlanState::Running | PlanState::Accepted) {
         return vec![];
     }
-    plan.state = PlanState::Running as i32;
+    plan.set_state(PlanState::Running);
     // Advance the wave barrier.
     let waves = plan.vms.iter().map(|v| v.wave).max().map_or(0, |w| w + 1);
     while plan.current_wave + 1 < waves
@@ -285,8 +285,8 @@ pub fn dispatch(plan: &mut Plan) -> Vec<(usize, Phase)> {
             continue;
         }
         *used += 1;
-        v.state = VmState::Running as i32;
-        v.phase = phase as i32;
+        v.set_state(VmState::Running);
+        v.set_phase(phase);
         v.attempt = v.attempt.max(1);
         out.push((i, phase));
     }
@@ -307,7 +307,7 @@ pub fn settle_tracked(plan: &mut Plan) -> (Option<PlanEventKind>, bool) {
 }
 
 fn settle_inner(plan: &mut Plan, skipped_any: &mut bool) -> Option<PlanEventKind> {
-    let state = PlanState::try_from(plan.state).unwrap_or(PlanState::Unspecified);
+    let state = plan.state();
     let stopping = plan.halted || state == PlanState::Cancelling;
     if stopping {
         // Nothing new will run: pending VMs end here, with the reason.
@@ -320,7 +320,7 @@ fn settle_inner(plan: &mut Plan, skipped_any: &mut bool) -> Option<PlanEventKind
         // others are still dispatched, see `dispatch`).
         let cancelling = state == PlanState::Cancelling;
         for v in plan.vms.iter_mut().filter(|v| vm_state(v) == VmState::Pending && (cancelling || not_failed_over(v))) {
-            v.state = VmState::Skipped as i32;
+            v.set_state(VmState::Skipped);
             v.reason = why.clone();
             *skipped_any = true;
         }
@@ -348,7 +348,7 @@ fn settle_inner(plan: &mut Plan, skipped_any: &mut bool) -> Option<PlanEventKind
     } else {
         (PlanState::Completed, PlanEventKind::Completed)
     };
-    plan.state = next as i32;
+    plan.set_state(next);
     Some(kind)
 }
 
@@ -424,7 +424,7 @@ mod tests {
         assert!(apply_event(&mut p, &ev(0, Phase::Reprotect, Outcome::Succeeded)));
         assert_eq!(dispatch(&mut p), [(0, Phase::Cleanup)]);
         assert!(apply_event(&mut p, &ev(0, Phase::Cleanup, Outcome::Succeeded)));
-        assert_eq!(VmState::try_from(p.vms[0].state), Ok(VmState::Succeeded));
+        assert_eq!(p.vms[0].state(), VmState::Succeeded);
         assert_eq!(settle(&mut p), None, "others still run");
     }
 
@@ -437,11 +437,11 @@ mod tests {
         assert!(p.halted);
         assert_eq!(dispatch(&mut p), [(0, Phase::Reprotect)], "vm-0 runs in the primary region: protect it");
         assert_eq!(settle(&mut p), None);
-        assert_eq!(VmState::try_from(p.vms[2].state), Ok(VmState::Skipped), "vm-2 never fails over");
+        assert_eq!(p.vms[2].state(), VmState::Skipped, "vm-2 never fails over");
         assert!(apply_event(&mut p, &ev(0, Phase::Reprotect, Outcome::Succeeded)));
         assert_eq!(dispatch(&mut p), [(0, Phase::Cleanup)]);
         assert!(apply_event(&mut p, &ev(0, Phase::Cleanup, Outcome::Succeeded)));
-        assert_eq!(VmState::try_from(p.vms[0].state), Ok(VmState::Succeeded));
+        assert_eq!(p.vms[0].state(), VmState::Succeeded);
         assert_eq!(settle(&mut p), Some(PlanEventKind::CompletedWithErrors));
     }
 
@@ -474,13 +474,13 @@ mod tests {
         let mut p = plan(&[0]);
         dispatch(&mut p);
         assert!(apply_event(&mut p, &ev(0, Phase::Commit, Outcome::Succeeded)), "commit first");
-        assert_eq!(VmState::try_from(p.vms[0].state), Ok(VmState::Pending), "waiting for reprotect");
+        assert_eq!(p.vms[0].state(), VmState::Pending, "waiting for reprotect");
         let mut late = ev(0, Phase::Failover, Outcome::Succeeded);
         late.recovery_point = Some(tern_proto::RecoveryPointUsed { id: "rp-1".into(), ..Default::default() });
         assert!(apply_event(&mut p, &late), "its data counts");
         assert_eq!(p.vms[0].recovery_point.as_ref().map(|r| r.id.as_str()), Some("rp-1"));
-        assert_eq!(VmState::try_from(p.vms[0].state), Ok(VmState::Pending), "its state does not move back");
-        assert_eq!(Phase::try_from(p.vms[0].phase), Ok(Phase::Reprotect));
+        assert_eq!(p.vms[0].state(), VmState::Pending, "its state does not move back");
+        assert_eq!(p.vms[0].phase(), Phase::Reprotect);
         assert!(!apply_event(&mut p, &ev(0, Phase::Cleanup, Outcome::Succeeded)), "a later phase's is not data");
     }
 
@@ -489,17 +489,17 @@ mod tests {
         let mut p = plan(&[0, 0]);
         p.spec.as_mut().unwrap().concurrency = Some(tern_proto::Concurrency { failover: 1, ..Default::default() });
         assert_eq!(dispatch(&mut p), [(0, Phase::Failover)], "one failover at a time");
-        p.state = PlanState::Paused as i32;
+        p.set_state(PlanState::Paused);
         apply_event(&mut p, &ev(0, Phase::Failover, Outcome::Succeeded));
         assert_eq!(dispatch(&mut p), [], "paused");
         let mut stale = ev(0, Phase::Reprotect, Outcome::Failed);
         stale.attempt = 7;
         assert!(!apply_event(&mut p, &stale), "another attempt's event does not count");
-        p.state = PlanState::Cancelling as i32;
+        p.set_state(PlanState::Cancelling);
         assert_eq!(settle(&mut p), None, "vm-0 still commits");
         apply_event(&mut p, &ev(0, Phase::Commit, Outcome::Succeeded));
         assert_eq!(settle(&mut p), Some(PlanEventKind::Cancelled));
-        assert_eq!(VmState::try_from(p.vms[1].state), Ok(VmState::Skipped));
-        assert_eq!(VmState::try_from(p.vms[0].state), Ok(VmState::Skipped), "its reprotect never ran");
+        assert_eq!(p.vms[1].state(), VmState::Skipped);
+        assert_eq!(p.vms[0].state(), VmState::Skipped, "its reprotect never ran");
     }
 }

@@ -63,7 +63,7 @@ async fn run_plan(r: &mut Running, vms: usize) -> String {
     })
     .await
     .unwrap();
-    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{:?}", plan.counts);
+    assert_eq!(plan.state(), PlanState::Completed, "{:?}", plan.counts);
     plan_id
 }
 

@@ -130,7 +130,7 @@ async fn a_plan_in_two_waves_fails_back_commits_reprotects_and_cleans_up() {
     let accepted = r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner();
     let plan_id = accepted.plan.unwrap().plan_id;
     let plan = finished(&mut r, &plan_id).await;
-    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{plan:#?}");
+    assert_eq!(plan.state(), PlanState::Completed, "{plan:#?}");
     assert_eq!(plan.counts.unwrap().succeeded, 6);
     for vm in &plan.vms {
         assert!(vm.recovery_point.is_some() && vm.phase_durations.contains_key("failover"), "{vm:?}");
@@ -223,7 +223,7 @@ async fn preflight_blocks_an_unhealthy_vm_and_the_plan_needs_consent_to_go_witho
     let plan_id =
         r.grpc.submit_plan(SubmitPlanRequest { spec: Some(consent) }).await.unwrap().into_inner().plan.unwrap().plan_id;
     let plan = finished(&mut r, &plan_id).await;
-    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::CompletedWithErrors));
+    assert_eq!(plan.state(), PlanState::CompletedWithErrors);
     let skipped = plan.vms.iter().find(|v| v.vm.as_ref().unwrap().name == "vm-00003").unwrap();
     assert!(skipped.reason.contains("blocked in preflight"), "{}", skipped.reason);
     let _ = Duration::ZERO;
@@ -267,7 +267,7 @@ async fn two_hundred_vms_in_three_waves_fail_back_and_the_barrier_holds() {
     let plan_id =
         r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
     let plan = finished(&mut r, &plan_id).await;
-    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{:?}", plan.counts);
+    assert_eq!(plan.state(), PlanState::Completed, "{:?}", plan.counts);
     assert_eq!(plan.counts.unwrap().succeeded, 200);
     let ops = r.stack.accepted_ops().await;
     let failovers: Vec<&str> = ops.iter().filter(|(o, _)| o == "unplannedFailover").map(|(_, i)| i.as_str()).collect();
@@ -303,7 +303,7 @@ async fn a_critical_failure_halts_dispatch_and_an_optional_one_does_not() {
     let plan_id =
         r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
     let plan = finished(&mut r, &plan_id).await;
-    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::CompletedWithErrors));
+    assert_eq!(plan.state(), PlanState::CompletedWithErrors);
     assert!(plan.halted && plan.reason.contains("vm-00001"), "{}", plan.reason);
     assert_eq!(vm(&plan, "vm-00001").error.as_ref().unwrap().code, "28031");
     assert!(vm(&plan, "vm-00003").reason.contains("halted"), "{}", vm(&plan, "vm-00003").reason);
@@ -324,7 +324,7 @@ async fn a_critical_failure_halts_dispatch_and_an_optional_one_does_not() {
     let plan = finished(&mut r, &plan_id).await;
     assert!(!plan.halted);
     assert_eq!(plan.counts.unwrap().succeeded, 3);
-    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::CompletedWithErrors));
+    assert_eq!(plan.state(), PlanState::CompletedWithErrors);
 }
 
 /// Failover and commit only, with realistic failover durations (2-5 s of real time).
@@ -353,7 +353,7 @@ async fn pause_holds_new_work_resume_continues_and_cancel_lets_running_work_fini
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(PlanState::try_from(paused.state), Ok(PlanState::Paused));
+    assert_eq!(paused.state(), PlanState::Paused);
     let mut grpc = r.grpc.clone();
     let id = plan_id.clone();
     let plan = tern_testkit::wait_for("vm-00001 to finish while paused", DEADLINE, || {
@@ -387,7 +387,7 @@ async fn pause_holds_new_work_resume_continues_and_cancel_lets_running_work_fini
         .await
         .unwrap();
     let plan = finished(&mut r, &plan_id).await;
-    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Cancelled));
+    assert_eq!(plan.state(), PlanState::Cancelled);
     assert_eq!(vm(&plan, "vm-00002").state, tern_proto::VmState::Succeeded as i32, "the running failover finished");
     assert_eq!(vm(&plan, "vm-00003").state, tern_proto::VmState::Skipped as i32);
     assert!(vm(&plan, "vm-00003").reason.contains("cancelled"));
@@ -431,7 +431,7 @@ async fn a_planner_killed_mid_plan_and_started_again_finishes_it_and_nothing_run
     let (_, grpc) = spawn_planner(&mut r.stack).await; // and a new one starts
     r.grpc = grpc;
     let plan = finished(&mut r, &plan_id).await;
-    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{:?}", plan.counts);
+    assert_eq!(plan.state(), PlanState::Completed, "{:?}", plan.counts);
     once_per_vm(&r.stack.accepted_ops().await, 4, &["unplannedFailover", "failoverCommit"]);
 }
 
@@ -443,7 +443,7 @@ async fn two_planner_replicas_complete_a_plan_together_without_double_dispatch()
     let plan_id =
         second.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
     let plan = finished(&mut r, &plan_id).await;
-    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{:?}", plan.counts);
+    assert_eq!(plan.state(), PlanState::Completed, "{:?}", plan.counts);
     once_per_vm(&r.stack.accepted_ops().await, 8, &["unplannedFailover", "failoverCommit", "switchProtection"]);
 }
 
@@ -474,7 +474,7 @@ async fn a_failed_vm_retried_after_the_fault_clears_succeeds_and_watchers_see_ev
     assert!(ended.is_ok(), "the watch stream did not end with the plan");
     assert!(updates.len() >= 2, "the plan as submitted, then at least its end: {} updates", updates.len());
     let last = updates.last().unwrap().plan.clone().unwrap();
-    assert_eq!(PlanState::try_from(last.state), Ok(PlanState::CompletedWithErrors));
+    assert_eq!(last.state(), PlanState::CompletedWithErrors);
     let updated: Vec<_> = updates.iter().map(|u| u.plan.as_ref().unwrap().updated_at.unwrap()).collect();
     assert!(updated.windows(2).all(|w| w[0] != w[1]), "each update shows a change");
     assert_eq!(vm(&last, "vm-00001").error.as_ref().unwrap().code, "28031");
@@ -497,9 +497,9 @@ async fn a_failed_vm_retried_after_the_fault_clears_succeeds_and_watchers_see_ev
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(PlanState::try_from(retried.state), Ok(PlanState::Running));
+    assert_eq!(retried.state(), PlanState::Running);
     let plan = finished(&mut r, &plan_id).await;
-    assert_eq!(PlanState::try_from(plan.state), Ok(PlanState::Completed), "{}", plan.reason);
+    assert_eq!(plan.state(), PlanState::Completed, "{}", plan.reason);
     let v = vm(&plan, "vm-00001");
     assert_eq!(v.attempt, 2);
     assert!(v.error.is_none());

@@ -63,7 +63,7 @@ async fn preflight_tells_ready_warned_and_blocked_vms_apart_with_reasons() {
     assert_eq!(verdict(&ready), Readiness::Warning, "ready but never drilled: {:#?}", ready.checks);
     assert_eq!(detail(&ready, "last-drill").0, Readiness::Warning);
     assert!(
-        ready.checks.iter().filter(|c| c.name != "last-drill").all(|c| c.result == Readiness::Ready as i32),
+        ready.checks.iter().filter(|c| c.name != "last-drill").all(|c| c.result() == Readiness::Ready),
         "{:#?}",
         ready.checks
     );

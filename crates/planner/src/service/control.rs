@@ -51,7 +51,7 @@ impl PlannerService {
         kind: PlanEventKind,
     ) -> Result<Plan, Status> {
         let current = self.get(plan_id).await?;
-        let state = PlanState::try_from(current.state).unwrap_or_default();
+        let state = current.state();
         if !from.contains(&state) {
             return Err(Status::failed_precondition(format!(
                 "plan {plan_id} is {}: it cannot become {}",
@@ -62,9 +62,9 @@ impl PlannerService {
         let reason = reason.to_owned();
         let stored = self
             .step(plan_id, |p, _| {
-                let s = PlanState::try_from(p.state).unwrap_or_default();
+                let s = p.state();
                 if from.contains(&s) {
-                    p.state = to as i32;
+                    p.set_state(to);
                     if !reason.is_empty() {
                         p.reason = reason.clone();
                     }

@@ -43,7 +43,7 @@ impl Planner for PlannerService {
         let valid = validate(&spec, &self.inner.vault_id)?;
         let selection = self.resolve(&valid).await?;
         let (vms, _) = self.preflight_all(&valid, &selection).await;
-        let ready = vms.iter().all(|v| v.readiness != Readiness::Blocked as i32);
+        let ready = vms.iter().all(|v| v.readiness() != Readiness::Blocked);
         Ok(Response::new(PreflightResponse { vms, ready }))
     }
 
@@ -150,26 +150,26 @@ impl Planner for PlannerService {
             Ok(_) | Err(KvError::AlreadyExists { .. }) => {}
             Err(e) => return Err(kv_status(e)),
         }
-        let requested = Phase::try_from(r.phase).unwrap_or(Phase::Unspecified);
+        let requested = r.phase();
         let plan = self
             .step(&r.plan_id, |p, dirty| {
                 let v = &mut p.vms[i];
-                if v.state != VmState::Failed as i32 {
+                if v.state() != VmState::Failed {
                     return false;
                 }
                 dirty.touch(i);
-                v.state = VmState::Pending as i32;
+                v.set_state(VmState::Pending);
                 if requested != Phase::Unspecified {
-                    v.phase = requested as i32;
+                    v.set_phase(requested);
                 }
-                if v.phase == Phase::Commit as i32 {
-                    v.phase = Phase::Failover as i32; // the failover command carries the commit
+                if v.phase() == Phase::Commit {
+                    v.set_phase(Phase::Failover); // the failover command carries the commit
                 }
                 v.attempt += 1;
                 v.error = None;
                 v.reason = String::new();
                 p.halted = false;
-                p.state = PlanState::Running as i32;
+                p.set_state(PlanState::Running);
                 p.finished_at = None;
                 true
             })

@@ -49,8 +49,8 @@ impl PlannerService {
     async fn on_event(&self, event: Event) -> Result<(), HandlerError> {
         let Some(event::Body::Vm(vm)) = event.body else { return Ok(()) };
         // Only terminal outcomes, and the start of a commit, move a plan.
-        let outcome = tern_proto::Outcome::try_from(vm.outcome).unwrap_or_default();
-        if !(outcome.is_terminal() || (outcome == tern_proto::Outcome::Started && vm.phase == Phase::Commit as i32)) {
+        let outcome = vm.outcome();
+        if !(outcome.is_terminal() || (outcome == tern_proto::Outcome::Started && vm.phase() == Phase::Commit)) {
             return Ok(());
         }
         let store = &self.inner.store;
@@ -137,7 +137,7 @@ impl PlannerService {
                 .vms
                 .iter()
                 .enumerate()
-                .filter(|(_, vm)| vm.state == VmState::Running as i32)
+                .filter(|(_, vm)| vm.state() == VmState::Running)
                 .map(|(i, vm)| {
                     let phase = Phase::try_from(vm.phase).unwrap_or(Phase::Failover);
                     (i, if phase == Phase::Commit { Phase::Failover } else { phase })

@@ -143,7 +143,7 @@ impl PlannerService {
 
     fn preflight_options(&self, valid: &ValidSpec, cache_in_use: &BTreeMap<String, String>) -> PreflightOptions {
         let point = valid.spec.recovery_point.clone().unwrap_or_default();
-        let choice = match tern_proto::RecoveryPointKind::try_from(point.kind).unwrap_or_default() {
+        let choice = match point.kind() {
             tern_proto::RecoveryPointKind::Latest => PointChoice::Latest,
             tern_proto::RecoveryPointKind::LatestAppConsistent => PointChoice::LatestAppConsistent,
             tern_proto::RecoveryPointKind::LatestCrashConsistent => PointChoice::LatestCrashConsistent,
@@ -202,12 +202,12 @@ impl PlannerService {
         let Resolved { items, waves, .. } = selection;
         let blocked: Vec<String> = preflight
             .iter()
-            .filter(|p| p.readiness == Readiness::Blocked as i32)
+            .filter(|p| p.readiness() == Readiness::Blocked)
             .map(|p| {
                 let why = p
                     .checks
                     .iter()
-                    .filter(|c| c.result == Readiness::Blocked as i32)
+                    .filter(|c| c.result() == Readiness::Blocked)
                     .map(|c| format!("{}: {}", c.name, c.detail))
                     .collect::<Vec<_>>()
                     .join("; ");
@@ -231,7 +231,7 @@ impl PlannerService {
         let preflight_only = valid.mode == PlanMode::PreflightOnly;
         let mut vms = Vec::new();
         for ((item, wave), pre) in items.iter().zip(&waves).zip(&preflight) {
-            let blocked = pre.readiness == Readiness::Blocked as i32;
+            let blocked = pre.readiness() == Readiness::Blocked;
             // What preflight found, so a reader of the plan sees why without a second call.
             let found = |level: Readiness| {
                 let found: Vec<String> = pre
@@ -243,10 +243,10 @@ impl PlannerService {
                 found.join("; ")
             };
             let reason = if preflight_only {
-                format!("preflight only: {}", Readiness::try_from(pre.readiness).unwrap_or_default().as_str_name())
+                format!("preflight only: {}", pre.readiness().as_str_name())
             } else if blocked {
                 format!("not run: blocked in preflight ({})", found(Readiness::Blocked))
-            } else if pre.readiness == Readiness::Warning as i32 {
+            } else if pre.readiness() == Readiness::Warning {
                 // Replaced by the VM's outcome when it ends.
                 format!("preflight warning: {}", found(Readiness::Warning))
             } else {
@@ -281,7 +281,7 @@ impl PlannerService {
         }
         // Lock every VM that will run; a VM already in another active plan refuses the plan.
         let to_lock: Vec<String> =
-            vms.iter().filter(|v| v.state == VmState::Pending as i32).map(|v| progress::vm_key(v).to_owned()).collect();
+            vms.iter().filter(|v| v.state() == VmState::Pending).map(|v| progress::vm_key(v).to_owned()).collect();
         let lock = VmLock { plan_id: plan_id.clone() };
         let results: Vec<(String, Result<_, KvError>)> = futures::stream::iter(to_lock)
             .map(|key| {
