@@ -100,7 +100,7 @@ fn spec(r: &Running, vms: &[&str]) -> PlanSpec {
 
 async fn finished(r: &mut Running, plan_id: &str) -> Plan {
     let mut grpc = r.grpc.clone();
-    tern_testkit::wait_for("the plan to end", DEADLINE, || {
+    let ended = tern_testkit::wait_for("the plan to end", DEADLINE, || {
         let mut grpc = grpc.clone();
         let id = plan_id.to_owned();
         async move {
@@ -112,11 +112,21 @@ async fn finished(r: &mut Running, plan_id: &str) -> Plan {
             .then_some(p)
         }
     })
-    .await
-    .unwrap_or_else(|e| {
-        let _ = &mut grpc;
-        panic!("{e}")
-    })
+    .await;
+    match ended {
+        Ok(plan) => plan,
+        Err(e) => {
+            // Where it stuck: every VM not done, with its phase, state and reason.
+            let plan = grpc.get_plan(GetPlanRequest { plan_id: plan_id.to_owned() }).await.map(|p| p.into_inner());
+            let stuck: Vec<String> = plan
+                .iter()
+                .flat_map(|p| &p.vms)
+                .filter(|v| v.state() != tern_proto::VmState::Succeeded)
+                .map(|v| format!("{} {:?} {:?} {}", v.vm.as_ref().unwrap().name, v.phase(), v.state(), v.reason))
+                .collect();
+            panic!("{e}; VMs not done: {stuck:#?}")
+        }
+    }
 }
 
 #[tokio::test]
