@@ -54,11 +54,6 @@ impl<'a> Op<'a> {
         Self { name, detail, request_id: None, guard: None }
     }
 
-    /// The same, sent with `x-ms-client-request-id: request_id`.
-    pub fn with_request_id(self, request_id: &'a str) -> Self {
-        Self { request_id: Some(request_id), ..self }
-    }
-
     /// The same, a side effect sent as `sending` says (its request id, its guard).
     pub fn sending(self, sending: Sending<'a>) -> Self {
         Self { request_id: Some(sending.request_id), guard: sending.guard, ..self }
