@@ -7,11 +7,11 @@
 //! its NICs, the public IP addresses of those NICs and the VM's managed disks — never a disk the
 //! item names (its replica or target disks), nor a disk or address something else still uses.
 
-use tern_asr::client::{Mutation, Sending};
+use tern_asr::client::Mutation;
 use tern_asr::model::{A2AReplicationDetails, ProtectedItem, VirtualMachine};
 use tern_bus::WorkQueue;
 use tern_proto::{CleanupOptions, Outcome, Phase, command};
-use tern_worker::runtime::{PriorSend, running_job};
+use tern_worker::runtime::{Begin, in_azure, running_job};
 use tern_worker::{CommandRun, Failure, PhaseHandler};
 use tracing::info;
 
@@ -357,11 +357,10 @@ async fn delete(run: &mut CommandRun, id: &str) -> Result<(), Failure> {
     }
     info!(resource = %id, "deleting leftover");
     let asr = run.cx.asr.clone();
-    let key = run.request_key(&step);
     let mut renew = tokio::time::interval(run.cx.config.lease() / 3);
     {
-        let guard = run.claim_guard();
-        let deletion = asr.delete_resource(id, Sending::guarded(&key, &guard));
+        let ticket = run.ticket(&step);
+        let deletion = asr.delete_resource(id, ticket.sending());
         tokio::pin!(deletion);
         renew.tick().await;
         loop {
@@ -370,7 +369,7 @@ async fn delete(run: &mut CommandRun, id: &str) -> Result<(), Failure> {
                     done.map_err(Failure::asr(Phase::Cleanup))?;
                     break;
                 }
-                _ = renew.tick() => guard.renew().await?,
+                _ = renew.tick() => ticket.renew().await?,
             }
         }
     }
@@ -383,20 +382,17 @@ async fn disable(run: &mut CommandRun, item: Option<&ProtectedItem>) -> Result<S
     if run.fence.is_done(DISABLE) {
         return Ok(run.recorded_job(DISABLE).unwrap_or_default());
     }
+    let asr = run.cx.asr.clone();
     let job = match (run.recorded_job(DISABLE), item) {
         (Some(job), _) => Some(job),
         (None, Some(item)) => {
-            match run.prior_send(DISABLE, Some(LEFTOVERS), Phase::Cleanup, item, Mutation::Disable).await? {
-                PriorSend::Job(job) => Some(job),
-                PriorSend::Done => None,
-                PriorSend::None => {
-                    let key = run.request_key(DISABLE);
-                    let asr = run.cx.asr.clone();
-                    let guard = run.claim_guard();
-                    let submission = asr
-                        .disable_replication(item, Sending::guarded(&key, &guard))
-                        .await
-                        .map_err(Failure::asr(Phase::Cleanup))?;
+            let seen = || in_azure(Mutation::Disable, item, item);
+            match run.begin(DISABLE, Some(LEFTOVERS), Phase::Cleanup, item, Mutation::Disable, seen).await? {
+                Begin::Attach(job) => Some(job),
+                Begin::Done => None,
+                Begin::Send(ticket) => {
+                    let submission =
+                        asr.disable_replication(item, ticket.sending()).await.map_err(Failure::asr(Phase::Cleanup))?;
                     run.record(DISABLE, Phase::Cleanup, submission, item, Mutation::Disable).await?
                 }
             }

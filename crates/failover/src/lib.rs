@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use tern_asr::AsrClient;
-use tern_asr::client::{FailoverDirection, Mutation, Sending};
+use tern_asr::client::{FailoverDirection, Mutation};
 use tern_asr::model::{Job, ProtectedItem};
 use tern_asr::point::{PointChoice, ResolvedPoint};
 use tern_bus::WorkQueue;
@@ -14,7 +14,7 @@ use tern_proto::{
     DrillSettings, FailoverCommand, Outcome, Phase, RecoveryPointChoice, RecoveryPointKind, RecoveryPointUsed,
     SourceShutdown, command,
 };
-use tern_worker::runtime::{InAzure, PriorSend, in_azure};
+use tern_worker::runtime::{Begin, in_azure};
 use tern_worker::{CommandRun, Failure, PhaseHandler};
 
 /// The failover phase handler.
@@ -110,44 +110,30 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
     run.events.emit(Phase::Failover, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
     let mut resolved = None;
     let mut already = false;
-    let job = if let Some(job) = run.recorded_job(STEP) {
-        Some(job) // a previous delivery started it: attach
-    } else {
-        match run.prior_send(STEP, None, Phase::Failover, item, Mutation::Failover).await? {
-            PriorSend::Job(job) => Some(job), // an earlier owner's request started it: attach
-            PriorSend::Done => {
-                already = true;
-                None
-            }
-            PriorSend::None => {
-                let seen = in_azure(Mutation::Failover, item, item);
-                if let InAzure::Running(job) = seen {
-                    run.fence.record_job(STEP, &job).await?;
-                    Some(job)
-                } else if seen == InAzure::Done {
-                    already = true; // failed over already (by an earlier attempt whose record was lost)
-                    None
-                } else {
-                    let r = asr
-                        .resolve_point(item, &choice(f.recovery_point.as_ref()))
-                        .await
-                        .map_err(Failure::asr(Phase::Failover))?;
-                    let key = run.request_key(STEP);
-                    let guard = run.claim_guard();
-                    let submission = asr
-                        .unplanned_failover(
-                            item,
-                            FailoverDirection::PrimaryToRecovery,
-                            r.send.clone(),
-                            f.shut_down_source,
-                            Sending::guarded(&key, &guard),
-                        )
-                        .await
-                        .map_err(Failure::asr(Phase::Failover))?;
-                    resolved = Some(r);
-                    run.record(STEP, Phase::Failover, submission, item, Mutation::Failover).await?
-                }
-            }
+    let seen = || in_azure(Mutation::Failover, item, item);
+    let job = match run.begin(STEP, None, Phase::Failover, item, Mutation::Failover, seen).await? {
+        Begin::Attach(job) => Some(job),
+        Begin::Done => {
+            already = true; // failed over by an earlier attempt whose record was lost
+            None
+        }
+        Begin::Send(ticket) => {
+            let r = asr
+                .resolve_point(item, &choice(f.recovery_point.as_ref()))
+                .await
+                .map_err(Failure::asr(Phase::Failover))?;
+            let submission = asr
+                .unplanned_failover(
+                    item,
+                    FailoverDirection::PrimaryToRecovery,
+                    r.send.clone(),
+                    f.shut_down_source,
+                    ticket.sending(),
+                )
+                .await
+                .map_err(Failure::asr(Phase::Failover))?;
+            resolved = Some(r);
+            run.record(STEP, Phase::Failover, submission, item, Mutation::Failover).await?
         }
     };
     // The job as a GET shows it (its tasks say whether the source shut down, its details which
@@ -198,31 +184,16 @@ async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
     run.events.emit(Phase::Commit, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
     let item = run.locate().await?;
     let mut already = false;
-    let job = if let Some(job) = run.recorded_job(STEP) {
-        Some(job)
-    } else {
-        match run.prior_send(STEP, Some("failover"), Phase::Commit, &item, Mutation::Commit).await? {
-            PriorSend::Job(job) => Some(job),
-            PriorSend::Done => {
-                already = true;
-                None
-            }
-            PriorSend::None => {
-                let seen = in_azure(Mutation::Commit, &item, &item);
-                if let InAzure::Running(job) = seen {
-                    run.fence.record_job(STEP, &job).await?;
-                    Some(job)
-                } else if seen == InAzure::Done {
-                    already = true;
-                    None
-                } else {
-                    let key = run.request_key(STEP);
-                    let guard = run.claim_guard();
-                    let submission =
-                        asr.commit(&item, Sending::guarded(&key, &guard)).await.map_err(Failure::asr(Phase::Commit))?;
-                    run.record(STEP, Phase::Commit, submission, &item, Mutation::Commit).await?
-                }
-            }
+    let seen = || in_azure(Mutation::Commit, &item, &item);
+    let job = match run.begin(STEP, Some("failover"), Phase::Commit, &item, Mutation::Commit, seen).await? {
+        Begin::Attach(job) => Some(job),
+        Begin::Done => {
+            already = true; // committed by an earlier attempt
+            None
+        }
+        Begin::Send(ticket) => {
+            let submission = asr.commit(&item, ticket.sending()).await.map_err(Failure::asr(Phase::Commit))?;
+            run.record(STEP, Phase::Commit, submission, &item, Mutation::Commit).await?
         }
     };
     if let Some(j) = &job {
@@ -251,35 +222,24 @@ async fn drill_run(
     let asr = run.cx.asr.clone();
     run.events.emit(Phase::Drill, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
     if !run.fence.is_done("test_failover") {
-        let job = match run.recorded_job("test_failover") {
-            Some(j) => Some(j),
-            None => match run.prior_send("test_failover", None, Phase::Drill, item, Mutation::TestFailover).await? {
-                PriorSend::Job(j) => Some(j),
-                PriorSend::Done => None,
-                // Azure first: a test failover running, or up already (an attempt whose record
-                // was lost), is attached to or taken as it is; nothing is sent twice.
-                PriorSend::None => match in_azure(Mutation::TestFailover, item, item) {
-                    InAzure::Running(j) => {
-                        run.fence.record_job("test_failover", &j).await?;
-                        Some(j)
-                    }
-                    InAzure::Done => None,
-                    InAzure::Absent => {
-                        let network = (!drill.test_network_id.is_empty()).then(|| drill.test_network_id.clone());
-                        let r = asr
-                            .resolve_point(item, &choice(f.recovery_point.as_ref()))
-                            .await
-                            .map_err(Failure::asr(Phase::Drill))?;
-                        let key = run.request_key("test_failover");
-                        let guard = run.claim_guard();
-                        let submission = asr
-                            .test_failover(item, network, r.send, Sending::guarded(&key, &guard))
-                            .await
-                            .map_err(Failure::asr(Phase::Drill))?;
-                        run.record("test_failover", Phase::Drill, submission, item, Mutation::TestFailover).await?
-                    }
-                },
-            },
+        // Azure first: a test failover running, or up already (an attempt whose record was
+        // lost), is attached to or taken as it is; nothing is sent twice.
+        let seen = || in_azure(Mutation::TestFailover, item, item);
+        let job = match run.begin("test_failover", None, Phase::Drill, item, Mutation::TestFailover, seen).await? {
+            Begin::Attach(j) => Some(j),
+            Begin::Done => None,
+            Begin::Send(ticket) => {
+                let network = (!drill.test_network_id.is_empty()).then(|| drill.test_network_id.clone());
+                let r = asr
+                    .resolve_point(item, &choice(f.recovery_point.as_ref()))
+                    .await
+                    .map_err(Failure::asr(Phase::Drill))?;
+                let submission = asr
+                    .test_failover(item, network, r.send, ticket.sending())
+                    .await
+                    .map_err(Failure::asr(Phase::Drill))?;
+                run.record("test_failover", Phase::Drill, submission, item, Mutation::TestFailover).await?
+            }
         };
         if let Some(j) = &job {
             run.wait_state(Phase::Drill, j).await?;
@@ -296,45 +256,23 @@ async fn drill_run(
     // Cleanup runs whatever the check said (unless the drill keeps a VM that validated).
     let keep = drill.keep_test_vm && verdict.is_ok();
     if !keep && !run.fence.is_done("test_failover_cleanup") {
-        let job = match run.recorded_job("test_failover_cleanup") {
-            Some(j) => Some(j),
-            None => {
-                let current = asr.get_item(&item.id).await.map_err(Failure::asr(Phase::Drill))?;
-                match run
-                    .prior_send(
-                        "test_failover_cleanup",
-                        Some("test_failover"),
-                        Phase::Drill,
-                        &current,
-                        Mutation::TestFailoverCleanup,
-                    )
-                    .await?
-                {
-                    PriorSend::Job(j) => Some(j),
-                    PriorSend::Done => None,
-                    PriorSend::None => match in_azure(Mutation::TestFailoverCleanup, item, &current) {
-                        InAzure::Running(j) => {
-                            run.fence.record_job("test_failover_cleanup", &j).await?;
-                            Some(j)
-                        }
-                        InAzure::Done => None,
-                        InAzure::Absent => {
-                            let key = run.request_key("test_failover_cleanup");
-                            let guard = run.claim_guard();
-                            let submission = asr
-                                .test_failover_cleanup(&current, "Tern drill", Sending::guarded(&key, &guard))
-                                .await
-                                .map_err(Failure::asr(Phase::Drill))?;
-                            run.record(
-                                "test_failover_cleanup",
-                                Phase::Drill,
-                                submission,
-                                &current,
-                                Mutation::TestFailoverCleanup,
-                            )
-                            .await?
-                        }
-                    },
+        let step = "test_failover_cleanup";
+        // The item is read again only when no job was recorded (it may be gone by then).
+        let job = if let Some(job) = run.recorded_job(step) {
+            Some(job)
+        } else {
+            let current = asr.get_item(&item.id).await.map_err(Failure::asr(Phase::Drill))?;
+            let seen = || in_azure(Mutation::TestFailoverCleanup, item, &current);
+            let mutation = Mutation::TestFailoverCleanup;
+            match run.begin(step, Some("test_failover"), Phase::Drill, &current, mutation, seen).await? {
+                Begin::Attach(j) => Some(j),
+                Begin::Done => None,
+                Begin::Send(ticket) => {
+                    let submission = asr
+                        .test_failover_cleanup(&current, "Tern drill", ticket.sending())
+                        .await
+                        .map_err(Failure::asr(Phase::Drill))?;
+                    run.record(step, Phase::Drill, submission, &current, Mutation::TestFailoverCleanup).await?
                 }
             }
         };

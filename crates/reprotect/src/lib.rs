@@ -7,10 +7,10 @@
 //! `SecondaryIrCompletion` job done), and only then does the phase succeed.
 
 use tern_asr::ErrorClass;
-use tern_asr::client::{Mutation, ReprotectSettings, Sending};
+use tern_asr::client::{Mutation, ReprotectSettings};
 use tern_bus::WorkQueue;
 use tern_proto::{Outcome, Phase, PhaseProgress, ReprotectTarget, command};
-use tern_worker::runtime::{PriorSend, running_job};
+use tern_worker::runtime::{Begin, InAzure, running_job};
 use tern_worker::{CommandRun, Failure, PhaseHandler};
 
 /// The reprotect phase handler.
@@ -63,48 +63,40 @@ impl PhaseHandler for ReprotectPhase {
             .map_err(|e| Failure::Transient(e.to_string()))?;
         let mut reason = String::new();
         if !run.fence.is_done(STEP) {
-            let job = if let Some(job) = run.recorded_job(STEP) {
-                Some(job)
-            } else {
-                match run.prior_send(STEP, None, Phase::Reprotect, &item, Mutation::SwitchProtection).await? {
-                    PriorSend::Job(job) => Some(job),
-                    PriorSend::Done => {
-                        reason = "already reprotected (re-homed under a new id); nothing sent".into();
-                        None
+            // Protected under another id than the command named: an earlier attempt reprotected
+            // it (a Protected item still under its own id was never failed over).
+            let rehomed =
+                item.protection_state().eq_ignore_ascii_case("Protected") && rehomed_since_command(run, &item.id);
+            let seen = || match running_job(Mutation::SwitchProtection, &item) {
+                Some(job) => InAzure::Running(job),
+                None if rehomed => InAzure::Done,
+                None => InAzure::Absent,
+            };
+            let job = match run.begin(STEP, None, Phase::Reprotect, &item, Mutation::SwitchProtection, seen).await? {
+                Begin::Attach(job) => Some(job),
+                Begin::Done => {
+                    reason = "already reprotected (re-homed under a new id); nothing sent".into();
+                    None
+                }
+                Begin::Send(ticket) => {
+                    if !item.allows("SwitchProtection") {
+                        return Err(Failure::Refused {
+                            phase: Phase::Reprotect,
+                            code: "TERN-REPROTECT-NOT-ALLOWED",
+                            message: format!(
+                                "{} is {} and does not allow switch protection (allowed: {:?})",
+                                item.friendly_name(),
+                                item.protection_state(),
+                                item.properties.allowed_operations
+                            ),
+                            action: "Reprotect needs a committed failover: commit it first.",
+                        });
                     }
-                    PriorSend::None => {
-                        if let Some(job) = running_job(Mutation::SwitchProtection, &item) {
-                            run.fence.record_job(STEP, &job).await?;
-                            Some(job)
-                        } else if item.allows("SwitchProtection") {
-                            let key = run.request_key(STEP);
-                            let guard = run.claim_guard();
-                            let submission = asr
-                                .switch_protection(&item, &settings(r.target.as_ref()), Sending::guarded(&key, &guard))
-                                .await
-                                .map_err(Failure::asr(Phase::Reprotect))?;
-                            run.record(STEP, Phase::Reprotect, submission, &item, Mutation::SwitchProtection).await?
-                        } else if item.protection_state().eq_ignore_ascii_case("Protected")
-                            && rehomed_since_command(run, &item.id)
-                        {
-                            // Protected under another id than the command named: an earlier attempt
-                            // reprotected it (a Protected item still under its own id was never failed over).
-                            reason = "already reprotected (re-homed under a new id); nothing sent".into();
-                            None
-                        } else {
-                            return Err(Failure::Refused {
-                                phase: Phase::Reprotect,
-                                code: "TERN-REPROTECT-NOT-ALLOWED",
-                                message: format!(
-                                    "{} is {} and does not allow switch protection (allowed: {:?})",
-                                    item.friendly_name(),
-                                    item.protection_state(),
-                                    item.properties.allowed_operations
-                                ),
-                                action: "Reprotect needs a committed failover: commit it first.",
-                            });
-                        }
-                    }
+                    let submission = asr
+                        .switch_protection(&item, &settings(r.target.as_ref()), ticket.sending())
+                        .await
+                        .map_err(Failure::asr(Phase::Reprotect))?;
+                    run.record(STEP, Phase::Reprotect, submission, &item, Mutation::SwitchProtection).await?
                 }
             };
             if let Some(job) = &job {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern_asr::ErrorClass;
-use tern_asr::client::{Mutation, Submission, SubmitOutcome, job_failure};
+use tern_asr::client::{Mutation, Sending, Submission, SubmitOutcome, job_failure};
 use tern_asr::model::{Job, JobState, ProtectedItem};
 use tern_asr::watcher::{JobWatcher, WatcherOptions};
 use tern_asr::{AsrClient, AsrError};
@@ -121,13 +121,46 @@ pub struct CommandRun {
 
 /// What an earlier owner of a command did about a step's side effect, as Azure shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PriorSend {
+enum PriorSend {
     /// Nothing: send it.
     None,
     /// It started this job (now recorded): attach to it.
     Job(String),
     /// Its effect is there, though no job of its request shows: nothing to send.
     Done,
+}
+
+/// Where a step stands before anything is sent, by its fence and by Azure ([`CommandRun::begin`]).
+#[derive(Debug)]
+pub enum Begin<'r> {
+    /// The step's job, recorded: started by an earlier delivery or owner, or running in Azure
+    /// now. Wait on it.
+    Attach(String),
+    /// The step's effect is there already, though no job of it is known: nothing to send.
+    Done,
+    /// Nothing started it: send it as the ticket says, then [`CommandRun::record`] the
+    /// submission.
+    Send(Ticket<'r>),
+}
+
+/// Leave to send a step's side effect: its request id, and the claim that must still hold
+/// when the request leaves.
+#[derive(Debug)]
+pub struct Ticket<'r> {
+    key: String,
+    guard: ClaimGuard<'r>,
+}
+
+impl Ticket<'_> {
+    /// How the request goes out (for `tern-asr`'s side-effect calls).
+    pub fn sending(&self) -> Sending<'_> {
+        Sending::guarded(&self.key, &self.guard)
+    }
+
+    /// Renews the claim while the side effect is under way.
+    pub async fn renew(&self) -> Result<(), FenceError> {
+        self.guard.renew().await
+    }
 }
 
 fn now_ms() -> u64 {
@@ -189,14 +222,47 @@ impl CommandRun {
     /// The `x-ms-client-request-id` a step's side effect goes out with: derived from the
     /// command, the step and how often the step was sent before, so whoever holds the command
     /// next finds the job it started by its `activityId`.
-    pub fn request_key(&self, step: &str) -> String {
+    fn request_key(&self, step: &str) -> String {
         tern_asr::client::request_key(&[&self.command.command_id, step, &self.sends(step).to_string()])
     }
 
-    /// A guard for this command's side effects: each goes out only if the claim still holds
-    /// right before it leaves ([`ClaimGuard`]).
-    pub fn claim_guard(&mut self) -> ClaimGuard<'_> {
-        ClaimGuard::new(&mut self.fence)
+    /// The step protocol up to the send, for a side effect of `mutation` on `item`:
+    /// a job an earlier delivery recorded is attached to; then whatever an earlier owner (or a
+    /// lost answer) may have sent is settled ([`Self::prior_send`]; `after`: the step done
+    /// before this one); then Azure decides (`azure`, usually [`in_azure`]): a job of the
+    /// operation running is recorded and attached to, an effect already there needs nothing.
+    /// Only then is the step sent, through the returned [`Ticket`].
+    pub async fn begin(
+        &mut self,
+        step: &str,
+        after: Option<&str>,
+        phase: Phase,
+        item: &ProtectedItem,
+        mutation: Mutation,
+        azure: impl FnOnce() -> InAzure,
+    ) -> Result<Begin<'_>, Failure> {
+        if let Some(job) = self.recorded_job(step) {
+            return Ok(Begin::Attach(job));
+        }
+        match self.prior_send(step, after, phase, item, mutation).await? {
+            PriorSend::Job(job) => return Ok(Begin::Attach(job)),
+            PriorSend::Done => return Ok(Begin::Done),
+            PriorSend::None => {}
+        }
+        match azure() {
+            InAzure::Running(job) => {
+                self.fence.record_job(step, &job).await?;
+                Ok(Begin::Attach(job))
+            }
+            InAzure::Done => Ok(Begin::Done),
+            InAzure::Absent => Ok(Begin::Send(self.ticket(step))),
+        }
+    }
+
+    /// Leave to send a side effect that reads Azure itself before it acts (a resource delete):
+    /// the step's request id and the claim guard, without [`Self::begin`]'s look at an item.
+    pub fn ticket(&mut self, step: &str) -> Ticket<'_> {
+        Ticket { key: self.request_key(step), guard: ClaimGuard::new(&mut self.fence) }
     }
 
     /// Every request id the step may have gone out with so far.
@@ -213,7 +279,7 @@ impl CommandRun {
     /// this one is sent, if any). Otherwise the job is looked for by its request ids; while none
     /// shows and the lost-request window since the latest moment it may have been sent has not
     /// passed, the command is handed back rather than sent.
-    pub async fn prior_send(
+    async fn prior_send(
         &mut self,
         step: &str,
         after: Option<&str>,
