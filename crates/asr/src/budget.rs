@@ -122,18 +122,16 @@ impl Budget for Unlimited {
     async fn observe_remaining(&self, _class: RequestClass, _remaining: u64) {}
 }
 
-/// A bucket's state: what [`LocalBudget`] keeps in memory, and the KV value of the fleet-wide
-/// budget. Times are ms since the Unix epoch ([`clock_ms`]), so processes can share a bucket.
-#[derive(Clone, PartialEq, prost::Message)]
+/// A bucket's state: what [`LocalBudget`] keeps in memory, and what a fleet-wide budget keeps
+/// in a shared store. Times are ms since the Unix epoch ([`clock_ms`]), so processes can share
+/// a bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct BucketState {
     /// Tokens left.
-    #[prost(double, tag = "1")]
     pub tokens: f64,
     /// When `tokens` was computed (ms since the Unix epoch).
-    #[prost(uint64, tag = "2")]
     pub updated_ms: u64,
     /// Nobody may take a token before this (ms since the Unix epoch), after a 429.
-    #[prost(uint64, tag = "3")]
     pub paused_until_ms: u64,
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use tern_bus::{Bucket, Bus, KvError, Revision, TypedKv};
-use tern_proto::{Plan, VmStatus};
+use tern_proto::{Plan, StoredPlan, VmChunk, VmStatus};
 
 /// VMs per chunk record: a chunk stays well under NATS's 1 MiB message limit (a VM's status
 /// is about 1 KiB with its ARM ids and recovery point).
@@ -28,25 +28,6 @@ const PARALLEL: usize = 32;
 
 /// How often a read retries when a chunk it was pointed at was replaced under it.
 const READ_RETRIES: usize = 8;
-
-/// The header record of a plan.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredPlan {
-    /// The plan, without its VMs.
-    #[prost(message, optional, tag = "1")]
-    pub plan: Option<Plan>,
-    /// The keys of the plan's VM chunks, in VM order.
-    #[prost(string, repeated, tag = "2")]
-    pub chunks: Vec<String>,
-}
-
-/// A chunk of a plan's VMs.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct VmChunk {
-    /// Consecutive VMs of the plan.
-    #[prost(message, repeated, tag = "1")]
-    pub vms: Vec<VmStatus>,
-}
 
 /// One version of a plan, as stored.
 #[derive(Clone, Debug, PartialEq)]

@@ -8,11 +8,12 @@ use std::time::Duration;
 use tern_asr::budget::clock_ms;
 use tern_asr::{AsrError, BucketState, Budget, BudgetConfig, Rate, RequestClass};
 use tern_bus::{Bucket, Bus, BusError, KvError, TypedKv};
+use tern_proto::ArmBudgetBucket;
 
 /// The fleet-wide budget: one bucket per (subscription, class) in NATS KV, taken with
 /// compare-and-set by every process that uses the same subscription.
 pub struct FleetBudget {
-    kv: TypedKv<BucketState>,
+    kv: TypedKv<ArmBudgetBucket>,
     config: BudgetConfig,
     subscription: String,
 }
@@ -26,7 +27,7 @@ impl fmt::Debug for FleetBudget {
 impl FleetBudget {
     /// The budget of `subscription`, shared through the bus's ARM budget bucket.
     pub async fn new(bus: &Bus, subscription: &str, config: BudgetConfig) -> Result<Self, BusError> {
-        let kv = bus.kv::<BucketState>(Bucket::ArmBudget).await?;
+        let kv = bus.kv::<ArmBudgetBucket>(Bucket::ArmBudget).await?;
         Ok(Self { kv, config, subscription: subscription.to_owned() })
     }
 
@@ -54,7 +55,7 @@ impl FleetBudget {
                 }
             };
             let (state, revision) = match &current {
-                Some(v) => (v.value.clone(), Some(v.revision)),
+                Some(v) => (stored(&v.value), Some(v.revision)),
                 None => (BucketState::full(rate, now), None),
             };
             let next = match change(&state, rate, now) {
@@ -64,6 +65,11 @@ impl FleetBudget {
                     tokio::time::sleep(wait).await;
                     continue;
                 }
+            };
+            let next = ArmBudgetBucket {
+                tokens: next.tokens,
+                updated_ms: next.updated_ms,
+                paused_until_ms: next.paused_until_ms,
             };
             let written = match revision {
                 Some(rev) => self.kv.update(&key, &next, rev).await.map(|_| ()),
@@ -82,6 +88,11 @@ impl FleetBudget {
             }
         }
     }
+}
+
+/// A bucket as `tern-asr` computes with it, from its KV record.
+fn stored(b: &ArmBudgetBucket) -> BucketState {
+    BucketState { tokens: b.tokens, updated_ms: b.updated_ms, paused_until_ms: b.paused_until_ms }
 }
 
 #[async_trait::async_trait]

@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, warn};
 
-use super::{PlannerService, VmLock, is_terminal, kv_status};
+use super::{PlannerService, is_terminal, kv_status};
 use crate::progress;
 use crate::spec::validate;
+use tern_proto::VmLock;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<PlanUpdate, Status>> + Send>>;
 

@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use tern_asr::AsrClient;
 use tern_bus::{Bucket, Bus, KvError, TypedKv};
-use tern_proto::PlanState;
+use tern_proto::{PlanRef, PlanState, VmLock};
 use tonic::Status;
 
 use crate::progress;
@@ -33,22 +33,6 @@ const SEND_CONCURRENCY: usize = 64;
 
 /// Worker events waiting for their plan's next step, each with whoever waits for it stored.
 type Pending = Vec<(tern_proto::VmEvent, tokio::sync::oneshot::Sender<Result<(), String>>)>;
-
-/// A submission's request id → its plan.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PlanRef {
-    /// The plan.
-    #[prost(string, tag = "1")]
-    pub plan_id: String,
-}
-
-/// Which plan holds a VM.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct VmLock {
-    /// The plan.
-    #[prost(string, tag = "1")]
-    pub plan_id: String,
-}
 
 /// The planner's shared state. Cheap to clone.
 #[derive(Clone)]

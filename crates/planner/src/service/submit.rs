@@ -14,10 +14,11 @@ use tonic::Status;
 use tracing::info;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{PlanRef, PlannerService, SEND_CONCURRENCY, VmLock, hex, kv_status, now};
+use super::{PlannerService, SEND_CONCURRENCY, hex, kv_status, now};
 use crate::preflight::{PreflightOptions, preflight_vm};
 use crate::progress;
 use crate::spec::{Selected, ValidSpec, validate};
+use tern_proto::{PlanRef, VmLock};
 
 /// The VMs a plan selects, and what the vault's items showed besides.
 pub(super) struct Resolved {
