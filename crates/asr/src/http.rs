@@ -293,7 +293,11 @@ impl Http {
         let class = RequestClass::of(&method);
         let mut throttled = 0u32;
         loop {
-            match self.send_once(&method, url, body, op, throttled + 1).await {
+            let answer = self.send_once(&method, url, body, op, throttled + 1).await;
+            if let (Err(AsrError::Api { status: 429, .. }), Some(guard)) = (&answer, op.guard) {
+                guard.unapplied().await;
+            }
+            match answer {
                 Err(AsrError::Api { status: 429, retry_after, .. }) if throttled < MAX_THROTTLED => {
                     throttled += 1;
                     let wait = retry_after.unwrap_or(self.config.backoff_base);
@@ -314,6 +318,10 @@ impl Http {
 pub trait SendGuard: Send + Sync + std::fmt::Debug {
     /// `Ok` lets the request go now; `Err` says why it must not go.
     async fn may_send(&self) -> Result<(), String>;
+
+    /// The request [`Self::may_send`] let go was answered with nothing applied (a 429): it will
+    /// be asked again before the next attempt.
+    async fn unapplied(&self) {}
 }
 
 /// Decodes a JSON body into `T`, naming the operation on failure.

@@ -13,7 +13,6 @@ use tern_bus::WorkQueue;
 use tern_proto::{CleanupOptions, Outcome, Phase, command};
 use tern_worker::runtime::{Begin, in_azure, running_job};
 use tern_worker::{CommandRun, Failure, PhaseHandler};
-use tracing::info;
 
 /// Tern's code for a cleanup refused because it could destroy the only copy of the VM.
 pub const UNSAFE: &str = "TERN-CLEANUP-UNSAFE";
@@ -316,12 +315,12 @@ async fn leftovers(
             ];
             run.fence.note_all(&notes).await?;
         }
-        delete(run, &vm_id).await?;
+        run.delete(Phase::Cleanup, &vm_id).await?;
     }
     // After the VM: Azure refuses to delete a NIC a VM still uses, a public IP a NIC still
     // uses, a disk a VM still uses.
     for nic in &found.nics {
-        delete(run, nic).await?;
+        run.delete(Phase::Cleanup, nic).await?;
     }
     let mut kept = Vec::new();
     for ip in &found.public_ips {
@@ -332,7 +331,7 @@ async fn leftovers(
                     p.properties.ip_configuration.and_then(|c| c.id).unwrap_or_default()
                 ));
             }
-            _ => delete(run, ip).await?,
+            _ => run.delete(Phase::Cleanup, ip).await?,
         }
     }
     for disk in &found.disks {
@@ -340,41 +339,12 @@ async fn leftovers(
             Some(d) if d.managed_by.as_deref().is_some_and(|m| !m.is_empty()) => {
                 kept.push(format!("disk {disk} (attached to {})", d.managed_by.unwrap_or_default()));
             }
-            _ => delete(run, disk).await?,
+            _ => run.delete(Phase::Cleanup, disk).await?,
         }
     }
     run.fence.step_done(LEFTOVERS).await?;
     let kept = if kept.is_empty() { "kept nothing".to_owned() } else { format!("kept {}", kept.join(", ")) };
     Ok(format!("removed {what} in {region}; {kept}"))
-}
-
-/// Deletes one resource unless an earlier delivery did, keeping the claim alive meanwhile
-/// (deleting a VM takes minutes in Azure).
-async fn delete(run: &mut CommandRun, id: &str) -> Result<(), Failure> {
-    let step = format!("delete {id}");
-    if run.fence.is_done(&step) {
-        return Ok(());
-    }
-    info!(resource = %id, "deleting leftover");
-    let asr = run.cx.asr.clone();
-    let mut renew = tokio::time::interval(run.cx.config.lease() / 3);
-    {
-        let ticket = run.ticket(&step);
-        let deletion = asr.delete_resource(id, ticket.sending());
-        tokio::pin!(deletion);
-        renew.tick().await;
-        loop {
-            tokio::select! {
-                done = &mut deletion => {
-                    done.map_err(Failure::asr(Phase::Cleanup))?;
-                    break;
-                }
-                _ = renew.tick() => ticket.renew().await?,
-            }
-        }
-    }
-    run.fence.step_done(&step).await?;
-    Ok(())
 }
 
 /// Disables replication (attaching to a job an earlier delivery started); returns the job.
@@ -387,7 +357,7 @@ async fn disable(run: &mut CommandRun, item: Option<&ProtectedItem>) -> Result<S
         (Some(job), _) => Some(job),
         (None, Some(item)) => {
             let seen = || in_azure(Mutation::Disable, item, item);
-            match run.begin(DISABLE, Some(LEFTOVERS), Phase::Cleanup, item, Mutation::Disable, seen).await? {
+            match run.begin(DISABLE, Phase::Cleanup, item, Mutation::Disable, seen).await? {
                 Begin::Attach(job) => Some(job),
                 Begin::Done => None,
                 Begin::Send(ticket) => {

@@ -111,7 +111,7 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
     let mut resolved = None;
     let mut already = false;
     let seen = || in_azure(Mutation::Failover, item, item);
-    let job = match run.begin(STEP, None, Phase::Failover, item, Mutation::Failover, seen).await? {
+    let job = match run.begin(STEP, Phase::Failover, item, Mutation::Failover, seen).await? {
         Begin::Attach(job) => Some(job),
         Begin::Done => {
             already = true; // failed over by an earlier attempt whose record was lost
@@ -185,7 +185,7 @@ async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
     let item = run.locate().await?;
     let mut already = false;
     let seen = || in_azure(Mutation::Commit, &item, &item);
-    let job = match run.begin(STEP, Some("failover"), Phase::Commit, &item, Mutation::Commit, seen).await? {
+    let job = match run.begin(STEP, Phase::Commit, &item, Mutation::Commit, seen).await? {
         Begin::Attach(job) => Some(job),
         Begin::Done => {
             already = true; // committed by an earlier attempt
@@ -225,7 +225,7 @@ async fn drill_run(
         // Azure first: a test failover running, or up already (an attempt whose record was
         // lost), is attached to or taken as it is; nothing is sent twice.
         let seen = || in_azure(Mutation::TestFailover, item, item);
-        let job = match run.begin("test_failover", None, Phase::Drill, item, Mutation::TestFailover, seen).await? {
+        let job = match run.begin("test_failover", Phase::Drill, item, Mutation::TestFailover, seen).await? {
             Begin::Attach(j) => Some(j),
             Begin::Done => None,
             Begin::Send(ticket) => {
@@ -264,7 +264,7 @@ async fn drill_run(
             let current = asr.get_item(&item.id).await.map_err(Failure::asr(Phase::Drill))?;
             let seen = || in_azure(Mutation::TestFailoverCleanup, item, &current);
             let mutation = Mutation::TestFailoverCleanup;
-            match run.begin(step, Some("test_failover"), Phase::Drill, &current, mutation, seen).await? {
+            match run.begin(step, Phase::Drill, &current, mutation, seen).await? {
                 Begin::Attach(j) => Some(j),
                 Begin::Done => None,
                 Begin::Send(ticket) => {

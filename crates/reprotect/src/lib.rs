@@ -72,7 +72,7 @@ impl PhaseHandler for ReprotectPhase {
                 None if rehomed => InAzure::Done,
                 None => InAzure::Absent,
             };
-            let job = match run.begin(STEP, None, Phase::Reprotect, &item, Mutation::SwitchProtection, seen).await? {
+            let job = match run.begin(STEP, Phase::Reprotect, &item, Mutation::SwitchProtection, seen).await? {
                 Begin::Attach(job) => Some(job),
                 Begin::Done => {
                     reason = "already reprotected (re-homed under a new id); nothing sent".into();

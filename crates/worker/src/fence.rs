@@ -6,48 +6,10 @@
 //! compare-and-set at the revision it last saw, so a stale worker (paused, partitioned) finds
 //! out on its next write and backs off.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_bus::{KvError, Revision, TypedKv};
-
-/// The operation record of one command.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct OperationRecord {
-    /// Instance that owns the command.
-    #[prost(string, tag = "1")]
-    pub owner: String,
-    /// The owner's claim lasts until then (ms since the Unix epoch).
-    #[prost(uint64, tag = "2")]
-    pub lease_until_ms: u64,
-    /// ASR job started by each step (e.g. "failover" → job name).
-    #[prost(btree_map = "string, string", tag = "3")]
-    pub jobs: BTreeMap<String, String>,
-    /// Steps finished successfully.
-    #[prost(string, repeated, tag = "4")]
-    pub done_steps: Vec<String>,
-    /// Terminal outcome of the whole command ("succeeded", "failed", "skipped"); empty while running.
-    #[prost(string, tag = "5")]
-    pub outcome: String,
-    /// When the command was first claimed (ms since the Unix epoch).
-    #[prost(uint64, tag = "6")]
-    pub started_ms: u64,
-    /// Facts a step must not forget across deliveries (e.g. the NICs of a VM being deleted).
-    #[prost(btree_map = "string, string", tag = "7")]
-    pub notes: BTreeMap<String, String>,
-}
-
-/// What the earlier owner of a command taken over may have done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TakenOver {
-    /// Its claimant name.
-    pub owner: String,
-    /// Until when it held the command (ms since the Unix epoch): it may have sent a side effect
-    /// up to then.
-    pub held_until_ms: u64,
-    /// The steps done when it lost the command: it got no further than the first step after them.
-    pub done_steps: Vec<String>,
-}
+pub use tern_proto::OperationRecord;
 
 /// Why a fence could not be held.
 #[derive(Debug, thiserror::Error)]
@@ -91,9 +53,6 @@ pub struct Fence {
     revision: Revision,
     /// The record as last written.
     pub record: OperationRecord,
-    /// When this claim took the command over from an earlier owner: what that owner may have
-    /// done. `None` for a command nobody held before.
-    pub taken_over: Option<TakenOver>,
 }
 
 impl Fence {
@@ -105,7 +64,7 @@ impl Fence {
         revision: Revision,
         record: OperationRecord,
     ) -> Self {
-        Self { kv: kv.clone(), key: key.into(), owner: owner.into(), lease, revision, record, taken_over: None }
+        Self { kv: kv.clone(), key: key.into(), owner: owner.into(), lease, revision, record }
     }
 
     /// Claims `key` for `owner`: creates the record, or takes it over if its owner's lease ran
@@ -142,11 +101,6 @@ impl Fence {
                     });
                 }
                 Some(v) => {
-                    let previous = TakenOver {
-                        owner: v.value.owner.clone(),
-                        held_until_ms: v.value.lease_until_ms.min(now),
-                        done_steps: v.value.done_steps.clone(),
-                    };
                     let record = OperationRecord {
                         owner: owner.into(),
                         lease_until_ms: now + lease.as_millis() as u64,
@@ -154,9 +108,7 @@ impl Fence {
                     };
                     match kv.update(key, &record, v.revision).await {
                         Ok(revision) => {
-                            let mut fence = Self::held(kv, key, owner, lease, revision, record);
-                            fence.taken_over = Some(previous);
-                            return Ok(Claim::Owned(Box::new(fence)));
+                            return Ok(Claim::Owned(Box::new(Self::held(kv, key, owner, lease, revision, record))));
                         }
                         Err(KvError::Conflict { .. }) => continue,
                         Err(e) => return Err(e.into()),
@@ -212,6 +164,14 @@ impl Fence {
         .await
     }
 
+    /// Forgets a fact.
+    pub async fn forget(&mut self, key: &str) -> Result<(), FenceError> {
+        self.write(|r| {
+            r.notes.remove(key);
+        })
+        .await
+    }
+
     /// A fact an earlier delivery remembered.
     pub fn noted(&self, key: &str) -> Option<&str> {
         self.record.notes.get(key).map(String::as_str)
@@ -243,18 +203,41 @@ impl Fence {
     }
 }
 
-/// Lets a side effect go out only while this worker still holds the command: it renews the
-/// claim immediately before the request leaves — after any wait for ARM's budget or a
-/// `Retry-After` — so a worker that waited, or was frozen, past its lease and lost the command
-/// to another instance sends nothing (the request fails as `AsrError::NotSent`). While the
-/// request is under way the claim is renewed through the guard ([`Self::renew`]).
+/// The note a step's send mark is kept under ([`Fence::sent`]).
+fn sent_note(step: &str) -> String {
+    format!("sent.{step}")
+}
+
+impl Fence {
+    /// When a request of `step`'s send `generation` may last have left (ms since the Unix
+    /// epoch): the mark [`ClaimGuard`] writes before each attempt. `None` when no request of
+    /// that generation can have left — whoever held the command before never got as far.
+    pub fn sent(&self, step: &str, generation: u32) -> Option<u64> {
+        let (ms, marked) = self.noted(&sent_note(step))?.split_once(' ')?;
+        (marked.parse::<u32>().ok()? == generation).then(|| ms.parse().ok()).flatten()
+    }
+}
+
+/// Lets a side effect go out only while this worker still holds the command. Immediately before
+/// each attempt leaves — after any wait for ARM's budget or a `Retry-After` — it renews the
+/// claim and, in the same compare-and-set write, marks the step as possibly sent
+/// ([`Fence::sent`]). A worker that waited, or was frozen, past its lease and lost the command
+/// sends nothing (the request fails as `AsrError::NotSent`); and whoever holds the command next
+/// knows from the mark alone whether a request of the step can have reached Azure, so it looks
+/// for a lost request's job only when one can exist. An attempt ARM answered with a 429 applied
+/// nothing, and its mark is taken back. While the request is under way the claim is renewed
+/// through the guard ([`Self::renew`]).
 #[derive(Debug)]
-pub struct ClaimGuard<'a>(tokio::sync::Mutex<&'a mut Fence>);
+pub struct ClaimGuard<'a> {
+    fence: tokio::sync::Mutex<&'a mut Fence>,
+    step: String,
+    generation: u32,
+}
 
 impl<'a> ClaimGuard<'a> {
-    /// Guards sends with `fence`'s claim.
-    pub fn new(fence: &'a mut Fence) -> Self {
-        Self(tokio::sync::Mutex::new(fence))
+    /// Guards the sends of `step`'s `generation` with `fence`'s claim.
+    pub fn new(fence: &'a mut Fence, step: &str, generation: u32) -> Self {
+        Self { fence: tokio::sync::Mutex::new(fence), step: step.to_owned(), generation }
     }
 
     /// [`Fence::renew`], while the guard holds the fence: to keep the claim alive beside a
@@ -262,7 +245,7 @@ impl<'a> ClaimGuard<'a> {
     /// (it holds the fence), there is nothing to add, and waiting for it could deadlock a
     /// caller that does not poll the request meanwhile (a `select!` arm).
     pub async fn renew(&self) -> Result<(), FenceError> {
-        match self.0.try_lock() {
+        match self.fence.try_lock() {
             Ok(mut fence) => fence.renew().await,
             Err(_) => Ok(()),
         }
@@ -272,9 +255,18 @@ impl<'a> ClaimGuard<'a> {
 #[async_trait::async_trait]
 impl tern_asr::SendGuard for ClaimGuard<'_> {
     async fn may_send(&self) -> Result<(), String> {
-        self.0.lock().await.renew().await.map_err(|e| match e {
+        let mark = format!("{} {}", now_ms(), self.generation);
+        self.fence.lock().await.note(&sent_note(&self.step), &mark).await.map_err(|e| match e {
             FenceError::Lost => "another worker took the command over".to_owned(),
             e => format!("the claim on the command could not be renewed: {e}"),
         })
+    }
+
+    async fn unapplied(&self) {
+        let mut fence = self.fence.lock().await;
+        if fence.sent(&self.step, self.generation).is_some() {
+            // Best effort: a mark left behind costs a successor a wait, never a second send.
+            let _ = fence.forget(&sent_note(&self.step)).await;
+        }
     }
 }

@@ -156,11 +156,6 @@ impl Ticket<'_> {
     pub fn sending(&self) -> Sending<'_> {
         Sending::guarded(&self.key, &self.guard)
     }
-
-    /// Renews the claim while the side effect is under way.
-    pub async fn renew(&self) -> Result<(), FenceError> {
-        self.guard.renew().await
-    }
 }
 
 fn now_ms() -> u64 {
@@ -227,15 +222,14 @@ impl CommandRun {
     }
 
     /// The step protocol up to the send, for a side effect of `mutation` on `item`:
-    /// a job an earlier delivery recorded is attached to; then whatever an earlier owner (or a
-    /// lost answer) may have sent is settled ([`Self::prior_send`]; `after`: the step done
-    /// before this one); then Azure decides (`azure`, usually [`in_azure`]): a job of the
-    /// operation running is recorded and attached to, an effect already there needs nothing.
-    /// Only then is the step sent, through the returned [`Ticket`].
+    /// a job an earlier delivery recorded is attached to; then whatever an earlier delivery or
+    /// owner may have sent (its guard marked the step) is settled ([`Self::prior_send`]); then
+    /// Azure decides (`azure`, usually [`in_azure`]): a job of the operation running is
+    /// recorded and attached to, an effect already there needs nothing. Only then is the step
+    /// sent, through the returned [`Ticket`].
     pub async fn begin(
         &mut self,
         step: &str,
-        after: Option<&str>,
         phase: Phase,
         item: &ProtectedItem,
         mutation: Mutation,
@@ -244,7 +238,7 @@ impl CommandRun {
         if let Some(job) = self.recorded_job(step) {
             return Ok(Begin::Attach(job));
         }
-        match self.prior_send(step, after, phase, item, mutation).await? {
+        match self.prior_send(step, phase, item, mutation).await? {
             PriorSend::Job(job) => return Ok(Begin::Attach(job)),
             PriorSend::Done => return Ok(Begin::Done),
             PriorSend::None => {}
@@ -259,10 +253,40 @@ impl CommandRun {
         }
     }
 
-    /// Leave to send a side effect that reads Azure itself before it acts (a resource delete):
-    /// the step's request id and the claim guard, without [`Self::begin`]'s look at an item.
-    pub fn ticket(&mut self, step: &str) -> Ticket<'_> {
-        Ticket { key: self.request_key(step), guard: ClaimGuard::new(&mut self.fence) }
+    /// Deletes an ARM resource as a step of its own (`delete <id>`), unless an earlier delivery
+    /// did: under the step's request id and claim guard, the claim kept alive while Azure works
+    /// (deleting a VM takes minutes). A resource already gone counts as deleted, so a delete
+    /// whose answer was lost is simply sent again.
+    pub async fn delete(&mut self, phase: Phase, id: &str) -> Result<(), Failure> {
+        let step = format!("delete {id}");
+        if self.fence.is_done(&step) {
+            return Ok(());
+        }
+        info!(resource = %id, "deleting");
+        let asr = self.cx.asr.clone();
+        let mut renew = tokio::time::interval(self.cx.config.lease() / 3);
+        renew.tick().await;
+        {
+            let ticket = self.ticket(&step);
+            let deletion = asr.delete_resource(id, ticket.sending());
+            tokio::pin!(deletion);
+            loop {
+                tokio::select! {
+                    done = &mut deletion => {
+                        done.map_err(Failure::asr(phase))?;
+                        break;
+                    }
+                    _ = renew.tick() => ticket.guard.renew().await?,
+                }
+            }
+        }
+        self.fence.step_done(&step).await?;
+        Ok(())
+    }
+
+    fn ticket(&mut self, step: &str) -> Ticket<'_> {
+        let generation = self.sends(step);
+        Ticket { key: self.request_key(step), guard: ClaimGuard::new(&mut self.fence, step, generation) }
     }
 
     /// Every request id the step may have gone out with so far.
@@ -272,28 +296,24 @@ impl CommandRun {
             .collect()
     }
 
-    /// Before a step sends its side effect for the first time in this delivery: whether an
-    /// earlier owner of the command (a crashed or cut-off worker, or an earlier delivery whose
-    /// answer was lost) may have sent it, and what became of it. A command nobody held before
-    /// needs no look, nor a step the earlier owner never reached (`after`: the step done before
-    /// this one is sent, if any). Otherwise the job is looked for by its request ids; while none
-    /// shows and the lost-request window since the latest moment it may have been sent has not
-    /// passed, the command is handed back rather than sent.
+    /// Before a step sends its side effect: whether an earlier delivery or owner of the command
+    /// (a crashed or cut-off worker, or one whose answer was lost) may have sent it — its
+    /// [`ClaimGuard`] marked the step before the request left ([`Fence::sent`]) — and what
+    /// became of it. Without a mark nothing can have reached Azure. With one, the job is looked
+    /// for by its request ids; while none shows and the lost-request window since the mark has
+    /// not passed, the command is held rather than sent again.
     async fn prior_send(
         &mut self,
         step: &str,
-        after: Option<&str>,
         phase: Phase,
         item: &ProtectedItem,
         mutation: Mutation,
     ) -> Result<PriorSend, Failure> {
-        let Some(until) = self.latest_send(step, after) else { return Ok(PriorSend::None) };
+        let Some(sent) = self.fence.sent(step, self.sends(step)) else { return Ok(PriorSend::None) };
         let keys = self.sent_keys(step);
-        let mut s = self.cx.asr.settle(item, mutation, &keys, from_ms(until)).await.map_err(Failure::asr(phase))?;
+        let mut s = self.cx.asr.settle(item, mutation, &keys, from_ms(sent)).await.map_err(Failure::asr(phase))?;
         if s.outcome == SubmitOutcome::Unsettled {
-            // Nothing was sent now: the bound stays where it is for whoever comes next.
-            self.note_unsettled(step, until).await?;
-            s = self.settle_patiently(phase, item, mutation, &keys, until).await?;
+            s = self.settle_patiently(phase, item, mutation, &keys, sent).await?;
         }
         match (s.outcome, s.job) {
             (_, Some(job)) => {
@@ -305,32 +325,17 @@ impl CommandRun {
             (_, None) => {
                 // Whatever may have been sent before never started: the next send gets its own
                 // id, so a late job of the earlier request can still be told apart.
-                let n = self.sends(step) + 1;
-                self.fence.note(&format!("sends.{step}"), &n.to_string()).await?;
+                self.next_generation(step).await?;
                 Ok(PriorSend::None)
             }
         }
     }
 
-    /// The latest moment the step's side effect may have been sent by an earlier owner of the
-    /// command (ms since the Unix epoch), or `None` when none can have sent it: nobody held the
-    /// command before, or the earlier owner never got to the step (`after` was not done).
-    fn latest_send(&self, step: &str, after: Option<&str>) -> Option<u64> {
-        let noted = self.fence.noted(&format!("unsettled.{step}")).and_then(|v| {
-            let (ms, by) = v.split_once(' ')?;
-            Some((ms.parse::<u64>().ok()?, by.to_owned()))
-        });
-        let previous = self.fence.taken_over.as_ref().filter(|t| {
-            after.is_none_or(|a| t.done_steps.iter().any(|d| d == a)) && !t.done_steps.iter().any(|d| d == step)
-        });
-        match (noted, previous) {
-            // The last owner noted the bound and returned without sending anything after.
-            (Some((ms, by)), Some(t)) if by == t.owner => Some(ms),
-            (Some((ms, _)), Some(t)) => Some(ms.max(t.held_until_ms)),
-            (Some((ms, _)), None) => Some(ms),
-            (None, Some(t)) => Some(t.held_until_ms),
-            (None, None) => None,
-        }
+    /// The step's earlier requests never started anything: the next goes out under a new id.
+    async fn next_generation(&mut self, step: &str) -> Result<(), Failure> {
+        let n = self.sends(step) + 1;
+        self.fence.note(&format!("sends.{step}"), &n.to_string()).await?;
+        Ok(())
     }
 
     /// Looks for a lost request's job again and again, holding the command (its claim renewed,
@@ -363,12 +368,6 @@ impl CommandRun {
         }
     }
 
-    async fn note_unsettled(&mut self, step: &str, until_ms: u64) -> Result<(), Failure> {
-        let value = format!("{until_ms} {}", self.fence.owner());
-        self.fence.note(&format!("unsettled.{step}"), &value).await?;
-        Ok(())
-    }
-
     /// Takes a submission's job and records it before anything waits on it. Returns `None`
     /// when the operation had already finished without a known job.
     /// `item` and `mutation`: what was submitted, to look for its job if the answer was lost.
@@ -383,10 +382,9 @@ impl CommandRun {
         self.cx.metrics.submitted();
         let mut submission = submission;
         if submission.outcome == SubmitOutcome::Unsettled {
-            // The answer was lost and the job does not show yet: note when it was sent (for a
-            // successor, should this worker stop), then look again rather than send again.
-            let sent = now_ms();
-            self.note_unsettled(step, sent).await?;
+            // The answer was lost and the job does not show yet: look again rather than send
+            // again (the guard's mark tells a successor the same, should this worker stop).
+            let sent = self.fence.sent(step, self.sends(step)).unwrap_or_else(now_ms);
             let keys = self.sent_keys(step);
             submission = self.settle_patiently(phase, item, mutation, &keys, sent).await?;
         }
@@ -397,9 +395,7 @@ impl CommandRun {
             }
             (SubmitOutcome::AlreadyFinished, None) => Ok(None),
             (SubmitOutcome::NotStarted, None) => {
-                // The request never started anything: the next send goes out under a new id.
-                let n = self.sends(step) + 1;
-                self.fence.note(&format!("sends.{step}"), &n.to_string()).await?;
+                self.next_generation(step).await?;
                 Err(Failure::Transient(format!("{} was not started; will submit again", phase.slug())))
             }
             (outcome, None) => Err(Failure::Asr {
