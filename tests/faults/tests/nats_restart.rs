@@ -172,8 +172,6 @@ async fn nats_server_killed_mid_plan_and_restarted_every_service_reconnects_and_
 /// publishes again; any publish that still fails leaves the plan stuck. It must end, without a
 /// planner restart.
 #[tokio::test]
-#[ignore = "product bug: the planner re-sends a command whose publish failed only when it starts (`resync`), so the \
-            VM stays running with no command and the plan never ends; see the fault-suite report"]
 async fn a_dispatch_whose_command_could_not_be_published_is_sent_again_without_a_planner_restart() {
     let seed = Seed::new();
     let n = 2;

@@ -147,16 +147,61 @@ impl PlannerService {
         }
     }
 
-    /// Publishes the commands of `which` VMs, a bounded number at a time. A command that
-    /// could not be sent is logged: `resync` sends it when a planner starts.
+    /// Publishes the commands of `which` VMs, a bounded number at a time. A command that could
+    /// not be sent (the bus refused or did not acknowledge it) is sent again in the background
+    /// until it goes out or its VM moved on ([`Self::send_later`]); a planner that starts sends
+    /// the commands of every running VM once more (`resync`).
     async fn publish_commands(&self, plan: &Plan, which: &[(usize, Phase)]) {
+        let failed = std::sync::Mutex::new(Vec::new());
         futures::stream::iter(which.to_vec())
-            .for_each_concurrent(SEND_CONCURRENCY, |(i, phase)| async move {
-                if let Err(e) = self.publish_command(plan, i, phase).await {
-                    warn!(plan = %plan.plan_id, error = %e, "command not published; resync will send it");
+            .for_each_concurrent(SEND_CONCURRENCY, |(i, phase)| {
+                let failed = &failed;
+                async move {
+                    if let Err(e) = self.publish_command(plan, i, phase).await {
+                        warn!(plan = %plan.plan_id, error = %e, "command not published; sending it again shortly");
+                        failed.lock().unwrap_or_else(|e| e.into_inner()).push((i, phase, plan.vms[i].attempt));
+                    }
                 }
             })
             .await;
+        let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+        if !failed.is_empty() {
+            self.send_later(plan.plan_id.clone(), failed);
+        }
+    }
+
+    /// Sends commands that could not be published again, backing off from 1 s to 30 s, each
+    /// only while its VM still waits for it (running the same phase at the same attempt) and
+    /// the plan has not ended. The command id is the same, so a copy that did reach the stream
+    /// is dropped there, or by the worker's fence.
+    fn send_later(&self, plan_id: String, mut left: Vec<(usize, Phase, u32)>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_secs(1);
+            while !left.is_empty() {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                let Ok(snapshot) = this.load(&plan_id).await else { continue };
+                let plan = &snapshot.plan;
+                if is_terminal(plan.state) {
+                    return;
+                }
+                left.retain(|&(i, phase, attempt)| {
+                    plan.vms.get(i).is_some_and(|vm| {
+                        let current = if vm.phase() == Phase::Commit { Phase::Failover } else { vm.phase() };
+                        vm.state() == VmState::Running && current == phase && vm.attempt == attempt
+                    })
+                });
+                let mut still = Vec::new();
+                for (i, phase, attempt) in left {
+                    if let Err(e) = this.publish_command(plan, i, phase).await {
+                        warn!(plan = %plan_id, error = %e, "command still not published; trying again");
+                        still.push((i, phase, attempt));
+                    }
+                }
+                left = still;
+            }
+        });
     }
 
     /// Applies `change` to a plan with compare-and-set, dispatches what can run next, settles,
