@@ -148,6 +148,12 @@ impl Http {
         span: &Span,
     ) -> Result<RawResponse, AsrError> {
         let operation = op.detail;
+        // The bearer token goes to the configured ARM endpoint and nowhere else, whatever a
+        // response (a `nextLink`, a `Location`) or a command points at.
+        if let Err(e) = self.on_endpoint(url, operation) {
+            observe::not_sent(span, "foreign host");
+            return Err(e);
+        }
         let class = RequestClass::of(method);
         let waiting = Instant::now();
         if let Err(e) = self.budget.acquire(class).await {
@@ -228,6 +234,22 @@ impl Http {
             return Err(e);
         }
         Ok(raw)
+    }
+
+    /// Whether `url` is on the configured endpoint: same scheme, host and port.
+    fn on_endpoint(&self, url: &str, operation: &str) -> Result<(), AsrError> {
+        let origin = |u: &str| {
+            let u = reqwest::Url::parse(u).ok()?;
+            Some((u.scheme().to_owned(), u.host_str()?.to_ascii_lowercase(), u.port_or_known_default()))
+        };
+        match (origin(url), origin(self.config.base())) {
+            (Some(a), Some(b)) if a == b => Ok(()),
+            _ => Err(AsrError::InvalidInput(format!(
+                "{operation}: {} is not on the configured ARM endpoint {}; Azure's token is sent nowhere else",
+                observe::url_origin(url),
+                self.config.base()
+            ))),
+        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

@@ -233,6 +233,14 @@ pub(crate) fn url_path(url: &str) -> String {
     }
 }
 
+/// The scheme, host and port of `url` (nothing after: paths and queries may carry secrets).
+pub(crate) fn url_origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "a URL that does not parse".to_owned(),
+    }
+}
+
 /// The ASR job an ASR response names: an accepted operation's `x-ms-request-id` or `Location`
 /// (see [`crate::client::job_name_from`]), its `Azure-AsyncOperation` status URL, or a job
 /// resource in the body. Only for Recovery Services paths: Compute and Network operation ids
