@@ -117,7 +117,7 @@ async fn leftovers_in_the_secondary_region_are_deleted_once_and_named() {
     fail_back(&c, "vm-00001", true).await;
     let (primary, secondary, nic) = ids(&c, "vm-00001").await;
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&cleanup("p1", "vm-00001", remove())).await.unwrap();
+    stack.dispatch(&cleanup("p1", "vm-00001", remove())).await;
     let done = finished(&stack, "p1", 1).await;
     let (_, outcome, event) = &done[0];
     assert_eq!(*outcome, Outcome::Succeeded, "{event:?}");
@@ -154,7 +154,7 @@ async fn cleanup_is_refused_until_reprotect_has_succeeded() {
     stack.spawn(BIN, &[]);
     let purge = CleanupOptions { remove_leftovers: true, purge_unmanaged: true, disable_replication: true };
     for vm in ["vm-00001", "vm-00002"] {
-        stack.bus.publish_command(&cleanup("p2", vm, purge)).await.unwrap();
+        stack.dispatch(&cleanup("p2", vm, purge)).await;
     }
     let done = finished(&stack, "p2", 2).await;
     for (vm, outcome, event) in &done {
@@ -190,9 +190,9 @@ async fn unmanaged_disk_vms_are_kept_unless_a_purge_is_asked_for() {
     let (_, kept, _) = ids(&c, "vm-00001").await;
     let (_, purged, _) = ids(&c, "vm-00002").await;
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&cleanup("p3", "vm-00001", remove())).await.unwrap();
+    stack.dispatch(&cleanup("p3", "vm-00001", remove())).await;
     let purge = CleanupOptions { remove_leftovers: true, purge_unmanaged: true, ..Default::default() };
-    stack.bus.publish_command(&cleanup("p3", "vm-00002", purge)).await.unwrap();
+    stack.dispatch(&cleanup("p3", "vm-00002", purge)).await;
     let done = finished(&stack, "p3", 2).await;
     assert!(done.iter().all(|(_, o, _)| *o == Outcome::Succeeded), "{done:?}");
     let reason = &done[0].2.reason;
@@ -213,7 +213,7 @@ async fn without_remove_leftovers_cleanup_only_reports() {
     let (_, secondary, nic) = ids(&c, "vm-00001").await;
     let disks = c.get_vm(&secondary).await.unwrap().unwrap().managed_disk_ids().join(", ");
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&cleanup("p4", "vm-00001", CleanupOptions::default())).await.unwrap();
+    stack.dispatch(&cleanup("p4", "vm-00001", CleanupOptions::default())).await;
     let done = finished(&stack, "p4", 1).await;
     let (_, outcome, event) = &done[0];
     assert_eq!(*outcome, Outcome::Succeeded, "{event:?}");
@@ -235,6 +235,7 @@ async fn the_same_command_delivered_twice_deletes_once() {
     fail_back(&c, "vm-00001", true).await;
     let cmd = cleanup("p5", "vm-00001", remove());
     // Two deliveries of the same command (different bus ids, so both are queued).
+    stack.hold(&cmd).await;
     let js = stack.bus.jetstream().clone();
     for n in 0..2 {
         let mut h = async_nats::HeaderMap::new();
@@ -269,7 +270,7 @@ async fn disable_replication_removes_the_item_after_the_leftovers() {
     let (primary, secondary, _) = ids(&c, "vm-00001").await;
     stack.spawn(BIN, &[]);
     let options = CleanupOptions { remove_leftovers: true, disable_replication: true, ..Default::default() };
-    stack.bus.publish_command(&cleanup("p6", "vm-00001", options)).await.unwrap();
+    stack.dispatch(&cleanup("p6", "vm-00001", options)).await;
     let done = finished(&stack, "p6", 1).await;
     let (_, outcome, event) = &done[0];
     assert_eq!(*outcome, Outcome::Succeeded, "{event:?}");
@@ -326,7 +327,7 @@ async fn a_failed_delete_becomes_a_failed_event_with_its_code() {
     let c = asr(&stack);
     fail_back(&c, "vm-00001", true).await;
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&cleanup("p7", "vm-00001", remove())).await.unwrap();
+    stack.dispatch(&cleanup("p7", "vm-00001", remove())).await;
     let done = finished(&stack, "p7", 1).await;
     let (_, outcome, event) = &done[0];
     assert_eq!(*outcome, Outcome::Failed, "{event:?}");
@@ -342,7 +343,7 @@ async fn a_worker_killed_mid_delete_is_replaced_and_the_vm_is_deleted_once() {
     let c = asr(&stack);
     fail_back_quickly(&stack, &c, "vm-00001").await;
     let first = stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&cleanup("p8", "vm-00001", remove())).await.unwrap();
+    stack.dispatch(&cleanup("p8", "vm-00001", remove())).await;
     tern_testkit::wait_until("the VM delete to reach Azure", DEADLINE, || async {
         deletes(&stack).await.iter().any(|(r, s)| r == "vm-00001" && *s == 202)
     })
@@ -363,7 +364,7 @@ async fn an_undecodable_command_is_dead_lettered_and_the_worker_goes_on() {
     fail_back(&c, "vm-00001", true).await;
     stack.spawn(BIN, &[]);
     stack.bus.jetstream().publish("tern.commands.cleanup.p9", vec![0x12, 0x80].into()).await.unwrap().await.unwrap();
-    stack.bus.publish_command(&cleanup("p9", "vm-00001", remove())).await.unwrap();
+    stack.dispatch(&cleanup("p9", "vm-00001", remove())).await;
     assert_eq!(finished(&stack, "p9", 1).await[0].1, Outcome::Succeeded);
     let dead = tern_testkit::wait_for("a dead letter", DEADLINE, || async {
         let d = stack.bus.dead_letters().await.unwrap();
@@ -384,7 +385,7 @@ async fn the_public_ip_of_a_leftover_nic_is_removed_after_the_nic() {
     let (primary, secondary, nic) = ids(&c, "vm-00001").await;
     let pip = c.get_nic(&nic).await.unwrap().unwrap().public_ip_ids().pop().expect("the leftover NIC has a public IP");
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&cleanup("p10", "vm-00001", remove())).await.unwrap();
+    stack.dispatch(&cleanup("p10", "vm-00001", remove())).await;
     let done = finished(&stack, "p10", 1).await;
     let (_, outcome, event) = &done[0];
     assert_eq!(*outcome, Outcome::Succeeded, "{event:?}");

@@ -47,7 +47,7 @@ fn terminal(events: &[tern_proto::Event], phase: Phase) -> Option<(Outcome, tern
 async fn a_failover_and_commit_run_to_the_end_with_every_event() {
     let mut stack = Stack::start(sim(2)).await;
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&failover("p1", "vm-00001")).await.unwrap();
+    stack.dispatch(&failover("p1", "vm-00001")).await;
     let events = stack.wait_events("p1", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
     let kinds: Vec<_> = events.iter().filter_map(kind).filter(|(_, o)| *o != Outcome::Progress).collect();
     assert_eq!(
@@ -80,7 +80,7 @@ async fn an_asr_failure_becomes_a_failed_event_with_the_asr_code() {
     );
     let mut stack = Stack::start(config).await;
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&failover("p2", "vm-00002")).await.unwrap();
+    stack.dispatch(&failover("p2", "vm-00002")).await;
     let events = stack.wait_events("p2", "the failover to fail", |ev| terminal(ev, Phase::Failover).is_some()).await;
     let (outcome, failed) = terminal(&events, Phase::Failover).unwrap();
     assert_eq!(outcome, Outcome::Failed);
@@ -99,7 +99,7 @@ async fn a_worker_killed_mid_failover_is_replaced_and_the_failover_is_sent_once(
     config.time_compression = 60.0; // failover 2-5 s of real time
     let mut stack = Stack::start(config).await;
     let first = stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&failover("p3", "vm-00001")).await.unwrap();
+    stack.dispatch(&failover("p3", "vm-00001")).await;
     tern_testkit::wait_until("the failover to reach ASR", DEADLINE, || async {
         !stack.accepted_ops().await.is_empty()
     })
@@ -120,6 +120,7 @@ async fn the_same_command_delivered_twice_has_one_side_effect() {
     let mut stack = Stack::start(sim(2)).await;
     let cmd = failover("p4", "vm-00001");
     // Two deliveries of the same command (different bus ids, so both are queued).
+    stack.hold(&cmd).await;
     let js = stack.bus.jetstream().clone();
     for n in 0..2 {
         let mut h = async_nats::HeaderMap::new();
@@ -153,7 +154,7 @@ async fn an_undecodable_command_is_dead_lettered_while_the_worker_keeps_serving(
         .unwrap()
         .await
         .unwrap();
-    stack.bus.publish_command(&failover("p5", "vm-00002")).await.unwrap();
+    stack.dispatch(&failover("p5", "vm-00002")).await;
     stack.wait_events("p5", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
     let dead = tern_testkit::wait_for("a dead letter", DEADLINE, || async {
         let d = stack.bus.dead_letters().await.unwrap();
@@ -170,7 +171,7 @@ async fn two_workers_share_one_queue_without_duplicating_work() {
     stack.spawn(BIN, &[("TERN_CONCURRENCY", "2")]);
     stack.spawn(BIN, &[("TERN_CONCURRENCY", "2")]);
     for n in 1..=12 {
-        stack.bus.publish_command(&failover("p6", &format!("vm-{n:05}"))).await.unwrap();
+        stack.dispatch(&failover("p6", &format!("vm-{n:05}"))).await;
     }
     stack
         .wait_events("p6", "12 commits", |ev| {
@@ -200,7 +201,7 @@ async fn a_drill_tests_the_failover_checks_the_vm_and_cleans_up() {
             keep_test_vm: false,
         });
     }
-    stack.bus.publish_command(&cmd).await.unwrap();
+    stack.dispatch(&cmd).await;
     let events = stack.wait_events("p7", "the drill to finish", |ev| terminal(ev, Phase::Drill).is_some()).await;
     let (outcome, done) = terminal(&events, Phase::Drill).unwrap();
     assert_eq!(outcome, Outcome::Succeeded, "{done:?}");
@@ -230,7 +231,7 @@ async fn a_drill_finds_its_test_failover_already_up_and_does_not_send_it_again()
             ..Default::default()
         });
     }
-    stack.bus.publish_command(&cmd).await.unwrap();
+    stack.dispatch(&cmd).await;
     let events = stack.wait_events("p11", "the drill to finish", |ev| terminal(ev, Phase::Drill).is_some()).await;
     let (outcome, done) = terminal(&events, Phase::Drill).unwrap();
     assert_eq!(outcome, Outcome::Succeeded, "{done:?}");
@@ -244,7 +245,7 @@ async fn a_worker_reports_health_readiness_and_metrics() {
     let w = stack.spawn(BIN, &[]);
     assert_eq!(stack.worker_http(w, "/healthz").await.0, 200);
     assert_eq!(stack.worker_http(w, "/readyz").await.0, 200);
-    stack.bus.publish_command(&failover("p8", "vm-00001")).await.unwrap();
+    stack.dispatch(&failover("p8", "vm-00001")).await;
     stack.wait_events("p8", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
     let metrics = tern_testkit::wait_for("the command to be counted", DEADLINE, || async {
         let (_, text) = stack.worker_http(w, "/metrics").await;
@@ -283,7 +284,7 @@ async fn sigterm_lets_the_running_failover_finish_before_the_worker_exits() {
     if let Some(command::Action::Failover(f)) = cmd.action.as_mut() {
         f.commit_after = false;
     }
-    stack.bus.publish_command(&cmd).await.unwrap();
+    stack.dispatch(&cmd).await;
     tern_testkit::wait_until("the failover to reach ASR", DEADLINE, || async {
         !stack.accepted_ops().await.is_empty()
     })
@@ -317,7 +318,7 @@ async fn a_drill_whose_test_vm_does_not_boot_fails_and_still_cleans_up() {
             keep_test_vm: true,
         });
     }
-    stack.bus.publish_command(&cmd).await.unwrap();
+    stack.dispatch(&cmd).await;
     let events = stack.wait_events("p10", "the drill to finish", |ev| terminal(ev, Phase::Drill).is_some()).await;
     let (outcome, failed) = terminal(&events, Phase::Drill).unwrap();
     assert_eq!(outcome, Outcome::Failed);
@@ -338,7 +339,7 @@ async fn a_failed_source_shutdown_is_reported_although_job_lists_are_summaries()
     config.faults.shutdown_failures.vms = vec!["vm-00001".into()];
     let mut stack = Stack::start(config).await;
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&failover("p9", "vm-00001")).await.unwrap();
+    stack.dispatch(&failover("p9", "vm-00001")).await;
     let events = stack.wait_events("p9", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
     let (outcome, done) = terminal(&events, Phase::Failover).unwrap();
     // Lists show the job's state only; the worker read the ended job in full, with its tasks.
@@ -370,7 +371,7 @@ async fn a_failover_whose_answer_is_lost_in_the_placeholder_window_is_found_and_
     let mut stack = Stack::start(config).await;
     stack.spawn(BIN, &[("TERN_ASR__REQUEST_TIMEOUT", "1"), ("TERN_ASR__LOST_REQUEST_WINDOW", "60")]);
     let cmd = failover("p10", "vm-00001");
-    stack.bus.publish_command(&cmd).await.unwrap();
+    stack.dispatch(&cmd).await;
     let events = stack.wait_events("p10", "commit to finish", |ev| terminal(ev, Phase::Commit).is_some()).await;
     let (outcome, done) = terminal(&events, Phase::Failover).unwrap();
     assert_eq!(outcome, Outcome::Succeeded, "{done:?}");
@@ -388,4 +389,39 @@ async fn a_failover_whose_answer_is_lost_in_the_placeholder_window_is_found_and_
     let key = tern_asr::client::request_key(&[&cmd.command_id, "failover", "0"]);
     let job = stack.asr_client().get_job(&done.asr_job_id).await.unwrap();
     assert!(job.started_by(&key), "{:?} vs {key}", job.properties.activity_id);
+}
+
+/// Anyone who can publish on the bus could send a well-formed failover command. The worker acts
+/// only on a command whose plan holds the VM, for an item in its own vault: a forged one is
+/// dead-lettered with the reason, and Azure never hears of it.
+#[tokio::test]
+async fn a_forged_command_changes_nothing_in_azure_and_is_dead_lettered_with_the_reason() {
+    let mut stack = Stack::start(sim(2)).await;
+    stack.spawn(BIN, &[]);
+    // No plan holds vm-00001: nobody dispatched this.
+    stack.bus.publish_command(&failover("p-forged", "vm-00001")).await.unwrap();
+    // vm-00002 is held by its plan, but the command names an item of another vault.
+    let mut elsewhere = failover("p-held", "vm-00002");
+    let vault = stack.asr_client().config().vault_id().replace("/vaults/", "/vaults/other-");
+    elsewhere.vm.as_mut().unwrap().protected_item_id =
+        format!("{vault}/replicationFabrics/f/replicationProtectionContainers/c/replicationProtectedItems/vm-00002");
+    stack.dispatch(&elsewhere).await;
+    let dead = tern_testkit::wait_for("two dead letters", DEADLINE, || async {
+        let d = stack.bus.dead_letters().await.unwrap();
+        (d.len() == 2).then_some(d)
+    })
+    .await
+    .unwrap();
+    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("plan p-forged does not hold VM vm-00001")), "{reasons:#?}");
+    assert!(reasons.iter().any(|r| r.contains("is not in the configured vault")), "{reasons:#?}");
+    let requests = stack.admin("requests").await;
+    let touched: Vec<&serde_json::Value> = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("vm-0000")))
+        .collect();
+    assert!(touched.is_empty(), "Azure heard of neither VM: {touched:#?}");
+    assert!(stack.accepted_ops().await.is_empty());
 }

@@ -68,11 +68,7 @@ fn failover_finished(v: &VmStatus) -> bool {
 
 /// The VM's key: lifecycle id, else name (what command ids are built from).
 pub fn vm_key(v: &VmStatus) -> &str {
-    v.vm.as_ref().map(tern_bus_key).unwrap_or("")
-}
-
-fn tern_bus_key(r: &tern_proto::VmRef) -> &str {
-    if r.lifecycle_id.is_empty() { &r.name } else { &r.lifecycle_id }
+    v.vm.as_ref().map(tern_bus::ids::vm_key).unwrap_or("")
 }
 
 /// A phase's place in a VM's pipeline.
@@ -116,7 +112,7 @@ pub fn apply_event(plan: &mut Plan, event: &VmEvent) -> bool {
 pub fn apply_events(plan: &mut Plan, index: &VmIndex, events: &[VmEvent]) -> Vec<usize> {
     let mut touched = Vec::new();
     for event in events {
-        let key = event.vm.as_ref().map(tern_bus_key).unwrap_or("").to_ascii_lowercase();
+        let key = event.vm.as_ref().map(tern_bus::ids::vm_key).unwrap_or("").to_ascii_lowercase();
         if let Some(&i) = index.get(&key)
             && apply_at(plan, i, event)
         {

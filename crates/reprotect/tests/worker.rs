@@ -69,7 +69,7 @@ async fn a_committed_vm_is_reprotected_and_re_resolved_under_its_new_id() {
     let mut stack = Stack::start(sim(2)).await;
     failed_over_and_committed(&stack, "vm-00001").await;
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&reprotect("r1", "vm-00001")).await.unwrap();
+    stack.dispatch(&reprotect("r1", "vm-00001")).await;
     let events = stack.wait_events("r1", "reprotect to finish", |ev| terminal(ev).is_some()).await;
     let (outcome, done) = terminal(&events).unwrap();
     assert_eq!(outcome, Outcome::Succeeded, "{done:?}");
@@ -92,8 +92,8 @@ async fn reprotect_before_commit_is_refused_and_an_asr_failure_carries_its_code(
     let mut stack = Stack::start(config).await;
     failed_over_and_committed(&stack, "vm-00002").await;
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&reprotect("r2", "vm-00003")).await.unwrap(); // never failed over
-    stack.bus.publish_command(&reprotect("r3", "vm-00002")).await.unwrap();
+    stack.dispatch(&reprotect("r2", "vm-00003")).await; // never failed over
+    stack.dispatch(&reprotect("r3", "vm-00002")).await;
     let refused = stack.wait_events("r2", "the refusal", |ev| terminal(ev).is_some()).await;
     let (outcome, ev) = terminal(&refused).unwrap();
     assert_eq!((outcome, ev.error.unwrap().code.as_str()), (Outcome::Failed, "TERN-REPROTECT-NOT-ALLOWED"));
@@ -111,7 +111,7 @@ async fn a_worker_killed_mid_reprotect_is_replaced_and_switch_protection_is_sent
     let mut stack = Stack::start(config).await;
     failed_over_and_committed(&stack, "vm-00001").await;
     let first = stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&reprotect("r4", "vm-00001")).await.unwrap();
+    stack.dispatch(&reprotect("r4", "vm-00001")).await;
     tern_testkit::wait_until("switch protection to reach ASR", DEADLINE, || async {
         switch_posts(&stack.accepted_ops().await) == 1
     })
@@ -129,6 +129,7 @@ async fn duplicates_and_garbage_do_not_disturb_the_worker() {
     let mut stack = Stack::start(sim(2)).await;
     failed_over_and_committed(&stack, "vm-00001").await;
     let cmd = reprotect("r5", "vm-00001");
+    stack.hold(&cmd).await;
     let js = stack.bus.jetstream().clone();
     js.publish("tern.commands.reprotect.r5", vec![0x0a, 0xff].into()).await.unwrap().await.unwrap();
     for n in 0..2 {
@@ -169,7 +170,7 @@ async fn the_vm_is_protected_again_only_when_initial_replication_has_completed()
     let mut stack = Stack::start(config).await;
     failed_over_and_committed(&stack, "vm-00001").await;
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&reprotect("r6", "vm-00001")).await.unwrap();
+    stack.dispatch(&reprotect("r6", "vm-00001")).await;
     let events = stack.wait_events("r6", "reprotect to finish", |ev| terminal(ev).is_some()).await;
     let (outcome, done) = terminal(&events).unwrap();
     assert_eq!(outcome, Outcome::Succeeded, "{done:?}");
@@ -215,7 +216,7 @@ async fn a_failed_initial_replication_fails_the_phase_with_its_code() {
     let mut stack = Stack::start(config).await;
     failed_over_and_committed(&stack, "vm-00001").await;
     stack.spawn(BIN, &[]);
-    stack.bus.publish_command(&reprotect("r7", "vm-00001")).await.unwrap();
+    stack.dispatch(&reprotect("r7", "vm-00001")).await;
     let events = stack.wait_events("r7", "reprotect to end", |ev| terminal(ev).is_some()).await;
     let (outcome, ev) = terminal(&events).unwrap();
     assert_eq!(outcome, Outcome::Failed, "{ev:?}");

@@ -82,6 +82,21 @@ impl Stack {
         Self { nats, sim, bus, workers: Vec::new(), http: Vec::new(), ready: Vec::new(), launches: Vec::new() }
     }
 
+    /// Lets `plan` hold its VM, as the planner does when it accepts a plan: workers act only on
+    /// commands of the plan that holds their VM.
+    pub async fn hold(&self, command: &tern_proto::Command) {
+        let locks = self.bus.kv::<tern_proto::VmLock>(tern_bus::Bucket::VmLocks).await.unwrap();
+        let vm = command.vm.clone().unwrap_or_default();
+        let lock = tern_proto::VmLock { plan_id: command.plan_id.clone() };
+        locks.put(tern_bus::ids::vm_key(&vm), &lock).await.unwrap();
+    }
+
+    /// Publishes `command` as the planner dispatches it: its plan holds the VM first.
+    pub async fn dispatch(&self, command: &tern_proto::Command) {
+        self.hold(command).await;
+        self.bus.publish_command(command).await.unwrap();
+    }
+
     /// Starts a service process (a worker, or the planner) and waits for its ready line. It gets
     /// the stack's settings (workers also short leases and a fast watcher), then `extra`; none of
     /// this process's own `TERN_*` variables.

@@ -12,7 +12,7 @@ use tern_asr::watcher::{JobWatcher, WatcherOptions};
 use tern_asr::{AsrClient, AsrError};
 use tern_bus::topology::COMMANDS_STREAM;
 use tern_bus::{Bucket, Bus, Delivery, HandlerError, LoopOptions, TypedKv, WorkQueue};
-use tern_proto::{Command, Outcome, Phase, PhaseProgress};
+use tern_proto::{Command, Outcome, Phase, PhaseProgress, VmLock};
 use tern_service::{Endpoints, serve};
 
 /// Fewest seconds between two reads of a syncing item's progress.
@@ -36,6 +36,9 @@ pub struct WorkerContext {
     pub watcher: JobWatcher,
     /// Operation records.
     pub ops: TypedKv<OperationRecord>,
+    /// Which plan holds each VM (written by the planner): a command is acted on only for the
+    /// plan that holds its VM.
+    pub locks: TypedKv<VmLock>,
     /// This process's name (fence owner).
     pub instance: String,
     /// Settings.
@@ -545,6 +548,7 @@ pub async fn run_worker(
         },
     );
     let ops = bus.kv::<OperationRecord>(Bucket::Operations).await?;
+    let locks = bus.kv::<VmLock>(Bucket::VmLocks).await?;
     let metrics = Arc::new(Metrics::new(service));
     let endpoints =
         Endpoints::new(bus.clone(), COMMANDS_STREAM, handler.queue().name()).with_readiness(metrics.ready.clone());
@@ -564,6 +568,7 @@ pub async fn run_worker(
         asr,
         watcher,
         ops,
+        locks,
         instance: instance.clone(),
         config,
         metrics: metrics.clone(),
@@ -604,6 +609,10 @@ async fn handle(
     let vm_named = command.vm.as_ref().is_some_and(|v| !v.name.is_empty() || !v.protected_item_id.is_empty());
     if command.command_id.is_empty() || command.plan_id.is_empty() || !vm_named {
         return Err(HandlerError::reject("command_id, plan_id and vm (name or protected item id) are required"));
+    }
+    if !dispatched_by_its_plan(&cx, &command).await? {
+        info!(command = %command.command_id, "a copy of a command that already finished; acking it");
+        return Ok(());
     }
     // The consumer loop runs this inside its `bus.handle` span, whose parent is the context the
     // planner published the command with: planner → NATS → this span → ASR calls and events.
@@ -701,6 +710,41 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Whether a command is one its plan dispatched, before anything is claimed or sent: its item
+/// (if it names one) is in the configured vault, and its plan holds the VM's lock. A command
+/// that fails either — forged, or from another estate — is refused with the reason (the queue
+/// dead-letters it) and changes nothing in Azure. `Ok(false)`: a copy of a command that already
+/// finished (its plan has ended and released the VM since), to ack as the duplicate it is.
+async fn dispatched_by_its_plan(cx: &WorkerContext, command: &Command) -> Result<bool, HandlerError> {
+    let vm = command.vm.clone().unwrap_or_default();
+    let vault = cx.asr.config().vault_id();
+    let item = &vm.protected_item_id;
+    if !item.is_empty() && !item.to_ascii_lowercase().starts_with(&format!("{}/", vault.to_ascii_lowercase())) {
+        return Err(HandlerError::reject(format!(
+            "command {}: protected item {item} is not in the configured vault {vault}; not acted on",
+            command.command_id
+        )));
+    }
+    let key = tern_bus::ids::vm_key(&vm);
+    let holder = cx.locks.get(key).await.map_err(|e| HandlerError::retry(e.to_string()))?.map(|l| l.value.plan_id);
+    if holder.as_deref() == Some(command.plan_id.as_str()) {
+        return Ok(true);
+    }
+    let record = cx.ops.get(&command.command_id).await.map_err(|e| HandlerError::retry(e.to_string()))?;
+    if record.is_some_and(|r| !r.value.outcome.is_empty()) {
+        return Ok(false);
+    }
+    Err(HandlerError::reject(format!(
+        "command {}: plan {} does not hold VM {key} ({}); a command no plan dispatched is not acted on",
+        command.command_id,
+        command.plan_id,
+        match holder {
+            Some(other) => format!("plan {other} does"),
+            None => "no plan does".to_owned(),
+        }
+    )))
 }
 
 /// How spans name a VM: its name, else the last segment of its protected item id.

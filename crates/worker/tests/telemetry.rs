@@ -73,7 +73,9 @@ async fn a_command_continues_its_publishers_trace_and_is_counted() {
     let dispatch = tracing::info_span!("planner.dispatch");
     let publisher = dispatch.context().span().span_context().clone();
     assert!(publisher.is_valid());
-    stack.bus.publish_command(&failover_command("p1", "vm-00001")).instrument(dispatch).await.unwrap();
+    let command = failover_command("p1", "vm-00001");
+    stack.hold(&command).await;
+    stack.bus.publish_command(&command).instrument(dispatch).await.unwrap();
     // And a message no worker can read, for the dead-letter gauge.
     let subject = tern_bus::subjects::command(WorkQueue::Failover, "p2").unwrap();
     stack.bus.jetstream().publish(subject, "not a command".into()).await.unwrap().await.unwrap();
