@@ -231,15 +231,75 @@ where
     Err(BusError::topology(what, last.expect("at least one attempt")))
 }
 
-async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<(), BusError> {
+/// What ensuring the topology keeps of a stream that exists already: its replicas, if more than
+/// configured, and its storage and limits (retention age, size and message caps, duplicate
+/// window) as they are — an operator who set up a stream with 3 replicas and their own limits
+/// keeps them through every service start. Only what Tern needs to work (subjects, retention
+/// policy, message size, direct gets) is applied. Each kept setting is logged.
+fn keep_existing(config: &mut stream::Config, existing: &stream::Config) {
+    let name = config.name.clone();
+    let kept = |what: &str, existing: String, configured: String| {
+        info!(stream = %name, setting = what, %existing, %configured, "keeping the existing stream's setting");
+    };
+    if existing.num_replicas > config.num_replicas {
+        kept("replicas", existing.num_replicas.to_string(), config.num_replicas.to_string());
+        config.num_replicas = existing.num_replicas;
+    }
+    if existing.storage != config.storage {
+        kept("storage", format!("{:?}", existing.storage), format!("{:?}", config.storage));
+        config.storage = existing.storage;
+    }
+    if existing.max_bytes != config.max_bytes {
+        kept("max_bytes", existing.max_bytes.to_string(), config.max_bytes.to_string());
+        config.max_bytes = existing.max_bytes;
+    }
+    if existing.max_messages != config.max_messages {
+        kept("max_messages", existing.max_messages.to_string(), config.max_messages.to_string());
+        config.max_messages = existing.max_messages;
+    }
+    if existing.max_age != config.max_age {
+        kept("max_age", format!("{:?}", existing.max_age), format!("{:?}", config.max_age));
+        config.max_age = existing.max_age;
+    }
+    if existing.duplicate_window != config.duplicate_window {
+        kept("duplicate_window", format!("{:?}", existing.duplicate_window), format!("{:?}", config.duplicate_window));
+        config.duplicate_window = existing.duplicate_window;
+    }
+}
+
+async fn ensure_stream(js: &jetstream::Context, mut config: stream::Config) -> Result<(), BusError> {
+    if let Ok(mut existing) = js.get_stream(&config.name).await
+        && let Ok(info) = existing.info().await
+    {
+        keep_existing(&mut config, &info.config);
+    }
     with_retries(format!("stream {}", config.name), || js.create_or_update_stream(config.clone())).await
 }
 
-async fn ensure_consumer(stream: &jetstream::stream::Stream, config: consumer::pull::Config) -> Result<(), BusError> {
-    let what = format!("consumer {}", config.durable_name.as_deref().unwrap_or_default());
-    with_retries(what, || stream.create_consumer(config.clone())).await
+async fn ensure_consumer(
+    stream: &jetstream::stream::Stream,
+    mut config: consumer::pull::Config,
+) -> Result<(), BusError> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    if let Ok(existing) = stream.get_consumer::<consumer::pull::Config>(&name).await
+        && existing.cached_info().config.num_replicas > config.num_replicas
+    {
+        let replicas = existing.cached_info().config.num_replicas;
+        info!(consumer = %name, replicas, configured = config.num_replicas, "keeping the existing consumer's replicas");
+        config.num_replicas = replicas;
+    }
+    with_retries(format!("consumer {name}"), || stream.create_consumer(config.clone())).await
 }
 
-async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> Result<(), BusError> {
+async fn ensure_bucket(js: &jetstream::Context, mut config: kv::Config) -> Result<(), BusError> {
+    // A bucket is the stream `KV_<bucket>`: the same rule holds for its replicas.
+    if let Ok(mut existing) = js.get_stream(format!("KV_{}", config.bucket)).await
+        && let Ok(info) = existing.info().await
+        && info.config.num_replicas > config.num_replicas
+    {
+        info!(bucket = %config.bucket, replicas = info.config.num_replicas, configured = config.num_replicas,
+            "keeping the existing bucket's replicas");
+        config.num_replicas = info.config.num_replicas;
+    }
     with_retries(format!("bucket {}", config.bucket), || js.create_or_update_key_value(config.clone())).await
 }
