@@ -231,39 +231,19 @@ where
     Err(BusError::topology(what, last.expect("at least one attempt")))
 }
 
-/// What ensuring the topology keeps of a stream that exists already: its replicas, if more than
-/// configured, and its storage and limits (retention age, size and message caps, duplicate
-/// window) as they are — an operator who set up a stream with 3 replicas and their own limits
-/// keeps them through every service start. Only what Tern needs to work (subjects, retention
-/// policy, message size, direct gets) is applied. Each kept setting is logged.
+/// What ensuring the topology keeps of a stream that exists already: its replicas, when it has
+/// more than configured (an operator who set a stream up with 3 replicas keeps them through every
+/// service start), and file storage. Limits follow the configuration. Each kept setting is
+/// logged.
 fn keep_existing(config: &mut stream::Config, existing: &stream::Config) {
-    let name = config.name.clone();
-    let kept = |what: &str, existing: String, configured: String| {
-        info!(stream = %name, setting = what, %existing, %configured, "keeping the existing stream's setting");
-    };
     if existing.num_replicas > config.num_replicas {
-        kept("replicas", existing.num_replicas.to_string(), config.num_replicas.to_string());
+        info!(stream = %config.name, existing = existing.num_replicas, configured = config.num_replicas,
+            "keeping the existing stream's replicas");
         config.num_replicas = existing.num_replicas;
     }
-    if existing.storage != config.storage {
-        kept("storage", format!("{:?}", existing.storage), format!("{:?}", config.storage));
-        config.storage = existing.storage;
-    }
-    if existing.max_bytes != config.max_bytes {
-        kept("max_bytes", existing.max_bytes.to_string(), config.max_bytes.to_string());
-        config.max_bytes = existing.max_bytes;
-    }
-    if existing.max_messages != config.max_messages {
-        kept("max_messages", existing.max_messages.to_string(), config.max_messages.to_string());
-        config.max_messages = existing.max_messages;
-    }
-    if existing.max_age != config.max_age {
-        kept("max_age", format!("{:?}", existing.max_age), format!("{:?}", config.max_age));
-        config.max_age = existing.max_age;
-    }
-    if existing.duplicate_window != config.duplicate_window {
-        kept("duplicate_window", format!("{:?}", existing.duplicate_window), format!("{:?}", config.duplicate_window));
-        config.duplicate_window = existing.duplicate_window;
+    if existing.storage == stream::StorageType::File && config.storage != stream::StorageType::File {
+        info!(stream = %config.name, "keeping the existing stream's file storage");
+        config.storage = stream::StorageType::File;
     }
 }
 
@@ -302,4 +282,25 @@ async fn ensure_bucket(js: &jetstream::Context, mut config: kv::Config) -> Resul
         config.num_replicas = info.config.num_replicas;
     }
     with_retries(format!("bucket {}", config.bucket), || js.create_or_update_key_value(config.clone())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_existing_streams_replicas_and_file_storage_are_never_lowered_and_limits_follow_the_configuration() {
+        let configured = Topology::default().streams()[1].clone();
+        let existing = stream::Config { num_replicas: 3, max_age: configured.max_age * 2, ..configured.clone() };
+        let mut config = configured.clone();
+        keep_existing(&mut config, &existing);
+        assert_eq!(config.num_replicas, 3, "an operator's 3 replicas stay");
+        assert_eq!(config.max_age, configured.max_age, "limits follow the configuration");
+        let mut more = stream::Config { num_replicas: 5, ..configured.clone() };
+        keep_existing(&mut more, &existing);
+        assert_eq!(more.num_replicas, 5, "configured replicas above the existing ones apply");
+        let mut memory = stream::Config { storage: stream::StorageType::Memory, ..configured };
+        keep_existing(&mut memory, &existing);
+        assert_eq!(memory.storage, stream::StorageType::File);
+    }
 }

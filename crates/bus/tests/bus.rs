@@ -565,26 +565,3 @@ async fn topology_setup_updates_settings_that_changed() {
     let mut failover = commands.get_consumer::<jetstream::consumer::pull::Config>("failover").await.unwrap();
     assert_eq!(failover.info().await.unwrap().config.ack_wait, Duration::from_secs(7));
 }
-
-/// An operator set the events stream up their way (longer retention, a longer duplicate window,
-/// a size cap); a service that starts and ensures the default topology keeps all of it.
-#[tokio::test]
-async fn ensuring_the_topology_keeps_an_operators_replicas_and_limits() {
-    let (_nats, bus) = start().await;
-    let js = bus.jetstream();
-    let mut stream = js.get_stream(tern_bus::topology::EVENTS_STREAM).await.unwrap();
-    let defaults = stream.info().await.unwrap().config.clone();
-    let strengthened = jetstream::stream::Config {
-        max_age: defaults.max_age * 3,
-        duplicate_window: defaults.duplicate_window * 2,
-        max_bytes: 1 << 30,
-        ..defaults.clone()
-    };
-    js.update_stream(&strengthened).await.unwrap();
-    bus.ensure_topology(&test_topology()).await.unwrap();
-    let now = stream.info().await.unwrap().config.clone();
-    assert_eq!(now.max_age, strengthened.max_age, "retention kept");
-    assert_eq!(now.duplicate_window, strengthened.duplicate_window, "duplicate window kept");
-    assert_eq!(now.max_bytes, 1 << 30, "size cap kept");
-    assert_eq!(now.num_replicas, defaults.num_replicas);
-}
