@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use tern_cli::procs::{Procs, connect_bus, free_port};
-use tern_proto::planner_client::PlannerClient;
 use tokio::process::Command;
 use tonic::transport::Channel;
 
@@ -52,6 +51,8 @@ pub struct Stack {
     pub sim_url: String,
     /// The planner's gRPC address.
     pub planner_addr: String,
+    /// The operator's API token, as `tern up` would give the CLI.
+    api_token: String,
     /// ARM id of the simulated vault.
     pub vault_id: String,
 }
@@ -66,6 +67,7 @@ impl Stack {
             nats_monitor: String::new(),
             sim_url: String::new(),
             planner_addr: String::new(),
+            api_token: String::new(),
             vault_id: String::new(),
         };
 
@@ -114,13 +116,17 @@ impl Stack {
             ("TERN_LISTEN", "127.0.0.1:0".to_owned()),
             ("TERN_LOG", "warn".to_owned()),
         ];
+        let tokens = tern_cli::secrets::generate_api_tokens(&options.run_dir.join("secrets"))?;
+        stack.api_token = std::fs::read_to_string(&tokens.operator_file)?;
         for name in SERVICES {
             let mut cmd = Command::new(binary(&options.bin_dir, name)?);
             // The bench's own settings win over anything inherited from the caller's shell.
             cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
             cmd.envs(connection.iter().map(|(k, v)| (*k, v.as_str())));
             cmd.envs(options.service_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            if name != "tern-planner" {
+            if name == "tern-planner" {
+                cmd.envs(tokens.planner_env());
+            } else {
                 cmd.envs(options.worker_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             }
             let ready = stack.procs.start_ready(cmd, name, READY_TIMEOUT).await?;
@@ -141,13 +147,14 @@ impl Stack {
     }
 
     /// A gRPC client of the planner that accepts plans of any size.
-    pub async fn planner(&self) -> anyhow::Result<PlannerClient<Channel>> {
+    pub async fn planner(&self) -> anyhow::Result<tern_proto::auth::Client> {
         let url = format!("http://{}", self.planner_addr);
         let channel = Channel::from_shared(url.clone())?
             .connect()
             .await
             .with_context(|| format!("cannot reach the planner at {url}"))?;
-        Ok(PlannerClient::new(channel)
+        let token = tern_proto::auth::BearerToken::new(Some(&self.api_token)).map_err(anyhow::Error::msg)?;
+        Ok(tern_proto::auth::client(channel, token)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE))
     }

@@ -2,3 +2,4 @@
 //! (`tern up`, and the fleet benchmark `tern-bench`).
 
 pub mod procs;
+pub mod secrets;

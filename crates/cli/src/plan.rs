@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use tern_proto::planner_client::PlannerClient;
+use tern_proto::auth::{BearerToken, Client};
 use tern_proto::{
     CancelPlanRequest, GetPlanRequest, ListPlansRequest, NameList, PausePlanRequest, Phase, Plan, PlanSpec, PlanState,
     PreflightRequest, Readiness, RecoveryPointChoice, RecoveryPointKind, ResumePlanRequest, RetryVmRequest, Selection,
@@ -102,6 +102,8 @@ pub enum PlanCommand {
 #[derive(Debug)]
 pub struct Stack {
     pub planner: String,
+    /// The API token the CLI calls the planner with (the operator's, from endpoints.json).
+    pub token: Option<String>,
     pub nats: Option<String>,
     pub vault_id: Option<String>,
 }
@@ -151,8 +153,20 @@ impl Target {
                 file.display()
             )
         })?;
+        // The token file endpoints.json names, read now: a stack started by `tern up` takes
+        // nothing without it.
+        let token = match field("api_token_file") {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read the API token {path} that {} names", file.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
         Ok(Stack {
             planner,
+            token,
             nats: self.nats.clone().or_else(|| field("nats_url")).or(config.nats),
             vault_id: field("vault_id").or(config.vault),
         })
@@ -174,11 +188,15 @@ struct Config {
 const MAX_MESSAGE: usize = 512 << 20;
 
 impl Stack {
-    pub async fn client(&self) -> anyhow::Result<PlannerClient<Channel>> {
+    pub async fn client(&self) -> anyhow::Result<Client> {
         let url = if self.planner.contains("://") { self.planner.clone() } else { format!("http://{}", self.planner) };
-        let client = PlannerClient::connect(url.clone())
+        let channel = Channel::from_shared(url.clone())
+            .with_context(|| format!("{url} is not a planner address"))?
+            .connect()
             .await
             .with_context(|| format!("cannot reach the planner at {url}; is the stack running (`tern up`)?"))?;
+        let token = BearerToken::new(self.token.as_deref()).map_err(anyhow::Error::msg)?;
+        let client = tern_proto::auth::client(channel, token);
         // A plan of tens of thousands of VMs is tens of MiB.
         Ok(client.max_decoding_message_size(MAX_MESSAGE))
     }
@@ -373,7 +391,7 @@ fn print_state(output: Format, plan: &Plan) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn watch_and_sum_up(grpc: &mut PlannerClient<Channel>, plan_id: &str, output: Format) -> anyhow::Result<u8> {
+async fn watch_and_sum_up(grpc: &mut Client, plan_id: &str, output: Format) -> anyhow::Result<u8> {
     let plan = follow(grpc, plan_id, output == Format::Table).await?;
     match output {
         Format::Table => print!("{}", Report::build(&plan, &[]).summary()),
@@ -384,7 +402,7 @@ async fn watch_and_sum_up(grpc: &mut PlannerClient<Channel>, plan_id: &str, outp
 
 /// Follows a plan to its end — progress bars per phase with an ETA, failures as they happen
 /// (when `show`) — and returns it as it ended.
-pub async fn follow(grpc: &mut PlannerClient<Channel>, plan_id: &str, show: bool) -> anyhow::Result<Plan> {
+pub async fn follow(grpc: &mut Client, plan_id: &str, show: bool) -> anyhow::Result<Plan> {
     let mut stream = grpc
         .watch_plan(tern_proto::WatchPlanRequest { plan_id: plan_id.to_owned() })
         .await

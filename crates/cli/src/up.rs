@@ -175,11 +175,17 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
         ("TERN_LISTEN", "127.0.0.1:0"),
         ("TERN_POLL_INTERVAL_SECS", "0.5"),
     ];
+    // The planner's API takes only callers with one of these tokens; the CLI finds the
+    // operator's through endpoints.json.
+    let tokens = tern_cli::secrets::generate_api_tokens(&args.data_dir.join("secrets"))?;
     let mut ready = Vec::new();
     for name in ["tern-planner", "tern-failover", "tern-reprotect", "tern-cleanup"] {
         let mut cmd = Command::new(sibling(name)?);
         withhold_tern_variables(&mut cmd);
         cmd.envs(env);
+        if name == "tern-planner" {
+            cmd.envs(tokens.planner_env());
+        }
         ready.push(procs.start_ready(cmd, name, READY_TIMEOUT).await?);
     }
     let planner_addr =
@@ -191,6 +197,8 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
         "nats_url": nats_url,
         "planner_addr": planner_addr,
         "planner_http": ready[0]["http"],
+        "api_token_file": absolute(&tokens.operator_file),
+        "api_reader_token_file": absolute(&tokens.reader_file),
         "sim_url": sim_url,
         "subscription_id": subscription,
         "resource_group": group,
@@ -202,6 +210,10 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
             "cleanup": ready[3]["http"],
         },
     }))
+}
+
+fn absolute(path: &std::path::Path) -> String {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned()).display().to_string()
 }
 
 /// Waits for Ctrl-C or SIGTERM; a child exiting on its own is an error.

@@ -4,7 +4,6 @@ mod common;
 
 use std::time::Duration;
 
-use tern_proto::planner_client::PlannerClient;
 use tern_proto::{NameList, PlanSpec, PreflightRequest, Readiness, Selection, selection};
 
 #[tokio::test]
@@ -18,8 +17,16 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     }
 
     // The planner answers, reads the demo estate and sees the unhealthy VMs.
-    let mut grpc =
-        PlannerClient::connect(format!("http://{}", endpoints["planner_addr"].as_str().unwrap())).await.unwrap();
+    // Only with the token tern up generated: the API is closed to anyone else.
+    let addr = endpoints["planner_addr"].as_str().unwrap();
+    let anonymous = tern_testkit::stack::planner_client(addr, None)
+        .await
+        .unwrap()
+        .get_plan(tern_proto::GetPlanRequest::default())
+        .await;
+    assert_eq!(anonymous.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let token = std::fs::read_to_string(endpoints["api_token_file"].as_str().unwrap()).unwrap();
+    let mut grpc = tern_testkit::stack::planner_client(addr, Some(&token)).await.unwrap();
     let names: Vec<String> = (1..=20).map(|i| format!("vm-{i:05}")).collect();
     let report = grpc
         .preflight(PreflightRequest {

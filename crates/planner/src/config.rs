@@ -17,17 +17,25 @@ pub struct PlannerConfig {
     pub service: ServiceConfig,
     /// `/healthz` and `/metrics` (`TERN_METRICS_LISTEN`).
     pub metrics_listen: SocketAddr,
+    /// Who may call the gRPC API (`TERN_API__*`): token files of its two roles, or an explicit
+    /// `insecure`.
+    pub api: crate::ApiConfig,
 }
 
 impl Default for PlannerConfig {
     fn default() -> Self {
-        Self { service: ServiceConfig::default(), metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)) }
+        Self {
+            service: ServiceConfig::default(),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api: crate::ApiConfig::default(),
+        }
     }
 }
 
 impl Settings for PlannerConfig {
     fn validate(&self) -> Result<(), String> {
-        self.service.validate()
+        self.service.validate()?;
+        self.api.validate()
     }
 }
 
@@ -39,7 +47,12 @@ mod tests {
 
     #[test]
     fn the_planner_takes_the_service_keys_and_its_metrics_address_and_refuses_worker_keys() {
-        let vault = [("TERN_ASR__SUBSCRIPTION_ID", "s"), ("TERN_ASR__RESOURCE_GROUP", "rg"), ("TERN_ASR__VAULT", "v")];
+        let vault = [
+            ("TERN_ASR__SUBSCRIPTION_ID", "s"),
+            ("TERN_ASR__RESOURCE_GROUP", "rg"),
+            ("TERN_ASR__VAULT", "v"),
+            ("TERN_API__INSECURE", "true"),
+        ];
         let env = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
             vault.iter().chain(extra).map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
         };
@@ -57,5 +70,23 @@ mod tests {
         assert_eq!(c.service.budget, None);
         let err = load::<PlannerConfig>(None, env(&[("TERN_CONCURRENCY", "8")])).unwrap_err().to_string();
         assert!(err.starts_with("TERN_CONCURRENCY: unknown setting `concurrency`"), "{err}");
+    }
+
+    #[test]
+    fn the_api_needs_both_token_files_or_an_explicit_insecure() {
+        let base = [("TERN_ASR__SUBSCRIPTION_ID", "s"), ("TERN_ASR__RESOURCE_GROUP", "rg"), ("TERN_ASR__VAULT", "v")];
+        let env = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+            base.iter().chain(extra).map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let err = load::<PlannerConfig>(None, env(&[])).unwrap_err().to_string();
+        assert!(err.contains("the planner's API needs credentials"), "{err}");
+        assert!(err.contains("TERN_API__OPERATOR_TOKEN_FILE") && err.contains("TERN_API__INSECURE"), "{err}");
+        let half = load::<PlannerConfig>(None, env(&[("TERN_API__OPERATOR_TOKEN_FILE", "/x")])).unwrap_err();
+        assert!(half.to_string().contains("needs credentials"), "{half}");
+        let both = env(&[("TERN_API__OPERATOR_TOKEN_FILE", "/o"), ("TERN_API__READER_TOKEN_FILE", "/r")]);
+        let c: PlannerConfig = load(None, both).unwrap();
+        assert_eq!(c.api.operator_token_file.as_deref(), Some(std::path::Path::new("/o")));
+        let err = c.api.load().unwrap_err();
+        assert!(err.contains("cannot read /r"), "a missing token file is named: {err}");
     }
 }

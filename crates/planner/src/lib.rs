@@ -4,6 +4,7 @@
 //! This crate holds, so far, plan spec validation ([`spec`]) and per-VM preflight
 //! ([`preflight`]); the gRPC service and plan progression build on them.
 
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod preflight;
@@ -12,6 +13,7 @@ pub mod service;
 pub mod spec;
 pub mod store;
 
+pub use auth::{ApiAuth, ApiConfig};
 pub use config::PlannerConfig;
 pub use service::{PlannerService, serve_grpc};
 pub use spec::{Selected, SpecError, ValidSpec, validate};

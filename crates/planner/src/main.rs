@@ -15,7 +15,9 @@ async fn main() -> anyhow::Result<()> {
     let (bus, asr) = tern_service::connect(&config.service, "tern-planner").await?;
     let service = tern_planner::PlannerService::new(bus, asr).await?;
     let shutdown = tern_service::stop_on_signal();
-    let (addr, server) = tern_planner::serve_grpc(service.clone(), config.service.listen, shutdown.clone()).await?;
+    let auth = config.api.load().map_err(anyhow::Error::msg)?;
+    let (addr, server) =
+        tern_planner::serve_grpc(service.clone(), config.service.listen, auth, shutdown.clone()).await?;
     // `/healthz` and `/metrics`, on their own port (TERN_METRICS_LISTEN, default: any free one).
     let http = tern_planner::metrics::serve(config.metrics_listen, service.clone()).await?;
     println!("{}", serde_json::json!({"service": "tern-planner", "grpc": addr.to_string(), "http": http.to_string()}));

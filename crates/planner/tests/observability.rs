@@ -5,7 +5,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use tern_proto::planner_client::PlannerClient;
 use tern_proto::{GetPlanRequest, NameList, PlanSpec, PlanState, Selection, SubmitPlanRequest, selection};
 use tern_testkit::otlp::{ReceivedSpan, Receiver};
 use tern_testkit::stack::{DEADLINE, Stack, ready_for_failback};
@@ -22,7 +21,7 @@ fn bin(name: &str) -> String {
 struct Running {
     stack: Stack,
     otlp: Receiver,
-    grpc: PlannerClient<tonic::transport::Channel>,
+    grpc: tern_proto::auth::Client,
     /// Process index of each service in the stack.
     index: HashMap<&'static str, usize>,
 }
@@ -40,7 +39,7 @@ async fn start(vms: usize) -> Running {
         index.insert(service, stack.spawn(&bin(service), &env));
     }
     let addr = stack.ready[index["tern-planner"]]["grpc"].as_str().expect("the planner's gRPC address").to_owned();
-    let grpc = PlannerClient::connect(format!("http://{addr}")).await.unwrap();
+    let grpc = stack.planner_client(&addr).await.unwrap();
     Running { stack, otlp, grpc, index }
 }
 

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern_planner::PlannerService;
-use tern_proto::planner_client::PlannerClient;
+use tern_planner::{ApiAuth, PlannerService};
 use tern_proto::{
     CleanupOptions, GetPlanRequest, NameList, Plan, PlanSpec, PlanState, PreflightRequest, Readiness,
     RecoveryPointChoice, RecoveryPointKind, Selection, SubmitPlanRequest, Wave, selection,
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Running {
     stack: Stack,
-    grpc: PlannerClient<tonic::transport::Channel>,
+    grpc: tern_proto::auth::Client,
     vault_id: String,
     stop: CancellationToken,
     /// Stops the planner the stack started with.
@@ -75,12 +74,14 @@ async fn start(mut config: tern_asr_sim::SimConfig, workers: bool) -> Running {
 }
 
 /// One planner replica (gRPC + progression), stopped by `stop`.
-async fn start_planner(stack: &Stack, stop: CancellationToken) -> PlannerClient<tonic::transport::Channel> {
+async fn start_planner(stack: &Stack, stop: CancellationToken) -> tern_proto::auth::Client {
     let service = PlannerService::new(stack.bus.clone(), stack.asr_client()).await.unwrap();
     let (addr, _server) =
-        tern_planner::serve_grpc(service.clone(), "127.0.0.1:0".parse().unwrap(), stop.clone()).await.unwrap();
+        tern_planner::serve_grpc(service.clone(), "127.0.0.1:0".parse().unwrap(), ApiAuth::Open, stop.clone())
+            .await
+            .unwrap();
     tokio::spawn(async move { service.run_progression(stop).await });
-    PlannerClient::connect(format!("http://{addr}")).await.unwrap()
+    tern_testkit::stack::planner_client(&addr.to_string(), None).await.unwrap()
 }
 
 fn names(vms: &[&str]) -> Option<Selection> {
@@ -416,10 +417,10 @@ fn once_per_vm(ops: &[(String, String)], vms: usize, wanted: &[&str]) {
 }
 
 /// The planner as its own process, reached over gRPC.
-async fn spawn_planner(stack: &mut Stack) -> (usize, PlannerClient<tonic::transport::Channel>) {
+async fn spawn_planner(stack: &mut Stack) -> (usize, tern_proto::auth::Client) {
     let i = stack.spawn(env!("CARGO_BIN_EXE_tern-planner"), &[("TERN_LISTEN", "127.0.0.1:0")]);
     let addr = stack.ready[i]["grpc"].as_str().expect("the planner names its gRPC address").to_owned();
-    (i, PlannerClient::connect(format!("http://{addr}")).await.unwrap())
+    (i, stack.planner_client(&addr).await.unwrap())
 }
 
 #[tokio::test]
@@ -522,7 +523,9 @@ async fn the_grpc_endpoint_reports_serving_health() {
     let stack = &r.stack;
     let service = PlannerService::new(stack.bus.clone(), stack.asr_client()).await.unwrap();
     let (addr, _server) =
-        tern_planner::serve_grpc(service, "127.0.0.1:0".parse().unwrap(), r.stop.child_token()).await.unwrap();
+        tern_planner::serve_grpc(service, "127.0.0.1:0".parse().unwrap(), ApiAuth::Open, r.stop.child_token())
+            .await
+            .unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
     let reply = health
@@ -531,4 +534,32 @@ async fn the_grpc_endpoint_reports_serving_health() {
         .unwrap()
         .into_inner();
     assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
+
+/// The planner's API takes only callers with a token, each in its role: without one a call is
+/// `Unauthenticated`, a reader may read but not submit, an operator may do both.
+#[tokio::test]
+async fn the_api_refuses_callers_without_a_token_and_readers_who_would_change_a_plan() {
+    let mut r = start(ready_for_failback(2), false).await;
+    r.planner_stop.cancel();
+    let (planner, _) = spawn_planner(&mut r.stack).await;
+    let addr = r.stack.ready[planner]["grpc"].as_str().unwrap().to_owned();
+    let submit = || SubmitPlanRequest { spec: Some(spec(&r, &["vm-00001"])) };
+
+    let mut anonymous = tern_testkit::stack::planner_client(&addr, None).await.unwrap();
+    let refused = anonymous.list_plans(tern_proto::ListPlansRequest::default()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let mut forged = tern_testkit::stack::planner_client(&addr, Some("not-the-token-at-all")).await.unwrap();
+    assert_eq!(forged.submit_plan(submit()).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+
+    let reader_token = r.stack.api_token("reader");
+    let mut reader = tern_testkit::stack::planner_client(&addr, Some(&reader_token)).await.unwrap();
+    reader.list_plans(tern_proto::ListPlansRequest::default()).await.expect("a reader lists plans");
+    let denied = reader.submit_plan(submit()).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("operator"), "{}", denied.message());
+
+    let mut operator = r.stack.planner_client(&addr).await.unwrap();
+    operator.submit_plan(submit()).await.expect("an operator submits");
+    assert_eq!(reader.list_plans(tern_proto::ListPlansRequest::default()).await.unwrap().into_inner().plans.len(), 1);
 }

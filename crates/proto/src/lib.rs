@@ -11,6 +11,8 @@ pub mod v1 {
 
 pub use v1::*;
 
+pub mod auth;
+
 /// The encoded `FileDescriptorSet` of `proto/tern/v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tern_descriptor.bin"));
 

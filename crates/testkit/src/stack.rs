@@ -27,6 +27,8 @@ pub struct Stack {
     pub ready: Vec<Value>,
     /// How each process was started (binary and extra environment), to start it again.
     launches: Vec<(String, Vec<(String, String)>)>,
+    /// The planner API's tokens (`api-reader.token`, `api-operator.token`) planners run with.
+    secrets: tempfile::TempDir,
 }
 
 /// The cache storage account of each region of the simulated estate, as its ready line names
@@ -79,7 +81,22 @@ impl Stack {
         let bus = Bus::connect(&nats.url(), "tern-test").await.unwrap();
         bus.ensure_topology(&topology()).await.unwrap();
         let sim = tern_asr_sim::start(SimOptions::new(sim)).await.expect("simulator");
-        Self { nats, sim, bus, workers: Vec::new(), http: Vec::new(), ready: Vec::new(), launches: Vec::new() }
+        let secrets = tempfile::tempdir().expect("a dir for the API tokens");
+        for role in ["reader", "operator"] {
+            std::fs::write(secrets.path().join(format!("api-{role}.token")), random_token()).unwrap();
+        }
+        Self { nats, sim, bus, workers: Vec::new(), http: Vec::new(), ready: Vec::new(), launches: Vec::new(), secrets }
+    }
+
+    /// The planner API's token of `role` ("reader" or "operator") that planners this stack
+    /// starts accept.
+    pub fn api_token(&self, role: &str) -> String {
+        std::fs::read_to_string(self.secrets.path().join(format!("api-{role}.token"))).expect("the API token")
+    }
+
+    /// A client of the planner at `addr` (`HOST:PORT`) calling with the operator's token.
+    pub async fn planner_client(&self, addr: &str) -> Result<tern_proto::auth::Client, tonic::transport::Error> {
+        planner_client(addr, Some(&self.api_token("operator"))).await
     }
 
     /// Lets `plan` hold its VM, as the planner does when it accepts a plan: workers act only on
@@ -141,8 +158,11 @@ impl Stack {
                 cmd.env_remove(name);
             }
         }
-        // The workers' own settings; the planner has none of them.
-        if !bin.ends_with("tern-planner") {
+        // The workers' own settings; the planner has none of them, but its API's tokens.
+        if bin.ends_with("tern-planner") {
+            cmd.env("TERN_API__READER_TOKEN_FILE", self.secrets.path().join("api-reader.token"))
+                .env("TERN_API__OPERATOR_TOKEN_FILE", self.secrets.path().join("api-operator.token"));
+        } else {
             cmd.env("TERN_LEASE_SECS", "3").env("TERN_WATCHER_READS_PER_SEC", "50").env("TERN_DRAIN_TIMEOUT_SECS", "5");
         }
         cmd.env("TERN_NATS_URL", self.nats.url())
@@ -264,6 +284,23 @@ impl Stack {
         .await
         .unwrap()
     }
+}
+
+/// 32 random hex characters.
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let part = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("{:016x}{:016x}", part(), part())
+}
+
+/// A client of the planner at `addr` (`HOST:PORT`), calling with `token` if one is given.
+pub async fn planner_client(
+    addr: &str,
+    token: Option<&str>,
+) -> Result<tern_proto::auth::Client, tonic::transport::Error> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("a planner address");
+    let token = tern_proto::auth::BearerToken::new(token).expect("a header-safe token");
+    Ok(tern_proto::auth::client(channel.connect().await?, token))
 }
 
 impl Drop for Stack {

@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tern_asr_sim::SimConfig;
-use tern_proto::planner_client::PlannerClient;
 use tern_proto::{
     Event, GetPlanRequest, NameList, Outcome, Phase, Plan, PlanSpec, Selection, SubmitPlanRequest, VmState, event,
     selection,
@@ -90,9 +89,9 @@ impl Fleet {
     }
 
     /// A client of the planner as it runs now (its address changes when it restarts).
-    pub async fn planner(&self) -> PlannerClient<tonic::transport::Channel> {
+    pub async fn planner(&self) -> tern_proto::auth::Client {
         let addr = self.stack.ready[self.index["tern-planner"]]["grpc"].as_str().expect("the planner's address");
-        PlannerClient::connect(format!("http://{addr}")).await.expect("the planner answers")
+        self.stack.planner_client(addr).await.expect("the planner answers")
     }
 
     /// The spec of a failback of `vm-00001..=vm-N`.
@@ -114,7 +113,7 @@ impl Fleet {
     /// The plan now, from whichever planner is up (None while none answers).
     pub async fn plan(&self, plan_id: &str) -> Option<Plan> {
         let addr = self.stack.ready[self.index["tern-planner"]]["grpc"].as_str()?.to_owned();
-        let mut grpc = PlannerClient::connect(format!("http://{addr}")).await.ok()?;
+        let mut grpc = self.stack.planner_client(&addr).await.ok()?;
         grpc.get_plan(GetPlanRequest { plan_id: plan_id.to_owned() }).await.ok().map(|r| r.into_inner())
     }
 

@@ -195,12 +195,13 @@ where
 pub async fn serve_grpc(
     service: PlannerService,
     listen: std::net::SocketAddr,
+    auth: crate::ApiAuth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<tern_proto::planner_server::PlannerServer<PlannerService>>().await;
+    reporter.set_serving::<tern_proto::planner_server::PlannerServer<crate::auth::Guarded>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tern_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -209,7 +210,7 @@ pub async fn serve_grpc(
         let result = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(reflection)
-            .add_service(tern_proto::planner_server::PlannerServer::new(service))
+            .add_service(tern_proto::planner_server::PlannerServer::new(crate::auth::Guarded::new(service, auth)))
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await;
         if let Err(e) = result {
