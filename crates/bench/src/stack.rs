@@ -82,7 +82,7 @@ impl Stack {
         stack.nats_url = format!("nats://127.0.0.1:{port}");
         stack.nats_monitor = format!("http://127.0.0.1:{monitor}");
         let bus = connect_bus(&stack.nats_url, "tern-bench", READY_TIMEOUT).await?;
-        bus.ensure_topology(&tern_bus::Topology::default()).await.context("creating the JetStream streams")?;
+        bus.ensure_topology(&tern_bus::Topology::single_server()).await.context("creating the JetStream streams")?;
         drop(bus);
 
         let mut cmd = Command::new(binary(&options.bin_dir, "tern-asr-sim")?);

@@ -77,7 +77,8 @@ impl Default for QueueSettings {
 /// Everything `ensure` creates, with its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
-    /// Replicas of every stream and bucket: 1 on one server, 3 on a production cluster.
+    /// Replicas of every stream and bucket: 3 by default (a production cluster, one per zone),
+    /// 1 on a single server ([`Topology::single_server`]).
     pub replicas: usize,
     /// Window in which JetStream drops a message whose `Nats-Msg-Id` it has already stored.
     pub duplicate_window: Duration,
@@ -94,7 +95,7 @@ pub struct Topology {
 impl Default for Topology {
     fn default() -> Self {
         Self {
-            replicas: 1,
+            replicas: 3,
             duplicate_window: Duration::from_secs(10 * 60),
             events_max_age: Duration::from_secs(30 * 24 * 3600),
             dlq_max_age: Duration::from_secs(30 * 24 * 3600),
@@ -105,6 +106,12 @@ impl Default for Topology {
 }
 
 impl Topology {
+    /// The topology of one nats-server (`tern up`, tests, benchmarks): one replica of each
+    /// stream, consumer and bucket. Everything else as [`Topology::default`].
+    pub fn single_server() -> Self {
+        Self { replicas: 1, ..Self::default() }
+    }
+
     /// Stream configurations, by stream.
     pub fn streams(&self) -> [stream::Config; 3] {
         let base = stream::Config {

@@ -27,7 +27,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 fn test_topology() -> Topology {
     Topology {
         queues: QueueSettings { ack_wait: Duration::from_secs(1), max_attempts: 3, ..QueueSettings::default() },
-        ..Topology::default()
+        ..Topology::single_server()
     }
 }
 
@@ -507,7 +507,7 @@ fn topology_setup_child() {
     rt.block_on(async {
         let bus = Bus::connect(&url, "tern-topology-child").await.unwrap();
         for _ in 0..5 {
-            bus.ensure_topology(&Topology::default()).await.expect("topology set-up succeeds");
+            bus.ensure_topology(&Topology::single_server()).await.expect("topology set-up succeeds");
         }
     });
 }

@@ -137,7 +137,7 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     procs.spawn(cmd, "nats-server")?;
     let nats_url = format!("nats://127.0.0.1:{port}");
     let bus = connect_bus(&nats_url, "tern-up", READY_TIMEOUT).await?;
-    bus.ensure_topology(&tern_bus::Topology::default()).await.context("creating the JetStream streams")?;
+    bus.ensure_topology(&tern_bus::Topology::single_server()).await.context("creating the JetStream streams")?;
 
     let mut cmd = Command::new(sibling("tern-asr-sim")?);
     cmd.args(["--seed-vms", &args.vms.to_string(), "--seed-state", "ready-for-failback"]);

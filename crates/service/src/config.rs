@@ -45,6 +45,9 @@ pub struct ServiceConfig {
     pub poll_interval_secs: f64,
     /// Run the bus topology set-up at start (production deployments may do it out of band).
     pub ensure_topology: bool,
+    /// Replicas of every stream, consumer and bucket the set-up creates (`TERN_REPLICAS`): 3,
+    /// for a production cluster; 1 only on a single nats-server. Never lowers what exists.
+    pub replicas: usize,
 }
 
 impl Default for ServiceConfig {
@@ -57,6 +60,7 @@ impl Default for ServiceConfig {
             budget: Some(BudgetConfig::default()),
             poll_interval_secs: 30.0,
             ensure_topology: true,
+            replicas: 3,
         }
     }
 }
@@ -66,6 +70,9 @@ impl ServiceConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.poll_interval_secs.is_nan() || self.poll_interval_secs <= 0.0 {
             return Err("poll_interval_secs must be > 0".into());
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(format!("replicas must be 1 to 5 (JetStream's range), not {}", self.replicas));
         }
         self.asr.validate().map_err(|e| format!("asr.{e}"))
     }

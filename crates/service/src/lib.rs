@@ -69,6 +69,17 @@ pub enum ConnectError {
     /// The Azure client or its credentials.
     #[error(transparent)]
     Asr(#[from] AsrError),
+    /// The streams, consumers and buckets could not be set up with the configured replicas.
+    #[error(
+        "setting up the bus with {replicas} replicas failed: {reason} (a single nats-server holds one \
+         replica: set TERN_REPLICAS=1 there; a cluster needs at least as many JetStream servers)"
+    )]
+    Topology {
+        /// The configured replicas.
+        replicas: usize,
+        /// What NATS said.
+        reason: String,
+    },
 }
 
 /// Connects `service` to the bus (setting up the topology unless told not to) and builds its
@@ -77,7 +88,10 @@ pub enum ConnectError {
 pub async fn connect(config: &ServiceConfig, service: &str) -> Result<(Bus, AsrClient), ConnectError> {
     let bus = Bus::connect(&config.nats_url, service).await?;
     if config.ensure_topology {
-        bus.ensure_topology(&Topology::default()).await?;
+        let topology = Topology { replicas: config.replicas, ..Topology::default() };
+        bus.ensure_topology(&topology)
+            .await
+            .map_err(|e| ConnectError::Topology { replicas: config.replicas, reason: e.to_string() })?;
     }
     let tokens = match &config.asr_token {
         Some(t) => TokenProvider::static_token(t.clone()),

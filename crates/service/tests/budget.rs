@@ -61,7 +61,7 @@ fn budget_config() -> BudgetConfig {
 async fn three_processes_share_one_write_budget() {
     let nats = tern_testkit::NatsServer::start().await.unwrap();
     let bus = Bus::connect(&nats.url(), "budget-parent").await.unwrap();
-    bus.ensure_topology(&Topology::default()).await.unwrap();
+    bus.ensure_topology(&Topology::single_server()).await.unwrap();
     let sim = start_sim().await;
     let info = json!({"url": sim.url(), "subscription_id": sim.info().subscription_id, "resource_group": sim.info().resource_group, "vault": sim.info().vault}).to_string();
     let exe = std::env::current_exe().unwrap();

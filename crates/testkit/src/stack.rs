@@ -70,7 +70,7 @@ pub fn failover_command(plan: &str, vm: &str) -> tern_proto::Command {
 pub fn topology() -> Topology {
     Topology {
         queues: QueueSettings { ack_wait: Duration::from_secs(2), max_attempts: 5, ..QueueSettings::default() },
-        ..Topology::default()
+        ..Topology::single_server()
     }
 }
 
