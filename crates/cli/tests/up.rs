@@ -67,8 +67,20 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     assert!(text.contains("vm-00010"), "{text}");
 
     // SIGTERM stops every process and removes the endpoints file.
+    let reader_token = std::fs::read_to_string(endpoints["api_reader_token_file"].as_str().unwrap()).unwrap();
     let status = up.stop().await;
     assert!(status.success(), "{status}");
+    // Nothing any process of the stack logged holds either API token.
+    let mut logs = 0;
+    for entry in std::fs::read_dir(up.data_dir().join("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        for secret in [token.trim(), reader_token.trim()] {
+            assert!(!text.contains(secret), "{} holds an API token", path.display());
+        }
+        logs += 1;
+    }
+    assert!(logs >= 5, "every process has a log ({logs})");
     assert!(!file.exists(), "endpoints.json is removed when the stack stops");
     let planner = endpoints["planner_addr"].as_str().unwrap().to_owned();
     let gone = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&planner)).await;
