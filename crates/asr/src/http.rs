@@ -82,6 +82,16 @@ pub struct Http {
     budget: Arc<dyn Budget>,
     pub(crate) config: Arc<AsrConfig>,
     pub(crate) stats: Arc<HttpStats>,
+    /// The configured endpoint's scheme, host and port: the only place the token goes.
+    endpoint: Option<Origin>,
+}
+
+/// A URL's scheme, lower-case host and port.
+type Origin = (String, String, Option<u16>);
+
+fn origin(url: &str) -> Option<Origin> {
+    let u = reqwest::Url::parse(url).ok()?;
+    Some((u.scheme().to_owned(), u.host_str()?.to_ascii_lowercase(), u.port_or_known_default()))
 }
 
 impl Http {
@@ -107,7 +117,8 @@ impl Http {
             builder = builder.add_root_certificate(cert);
         }
         let client = builder.build().map_err(|e| AsrError::InvalidInput(format!("HTTP client: {e}")))?;
-        Ok(Self { client, tokens, budget, config, stats: Arc::new(HttpStats::default()) })
+        let endpoint = origin(config.base());
+        Ok(Self { client, tokens, budget, config, stats: Arc::new(HttpStats::default()), endpoint })
     }
 
     /// An absolute URL for `path` (already absolute URLs — nextLink, Location — are kept),
@@ -238,12 +249,8 @@ impl Http {
 
     /// Whether `url` is on the configured endpoint: same scheme, host and port.
     fn on_endpoint(&self, url: &str, operation: &str) -> Result<(), AsrError> {
-        let origin = |u: &str| {
-            let u = reqwest::Url::parse(u).ok()?;
-            Some((u.scheme().to_owned(), u.host_str()?.to_ascii_lowercase(), u.port_or_known_default()))
-        };
-        match (origin(url), origin(self.config.base())) {
-            (Some(a), Some(b)) if a == b => Ok(()),
+        match (origin(url), &self.endpoint) {
+            (Some(a), Some(b)) if a == *b => Ok(()),
             _ => Err(AsrError::InvalidInput(format!(
                 "{operation}: {} is not on the configured ARM endpoint {}; Azure's token is sent nowhere else",
                 observe::url_origin(url),
