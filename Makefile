@@ -17,7 +17,7 @@ export TERN_NATS_SERVER ?= $(abspath $(NATS_SERVER))
 
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup browser test conformance lint fmt build demo bench bench-quick chaos clean-tools sim
+.PHONY: help setup browser test conformance lint fmt build demo bench bench-quick chaos clean-tools sim deploy-check image
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,15 @@ test: lint ## setup, lint, every workspace test (real nats-server), then the Azu
 	  echo "cargo-nextest not found; using cargo test"; cargo test --workspace --locked; \
 	fi
 	$(MAKE) --no-print-directory conformance
+	$(MAKE) --no-print-directory deploy-check
+
+deploy-check: ## the Helm chart lints and renders, where helm is installed (CI may not have it)
+	@if command -v helm >/dev/null 2>&1; then \
+	  helm lint --strict deploy/helm/tern && helm template tern deploy/helm/tern >/dev/null && echo "helm: the chart renders"; \
+	else echo "helm not installed: skipping the chart check (docs/deploy.md: helm lint, helm template)"; fi
+
+image: ## the container image (docker build; needs a Docker daemon)
+	docker build -t tern:dev .
 
 conformance: setup ## Azure's official Python SDK, unchanged, against tern-asr-sim
 	cargo build --locked -p tern-asr-sim

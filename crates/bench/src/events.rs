@@ -65,8 +65,12 @@ pub struct Collector {
 
 impl Collector {
     /// Subscribes to `subjects` on `nats_url`; returns once the server has the subscriptions.
-    pub async fn start(nats_url: &str, subjects: &[String]) -> anyhow::Result<Collector> {
-        let client = async_nats::ConnectOptions::new()
+    /// It reads as an outside consumer does: as the events-reader (`auth`).
+    pub async fn start(nats_url: &str, auth: &tern_bus::NatsAuth, subjects: &[String]) -> anyhow::Result<Collector> {
+        let client = auth
+            .connect_options()
+            .await
+            .map_err(anyhow::Error::msg)?
             .name("tern-bench")
             // Never drop an event because the bench fell behind for a moment.
             .subscription_capacity(1 << 20)

@@ -215,7 +215,7 @@ async fn follow_plan(
     settings: &BenchSettings,
     subjects: &[String],
 ) -> anyhow::Result<PlanRun> {
-    let mut collector = Collector::start(&stack.nats_url, subjects).await?;
+    let mut collector = Collector::start(&stack.nats_url, &stack.events_reader, subjects).await?;
     let mut planner = stack.planner().await?;
     let c = settings.plan_concurrency;
     let spec = PlanSpec {

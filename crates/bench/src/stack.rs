@@ -45,6 +45,8 @@ pub struct Stack {
     pub procs: Procs,
     /// `nats://127.0.0.1:PORT`.
     pub nats_url: String,
+    /// How an outside consumer of events connects: the events-reader's credentials.
+    pub events_reader: tern_bus::NatsAuth,
     /// `http://127.0.0.1:PORT` of nats-server's monitoring endpoint (`/varz`, `/jsz`).
     pub nats_monitor: String,
     /// The simulator's base URL (ARM and `/_sim/`).
@@ -64,6 +66,7 @@ impl Stack {
         let mut stack = Stack {
             procs: Procs::new(&options.run_dir.join("logs"))?,
             nats_url: String::new(),
+            events_reader: tern_bus::NatsAuth::anonymous(tern_bus::Identity::EventsReader),
             nats_monitor: String::new(),
             sim_url: String::new(),
             planner_addr: String::new(),
@@ -76,12 +79,18 @@ impl Stack {
         if store.exists() {
             std::fs::remove_dir_all(&store).with_context(|| format!("clearing {}", store.display()))?;
         }
+        // Measured as deployed: every service with its own NATS identity and permissions.
+        let credentials = options.run_dir.join("secrets").join("nats");
+        let auth_conf = tern_bus::auth::generate(&credentials).context("generating NATS credentials")?;
         let mut cmd = Command::new(&options.nats_server);
+        cmd.arg("-c").arg(&auth_conf);
         cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string(), "-sd"]).arg(&store);
         stack.procs.spawn(cmd, "nats-server")?;
         stack.nats_url = format!("nats://127.0.0.1:{port}");
         stack.nats_monitor = format!("http://127.0.0.1:{monitor}");
-        let bus = connect_bus(&stack.nats_url, "tern-bench", READY_TIMEOUT).await?;
+        stack.events_reader = tern_bus::NatsAuth::from_dir(tern_bus::Identity::EventsReader, &credentials);
+        let bootstrap = tern_bus::NatsAuth::from_dir(tern_bus::Identity::Bootstrap, &credentials);
+        let bus = connect_bus(&stack.nats_url, "tern-bench", &bootstrap, READY_TIMEOUT).await?;
         bus.ensure_topology(&tern_bus::Topology::single_server()).await.context("creating the JetStream streams")?;
         drop(bus);
 
@@ -124,6 +133,9 @@ impl Stack {
             cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
             cmd.envs(connection.iter().map(|(k, v)| (*k, v.as_str())));
             cmd.envs(options.service_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            if let Some(identity) = tern_bus::Identity::of_service(name) {
+                cmd.env("TERN_NATS_CREDENTIALS", tern_bus::auth::credentials_file(&credentials, identity));
+            }
             if name == "tern-planner" {
                 cmd.envs(tokens.planner_env());
             } else {

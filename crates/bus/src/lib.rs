@@ -7,6 +7,7 @@
 //! - [`ConsumerLoop`] serves a durable consumer: bounded concurrency, progress acks, nak with
 //!   backoff and dead-lettering.
 
+pub mod auth;
 pub mod consumer;
 pub mod headers;
 pub mod ids;
@@ -24,6 +25,7 @@ use futures::StreamExt;
 use prost::Message;
 use tern_proto::{Command, Event, Outcome, Phase, PlanEventKind, event};
 
+pub use auth::{Identity, NatsAuth};
 pub use consumer::{ConsumerLoop, Delivery, HandlerError, LoopOptions, LoopStats};
 pub use headers::CloudEventAttributes;
 pub use kv::{KvError, Revision, TypedKv, Versioned};
@@ -40,13 +42,27 @@ pub const PLANNER_EVENTS_CONSUMER: &str = "planner";
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// The NATS server could not be reached.
-    #[error("cannot connect to NATS at {url}: {source} (is nats-server running with JetStream enabled?)")]
+    #[error("cannot connect to NATS at {url}: {source} ({})", connect_hint(source))]
     Connect {
         /// The URL tried.
         url: String,
         /// The underlying error.
         source: async_nats::ConnectError,
     },
+    /// The server refused this identity a request (a NATS permission violation).
+    #[error("{what}: permission denied by the NATS server ({refusal})")]
+    PermissionDenied {
+        /// What was attempted.
+        what: String,
+        /// The server's words.
+        refusal: String,
+    },
+    /// The server URL does not parse.
+    #[error("{0}")]
+    Url(String),
+    /// The credentials could not be read or are not NATS credentials.
+    #[error("NATS credentials: {0}")]
+    Credentials(String),
     /// Creating or updating a stream, consumer or bucket failed.
     #[error("setting up {what} failed: {source}")]
     Topology {
@@ -81,6 +97,17 @@ pub enum BusError {
     Kv(#[from] KvError),
 }
 
+/// What to check when connecting failed.
+fn connect_hint(error: &async_nats::ConnectError) -> &'static str {
+    match error.kind() {
+        async_nats::ConnectErrorKind::AuthorizationViolation => {
+            "the server refused these credentials: check TERN_NATS_CREDENTIALS, or `tern bus credentials` and the server's auth.conf"
+        }
+        async_nats::ConnectErrorKind::Tls => "TLS failed: check the URL's scheme and TERN_NATS_CA_FILE",
+        _ => "is nats-server running with JetStream enabled?",
+    }
+}
+
 impl BusError {
     pub(crate) fn topology(what: String, source: impl Into<async_nats::Error>) -> Self {
         BusError::Topology { what, source: source.into() }
@@ -102,24 +129,82 @@ pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     service: String,
+    refusals: Refusals,
+}
+
+/// The permission violations the server reported on this connection, newest last (a bounded
+/// window): NATS answers a refused publish with an asynchronous `-ERR`, not on the request.
+#[derive(Clone, Debug, Default)]
+struct Refusals(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+impl Refusals {
+    const KEPT: usize = 64;
+
+    fn options(&self, options: async_nats::ConnectOptions, service: &str) -> async_nats::ConnectOptions {
+        let refusals = self.clone();
+        let service = service.to_owned();
+        options.event_callback(move |event| {
+            if let async_nats::Event::ServerError(async_nats::ServerError::Other(message)) = &event
+                && message.to_ascii_lowercase().contains("permissions violation")
+            {
+                tracing::warn!(service = %service, %message, "NATS refused a request of this identity");
+                let mut kept = refusals.0.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() == Self::KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back(message.clone());
+            }
+            async {}
+        })
+    }
+
+    /// The latest refusal that names `subject` (quoted, as the server does), or any JetStream
+    /// API refusal when `subject` is `$JS.API.`.
+    fn about(&self, subject: &str) -> Option<String> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let quoted = format!("\"{subject}");
+        kept.iter().rev().find(|m| m.contains(&quoted)).cloned()
+    }
 }
 
 impl Bus {
     /// Connects to NATS as `service` (e.g. "tern-failover"; used as connection name and as
     /// the CloudEvents source of the events this service publishes).
     pub async fn connect(url: &str, service: &str) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        let refusals = Refusals::default();
+        let client = refusals
+            .options(async_nats::ConnectOptions::new(), service)
             .name(service)
             .connect(url)
             .await
             .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
-        Ok(Self::new(client, service))
+        Ok(Self { refusals, ..Self::new(client, service) })
+    }
+
+    /// Connects to NATS as `service` with `auth`: its identity's inbox prefix, its credentials
+    /// and, when a CA is given, TLS. A server that refuses the credentials is an error naming the
+    /// identity; the error never quotes the credentials.
+    pub async fn connect_with(url: &str, service: &str, auth: &NatsAuth) -> Result<Self, BusError> {
+        let options = auth.connect_options().await.map_err(BusError::Credentials)?;
+        let refusals = Refusals::default();
+        // Several servers of a cluster, comma-separated: the client starts with any that answers.
+        let servers =
+            url.split(',').map(|u| u.trim().parse::<async_nats::ServerAddr>()).collect::<Result<Vec<_>, _>>().map_err(
+                |e| BusError::Url(format!("{url:?} is not a NATS server URL or a comma-separated list of them: {e}")),
+            )?;
+        let client = refusals
+            .options(options, service)
+            .name(service)
+            .connect(servers)
+            .await
+            .map_err(|source| BusError::Connect { url: format!("{url} as {}", auth.identity), source })?;
+        Ok(Self { refusals, ..Self::new(client, service) })
     }
 
     /// Wraps an existing connection.
     pub fn new(client: async_nats::Client, service: &str) -> Self {
         let js = jetstream::new(client.clone());
-        Self { client, js, service: service.to_owned() }
+        Self { client, js, service: service.to_owned(), refusals: Refusals::default() }
     }
 
     /// The underlying NATS connection.
@@ -138,8 +223,27 @@ impl Bus {
     }
 
     /// Creates or updates every stream, consumer and bucket (see [`Topology::ensure`]).
+    /// A request this connection's identity may not make shows up as the server's refusal.
     pub async fn ensure_topology(&self, topology: &Topology) -> Result<(), BusError> {
-        topology.ensure(&self.js).await
+        let denied = |refusal| BusError::PermissionDenied { what: "setting up the bus topology".into(), refusal };
+        // A refused request only times out; the refusal itself arrives at once, so watch for it.
+        let refused = async {
+            loop {
+                if let Some(refusal) = self.refusals.about("$JS.API.") {
+                    return refusal;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            done = topology.ensure(&self.js) => done.map_err(|e| self.refusals.about("$JS.API.").map_or(e, denied)),
+            refusal = refused => Err(denied(refusal)),
+        }
+    }
+
+    /// The latest permission violation the server reported for `subject` on this connection.
+    pub fn refusal(&self, subject: &str) -> Option<String> {
+        self.refusals.about(subject)
     }
 
     /// Queues a command for the worker of its phase. The command id is the dedup id: the
@@ -211,6 +315,9 @@ impl Bus {
             };
             match acked {
                 Ok(ack) => return Ok(PublishReceipt { stream_sequence: ack.sequence, duplicate: ack.duplicate }),
+                Err(_) if let Some(refusal) = self.refusals.about(&subject) => {
+                    return Err(BusError::PermissionDenied { what: format!("publishing to {subject}"), refusal });
+                }
                 Err(e)
                     if attempt < PUBLISH_ATTEMPTS
                         && matches!(e.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe) =>

@@ -47,7 +47,9 @@ fn parse_phase(s: &str) -> Result<String, String> {
 /// Connects to the stack's NATS server.
 pub async fn bus(stack: &Stack) -> anyhow::Result<Bus> {
     let url = stack.nats.as_deref().context("no NATS URL: pass --nats URL or run against a `tern up` stack")?;
-    Bus::connect(url, "tern-cli").await.with_context(|| format!("cannot reach NATS at {url}; is the stack running?"))
+    Bus::connect_with(url, "tern-cli", &stack.nats_auth)
+        .await
+        .with_context(|| format!("cannot reach NATS at {url}; is the stack running?"))
 }
 
 /// Every event of `filter` the stream holds now, oldest first (no live tail).

@@ -6,6 +6,7 @@
 //! The other commands find that stack through the file (or `--planner` / `--nats`): `tern plan`
 //! drives plans, `tern events` reads the event stream, `tern report` writes what a plan did.
 
+mod bus;
 mod events;
 mod output;
 mod plan;
@@ -63,6 +64,11 @@ enum Command {
         #[command(flatten)]
         args: report::ReportArgs,
     },
+    /// Set up the NATS bus of a deployment: credentials, permissions, streams.
+    Bus {
+        #[command(subcommand)]
+        command: bus::BusCommand,
+    },
     /// Print a shell completion script: `tern completions bash > /etc/bash_completion.d/tern`.
     Completions {
         #[arg(value_enum)]
@@ -94,6 +100,7 @@ async fn run() -> std::process::ExitCode {
         Command::Vms { target, args } => vms::run(&target, args).await,
         Command::Events { target, args } => events::run(&target, args).await,
         Command::Report { target, args } => report::run(&target, args).await,
+        Command::Bus { command } => bus::run(command).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tern", &mut std::io::stdout());
             Ok(0)

@@ -9,7 +9,7 @@ use tern_proto::{
     PreflightRequest, Readiness, RecoveryPointChoice, RecoveryPointKind, ResumePlanRequest, RetryVmRequest, Selection,
     SubmitPlanRequest, VmState, Wave, selection,
 };
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::output::{Format, Paint, print_document, proto_json};
 use crate::planfile::PlanFile;
@@ -34,6 +34,25 @@ pub struct Target {
     /// The NATS server's URL (for `tern events` and reports), instead of endpoints.json.
     #[arg(long, env = "TERN_NATS", global = true)]
     nats: Option<String>,
+    /// NATS credentials to read events with (the events-reader's nkey seed or a JWT .creds file),
+    /// instead of endpoints.json.
+    #[arg(long, global = true, value_name = "FILE")]
+    nats_credentials: Option<PathBuf>,
+    /// PEM file of the CA that signs the NATS servers' certificates (TLS is then required).
+    #[arg(long, global = true, value_name = "FILE")]
+    nats_ca_file: Option<PathBuf>,
+    /// A file holding the planner API's bearer token, instead of endpoints.json.
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM file of the CA that signs the planner's TLS certificate: the CLI then calls it over TLS.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for a planner that requires mTLS; with --client-key.
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 /// What a plan covers and how (the common cases of a plan file, as flags).
@@ -105,12 +124,29 @@ pub struct Stack {
     /// The API token the CLI calls the planner with (the operator's, from endpoints.json).
     pub token: Option<String>,
     pub nats: Option<String>,
+    /// How `tern events` connects to NATS: as the events-reader, with its credentials.
+    pub nats_auth: tern_bus::NatsAuth,
     pub vault_id: Option<String>,
+    /// The CA of the planner's TLS certificate: set, the CLI calls the planner over TLS.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and key, for mTLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Target {
     pub fn with_data_dir(data_dir: &Path) -> Self {
-        Self { data_dir: Some(data_dir.to_owned()), config: None, planner: None, nats: None }
+        Self {
+            data_dir: Some(data_dir.to_owned()),
+            config: None,
+            planner: None,
+            nats: None,
+            nats_credentials: None,
+            nats_ca_file: None,
+            token_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+        }
     }
 
     /// The config file's settings (empty when there is none).
@@ -155,20 +191,37 @@ impl Target {
         })?;
         // The token file endpoints.json names, read now: a stack started by `tern up` takes
         // nothing without it.
-        let token = match field("api_token_file") {
+        let token_file = self.token_file.clone().or_else(|| field("api_token_file").map(PathBuf::from));
+        let token = match token_file {
             Some(path) => Some(
                 std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read the API token {path} that {} names", file.display()))?
+                    .with_context(|| format!("cannot read the API token file {}", path.display()))?
                     .trim()
                     .to_owned(),
             ),
             None => None,
         };
+        let nats_auth = tern_bus::NatsAuth {
+            identity: tern_bus::Identity::EventsReader,
+            credentials: self
+                .nats_credentials
+                .clone()
+                .or_else(|| field("nats_credentials").map(PathBuf::from))
+                .or(config.nats_credentials),
+            ca_file: self
+                .nats_ca_file
+                .clone()
+                .or_else(|| field("nats_ca_file").map(PathBuf::from))
+                .or(config.nats_ca_file),
+        };
         Ok(Stack {
             planner,
             token,
             nats: self.nats.clone().or_else(|| field("nats_url")).or(config.nats),
+            nats_auth,
             vault_id: field("vault_id").or(config.vault),
+            ca_file: self.ca_file.clone().or_else(|| field("api_ca_file").map(PathBuf::from)),
+            client_identity: self.client_cert.clone().zip(self.client_key.clone()),
         })
     }
 }
@@ -181,6 +234,8 @@ struct Config {
     data_dir: Option<PathBuf>,
     planner: Option<String>,
     nats: Option<String>,
+    nats_credentials: Option<PathBuf>,
+    nats_ca_file: Option<PathBuf>,
     vault: Option<String>,
 }
 
@@ -189,9 +244,26 @@ const MAX_MESSAGE: usize = 512 << 20;
 
 impl Stack {
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let url = if self.planner.contains("://") { self.planner.clone() } else { format!("http://{}", self.planner) };
-        let channel = Channel::from_shared(url.clone())
-            .with_context(|| format!("{url} is not a planner address"))?
+        let tls = self.ca_file.is_some() || self.planner.starts_with("https://");
+        let url = match (self.planner.contains("://"), tls) {
+            (true, _) => self.planner.clone(),
+            (false, true) => format!("https://{}", self.planner),
+            (false, false) => format!("http://{}", self.planner),
+        };
+        let mut endpoint =
+            Channel::from_shared(url.clone()).with_context(|| format!("{url} is not a planner address"))?;
+        if tls {
+            let read = |path: &Path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+            let ca = self.ca_file.as_deref().ok_or_else(|| {
+                anyhow!("{url} speaks TLS: pass --ca-file with the CA that signs the planner's certificate")
+            })?;
+            let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+            if let Some((cert, key)) = &self.client_identity {
+                config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            endpoint = endpoint.tls_config(config).context("the planner's TLS settings")?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("cannot reach the planner at {url}; is the stack running (`tern up`)?"))?;

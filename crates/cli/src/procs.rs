@@ -124,10 +124,15 @@ pub fn withhold_tern_variables(cmd: &mut Command) {
 }
 
 /// Connects to a nats-server that is starting, for up to `timeout`.
-pub async fn connect_bus(url: &str, client: &str, timeout: Duration) -> anyhow::Result<tern_bus::Bus> {
+pub async fn connect_bus(
+    url: &str,
+    client: &str,
+    auth: &tern_bus::NatsAuth,
+    timeout: Duration,
+) -> anyhow::Result<tern_bus::Bus> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match tern_bus::Bus::connect(url, client).await {
+        match tern_bus::Bus::connect_with(url, client, auth).await {
             Ok(bus) => return Ok(bus),
             Err(e) if tokio::time::Instant::now() > deadline => {
                 return Err(anyhow!("nats-server at {url} did not answer within {timeout:?}: {e}"));

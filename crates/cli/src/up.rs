@@ -132,11 +132,18 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     if store.exists() {
         std::fs::remove_dir_all(&store).with_context(|| format!("clearing {}", store.display()))?;
     }
+    // NATS admits only Tern's identities, each with its own permissions: one nkey per service,
+    // the events-reader's for the CLI, and the bootstrap identity's, which alone sets up the bus.
+    let credentials = args.data_dir.join("secrets").join("nats");
+    let auth_conf = tern_bus::auth::generate(&credentials)
+        .with_context(|| format!("generating NATS credentials in {}", credentials.display()))?;
     let mut cmd = Command::new(&nats_bin);
+    cmd.arg("-c").arg(&auth_conf);
     cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(&store);
     procs.spawn(cmd, "nats-server")?;
     let nats_url = format!("nats://127.0.0.1:{port}");
-    let bus = connect_bus(&nats_url, "tern-up", READY_TIMEOUT).await?;
+    let as_identity = |identity| tern_bus::NatsAuth::from_dir(identity, &credentials);
+    let bus = connect_bus(&nats_url, "tern-up", &as_identity(tern_bus::Identity::Bootstrap), READY_TIMEOUT).await?;
     bus.ensure_topology(&tern_bus::Topology::single_server()).await.context("creating the JetStream streams")?;
 
     let mut cmd = Command::new(sibling("tern-asr-sim")?);
@@ -178,13 +185,19 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     // The planner's API takes only callers with one of these tokens; the CLI finds the
     // operator's through endpoints.json.
     let tokens = tern_cli::secrets::generate_api_tokens(&args.data_dir.join("secrets"))?;
+    // ... over TLS, with a certificate of its own that the CLI trusts through endpoints.json.
+    let tls = tern_cli::secrets::generate_api_tls(&args.data_dir.join("secrets"))?;
     let mut ready = Vec::new();
     for name in ["tern-planner", "tern-failover", "tern-reprotect", "tern-cleanup"] {
         let mut cmd = Command::new(sibling(name)?);
         withhold_tern_variables(&mut cmd);
         cmd.envs(env);
+        if let Some(identity) = tern_bus::Identity::of_service(name) {
+            cmd.env("TERN_NATS_CREDENTIALS", tern_bus::auth::credentials_file(&credentials, identity));
+        }
         if name == "tern-planner" {
             cmd.envs(tokens.planner_env());
+            cmd.envs(tls.planner_env());
         }
         ready.push(procs.start_ready(cmd, name, READY_TIMEOUT).await?);
     }
@@ -195,10 +208,12 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     );
     Ok(json!({
         "nats_url": nats_url,
+        "nats_credentials": absolute(&tern_bus::auth::credentials_file(&credentials, tern_bus::Identity::EventsReader)),
         "planner_addr": planner_addr,
         "planner_http": ready[0]["http"],
         "api_token_file": absolute(&tokens.operator_file),
         "api_reader_token_file": absolute(&tokens.reader_file),
+        "api_ca_file": absolute(&tls.cert_file),
         "sim_url": sim_url,
         "subscription_id": subscription,
         "resource_group": group,

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
@@ -16,7 +15,6 @@ use tern_asr::config::AZURE_PUBLIC_CLOUD;
 use tern_asr::model::{ProtectedItem, RecoveryPoint, parse_time};
 use tern_asr::{AsrClient, AsrConfig, Budget, BudgetConfig, LocalBudget, TokenProvider};
 use tern_proto::{NameList, PlanSpec, PreflightCheck, PreflightRequest, Readiness, Selection, VmPreflight, selection};
-use tern_service::FleetBudget;
 
 use crate::output::{Format, Paint, human_secs, print_document, rfc3339};
 use crate::plan::{Target, status};
@@ -210,7 +208,9 @@ async fn connect(target: &Target, args: &VmsArgs) -> anyhow::Result<(String, Asr
             .context("no usable Azure credential")?,
     };
     let config = AsrConfig { endpoint, ..AsrConfig::for_vault(&subscription, &group, &vault) };
-    let budget = budget(field("nats_url").filter(|_| stack_vault), &subscription).await;
+    // The CLI's few reads keep to a budget of its own: the fleet budget's bucket is the services'
+    // to write (the CLI reads the bus as the events-reader).
+    let budget: Arc<dyn Budget> = Arc::new(LocalBudget::new(BudgetConfig::default()));
     let asr = AsrClient::new(config, tokens, budget).map_err(|e| anyhow!("{e}: check --arm-endpoint and --vault"))?;
     Ok((vault_id, asr))
 }
@@ -230,20 +230,6 @@ fn parse_vault(id: &str) -> anyhow::Result<(String, String, String)> {
         );
     }
     Ok((parts[1].to_owned(), parts[3].to_owned(), parts[7].to_owned()))
-}
-
-/// The stack's fleet-wide ARM budget (shared with the workers through NATS), else one of our own.
-async fn budget(nats: Option<String>, subscription: &str) -> Arc<dyn Budget> {
-    if let Some(url) = nats {
-        let shared = async {
-            let bus = tern_bus::Bus::connect(&url, "tern-cli").await.ok()?;
-            FleetBudget::new(&bus, subscription, BudgetConfig::default()).await.ok()
-        };
-        if let Ok(Some(fleet)) = tokio::time::timeout(Duration::from_secs(3), shared).await {
-            return Arc::new(fleet);
-        }
-    }
-    Arc::new(LocalBudget::new(BudgetConfig::default()))
 }
 
 /// The item of the VM called `name`: by item name first (a few reads), else by friendly name.

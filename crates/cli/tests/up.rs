@@ -18,15 +18,30 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
 
     // The planner answers, reads the demo estate and sees the unhealthy VMs.
     // Only with the token tern up generated: the API is closed to anyone else.
+    // Over TLS only: the certificate tern up generated, which endpoints.json names.
     let addr = endpoints["planner_addr"].as_str().unwrap();
-    let anonymous = tern_testkit::stack::planner_client(addr, None)
+    let ca = std::path::PathBuf::from(endpoints["api_ca_file"].as_str().expect("endpoints.json names the API's CA"));
+    let token = std::fs::read_to_string(endpoints["api_token_file"].as_str().unwrap()).unwrap();
+    let plaintext = match tern_testkit::stack::planner_client(addr, Some(&token)).await {
+        Ok(mut grpc) => grpc.get_plan(tern_proto::GetPlanRequest::default()).await.err().map(|s| s.code()),
+        Err(_) => Some(tonic::Code::Unavailable),
+    };
+    assert!(
+        !matches!(plaintext, None | Some(tonic::Code::NotFound | tonic::Code::InvalidArgument)),
+        "the API answered a plaintext call: {plaintext:?}"
+    );
+    let anonymous = tern_testkit::stack::planner_client_tls(addr, None, Some(&ca))
         .await
         .unwrap()
         .get_plan(tern_proto::GetPlanRequest::default())
         .await;
     assert_eq!(anonymous.unwrap_err().code(), tonic::Code::Unauthenticated);
-    let token = std::fs::read_to_string(endpoints["api_token_file"].as_str().unwrap()).unwrap();
-    let mut grpc = tern_testkit::stack::planner_client(addr, Some(&token)).await.unwrap();
+    let mut grpc = tern_testkit::stack::planner_client_tls(addr, Some(&token), Some(&ca)).await.unwrap();
+
+    // NATS admits no anonymous client; the CLI reads events as the events-reader.
+    let nats_url = endpoints["nats_url"].as_str().unwrap();
+    assert!(tern_bus::Bus::connect(nats_url, "anonymous").await.is_err(), "NATS took an anonymous client");
+    assert!(endpoints["nats_credentials"].as_str().is_some_and(|f| f.ends_with("events-reader.nk")), "{endpoints}");
     let names: Vec<String> = (1..=20).map(|i| format!("vm-{i:05}")).collect();
     let report = grpc
         .preflight(PreflightRequest {
@@ -68,15 +83,25 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
 
     // SIGTERM stops every process and removes the endpoints file.
     let reader_token = std::fs::read_to_string(endpoints["api_reader_token_file"].as_str().unwrap()).unwrap();
+    let mut secrets = vec![token.trim().to_owned(), reader_token.trim().to_owned()];
+    for entry in std::fs::read_dir(up.data_dir().join("secrets/nats")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "nk") {
+            secrets.push(std::fs::read_to_string(&path).unwrap().trim().to_owned());
+        }
+    }
+    assert_eq!(secrets.len(), 2 + tern_bus::Identity::ALL.len(), "an nkey per NATS identity");
+    let key = std::fs::read_to_string(ca.with_extension("key")).unwrap();
+    secrets.push(key.lines().nth(1).expect("a PEM key").to_owned());
     let status = up.stop().await;
     assert!(status.success(), "{status}");
-    // Nothing any process of the stack logged holds either API token.
+    // Nothing any process of the stack logged holds a secret: API tokens, nkey seeds, TLS key.
     let mut logs = 0;
     for entry in std::fs::read_dir(up.data_dir().join("logs")).unwrap() {
         let path = entry.unwrap().path();
         let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
-        for secret in [token.trim(), reader_token.trim()] {
-            assert!(!text.contains(secret), "{} holds an API token", path.display());
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "{} holds a secret of the stack", path.display());
         }
         logs += 1;
     }

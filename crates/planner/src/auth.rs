@@ -29,11 +29,20 @@ pub struct ApiConfig {
     /// Serve the API to anyone who can reach it (`TERN_API__INSECURE=true`): the explicit
     /// opt-out, for a planner behind its own authenticating proxy.
     pub insecure: bool,
+    /// The API's TLS certificate chain, PEM (`TERN_API__TLS_CERT_FILE`); with the key, the API
+    /// speaks only TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key, PEM (`TERN_API__TLS_KEY_FILE`).
+    pub tls_key_file: Option<PathBuf>,
+    /// mTLS (`TERN_API__CLIENT_CA_FILE`): callers must also present a client certificate signed
+    /// by this CA (the bearer token still decides the role).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl ApiConfig {
     /// What is wrong with these settings, if anything.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_tls()?;
         match (&self.reader_token_file, &self.operator_token_file, self.insecure) {
             (Some(_), Some(_), false) | (None, None, true) => Ok(()),
             (_, _, true) => {
@@ -44,6 +53,33 @@ impl ApiConfig {
                       to serve it open"
                 .into()),
         }
+    }
+
+    /// Whether the API speaks TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_file.is_some()
+    }
+
+    /// What is wrong with the TLS settings, if anything.
+    fn validate_tls(&self) -> Result<(), String> {
+        match (&self.tls_cert_file, &self.tls_key_file, &self.client_ca_file) {
+            (Some(_), Some(_), _) | (None, None, None) => Ok(()),
+            (None, None, Some(_)) => Err("api: client_ca_file (mTLS) needs tls_cert_file and tls_key_file".into()),
+            _ => Err("api: set both tls_cert_file and tls_key_file (PEM), or neither".into()),
+        }
+    }
+
+    /// The server's TLS settings, read from their files; `None` when the API is plaintext.
+    pub fn tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+        self.validate_tls()?;
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else { return Ok(None) };
+        let read = |path: &Path| std::fs::read(path).map_err(|e| format!("api: cannot read {}: {e}", path.display()));
+        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca_file {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        }
+        Ok(Some(tls))
     }
 
     /// The check these settings ask for, with the tokens read from their files.

@@ -35,7 +35,18 @@ impl Default for PlannerConfig {
 impl Settings for PlannerConfig {
     fn validate(&self) -> Result<(), String> {
         self.service.validate()?;
-        self.api.validate()
+        self.api.validate()?;
+        // A bearer token in plaintext is anyone's who can see the traffic: off this machine, the
+        // API speaks TLS (or is explicitly open).
+        let tokens = self.api.reader_token_file.is_some();
+        if tokens && !self.api.tls_enabled() && !self.service.listen.ip().is_loopback() {
+            return Err(format!(
+                "api: the API would take bearer tokens in plaintext on {}: set TERN_API__TLS_CERT_FILE and \
+                 TERN_API__TLS_KEY_FILE, or listen on loopback only",
+                self.service.listen
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -88,5 +99,30 @@ mod tests {
         assert_eq!(c.api.operator_token_file.as_deref(), Some(std::path::Path::new("/o")));
         let err = c.api.load().unwrap_err();
         assert!(err.contains("cannot read /r"), "a missing token file is named: {err}");
+    }
+
+    #[test]
+    fn tokens_off_this_machine_need_tls_and_tls_needs_both_files() {
+        let base = [
+            ("TERN_ASR__SUBSCRIPTION_ID", "s"),
+            ("TERN_ASR__RESOURCE_GROUP", "rg"),
+            ("TERN_ASR__VAULT", "v"),
+            ("TERN_API__OPERATOR_TOKEN_FILE", "/o"),
+            ("TERN_API__READER_TOKEN_FILE", "/r"),
+        ];
+        let env = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+            base.iter().chain(extra).map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let err = load::<PlannerConfig>(None, env(&[("TERN_LISTEN", "0.0.0.0:50051")])).unwrap_err().to_string();
+        assert!(err.contains("plaintext on 0.0.0.0:50051") && err.contains("TERN_API__TLS_CERT_FILE"), "{err}");
+        let tls =
+            [("TERN_LISTEN", "0.0.0.0:50051"), ("TERN_API__TLS_CERT_FILE", "/c"), ("TERN_API__TLS_KEY_FILE", "/k")];
+        let c: PlannerConfig = load(None, env(&tls)).unwrap();
+        assert!(c.api.tls_enabled());
+        assert!(c.api.tls().unwrap_err().contains("cannot read /c"));
+        let err = load::<PlannerConfig>(None, env(&[("TERN_API__TLS_CERT_FILE", "/c")])).unwrap_err().to_string();
+        assert!(err.contains("both tls_cert_file and tls_key_file"), "{err}");
+        let err = load::<PlannerConfig>(None, env(&[("TERN_API__CLIENT_CA_FILE", "/ca")])).unwrap_err().to_string();
+        assert!(err.contains("mTLS"), "{err}");
     }
 }

@@ -15,5 +15,5 @@ pub mod store;
 
 pub use auth::{ApiAuth, ApiConfig};
 pub use config::PlannerConfig;
-pub use service::{PlannerService, serve_grpc};
+pub use service::{PlannerService, serve_grpc, serve_grpc_tls};
 pub use spec::{Selected, SpecError, ValidSpec, validate};

@@ -16,11 +16,20 @@ async fn main() -> anyhow::Result<()> {
     let service = tern_planner::PlannerService::new(bus, asr).await?;
     let shutdown = tern_service::stop_on_signal();
     let auth = config.api.load().map_err(anyhow::Error::msg)?;
+    let tls = config.api.tls().map_err(anyhow::Error::msg)?;
     let (addr, server) =
-        tern_planner::serve_grpc(service.clone(), config.service.listen, auth, shutdown.clone()).await?;
+        tern_planner::serve_grpc_tls(service.clone(), config.service.listen, auth, tls, shutdown.clone()).await?;
     // `/healthz` and `/metrics`, on their own port (TERN_METRICS_LISTEN, default: any free one).
     let http = tern_planner::metrics::serve(config.metrics_listen, service.clone()).await?;
-    println!("{}", serde_json::json!({"service": "tern-planner", "grpc": addr.to_string(), "http": http.to_string()}));
+    println!(
+        "{}",
+        serde_json::json!({
+            "service": "tern-planner",
+            "grpc": addr.to_string(),
+            "tls": config.api.tls_enabled(),
+            "http": http.to_string(),
+        })
+    );
     tracing::info!(%addr, "planner ready");
     service.run_progression(shutdown).await?;
     let _ = server.await;

@@ -27,11 +27,12 @@ impl Drop for Running {
     }
 }
 
-fn worker_config(stack: &Stack) -> tern_worker::WorkerConfig {
+fn worker_config(stack: &Stack, identity: tern_bus::Identity) -> tern_worker::WorkerConfig {
     let info = stack.sim.info();
     tern_worker::WorkerConfig {
         service: tern_service::ServiceConfig {
             nats_url: stack.nats.url(),
+            nats_credentials: stack.nats.credentials(identity),
             asr: tern_asr::AsrConfig {
                 endpoint: info.url.clone(),
                 subscription_id: info.subscription_id.clone(),
@@ -57,13 +58,14 @@ async fn start(mut config: tern_asr_sim::SimConfig, workers: bool) -> Running {
     let stack = Stack::start(config).await;
     let stop = CancellationToken::new();
     if workers {
-        let handlers: [Arc<dyn tern_worker::PhaseHandler>; 3] = [
-            Arc::new(tern_failover::FailoverPhase),
-            Arc::new(tern_reprotect::ReprotectPhase),
-            Arc::new(tern_cleanup::CleanupPhase),
+        use tern_bus::Identity;
+        let handlers: [(Arc<dyn tern_worker::PhaseHandler>, Identity); 3] = [
+            (Arc::new(tern_failover::FailoverPhase), Identity::Failover),
+            (Arc::new(tern_reprotect::ReprotectPhase), Identity::Reprotect),
+            (Arc::new(tern_cleanup::CleanupPhase), Identity::Cleanup),
         ];
-        for h in handlers {
-            let (config, stop) = (worker_config(&stack), stop.clone());
+        for (h, identity) in handlers {
+            let (config, stop) = (worker_config(&stack, identity), stop.clone());
             tokio::spawn(async move { tern_worker::run_worker(config, h, stop).await });
         }
     }
@@ -75,7 +77,10 @@ async fn start(mut config: tern_asr_sim::SimConfig, workers: bool) -> Running {
 
 /// One planner replica (gRPC + progression), stopped by `stop`.
 async fn start_planner(stack: &Stack, stop: CancellationToken) -> tern_proto::auth::Client {
-    let service = PlannerService::new(stack.bus.clone(), stack.asr_client()).await.unwrap();
+    let service =
+        PlannerService::new(stack.nats.bus(tern_bus::Identity::Planner, "tern-planner").await, stack.asr_client())
+            .await
+            .unwrap();
     let (addr, _server) =
         tern_planner::serve_grpc(service.clone(), "127.0.0.1:0".parse().unwrap(), ApiAuth::Open, stop.clone())
             .await
@@ -521,7 +526,10 @@ async fn the_grpc_endpoint_reports_serving_health() {
     use tonic_health::pb::health_client::HealthClient;
     let r = start(ready_for_failback(1), false).await;
     let stack = &r.stack;
-    let service = PlannerService::new(stack.bus.clone(), stack.asr_client()).await.unwrap();
+    let service =
+        PlannerService::new(stack.nats.bus(tern_bus::Identity::Planner, "tern-planner").await, stack.asr_client())
+            .await
+            .unwrap();
     let (addr, _server) =
         tern_planner::serve_grpc(service, "127.0.0.1:0".parse().unwrap(), ApiAuth::Open, r.stop.child_token())
             .await

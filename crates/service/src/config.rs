@@ -31,8 +31,13 @@ pub const PROCESS_VARIABLES: [&str; 3] = ["TERN_LOG", "TERN_LOG_FORMAT", "TERN_A
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServiceConfig {
-    /// NATS server URL.
+    /// NATS server URL (`tls://` with a CA file).
     pub nats_url: String,
+    /// This service's NATS credentials: an nkey seed file or a JWT `.creds` file
+    /// (`tern bus credentials` writes one per service).
+    pub nats_credentials: Option<PathBuf>,
+    /// PEM file of the CA that signs the NATS servers' certificates: TLS is then required.
+    pub nats_ca_file: Option<PathBuf>,
     /// A worker's `/healthz`, `/readyz` and `/metrics`; the planner's gRPC API.
     pub listen: SocketAddr,
     /// Azure endpoint and vault.
@@ -54,6 +59,8 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_credentials: None,
+            nats_ca_file: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             asr: AsrConfig::default(),
             asr_token: None,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
 use tern_asr::{AsrClient, AsrError, TokenProvider, Unlimited};
-use tern_bus::{Bus, BusError, Topology};
+use tern_bus::{Bus, BusError, Identity, NatsAuth, Topology};
 
 pub use budget::FleetBudget;
 pub use config::{ConfigError, ServiceConfig, Settings};
@@ -66,6 +66,15 @@ pub enum ConnectError {
     /// NATS: connecting, the topology or the budget bucket.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// Setting up the topology was refused: these credentials are not the bootstrap identity's.
+    #[error(
+        "setting up the bus was refused: {reason} (only the bootstrap identity may create streams, consumers and \
+         buckets: run `tern bus ensure` with its credentials, and start services with TERN_ENSURE_TOPOLOGY=false)"
+    )]
+    NotBootstrap {
+        /// What NATS said.
+        reason: String,
+    },
     /// The Azure client or its credentials.
     #[error(transparent)]
     Asr(#[from] AsrError),
@@ -86,12 +95,17 @@ pub enum ConnectError {
 /// Azure client: a fixed token or the credential chain, the fleet-wide budget (or none), and a
 /// `User-Agent` naming the service.
 pub async fn connect(config: &ServiceConfig, service: &str) -> Result<(Bus, AsrClient), ConnectError> {
-    let bus = Bus::connect(&config.nats_url, service).await?;
+    let bus = connect_bus(config, service).await?;
     if config.ensure_topology {
         let topology = Topology { replicas: config.replicas, ..Topology::default() };
-        bus.ensure_topology(&topology)
-            .await
-            .map_err(|e| ConnectError::Topology { replicas: config.replicas, reason: e.to_string() })?;
+        bus.ensure_topology(&topology).await.map_err(|e| {
+            let reason = e.to_string();
+            if reason.contains("ermission") {
+                ConnectError::NotBootstrap { reason }
+            } else {
+                ConnectError::Topology { replicas: config.replicas, reason }
+            }
+        })?;
     }
     let tokens = match &config.asr_token {
         Some(t) => TokenProvider::static_token(t.clone()),
@@ -105,6 +119,20 @@ pub async fn connect(config: &ServiceConfig, service: &str) -> Result<(Bus, AsrC
     asr_config.poll_interval = Duration::from_secs_f64(config.poll_interval_secs);
     asr_config.user_agent.get_or_insert_with(|| format!("{service}/{}", env!("CARGO_PKG_VERSION")));
     Ok((bus, AsrClient::new(asr_config, tokens, budget)?))
+}
+
+/// Connects `service` to the bus with its credentials (`nats_credentials`, `nats_ca_file`), as the
+/// NATS identity named after it (`tern-planner` is `planner`).
+pub async fn connect_bus(config: &ServiceConfig, service: &str) -> Result<Bus, ConnectError> {
+    let Some(identity) = Identity::of_service(service) else {
+        return Ok(Bus::connect(&config.nats_url, service).await?);
+    };
+    if config.nats_credentials.is_none() {
+        tracing::warn!(%identity, "connecting to NATS without credentials (set TERN_NATS_CREDENTIALS)");
+    }
+    let auth =
+        NatsAuth { identity, credentials: config.nats_credentials.clone(), ca_file: config.nats_ca_file.clone() };
+    Ok(Bus::connect_with(&config.nats_url, service, &auth).await?)
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM.

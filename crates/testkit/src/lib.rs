@@ -86,85 +86,284 @@ fn server_version(bin: &Path) -> Option<(u32, u32, u32)> {
     Some((parts.next()??, parts.next()??, parts.next()??))
 }
 
-/// A running `nats-server -js` on 127.0.0.1, with its store in a temp dir. Killed on drop.
+/// A running `nats-server -js` on 127.0.0.1 (or a JetStream cluster of several), with its store
+/// in a temp dir. Killed on drop.
 #[derive(Debug)]
 pub struct NatsServer {
     binary: PathBuf,
-    child: Option<Child>,
-    port: u16,
     dir: tempfile::TempDir,
+    /// With credentials: the dir of every identity's nkey and the server's `auth.conf`.
+    credentials: Option<PathBuf>,
+    /// With TLS: the servers' self-signed certificate, which clients trust as their CA.
+    tls: Option<PathBuf>,
+    /// One node, or the nodes of a cluster.
+    nodes: Vec<Node>,
+}
+
+#[derive(Debug)]
+struct Node {
+    child: Option<Child>,
+    /// The client port (0 until a lone server has picked one).
+    port: u16,
+    /// The route port, in a cluster.
+    cluster_port: Option<u16>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port and waits until JetStream answers.
     pub async fn start() -> Result<Self, TestkitError> {
-        let binary = find_nats_server()?;
-        let dir = tempfile::Builder::new().prefix("tern-nats-").tempdir().map_err(io("creating a temp dir"))?;
-        let mut server = Self { binary, child: None, port: 0, dir };
-        server.spawn(None).await?;
+        let mut server = Self::new(false)?;
+        server.nodes.push(Node { child: None, port: 0, cluster_port: None });
+        server.spawn(0).await?;
         Ok(server)
     }
 
-    /// `nats://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+    /// Starts a server that admits only Tern's identities, each with its permissions
+    /// ([`tern_bus::auth::generate`]), as `tern up` runs it. [`NatsServer::connect`] then
+    /// connects as the bootstrap identity.
+    pub async fn start_secured() -> Result<Self, TestkitError> {
+        let mut server = Self::new(true)?;
+        server.nodes.push(Node { child: None, port: 0, cluster_port: None });
+        server.spawn(0).await?;
+        Ok(server)
     }
 
-    /// The client port.
+    /// Starts a JetStream cluster of `nodes` servers as `deploy/nats/` runs one in production:
+    /// `sync_interval: always`, Tern's identities and permissions, TLS for clients (a
+    /// self-signed certificate: [`NatsServer::ca_file`]). Waits until JetStream answers.
+    pub async fn start_cluster(nodes: usize) -> Result<Self, TestkitError> {
+        let mut server = Self::new(true)?;
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).map_err(|e| {
+                TestkitError::Io { what: "generating a TLS certificate".into(), source: std::io::Error::other(e) }
+            })?;
+        let tls = server.dir.path().join("tls");
+        std::fs::create_dir_all(&tls).map_err(io("creating the TLS dir"))?;
+        std::fs::write(tls.join("cert.pem"), cert.cert.pem()).map_err(io("writing the certificate"))?;
+        std::fs::write(tls.join("key.pem"), cert.signing_key.serialize_pem()).map_err(io("writing the key"))?;
+        server.tls = Some(tls.join("cert.pem"));
+        for _ in 0..nodes {
+            let (port, cluster_port) = (free_port()?, free_port()?);
+            server.nodes.push(Node { child: None, port, cluster_port: Some(cluster_port) });
+        }
+        for i in 0..nodes {
+            server.launch(i)?;
+        }
+        server.wait_ready(0).await?;
+        Ok(server)
+    }
+
+    fn new(secured: bool) -> Result<Self, TestkitError> {
+        let binary = find_nats_server()?;
+        let dir = tempfile::Builder::new().prefix("tern-nats-").tempdir().map_err(io("creating a temp dir"))?;
+        let credentials = if secured {
+            let credentials = dir.path().join("credentials");
+            tern_bus::auth::generate(&credentials).map_err(io("generating NATS credentials"))?;
+            Some(credentials)
+        } else {
+            None
+        };
+        Ok(Self { binary, dir, credentials, tls: None, nodes: Vec::new() })
+    }
+
+    /// How `identity` connects to this server: its nkey when the server is secured, and the CA
+    /// when it speaks TLS.
+    pub fn auth(&self, identity: tern_bus::Identity) -> tern_bus::NatsAuth {
+        let mut auth = match &self.credentials {
+            Some(dir) => tern_bus::NatsAuth::from_dir(identity, dir),
+            None => tern_bus::NatsAuth::anonymous(identity),
+        };
+        auth.ca_file = self.tls.clone();
+        auth
+    }
+
+    /// The nkey seed file of `identity`, when the server is secured.
+    pub fn credentials(&self, identity: tern_bus::Identity) -> Option<PathBuf> {
+        self.credentials.as_deref().map(|dir| tern_bus::auth::credentials_file(dir, identity))
+    }
+
+    /// The PEM file clients verify the servers' TLS certificate with, when they speak TLS.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.clone()
+    }
+
+    /// The permission violations the servers logged so far (a refused publish or subscribe).
+    pub fn permission_violations(&self) -> Vec<String> {
+        self.log().lines().filter(|l| l.contains(" Violation - ")).map(str::to_owned).collect()
+    }
+
+    /// The servers' logs so far.
+    pub fn log(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| std::fs::read_to_string(self.log_path(i)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        if self.nodes.len() == 1 {
+            self.dir.path().join("nats-server.log")
+        } else {
+            self.dir.path().join(format!("nats-server-{i}.log"))
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`; a cluster's nodes comma-separated (`tls://` with TLS).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        self.nodes.iter().map(|n| format!("{scheme}://127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The client port (of the first node).
     pub fn port(&self) -> u16 {
-        self.port
+        self.nodes[0].port
     }
 
     /// The JetStream store directory (kept across [`NatsServer::restart`]).
     pub fn store_dir(&self) -> PathBuf {
-        self.dir.path().join("store")
+        self.node_store(0)
     }
 
-    /// A fresh client connection.
+    fn node_store(&self, i: usize) -> PathBuf {
+        if self.nodes.len() == 1 { self.dir.path().join("store") } else { self.dir.path().join(format!("store-{i}")) }
+    }
+
+    /// A fresh client connection (as the bootstrap identity on a secured server).
     pub async fn connect(&self) -> async_nats::Client {
-        async_nats::connect(self.url()).await.expect("connect to the test nats-server")
+        self.bus(tern_bus::Identity::Bootstrap, "tern-test").await.client().clone()
     }
 
-    /// Kills the server with SIGKILL (no clean shutdown), keeping its store.
+    /// A bus handle connected as `identity`.
+    pub async fn bus(&self, identity: tern_bus::Identity, name: &str) -> tern_bus::Bus {
+        tern_bus::Bus::connect_with(&self.url(), name, &self.auth(identity))
+            .await
+            .expect("connect to the test nats-server")
+    }
+
+    /// Kills every node with SIGKILL (no clean shutdown), keeping the stores.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
+    }
+
+    /// Kills node `i` with SIGKILL, keeping its store.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Starts the server again on the same port with the same store.
+    /// Starts every node again on the same ports with the same stores.
     pub async fn restart(&mut self) -> Result<(), TestkitError> {
         self.kill();
-        let port = self.port;
-        self.spawn(Some(port)).await
+        if self.nodes.len() == 1 {
+            return self.spawn(0).await;
+        }
+        for i in 0..self.nodes.len() {
+            self.launch(i)?;
+        }
+        self.wait_ready(0).await
     }
 
-    async fn spawn(&mut self, port: Option<u16>) -> Result<(), TestkitError> {
-        let ports_dir = self.dir.path().join("ports");
-        let _ = std::fs::remove_dir_all(&ports_dir);
-        std::fs::create_dir_all(&ports_dir).map_err(io("creating the ports dir"))?;
-        let log_path = self.dir.path().join("nats-server.log");
+    /// Starts node `i` of a cluster again (after [`NatsServer::kill_node`]) and waits until it
+    /// answers.
+    pub async fn restart_node(&mut self, i: usize) -> Result<(), TestkitError> {
+        self.kill_node(i);
+        self.launch(i)?;
+        self.wait_ready(i).await
+    }
+
+    fn log_files(&self, i: usize) -> Result<(std::fs::File, std::fs::File), TestkitError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log_path)
+            .open(self.log_path(i))
             .map_err(io("opening the server log"))?;
         let log_err = log.try_clone().map_err(io("opening the server log"))?;
-        let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+        Ok((log, log_err))
+    }
+
+    /// Starts node `i` of a cluster from a configuration file of its own.
+    fn launch(&mut self, i: usize) -> Result<(), TestkitError> {
+        let routes: Vec<String> =
+            self.nodes.iter().filter_map(|n| n.cluster_port).map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+        let node = &self.nodes[i];
+        let mut conf = format!(
+            "server_name: n{i}\nlisten: 127.0.0.1:{}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n\
+             cluster {{\n  name: tern\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+            node.port,
+            self.node_store(i).display(),
+            node.cluster_port.expect("a cluster node has a route port"),
+            routes.join(", "),
+        );
+        if let Some(cert) = &self.tls {
+            let key = cert.with_file_name("key.pem");
+            conf.push_str(&format!(
+                "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        if let Some(dir) = &self.credentials {
+            // nats-server resolves an include against the including file's directory.
+            let auth = tern_bus::auth::server_config_file(dir);
+            let relative = auth.strip_prefix(self.dir.path()).unwrap_or(&auth);
+            conf.push_str(&format!("include \"{}\"\n", relative.display()));
+        }
+        let path = self.dir.path().join(format!("node-{i}.conf"));
+        std::fs::write(&path, conf).map_err(io("writing a node's configuration"))?;
+        let (log, log_err) = self.log_files(i)?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("-c").arg(&path).stdin(Stdio::null()).stdout(log).stderr(log_err);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().map_err(io(format!("starting {}", self.binary.display())))?;
+        self.nodes[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until node `i` answers JetStream requests.
+    async fn wait_ready(&mut self, i: usize) -> Result<(), TestkitError> {
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        let url = format!("{scheme}://127.0.0.1:{}", self.nodes[i].port);
+        let auth = self.auth(tern_bus::Identity::Bootstrap);
+        let ready = wait_until("JetStream to answer", Duration::from_secs(30), || {
+            let (url, auth) = (url.clone(), auth.clone());
+            async move {
+                let Ok(bus) = tern_bus::Bus::connect_with(&url, "tern-test", &auth).await else { return false };
+                bus.jetstream().query_account().await.is_ok()
+            }
+        })
+        .await;
+        match ready {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.not_ready(e.to_string())),
+        }
+    }
+
+    /// Starts a lone server: on a free port the first time, then on the same one.
+    async fn spawn(&mut self, i: usize) -> Result<(), TestkitError> {
+        let ports_dir = self.dir.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).map_err(io("creating the ports dir"))?;
+        let (log, log_err) = self.log_files(i)?;
+        let port = self.nodes[i].port;
+        let port_arg = if port == 0 { "-1".to_owned() } else { port.to_string() };
         let mut cmd = Command::new(&self.binary);
         cmd.args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-n", "tern-test"])
             .arg("-sd")
-            .arg(self.store_dir())
+            .arg(self.node_store(i))
             .arg("--ports_file_dir")
-            .arg(&ports_dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
+            .arg(&ports_dir);
+        if let Some(dir) = &self.credentials {
+            cmd.arg("-c").arg(tern_bus::auth::server_config_file(dir));
+        }
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
         die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(io(format!("starting {}", self.binary.display())))?;
         let pid = child.id();
-        self.child = Some(child);
+        self.nodes[i].child = Some(child);
 
         // The server writes its actually bound ports to <ports_dir>/<name>_<pid>.ports.
         let ports_file = ports_dir.join(format!("nats-server_{pid}.ports"));
@@ -174,33 +373,26 @@ impl NatsServer {
             async move { read_client_port(&ports_file).or_else(|| any_ports_file(&ports_dir)) }
         })
         .await;
-        let port = match port {
-            Ok(p) => p,
+        match port {
+            Ok(p) => self.nodes[i].port = p,
             Err(e) => return Err(self.not_ready(e.to_string())),
-        };
-        self.port = port;
-
-        let url = self.url();
-        let ready = wait_until("JetStream to answer", Duration::from_secs(20), || {
-            let url = url.clone();
-            async move {
-                let Ok(client) = async_nats::connect(&url).await else { return false };
-                async_nats::jetstream::new(client).query_account().await.is_ok()
-            }
-        })
-        .await;
-        if let Err(e) = ready {
-            return Err(self.not_ready(e.to_string()));
         }
-        Ok(())
+        self.wait_ready(i).await
     }
 
     fn not_ready(&mut self, reason: String) -> TestkitError {
         self.kill();
-        let log = std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
+        let log = self.log();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
         TestkitError::NotReady { reason, log: tail.into_iter().rev().collect::<Vec<_>>().join("\n") }
     }
+}
+
+/// A loopback port that was free a moment ago (for a cluster's nodes, which must know each
+/// other's ports before they start).
+fn free_port() -> Result<u16, TestkitError> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(io("finding a free port"))?;
+    Ok(listener.local_addr().map_err(io("finding a free port"))?.port())
 }
 
 impl Drop for NatsServer {

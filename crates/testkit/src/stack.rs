@@ -29,7 +29,14 @@ pub struct Stack {
     launches: Vec<(String, Vec<(String, String)>)>,
     /// The planner API's tokens (`api-reader.token`, `api-operator.token`) planners run with.
     secrets: tempfile::TempDir,
+    /// Whether the test means to break a NATS permission (else a violation fails it).
+    violations_expected: bool,
+    /// Log lines of the stack's processes that held one of its secrets.
+    leaks: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
+
+/// The Azure token the stack's services and clients use (the simulator takes any).
+pub const ASR_TOKEN: &str = "tern-test-azure-token-5f1c";
 
 /// The cache storage account of each region of the simulated estate, as its ready line names
 /// them (`{"eastus": "<ARM id>", ...}`): what services reprotect through.
@@ -77,15 +84,39 @@ pub fn topology() -> Topology {
 impl Stack {
     pub async fn start(sim: SimConfig) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let nats = NatsServer::start().await.expect("nats-server");
-        let bus = Bus::connect(&nats.url(), "tern-test").await.unwrap();
-        bus.ensure_topology(&topology()).await.unwrap();
+        let nats = NatsServer::start_secured().await.expect("nats-server");
+        Self::start_on(nats, &topology(), sim).await
+    }
+
+    /// A stack on a JetStream cluster of three ([`NatsServer::start_cluster`]): every stream,
+    /// consumer and bucket with three replicas, TLS, Tern's identities.
+    pub async fn start_on_cluster(sim: SimConfig) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let nats = NatsServer::start_cluster(3).await.expect("a 3-node nats-server cluster");
+        Self::start_on(nats, &Topology { replicas: 3, ..topology() }, sim).await
+    }
+
+    /// A stack on `nats`, its topology set up by the bootstrap identity as `topology` says.
+    pub async fn start_on(nats: NatsServer, topology: &Topology, sim: SimConfig) -> Self {
+        let bus = nats.bus(tern_bus::Identity::Bootstrap, "tern-test").await;
+        bus.ensure_topology(topology).await.unwrap();
         let sim = tern_asr_sim::start(SimOptions::new(sim)).await.expect("simulator");
         let secrets = tempfile::tempdir().expect("a dir for the API tokens");
         for role in ["reader", "operator"] {
             std::fs::write(secrets.path().join(format!("api-{role}.token")), random_token()).unwrap();
         }
-        Self { nats, sim, bus, workers: Vec::new(), http: Vec::new(), ready: Vec::new(), launches: Vec::new(), secrets }
+        Self {
+            nats,
+            sim,
+            bus,
+            workers: Vec::new(),
+            http: Vec::new(),
+            ready: Vec::new(),
+            launches: Vec::new(),
+            secrets,
+            violations_expected: false,
+            leaks: Default::default(),
+        }
     }
 
     /// The planner API's token of `role` ("reader" or "operator") that planners this stack
@@ -165,6 +196,14 @@ impl Stack {
         } else {
             cmd.env("TERN_LEASE_SECS", "3").env("TERN_WATCHER_READS_PER_SEC", "50").env("TERN_DRAIN_TIMEOUT_SECS", "5");
         }
+        // Each service connects as its own NATS identity, with only its permissions.
+        let name = std::path::Path::new(bin).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(creds) = tern_bus::Identity::of_service(&name).and_then(|i| self.nats.credentials(i)) {
+            cmd.env("TERN_NATS_CREDENTIALS", creds);
+        }
+        if let Some(ca) = self.nats.ca_file() {
+            cmd.env("TERN_NATS_CA_FILE", ca);
+        }
         cmd.env("TERN_NATS_URL", self.nats.url())
             .env("TERN_ASR__ENDPOINT", &info.url)
             .env("TERN_ASR__SUBSCRIPTION_ID", &info.subscription_id)
@@ -172,23 +211,51 @@ impl Stack {
             .env("TERN_ASR__VAULT", &info.vault)
             .env("TERN_ASR__CACHE_STORAGE_ACCOUNTS", cache_accounts(info).to_string())
             .env("TERN_ASR__LOST_REQUEST_WINDOW", "2")
-            .env("TERN_ASR_TOKEN", "test-token")
+            .env("TERN_ASR_TOKEN", ASR_TOKEN)
             .env("TERN_BUDGET", "null")
             .env("TERN_ENSURE_TOPOLOGY", "false")
             .env("TERN_POLL_INTERVAL_SECS", "0.2")
             .env("TERN_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         for (k, v) in extra {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("worker starts");
+        self.watch_for_secrets(child.stderr.take().expect("the process's stderr"));
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("ready line");
         let ready: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("worker did not report ready: {line:?}"));
         (child, ready)
+    }
+
+    /// The secrets the stack's processes hold: API tokens, every NATS identity's nkey seed, the
+    /// Azure token.
+    fn secrets(&self) -> Vec<String> {
+        let mut out = vec![self.api_token("reader"), self.api_token("operator"), ASR_TOKEN.to_owned()];
+        for identity in tern_bus::Identity::ALL {
+            if let Some(seed) = self.nats.credentials(identity).and_then(|f| std::fs::read_to_string(f).ok()) {
+                out.push(seed.trim().to_owned());
+            }
+        }
+        out
+    }
+
+    /// Passes a process's log on to the test's stderr, line by line, noting every line that holds
+    /// a secret of the stack or anything shaped like an nkey seed or a private key.
+    fn watch_for_secrets(&self, stderr: std::process::ChildStderr) {
+        let (secrets, leaks) = (self.secrets(), self.leaks.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if secrets.iter().any(|s| line.contains(s.as_str())) || looks_like_a_secret(&line) {
+                    leaks.lock().unwrap_or_else(|e| e.into_inner()).push(line.clone());
+                }
+                eprintln!("{line}");
+            }
+        });
     }
 
     /// A client for the stack's simulator (fast polling, no budget).
@@ -207,7 +274,7 @@ impl Stack {
         };
         tern_asr::AsrClient::new(
             config,
-            tern_asr::TokenProvider::static_token("test-token"),
+            tern_asr::TokenProvider::static_token(ASR_TOKEN),
             std::sync::Arc::new(tern_asr::Unlimited),
         )
         .expect("client")
@@ -262,8 +329,15 @@ impl Stack {
     }
 
     /// Every event of a plan so far (replayed from the start).
+    /// While the bus does not answer (a server restarting, a cluster electing a leader), asks
+    /// again until [`DEADLINE`].
     pub async fn events(&self, plan: &str) -> Vec<Event> {
-        let mut stream = self.bus.events(&EventFilter::plan(plan), StartAt::Beginning).await.unwrap();
+        let filter = EventFilter::plan(plan);
+        let mut stream = wait_for("the bus to replay events", DEADLINE, || async {
+            self.bus.events(&filter, StartAt::Beginning).await.ok()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         let mut out = Vec::new();
         for _ in 0..stream.backlog() {
             match tokio::time::timeout(DEADLINE, stream.next()).await {
@@ -298,17 +372,54 @@ pub async fn planner_client(
     addr: &str,
     token: Option<&str>,
 ) -> Result<tern_proto::auth::Client, tonic::transport::Error> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("a planner address");
+    planner_client_tls(addr, token, None).await
+}
+
+/// A client of the planner at `addr`, over TLS when `ca` (PEM) is given, trusting only that CA.
+pub async fn planner_client_tls(
+    addr: &str,
+    token: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> Result<tern_proto::auth::Client, tonic::transport::Error> {
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let mut channel = tonic::transport::Channel::from_shared(format!("{scheme}://{addr}")).expect("a planner address");
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).expect("the planner's CA file");
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        channel = channel.tls_config(tls)?;
+    }
     let token = tern_proto::auth::BearerToken::new(token).expect("a header-safe token");
     Ok(tern_proto::auth::client(channel.connect().await?, token))
 }
 
+impl Stack {
+    /// Says the test breaks a NATS permission on purpose: the stack does not fail it for that.
+    pub fn expect_permission_violations(&mut self) {
+        self.violations_expected = true;
+    }
+}
+
 impl Drop for Stack {
+    /// Stops the processes. A permission the server refused fails the test (unless expected): every
+    /// service must get by with the permissions its identity has.
     fn drop(&mut self) {
         for w in &mut self.workers {
             let _ = w.kill();
             let _ = w.wait();
         }
+        if std::thread::panicking() {
+            return;
+        }
+        let violations = self.nats.permission_violations();
+        if !self.violations_expected && !violations.is_empty() {
+            panic!(
+                "nats-server refused {} request(s) of Tern's own services:\n{}",
+                violations.len(),
+                violations.join("\n")
+            );
+        }
+        let leaks = self.leaks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert!(leaks.is_empty(), "a process of the stack logged a secret, in {} line(s)", leaks.len());
     }
 }
 
@@ -326,5 +437,43 @@ pub fn vm_event(e: &Event) -> &tern_proto::VmEvent {
     match &e.body {
         Some(tern_proto::event::Body::Vm(v)) => v,
         _ => panic!("not a VM event"),
+    }
+}
+
+/// Whether a log line holds something shaped like a credential, whoever's: an nkey seed
+/// (`S` + key type + 56 base32 characters), a PEM private key, or a bearer token.
+pub fn looks_like_a_secret(line: &str) -> bool {
+    let seed = line.as_bytes().windows(58).any(|w| {
+        w[0] == b'S'
+            && matches!(w[1], b'U' | b'A' | b'O' | b'N' | b'C' | b'X')
+            && w[2..].iter().all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c))
+    });
+    let lower = line.to_ascii_lowercase();
+    let bearer = lower.match_indices("bearer ").any(|(i, m)| {
+        let word = line[i + m.len()..].split(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c))).next();
+        word.is_some_and(|w| w.len() >= 16)
+    });
+    seed || line.contains("PRIVATE KEY-----") || bearer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_a_secret;
+
+    #[test]
+    fn seeds_keys_and_bearer_tokens_look_like_secrets_and_ordinary_lines_do_not() {
+        let seed = nkey_shaped();
+        assert!(looks_like_a_secret(&format!("connecting with {seed}")));
+        assert!(looks_like_a_secret("-----BEGIN PRIVATE KEY-----"));
+        assert!(looks_like_a_secret("authorization: Bearer eyJ0eXAiOiJKV1QiLCJhbGciOi"));
+        assert!(!looks_like_a_secret("the planner's API needs a bearer token (see endpoints.json)"));
+        assert!(!looks_like_a_secret(
+            "INFO command finished outcome=succeeded trace_id=09d38ed71fdeb450d9542680d2f88e3a"
+        ));
+        assert!(!looks_like_a_secret("nkey UASYQYR36RLOM3KJC7PXEH4XECMERKX35VO32IH27FZFP6RNVCLRMRQ3 refused"));
+    }
+
+    fn nkey_shaped() -> String {
+        format!("SU{}", "A2B3C4D5E6F7G".repeat(5).chars().take(56).collect::<String>())
     }
 }

@@ -44,6 +44,7 @@ fn config(stack: &Stack) -> WorkerConfig {
     WorkerConfig {
         service: tern_service::ServiceConfig {
             nats_url: stack.nats.url(),
+            nats_credentials: stack.nats.credentials(tern_bus::Identity::Failover),
             asr: tern_asr::AsrConfig {
                 endpoint: info.url.clone(),
                 subscription_id: info.subscription_id.clone(),

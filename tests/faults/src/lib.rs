@@ -77,7 +77,15 @@ impl Fleet {
 
     /// As [`Fleet::start`], with extra environment for every service.
     pub async fn start_with(sim: SimConfig, env: &[(&str, &str)]) -> Fleet {
-        let mut stack = Stack::start(sim).await;
+        Self::start_services(Stack::start(sim).await, env)
+    }
+
+    /// As [`Fleet::start`], on a 3-node JetStream cluster ([`Stack::start_on_cluster`]).
+    pub async fn start_on_cluster(sim: SimConfig) -> Fleet {
+        Self::start_services(Stack::start_on_cluster(sim).await, &[])
+    }
+
+    fn start_services(mut stack: Stack, env: &[(&str, &str)]) -> Fleet {
         let mut index = HashMap::new();
         let mut all = vec![("TERN_LISTEN", "127.0.0.1:0")];
         all.extend_from_slice(env);

@@ -198,6 +198,21 @@ pub async fn serve_grpc(
     auth: crate::ApiAuth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_grpc_tls(service, listen, auth, None, shutdown).await
+}
+
+/// As [`serve_grpc`], over TLS when `tls` is given (the API then takes no plaintext caller).
+pub async fn serve_grpc_tls(
+    service: PlannerService,
+    listen: std::net::SocketAddr,
+    auth: crate::ApiAuth,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -207,7 +222,7 @@ pub async fn serve_grpc(
         .build_v1()?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let task = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let result = builder
             .add_service(health)
             .add_service(reflection)
             .add_service(tern_proto::planner_server::PlannerServer::new(crate::auth::Guarded::new(service, auth)))

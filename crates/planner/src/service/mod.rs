@@ -26,7 +26,7 @@ use tonic::Status;
 use crate::progress;
 use crate::store::PlanStore;
 
-pub use grpc::serve_grpc;
+pub use grpc::{serve_grpc, serve_grpc_tls};
 
 /// Commands (and VM lock releases) sent at once after a step.
 const SEND_CONCURRENCY: usize = 64;

@@ -1,0 +1,80 @@
+//! The bus admits only Tern's identities, each with its own permissions, on a real nats-server
+//! started the way `tern up` starts it.
+
+use std::time::Duration;
+
+use tern_bus::{Bucket, Bus, EventFilter, Identity, NatsAuth, StartAt, Topology};
+use tern_testkit::NatsServer;
+
+async fn secured() -> (NatsServer, Bus) {
+    let server = NatsServer::start_secured().await.expect("nats-server starts");
+    let admin = server.bus(Identity::Bootstrap, "tern-test").await;
+    admin.ensure_topology(&Topology::single_server()).await.expect("the bootstrap identity sets up the bus");
+    (server, admin)
+}
+
+#[tokio::test]
+async fn an_anonymous_client_is_refused() {
+    let (server, _admin) = secured().await;
+    let err = Bus::connect(&server.url(), "someone").await.expect_err("no credentials, no connection");
+    assert!(err.to_string().to_lowercase().contains("authorization"), "{err}");
+    // An nkey the server does not know is refused the same way.
+    let dir = tempfile::tempdir().unwrap();
+    tern_bus::auth::generate(dir.path()).unwrap();
+    let stranger = NatsAuth::from_dir(Identity::Planner, dir.path());
+    assert!(Bus::connect_with(&server.url(), "stranger", &stranger).await.is_err());
+}
+
+#[tokio::test]
+async fn a_workers_credentials_cannot_publish_a_command() {
+    let (server, admin) = secured().await;
+    let worker = server.bus(Identity::Failover, "tern-failover").await;
+    let command = tern_testkit::stack::failover_command("p1", "vm-00001");
+    let err = worker.publish_command(&command).await.expect_err("a worker may not queue commands");
+    assert!(err.to_string().to_lowercase().contains("permission"), "{err}");
+    let mut queued = admin.jetstream().get_stream(tern_bus::topology::COMMANDS_STREAM).await.unwrap();
+    assert_eq!(queued.info().await.unwrap().state.messages, 0, "nothing reached the queue");
+    let violations = server.permission_violations();
+    assert!(violations.iter().any(|v| v.contains("tern.commands.failover.p1")), "the server logged it: {violations:?}");
+
+    // The planner may.
+    let planner = server.bus(Identity::Planner, "tern-planner").await;
+    planner.publish_command(&command).await.expect("the planner queues commands");
+}
+
+#[tokio::test]
+async fn a_worker_cannot_change_the_topology_or_another_queue() {
+    let (server, _admin) = secured().await;
+    let worker = server.bus(Identity::Cleanup, "tern-cleanup").await;
+    let err = worker.ensure_topology(&Topology::single_server()).await.expect_err("only bootstrap sets up the bus");
+    assert!(err.to_string().to_lowercase().contains("permission"), "{err}");
+    // Its own bucket access works; the plans are not its to read.
+    worker.kv::<tern_proto::OperationRecord>(Bucket::Operations).await.expect("operations are the workers'");
+    let plans = worker.kv::<tern_proto::StoredPlan>(Bucket::Plans).await;
+    assert!(plans.is_err(), "a worker has no business with the plans bucket");
+}
+
+#[tokio::test]
+async fn the_events_reader_replays_events_and_can_publish_nothing() {
+    let (server, _admin) = secured().await;
+    let planner = server.bus(Identity::Planner, "tern-planner").await;
+    let event = tern_proto::Event {
+        event_id: "e1".into(),
+        plan_id: "p1".into(),
+        body: Some(tern_proto::event::Body::Plan(tern_proto::PlanEvent {
+            kind: tern_proto::PlanEventKind::Accepted as i32,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    planner.publish_event(&event).await.expect("the planner publishes plan events");
+
+    let reader = server.bus(Identity::EventsReader, "dns-updater").await;
+    let mut events = reader.events(&EventFilter::all(), StartAt::Beginning).await.expect("readers replay events");
+    let got = tokio::time::timeout(Duration::from_secs(10), events.next()).await.expect("an event").unwrap().unwrap();
+    assert_eq!(got.event.event_id, "e1");
+    let forged = tern_proto::Event { event_id: "e2".into(), ..event };
+    assert!(reader.publish_event(&forged).await.is_err(), "readers publish nothing");
+    let command = tern_testkit::stack::failover_command("p1", "vm-00001");
+    assert!(reader.publish_command(&command).await.is_err());
+}
