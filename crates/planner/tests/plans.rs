@@ -502,6 +502,24 @@ async fn a_failed_vm_retried_after_the_fault_clears_succeeds_and_watchers_see_ev
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+    // Nor from a phase the VM never reached: it failed at failover, so no cleanup.
+    let retry = |phase: tern_proto::Phase| tern_proto::RetryVmRequest {
+        plan_id: plan_id.clone(),
+        vm_name: "vm-00001".into(),
+        phase: phase as i32,
+    };
+    let refused = r.grpc.retry_vm(retry(tern_proto::Phase::Cleanup)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+    assert!(refused.message().contains("not cleanup"), "{refused}");
+    // The plan ended and let the VM go; another plan holds it now: a retry here is refused.
+    let locks = r.stack.bus.kv::<tern_proto::VmLock>(tern_bus::Bucket::VmLocks).await.unwrap();
+    let key = tern_bus::ids::vm_key(vm(&last, "vm-00001").vm.as_ref().unwrap()).to_owned();
+    locks.put(&key, &tern_proto::VmLock { plan_id: "p-other".into() }).await.unwrap();
+    let refused = r.grpc.retry_vm(retry(tern_proto::Phase::Unspecified)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+    assert!(refused.message().contains("p-other"), "names the plan that holds it: {refused}");
+    assert_eq!(locks.get(&key).await.unwrap().unwrap().value.plan_id, "p-other", "the other plan keeps it");
+    locks.delete(&key).await.unwrap();
 
     // Clear the fault, retry: a second attempt fails the VM back.
     let http = reqwest::Client::new();
@@ -519,6 +537,30 @@ async fn a_failed_vm_retried_after_the_fault_clears_succeeds_and_watchers_see_ev
     let v = vm(&plan, "vm-00001");
     assert_eq!(v.attempt, 2);
     assert!(v.error.is_none());
+}
+
+#[tokio::test]
+async fn a_plan_that_could_not_be_stored_leaves_its_vms_free_for_the_next() {
+    let mut r = start(ready_for_failback(2), false).await;
+    // The plans bucket takes nothing new for a moment (a full disk, a lost quorum).
+    let js = r.stack.bus.jetstream().clone();
+    let stream = format!("KV_{}", tern_bus::Bucket::Plans.name());
+    let open = js.get_stream(&stream).await.unwrap().info().await.unwrap().config.clone();
+    let closed = async_nats::jetstream::stream::Config {
+        max_bytes: 1,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..open.clone()
+    };
+    js.update_stream(&closed).await.unwrap();
+    let s = spec(&r, &["vm-00001", "vm-00002"]);
+    let err = r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s.clone()) }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    js.update_stream(&open).await.unwrap();
+    // The VMs are not held by a plan that does not exist: the same plan goes through now.
+    let locks = r.stack.bus.kv::<tern_proto::VmLock>(tern_bus::Bucket::VmLocks).await.unwrap();
+    assert_eq!(locks.keys().await.unwrap(), Vec::<String>::new(), "no lock outlives the failed submission");
+    let plan = r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap();
+    assert_eq!(plan.vms.len(), 2);
 }
 
 #[tokio::test]

@@ -146,12 +146,33 @@ impl Planner for PlannerService {
         if PlanState::try_from(plan.state) == Ok(PlanState::Cancelled) {
             return Err(Status::failed_precondition(format!("plan {} was cancelled", r.plan_id)));
         }
+        let requested = r.phase();
+        let reached = plan.vms[i].phase();
+        if requested != Phase::Unspecified && !phase_reached(reached, requested) {
+            return Err(Status::failed_precondition(format!(
+                "{} failed at {}: it can be retried from {} or an earlier phase, not {}",
+                r.vm_name,
+                reached.slug(),
+                reached.slug(),
+                requested.slug()
+            )));
+        }
+        // The VM's lock: this plan's already, or free again (the plan ended and let it go). A VM
+        // another plan holds now is that plan's: retrying it here would run two plans on it.
         let key = progress::vm_key(&plan.vms[i]).to_owned();
         match self.inner.locks.create(&key, &VmLock { plan_id: plan.plan_id.clone() }).await {
-            Ok(_) | Err(KvError::AlreadyExists { .. }) => {}
+            Ok(_) => {}
+            Err(KvError::AlreadyExists { .. }) => {
+                let holder = self.inner.locks.get(&key).await.map_err(kv_status)?.map(|l| l.value.plan_id);
+                if let Some(other) = holder.filter(|h| *h != plan.plan_id) {
+                    return Err(Status::failed_precondition(format!(
+                        "{} is in active plan {other} now: retry it there, or after that plan ends",
+                        r.vm_name
+                    )));
+                }
+            }
             Err(e) => return Err(kv_status(e)),
         }
-        let requested = r.phase();
         let plan = self
             .step(&r.plan_id, |p, dirty| {
                 let v = &mut p.vms[i];
@@ -177,6 +198,20 @@ impl Planner for PlannerService {
             .await?;
         Ok(Response::new(plan.plan.clone()))
     }
+}
+
+/// Whether a VM that failed at `reached` has got as far as `requested`: a retry may run a phase
+/// again, or an earlier one, never one the VM has not reached (a cleanup before its reprotect).
+fn phase_reached(reached: Phase, requested: Phase) -> bool {
+    let order = |p: Phase| match p {
+        Phase::Failover | Phase::Drill => 1,
+        Phase::Commit => 2,
+        Phase::Reprotect => 3,
+        Phase::Cleanup => 4,
+        Phase::Preflight | Phase::Unspecified => 0,
+    };
+    let drill = |p: Phase| p == Phase::Drill;
+    drill(reached) == drill(requested) && order(requested) <= order(reached)
 }
 
 /// A stream fed by a task through a channel.

@@ -11,7 +11,7 @@ use tern_proto::{
     Phase, Plan, PlanEventKind, PlanMode, PlanState, Readiness, SubmitPlanResponse, VmPreflight, VmState, VmStatus,
 };
 use tonic::Status;
-use tracing::info;
+use tracing::{info, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{PlannerService, SEND_CONCURRENCY, hex, kv_status, now};
@@ -189,6 +189,18 @@ impl PlannerService {
         (vms, opts.cache.resolved())
     }
 
+    /// Releases the locks `keys` that `plan_id` holds, for a submission that did not go through.
+    async fn unlock(&self, plan_id: &str, keys: &[String]) {
+        for key in keys {
+            if let Ok(Some(lock)) = self.inner.locks.get(key).await
+                && lock.value.plan_id == plan_id
+                && let Err(e) = self.inner.locks.delete(key).await
+            {
+                warn!(plan = %plan_id, %key, error = %e, "releasing the lock of a plan that was not stored failed");
+            }
+        }
+    }
+
     pub(super) async fn submit(&self, spec: tern_proto::PlanSpec) -> Result<SubmitPlanResponse, Status> {
         let valid = validate(&spec, &self.inner.vault_id)?;
         let request_key = (!spec.request_id.is_empty()).then(|| format!("request.{}", hex(&spec.request_id)));
@@ -297,9 +309,9 @@ impl PlannerService {
             .await;
         let taken: Vec<String> = results.iter().filter(|(_, r)| r.is_ok()).map(|(k, _)| k.clone()).collect();
         if let Some((key, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
-            for k in &taken {
-                let _ = self.inner.locks.delete(k).await;
-            }
+            // Every key tried: a create that timed out may have landed.
+            let tried: Vec<String> = results.iter().map(|(k, _)| k.clone()).collect();
+            self.unlock(&plan_id, &tried).await;
             if let KvError::AlreadyExists { .. } = e {
                 let holder =
                     self.inner.locks.get(key).await.ok().flatten().map(|l| l.value.plan_id).unwrap_or_default();
@@ -335,16 +347,22 @@ impl PlannerService {
             ..Default::default()
         };
         plan.counts = Some(progress::counts(&plan));
-        let created = self.inner.store.create(plan).await.map_err(kv_status)?;
+        let created = match self.inner.store.create(plan).await {
+            Ok(created) => created,
+            Err(e) => {
+                // The plan was not stored: the VMs it locked are free again (a lock names its
+                // plan; one that is not this plan's is left alone).
+                self.unlock(&plan_id, &taken).await;
+                return Err(kv_status(e));
+            }
+        };
         if let Some(key) = &request_key
             && let Err(KvError::AlreadyExists { .. }) =
                 self.inner.requests.create(key, &PlanRef { plan_id: plan_id.clone() }).await
         {
             // Another submission with the same request id won the race: withdraw this one.
             let _ = self.inner.store.delete(&plan_id).await;
-            for k in &taken {
-                let _ = self.inner.locks.delete(k).await;
-            }
+            self.unlock(&plan_id, &taken).await;
             let winner =
                 self.inner.requests.get(key).await.map_err(kv_status)?.map(|r| r.value.plan_id).unwrap_or_default();
             return Ok(SubmitPlanResponse { plan: Some(self.get(&winner).await?), existing: true });
