@@ -116,12 +116,12 @@ impl Permissions {
                 p.consume(EVENTS_STREAM, PLANNER_EVENTS_CONSUMER);
                 p.read_stream(EVENTS_STREAM);
                 p.read_stream(DLQ_STREAM);
-                // Cancelling a plan purges its queued commands; an event given up on is removed.
+                // Cancelling a plan purges its queued commands. Events are never deleted: the
+                // stream is every consumer's.
                 p.allow([
                     api(&format!("STREAM.PURGE.{COMMANDS_STREAM}")),
                     api(&format!("STREAM.INFO.{COMMANDS_STREAM}")),
                 ]);
-                p.allow([api(&format!("STREAM.MSG.DELETE.{EVENTS_STREAM}"))]);
                 // Queue depths for /metrics.
                 p.allow([api(&format!("CONSUMER.INFO.{COMMANDS_STREAM}.*"))]);
                 for bucket in [Bucket::Plans, Bucket::VmLocks, Bucket::ArmBudget] {
@@ -431,6 +431,14 @@ mod tests {
             }
         }
         assert!(publishes(Identity::EventsReader, "$JS.API.CONSUMER.CREATE.TERN_EVENTS.abc123.tern.events.>"));
+    }
+
+    #[test]
+    fn nobody_deletes_events() {
+        for identity in Identity::ALL.into_iter().filter(|i| *i != Identity::Bootstrap) {
+            assert!(!publishes(identity, "$JS.API.STREAM.MSG.DELETE.TERN_EVENTS"), "{identity}");
+            assert!(!publishes(identity, "$JS.API.STREAM.PURGE.TERN_EVENTS"), "{identity}");
+        }
     }
 
     #[test]

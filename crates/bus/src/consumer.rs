@@ -132,6 +132,9 @@ struct Shared {
     stream_name: String,
     consumer_name: String,
     dlq_subject: String,
+    /// Whether a dead letter is also deleted from its stream: from a work queue, yes; never from
+    /// a stream other consumers read (the events).
+    remove_dead_letters: bool,
     max_attempts: u32,
     ack_wait: Duration,
     options: LoopOptions,
@@ -160,7 +163,8 @@ impl ConsumerLoop {
             consumer: consumer_name.to_owned(),
             source,
         };
-        let stream = js.get_stream(stream_name).await.map_err(|e| err(e.into()))?;
+        let mut stream = js.get_stream(stream_name).await.map_err(|e| err(e.into()))?;
+        let retention = stream.info().await.map_err(|e| err(e.into()))?.config.retention;
         let mut consumer: PullConsumer = stream.get_consumer(consumer_name).await.map_err(err)?;
         let info = consumer.info().await.map_err(|e| err(e.into()))?;
         // The server's max_deliver keeps one delivery in reserve for dead-lettering (see QueueSettings).
@@ -179,6 +183,7 @@ impl ConsumerLoop {
                 stream_name: stream_name.to_owned(),
                 consumer_name: consumer_name.to_owned(),
                 dlq_subject,
+                remove_dead_letters: retention == jetstream::stream::RetentionPolicy::WorkQueue,
                 max_attempts,
                 ack_wait,
                 options,
@@ -420,8 +425,11 @@ async fn dead_letter(msg: &jetstream::Message, shared: &Shared, stream_sequence:
     if let Err(e) = msg.ack_with(AckKind::Term).await {
         debug!(error = %e, "term failed");
     }
-    // Terminating does not remove a message from every kind of stream; deleting does.
-    let _ = shared.stream.delete_message(stream_sequence).await;
+    // Terminating does not remove a message from every kind of stream; deleting does. Only
+    // from a work queue: a stream other consumers read keeps what this one gave up on.
+    if shared.remove_dead_letters {
+        let _ = shared.stream.delete_message(stream_sequence).await;
+    }
     shared.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
     warn!(consumer = %shared.consumer_name, stream_sequence, attempt, reason, "message dead-lettered");
 }

@@ -247,6 +247,24 @@ async fn an_undecodable_payload_is_dead_lettered_with_its_reason_while_the_consu
 }
 
 #[tokio::test]
+async fn an_event_the_planner_cannot_read_is_dead_lettered_for_it_and_stays_on_the_stream_for_everyone_else() {
+    let (_server, bus) = start().await;
+    let garbage = [0x0a, 0xff, 0x01, 0x02];
+    bus.jetstream().publish("tern.events.p1.failover.succeeded", garbage.to_vec().into()).await.unwrap().await.unwrap();
+    let consumer = bus.planner_event_consumer(fast_loop()).await.expect("binds the planner's consumer");
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(consumer.run(|_: Delivery<Event>| std::future::ready(Ok(())), shutdown.clone()));
+    let dead = dead_letters(&bus, 1).await;
+    assert_eq!(dead[0].consumer, "planner");
+    assert!(dead[0].reason.contains("undecodable payload"), "{}", dead[0].reason);
+    shutdown.cancel();
+    let stats = handle.await.unwrap();
+    assert_eq!(stats.dead_lettered, 1);
+    // The events stream is everyone's: what the planner gave up on is still there to replay.
+    assert_eq!(stream_messages(&bus, topology::EVENTS_STREAM).await, 1, "the event was deleted from the stream");
+}
+
+#[tokio::test]
 async fn a_message_that_exhausts_its_attempts_is_dead_lettered_and_removed_from_the_queue() {
     let (_server, bus) = start().await;
     bus.publish_command(&failover_command("p1", "web-1")).await.unwrap();
