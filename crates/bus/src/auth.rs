@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::subjects::{self, WorkQueue};
 use crate::topology::{COMMANDS_STREAM, DLQ_STREAM, EVENTS_STREAM};
-use crate::{Bucket, PLANNER_EVENTS_CONSUMER};
+use crate::{Bucket, PLANNER_DLQ_CONSUMER, PLANNER_EVENTS_CONSUMER};
 
 /// A NATS identity of the Tern bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,6 +114,7 @@ impl Permissions {
                 p.allow([format!("{}.>", subjects::COMMANDS_PREFIX), events_all.clone()]);
                 p.allow([subjects::dlq_subject(PLANNER_EVENTS_CONSUMER)]);
                 p.consume(EVENTS_STREAM, PLANNER_EVENTS_CONSUMER);
+                p.consume(DLQ_STREAM, PLANNER_DLQ_CONSUMER);
                 p.read_stream(EVENTS_STREAM);
                 p.read_stream(DLQ_STREAM);
                 // Cancelling a plan purges its queued commands. Events are never deleted: the
@@ -227,6 +228,7 @@ fn worker_phases(queue: WorkQueue) -> Vec<&'static str> {
 fn durable_consumers() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<_> = WorkQueue::ALL.iter().map(|q| (COMMANDS_STREAM, q.name())).collect();
     out.push((EVENTS_STREAM, PLANNER_EVENTS_CONSUMER));
+    out.push((DLQ_STREAM, PLANNER_DLQ_CONSUMER));
     out
 }
 

@@ -93,6 +93,9 @@ pub struct LoopOptions {
     pub drain_timeout: Duration,
     /// How long one pull request waits for messages before it is renewed.
     pub pull_expiry: Duration,
+    /// Ack a message whose payload does not decode instead of dead-lettering it: for a consumer
+    /// of dead letters, where garbage is expected and a second copy of it helps nobody.
+    pub skip_undecodable: bool,
 }
 
 impl Default for LoopOptions {
@@ -102,6 +105,7 @@ impl Default for LoopOptions {
             backoff: [1, 5, 15, 30, 60].map(Duration::from_secs).to_vec(),
             drain_timeout: Duration::from_secs(30),
             pull_expiry: Duration::from_secs(5),
+            skip_undecodable: false,
         }
     }
 }
@@ -305,6 +309,14 @@ where
     }
     let message = match T::decode(msg.payload.as_ref()) {
         Ok(m) => m,
+        Err(_) if shared.options.skip_undecodable => {
+            debug!(consumer = %shared.consumer_name, stream_sequence, "undecodable payload skipped");
+            if let Err(e) = msg.ack().await {
+                debug!(error = %e, "ack failed");
+            }
+            shared.counters.acked.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         Err(e) => {
             let reason = format!("undecodable payload ({} bytes) for {}: {e}", msg.payload.len(), type_name::<T>());
             return dead_letter(&msg, shared, stream_sequence, attempt, &reason).await;

@@ -38,6 +38,10 @@ pub const PUBLISH_ATTEMPTS: u32 = 4;
 /// Name of the planner's durable consumer of every event.
 pub const PLANNER_EVENTS_CONSUMER: &str = "planner";
 
+/// Name of the planner's durable consumer of the workers' dead letters: a command a worker gave
+/// up on is a VM the planner must hear of.
+pub const PLANNER_DLQ_CONSUMER: &str = "planner-dlq";
+
 /// What can go wrong on the bus.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -350,6 +354,13 @@ impl Bus {
     pub async fn planner_event_consumer(&self, options: LoopOptions) -> Result<ConsumerLoop, BusError> {
         let dlq = subjects::dlq_subject(PLANNER_EVENTS_CONSUMER);
         ConsumerLoop::bind(&self.js, topology::EVENTS_STREAM, PLANNER_EVENTS_CONSUMER, dlq, options).await
+    }
+
+    /// The consumer loop of the planner's durable consumer of the workers' dead letters (the
+    /// payload is the command as published; the headers say why and where).
+    pub async fn planner_dlq_consumer(&self, options: LoopOptions) -> Result<ConsumerLoop, BusError> {
+        let dlq = subjects::dlq_subject(PLANNER_EVENTS_CONSUMER);
+        ConsumerLoop::bind(&self.js, topology::DLQ_STREAM, PLANNER_DLQ_CONSUMER, dlq, options).await
     }
 
     /// Reads events the way an outside consumer does: an ordered, ephemeral consumer that

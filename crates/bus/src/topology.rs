@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use tracing::{debug, info};
 
 use crate::subjects::{self, WorkQueue};
-use crate::{BusError, PLANNER_EVENTS_CONSUMER};
+use crate::{BusError, PLANNER_DLQ_CONSUMER, PLANNER_EVENTS_CONSUMER};
 
 /// Work-queue stream holding commands until a worker acks them.
 pub const COMMANDS_STREAM: &str = "TERN_COMMANDS";
@@ -149,12 +149,12 @@ impl Topology {
         ]
     }
 
-    /// The durable consumer of a command queue.
-    pub fn queue_consumer(&self, queue: WorkQueue) -> consumer::pull::Config {
+    /// A durable consumer with the queues' delivery settings: explicit acks, `ack_wait`, one
+    /// delivery more than the attempts (see [`QueueSettings::max_attempts`]).
+    fn durable(&self, name: &str, description: String) -> consumer::pull::Config {
         consumer::pull::Config {
-            durable_name: Some(queue.name().into()),
-            description: Some(format!("tern-{} worker queue", queue.name())),
-            filter_subject: queue.filter(),
+            durable_name: Some(name.into()),
+            description: Some(description),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.queues.ack_wait,
             max_deliver: i64::from(self.queues.max_attempts) + 1,
@@ -164,18 +164,28 @@ impl Topology {
         }
     }
 
+    /// The durable consumer of a command queue.
+    pub fn queue_consumer(&self, queue: WorkQueue) -> consumer::pull::Config {
+        let config = self.durable(queue.name(), format!("tern-{} worker queue", queue.name()));
+        consumer::pull::Config { filter_subject: queue.filter(), ..config }
+    }
+
     /// The planner's durable consumer of every event.
     pub fn planner_events_consumer(&self) -> consumer::pull::Config {
+        let config =
+            self.durable(PLANNER_EVENTS_CONSUMER, "tern-planner: every lifecycle event, to progress plans".into());
+        consumer::pull::Config { filter_subject: format!("{}.>", subjects::EVENTS_PREFIX), ..config }
+    }
+
+    /// The planner's durable consumer of the worker queues' dead letters (not its own: those
+    /// are events it gave up on, and no VM waits on them).
+    pub fn planner_dlq_consumer(&self) -> consumer::pull::Config {
+        let description = "tern-planner: commands the workers gave up on, to fail their VMs".into();
         consumer::pull::Config {
-            durable_name: Some(PLANNER_EVENTS_CONSUMER.into()),
-            description: Some("tern-planner: every lifecycle event, to progress plans".into()),
-            filter_subject: format!("{}.>", subjects::EVENTS_PREFIX),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: self.queues.ack_wait,
-            max_deliver: i64::from(self.queues.max_attempts) + 1,
-            max_ack_pending: self.queues.max_ack_pending,
-            num_replicas: self.replicas,
-            ..Default::default()
+            filter_subjects: WorkQueue::ALL.iter().map(|q| q.dlq_subject()).collect(),
+            // Set up on a bus with history, it starts at what comes next.
+            deliver_policy: consumer::DeliverPolicy::New,
+            ..self.durable(PLANNER_DLQ_CONSUMER, description)
         }
     }
 
@@ -206,6 +216,8 @@ impl Topology {
         let events =
             js.get_stream(EVENTS_STREAM).await.map_err(|e| BusError::topology(format!("stream {EVENTS_STREAM}"), e))?;
         ensure_consumer(&events, self.planner_events_consumer()).await?;
+        let dlq = js.get_stream(DLQ_STREAM).await.map_err(|e| BusError::topology(format!("stream {DLQ_STREAM}"), e))?;
+        ensure_consumer(&dlq, self.planner_dlq_consumer()).await?;
         for bucket in Bucket::ALL {
             ensure_bucket(js, self.bucket(bucket)).await?;
         }

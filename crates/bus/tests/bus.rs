@@ -37,6 +37,7 @@ fn fast_loop() -> LoopOptions {
         backoff: vec![Duration::from_millis(50)],
         drain_timeout: Duration::from_secs(5),
         pull_expiry: Duration::from_millis(500),
+        skip_undecodable: false,
     }
 }
 

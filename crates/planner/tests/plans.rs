@@ -564,6 +564,44 @@ async fn a_plan_that_could_not_be_stored_leaves_its_vms_free_for_the_next() {
 }
 
 #[tokio::test]
+async fn a_command_a_worker_gave_up_on_fails_its_vm_with_the_reason_instead_of_leaving_it_running() {
+    let mut r = start(ready_for_failback(2), false).await;
+    let mut s = spec(&r, &["vm-00001", "vm-00002"]);
+    failover_only(&mut s);
+    s.failure_policy = Some(tern_proto::FailurePolicy {
+        optional_vms: vec!["vm-00001".into(), "vm-00002".into()],
+        ..Default::default()
+    });
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    // A failover worker that cannot handle what it gets: it dead-letters both commands.
+    let worker =
+        r.stack.bus.queue_consumer(tern_bus::WorkQueue::Failover, tern_bus::LoopOptions::default()).await.unwrap();
+    let stop = CancellationToken::new();
+    let handler = |_: tern_bus::Delivery<tern_proto::Command>| {
+        std::future::ready(Err(tern_bus::HandlerError::reject("the item cannot be read here")))
+    };
+    let served = tokio::spawn(worker.run(handler, stop.clone()));
+    let plan = finished(&mut r, &plan_id).await;
+    stop.cancel();
+    assert_eq!(served.await.unwrap().dead_lettered, 2);
+    assert_eq!(plan.state(), PlanState::CompletedWithErrors, "{}", plan.reason);
+    for name in ["vm-00001", "vm-00002"] {
+        let v = vm(&plan, name);
+        assert_eq!(v.state(), tern_proto::VmState::Failed, "{name}");
+        let e = v.error.as_ref().expect("the error");
+        assert_eq!(e.code, "TERN-DEAD-LETTERED");
+        assert!(e.message.contains("the item cannot be read here"), "the worker's reason: {}", e.message);
+        assert!(e.recommended_action.contains("tern plan retry"), "{}", e.recommended_action);
+    }
+    // Outside consumers learn of it too: the failed events are on the stream.
+    let events = r.stack.events(&plan_id).await;
+    let failed = (tern_proto::Phase::Failover, tern_proto::Outcome::Failed);
+    let failed = events.iter().filter(|e| tern_testkit::stack::kind(e) == Some(failed)).count();
+    assert_eq!(failed, 2);
+}
+
+#[tokio::test]
 async fn the_grpc_endpoint_reports_serving_health() {
     use tonic_health::pb::health_client::HealthClient;
     let r = start(ready_for_failback(1), false).await;

@@ -10,6 +10,7 @@
 //! records (`PlanRef`, `VmLock`); `progression`, `submit`, `control` and `grpc` hold the rest.
 
 mod control;
+mod dead_letters;
 mod grpc;
 mod progression;
 mod submit;
@@ -53,6 +54,8 @@ struct Inner {
     store: PlanStore,
     requests: TypedKv<PlanRef>,
     locks: TypedKv<VmLock>,
+    /// The workers' fences: whether a command a worker gave up on is still in someone's hands.
+    operations: TypedKv<tern_proto::OperationRecord>,
     vault_id: String,
 }
 
@@ -88,6 +91,7 @@ impl PlannerService {
         let store = PlanStore::new(&bus).await?;
         let requests = bus.kv::<PlanRef>(Bucket::Plans).await?;
         let locks = bus.kv::<VmLock>(Bucket::VmLocks).await?;
+        let operations = bus.kv::<tern_proto::OperationRecord>(Bucket::Operations).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 plan_locks: std::sync::Mutex::new(HashMap::new()),
@@ -98,6 +102,7 @@ impl PlannerService {
                 store,
                 requests,
                 locks,
+                operations,
                 vault_id,
             }),
         })

@@ -33,6 +33,8 @@ impl PlannerService {
             .bus
             .planner_event_consumer(LoopOptions { concurrency: EVENT_CONCURRENCY, ..LoopOptions::default() })
             .await?;
+        // Commands the workers gave up on: their VMs fail, with the reason, instead of waiting.
+        let dead_letters = self.clone().follow_dead_letters(shutdown.clone()).await?;
         let this = self.clone();
         consumer
             .run(
@@ -43,6 +45,7 @@ impl PlannerService {
                 shutdown,
             )
             .await;
+        let _ = dead_letters.await;
         Ok(())
     }
 
