@@ -74,10 +74,11 @@ demo: $(STAMP) ## the whole stack on this machine, failing back a 200-VM demo es
 	cargo build --locked --workspace --bins
 	$(TARGET)/debug/tern up --demo
 
-chaos: setup ## the fault suite as a soak: more VMs and more repetitions of every fault (make test runs a short form)
+chaos: setup ## the fault suite as a soak (more VMs, more repetitions of every fault) and 1,000,000 simulated plans (make test runs short forms)
 	cargo build --locked --workspace --bins
 	TERN_FAULTS_VMS=$${TERN_FAULTS_VMS:-200} TERN_FAULTS_ROUNDS=$${TERN_FAULTS_ROUNDS:-3} \
 	  cargo nextest run --locked -p tern-faults --profile chaos
+	TERN_SIM_PLANS=$${TERN_SIM_PLANS:-1000000} cargo test --locked -p tern-planner --test simulation -- --nocapture
 
 # The processes the benchmark starts, built for release (it measures nothing else).
 BENCH_BUILD := cargo build --release --locked --bins -p tern-bench -p tern-asr-sim -p tern-planner \
