@@ -8,6 +8,8 @@
 //!   reprotect succeeded, and a wave fails over only once the waves before it finished failing over;
 //! - no VM in two phases: only a Pending VM is dispatched, and never more than a phase's
 //!   concurrency runs at once; a halted plan starts no failover;
+//! - a paused or cancelling plan dispatches nothing (an operator pauses, resumes and cancels at
+//!   random);
 //! - and at the end every plan has ended with every VM terminal, each VM whose work all
 //!   succeeded Succeeded.
 //!
@@ -163,6 +165,21 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
             plan = Plan::decode(plan.encode_to_vec().as_slice()).map_err(|e| e.to_string())?;
             index = progress::vm_index(&plan);
         }
+        // An operator: pause, resume or cancel now and then, as the API's transitions do.
+        let operator = match plan.state() {
+            PlanState::Running | PlanState::Accepted if rng.chance(1) => {
+                Some(if rng.chance(70) { PlanState::Paused } else { PlanState::Cancelling })
+            }
+            // A paused plan with nothing in flight waits for its operator: resume it then.
+            PlanState::Paused if (pool.is_empty() && rng.chance(50)) || rng.chance(2) => {
+                Some(if rng.chance(85) { PlanState::Running } else { PlanState::Cancelling })
+            }
+            _ => None,
+        };
+        if let Some(next) = operator {
+            plan.set_state(next);
+        }
+        let state_before = plan.state();
         let halted_before = plan.halted;
         let waves_before = plan.clone();
         let dispatched = progress::dispatch(&mut plan);
@@ -170,6 +187,9 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
             let at = |what: String| format!("step {step}, {}: {what}", plan.vms[i].vm.as_ref().unwrap().name);
             if waves_before.vms[i].state() != VmState::Pending {
                 return Err(at(format!("dispatched while {:?}", waves_before.vms[i].state())));
+            }
+            if !matches!(state_before, PlanState::Running | PlanState::Accepted) {
+                return Err(at(format!("dispatched while the plan is {state_before:?}")));
             }
             if halted_before && slot(phase) == Phase::Failover {
                 return Err(at("a halted plan started a failover".into()));
@@ -217,12 +237,14 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
                 return Err(format!("step {step}: {running} VMs in {s:?} at once, above its limit"));
             }
         }
-        let ended = matches!(plan.state(), PlanState::Completed | PlanState::CompletedWithErrors);
-        let was_ended = matches!(before.state(), PlanState::Completed | PlanState::CompletedWithErrors);
+        let ended =
+            matches!(plan.state(), PlanState::Completed | PlanState::CompletedWithErrors | PlanState::Cancelled);
+        let was_ended =
+            matches!(before.state(), PlanState::Completed | PlanState::CompletedWithErrors | PlanState::Cancelled);
         if was_ended && plan.state() != before.state() {
             return Err(format!("step {step}: an ended plan went from {:?} to {:?}", before.state(), plan.state()));
         }
-        if pool.is_empty() && dispatched.is_empty() {
+        if pool.is_empty() && dispatched.is_empty() && plan.state() != PlanState::Paused {
             // Nothing more can happen: the plan must have ended, every VM accounted for.
             if !ended {
                 return Err(format!("step {step}: nothing left to do, yet the plan is {:?}: {counts:?}", plan.state()));
@@ -238,8 +260,8 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
                 if v.state() == VmState::Failed && !failures[i] {
                     return Err(format!("{name} failed although every phase of it succeeded"));
                 }
-                if v.state() == VmState::Skipped && !plan.halted {
-                    return Err(format!("{name} was skipped in a plan that did not halt"));
+                if v.state() == VmState::Skipped && !plan.halted && plan.state() != PlanState::Cancelled {
+                    return Err(format!("{name} was skipped in a plan that was neither halted nor cancelled"));
                 }
             }
             return Ok(());
