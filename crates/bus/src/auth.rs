@@ -415,6 +415,9 @@ mod tests {
         assert!(publishes(Identity::Cleanup, "tern.events.p1.cleanup.failed"));
         assert!(!publishes(Identity::Reprotect, "$JS.API.CONSUMER.MSG.NEXT.TERN_COMMANDS.failover"));
         assert!(publishes(Identity::Reprotect, "$JS.API.CONSUMER.MSG.NEXT.TERN_COMMANDS.reprotect"));
+        // Its dead letters only: the planner trusts a dead letter's subject to name its queue.
+        assert!(publishes(Identity::Failover, "tern.dlq.failover"));
+        assert!(!publishes(Identity::Failover, "tern.dlq.cleanup"));
     }
 
     #[test]

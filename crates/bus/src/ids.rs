@@ -14,6 +14,12 @@ pub fn command_id(plan_id: &str, vm: &VmRef, phase: Phase, attempt: u32) -> Stri
     format!("{plan_id}.{}.{}.{attempt}", vm_key(vm), phase.slug())
 }
 
+/// The id base of a command's events of `phase`: the command id for the command's own phase,
+/// `<command>.<phase>` for another phase it runs (a failover command's commit).
+pub fn event_base(command_id: &str, command_phase: Phase, phase: Phase) -> String {
+    if phase == command_phase { command_id.to_owned() } else { format!("{command_id}.{}", phase.slug()) }
+}
+
 /// `<command>.<outcome>[.<seq>]`: the events a command's execution emits. `seq` tells progress
 /// events apart; terminal and `started` events use 0 and carry no suffix.
 pub fn vm_event_id(command_id: &str, outcome: Outcome, seq: u32) -> String {

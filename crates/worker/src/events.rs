@@ -48,11 +48,7 @@ impl Emitter {
     }
 
     fn base_id(&self, phase: Phase) -> String {
-        if phase == self.command_phase {
-            self.command_id.clone()
-        } else {
-            format!("{}.{}", self.command_id, phase.slug())
-        }
+        ids::event_base(&self.command_id, self.command_phase, phase)
     }
 
     /// Publishes one event; `fill` sets the outcome-specific fields. A terminal event is counted

@@ -40,8 +40,10 @@ impl PlannerService {
     }
 
     async fn on_dead_letter(&self, d: Delivery<Command>) -> Result<(), HandlerError> {
-        let header = |name: &str| d.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
-        let (reason, consumer) = (header(headers::DLQ_REASON), header(headers::DLQ_CONSUMER));
+        let reason = d.headers.get(headers::DLQ_REASON).map(|v| v.as_str().to_owned()).unwrap_or_default();
+        // Which queue gave up: the subject says (`tern.dlq.<queue>`), which NATS lets only that
+        // queue's worker publish to; a header anyone writes does not.
+        let consumer = d.subject.rsplit('.').next().unwrap_or_default().to_owned();
         let command = d.message;
         let Some(phase) = command.action.as_ref().map(|a| a.phase()) else { return Ok(()) };
         // Only a command dead-lettered by the queue it belongs on: a copy on the wrong queue is
@@ -72,11 +74,7 @@ impl PlannerService {
         let message = format!("the {} worker gave up on the command: {reason}", queue.name());
         warn!(plan = %command.plan_id, vm = %vm_name, %reason, "a command was dead-lettered; failing its VM");
         let failed_phase = vm.phase();
-        let base = if failed_phase == phase {
-            command.command_id.clone()
-        } else {
-            format!("{}.{}", command.command_id, failed_phase.slug())
-        };
+        let base = ids::event_base(&command.command_id, phase, failed_phase);
         let now = SystemTime::now();
         let event = Event {
             event_id: ids::vm_event_id(&base, Outcome::Failed, 0),
