@@ -270,9 +270,51 @@ impl Bus {
         self.publish(subject, &command.command_id, h, command.encode_to_vec().into()).await
     }
 
+    /// Publishes `command` once more although a copy with its id may have been stored within the
+    /// duplicate window (which would drop a plain [`Self::publish_command`]): for a command whose
+    /// copy was lost after the bus stored it (acked by a worker that then died, dead-lettered,
+    /// purged). `nonce` tells the copies apart; the command id, on which workers fence, is the
+    /// same, so a copy that finds the command running or finished does nothing twice.
+    pub async fn publish_command_again(&self, command: &Command, nonce: &str) -> Result<PublishReceipt, BusError> {
+        let action = command
+            .action
+            .as_ref()
+            .ok_or_else(|| BusError::InvalidMessage(format!("command {} has no action", command.command_id)))?;
+        let queue = WorkQueue::for_phase(action.phase()).expect("every command action has a worker queue");
+        let subject = subjects::command(queue, &command.plan_id)?;
+        let mut h = HeaderMap::new();
+        h.insert(headers::CONTENT_TYPE, headers::PROTOBUF);
+        trace::inject_current(&mut h);
+        let id = format!("{}.again.{nonce}", command.command_id);
+        self.publish(subject, &id, h, command.encode_to_vec().into()).await
+    }
+
+    /// Commands waiting in `queue` that no worker has taken yet.
+    pub async fn queue_backlog(&self, queue: WorkQueue) -> Result<u64, BusError> {
+        let err = |source: async_nats::Error| BusError::Consumer {
+            stream: topology::COMMANDS_STREAM.into(),
+            consumer: queue.name().into(),
+            source,
+        };
+        let stream = self.js.get_stream(topology::COMMANDS_STREAM).await.map_err(|e| err(e.into()))?;
+        let info = stream.consumer_info(queue.name()).await.map_err(|e| err(e.into()))?;
+        Ok(info.num_pending)
+    }
+
     /// Publishes a lifecycle event as a CloudEvent (binary mode). The event id is the dedup id.
     /// A missing `time` is set to now and a missing `source` to this service.
     pub async fn publish_event(&self, event: &Event) -> Result<PublishReceipt, BusError> {
+        self.publish_event_as(event, None).await
+    }
+
+    /// Publishes an event that was published before, once more: its CloudEvent id stays the same
+    /// (consumers that deduplicate see one event), but the bus stores it again even inside the
+    /// duplicate window, for a consumer that missed it. `nonce` tells the copies apart.
+    pub async fn publish_event_again(&self, event: &Event, nonce: &str) -> Result<PublishReceipt, BusError> {
+        self.publish_event_as(event, Some(nonce)).await
+    }
+
+    async fn publish_event_as(&self, event: &Event, again: Option<&str>) -> Result<PublishReceipt, BusError> {
         let mut event = event.clone();
         if event.time.is_none() {
             event.time = Some(SystemTime::now().into());
@@ -296,7 +338,11 @@ impl Bus {
         let mut h = HeaderMap::new();
         attributes.write(&event.plan_id, &mut h);
         trace::inject_current(&mut h);
-        self.publish(subject, &event.event_id, h, event.encode_to_vec().into()).await
+        let dedup_id = match again {
+            Some(nonce) => format!("{}.again.{nonce}", event.event_id),
+            None => event.event_id.clone(),
+        };
+        self.publish(subject, &dedup_id, h, event.encode_to_vec().into()).await
     }
 
     /// Publishes with `id` as the dedup id. A publish whose ack never came (nats-server died or

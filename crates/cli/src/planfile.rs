@@ -15,6 +15,8 @@
 //! failure_policy:
 //!   optional_vms: [web-02]
 //!   on_critical_failure: stop
+//!   max_automatic_retries: 1                  # retryable failures get a new attempt
+//! deadlines: { failover: 2h, reprotect: 24h, cleanup: 2h }   # the defaults
 //! proceed_with_ready: false
 //! labels: { change: CHG-1042 }
 //! ```
@@ -57,6 +59,9 @@ pub struct PlanFile {
     pub concurrency: Option<ConcurrencyFile>,
     #[serde(default)]
     pub failure_policy: Option<FailurePolicyFile>,
+    /// How long each phase of a VM may run, e.g. `90m` (failover includes its commit).
+    #[serde(default)]
+    pub deadlines: Option<DeadlinesFile>,
     #[serde(default)]
     pub cleanup: Option<CleanupFile>,
     #[serde(default)]
@@ -200,6 +205,17 @@ pub struct ReprotectTargetFile {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
+pub struct DeadlinesFile {
+    #[serde(default)]
+    failover: Option<String>,
+    #[serde(default)]
+    reprotect: Option<String>,
+    #[serde(default)]
+    cleanup: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
 pub struct DrillFile {
     #[serde(default)]
     test_network_id: String,
@@ -235,12 +251,19 @@ impl PlanFile {
             Some(p) => Some(crate::plan::parse_point(p).map_err(|e| anyhow::anyhow!("recovery_point: {e}"))?),
             None => None,
         };
-        let validation_timeout = match self.drill.as_ref().and_then(|d| d.validation_timeout.as_deref()) {
-            Some(t) => {
-                let d =
-                    crate::output::parse_duration(t).map_err(|e| anyhow::anyhow!("drill.validation_timeout: {e}"))?;
-                Some(prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 })
-            }
+        let duration = |field: &str, text: Option<&str>| -> anyhow::Result<Option<prost_types::Duration>> {
+            let Some(t) = text else { return Ok(None) };
+            let d = crate::output::parse_duration(t).map_err(|e| anyhow::anyhow!("{field}: {e}"))?;
+            Ok(Some(prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }))
+        };
+        let validation_timeout =
+            duration("drill.validation_timeout", self.drill.as_ref().and_then(|d| d.validation_timeout.as_deref()))?;
+        let deadlines = match &self.deadlines {
+            Some(d) => Some(tern_proto::Deadlines {
+                failover: duration("deadlines.failover", d.failover.as_deref())?,
+                reprotect: duration("deadlines.reprotect", d.reprotect.as_deref())?,
+                cleanup: duration("deadlines.cleanup", d.cleanup.as_deref())?,
+            }),
             None => None,
         };
         Ok(PlanSpec {
@@ -298,6 +321,7 @@ impl PlanFile {
             }),
             proceed_with_ready: self.proceed_with_ready,
             labels: self.labels.clone().into_iter().collect(),
+            deadlines,
             ..Default::default()
         })
     }

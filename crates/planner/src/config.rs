@@ -20,6 +20,9 @@ pub struct PlannerConfig {
     /// Who may call the gRPC API (`TERN_API__*`): token files of its two roles, or an explicit
     /// `insecure`.
     pub api: crate::ApiConfig,
+    /// How often the watchdog looks at every running VM (`TERN_WATCHDOG_INTERVAL_SECS`, seconds):
+    /// a lost command is sent again, and a VM past its deadline failed, within about two rounds.
+    pub watchdog_interval_secs: f64,
 }
 
 impl Default for PlannerConfig {
@@ -28,7 +31,15 @@ impl Default for PlannerConfig {
             service: ServiceConfig::default(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             api: crate::ApiConfig::default(),
+            watchdog_interval_secs: 30.0,
         }
+    }
+}
+
+impl PlannerConfig {
+    /// How often the watchdog looks.
+    pub fn watchdog_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.watchdog_interval_secs)
     }
 }
 
@@ -36,6 +47,12 @@ impl Settings for PlannerConfig {
     fn validate(&self) -> Result<(), String> {
         self.service.validate()?;
         self.api.validate()?;
+        if !(0.1..=3600.0).contains(&self.watchdog_interval_secs) {
+            return Err(format!(
+                "watchdog_interval_secs: must be between 0.1 and 3600 seconds, got {}",
+                self.watchdog_interval_secs
+            ));
+        }
         // A bearer token in plaintext is anyone's who can see the traffic: off this machine, the
         // API speaks TLS (or is explicitly open).
         let tokens = self.api.reader_token_file.is_some();

@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         })
     );
     tracing::info!(%addr, "planner ready");
-    service.run_progression(shutdown).await?;
+    service.run_progression_watching(shutdown, config.watchdog_interval()).await?;
     let _ = server.await;
     Ok(())
 }

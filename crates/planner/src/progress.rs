@@ -151,12 +151,7 @@ fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
     if terminal(vm) || event.attempt != vm.attempt || vm_state(vm) != VmState::Running {
         return false;
     }
-    let critical = vm.critical;
-    let stop_on_critical = plan
-        .spec
-        .as_ref()
-        .and_then(|s| s.failure_policy.as_ref())
-        .is_none_or(|p| p.on_critical_failure() != OnCriticalFailure::Continue);
+    let halts = vm.critical && stops_on_critical(plan);
     let next = next_phase(plan, phase);
     let vm = &mut plan.vms[i];
     if let Some(d) = &event.duration {
@@ -199,22 +194,127 @@ fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
             }
         }
         Outcome::Failed => {
-            vm.set_state(VmState::Failed);
-            vm.error = event.error.clone();
-            vm.reason = event
-                .error
+            let error = event.error.clone();
+            let why = error
                 .as_ref()
                 .map(|e| format!("{} failed: {} {}", phase.slug(), e.code, e.message))
                 .unwrap_or_else(|| format!("{} failed", phase.slug()));
-            if critical && stop_on_critical && !plan.halted {
-                let name = plan.vms[i].vm.as_ref().map(|v| v.name.clone()).unwrap_or_default();
-                plan.halted = true;
-                plan.reason = format!("halted: critical VM {name} failed {}", phase.slug());
-            }
+            fail_or_retry(plan, i, phase, error, why, halts);
         }
         Outcome::Unspecified => return false,
     }
     true
+}
+
+/// Whether a critical VM's failure halts the plan (the default policy) rather than letting it go on.
+fn stops_on_critical(plan: &Plan) -> bool {
+    plan.spec
+        .as_ref()
+        .and_then(|s| s.failure_policy.as_ref())
+        .is_none_or(|p| p.on_critical_failure() != OnCriticalFailure::Continue)
+}
+
+/// How many automatic retries a retryable failure gets (`FailurePolicy.max_automatic_retries`).
+fn max_automatic_retries(plan: &Plan) -> u32 {
+    plan.spec.as_ref().and_then(|s| s.failure_policy.as_ref()).map_or(0, |p| p.max_automatic_retries)
+}
+
+/// Ends VM `i`'s attempt at `phase` as failed: a retryable error (the error says so) is retried
+/// automatically as a new attempt of the same phase while the plan's policy allows; anything else
+/// fails the VM, and a critical VM's failure halts the plan when `halts`.
+fn fail_or_retry(
+    plan: &mut Plan,
+    i: usize,
+    phase: Phase,
+    error: Option<tern_proto::AsrError>,
+    why: String,
+    halts: bool,
+) {
+    let retryable = error.as_ref().is_some_and(|e| e.retryable);
+    let max = max_automatic_retries(plan);
+    let stopping = plan.halted || plan.state() == PlanState::Cancelling;
+    let vm = &mut plan.vms[i];
+    if retryable && vm.automatic_retries < max && !stopping {
+        vm.automatic_retries += 1;
+        vm.attempt += 1;
+        // A commit runs inside the failover command: the retry is the failover command again,
+        // which finds the failover done in Azure and commits.
+        vm.set_phase(slot(phase));
+        vm.set_state(VmState::Pending);
+        vm.reason = format!("retrying automatically ({} of {max}) after: {why}", vm.automatic_retries);
+        vm.error = error;
+        return;
+    }
+    vm.set_state(VmState::Failed);
+    vm.error = error;
+    vm.reason = why;
+    if halts && !plan.halted {
+        let name = plan.vms[i].vm.as_ref().map(|v| v.name.clone()).unwrap_or_default();
+        plan.halted = true;
+        plan.reason = format!("halted: critical VM {name} failed {}", phase.slug());
+    }
+}
+
+/// Default deadline of one attempt of a phase: from how long Azure's jobs take (failover and
+/// commit: ASR's two-hour RTO target; reprotect includes the initial replication of every disk,
+/// hours for large disks; cleanup deletes a few resources).
+pub fn default_deadline(phase: Phase) -> std::time::Duration {
+    let hours = match slot(phase) {
+        Phase::Reprotect => 24,
+        _ => 2,
+    };
+    std::time::Duration::from_secs(hours * 3600)
+}
+
+/// How long one attempt of `phase` may run in this plan.
+pub fn deadline(plan: &Plan, phase: Phase) -> std::time::Duration {
+    let d = plan.spec.as_ref().and_then(|s| s.deadlines);
+    let set = d.and_then(|d| match slot(phase) {
+        Phase::Reprotect => d.reprotect,
+        Phase::Cleanup => d.cleanup,
+        _ => d.failover,
+    });
+    match set {
+        Some(d) if d.seconds > 0 || d.nanos > 0 => {
+            std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+        }
+        _ => default_deadline(phase),
+    }
+}
+
+fn millis(t: &prost_types::Timestamp) -> i64 {
+    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos / 1_000_000))
+}
+
+/// How long VM `i`'s current attempt has run at `now_ms` (ms since the Unix epoch); `None` when
+/// it is not running or its dispatch time is unknown.
+pub fn running_for(plan: &Plan, i: usize, now_ms: i64) -> Option<std::time::Duration> {
+    let vm = plan.vms.get(i)?;
+    if vm_state(vm) != VmState::Running {
+        return None;
+    }
+    let started = millis(vm.phase_started_at.as_ref()?);
+    Some(std::time::Duration::from_millis(now_ms.saturating_sub(started).max(0) as u64))
+}
+
+/// The code of a phase failed for outliving its deadline (by the worker or the watchdog).
+pub const DEADLINE_CODE: &str = "TERN-DEADLINE";
+
+/// A duration as people write it: `2h`, `90s`, `1h30m`.
+pub fn humanize(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if sec > 0 || out.is_empty() {
+        out.push_str(&format!("{sec}s"));
+    }
+    out
 }
 
 /// RPO (failover time − recovery point time) and RTO (failover start → VM running, i.e. the
@@ -478,6 +578,64 @@ mod tests {
         assert_eq!(p.vms[0].state(), VmState::Pending, "its state does not move back");
         assert_eq!(p.vms[0].phase(), Phase::Reprotect);
         assert!(!apply_event(&mut p, &ev(0, Phase::Cleanup, Outcome::Succeeded)), "a later phase's is not data");
+    }
+
+    fn failed(i: usize, retryable: bool) -> VmEvent {
+        let mut e = ev(i, Phase::Failover, Outcome::Failed);
+        e.error = Some(AsrError { code: "X".into(), retryable, ..Default::default() });
+        e
+    }
+
+    #[test]
+    fn a_retryable_failure_is_retried_as_a_new_attempt_while_the_policy_allows() {
+        let mut p = plan(&[0, 0]);
+        p.spec.as_mut().unwrap().failure_policy =
+            Some(FailurePolicy { max_automatic_retries: 1, ..Default::default() });
+        dispatch(&mut p);
+        assert!(apply_event(&mut p, &failed(0, true)));
+        let v = &p.vms[0];
+        assert_eq!((v.state(), v.attempt, v.automatic_retries), (VmState::Pending, 2, 1));
+        assert!(v.reason.starts_with("retrying automatically (1 of 1)"), "{}", v.reason);
+        assert!(!p.halted, "a retry is not a failure");
+        assert_eq!(dispatch(&mut p), [(0, Phase::Failover)], "the new attempt goes out");
+        let mut again = failed(0, true);
+        again.attempt = 2;
+        assert!(apply_event(&mut p, &again));
+        assert_eq!(p.vms[0].state(), VmState::Failed, "the retries are used up");
+        assert!(p.halted);
+        assert!(apply_event(&mut p, &failed(1, false)));
+        assert_eq!(p.vms[1].state(), VmState::Failed, "what cannot succeed by itself is not retried");
+    }
+
+    #[test]
+    fn a_commit_that_fails_retryably_is_retried_as_its_failover_command() {
+        let mut p = plan(&[0]);
+        p.spec.as_mut().unwrap().failure_policy =
+            Some(FailurePolicy { max_automatic_retries: 2, ..Default::default() });
+        dispatch(&mut p);
+        let mut started = ev(0, Phase::Commit, Outcome::Started);
+        started.attempt = 1;
+        assert!(apply_event(&mut p, &started));
+        let mut commit_failed = ev(0, Phase::Commit, Outcome::Failed);
+        commit_failed.error = Some(AsrError { code: "X".into(), retryable: true, ..Default::default() });
+        assert!(apply_event(&mut p, &commit_failed));
+        assert_eq!((p.vms[0].phase(), p.vms[0].state()), (Phase::Failover, VmState::Pending));
+    }
+
+    #[test]
+    fn deadlines_default_from_azure_and_a_plan_may_set_its_own() {
+        let mut p = plan(&[0]);
+        assert_eq!(deadline(&p, Phase::Commit), std::time::Duration::from_secs(7200));
+        assert_eq!(deadline(&p, Phase::Reprotect), std::time::Duration::from_secs(24 * 3600));
+        p.spec.as_mut().unwrap().deadlines = Some(tern_proto::Deadlines {
+            cleanup: Some(prost_types::Duration { seconds: 90, nanos: 0 }),
+            ..Default::default()
+        });
+        assert_eq!(deadline(&p, Phase::Cleanup), std::time::Duration::from_secs(90));
+        dispatch(&mut p);
+        p.vms[0].phase_started_at = Some(prost_types::Timestamp { seconds: 1000, nanos: 0 });
+        assert_eq!(running_for(&p, 0, 1_005_000), Some(std::time::Duration::from_secs(5)));
+        assert_eq!(humanize(std::time::Duration::from_secs(5400)), "1h30m");
     }
 
     #[test]

@@ -90,6 +90,11 @@ fn unique(field: &str, values: &[String]) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// The longest deadline a phase may be given: a week.
+const MAX_DEADLINE_SECS: i64 = 7 * 24 * 3600;
+/// The most automatic retries a plan may ask for.
+const MAX_AUTOMATIC_RETRIES: u32 = 10;
+
 /// Validates `spec` for the vault `vault_id` the planner serves.
 pub fn validate(spec: &PlanSpec, vault_id: &str) -> Result<ValidSpec, SpecError> {
     let mut spec = spec.clone();
@@ -243,6 +248,26 @@ pub fn validate(spec: &PlanSpec, vault_id: &str) -> Result<ValidSpec, SpecError>
         }
     }
 
+    if let Some(d) = &spec.deadlines {
+        for (name, value) in [("failover", d.failover), ("reprotect", d.reprotect), ("cleanup", d.cleanup)] {
+            let Some(v) = value else { continue };
+            if v.seconds < 0 || v.nanos < 0 || (v.seconds == 0 && v.nanos > 0) || v.seconds > MAX_DEADLINE_SECS {
+                return Err(SpecError::new(
+                    format!("deadlines.{name}"),
+                    format!("must be between 1 s and 7 days (0 or unset: the default), got {}s", v.seconds),
+                ));
+            }
+        }
+    }
+    if let Some(policy) = &spec.failure_policy
+        && policy.max_automatic_retries > MAX_AUTOMATIC_RETRIES
+    {
+        return Err(SpecError::new(
+            "failure_policy.max_automatic_retries",
+            format!("at most {MAX_AUTOMATIC_RETRIES}, got {}", policy.max_automatic_retries),
+        ));
+    }
+
     match (mode, &spec.drill) {
         (PlanMode::Drill, None) => {
             return Err(SpecError::new("drill", "is required in drill mode (at least drill.test_network_id)"));
@@ -326,6 +351,13 @@ mod tests {
         let mut s = spec(&["a"]);
         s.failure_policy = Some(FailurePolicy { optional_vms: vec!["zz".into()], ..Default::default() });
         assert_eq!(field(validate(&s, VAULT)), "failure_policy.optional_vms[0]");
+        s.failure_policy = Some(FailurePolicy { max_automatic_retries: 11, ..Default::default() });
+        assert_eq!(field(validate(&s, VAULT)), "failure_policy.max_automatic_retries");
+        s.failure_policy = None;
+        let week_and_a_second = prost_types::Duration { seconds: 7 * 24 * 3600 + 1, nanos: 0 };
+        s.deadlines = Some(tern_proto::Deadlines { reprotect: Some(week_and_a_second), ..Default::default() });
+        assert_eq!(field(validate(&s, VAULT)), "deadlines.reprotect");
+        s.deadlines = None;
         let mut s = spec(&["a"]);
         s.recovery_point = Some(RecoveryPointChoice { kind: RecoveryPointKind::Latest as i32, custom_id: "x".into() });
         assert_eq!(field(validate(&s, VAULT)), "recovery_point.custom_id");

@@ -53,30 +53,49 @@ fn worker_config(stack: &Stack, identity: tern_bus::Identity) -> tern_worker::Wo
     }
 }
 
-async fn start(mut config: tern_asr_sim::SimConfig, workers: bool) -> Running {
+async fn start(config: tern_asr_sim::SimConfig, workers: bool) -> Running {
+    start_watching(config, workers, Duration::from_secs(30)).await
+}
+
+/// [`start`], with the planner's watchdog looking every `watchdog`.
+async fn start_watching(mut config: tern_asr_sim::SimConfig, workers: bool, watchdog: Duration) -> Running {
     config.reprotect_removes_source_vm = false; // leave something for cleanup
     let stack = Stack::start(config).await;
     let stop = CancellationToken::new();
     if workers {
-        use tern_bus::Identity;
-        let handlers: [(Arc<dyn tern_worker::PhaseHandler>, Identity); 3] = [
-            (Arc::new(tern_failover::FailoverPhase), Identity::Failover),
-            (Arc::new(tern_reprotect::ReprotectPhase), Identity::Reprotect),
-            (Arc::new(tern_cleanup::CleanupPhase), Identity::Cleanup),
-        ];
-        for (h, identity) in handlers {
-            let (config, stop) = (worker_config(&stack, identity), stop.clone());
-            tokio::spawn(async move { tern_worker::run_worker(config, h, stop).await });
-        }
+        start_workers(&stack, &stop);
     }
     let vault_id = stack.asr_client().config().vault_id();
     let planner_stop = stop.child_token();
-    let grpc = start_planner(&stack, planner_stop.clone()).await;
+    let grpc = start_planner_watching(&stack, planner_stop.clone(), watchdog).await;
     Running { stack, grpc, vault_id, stop, planner_stop }
+}
+
+/// The three workers, in this process, until `stop`.
+fn start_workers(stack: &Stack, stop: &CancellationToken) {
+    use tern_bus::Identity;
+    let handlers: [(Arc<dyn tern_worker::PhaseHandler>, Identity); 3] = [
+        (Arc::new(tern_failover::FailoverPhase), Identity::Failover),
+        (Arc::new(tern_reprotect::ReprotectPhase), Identity::Reprotect),
+        (Arc::new(tern_cleanup::CleanupPhase), Identity::Cleanup),
+    ];
+    for (h, identity) in handlers {
+        let (config, stop) = (worker_config(stack, identity), stop.clone());
+        tokio::spawn(async move { tern_worker::run_worker(config, h, stop).await });
+    }
 }
 
 /// One planner replica (gRPC + progression), stopped by `stop`.
 async fn start_planner(stack: &Stack, stop: CancellationToken) -> tern_proto::auth::Client {
+    start_planner_watching(stack, stop, Duration::from_secs(30)).await
+}
+
+/// [`start_planner`], with its watchdog looking every `watchdog`.
+async fn start_planner_watching(
+    stack: &Stack,
+    stop: CancellationToken,
+    watchdog: Duration,
+) -> tern_proto::auth::Client {
     let service =
         PlannerService::new(stack.nats.bus(tern_bus::Identity::Planner, "tern-planner").await, stack.asr_client())
             .await
@@ -85,7 +104,7 @@ async fn start_planner(stack: &Stack, stop: CancellationToken) -> tern_proto::au
         tern_planner::serve_grpc(service.clone(), "127.0.0.1:0".parse().unwrap(), ApiAuth::Open, stop.clone())
             .await
             .unwrap();
-    tokio::spawn(async move { service.run_progression(stop).await });
+    tokio::spawn(async move { service.run_progression_watching(stop, watchdog).await });
     tern_testkit::stack::planner_client(&addr.to_string(), None).await.unwrap()
 }
 
@@ -650,4 +669,203 @@ async fn the_api_refuses_callers_without_a_token_and_readers_who_would_change_a_
     let mut operator = r.stack.planner_client(&addr).await.unwrap();
     operator.submit_plan(submit()).await.expect("an operator submits");
     assert_eq!(reader.list_plans(tern_proto::ListPlansRequest::default()).await.unwrap().into_inner().plans.len(), 1);
+}
+
+fn secs(s: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds: s, nanos: 0 })
+}
+
+/// Waits until the plan is in `state`.
+async fn reaches(r: &Running, plan_id: &str, state: PlanState) -> Plan {
+    let grpc = r.grpc.clone();
+    tern_testkit::wait_for(&format!("the plan to be {state:?}"), DEADLINE, || {
+        let mut grpc = grpc.clone();
+        let id = plan_id.to_owned();
+        async move {
+            let p = grpc.get_plan(GetPlanRequest { plan_id: id }).await.ok()?.into_inner();
+            (p.state() == state).then_some(p)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every request the simulator was sent for `operation`, with its status.
+async fn sent(r: &Running, operation: &str) -> Vec<u64> {
+    let log = r.stack.admin("oplog").await;
+    log.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["operation"] == operation && e["method"] != "GET")
+        .map(|e| e["status"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_vm_no_worker_reports_on_fails_at_its_deadline_and_a_retry_brings_it_home() {
+    let mut r = start_watching(ready_for_failback(1), false, Duration::from_millis(500)).await;
+    let mut s = spec(&r, &["vm-00001"]);
+    failover_only(&mut s);
+    s.deadlines = Some(tern_proto::Deadlines { failover: secs(2), ..Default::default() });
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    // No worker takes the command: the VM does not stay "running" for ever.
+    let plan = finished(&mut r, &plan_id).await;
+    let v = vm(&plan, "vm-00001");
+    assert_eq!(v.state(), tern_proto::VmState::Failed, "{v:?}");
+    let e = v.error.as_ref().expect("the error");
+    assert_eq!(e.code, "TERN-DEADLINE");
+    assert!(e.message.contains("deadline of 2s"), "{}", e.message);
+    assert!(e.recommended_action.contains("tern plan retry"), "{}", e.recommended_action);
+    let events = r.stack.events(&plan_id).await;
+    let failed = (tern_proto::Phase::Failover, tern_proto::Outcome::Failed);
+    assert!(events.iter().any(|e| tern_testkit::stack::kind(e) == Some(failed)), "consumers hear of it");
+    // Workers come; the operator retries; the VM comes home, failed over once.
+    start_workers(&r.stack, &r.stop);
+    let retry = tern_proto::RetryVmRequest { plan_id: plan_id.clone(), vm_name: "vm-00001".into(), phase: 0 };
+    r.grpc.retry_vm(retry).await.unwrap();
+    let plan = reaches(&r, &plan_id, PlanState::Completed).await;
+    assert_eq!(vm(&plan, "vm-00001").state(), tern_proto::VmState::Succeeded);
+    assert_eq!(sent(&r, "unplannedFailover").await, [202], "failed over once");
+}
+
+#[tokio::test]
+async fn a_command_lost_from_its_queue_is_sent_again_and_the_vms_come_home() {
+    let mut r = start_watching(ready_for_failback(2), false, Duration::from_millis(500)).await;
+    let mut s = spec(&r, &["vm-00001", "vm-00002"]);
+    failover_only(&mut s);
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    // Both commands are queued; then the queue loses them (purged, as by a mistaken operator).
+    let js = r.stack.bus.jetstream().clone();
+    tern_testkit::wait_until("both commands to be queued", DEADLINE, || {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream(tern_bus::topology::COMMANDS_STREAM).await.unwrap();
+            stream.info().await.is_ok_and(|i| i.state.messages == 2)
+        }
+    })
+    .await
+    .unwrap();
+    js.get_stream(tern_bus::topology::COMMANDS_STREAM).await.unwrap().purge().await.unwrap();
+    start_workers(&r.stack, &r.stop);
+    let plan = finished(&mut r, &plan_id).await;
+    assert_eq!(plan.state(), PlanState::Completed, "{plan:#?}");
+    assert_eq!(sent(&r, "unplannedFailover").await, [202, 202], "each VM failed over once");
+}
+
+#[tokio::test]
+async fn a_finished_command_whose_outcome_the_planner_missed_moves_its_vm_on() {
+    let mut r = start_watching(ready_for_failback(1), false, Duration::from_millis(500)).await;
+    let mut s = spec(&r, &["vm-00001"]);
+    s.phases = Some(tern_proto::Phases {
+        commit: Some(false),
+        reprotect: Some(false),
+        cleanup: Some(false),
+        ..Default::default()
+    });
+    let plan = r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap();
+    // A worker finished the command and published its outcome, which the planner never applied
+    // (it gave up on it): all that is left is the worker's record.
+    let vm_ref = plan.vms[0].vm.clone().unwrap();
+    let command_id = tern_bus::ids::command_id(&plan.plan_id, &vm_ref, tern_proto::Phase::Failover, 1);
+    let succeeded = tern_proto::Event {
+        event_id: format!("{command_id}.succeeded"),
+        plan_id: plan.plan_id.clone(),
+        body: Some(tern_proto::event::Body::Vm(tern_proto::VmEvent {
+            vm: Some(vm_ref),
+            phase: tern_proto::Phase::Failover as i32,
+            outcome: tern_proto::Outcome::Succeeded as i32,
+            command_id: command_id.clone(),
+            attempt: 1,
+            reason: "failed over".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let ops = r.stack.bus.kv::<tern_proto::OperationRecord>(tern_bus::Bucket::Operations).await.unwrap();
+    let record = tern_proto::OperationRecord {
+        owner: "tern-failover-gone".into(),
+        outcome: "succeeded".into(),
+        terminal_events: vec![succeeded],
+        ..Default::default()
+    };
+    ops.create(&command_id, &record).await.unwrap();
+    let plan = finished(&mut r, &plan.plan_id).await;
+    assert_eq!(plan.state(), PlanState::Completed, "{plan:#?}");
+    assert_eq!(vm(&plan, "vm-00001").reason, "failed over");
+}
+
+#[tokio::test]
+async fn a_job_that_outlives_its_deadline_fails_the_attempt_and_the_automatic_retry_attaches_to_it() {
+    let mut config = ready_for_failback(1);
+    config.zero_latency = false;
+    config.durations = tern_asr_sim::config::Durations::zero();
+    config.durations.failover = tern_asr_sim::config::Span { min_secs: 8.0, max_secs: 8.0 };
+    let mut r = start_watching(config, true, Duration::from_millis(500)).await;
+    let mut s = spec(&r, &["vm-00001"]);
+    failover_only(&mut s);
+    s.deadlines = Some(tern_proto::Deadlines { failover: secs(5), ..Default::default() });
+    s.failure_policy = Some(tern_proto::FailurePolicy { max_automatic_retries: 1, ..Default::default() });
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    let plan = finished(&mut r, &plan_id).await;
+    assert_eq!(plan.state(), PlanState::Completed, "{plan:#?}");
+    let v = vm(&plan, "vm-00001");
+    assert_eq!((v.attempt, v.automatic_retries), (2, 1), "one automatic retry: {v:?}");
+    // The first attempt said why it gave up, naming the job; the second waited on that job.
+    let events = r.stack.events(&plan_id).await;
+    let deadline = first_failure(&events);
+    assert!(deadline.contains("deadline of 5s") && deadline.contains("ASR job"), "{deadline}");
+    assert_eq!(sent(&r, "unplannedFailover").await, [202], "failed over once");
+}
+
+/// The message of the first failed failover event.
+fn first_failure(events: &[tern_proto::Event]) -> String {
+    events
+        .iter()
+        .find_map(|e| match &e.body {
+            Some(tern_proto::event::Body::Vm(v)) if v.outcome() == tern_proto::Outcome::Failed => {
+                v.error.as_ref().map(|e| format!("{}: {}", e.code, e.message))
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_arm_outage_longer_than_every_delivery_attempt_is_waited_out_and_nothing_is_sent_twice() {
+    let mut r = start_watching(ready_for_failback(3), false, Duration::from_millis(500)).await;
+    let names = ["vm-00001", "vm-00002", "vm-00003"];
+    let plan_id = r
+        .grpc
+        .submit_plan(SubmitPlanRequest { spec: Some(spec(&r, &names)) })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap()
+        .plan_id;
+    // ARM answers every request with a 5xx; the workers start into it.
+    let faults = format!("{}/_sim/faults", r.stack.sim.url());
+    let http = reqwest::Client::new();
+    let put = |spec: serde_json::Value| http.put(&faults).json(&spec).send();
+    assert_eq!(put(serde_json::json!({"transient_5xx_rate": 1.0})).await.unwrap().status(), 200);
+    start_workers(&r.stack, &r.stop);
+    // The outage outlasts a command's five delivery attempts, handed back 1, 5, 15 and 30 s apart.
+    let began = std::time::Instant::now();
+    tern_testkit::wait_until("a 60 s outage the workers ran into", DEADLINE * 2, || async {
+        let refused = r.stack.admin("counters").await["requests"]["transient_5xx"].as_u64().unwrap_or(0);
+        refused > 0 && began.elapsed() > Duration::from_secs(60)
+    })
+    .await
+    .unwrap();
+    assert_eq!(put(serde_json::json!({})).await.unwrap().status(), 200);
+    let plan = finished(&mut r, &plan_id).await;
+    assert_eq!(plan.state(), PlanState::Completed, "{plan:#?}");
+    assert!(r.stack.bus.dead_letters().await.unwrap().is_empty(), "nothing was dead-lettered");
+    for op in ["unplannedFailover", "failoverCommit", "switchProtection"] {
+        let applied = sent(&r, op).await.into_iter().filter(|s| (200..300).contains(s)).count();
+        assert_eq!(applied, 3, "{op} applied once per VM");
+    }
 }

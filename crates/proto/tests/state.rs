@@ -23,6 +23,7 @@ fn record() -> OperationRecord {
         started_ms: 1_796_599_990_000,
         notes: [("sends.commit".to_owned(), "1".to_owned()), ("sent.commit".to_owned(), "1796600000000 1".to_owned())]
             .into(),
+        terminal_events: Vec::new(),
     }
 }
 

@@ -14,6 +14,7 @@ mod dead_letters;
 mod grpc;
 mod progression;
 mod submit;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -27,7 +27,17 @@ impl PlannerService {
     /// Follows worker events until `shutdown`, progressing plans; re-publishes the commands of
     /// running VMs first (a previous planner may have stored a dispatch and died before sending it).
     pub async fn run_progression(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.run_progression_watching(shutdown, super::watchdog::DEFAULT_INTERVAL).await
+    }
+
+    /// [`Self::run_progression`], with the watchdog looking every `watchdog_every`.
+    pub async fn run_progression_watching(
+        &self,
+        shutdown: CancellationToken,
+        watchdog_every: std::time::Duration,
+    ) -> anyhow::Result<()> {
         self.resync().await;
+        let watchdog = self.spawn_watchdog(watchdog_every, shutdown.clone());
         let consumer = self
             .inner
             .bus
@@ -46,6 +56,7 @@ impl PlannerService {
             )
             .await;
         let _ = dead_letters.await;
+        let _ = watchdog.await;
         Ok(())
     }
 
@@ -62,19 +73,24 @@ impl PlannerService {
         if !known && store.header(&event.plan_id).await.map_err(|e| HandlerError::retry(e.to_string()))?.is_none() {
             return Ok(()); // not a plan of this planner's store
         }
+        self.apply_vm_event(&event.plan_id, vm).await.map_err(HandlerError::retry)
+    }
+
+    /// Applies one VM event to its plan, together with whatever else waits for the plan's next
+    /// step; returns once it is stored.
+    pub(super) async fn apply_vm_event(&self, plan_id: &str, vm: tern_proto::VmEvent) -> Result<(), String> {
         let (done, applied) = tokio::sync::oneshot::channel();
         self.inner
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(event.plan_id.clone())
+            .entry(plan_id.to_owned())
             .or_default()
             .push((vm, done));
-        self.apply_pending(&event.plan_id).await;
+        self.apply_pending(plan_id).await;
         match applied.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(HandlerError::retry(e)),
-            Err(_) => Err(HandlerError::retry("the plan step was abandoned")),
+            Ok(result) => result,
+            Err(_) => Err("the plan step was abandoned".into()),
         }
     }
 
@@ -258,7 +274,10 @@ impl PlannerService {
             let changed = change(&mut plan, &mut dirty);
             let wave_before = plan.current_wave;
             let dispatched = progress::dispatch(&mut plan);
+            let dispatched_at = now();
             for (i, _) in &dispatched {
+                // The attempt's deadline counts from here (the command carries it to the worker).
+                plan.vms[*i].phase_started_at = Some(dispatched_at);
                 dirty.touch(*i);
             }
             let (ended, skipped) = progress::settle_tracked(&mut plan);
@@ -296,46 +315,20 @@ impl PlannerService {
     }
 
     async fn publish_command(&self, plan: &Plan, i: usize, phase: Phase) -> Result<(), tern_bus::BusError> {
-        let default_spec = tern_proto::PlanSpec::default();
-        let spec = plan.spec.as_ref().unwrap_or(&default_spec);
-        let vm = &plan.vms[i];
-        let vm_ref = vm.vm.clone().unwrap_or_default();
-        let phases = spec.phases.unwrap_or_default();
-        let action = match phase {
-            Phase::Failover | Phase::Drill => command::Action::Failover(FailoverCommand {
-                direction: spec.direction,
-                recovery_point: spec.recovery_point.clone(),
-                shut_down_source: spec.shut_down_source.unwrap_or(true),
-                commit_after: phase == Phase::Failover && phases.commit.unwrap_or(true),
-                drill: (phase == Phase::Drill).then(|| spec.drill.clone().unwrap_or_default()),
-            }),
-            Phase::Reprotect => command::Action::Reprotect(ReprotectCommand { target: spec.reprotect_target.clone() }),
-            Phase::Cleanup => command::Action::Cleanup(CleanupCommand { options: spec.cleanup }),
-            other => return Err(tern_bus::BusError::InvalidMessage(format!("no command for phase {}", other.slug()))),
-        };
-        let cmd = Command {
-            command_id: ids::command_id(&plan.plan_id, &vm_ref, phase, vm.attempt),
-            plan_id: plan.plan_id.clone(),
-            vm: Some(vm_ref),
-            attempt: vm.attempt,
-            issued_at: Some(now()),
-            action: Some(action),
-            ..Default::default()
-        };
-        // One span per VM and phase, a child of the plan's root span however late it starts;
-        // the worker continues it from the command's headers.
-        let span = tracing::info_span!(
-            "dispatch",
-            otel.name = %format!("{} {}", phase.slug(), cmd.vm.as_ref().map(|v| v.name.as_str()).unwrap_or("")),
-            otel.kind = "producer",
-            tern.plan_id = %plan.plan_id,
-            tern.vm = %cmd.vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""),
-            tern.phase = phase.slug(),
-            tern.attempt = vm.attempt,
-            tern.command_id = %cmd.command_id,
-        );
-        let _ = span.set_parent(tern_bus::trace::from_traceparent(&plan.traceparent));
+        let (cmd, span) = command(plan, i, phase)?;
         self.inner.bus.publish_command(&cmd).instrument(span).await.map(|_| ())
+    }
+
+    /// [`Self::publish_command`] past the bus's duplicate window (the watchdog's resend).
+    pub(super) async fn publish_command_again(
+        &self,
+        plan: &Plan,
+        i: usize,
+        phase: Phase,
+        nonce: &str,
+    ) -> Result<(), tern_bus::BusError> {
+        let (cmd, span) = command(plan, i, phase)?;
+        self.inner.bus.publish_command_again(&cmd, nonce).instrument(span).await.map(|_| ())
     }
 
     pub(super) async fn plan_event(&self, plan: &Plan, kind: PlanEventKind, suffix: &str, reason: &str) {
@@ -370,4 +363,50 @@ impl PlannerService {
             })
             .await;
     }
+}
+
+/// VM `i`'s command for `phase`, with the span it is sent under.
+fn command(plan: &Plan, i: usize, phase: Phase) -> Result<(Command, tracing::Span), tern_bus::BusError> {
+    let default_spec = tern_proto::PlanSpec::default();
+    let spec = plan.spec.as_ref().unwrap_or(&default_spec);
+    let vm = &plan.vms[i];
+    let vm_ref = vm.vm.clone().unwrap_or_default();
+    let phases = spec.phases.unwrap_or_default();
+    let action = match phase {
+        Phase::Failover | Phase::Drill => command::Action::Failover(FailoverCommand {
+            direction: spec.direction,
+            recovery_point: spec.recovery_point.clone(),
+            shut_down_source: spec.shut_down_source.unwrap_or(true),
+            commit_after: phase == Phase::Failover && phases.commit.unwrap_or(true),
+            drill: (phase == Phase::Drill).then(|| spec.drill.clone().unwrap_or_default()),
+        }),
+        Phase::Reprotect => command::Action::Reprotect(ReprotectCommand { target: spec.reprotect_target.clone() }),
+        Phase::Cleanup => command::Action::Cleanup(CleanupCommand { options: spec.cleanup }),
+        other => return Err(tern_bus::BusError::InvalidMessage(format!("no command for phase {}", other.slug()))),
+    };
+    let limit = progress::deadline(plan, phase);
+    let cmd = Command {
+        command_id: ids::command_id(&plan.plan_id, &vm_ref, phase, vm.attempt),
+        plan_id: plan.plan_id.clone(),
+        vm: Some(vm_ref),
+        attempt: vm.attempt,
+        // The dispatch, however often the command is sent again: the deadline counts from it.
+        issued_at: Some(vm.phase_started_at.unwrap_or_else(now)),
+        deadline: Some(prost_types::Duration { seconds: limit.as_secs() as i64, nanos: limit.subsec_nanos() as i32 }),
+        action: Some(action),
+    };
+    // One span per VM and phase, a child of the plan's root span however late it starts;
+    // the worker continues it from the command's headers.
+    let span = tracing::info_span!(
+        "dispatch",
+        otel.name = %format!("{} {}", phase.slug(), cmd.vm.as_ref().map(|v| v.name.as_str()).unwrap_or("")),
+        otel.kind = "producer",
+        tern.plan_id = %plan.plan_id,
+        tern.vm = %cmd.vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""),
+        tern.phase = phase.slug(),
+        tern.attempt = vm.attempt,
+        tern.command_id = %cmd.command_id,
+    );
+    let _ = span.set_parent(tern_bus::trace::from_traceparent(&plan.traceparent));
+    Ok((cmd, span))
 }
