@@ -184,6 +184,12 @@ impl TokenProvider {
         self.sources.iter().map(|(k, _)| *k).collect()
     }
 
+    /// Forgets the cached token: ARM refused it (401), so the next [`Self::bearer`] asks the
+    /// credential again.
+    pub async fn invalidate(&self) {
+        *self.cache.lock().await = None;
+    }
+
     /// A bearer token for the scope (cached; refreshed five minutes before it expires).
     pub async fn bearer(&self) -> Result<String, AsrError> {
         let mut cache = self.cache.lock().await;

@@ -239,6 +239,11 @@ impl Http {
         if status == 429 {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
         }
+        if status == 401 {
+            // ARM no longer takes the token (expired early, revoked, or this host's clock is
+            // off): the next request asks the credential for a new one instead of the cache.
+            self.tokens.invalidate().await;
+        }
         if status >= 400 {
             let e = api_error(operation, &raw);
             observe::refused(span, &e);

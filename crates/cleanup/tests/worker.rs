@@ -258,8 +258,16 @@ async fn the_same_command_delivered_twice_deletes_once() {
     let sent = deletes(&stack).await;
     assert_eq!(sent.iter().filter(|(r, _)| r == "vm-00001").count(), 1, "{sent:?}");
     assert_eq!(sent.iter().filter(|(r, _)| r == "vm-00001-nic").count(), 1, "{sent:?}");
+    // A copy that finds the command finished says again how it ended, under the same event id:
+    // consumers that deduplicate see one outcome.
     let events = stack.events("p5").await;
-    assert_eq!(terminals(&events).len(), 1, "one terminal event for two deliveries");
+    let ids: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| kind(e).is_some_and(|(p, o)| p == Phase::Cleanup && o.is_terminal()))
+        .map(|e| e.event_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 1, "one terminal event for two deliveries: {ids:?}");
+    assert_eq!(terminals(&events).len(), 2, "the copy published the outcome again, for a planner that missed it");
 }
 
 #[tokio::test]

@@ -24,6 +24,10 @@ pub struct Emitter {
     /// When the worker took the command: where a phase's duration starts if it ended before
     /// its `started` event.
     created: SystemTime,
+    /// The terminal events published, in order: kept in the command's record when it finishes.
+    terminal: Vec<Event>,
+    /// The phase that started last.
+    last_started: Option<Phase>,
 }
 
 impl Emitter {
@@ -39,6 +43,8 @@ impl Emitter {
             started: HashMap::new(),
             progress_seq: 0,
             created: SystemTime::now(),
+            terminal: Vec::new(),
+            last_started: None,
         }
     }
 
@@ -68,6 +74,7 @@ impl Emitter {
         };
         if outcome == Outcome::Started {
             self.started.entry(phase as i32).or_insert(now);
+            self.last_started = Some(phase);
         }
         let started_at = self.started.get(&(phase as i32)).copied();
         let mut vm_event = VmEvent {
@@ -96,11 +103,25 @@ impl Emitter {
             ..Default::default()
         };
         let receipt = self.bus.publish_event(&event).await?;
-        if outcome.is_terminal() && !receipt.duplicate {
-            let took = now.duration_since(started_at.unwrap_or(self.created)).unwrap_or_default();
-            crate::metrics::phase_ended(self.bus.service(), phase, outcome, took);
+        if outcome.is_terminal() {
+            if !receipt.duplicate {
+                let took = now.duration_since(started_at.unwrap_or(self.created)).unwrap_or_default();
+                crate::metrics::phase_ended(self.bus.service(), phase, outcome, took);
+            }
+            self.terminal.retain(|e| e.event_id != event.event_id);
+            self.terminal.push(event);
         }
         Ok(())
+    }
+
+    /// The phase under way: the last one that started, else the command's own.
+    pub fn current_phase(&self) -> Phase {
+        self.last_started.unwrap_or(self.command_phase)
+    }
+
+    /// The terminal events published so far, in order.
+    pub fn terminal_events(&self) -> &[Event] {
+        &self.terminal
     }
 }
 

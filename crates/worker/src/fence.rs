@@ -182,9 +182,14 @@ impl Fence {
         self.write(|r| r.done_steps.push(step.to_owned())).await
     }
 
-    /// Records the terminal outcome; later deliveries of the command find it finished.
-    pub async fn finish(&mut self, outcome: &str) -> Result<(), FenceError> {
-        self.write(|r| r.outcome = outcome.to_owned()).await
+    /// Records the terminal outcome and the terminal events published for it; later deliveries
+    /// of the command find it finished, and publish those events again.
+    pub async fn finish(&mut self, outcome: &str, events: &[tern_proto::Event]) -> Result<(), FenceError> {
+        self.write(|r| {
+            r.outcome = outcome.to_owned();
+            r.terminal_events = events.to_vec();
+        })
+        .await
     }
 
     /// The job a step started, if any.

@@ -86,10 +86,16 @@ impl From<FenceError> for Failure {
 }
 
 impl Failure {
-    /// An ASR error in `phase`: transient ones hand the command back, the rest fail the phase.
+    /// An ASR error in `phase`: transient ones are waited out, the rest fail the phase. A token
+    /// ARM refused (401) or no token at all is transient too: credentials are renewed or fixed
+    /// without the VM's phase having failed — unlike a 403, a missing permission, which an
+    /// operator must grant.
     pub fn asr(phase: Phase) -> impl Fn(AsrError) -> Failure {
         move |error| {
-            if matches!(error.class(), tern_asr::ErrorClass::Retryable | tern_asr::ErrorClass::Throttled) {
+            let unauthenticated = matches!(error, AsrError::Auth(_) | AsrError::Api { status: 401, .. });
+            if unauthenticated
+                || matches!(error.class(), tern_asr::ErrorClass::Retryable | tern_asr::ErrorClass::Throttled)
+            {
                 Failure::Transient(error.to_string())
             } else {
                 Failure::Asr { phase, error }
@@ -208,6 +214,29 @@ impl CommandRun {
         Ok(item)
     }
 
+    /// Attempts looked back on for a job still running ([`Self::predecessor_job`]).
+    const LOOK_BACK: u32 = 3;
+
+    /// A job of `step` an earlier attempt of this command started and that has not ended: an
+    /// attempt that gave up at its deadline, or failed while its job went on. Azure may not show
+    /// it on the item yet (the item's scenario lags its job), so without this a retry would send
+    /// the operation again, to be refused while the first job runs.
+    async fn predecessor_job(&self, step: &str, phase: Phase) -> Result<Option<String>, Failure> {
+        let Some(command_phase) = self.command.action.as_ref().map(|a| a.phase()) else { return Ok(None) };
+        let vm = self.command.vm.clone().unwrap_or_default();
+        let first = self.command.attempt.saturating_sub(Self::LOOK_BACK).max(1);
+        for attempt in (first..self.command.attempt).rev() {
+            let id = tern_bus::ids::command_id(&self.command.plan_id, &vm, command_phase, attempt);
+            let record = self.cx.ops.get(&id).await.map_err(|e| Failure::Transient(e.to_string()))?;
+            let Some(job) = record.and_then(|r| r.value.jobs.get(step).cloned()) else { continue };
+            let found = self.cx.asr.get_job(&job).await.map_err(Failure::asr(phase))?;
+            if !found.state().is_terminal() {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
+    }
+
     /// The job a step started in an earlier delivery, if any.
     pub fn recorded_job(&self, step: &str) -> Option<String> {
         self.fence.job(step).map(str::to_owned)
@@ -239,6 +268,11 @@ impl CommandRun {
         azure: impl FnOnce() -> InAzure,
     ) -> Result<Begin<'_>, Failure> {
         if let Some(job) = self.recorded_job(step) {
+            return Ok(Begin::Attach(job));
+        }
+        if let Some(job) = self.predecessor_job(step, phase).await? {
+            info!(step, %job, "an earlier attempt's job is still running; attaching");
+            self.fence.record_job(step, &job).await?;
             return Ok(Begin::Attach(job));
         }
         match self.prior_send(step, phase, item, mutation).await? {
@@ -595,6 +629,7 @@ async fn handle(
     handler: Arc<dyn PhaseHandler>,
     delivery: Delivery<Command>,
 ) -> Result<(), HandlerError> {
+    let copy = delivery.stream_sequence;
     let command = delivery.message;
     let Some(phase) = command.action.as_ref().map(|a| a.phase()) else {
         return Err(HandlerError::reject(format!("command {} has no action", command.command_id)));
@@ -637,7 +672,15 @@ async fn handle(
         let fence = match Fence::claim(&cx.ops, &command.command_id, &claimant, cx.config.lease()).await {
             Ok(Claim::Owned(f)) => *f,
             Ok(Claim::Finished(record)) => {
-                info!(outcome = %record.outcome, "command already finished; acking the duplicate");
+                // A copy of a finished command comes when the planner did not move on (the watchdog
+                // sent it again): say again how it ended, then ack it.
+                info!(outcome = %record.outcome, "command already finished; publishing its outcome again");
+                for event in &record.terminal_events {
+                    cx.bus
+                        .publish_event_again(event, &copy.to_string())
+                        .await
+                        .map_err(|e| HandlerError::retry(e.to_string()))?;
+                }
                 return Ok(());
             }
             Err(FenceError::Busy { owner, remaining }) => {
@@ -648,7 +691,7 @@ async fn handle(
         let in_flight = cx.metrics.in_flight();
         let events = Emitter::new(cx.bus.clone(), &command, phase);
         let mut run = CommandRun { cx: cx.clone(), command: command.clone(), fence, events };
-        let result = handler.run(&mut run).await;
+        let result = run_to_deadline(&mut run, handler.as_ref()).await;
         drop(in_flight);
         // A failure is this worker's to report only while it still holds the claim: a worker that
         // was frozen or cut off past its lease may have lost the command to another, whose result
@@ -678,7 +721,9 @@ async fn handle(
             }
             Err(Failure::Refused { phase, code, message, action }) => {
                 warn!(%code, %message, "phase refused");
-                let e = tern_error(code, message.clone(), action);
+                let mut e = tern_error(code, message.clone(), action);
+                // A new attempt of a phase past its deadline attaches to the job it waited on.
+                e.retryable = code == DEADLINE_CODE;
                 let published = run
                     .events
                     .emit(phase, Outcome::Failed, |ev| {
@@ -695,7 +740,7 @@ async fn handle(
             Err(Failure::Transient(reason)) => return Err(HandlerError::retry(reason)),
             Err(Failure::Invalid(reason)) => return Err(HandlerError::reject(reason)),
         }?;
-        match run.fence.finish(outcome).await {
+        match run.fence.finish(outcome, run.events.terminal_events()).await {
             Ok(()) | Err(FenceError::Lost) => {}
             Err(e) => return Err(HandlerError::retry(e.to_string())),
         }
@@ -710,6 +755,95 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// The code of a phase that outlived its command's deadline.
+pub const DEADLINE_CODE: &str = "TERN-DEADLINE";
+
+/// Longest wait between two tries of a phase held up by transient trouble.
+const TROUBLE_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// When the command's deadline passes (ms since the Unix epoch): its dispatch (`issued_at`, else
+/// the first claim) plus its `deadline`. `None`: the command sets none.
+fn deadline_ms(command: &Command, first_claim_ms: u64) -> Option<u64> {
+    let limit = command.deadline.as_ref().filter(|d| d.seconds > 0 || d.nanos > 0)?;
+    let from = command
+        .issued_at
+        .as_ref()
+        .map(|t| (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000)
+        .unwrap_or(first_claim_ms);
+    Some(from + (limit.seconds.max(0) as u64) * 1000 + (limit.nanos.max(0) as u64) / 1_000_000)
+}
+
+/// Runs the command's phase until it ends or its deadline passes. Transient trouble — ARM down
+/// or throttling, a token ARM refused, the bus briefly gone — is waited out here, with backoff
+/// and the claim kept alive, instead of handing the command back: every hand-back uses up one
+/// of its delivery attempts, and an outage of minutes would use them all and dead-letter a VM
+/// that only had to wait. Each try starts the phase over; its steps are fenced, so a try
+/// attaches to what an earlier one started. At the deadline the phase fails with TERN-DEADLINE,
+/// naming the job it waited on and the last trouble seen.
+async fn run_to_deadline(run: &mut CommandRun, handler: &dyn PhaseHandler) -> Result<&'static str, Failure> {
+    let end = deadline_ms(&run.command, run.fence.record.started_ms);
+    let mut backoff = Duration::from_secs(1);
+    let mut trouble: Option<String> = None;
+    loop {
+        let left = end.map(|end| Duration::from_millis(end.saturating_sub(now_ms())));
+        let tried = match left {
+            Some(left) if left.is_zero() => return Err(past_deadline(run, trouble)),
+            Some(left) => match tokio::time::timeout(left, handler.run(run)).await {
+                Ok(result) => result,
+                Err(_) => return Err(past_deadline(run, trouble)),
+            },
+            None => handler.run(run).await,
+        };
+        let Err(Failure::Transient(reason)) = tried else { return tried };
+        warn!(%reason, wait = ?backoff, "transient trouble; waiting it out with the command held");
+        trouble = Some(reason);
+        let wait = left.map_or(backoff, |left| backoff.min(left));
+        hold(run, wait).await?;
+        backoff = (backoff * 2).min(TROUBLE_BACKOFF_MAX);
+    }
+}
+
+/// Waits `wait`, renewing the claim meanwhile. A claim another worker took ends the wait; one
+/// that cannot be renewed now (the bus is away) is tried again at the next renewal.
+async fn hold(run: &mut CommandRun, wait: Duration) -> Result<(), Failure> {
+    let until = tokio::time::Instant::now() + wait;
+    let every = run.cx.config.lease() / 3;
+    loop {
+        let next = (tokio::time::Instant::now() + every).min(until);
+        tokio::time::sleep_until(next).await;
+        if next >= until {
+            return Ok(());
+        }
+        match run.fence.renew().await {
+            Ok(()) => {}
+            Err(FenceError::Lost) => return Err(Failure::Lost),
+            Err(e) => warn!(error = %e, "the claim could not be renewed; trying again"),
+        }
+    }
+}
+
+/// The failure of a phase that outlived its command's deadline.
+fn past_deadline(run: &CommandRun, trouble: Option<String>) -> Failure {
+    let limit = run.command.deadline.map(|d| Duration::from_secs(d.seconds.max(0) as u64)).unwrap_or_default();
+    let phase = run.events.current_phase();
+    let mut message = format!("{} did not finish within its deadline of {}s", phase.slug(), limit.as_secs());
+    let mut jobs: Vec<&str> = run.fence.record.jobs.values().map(String::as_str).collect();
+    jobs.sort_unstable();
+    if let Some(job) = jobs.last() {
+        message.push_str(&format!("; ASR job {job} had not ended"));
+    }
+    if let Some(t) = trouble {
+        message.push_str(&format!("; last trouble: {t}"));
+    }
+    Failure::Refused {
+        phase,
+        code: DEADLINE_CODE,
+        message,
+        action: "Look at the ASR job in the portal, then `tern plan retry` the VM: a new attempt attaches to a job \
+                 still running. Raise the plan's `deadlines` if the phase needs longer.",
+    }
 }
 
 /// Whether a command is one its plan dispatched, before anything is claimed or sent: its item
