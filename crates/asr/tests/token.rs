@@ -45,3 +45,43 @@ async fn a_next_link_to_another_host_is_refused_and_that_host_is_never_contacted
     let own = format!("{}{vault}/replicationJobs?api-version=2025-08-01", sim.url());
     c.list_jobs_page(&JobQuery::default(), Some(&own)).await.expect("a link on the endpoint is followed");
 }
+
+/// A credential that hands out `tokens` in turn, each valid for an hour, and counts the asks.
+#[derive(Debug)]
+struct Rotating {
+    tokens: Vec<&'static str>,
+    asked: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for Rotating {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let n = self.asked.fetch_add(1, Ordering::SeqCst);
+        let token = self.tokens[n.min(self.tokens.len() - 1)];
+        Ok(azure_core::credentials::AccessToken::new(
+            azure_core::credentials::Secret::new(token),
+            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_token_arm_refuses_is_dropped_and_the_next_request_asks_the_credential_again() {
+    let mut config = sim_config(1);
+    config.token = Some("renewed".into());
+    let sim = start_sim(config).await;
+    // The cached token says it has an hour left, but ARM no longer takes it (revoked, or this
+    // host's clock is off): the 401 must not be repeated for the hour.
+    let credential = Arc::new(Rotating { tokens: vec!["revoked", "renewed"], asked: AtomicUsize::new(0) });
+    let tokens =
+        TokenProvider::from_sources("scope", vec![(tern_asr::CredentialKind::ClientSecret, credential.clone())]);
+    let c = AsrClient::new(client_config(&sim), tokens, Arc::new(Unlimited)).unwrap();
+    let refused = c.list_items(None, None).await.unwrap_err();
+    assert_eq!(refused.class(), ErrorClass::Unauthorized, "{refused:?}");
+    c.list_items(None, None).await.expect("the next request carries a new token");
+    assert_eq!(credential.asked.load(Ordering::SeqCst), 2);
+}

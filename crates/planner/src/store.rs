@@ -6,7 +6,9 @@
 //! then moves the header with compare-and-set: the header is the one atomic root, so a reader
 //! always sees one consistent version of the plan, and two planner replicas racing on a plan
 //! still conflict on one record. A writer that loses the race deletes the chunks it wrote; the
-//! winner deletes the chunks it replaced.
+//! winner deletes the chunks it replaced. A write whose answer was lost (a timeout) is judged
+//! by reading the header back, never by assuming it failed: no chunk a stored header names is
+//! ever deleted.
 //!
 //! Chunks never change once written, so each planner keeps the last version of each plan it
 //! saw and reads only the chunks whose keys moved. A step on a plan this planner wrote last
@@ -338,10 +340,40 @@ impl PlanStore {
                 Ok(snapshot)
             }
             Err(e) => {
-                self.delete_chunks(&chunks).await;
+                match self.settle_ambiguous(&plan.plan_id, &e, &chunks).await {
+                    Settled::Landed(revision) => {
+                        let snapshot = Arc::new(Snapshot { plan, base: Base { revision, chunks } });
+                        self.remember(snapshot.clone());
+                        return Ok(snapshot);
+                    }
+                    Settled::NotLanded(orphans) => self.delete_chunks(&orphans).await,
+                }
                 Err(e)
             }
         }
+    }
+
+    /// After a header write that failed: whether it landed after all. A conflict or an existing
+    /// key is a clear refusal; a timeout or a lost connection is not — the write may have been
+    /// stored with its answer lost. The header is read back: if it names exactly the chunks just
+    /// written, the write landed; otherwise only the written chunks it does not name are
+    /// orphans. When it cannot be read, nothing is deleted: a chunk left behind wastes a little
+    /// space, a chunk deleted under a stored header makes the plan unreadable.
+    async fn settle_ambiguous(&self, id: &str, error: &KvError, written: &[String]) -> Settled {
+        if matches!(error, KvError::Conflict { .. } | KvError::AlreadyExists { .. }) {
+            return Settled::NotLanded(written.to_vec());
+        }
+        for _ in 0..READ_BACK_ATTEMPTS {
+            match self.headers.get(&header_key(id)).await {
+                Ok(current) => {
+                    let current = current.map(|h| (h.revision, h.value.chunks));
+                    return settle(current.as_ref().map(|(r, c)| (*r, c.as_slice())), written);
+                }
+                Err(e) => tracing::warn!(plan = id, error = %e, "the plan header cannot be read back; trying again"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        Settled::NotLanded(Vec::new())
     }
 
     /// Stores `plan` as the version after `base`, writing only the chunks of the `dirty` VMs
@@ -364,7 +396,18 @@ impl PlanStore {
                 Ok(snapshot)
             }
             Err(e) => {
-                self.delete_chunks(&written).await;
+                match self.settle_ambiguous(&plan.plan_id, &e, &chunks).await {
+                    Settled::Landed(revision) => {
+                        self.delete_chunks(&replaced).await;
+                        let snapshot = Arc::new(Snapshot { plan, base: Base { revision, chunks } });
+                        self.remember(snapshot.clone());
+                        return Ok(snapshot);
+                    }
+                    Settled::NotLanded(orphans) => {
+                        let ours: Vec<String> = written.into_iter().filter(|k| orphans.contains(k)).collect();
+                        self.delete_chunks(&ours).await;
+                    }
+                }
                 self.forget(&plan.plan_id);
                 Err(e)
             }
@@ -383,9 +426,50 @@ impl PlanStore {
     }
 }
 
+/// How often a header is read back after an ambiguous write.
+const READ_BACK_ATTEMPTS: usize = 5;
+
+/// What became of a header write that failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// It was stored, at this revision: the write succeeded.
+    Landed(Revision),
+    /// It was not (or that cannot be known): these keys, among those it meant to store, no
+    /// header names and may be deleted.
+    NotLanded(Vec<String>),
+}
+
+/// Judges a failed header write from the header read back (`current`: its revision and chunk
+/// keys) and the chunk keys the write meant to store (`meant`; for an update, the whole new
+/// list — the chunks it kept and the ones it wrote).
+fn settle(current: Option<(Revision, &[String])>, meant: &[String]) -> Settled {
+    match current {
+        Some((revision, chunks)) if chunks == meant => Settled::Landed(revision),
+        Some((_, chunks)) => Settled::NotLanded(meant.iter().filter(|k| !chunks.contains(k)).cloned().collect()),
+        None => Settled::NotLanded(meant.to_vec()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keys(k: &[&str]) -> Vec<String> {
+        k.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_header_write_whose_answer_was_lost_is_judged_by_reading_it_back() {
+        let meant = keys(&["c0.new", "c1.kept"]);
+        assert_eq!(settle(Some((7, &meant)), &meant), Settled::Landed(7), "it landed: nothing is deleted");
+        let before = keys(&["c0.old", "c1.kept"]);
+        assert_eq!(
+            settle(Some((6, &before)), &meant),
+            Settled::NotLanded(keys(&["c0.new"])),
+            "it did not: only the chunk no header names goes, never one the stored header still names"
+        );
+        assert_eq!(settle(None, &meant), Settled::NotLanded(meant.clone()));
+    }
 
     #[test]
     fn a_header_keeps_every_field_but_the_vms() {
