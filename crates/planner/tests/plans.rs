@@ -869,3 +869,26 @@ async fn an_arm_outage_longer_than_every_delivery_attempt_is_waited_out_and_noth
         assert_eq!(applied, 3, "{op} applied once per VM");
     }
 }
+
+#[tokio::test]
+async fn a_lock_left_behind_by_a_plan_that_ended_does_not_hold_its_vm() {
+    let mut r = start_watching(ready_for_failback(1), false, Duration::from_millis(500)).await;
+    let s = spec(&r, &["vm-00001"]);
+    // A first plan ends without touching the VM: no worker takes its command before its deadline.
+    let mut quick = s.clone();
+    quick.deadlines = Some(tern_proto::Deadlines { failover: secs(1), ..Default::default() });
+    let first =
+        r.grpc.clone().submit_plan(SubmitPlanRequest { spec: Some(quick) }).await.unwrap().into_inner().plan.unwrap();
+    finished(&mut r, &first.plan_id).await;
+    // The ended plan's lock release was lost (a crash between storing the end and releasing).
+    let locks = r.stack.bus.kv::<tern_proto::VmLock>(tern_bus::Bucket::VmLocks).await.unwrap();
+    let key = tern_bus::ids::vm_key(first.vms[0].vm.as_ref().unwrap()).to_owned();
+    locks.put(&key, &tern_proto::VmLock { plan_id: first.plan_id.clone() }).await.unwrap();
+    // The VM is free for the next plan all the same.
+    let check = r.grpc.clone().preflight(PreflightRequest { spec: Some(s.clone()) }).await.unwrap().into_inner();
+    let lock = check.vms[0].checks.iter().find(|c| c.name == "vm-lock").expect("the vm-lock check");
+    assert_eq!(lock.result(), Readiness::Ready, "{lock:?}");
+    let second =
+        r.grpc.clone().submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap();
+    assert_eq!(locks.get(&key).await.unwrap().unwrap().value.plan_id, second.plan_id, "the new plan holds it");
+}

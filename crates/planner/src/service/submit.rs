@@ -14,7 +14,7 @@ use tonic::Status;
 use tracing::{info, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{PlannerService, SEND_CONCURRENCY, hex, kv_status, now};
+use super::{PlannerService, SEND_CONCURRENCY, hex, is_terminal, kv_status, now};
 use crate::preflight::{PreflightOptions, preflight_vm};
 use crate::progress;
 use crate::spec::{Selected, ValidSpec, validate};
@@ -180,13 +180,43 @@ impl PlannerService {
             .map(|i| async move {
                 let item = &items[i];
                 let key = item.lifecycle_id().unwrap_or(item.friendly_name()).to_owned();
-                let locked = self.inner.locks.get(&key).await.ok().flatten().map(|l| l.value.plan_id);
+                let locked = self.holder(&key).await;
                 preflight_vm(&self.inner.asr, item, opts, locked.as_deref(), now).await
             })
             .buffered(PREFLIGHT_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
         (vms, opts.cache.resolved())
+    }
+
+    /// The plan that holds VM `key`, if one does: a lock whose plan has ended (its release was
+    /// lost to a crash or an outage) holds nothing.
+    async fn holder(&self, key: &str) -> Option<String> {
+        let lock = self.inner.locks.get(key).await.ok().flatten()?;
+        let plan_id = lock.value.plan_id;
+        match self.inner.store.header(&plan_id).await {
+            Ok(Some(plan)) if is_terminal(plan.state) => None,
+            _ => Some(plan_id),
+        }
+    }
+
+    /// Takes VM `key`'s lock over from a plan that has ended, with compare-and-set, so two
+    /// submissions cannot both take it. A live plan keeps it, and so does one not stored yet (a
+    /// submission locks its VMs before it stores the plan).
+    async fn take_over_lock(&self, key: &str, lock: &VmLock) -> Result<tern_bus::Revision, KvError> {
+        let taken = || KvError::AlreadyExists { bucket: tern_bus::Bucket::VmLocks.name().into(), key: key.into() };
+        let Some(current) = self.inner.locks.get(key).await? else {
+            return self.inner.locks.create(key, lock).await;
+        };
+        let ended = self.inner.store.header(&current.value.plan_id).await?.is_some_and(|p| is_terminal(p.state));
+        if !ended {
+            return Err(taken());
+        }
+        info!(key, from = %current.value.plan_id, "taking over the lock of a plan that has ended");
+        self.inner.locks.update(key, lock, current.revision).await.map_err(|e| match e {
+            KvError::Conflict { .. } => taken(),
+            e => e,
+        })
     }
 
     /// Releases the locks `keys` that `plan_id` holds, for a submission that did not go through.
@@ -300,7 +330,10 @@ impl PlannerService {
             .map(|key| {
                 let lock = &lock;
                 async move {
-                    let r = self.inner.locks.create(&key, lock).await;
+                    let r = match self.inner.locks.create(&key, lock).await {
+                        Err(KvError::AlreadyExists { .. }) => self.take_over_lock(&key, lock).await,
+                        r => r,
+                    };
                     (key, r)
                 }
             })
