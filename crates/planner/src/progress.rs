@@ -317,6 +317,52 @@ pub fn humanize(d: std::time::Duration) -> String {
     out
 }
 
+/// An operator's retry of failed VM `i` (`tern plan retry`): a new attempt of the phase it
+/// failed at, or of `requested`, an earlier phase it reached. The plan runs again if it had
+/// ended, and a halt is lifted; a paused plan stays paused. Refused, with the reason, for a VM
+/// that has not failed, in a cancelled or cancelling plan, or for a phase the VM has not reached.
+pub fn retry(plan: &mut Plan, i: usize, requested: Phase) -> Result<(), String> {
+    let Some(v) = plan.vms.get(i) else { return Err(format!("no VM {i} in plan {}", plan.plan_id)) };
+    let name = v.vm.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+    if v.state() != VmState::Failed {
+        return Err(format!("{name} has not failed: only a failed VM can be retried"));
+    }
+    match plan.state() {
+        PlanState::Cancelled => return Err(format!("plan {} was cancelled", plan.plan_id)),
+        PlanState::Cancelling => return Err(format!("plan {} is being cancelled", plan.plan_id)),
+        _ => {}
+    }
+    let reached = v.phase();
+    let drill = |p: Phase| p == Phase::Drill;
+    if requested != Phase::Unspecified && (drill(reached) != drill(requested) || rank(requested) > rank(reached)) {
+        return Err(format!(
+            "{name} failed at {}: it can be retried from {} or an earlier phase, not {}",
+            reached.slug(),
+            reached.slug(),
+            requested.slug()
+        ));
+    }
+    let v = &mut plan.vms[i];
+    v.set_state(VmState::Pending);
+    if requested != Phase::Unspecified {
+        v.set_phase(requested);
+    }
+    // The failover command carries the commit.
+    v.set_phase(slot(v.phase()));
+    v.attempt += 1;
+    v.error = None;
+    v.reason = String::new();
+    // The halt is lifted unless another critical VM's failure still stands.
+    let stops = stops_on_critical(plan);
+    plan.halted = stops && plan.vms.iter().any(|v| v.critical && v.state() == VmState::Failed);
+    // A paused plan stays paused (the retry runs on resume); an ended one runs again.
+    if plan.state() != PlanState::Paused {
+        plan.set_state(PlanState::Running);
+    }
+    plan.finished_at = None;
+    Ok(())
+}
+
 /// RPO (failover time − recovery point time) and RTO (failover start → VM running, i.e. the
 /// failover's own duration) of a finished failover. RPO compares two of ASR's timestamps when
 /// it can (the job's start and the point's time), so the two clocks are the same.

@@ -9,18 +9,22 @@
 //! - no VM in two phases: only a Pending VM is dispatched, and never more than a phase's
 //!   concurrency runs at once; a halted plan starts no failover;
 //! - a paused or cancelling plan dispatches nothing (an operator pauses, resumes and cancels at
-//!   random);
-//! - and at the end every plan has ended with every VM terminal, each VM whose work all
-//!   succeeded Succeeded.
+//!   random, and retries failed VMs);
+//! - a failure is retried automatically only when it is retryable and the plan's
+//!   `max_automatic_retries` allows; only an operator's retry brings a failed VM back;
+//! - and at the end every plan has ended with every VM terminal: Succeeded exactly when its last
+//!   attempt succeeded, Failed exactly when its last attempt failed.
 //!
 //! `TERN_SIM_PLANS` sets how many plans (10,000 here; `make chaos` runs 1,000,000). The seed is
 //! printed when a check fails; `TERN_TEST_SEED` repeats it.
 
 use prost::Message;
+use std::collections::BTreeSet;
 use tern_planner::progress;
+
 use tern_proto::{
-    Concurrency, FailurePolicy, OnCriticalFailure, Outcome, Phase, Phases, Plan, PlanMode, PlanSpec, PlanState,
-    VmEvent, VmRef, VmState, VmStatus,
+    AsrError, Concurrency, FailurePolicy, OnCriticalFailure, Outcome, Phase, Phases, Plan, PlanMode, PlanSpec,
+    PlanState, VmEvent, VmRef, VmState, VmStatus,
 };
 use tern_testkit::Seed;
 
@@ -77,6 +81,7 @@ fn random_plan(rng: &mut Rng, id: usize) -> Plan {
             } else {
                 OnCriticalFailure::Unspecified
             } as i32,
+            max_automatic_retries: rng.below(3) as u32,
             ..Default::default()
         }),
         ..Default::default()
@@ -93,8 +98,15 @@ fn random_plan(rng: &mut Rng, id: usize) -> Plan {
     Plan { plan_id: format!("p-{id}"), spec: Some(spec), state: PlanState::Accepted as i32, vms, ..Default::default() }
 }
 
+/// The failures scripted for one VM: (slot, attempt) of each, and of the retryable ones.
+#[derive(Default, Clone)]
+struct Failures {
+    all: BTreeSet<(i32, u32)>,
+    retryable: BTreeSet<(i32, u32)>,
+}
+
 /// What a worker publishes for a dispatched phase, in the order it publishes it.
-fn script(rng: &mut Rng, plan: &Plan, i: usize, phase: Phase, failures: &mut [bool]) -> Vec<VmEvent> {
+fn script(rng: &mut Rng, plan: &Plan, i: usize, phase: Phase, failures: &mut [Failures]) -> Vec<VmEvent> {
     let v = &plan.vms[i];
     let event = |phase: Phase, outcome: Outcome| VmEvent {
         vm: v.vm.clone(),
@@ -103,20 +115,27 @@ fn script(rng: &mut Rng, plan: &Plan, i: usize, phase: Phase, failures: &mut [bo
         attempt: v.attempt,
         ..Default::default()
     };
+    let mut failed = |rng: &mut Rng, phase: Phase| {
+        let retryable = rng.chance(50);
+        let at = (slot(phase) as i32, v.attempt);
+        failures[i].all.insert(at);
+        if retryable {
+            failures[i].retryable.insert(at);
+        }
+        let mut e = event(phase, Outcome::Failed);
+        e.error = Some(AsrError { code: "SIM".into(), retryable, ..Default::default() });
+        e
+    };
     let mut out = vec![event(phase, Outcome::Started)];
-    let fails = rng.chance(10);
-    failures[i] |= fails;
-    if fails {
-        out.push(event(phase, Outcome::Failed));
+    if rng.chance(10) {
+        out.push(failed(rng, phase));
         return out;
     }
     out.push(event(phase, Outcome::Succeeded));
     let commit = plan.spec.as_ref().and_then(|s| s.phases).and_then(|p| p.commit).unwrap_or(true);
     if phase == Phase::Failover && commit {
         out.push(event(Phase::Commit, Outcome::Started));
-        let fails = rng.chance(5);
-        failures[i] |= fails;
-        out.push(event(Phase::Commit, if fails { Outcome::Failed } else { Outcome::Succeeded }));
+        out.push(if rng.chance(5) { failed(rng, Phase::Commit) } else { event(Phase::Commit, Outcome::Succeeded) });
     }
     out
 }
@@ -143,7 +162,10 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
     let mut plan = random_plan(rng, id);
     let mut index = progress::vm_index(&plan);
     let mut pool: Vec<VmEvent> = Vec::new();
-    let mut failures = vec![false; plan.vms.len()];
+    let mut failures = vec![Failures::default(); plan.vms.len()];
+    let mut ever_halted = false;
+    let mut finished_once = vec![false; plan.vms.len()];
+    let max_retries = plan.spec.as_ref().and_then(|s| s.failure_policy.as_ref()).map_or(0, |p| p.max_automatic_retries);
     let mut reprotected = vec![false; plan.vms.len()];
     for step in 0..100_000 {
         let before = plan.clone();
@@ -179,6 +201,14 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
         if let Some(next) = operator {
             plan.set_state(next);
         }
+        // An operator retries a failed VM now and then (the plan runs again if it had ended).
+        let mut retried = BTreeSet::new();
+        if rng.chance(3)
+            && let Some(i) = plan.vms.iter().position(|v| v.state() == VmState::Failed)
+            && progress::retry(&mut plan, i, Phase::Unspecified).is_ok()
+        {
+            retried.insert(i);
+        }
         let state_before = plan.state();
         let halted_before = plan.halted;
         let waves_before = plan.clone();
@@ -196,8 +226,11 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
             }
             if slot(phase) == Phase::Failover {
                 let wave = plan.vms[i].wave;
-                let unfinished = waves_before.vms.iter().any(|o| {
+                // A wave opens once every VM before it has finished failing over once; a retry
+                // of such a VM later does not close the waves it opened.
+                let unfinished = waves_before.vms.iter().enumerate().any(|(k, o)| {
                     o.wave < wave
+                        && !finished_once[k]
                         && !terminal(o.state())
                         && matches!(o.phase(), Phase::Unspecified | Phase::Failover | Phase::Drill)
                 });
@@ -211,6 +244,12 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
             pool.extend(script(rng, &plan, i, phase, &mut failures));
         }
         progress::settle(&mut plan);
+        // A retry lifts a halt; the VMs it skipped stay skipped.
+        ever_halted |= plan.halted;
+        for (k, v) in plan.vms.iter().enumerate() {
+            finished_once[k] |=
+                terminal(v.state()) || !matches!(v.phase(), Phase::Unspecified | Phase::Failover | Phase::Drill);
+        }
         // The checks.
         let counts = progress::counts(&plan);
         let sum = counts.pending + counts.running + counts.succeeded + counts.failed + counts.skipped;
@@ -219,15 +258,31 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
         }
         let policy = plan.spec.as_ref().and_then(|s| s.failure_policy.as_ref()).map(|p| p.on_critical_failure());
         let stops_on_critical = policy != Some(OnCriticalFailure::Continue);
-        for (a, b) in before.vms.iter().zip(&plan.vms) {
+        for (i, (a, b)) in before.vms.iter().zip(&plan.vms).enumerate() {
             let name = &b.vm.as_ref().unwrap().name;
+            if b.automatic_retries > max_retries {
+                return Err(format!(
+                    "step {step}, {name}: {} automatic retries, above {max_retries}",
+                    b.automatic_retries
+                ));
+            }
+            if b.automatic_retries > a.automatic_retries
+                && !failures[i].retryable.contains(&(slot(a.phase()) as i32, a.attempt))
+            {
+                return Err(format!(
+                    "step {step}, {name}: retried automatically after a failure that is not retryable"
+                ));
+            }
+            if retried.contains(&i) {
+                continue; // the operator's retry brings a failed VM back, by design
+            }
             if terminal(a.state()) && a.state() != b.state() {
                 return Err(format!("step {step}, {name}: {:?} became {:?}", a.state(), b.state()));
             }
             if !terminal(a.state()) && b.state() == VmState::Failed && b.critical && stops_on_critical && !plan.halted {
                 return Err(format!("step {step}, {name}: a critical VM failed and the plan did not halt"));
             }
-            if rank(b.phase()) < rank(a.phase()) {
+            if rank(slot(b.phase())) < rank(slot(a.phase())) {
                 return Err(format!("step {step}, {name}: phase went back from {:?} to {:?}", a.phase(), b.phase()));
             }
         }
@@ -241,7 +296,7 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
             matches!(plan.state(), PlanState::Completed | PlanState::CompletedWithErrors | PlanState::Cancelled);
         let was_ended =
             matches!(before.state(), PlanState::Completed | PlanState::CompletedWithErrors | PlanState::Cancelled);
-        if was_ended && plan.state() != before.state() {
+        if was_ended && plan.state() != before.state() && retried.is_empty() {
             return Err(format!("step {step}: an ended plan went from {:?} to {:?}", before.state(), plan.state()));
         }
         if pool.is_empty() && dispatched.is_empty() && plan.state() != PlanState::Paused {
@@ -254,13 +309,14 @@ fn run_plan(rng: &mut Rng, id: usize) -> Result<(), String> {
                 if !terminal(v.state()) {
                     return Err(format!("{name} ended {:?}", v.state()));
                 }
-                if v.state() == VmState::Succeeded && failures[i] {
-                    return Err(format!("{name} succeeded although a phase of it failed"));
+                let last_failed = failures[i].all.contains(&(slot(v.phase()) as i32, v.attempt));
+                if v.state() == VmState::Succeeded && last_failed {
+                    return Err(format!("{name} succeeded although its last attempt failed"));
                 }
-                if v.state() == VmState::Failed && !failures[i] {
-                    return Err(format!("{name} failed although every phase of it succeeded"));
+                if v.state() == VmState::Failed && !last_failed {
+                    return Err(format!("{name} failed although its last attempt succeeded"));
                 }
-                if v.state() == VmState::Skipped && !plan.halted && plan.state() != PlanState::Cancelled {
+                if v.state() == VmState::Skipped && !ever_halted && plan.state() != PlanState::Cancelled {
                     return Err(format!("{name} was skipped in a plan that was neither halted nor cancelled"));
                 }
             }

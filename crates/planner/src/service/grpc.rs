@@ -8,9 +8,9 @@ use futures::Stream;
 use tern_bus::KvError;
 use tern_proto::planner_server::Planner;
 use tern_proto::{
-    CancelPlanRequest, GetPlanRequest, ListPlansRequest, ListPlansResponse, PausePlanRequest, Phase, Plan,
-    PlanEventKind, PlanState, PlanUpdate, PreflightRequest, PreflightResponse, Readiness, ResumePlanRequest,
-    RetryVmRequest, SubmitPlanRequest, SubmitPlanResponse, VmState, WatchPlanRequest,
+    CancelPlanRequest, GetPlanRequest, ListPlansRequest, ListPlansResponse, PausePlanRequest, Plan, PlanEventKind,
+    PlanState, PlanUpdate, PreflightRequest, PreflightResponse, Readiness, ResumePlanRequest, RetryVmRequest,
+    SubmitPlanRequest, SubmitPlanResponse, WatchPlanRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -137,26 +137,8 @@ impl Planner for PlannerService {
         else {
             return Err(Status::not_found(format!("vm_name: {:?} is not in plan {}", r.vm_name, r.plan_id)));
         };
-        if plan.vms[i].state != VmState::Failed as i32 {
-            return Err(Status::failed_precondition(format!(
-                "{} has not failed: only a failed VM can be retried",
-                r.vm_name
-            )));
-        }
-        if PlanState::try_from(plan.state) == Ok(PlanState::Cancelled) {
-            return Err(Status::failed_precondition(format!("plan {} was cancelled", r.plan_id)));
-        }
-        let requested = r.phase();
-        let reached = plan.vms[i].phase();
-        if requested != Phase::Unspecified && !phase_reached(reached, requested) {
-            return Err(Status::failed_precondition(format!(
-                "{} failed at {}: it can be retried from {} or an earlier phase, not {}",
-                r.vm_name,
-                reached.slug(),
-                reached.slug(),
-                requested.slug()
-            )));
-        }
+        // Every refusal before anything is written: the lock is taken only for a valid retry.
+        progress::retry(&mut plan.clone(), i, r.phase()).map_err(Status::failed_precondition)?;
         // The VM's lock: this plan's already, or free again (the plan ended and let it go). A VM
         // another plan holds now is that plan's: retrying it here would run two plans on it.
         let key = progress::vm_key(&plan.vms[i]).to_owned();
@@ -175,43 +157,16 @@ impl Planner for PlannerService {
         }
         let plan = self
             .step(&r.plan_id, |p, dirty| {
-                let v = &mut p.vms[i];
-                if v.state() != VmState::Failed {
-                    return false;
+                // A concurrent retry may have been first: then there is nothing left to do.
+                let retried = progress::retry(p, i, r.phase()).is_ok();
+                if retried {
+                    dirty.touch(i);
                 }
-                dirty.touch(i);
-                v.set_state(VmState::Pending);
-                if requested != Phase::Unspecified {
-                    v.set_phase(requested);
-                }
-                if v.phase() == Phase::Commit {
-                    v.set_phase(Phase::Failover); // the failover command carries the commit
-                }
-                v.attempt += 1;
-                v.error = None;
-                v.reason = String::new();
-                p.halted = false;
-                p.set_state(PlanState::Running);
-                p.finished_at = None;
-                true
+                retried
             })
             .await?;
         Ok(Response::new(plan.plan.clone()))
     }
-}
-
-/// Whether a VM that failed at `reached` has got as far as `requested`: a retry may run a phase
-/// again, or an earlier one, never one the VM has not reached (a cleanup before its reprotect).
-fn phase_reached(reached: Phase, requested: Phase) -> bool {
-    let order = |p: Phase| match p {
-        Phase::Failover | Phase::Drill => 1,
-        Phase::Commit => 2,
-        Phase::Reprotect => 3,
-        Phase::Cleanup => 4,
-        Phase::Preflight | Phase::Unspecified => 0,
-    };
-    let drill = |p: Phase| p == Phase::Drill;
-    drill(reached) == drill(requested) && order(requested) <= order(reached)
 }
 
 /// A stream fed by a task through a channel.
