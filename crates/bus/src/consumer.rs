@@ -100,9 +100,12 @@ pub struct LoopOptions {
     pub on_skipped: Option<SkippedHook>,
 }
 
+/// A function of a skipped message's subject and headers.
+pub type SkippedFn = dyn Fn(&str, &HeaderMap) + Send + Sync;
+
 /// What [`LoopOptions::on_skipped`] calls: the subject and headers of a skipped message.
 #[derive(Clone)]
-pub struct SkippedHook(pub Arc<dyn Fn(&str, &HeaderMap) + Send + Sync>);
+pub struct SkippedHook(pub Arc<SkippedFn>);
 
 impl std::fmt::Debug for SkippedHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -461,6 +464,9 @@ async fn dead_letter(msg: &jetstream::Message, shared: &Shared, stream_sequence:
     shared.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
     warn!(consumer = %shared.consumer_name, stream_sequence, attempt, reason, "message dead-lettered");
 }
+
+/// Every value [`reason_kind`] returns.
+pub const REASON_KINDS: [&str; 4] = ["undecodable", "rejected", "attempts", "other"];
 
 /// The class of a dead letter's reason (`Tern-Dlq-Reason`, as this loop words it), for
 /// metrics: `undecodable`, `rejected` (by its handler), `attempts` (used up, with or without an

@@ -26,7 +26,9 @@ use prost::Message;
 use tern_proto::{Command, Event, Outcome, Phase, PlanEventKind, event};
 
 pub use auth::{Identity, NatsAuth};
-pub use consumer::{ConsumerLoop, Delivery, HandlerError, LoopOptions, LoopStats, SkippedHook, reason_kind};
+pub use consumer::{
+    ConsumerLoop, Delivery, HandlerError, LoopOptions, LoopStats, REASON_KINDS, SkippedHook, reason_kind,
+};
 pub use headers::CloudEventAttributes;
 pub use kv::{KvError, Revision, TypedKv, Versioned};
 pub use subjects::{EventFilter, WorkQueue};
@@ -625,7 +627,23 @@ impl DeadLetter {
     }
 
     fn from_stored(msg: jetstream::message::StreamMessage) -> Self {
-        Self::new(msg.sequence, msg.time, msg.subject.to_string(), msg.headers, msg.payload)
+        // A direct get adds where the message is stored (`Nats-Stream`, `Nats-Sequence`, ...);
+        // keep the headers as the message carries them, as a consumer reads it.
+        let added = [
+            "Nats-Stream",
+            "Nats-Sequence",
+            "Nats-Time-Stamp",
+            "Nats-Subject",
+            "Nats-Last-Sequence",
+            "Nats-Num-Pending",
+        ];
+        let mut h = HeaderMap::new();
+        for (name, values) in msg.headers.iter().filter(|(n, _)| !added.contains(&n.as_ref())) {
+            for v in values {
+                h.append(name.clone(), v.clone());
+            }
+        }
+        Self::new(msg.sequence, msg.time, msg.subject.to_string(), h, msg.payload)
     }
 
     fn new(sequence: u64, time: time::OffsetDateTime, dlq_subject: String, h: HeaderMap, payload: Bytes) -> Self {
