@@ -34,8 +34,8 @@ pub struct Target {
     /// The NATS server's URL (for `tern events` and reports), instead of endpoints.json.
     #[arg(long, env = "TERN_NATS", global = true)]
     nats: Option<String>,
-    /// NATS credentials to read events with (the events-reader's nkey seed or a JWT .creds file),
-    /// instead of endpoints.json.
+    /// NATS credentials (an nkey seed or a JWT .creds file), instead of endpoints.json: the
+    /// events-reader's for `tern events` and reports, the operator's for `tern dlq`.
     #[arg(long, global = true, value_name = "FILE")]
     nats_credentials: Option<PathBuf>,
     /// PEM file of the CA that signs the NATS servers' certificates (TLS is then required).
@@ -126,6 +126,8 @@ pub struct Stack {
     pub nats: Option<String>,
     /// How `tern events` connects to NATS: as the events-reader, with its credentials.
     pub nats_auth: tern_bus::NatsAuth,
+    /// How `tern dlq` connects to NATS: as the operator, who may read and delete dead letters.
+    pub nats_operator_auth: tern_bus::NatsAuth,
     pub vault_id: Option<String>,
     /// The CA of the planner's TLS certificate: set, the CLI calls the planner over TLS.
     pub ca_file: Option<PathBuf>,
@@ -201,6 +203,8 @@ impl Target {
             ),
             None => None,
         };
+        let nats_ca_file =
+            self.nats_ca_file.clone().or_else(|| field("nats_ca_file").map(PathBuf::from)).or(config.nats_ca_file);
         let nats_auth = tern_bus::NatsAuth {
             identity: tern_bus::Identity::EventsReader,
             credentials: self
@@ -208,17 +212,23 @@ impl Target {
                 .clone()
                 .or_else(|| field("nats_credentials").map(PathBuf::from))
                 .or(config.nats_credentials),
-            ca_file: self
-                .nats_ca_file
+            ca_file: nats_ca_file.clone(),
+        };
+        let nats_operator_auth = tern_bus::NatsAuth {
+            identity: tern_bus::Identity::Operator,
+            credentials: self
+                .nats_credentials
                 .clone()
-                .or_else(|| field("nats_ca_file").map(PathBuf::from))
-                .or(config.nats_ca_file),
+                .or_else(|| field("nats_operator_credentials").map(PathBuf::from))
+                .or(config.nats_operator_credentials),
+            ca_file: nats_ca_file,
         };
         Ok(Stack {
             planner,
             token,
             nats: self.nats.clone().or_else(|| field("nats_url")).or(config.nats),
             nats_auth,
+            nats_operator_auth,
             vault_id: field("vault_id").or(config.vault),
             ca_file: self.ca_file.clone().or_else(|| field("api_ca_file").map(PathBuf::from)),
             client_identity: self.client_cert.clone().zip(self.client_key.clone()),
@@ -235,6 +245,7 @@ struct Config {
     planner: Option<String>,
     nats: Option<String>,
     nats_credentials: Option<PathBuf>,
+    nats_operator_credentials: Option<PathBuf>,
     nats_ca_file: Option<PathBuf>,
     vault: Option<String>,
 }
