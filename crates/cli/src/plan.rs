@@ -120,7 +120,11 @@ pub enum PlanCommand {
 /// The stack's endpoints, from flags or endpoints.json.
 #[derive(Debug)]
 pub struct Stack {
-    pub planner: String,
+    /// The planner's address; `None` when neither a flag nor endpoints.json names one (commands
+    /// that need only NATS, such as `tern dlq list`, still work).
+    pub planner: Option<String>,
+    /// Where endpoints.json was looked for, for the error when the planner is needed.
+    endpoints_file: PathBuf,
     /// The API token the CLI calls the planner with (the operator's, from endpoints.json).
     pub token: Option<String>,
     pub nats: Option<String>,
@@ -185,12 +189,7 @@ impl Target {
             Err(_) => None,
         };
         let field = |k: &str| endpoints.as_ref().and_then(|e| e[k].as_str()).map(str::to_owned);
-        let planner = self.planner.clone().or_else(|| field("planner_addr")).or(config.planner).ok_or_else(|| {
-            anyhow!(
-                "no Tern stack found: {} does not exist. Start one with `tern up`, or pass --planner HOST:PORT",
-                file.display()
-            )
-        })?;
+        let planner = self.planner.clone().or_else(|| field("planner_addr")).or(config.planner);
         // The token file endpoints.json names, read now: a stack started by `tern up` takes
         // nothing without it.
         let token_file = self.token_file.clone().or_else(|| field("api_token_file").map(PathBuf::from));
@@ -225,6 +224,7 @@ impl Target {
         };
         Ok(Stack {
             planner,
+            endpoints_file: file,
             token,
             nats: self.nats.clone().or_else(|| field("nats_url")).or(config.nats),
             nats_auth,
@@ -255,11 +255,17 @@ const MAX_MESSAGE: usize = 512 << 20;
 
 impl Stack {
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let tls = self.ca_file.is_some() || self.planner.starts_with("https://");
-        let url = match (self.planner.contains("://"), tls) {
-            (true, _) => self.planner.clone(),
-            (false, true) => format!("https://{}", self.planner),
-            (false, false) => format!("http://{}", self.planner),
+        let planner = self.planner.as_deref().ok_or_else(|| {
+            anyhow!(
+                "no Tern stack found: {} does not exist. Start one with `tern up`, or pass --planner HOST:PORT",
+                self.endpoints_file.display()
+            )
+        })?;
+        let tls = self.ca_file.is_some() || planner.starts_with("https://");
+        let url = match (planner.contains("://"), tls) {
+            (true, _) => planner.to_owned(),
+            (false, true) => format!("https://{planner}"),
+            (false, false) => format!("http://{planner}"),
         };
         let mut endpoint =
             Channel::from_shared(url.clone()).with_context(|| format!("{url} is not a planner address"))?;
