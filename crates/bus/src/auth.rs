@@ -1,8 +1,9 @@
 //! Who may do what on the bus: one NATS identity per service, each with per-subject permissions,
 //! and the credentials that go with them.
 //!
-//! - [`Identity`]: the planner, each worker, the `events-reader` that outside consumers get, and
-//!   the `bootstrap` identity, which alone may create or change streams, consumers and buckets.
+//! - [`Identity`]: the planner, each worker, the `events-reader` that outside consumers get, the
+//!   `operator` that `tern dlq` reads and deletes dead letters as, and the `bootstrap` identity,
+//!   which alone may create or change streams, consumers and buckets.
 //! - [`Permissions::of`]: what an identity may publish and subscribe to, derived from the
 //!   subjects, streams and buckets this crate defines, so they cannot drift apart.
 //! - [`generate`]: an nkey per identity (seed files, mode 0600) and the nats-server
@@ -34,18 +35,23 @@ pub enum Identity {
     Cleanup,
     /// Outside consumers (other teams, `tern events`): subscribe to and replay events, nothing else.
     EventsReader,
+    /// A person looking after the dead letters (`tern dlq`): reads and deletes messages of the
+    /// DLQ stream, nothing else. A replay is a `RetryVm` through the planner's API, never a
+    /// publish: only the planner queues commands.
+    Operator,
     /// Sets up streams, consumers and buckets (`tern bus ensure`, `tern up`); an administrator.
     Bootstrap,
 }
 
 impl Identity {
     /// Every identity.
-    pub const ALL: [Identity; 6] = [
+    pub const ALL: [Identity; 7] = [
         Identity::Planner,
         Identity::Failover,
         Identity::Reprotect,
         Identity::Cleanup,
         Identity::EventsReader,
+        Identity::Operator,
         Identity::Bootstrap,
     ];
 
@@ -57,6 +63,7 @@ impl Identity {
             Identity::Reprotect => "reprotect",
             Identity::Cleanup => "cleanup",
             Identity::EventsReader => "events-reader",
+            Identity::Operator => "operator",
             Identity::Bootstrap => "bootstrap",
         }
     }
@@ -148,6 +155,16 @@ impl Permissions {
             Identity::EventsReader => {
                 p.subscribe_allow.push(events_all);
                 p.read_stream(EVENTS_STREAM);
+            }
+            Identity::Operator => {
+                // List (an ordered consumer of its own), show one (direct get) and delete.
+                p.read_stream(DLQ_STREAM);
+                p.allow([
+                    api(&format!("DIRECT.GET.{DLQ_STREAM}")),
+                    api(&format!("DIRECT.GET.{DLQ_STREAM}.>")),
+                    api(&format!("STREAM.MSG.GET.{DLQ_STREAM}")),
+                    api(&format!("STREAM.MSG.DELETE.{DLQ_STREAM}")),
+                ]);
             }
         }
         if identity != Identity::Bootstrap {
@@ -453,6 +470,22 @@ mod tests {
         assert!(!publishes(Identity::EventsReader, "$JS.API.DIRECT.GET.KV_tern-plans.$KV.tern-plans.p1"));
         let p = Permissions::of(Identity::EventsReader);
         assert_eq!(p.subscribe_allow, ["_INBOX_events-reader.>", "tern.events.>"]);
+    }
+
+    #[test]
+    fn the_operator_reads_and_deletes_dead_letters_and_nothing_else() {
+        let o = Identity::Operator;
+        assert!(publishes(o, "$JS.API.CONSUMER.CREATE.TERN_DLQ.abc123"));
+        assert!(publishes(o, "$JS.API.DIRECT.GET.TERN_DLQ"));
+        assert!(publishes(o, "$JS.API.STREAM.MSG.DELETE.TERN_DLQ"));
+        assert!(!publishes(o, "$JS.API.STREAM.PURGE.TERN_DLQ"), "deleting is one message at a time");
+        assert!(!publishes(o, "$JS.API.CONSUMER.DELETE.TERN_DLQ.planner-dlq"), "the planner's consumer stays");
+        assert!(!publishes(o, "tern.dlq.failover"), "it writes no dead letters");
+        assert!(!publishes(o, "$JS.API.STREAM.MSG.DELETE.TERN_COMMANDS"));
+        assert!(!publishes(o, "$JS.API.CONSUMER.CREATE.TERN_EVENTS.abc123"));
+        assert!(!publishes(o, "$JS.API.DIRECT.GET.KV_tern-plans.$KV.tern-plans.p1"));
+        assert!(!publishes(o, "$KV.tern-vm-locks.k"));
+        assert_eq!(Permissions::of(o).subscribe_allow, ["_INBOX_operator.>"]);
     }
 
     #[test]

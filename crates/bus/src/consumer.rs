@@ -96,6 +96,21 @@ pub struct LoopOptions {
     /// Ack a message whose payload does not decode instead of dead-lettering it: for a consumer
     /// of dead letters, where garbage is expected and a second copy of it helps nobody.
     pub skip_undecodable: bool,
+    /// Told of each message skipped that way (its subject and headers), so it can be counted.
+    pub on_skipped: Option<SkippedHook>,
+}
+
+/// A function of a skipped message's subject and headers.
+pub type SkippedFn = dyn Fn(&str, &HeaderMap) + Send + Sync;
+
+/// What [`LoopOptions::on_skipped`] calls: the subject and headers of a skipped message.
+#[derive(Clone)]
+pub struct SkippedHook(pub Arc<SkippedFn>);
+
+impl std::fmt::Debug for SkippedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SkippedHook")
+    }
 }
 
 impl Default for LoopOptions {
@@ -106,6 +121,7 @@ impl Default for LoopOptions {
             drain_timeout: Duration::from_secs(30),
             pull_expiry: Duration::from_secs(5),
             skip_undecodable: false,
+            on_skipped: None,
         }
     }
 }
@@ -311,6 +327,9 @@ where
         Ok(m) => m,
         Err(_) if shared.options.skip_undecodable => {
             debug!(consumer = %shared.consumer_name, stream_sequence, "undecodable payload skipped");
+            if let Some(SkippedHook(hook)) = &shared.options.on_skipped {
+                hook(msg.subject.as_str(), &msg.headers.clone().unwrap_or_default());
+            }
             if let Err(e) = msg.ack().await {
                 debug!(error = %e, "ack failed");
             }
@@ -446,6 +465,24 @@ async fn dead_letter(msg: &jetstream::Message, shared: &Shared, stream_sequence:
     warn!(consumer = %shared.consumer_name, stream_sequence, attempt, reason, "message dead-lettered");
 }
 
+/// Every value [`reason_kind`] returns.
+pub const REASON_KINDS: [&str; 4] = ["undecodable", "rejected", "attempts", "other"];
+
+/// The class of a dead letter's reason (`Tern-Dlq-Reason`, as this loop words it), for
+/// metrics: `undecodable`, `rejected` (by its handler), `attempts` (used up, with or without an
+/// answer), or `other`.
+pub fn reason_kind(reason: &str) -> &'static str {
+    if reason.starts_with("undecodable payload") {
+        "undecodable"
+    } else if reason.starts_with("rejected:") {
+        "rejected"
+    } else if reason.starts_with("gave up after") || reason.starts_with("exhausted ") {
+        "attempts"
+    } else {
+        "other"
+    }
+}
+
 fn backoff(schedule: &[Duration], attempt: u32) -> Duration {
     let i = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX).min(schedule.len() - 1);
     schedule[i]
@@ -479,5 +516,14 @@ mod tests {
         assert_eq!(backoff(&s, 1), Duration::from_secs(1));
         assert_eq!(backoff(&s, 3), Duration::from_secs(15));
         assert_eq!(backoff(&s, 40), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn every_reason_this_loop_writes_has_a_kind() {
+        assert_eq!(reason_kind("undecodable payload (3 bytes) for Command: x"), "undecodable");
+        assert_eq!(reason_kind("rejected: no lock"), "rejected");
+        assert_eq!(reason_kind("gave up after 5 attempts; last error: 500"), "attempts");
+        assert_eq!(reason_kind("exhausted 5 delivery attempts without an ack"), "attempts");
+        assert_eq!(reason_kind(""), "other");
     }
 }

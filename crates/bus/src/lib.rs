@@ -18,7 +18,7 @@ pub mod trace;
 
 use std::time::{Duration, SystemTime};
 
-use async_nats::HeaderMap;
+pub use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer::DeliverPolicy, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -26,7 +26,9 @@ use prost::Message;
 use tern_proto::{Command, Event, Outcome, Phase, PlanEventKind, event};
 
 pub use auth::{Identity, NatsAuth};
-pub use consumer::{ConsumerLoop, Delivery, HandlerError, LoopOptions, LoopStats};
+pub use consumer::{
+    ConsumerLoop, Delivery, HandlerError, LoopOptions, LoopStats, REASON_KINDS, SkippedHook, reason_kind,
+};
 pub use headers::CloudEventAttributes;
 pub use kv::{KvError, Revision, TypedKv, Versioned};
 pub use subjects::{EventFilter, WorkQueue};
@@ -160,6 +162,13 @@ impl Refusals {
             }
             async {}
         })
+    }
+
+    /// The latest refusal of a subject that starts with `prefix` and holds `part`.
+    fn naming(&self, prefix: &str, part: &str) -> Option<String> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let quoted = format!("\"{prefix}");
+        kept.iter().rev().find(|m| m.contains(&quoted) && m.contains(part)).cloned()
     }
 
     /// The latest refusal that names `subject` (quoted, as the server does), or any JetStream
@@ -446,11 +455,7 @@ impl Bus {
 
     /// Every message now in the dead-letter queue, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
-        let err = |source: async_nats::Error| BusError::Consumer {
-            stream: topology::DLQ_STREAM.into(),
-            consumer: "dead-letter reader".into(),
-            source,
-        };
+        let err = |source: async_nats::Error| self.dlq_error("reading the dead letters", source);
         let mut stream = self.js.get_stream(topology::DLQ_STREAM).await.map_err(|e| err(e.into()))?;
         let count = stream.info().await.map_err(|e| err(e.into()))?.state.messages;
         let mut out = Vec::new();
@@ -471,6 +476,53 @@ impl Bus {
             }
         }
         Ok(out)
+    }
+
+    /// The dead letter at `sequence` of the DLQ stream, if there is one.
+    pub async fn dead_letter(&self, sequence: u64) -> Result<Option<DeadLetter>, BusError> {
+        let what = format!("reading dead letter {sequence}");
+        let err = |source: async_nats::Error| self.dlq_error(&what, source);
+        let stream = self.js.get_stream_no_info(topology::DLQ_STREAM).await.map_err(|e| err(e.into()))?;
+        match stream.direct_get(sequence).await {
+            Ok(msg) => Ok(Some(DeadLetter::from_stored(msg))),
+            Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err(e.into())),
+        }
+    }
+
+    /// Deletes the dead letter at `sequence`; `false` when there was none.
+    pub async fn delete_dead_letter(&self, sequence: u64) -> Result<bool, BusError> {
+        let what = format!("deleting dead letter {sequence}");
+        let err = |source: async_nats::Error| self.dlq_error(&what, source);
+        let stream = self.js.get_stream_no_info(topology::DLQ_STREAM).await.map_err(|e| err(e.into()))?;
+        match stream.delete_message(sequence).await {
+            Ok(deleted) => Ok(deleted),
+            // The server words a missing message as a failed delete (10057) or as none found.
+            Err(e)
+                if matches!(e.kind(), jetstream::stream::DeleteMessageErrorKind::JetStream(ref js)
+                    if js.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
+                        || js.to_string().contains("no message found")) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(err(e.into())),
+        }
+    }
+
+    /// A DLQ request that failed: the server's refusal when it refused this identity (which shows
+    /// only as a timeout on the request itself), else the error.
+    fn dlq_error(&self, what: &str, source: async_nats::Error) -> BusError {
+        match self.refusals.naming("$JS.API.", topology::DLQ_STREAM) {
+            Some(refusal) => BusError::PermissionDenied {
+                what: format!("{what} (these NATS credentials are not the operator's?)"),
+                refusal,
+            },
+            None => BusError::Consumer {
+                stream: topology::DLQ_STREAM.into(),
+                consumer: format!("dead-letter reader ({what})"),
+                source,
+            },
+        }
     }
 }
 
@@ -558,11 +610,20 @@ impl EventStream {
 /// A message some consumer gave up on, with why.
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
+    /// Its sequence in the DLQ stream: how `tern dlq` names it.
+    pub sequence: u64,
+    /// When it was dead-lettered.
+    pub time: time::OffsetDateTime,
+    /// The DLQ subject it was published to, `tern.dlq.<consumer>`: only that consumer's identity
+    /// may publish there, so this, unlike the headers, says truly who gave up.
+    pub dlq_subject: String,
     /// Why it was dead-lettered.
     pub reason: String,
     /// The subject it was originally published to.
     pub original_subject: String,
-    /// The consumer that gave up.
+    /// The stream it came from.
+    pub original_stream: String,
+    /// The consumer that gave up (as its header says).
     pub consumer: String,
     /// Its sequence in the stream it came from.
     pub original_sequence: u64,
@@ -574,18 +635,118 @@ pub struct DeadLetter {
     pub headers: HeaderMap,
 }
 
+/// What a dead letter holds, as far as this build can read it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeadLetterContent {
+    /// A command of a worker queue.
+    Command(Command),
+    /// A lifecycle event.
+    Event(Event),
+    /// Bytes that are not a complete command or event of the stream it came from.
+    Undecodable {
+        /// Why not.
+        error: String,
+    },
+}
+
+impl DeadLetterContent {
+    /// `command`, `event` or `undecodable`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeadLetterContent::Command(_) => "command",
+            DeadLetterContent::Event(_) => "event",
+            DeadLetterContent::Undecodable { .. } => "undecodable",
+        }
+    }
+}
+
 impl DeadLetter {
     fn from_message(msg: &jetstream::Message) -> Self {
-        let h = msg.headers.clone().unwrap_or_default();
+        let info = msg.info().ok();
+        Self::new(
+            info.as_ref().map_or(0, |i| i.stream_sequence),
+            info.map_or(time::OffsetDateTime::UNIX_EPOCH, |i| i.published),
+            msg.subject.to_string(),
+            msg.headers.clone().unwrap_or_default(),
+            msg.payload.clone(),
+        )
+    }
+
+    fn from_stored(msg: jetstream::message::StreamMessage) -> Self {
+        // A direct get adds where the message is stored (`Nats-Stream`, `Nats-Sequence`, ...);
+        // keep the headers as the message carries them, as a consumer reads it.
+        let added = [
+            "Nats-Stream",
+            "Nats-Sequence",
+            "Nats-Time-Stamp",
+            "Nats-Subject",
+            "Nats-Last-Sequence",
+            "Nats-Num-Pending",
+        ];
+        let mut h = HeaderMap::new();
+        for (name, values) in msg.headers.iter().filter(|(n, _)| !added.contains(&n.as_ref())) {
+            for v in values {
+                h.append(name.clone(), v.clone());
+            }
+        }
+        Self::new(msg.sequence, msg.time, msg.subject.to_string(), h, msg.payload)
+    }
+
+    fn new(sequence: u64, time: time::OffsetDateTime, dlq_subject: String, h: HeaderMap, payload: Bytes) -> Self {
         let get = |name: &str| h.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
         Self {
+            sequence,
+            time,
+            dlq_subject,
             reason: get(headers::DLQ_REASON),
             original_subject: get(headers::DLQ_SUBJECT),
+            original_stream: get(headers::DLQ_STREAM),
             consumer: get(headers::DLQ_CONSUMER),
             original_sequence: get(headers::DLQ_SEQUENCE).parse().unwrap_or(0),
             deliveries: get(headers::DLQ_DELIVERIES).parse().unwrap_or(0),
-            payload: msg.payload.clone(),
+            payload,
             headers: h,
         }
     }
+
+    /// The consumer that gave up, as the DLQ subject names it: a worker queue's name
+    /// (`failover`, ...) or `planner` for the planner's event consumer.
+    pub fn queue(&self) -> &str {
+        self.dlq_subject.strip_prefix(subjects::DLQ_PREFIX).and_then(|s| s.strip_prefix('.')).unwrap_or("")
+    }
+
+    /// The payload read as what its stream holds: a command from the command queues, an event
+    /// from the events stream. A command without an id or action, or an event without a body,
+    /// counts as undecodable: nothing could act on it.
+    pub fn content(&self) -> DeadLetterContent {
+        let came_from = |stream: &str, prefix: &str| {
+            self.original_stream == stream || self.original_subject.starts_with(&format!("{prefix}."))
+        };
+        let command = || match Command::decode(self.payload.as_ref()) {
+            Ok(c) if !c.command_id.is_empty() && c.action.is_some() => DeadLetterContent::Command(c),
+            Ok(_) => undecodable("decodes as a Command without a command_id or action".into()),
+            Err(e) => undecodable(format!("not a Command: {e}")),
+        };
+        let event = || match Event::decode(self.payload.as_ref()) {
+            Ok(e) if !e.event_id.is_empty() && e.body.is_some() => DeadLetterContent::Event(e),
+            Ok(_) => undecodable("decodes as an Event without an event_id or body".into()),
+            Err(e) => undecodable(format!("not an Event: {e}")),
+        };
+        if came_from(topology::COMMANDS_STREAM, subjects::COMMANDS_PREFIX) {
+            command()
+        } else if came_from(topology::EVENTS_STREAM, subjects::EVENTS_PREFIX) {
+            event()
+        } else {
+            // No say where it came from: whichever it reads as.
+            match (command(), event()) {
+                (c @ DeadLetterContent::Command(_), _) => c,
+                (_, e @ DeadLetterContent::Event(_)) => e,
+                _ => undecodable("neither a Command nor an Event, from a stream Tern does not know".into()),
+            }
+        }
+    }
+}
+
+fn undecodable(error: String) -> DeadLetterContent {
+    DeadLetterContent::Undecodable { error }
 }

@@ -99,6 +99,18 @@ pub fn dlq_subject(consumer: &str) -> String {
     format!("{DLQ_PREFIX}.{consumer}")
 }
 
+/// The plan a command or event subject names (`tern.commands.<queue>.<plan>`,
+/// `tern.events.<plan>.…`), if it is one.
+pub fn plan_of(subject: &str) -> Option<&str> {
+    let mut tokens = subject.split('.');
+    let plan = match (tokens.next(), tokens.next()) {
+        (Some("tern"), Some("commands")) => tokens.nth(1),
+        (Some("tern"), Some("events")) => tokens.next(),
+        _ => None,
+    };
+    plan.filter(|p| !p.is_empty())
+}
+
 /// Which events a reader wants. Unset fields match everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventFilter {
@@ -165,6 +177,9 @@ mod tests {
         assert_eq!(plan_event("p1", PlanEventKind::WaveStarted).unwrap(), "tern.events.p1.plan.wave_started");
         assert_eq!(WorkQueue::Cleanup.filter(), "tern.commands.cleanup.>");
         assert_eq!(WorkQueue::Failover.dlq_subject(), "tern.dlq.failover");
+        assert_eq!(plan_of("tern.commands.reprotect.p1"), Some("p1"));
+        assert_eq!(plan_of("tern.events.p1.plan.accepted"), Some("p1"));
+        assert_eq!(plan_of("tern.dlq.failover"), None);
     }
 
     #[test]

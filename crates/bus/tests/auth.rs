@@ -78,3 +78,59 @@ async fn the_events_reader_replays_events_and_can_publish_nothing() {
     let command = tern_testkit::stack::failover_command("p1", "vm-00001");
     assert!(reader.publish_command(&command).await.is_err());
 }
+
+#[tokio::test]
+async fn the_operator_lists_and_deletes_dead_letters_and_can_do_nothing_else() {
+    let (server, admin) = secured().await;
+    // A dead letter as the failover worker's consumer loop writes one.
+    let mut headers = tern_bus::HeaderMap::new();
+    headers.insert(tern_bus::headers::DLQ_REASON, "undecodable payload (3 bytes) for Command: x");
+    headers.insert(tern_bus::headers::DLQ_SUBJECT, "tern.commands.failover.p1");
+    headers.insert(tern_bus::headers::DLQ_STREAM, tern_bus::topology::COMMANDS_STREAM);
+    admin
+        .jetstream()
+        .publish_with_headers(tern_bus::WorkQueue::Failover.dlq_subject(), headers, b"\xff\x01\x02".as_slice().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let operator = server.bus(Identity::Operator, "tern-cli").await;
+    let listed = operator.dead_letters().await.expect("the operator lists the dead letters");
+    assert_eq!(listed.len(), 1);
+    let dead = &listed[0];
+    assert_eq!((dead.queue(), dead.original_subject.as_str()), ("failover", "tern.commands.failover.p1"));
+    assert_eq!(dead.content().kind(), "undecodable");
+    let one = operator.dead_letter(dead.sequence).await.expect("and reads one").expect("that one");
+    assert_eq!(one.payload, dead.payload);
+    assert!(operator.dead_letter(dead.sequence + 100).await.unwrap().is_none(), "an unknown sequence is none");
+
+    // Nothing else: no command, no plan, no event, no dead letter of its own. (A refused request
+    // only times out, so all at once.)
+    let command = tern_testkit::stack::failover_command("p1", "vm-00001");
+    let everything = EventFilter::all();
+    let (queued, plans, events, forged) = tokio::join!(
+        operator.publish_command(&command),
+        operator.kv::<tern_proto::StoredPlan>(Bucket::Plans),
+        operator.events(&everything, StartAt::Beginning),
+        async { operator.jetstream().publish("tern.dlq.failover", "x".into()).await?.await.map_err(Into::into) },
+    );
+    let err = queued.expect_err("only the planner queues commands");
+    assert!(err.to_string().to_lowercase().contains("permission"), "{err}");
+    assert!(plans.is_err(), "the plans are not its to read");
+    assert!(events.is_err(), "nor the events");
+    let forged: Result<_, async_nats::Error> = forged;
+    assert!(forged.is_err(), "it writes no dead letters");
+    let mut queued = admin.jetstream().get_stream(tern_bus::topology::COMMANDS_STREAM).await.unwrap();
+    assert_eq!(queued.info().await.unwrap().state.messages, 0, "nothing reached the queue");
+
+    // Deleting: once, then there is nothing left to delete.
+    assert!(operator.delete_dead_letter(dead.sequence).await.expect("the operator deletes dead letters"));
+    assert!(!operator.delete_dead_letter(dead.sequence).await.unwrap(), "a second delete finds nothing");
+    assert!(operator.dead_letters().await.unwrap().is_empty());
+
+    // The events-reader may not look at the dead letters: the server's refusal says so.
+    let reader = server.bus(Identity::EventsReader, "dns-updater").await;
+    let err = reader.dead_letters().await.expect_err("dead letters are not the reader's");
+    assert!(matches!(err, tern_bus::BusError::PermissionDenied { .. }), "{err}");
+}

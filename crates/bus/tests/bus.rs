@@ -38,6 +38,7 @@ fn fast_loop() -> LoopOptions {
         drain_timeout: Duration::from_secs(5),
         pull_expiry: Duration::from_millis(500),
         skip_undecodable: false,
+        on_skipped: None,
     }
 }
 

@@ -4,9 +4,11 @@
 //! a demo estate, the planner and the three workers, each as a child process — writes
 //! `DATA_DIR/endpoints.json` once everything is ready, and stops it all on Ctrl-C or SIGTERM.
 //! The other commands find that stack through the file (or `--planner` / `--nats`): `tern plan`
-//! drives plans, `tern events` reads the event stream, `tern report` writes what a plan did.
+//! drives plans, `tern events` reads the event stream, `tern report` writes what a plan did,
+//! `tern dlq` looks after the dead letters.
 
 mod bus;
+mod dlq;
 mod events;
 mod output;
 mod plan;
@@ -57,6 +59,17 @@ enum Command {
         #[command(flatten)]
         args: events::EventsArgs,
     },
+    /// The dead letters: messages a consumer gave up on; list, show, replay (a command, as a new
+    /// attempt through the planner) or purge them.
+    Dlq {
+        #[command(flatten)]
+        target: plan::Target,
+        /// table, json or yaml.
+        #[arg(long, short = 'o', value_enum, default_value_t, global = true)]
+        output: output::Format,
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// What a plan did: per VM and in sum, as Markdown, HTML or JSON.
     Report {
         #[command(flatten)]
@@ -100,6 +113,7 @@ async fn run() -> std::process::ExitCode {
         Command::Vms { target, args } => vms::run(&target, args).await,
         Command::Events { target, args } => events::run(&target, args).await,
         Command::Report { target, args } => report::run(&target, args).await,
+        Command::Dlq { target, output, command } => dlq::run(&target, output, command).await,
         Command::Bus { command } => bus::run(command).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tern", &mut std::io::stdout());

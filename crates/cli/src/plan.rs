@@ -34,8 +34,8 @@ pub struct Target {
     /// The NATS server's URL (for `tern events` and reports), instead of endpoints.json.
     #[arg(long, env = "TERN_NATS", global = true)]
     nats: Option<String>,
-    /// NATS credentials to read events with (the events-reader's nkey seed or a JWT .creds file),
-    /// instead of endpoints.json.
+    /// NATS credentials (an nkey seed or a JWT .creds file), instead of endpoints.json: the
+    /// events-reader's for `tern events` and reports, the operator's for `tern dlq`.
     #[arg(long, global = true, value_name = "FILE")]
     nats_credentials: Option<PathBuf>,
     /// PEM file of the CA that signs the NATS servers' certificates (TLS is then required).
@@ -120,12 +120,18 @@ pub enum PlanCommand {
 /// The stack's endpoints, from flags or endpoints.json.
 #[derive(Debug)]
 pub struct Stack {
-    pub planner: String,
+    /// The planner's address; `None` when neither a flag nor endpoints.json names one (commands
+    /// that need only NATS, such as `tern dlq list`, still work).
+    pub planner: Option<String>,
+    /// Where endpoints.json was looked for, for the error when the planner is needed.
+    endpoints_file: PathBuf,
     /// The API token the CLI calls the planner with (the operator's, from endpoints.json).
     pub token: Option<String>,
     pub nats: Option<String>,
     /// How `tern events` connects to NATS: as the events-reader, with its credentials.
     pub nats_auth: tern_bus::NatsAuth,
+    /// How `tern dlq` connects to NATS: as the operator, who may read and delete dead letters.
+    pub nats_operator_auth: tern_bus::NatsAuth,
     pub vault_id: Option<String>,
     /// The CA of the planner's TLS certificate: set, the CLI calls the planner over TLS.
     pub ca_file: Option<PathBuf>,
@@ -183,12 +189,7 @@ impl Target {
             Err(_) => None,
         };
         let field = |k: &str| endpoints.as_ref().and_then(|e| e[k].as_str()).map(str::to_owned);
-        let planner = self.planner.clone().or_else(|| field("planner_addr")).or(config.planner).ok_or_else(|| {
-            anyhow!(
-                "no Tern stack found: {} does not exist. Start one with `tern up`, or pass --planner HOST:PORT",
-                file.display()
-            )
-        })?;
+        let planner = self.planner.clone().or_else(|| field("planner_addr")).or(config.planner);
         // The token file endpoints.json names, read now: a stack started by `tern up` takes
         // nothing without it.
         let token_file = self.token_file.clone().or_else(|| field("api_token_file").map(PathBuf::from));
@@ -201,6 +202,8 @@ impl Target {
             ),
             None => None,
         };
+        let nats_ca_file =
+            self.nats_ca_file.clone().or_else(|| field("nats_ca_file").map(PathBuf::from)).or(config.nats_ca_file);
         let nats_auth = tern_bus::NatsAuth {
             identity: tern_bus::Identity::EventsReader,
             credentials: self
@@ -208,17 +211,24 @@ impl Target {
                 .clone()
                 .or_else(|| field("nats_credentials").map(PathBuf::from))
                 .or(config.nats_credentials),
-            ca_file: self
-                .nats_ca_file
+            ca_file: nats_ca_file.clone(),
+        };
+        let nats_operator_auth = tern_bus::NatsAuth {
+            identity: tern_bus::Identity::Operator,
+            credentials: self
+                .nats_credentials
                 .clone()
-                .or_else(|| field("nats_ca_file").map(PathBuf::from))
-                .or(config.nats_ca_file),
+                .or_else(|| field("nats_operator_credentials").map(PathBuf::from))
+                .or(config.nats_operator_credentials),
+            ca_file: nats_ca_file,
         };
         Ok(Stack {
             planner,
+            endpoints_file: file,
             token,
             nats: self.nats.clone().or_else(|| field("nats_url")).or(config.nats),
             nats_auth,
+            nats_operator_auth,
             vault_id: field("vault_id").or(config.vault),
             ca_file: self.ca_file.clone().or_else(|| field("api_ca_file").map(PathBuf::from)),
             client_identity: self.client_cert.clone().zip(self.client_key.clone()),
@@ -235,6 +245,7 @@ struct Config {
     planner: Option<String>,
     nats: Option<String>,
     nats_credentials: Option<PathBuf>,
+    nats_operator_credentials: Option<PathBuf>,
     nats_ca_file: Option<PathBuf>,
     vault: Option<String>,
 }
@@ -244,11 +255,17 @@ const MAX_MESSAGE: usize = 512 << 20;
 
 impl Stack {
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let tls = self.ca_file.is_some() || self.planner.starts_with("https://");
-        let url = match (self.planner.contains("://"), tls) {
-            (true, _) => self.planner.clone(),
-            (false, true) => format!("https://{}", self.planner),
-            (false, false) => format!("http://{}", self.planner),
+        let planner = self.planner.as_deref().ok_or_else(|| {
+            anyhow!(
+                "no Tern stack found: {} does not exist. Start one with `tern up`, or pass --planner HOST:PORT",
+                self.endpoints_file.display()
+            )
+        })?;
+        let tls = self.ca_file.is_some() || planner.starts_with("https://");
+        let url = match (planner.contains("://"), tls) {
+            (true, _) => planner.to_owned(),
+            (false, true) => format!("https://{planner}"),
+            (false, false) => format!("http://{planner}"),
         };
         let mut endpoint =
             Channel::from_shared(url.clone()).with_context(|| format!("{url} is not a planner address"))?;

@@ -133,7 +133,8 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
         std::fs::remove_dir_all(&store).with_context(|| format!("clearing {}", store.display()))?;
     }
     // NATS admits only Tern's identities, each with its own permissions: one nkey per service,
-    // the events-reader's for the CLI, and the bootstrap identity's, which alone sets up the bus.
+    // the events-reader's and the operator's for the CLI, and the bootstrap identity's, which
+    // alone sets up the bus.
     let credentials = args.data_dir.join("secrets").join("nats");
     let auth_conf = tern_bus::auth::generate(&credentials)
         .with_context(|| format!("generating NATS credentials in {}", credentials.display()))?;
@@ -209,6 +210,8 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     Ok(json!({
         "nats_url": nats_url,
         "nats_credentials": absolute(&tern_bus::auth::credentials_file(&credentials, tern_bus::Identity::EventsReader)),
+        "nats_operator_credentials":
+            absolute(&tern_bus::auth::credentials_file(&credentials, tern_bus::Identity::Operator)),
         "planner_addr": planner_addr,
         "planner_http": ready[0]["http"],
         "api_token_file": absolute(&tokens.operator_file),

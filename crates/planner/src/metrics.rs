@@ -1,6 +1,7 @@
 //! The planner's `/healthz` and Prometheus `/metrics`: plans by state and the VMs of running
 //! plans by phase and state, read from the plan records when scraped, next to everything else
-//! this process counts (ASR requests, its event consumer's backlog).
+//! this process counts (ASR requests, its event consumer's backlog, the workers' dead letters
+//! it took: `tern_dead_letters_total{queue,kind}`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,12 @@ use crate::PlannerService;
 /// Serves `/healthz` and `/metrics` on `listen` (`tern-service`'s endpoints, with the event
 /// consumer's backlog and the plan gauges); returns the bound address.
 pub async fn serve(listen: SocketAddr, service: PlannerService) -> std::io::Result<SocketAddr> {
+    // Every series at 0 before the first dead letter, so a rate or an alert has a start.
+    for queue in tern_bus::WorkQueue::ALL {
+        for kind in tern_bus::REASON_KINDS {
+            let _ = dead_letters().get_or_create(&labels(&[("queue", queue.name()), ("kind", kind)]));
+        }
+    }
     let endpoints =
         Endpoints::new(service.bus().clone(), tern_bus::topology::EVENTS_STREAM, tern_bus::PLANNER_EVENTS_CONSUMER)
             .with_scrape(Arc::new(PlanGauges(service)));
@@ -30,6 +37,20 @@ impl Scrape for PlanGauges {
             tracing::warn!(error = %e, "metrics: the plan records could not be read");
         }
     }
+}
+
+/// A dead letter of a worker queue the planner took: logged and counted as
+/// `tern_dead_letters_total{queue,kind}` (`kind`: the class of its reason, see
+/// [`tern_bus::reason_kind`]).
+pub(crate) fn dead_letter_taken(queue: &str, reason: &str) {
+    let kind = tern_bus::reason_kind(reason);
+    tracing::info!(queue, kind, reason, "dead letter taken");
+    dead_letters().get_or_create(&labels(&[("queue", queue), ("kind", kind)])).inc();
+}
+
+fn dead_letters() -> tern_telemetry::metrics::CounterFamily {
+    registry()
+        .counter("tern_dead_letters", "Dead letters of the worker queues the planner took, by queue and reason kind")
 }
 
 fn word(name: &str, prefix: &str) -> String {

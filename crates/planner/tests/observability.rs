@@ -180,6 +180,8 @@ async fn every_service_exposes_its_metrics_with_plausible_values_after_a_plan() 
     assert!(value(planner, "tern_asr_requests_total", &[("method", "GET")]).is_some_and(|n| n > 0.0), "{planner}");
     assert_eq!(value(planner, "tern_consumer_pending", &[("consumer", "planner")]), Some(0.0), "{planner}");
     assert_eq!(value(planner, "tern_dlq_messages", &[]), Some(0.0), "{planner}");
+    let none_dead = [("queue", "reprotect"), ("kind", "attempts")];
+    assert_eq!(value(planner, "tern_dead_letters_total", &none_dead), Some(0.0), "from 0: {planner}");
     assert_eq!(value(planner, "tern_plan_vms", &[("phase", "failover"), ("state", "running")]), Some(0.0), "{planner}");
 
     let failover = &text["tern-failover"];

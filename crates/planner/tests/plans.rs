@@ -602,8 +602,23 @@ async fn a_command_a_worker_gave_up_on_fails_its_vm_with_the_reason_instead_of_l
     };
     let served = tokio::spawn(worker.run(handler, stop.clone()));
     let plan = finished(&mut r, &plan_id).await;
+    // Garbage on the queue is dead-lettered too; it names no VM, but the planner counts it.
+    let subject = tern_bus::subjects::command(tern_bus::WorkQueue::Failover, &plan_id).unwrap();
+    r.stack.bus.jetstream().publish(subject, "garbage".into()).await.unwrap().await.unwrap();
+    let counted = |kind: &str| {
+        let text = tern_telemetry::metrics::registry().render();
+        let series = format!("tern_dead_letters_total{{queue=\"failover\",kind=\"{kind}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
+    };
+    tern_testkit::wait_until("the planner to count the garbage", DEADLINE, || {
+        let n = counted("undecodable");
+        async move { n == Some(1.0) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(counted("rejected"), Some(2.0), "both commands the worker rejected are counted");
     stop.cancel();
-    assert_eq!(served.await.unwrap().dead_lettered, 2);
+    assert_eq!(served.await.unwrap().dead_lettered, 3);
     assert_eq!(plan.state(), PlanState::CompletedWithErrors, "{}", plan.reason);
     for name in ["vm-00001", "vm-00002"] {
         let v = vm(&plan, name);

@@ -7,12 +7,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tern_bus::{Delivery, HandlerError, LoopOptions, WorkQueue, headers, ids};
+use tern_bus::{Delivery, HandlerError, LoopOptions, SkippedHook, WorkQueue, headers, ids};
 use tern_proto::{AsrError, Command, Event, Outcome, VmEvent, VmState, event};
 use tracing::{info, warn};
 
 use super::PlannerService;
-use crate::progress;
+use crate::{metrics, progress};
+
+/// The queue a dead letter's subject (`tern.dlq.<queue>`) names.
+fn queue_of(subject: &str) -> &str {
+    subject.rsplit('.').next().unwrap_or_default()
+}
 
 /// The code of a VM failed because its command was dead-lettered.
 pub const DEAD_LETTERED: &str = "TERN-DEAD-LETTERED";
@@ -23,8 +28,16 @@ impl PlannerService {
         self,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        // Garbage dead-lettered by a worker is skipped: it names no VM.
-        let options = LoopOptions { skip_undecodable: true, ..LoopOptions::default() };
+        // Garbage dead-lettered by a worker is skipped: it names no VM. It is counted all the same.
+        let counted = |subject: &str, h: &tern_bus::HeaderMap| {
+            let reason = h.get(headers::DLQ_REASON).map(|v| v.as_str()).unwrap_or_default();
+            metrics::dead_letter_taken(queue_of(subject), reason);
+        };
+        let options = LoopOptions {
+            skip_undecodable: true,
+            on_skipped: Some(SkippedHook(std::sync::Arc::new(counted))),
+            ..LoopOptions::default()
+        };
         let consumer = self.inner.bus.planner_dlq_consumer(options).await?;
         Ok(tokio::spawn(async move {
             consumer
@@ -43,7 +56,10 @@ impl PlannerService {
         let reason = d.headers.get(headers::DLQ_REASON).map(|v| v.as_str().to_owned()).unwrap_or_default();
         // Which queue gave up: the subject says (`tern.dlq.<queue>`), which NATS lets only that
         // queue's worker publish to; a header anyone writes does not.
-        let consumer = d.subject.rsplit('.').next().unwrap_or_default().to_owned();
+        let consumer = queue_of(&d.subject).to_owned();
+        if d.attempt == 1 {
+            metrics::dead_letter_taken(&consumer, &reason);
+        }
         let command = d.message;
         let Some(phase) = command.action.as_ref().map(|a| a.phase()) else { return Ok(()) };
         // Only a command dead-lettered by the queue it belongs on: a copy on the wrong queue is
