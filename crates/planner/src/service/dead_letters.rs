@@ -8,10 +8,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tern_bus::{Delivery, HandlerError, LoopOptions, SkippedHook, WorkQueue, headers, ids};
-use tern_proto::{AsrError, Command, Event, Outcome, VmEvent, VmState, event};
+use tern_proto::{Command, VmState};
 use tracing::{info, warn};
 
-use super::PlannerService;
+use super::{FailedOnBehalf, PlannerService};
 use crate::{metrics, progress};
 
 /// The queue a dead letter's subject (`tern.dlq.<queue>`) names.
@@ -89,36 +89,16 @@ impl PlannerService {
         let vm_name = vm.vm.as_ref().map(|v| v.name.clone()).unwrap_or_default();
         let message = format!("the {} worker gave up on the command: {reason}", queue.name());
         warn!(plan = %command.plan_id, vm = %vm_name, %reason, "a command was dead-lettered; failing its VM");
-        let failed_phase = vm.phase();
-        let base = ids::event_base(&command.command_id, phase, failed_phase);
-        let now = SystemTime::now();
-        let event = Event {
-            event_id: ids::vm_event_id(&base, Outcome::Failed, 0),
-            plan_id: command.plan_id.clone(),
-            time: Some(now.into()),
-            body: Some(event::Body::Vm(VmEvent {
-                vm: vm.vm.clone(),
-                phase: failed_phase as i32,
-                outcome: Outcome::Failed as i32,
-                command_id: command.command_id.clone(),
-                attempt: command.attempt,
-                finished_at: Some(now.into()),
-                reason: message.clone(),
-                error: Some(AsrError {
-                    code: DEAD_LETTERED.into(),
-                    message,
-                    recommended_action: format!(
-                        "Fix what the reason names, then run `tern plan retry {} {vm_name}`.",
-                        command.plan_id
-                    ),
-                    retryable: true,
-                    http_status: 0,
-                }),
-                ..Default::default()
-            })),
-            ..Default::default()
+        let failed = FailedOnBehalf {
+            plan_id: &command.plan_id,
+            vm,
+            command_id: &command.command_id,
+            command_phase: phase,
+            code: DEAD_LETTERED,
+            message,
+            action: format!("Fix what the reason names, then run `tern plan retry {} {vm_name}`.", command.plan_id),
         };
-        self.inner.bus.publish_event(&event).await.map_err(|e| HandlerError::retry(e.to_string()))?;
+        self.publish_failed(failed).await.map_err(|e| HandlerError::retry(e.to_string()))?;
         Ok(())
     }
 }

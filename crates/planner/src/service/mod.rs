@@ -85,7 +85,59 @@ pub(crate) fn is_terminal(state: i32) -> bool {
     )
 }
 
+/// A VM's `failed` event the planner publishes on the workers' behalf, when none of them will
+/// (its command was dead-lettered, or outlived its deadline with no worker reporting): the plan
+/// applies it like any other, and every consumer of events learns of it. Its id is the one the
+/// worker's own failed event would have, so the two are one event.
+pub(crate) struct FailedOnBehalf<'a> {
+    pub plan_id: &'a str,
+    pub vm: &'a tern_proto::VmStatus,
+    pub command_id: &'a str,
+    /// The phase of the command (the VM's own phase may be the commit a failover command runs).
+    pub command_phase: tern_proto::Phase,
+    pub code: &'a str,
+    pub message: String,
+    pub action: String,
+}
+
+impl FailedOnBehalf<'_> {
+    fn event(self) -> tern_proto::Event {
+        use tern_proto::{Event, Outcome, VmEvent, event};
+        let phase = self.vm.phase();
+        let base = tern_bus::ids::event_base(self.command_id, self.command_phase, phase);
+        let now = SystemTime::now();
+        Event {
+            event_id: tern_bus::ids::vm_event_id(&base, Outcome::Failed, 0),
+            plan_id: self.plan_id.to_owned(),
+            time: Some(now.into()),
+            body: Some(event::Body::Vm(VmEvent {
+                vm: self.vm.vm.clone(),
+                phase: phase as i32,
+                outcome: Outcome::Failed as i32,
+                command_id: self.command_id.to_owned(),
+                attempt: self.vm.attempt,
+                finished_at: Some(now.into()),
+                reason: self.message.clone(),
+                error: Some(tern_proto::AsrError {
+                    code: self.code.to_owned(),
+                    message: self.message,
+                    recommended_action: self.action,
+                    retryable: true,
+                    http_status: 0,
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+}
+
 impl PlannerService {
+    /// Publishes a VM's `failed` event on the workers' behalf ([`FailedOnBehalf`]).
+    pub(crate) async fn publish_failed(&self, failed: FailedOnBehalf<'_>) -> Result<(), tern_bus::BusError> {
+        self.inner.bus.publish_event(&failed.event()).await.map(|_| ())
+    }
+
     /// The service for `asr`'s vault, keeping state on `bus`.
     pub async fn new(bus: Bus, asr: AsrClient) -> anyhow::Result<Self> {
         let vault_id = asr.config().vault_id();

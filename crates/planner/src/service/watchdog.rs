@@ -23,11 +23,11 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_bus::{WorkQueue, ids};
-use tern_proto::{AsrError, Event, Outcome, Phase, Plan, VmEvent, event};
+use tern_proto::{Phase, Plan, VmEvent, event};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{PlannerService, is_terminal};
+use super::{FailedOnBehalf, PlannerService, is_terminal};
 use crate::progress;
 
 /// How often the watchdog looks by default.
@@ -194,50 +194,33 @@ impl PlannerService {
         limit: Duration,
     ) -> Result<(), tern_bus::BusError> {
         let vm = &plan.vms[i];
-        let phase = vm.phase();
         let name = vm.vm.as_ref().map(|v| v.name.clone()).unwrap_or_default();
-        let message = format!(
-            "{} did not end within its deadline of {}, and no worker reported on it",
-            phase.slug(),
-            progress::humanize(limit)
-        );
-        let now = SystemTime::now();
-        let event = Event {
-            event_id: ids::vm_event_id(&ids::event_base(command_id, command_phase, phase), Outcome::Failed, 0),
-            plan_id: plan.plan_id.clone(),
-            time: Some(now.into()),
-            body: Some(event::Body::Vm(VmEvent {
-                vm: vm.vm.clone(),
-                phase: phase as i32,
-                outcome: Outcome::Failed as i32,
-                command_id: command_id.to_owned(),
-                attempt: vm.attempt,
-                finished_at: Some(now.into()),
-                reason: message.clone(),
-                error: Some(AsrError {
-                    code: progress::DEADLINE_CODE.into(),
-                    message,
-                    recommended_action: format!(
-                        "See the VM's last events and its ASR job in the portal, then run `tern plan retry {} \
-                         {name}`: a new attempt attaches to a job still running in Azure. Raise `deadlines` in the \
-                         plan if the phase needs longer.",
-                        plan.plan_id
-                    ),
-                    retryable: true,
-                    http_status: 0,
-                }),
-                ..Default::default()
-            })),
-            ..Default::default()
+        let failed = FailedOnBehalf {
+            plan_id: &plan.plan_id,
+            vm,
+            command_id,
+            command_phase,
+            code: progress::DEADLINE_CODE,
+            message: format!(
+                "{} did not end within its deadline of {}, and no worker reported on it",
+                vm.phase().slug(),
+                progress::humanize(limit)
+            ),
+            action: format!(
+                "See the VM's last events and its ASR job in the portal, then run `tern plan retry {} {name}`: a \
+                 new attempt attaches to a job still running in Azure. Raise `deadlines` in the plan if the phase \
+                 needs longer.",
+                plan.plan_id
+            ),
         };
-        self.inner.bus.publish_event(&event).await.map(|_| ())
+        self.publish_failed(failed).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tern_proto::OperationRecord;
+    use tern_proto::{Event, OperationRecord, Outcome};
 
     const S: Duration = Duration::from_secs(1);
 
