@@ -266,6 +266,15 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         app.lock().observed.counters.next_writes_throttled += 1;
         return throttled(&app, &method, &path, sent_item.as_deref(), class, retry_after, request_id);
     }
+    if next == Some(NextWrite::Failed) {
+        // Spent on this request, so it answers it: no storm or bucket may take its place.
+        let mut s = app.lock();
+        s.observed.counters.transient_5xx += 1;
+        s.observed.counters.next_writes_failed += 1;
+        drop(s);
+        log_op(&app, &method, &path, sent_item.as_deref(), 503);
+        return finish(StatusCode::SERVICE_UNAVAILABLE, transient_body("ServiceUnavailable"), request_id, vec![]);
+    }
     if let Some(retry_after) = dice.storm_retry_after {
         app.lock().observed.counters.storm_throttled += 1;
         return throttled(&app, &method, &path, sent_item.as_deref(), class, retry_after, request_id);
@@ -280,26 +289,19 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         }
     };
     let limit_header = (class.header(), remaining.to_string());
-    if dice.transient_5xx || next == Some(NextWrite::Failed) {
+    if dice.transient_5xx {
         // Answered before the request reaches the estate: nothing is applied, as when ARM's
         // front door cannot reach the resource provider. The code names the status, as ARM's do.
-        let mut s = app.lock();
-        s.observed.counters.transient_5xx += 1;
-        if next == Some(NextWrite::Failed) {
-            s.observed.counters.next_writes_failed += 1;
-        }
-        drop(s);
+        app.lock().observed.counters.transient_5xx += 1;
         let (status, code) = if mutating {
             (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
         } else {
             (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError")
         };
-        let body =
-            json!({"error": {"code": code, "message": "The server encountered a transient error. Try again later."}});
         if mutating {
             log_op(&app, &method, &path, sent_item.as_deref(), status.as_u16());
         }
-        return finish(status, body.to_string(), request_id, vec![limit_header]);
+        return finish(status, transient_body(code), request_id, vec![limit_header]);
     }
 
     let Some(api_version) = query.iter().find(|(k, _)| k.eq_ignore_ascii_case("api-version")).map(|(_, v)| v.clone())
@@ -382,6 +384,12 @@ fn request_operation(method: &Method, path: &str) -> Option<Operation> {
         "remove" => Operation::DisableProtection,
         _ => return None,
     })
+}
+
+/// The body of a transient 5xx, its code naming the status as ARM's do.
+fn transient_body(code: &str) -> String {
+    json!({"error": {"code": code, "message": "The server encountered a transient error. Try again later."}})
+        .to_string()
 }
 
 /// A countdown fault (`throttle_next_writes`, `fail_next_writes`) that answers this request.

@@ -229,3 +229,17 @@ async fn the_record_of_deletes_says_whose_each_was_and_whether_it_had_been_repro
     assert!(deletes[1]["protection_state"].as_str().unwrap().contains("Committed"), "{deletes:#?}");
     assert!(deletes[0]["resource"].as_str().unwrap().ends_with("/virtualmachines/vm-00001"));
 }
+
+#[tokio::test]
+async fn a_countdown_fault_answers_the_write_it_is_spent_on_even_in_a_storm() {
+    let sim = Sim::start(quick(1, SeedState::ReadyForFailback)).await;
+    let id = sim.item("vm-00001").await["id"].as_str().unwrap().to_owned();
+    assert_eq!(sim.put_faults(json!({"fail_next_writes": 1, "throttle_storm_rate": 1.0})).await, 200);
+    let first =
+        sim.post(&format!("{id}/unplannedFailover"), Some(failover_body("PrimaryToRecovery", false, None))).await;
+    assert_eq!(first.status, 503, "the 503 it was spent on, not the storm's 429: {:?}", first.body);
+    let second =
+        sim.post(&format!("{id}/unplannedFailover"), Some(failover_body("PrimaryToRecovery", false, None))).await;
+    assert_eq!(second.status, 429, "then the storm");
+    assert_eq!(sim.admin("counters").await["requests"]["next_writes_failed"], 1);
+}
