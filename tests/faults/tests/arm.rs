@@ -1,11 +1,10 @@
 //! Scenario 4: ARM misbehaves in the middle of a plan. Faults are switched on at run time with
-//! `PUT /_sim/faults`, in windows:
+//! `PUT /_sim/faults`, in a window per round:
 //!
-//! 1. a 429 storm (reads and writes, `Retry-After: 1`), latency spikes, 429s aimed at the next
-//!    few writes, and the answers to the next few applied writes dropped *after* Azure applied
-//!    them (the connection hangs past the workers' request timeout);
-//! 2. a burst of 503s aimed at the next few writes, answered *before* anything is applied, with
-//!    the storm still blowing;
+//! a 429 storm (reads and writes, `Retry-After: 1`) and latency spikes, while 429s and then a
+//! burst of 503s (answered *before* anything is applied) are aimed at the next few writes, and
+//! the answers to the next few applied writes are dropped *after* Azure applied them (the
+//! connection hangs past the workers' request timeout);
 //!
 //! then calm. Workers wait out every `Retry-After`, settle every lost answer from Azure's state
 //! (the item's current scenario, its recent jobs) instead of sending the request again, and treat
@@ -118,39 +117,32 @@ async fn throttling_storms_5xx_bursts_and_lost_answers_mid_plan_never_repeat_a_s
         }
         // Early enough that the plan has writes left for every fault of the round.
         tern_faults::progress(&fleet, &plan_id, rng.random_range(1..=n.div_ceil(4))).await;
-        let (throttle, drop) = (rng.random_range(2..=4), rng.random_range(2..=3));
+        let (throttle, fail, drop) = (rng.random_range(2..=4), rng.random_range(2..=4), rng.random_range(2..=3));
         want.throttled_writes += throttle;
+        want.failed_writes += fail;
         want.dropped += drop;
+        // One window for all of them: the simulator aims them at the next writes in order (429s,
+        // then 503s; dropped answers at the next applied ones), so they land within the next
+        // few writes the plan sends, however bunched its writes are.
         fleet
             .set_faults(json!({
                 "seed": seed.value().wrapping_add(round),
                 "throttle_storm_rate": rng.random_range(0.2..0.4),
                 "throttle_storm_retry_after_secs": STORM_RETRY_AFTER_SECS,
                 "throttle_next_writes": throttle,
+                "fail_next_writes": fail,
                 "drop_next_writes": drop,
                 "drop_response_hang_secs": HANG_SECS,
                 "latency_spike_rate": 0.05,
                 "latency_spike_ms": 300,
             }))
             .await;
-        window(&fleet, &plan_id, "a 429 storm and lost answers to land on writes", |t| {
-            t.throttled_writes >= want.throttled_writes && t.dropped >= want.dropped
+        window(&fleet, &plan_id, "429s, 503s and lost answers to land on writes", |t| {
+            t.throttled_writes >= want.throttled_writes
+                && t.failed_writes >= want.failed_writes
+                && t.dropped >= want.dropped
         })
         .await;
-
-        // A burst, not an outage: a handful of failed writes, then calm. (Each failed write
-        // costs its command one delivery attempt; see the report on long outages.)
-        let fail = rng.random_range(2..=4);
-        want.failed_writes += fail;
-        fleet
-            .set_faults(json!({
-                "seed": seed.value().wrapping_add(round).rotate_left(7),
-                "fail_next_writes": fail,
-                "throttle_storm_rate": 0.1,
-                "throttle_storm_retry_after_secs": STORM_RETRY_AFTER_SECS,
-            }))
-            .await;
-        window(&fleet, &plan_id, "a burst of 5xx to land on writes", |t| t.failed_writes >= want.failed_writes).await;
         fleet.set_faults(json!({})).await;
     }
 
