@@ -94,6 +94,20 @@ pub struct FailureRule {
     pub message: Option<String>,
 }
 
+/// An operation whose job never ends for some VMs: it starts, its tasks run up to the last,
+/// and the last stays InProgress forever. ASR gives a job no server-side deadline (a job's
+/// resource has no expiry; `endTime` appears only once it ended), so only the client can give up
+/// on it, by cancelling it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StuckRule {
+    /// The VMs.
+    #[serde(flatten)]
+    pub selector: Selector,
+    /// The operation whose job never ends.
+    pub operation: Operation,
+}
+
 /// Every fault the simulator injects.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -124,6 +138,23 @@ pub struct FaultSpec {
     /// Which requests `drop_response_rate` applies to: empty = every mutating request; else only
     /// requests of these operations (e.g. `["reprotect"]`).
     pub drop_response_operations: Vec<Operation>,
+    /// A regional ARM outage: every authenticated ARM request, read or write, is answered `503
+    /// ServiceUnavailable` and nothing is applied, until switched off.
+    pub outage: bool,
+    /// The caller's token has expired: every ARM request is answered `401
+    /// ExpiredAuthenticationToken` (nothing applied), until switched off.
+    pub expired_token: bool,
+    /// Jobs that never end.
+    pub stuck_jobs: Vec<StuckRule>,
+    /// The next N mutating requests are answered 429 (`Retry-After`:
+    /// `throttle_storm_retry_after_secs`, at least 1) without being applied. Counts down as they
+    /// land, so a test knows when they have.
+    pub throttle_next_writes: u32,
+    /// The next N mutating requests are answered `503 ServiceUnavailable` without being applied.
+    pub fail_next_writes: u32,
+    /// The next N mutating requests that are applied (2xx) get no answer: the connection hangs for
+    /// `drop_response_hang_secs`. Only requests `drop_response_operations` allows count.
+    pub drop_next_writes: u32,
 }
 
 impl FaultSpec {
@@ -146,6 +177,14 @@ impl FaultSpec {
         self.test_vm_boot_failures.matches(self.seed, 0x7e57_b007, vm)
     }
 
+    /// Whether the job of `op` for `vm` never ends.
+    pub fn job_stuck(&self, op: Operation, vm: &str) -> bool {
+        self.stuck_jobs
+            .iter()
+            .enumerate()
+            .any(|(i, r)| r.operation == op && r.selector.matches(self.seed, 0x57ac_0000 + i as u64, vm))
+    }
+
     /// Whether a response to a request of `operation` (`None`: a mutating request that is no
     /// ASR operation, e.g. a job cancel) may be dropped.
     pub fn drops_response_of(&self, operation: Option<Operation>) -> bool {
@@ -166,6 +205,14 @@ impl FaultSpec {
         for (name, v) in rates {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} must be between 0 and 1, got {v}"));
+            }
+        }
+        for (i, r) in self.stuck_jobs.iter().enumerate() {
+            if !(0.0..=1.0).contains(&r.selector.fraction) {
+                return Err(format!("stuck_jobs[{i}].fraction must be between 0 and 1"));
+            }
+            if r.operation == Operation::IrCompletion {
+                return Err(format!("stuck_jobs[{i}].operation: ir_completion is not a job a client waits for"));
             }
         }
         for (i, r) in self.failures.iter().enumerate() {
@@ -300,5 +347,29 @@ mod tests {
                 .unwrap_err()
                 .contains("transient_5xx_rate")
         );
+    }
+
+    #[test]
+    fn stuck_jobs_pick_their_vms_and_operation_and_are_validated() {
+        let spec = FaultSpec {
+            seed: 3,
+            stuck_jobs: vec![StuckRule {
+                selector: Selector { vms: vec!["vm-00002".into()], fraction: 0.0 },
+                operation: Operation::Reprotect,
+            }],
+            ..FaultSpec::default()
+        };
+        assert!(spec.job_stuck(Operation::Reprotect, "VM-00002"));
+        assert!(!spec.job_stuck(Operation::Failover, "vm-00002"), "only the named operation");
+        assert!(!spec.job_stuck(Operation::Reprotect, "vm-00001"));
+        let mut bad = spec.clone();
+        bad.stuck_jobs[0].operation = Operation::IrCompletion;
+        assert!(bad.validate().unwrap_err().contains("stuck_jobs[0]"));
+        let parsed: FaultSpec = serde_json::from_str(
+            r#"{"stuck_jobs": [{"vms": ["vm-00002"], "operation": "reprotect"}], "outage": true}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.stuck_jobs, spec.stuck_jobs);
+        assert!(parsed.outage && !parsed.expired_token);
     }
 }

@@ -160,6 +160,8 @@ pub struct Item {
     pub points_until: Option<SimTime>,
     /// Last successful failover.
     pub last_failover: Option<SimTime>,
+    /// When the last reprotect job succeeded.
+    pub last_reprotect: Option<SimTime>,
     /// Last successful test failover.
     pub last_test_failover: Option<SimTime>,
     /// Recovery point of the last failover.

@@ -62,6 +62,17 @@ pub struct RequestCounters {
     pub dropped_responses: u64,
     /// Answered 401.
     pub unauthorized: u64,
+    /// Answered 401 `ExpiredAuthenticationToken` (`expired_token`).
+    pub expired_token: u64,
+    /// Answered 503 by a regional outage (`outage`).
+    pub outage_503: u64,
+    /// Mutating requests answered 429 by `throttle_next_writes`.
+    pub next_writes_throttled: u64,
+    /// Mutating requests answered 503 by `fail_next_writes` (also in `transient_5xx`).
+    pub next_writes_failed: u64,
+    /// Mutating requests applied and left unanswered by `drop_next_writes` (also in
+    /// `dropped_responses`).
+    pub next_writes_dropped: u64,
 }
 
 /// When a job was first read ended: by anyone, and by each client (`User-Agent` product).

@@ -75,6 +75,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_sim/info", get(admin_info))
         .route("/_sim/counters", get(admin_counters))
         .route("/_sim/jobs", get(admin_jobs))
+        .route("/_sim/deletes", get(admin_deletes))
         .route("/_sim/faults", get(admin_get_faults).put(admin_put_faults))
         .route("/_sim/seed", post(admin_seed))
         .route("/_sim/reset", post(admin_reset))
@@ -175,20 +176,62 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let (expected_token, dice, admission) = {
+    // What a refused request would have acted on, so the operation log can tell which side
+    // effect was sent even when nothing was applied.
+    let sent_item = if mutating { item_in_body(&path, &body) } else { None };
+    let (authorized, dice, next, outage, expired) = {
         let mut s = app.lock();
         s.observed.count(class);
-        let expected = s.estate.cfg.token.clone();
+        let authorized = match (&token, &s.estate.cfg.token) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(t), Some(e)) => t == e,
+        };
         let spec = s.estate.cfg.faults.clone();
         let dice = s.dice.roll(&spec, mutating);
-        (expected, dice, None::<Admission>)
+        let (outage, expired) = (spec.outage, spec.expired_token && token.is_some());
+        // A countdown fault is spent only on a request it answers.
+        let faults = &mut s.estate.cfg.faults;
+        let next = if !mutating || !authorized || outage || expired {
+            None
+        } else if faults.throttle_next_writes > 0 {
+            faults.throttle_next_writes -= 1;
+            Some(NextWrite::Throttled)
+        } else if faults.fail_next_writes > 0 {
+            faults.fail_next_writes -= 1;
+            Some(NextWrite::Failed)
+        } else {
+            None
+        };
+        (authorized, dice, next, outage, expired)
     };
-    let _ = admission;
-    let authorized = match (&token, &expected_token) {
-        (None, _) => false,
-        (Some(_), None) => true,
-        (Some(t), Some(e)) => t == e,
-    };
+    if expired {
+        // ARM's gateway answers an expired token before anything else (X-Ms-Failure-Cause:
+        // gateway), with the token's expiry and the current time in .NET's general format.
+        app.lock().observed.counters.expired_token += 1;
+        if mutating {
+            log_op(&app, &method, &path, sent_item.as_deref(), 401);
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let message = format!(
+            "The access token expiry UTC time '{}' is earlier than current UTC time '{}'.",
+            dotnet_time(now - time::Duration::minutes(5)),
+            dotnet_time(now)
+        );
+        let body = json!({"error": {"code": "ExpiredAuthenticationToken", "message": message}});
+        return finish(
+            StatusCode::UNAUTHORIZED,
+            body.to_string(),
+            request_id,
+            vec![
+                (
+                    "www-authenticate",
+                    "Bearer authorization_uri=\"https://login.microsoftonline.com/common\", error=\"invalid_token\", error_description=\"The access token has expired.\"".into(),
+                ),
+                ("x-ms-failure-cause", "gateway".into()),
+            ],
+        );
+    }
     if !authorized {
         app.lock().observed.counters.unauthorized += 1;
         let body = json!({"error": {"code": if token.is_none() { "AuthenticationFailed" } else { "InvalidAuthenticationToken" },
@@ -204,12 +247,37 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         );
     }
 
+    if outage {
+        // A regional outage: ARM's front door answers, the resource provider does not. No
+        // `Retry-After`: an outage does not say when it ends.
+        app.lock().observed.counters.outage_503 += 1;
+        if mutating {
+            log_op(&app, &method, &path, sent_item.as_deref(), 503);
+        }
+        let body = json!({"error": {"code": "ServiceUnavailable",
+            "message": "The service is currently unavailable. Please try again later."}});
+        return finish(StatusCode::SERVICE_UNAVAILABLE, body.to_string(), request_id, vec![]);
+    }
     if dice.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(dice.delay_ms)).await;
     }
+    if next == Some(NextWrite::Throttled) {
+        let retry_after = app.lock().estate.cfg.faults.throttle_storm_retry_after_secs.max(1);
+        app.lock().observed.counters.next_writes_throttled += 1;
+        return throttled(&app, &method, &path, sent_item.as_deref(), class, retry_after, request_id);
+    }
+    if next == Some(NextWrite::Failed) {
+        // Spent on this request, so it answers it: no storm or bucket may take its place.
+        let mut s = app.lock();
+        s.observed.counters.transient_5xx += 1;
+        s.observed.counters.next_writes_failed += 1;
+        drop(s);
+        log_op(&app, &method, &path, sent_item.as_deref(), 503);
+        return finish(StatusCode::SERVICE_UNAVAILABLE, transient_body("ServiceUnavailable"), request_id, vec![]);
+    }
     if let Some(retry_after) = dice.storm_retry_after {
         app.lock().observed.counters.storm_throttled += 1;
-        return throttled(&app, &method, &path, class, retry_after, request_id);
+        return throttled(&app, &method, &path, sent_item.as_deref(), class, retry_after, request_id);
     }
     // Bind the admission first: a guard in the match scrutinee would live through the arms.
     let admission = app.lock().throttle.admit(class, Instant::now());
@@ -217,7 +285,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         Admission::Admitted { remaining } => remaining,
         Admission::Throttled { retry_after_secs } => {
             app.lock().observed.counters.throttled += 1;
-            return throttled(&app, &method, &path, class, retry_after_secs, request_id);
+            return throttled(&app, &method, &path, sent_item.as_deref(), class, retry_after_secs, request_id);
         }
     };
     let limit_header = (class.header(), remaining.to_string());
@@ -230,12 +298,10 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         } else {
             (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError")
         };
-        let body =
-            json!({"error": {"code": code, "message": "The server encountered a transient error. Try again later."}});
         if mutating {
-            log_op(&app, &method, &path, None, status.as_u16());
+            log_op(&app, &method, &path, sent_item.as_deref(), status.as_u16());
         }
-        return finish(status, body.to_string(), request_id, vec![limit_header]);
+        return finish(status, transient_body(code), request_id, vec![limit_header]);
     }
 
     let Some(api_version) = query.iter().find(|(k, _)| k.eq_ignore_ascii_case("api-version")).map(|(_, v)| v.clone())
@@ -274,12 +340,23 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     };
     extra_headers.push(limit_header);
     if mutating {
-        log_op(&app, &method, &path, item.as_deref(), status.as_u16());
+        log_op(&app, &method, &path, item.as_deref().or(sent_item.as_deref()), status.as_u16());
     }
-    let droppable = mutating
-        && dice.drop_response
-        && status.is_success()
-        && app.lock().estate.cfg.faults.drops_response_of(request_operation(&method, &path));
+    let droppable = mutating && status.is_success() && {
+        let mut s = app.lock();
+        let faults = &mut s.estate.cfg.faults;
+        if !faults.drops_response_of(request_operation(&method, &path)) {
+            false
+        } else if dice.drop_response {
+            true
+        } else if faults.drop_next_writes > 0 {
+            faults.drop_next_writes -= 1;
+            s.observed.counters.next_writes_dropped += 1;
+            true
+        } else {
+            false
+        }
+    };
     if droppable {
         // The operation is applied; the client never hears back and times out.
         let hang = app.lock().estate.cfg.faults.drop_response_hang_secs.max(1);
@@ -309,10 +386,46 @@ fn request_operation(method: &Method, path: &str) -> Option<Operation> {
     })
 }
 
+/// The body of a transient 5xx, its code naming the status as ARM's do.
+fn transient_body(code: &str) -> String {
+    json!({"error": {"code": code, "message": "The server encountered a transient error. Try again later."}})
+        .to_string()
+}
+
+/// A countdown fault (`throttle_next_writes`, `fail_next_writes`) that answers this request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NextWrite {
+    Throttled,
+    Failed,
+}
+
+/// The protected item a mutating request names in its body (switchProtection is posted to the
+/// container), for logging a request that was refused before the estate read it.
+fn item_in_body(path: &str, body: &[u8]) -> Option<String> {
+    if !path.trim_end_matches('/').to_ascii_lowercase().ends_with("/switchprotection") {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v["properties"]["replicationProtectedItemName"].as_str().map(str::to_owned)
+}
+
+/// A UTC time as ARM's gateway writes it in `ExpiredAuthenticationToken`: .NET's general format,
+/// `3/19/2023 8:55:46 AM`.
+fn dotnet_time(t: time::OffsetDateTime) -> String {
+    let (hour, meridiem) = match t.hour() {
+        0 => (12, "AM"),
+        h @ 1..=11 => (h, "AM"),
+        12 => (12, "PM"),
+        h => (h - 12, "PM"),
+    };
+    format!("{}/{}/{} {}:{:02}:{:02} {meridiem}", u8::from(t.month()), t.day(), t.year(), hour, t.minute(), t.second())
+}
+
 fn throttled(
     app: &App,
     method: &Method,
     path: &str,
+    item: Option<&str>,
     class: RequestClass,
     retry_after: u64,
     request_id: &RequestIds,
@@ -326,7 +439,7 @@ fn throttled(
     let body = json!({"error": {"code": "SubscriptionRequestsThrottled",
         "message": format!("Number of '{kind}' requests for subscription '{sub}' exceeded. Please try again after '{retry_after}' seconds after additional tokens are available.")}});
     if class != RequestClass::Read {
-        log_op(app, method, path, None, 429);
+        log_op(app, method, path, item, 429);
     }
     finish(
         StatusCode::TOO_MANY_REQUESTS,
@@ -723,6 +836,12 @@ async fn admin_jobs(State(app): State<Arc<App>>) -> Response {
     let mut s = app.lock();
     s.estate.advance();
     axum::Json(s.observed.job_timings(&s.estate)).into_response()
+}
+
+/// Every delete the simulator accepted, oldest first, with the owning VM's protection then.
+async fn admin_deletes(State(app): State<Arc<App>>) -> Response {
+    let s = app.lock();
+    axum::Json(s.estate.deletes()).into_response()
 }
 
 async fn admin_get_faults(State(app): State<Arc<App>>) -> Response {

@@ -4,10 +4,14 @@
 //! - [`wait_until`] / [`wait_for`]: poll a condition until it holds or a deadline passes.
 //! - [`Seed`]: a reproducible seed for randomised tests, printed if the test fails.
 //! - [`stack`]: nats-server + the ASR simulator + service processes, for worker tests.
+//! - [`TcpProxy`]: a loopback TCP proxy the test can cut, blackhole and heal (a partition).
 
 /// An OTLP trace receiver in the test process.
 pub use tern_telemetry::receiver as otlp;
+mod proxy;
 pub mod stack;
+
+pub use proxy::{Link, TcpProxy};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

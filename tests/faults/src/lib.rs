@@ -3,9 +3,12 @@
 //! and the checks that must hold after any fault (`../shared/design.md` §4, invariants 1–5):
 //!
 //! 1. every VM ends in a terminal state with a reason;
-//! 2. the simulator applied at most one mutating request per VM and operation (per resource for
-//!    deletes), except the retries the failure policy allows after a failed job;
-//! 3. no cleanup ran for a VM whose reprotect did not succeed;
+//! 2. no side effect (per VM and operation; per resource for deletes) was sent again after Azure
+//!    accepted it — judged from every mutating request the simulator *received*, not only those
+//!    it applied — except one more round per failed job, up to the plan's automatic retries;
+//! 3. every delete the simulator accepted was of a VM of the plan whose reprotect had succeeded
+//!    in Azure before it (the simulator's record of deletes), outside the region the VM runs in;
+//!    and no cleanup started, on the event stream, for a VM whose reprotect did not succeed;
 //! 4. the event stream holds a `started` and a terminal event for every VM phase that ran;
 //! 5. the dead-letter queue holds exactly what the scenario injected.
 //!
@@ -167,6 +170,24 @@ impl Fleet {
     pub fn crash_and_restart(&mut self, service: &str) {
         self.stack.restart(self.index[service]);
     }
+
+    /// Starts another instance of `service` with `env` on top of the fleet's; returns its
+    /// process index in `stack`.
+    pub fn start_instance(&mut self, service: &str, env: &[(&str, &str)]) -> usize {
+        let mut all = vec![("TERN_LISTEN", "127.0.0.1:0")];
+        all.extend_from_slice(env);
+        self.stack.spawn(&bin(service), &all)
+    }
+
+    /// Commands process `i` holds now (claimed, not finished), from its `/metrics`.
+    pub async fn in_flight(&self, i: usize) -> usize {
+        let (status, text) = self.stack.worker_http(i, "/metrics").await;
+        assert_eq!(status, 200, "/metrics of process {i}");
+        text.lines()
+            .filter(|l| l.starts_with("tern_worker_commands_in_flight"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>() as usize
+    }
 }
 
 /// Waits until the plan's event stream has grown by `more` events: a point of the plan chosen
@@ -205,25 +226,18 @@ pub async fn check(fleet: &Fleet, plan: &Plan, expected: &Expected) -> Violation
         }
     }
 
-    // 2. At most one applied mutating request per VM and operation (per resource).
+    // 2. No side effect sent again after Azure accepted it (the simulator's log of every
+    //    mutating request it received, applied or not).
     let oplog = fleet.stack.admin("oplog").await;
-    let mut applied: BTreeMap<(String, String), u32> = BTreeMap::new();
-    for e in oplog.as_array().into_iter().flatten() {
-        let status = e["status"].as_u64().unwrap_or(0);
-        let method = e["method"].as_str().unwrap_or("");
-        if (200..300).contains(&status) && method != "GET" {
-            // A delete is per resource; an ASR action is per protected item (switchProtection
-            // is posted to the container and names its item in the body).
-            let target = if method == "DELETE" { e["path"].as_str() } else { e["item"].as_str() };
-            let key = (e["operation"].as_str().unwrap_or("").to_owned(), target.unwrap_or("").to_lowercase());
-            *applied.entry(key).or_default() += 1;
-        }
-    }
-    for ((op, path), n) in &applied {
-        if *n > 1 + expected.retries {
-            bad.push(format!("{op} applied {n} times to {path}"));
-        }
-    }
+    let jobs = fleet.stack.admin("jobs").await;
+    bad.extend(resent(&sent_requests(&oplog), &failed_jobs(&jobs), expected.retries));
+
+    // 3. Every delete Azure accepted was of a VM of the plan whose reprotect had succeeded, and
+    //    not in the region that VM runs in (the simulator's own record, not the workers' word).
+    let deletes = fleet.stack.admin("deletes").await;
+    let plan_vms: BTreeSet<String> =
+        plan.vms.iter().filter_map(|v| v.vm.as_ref()).map(|r| r.name.to_ascii_lowercase()).collect();
+    bad.extend(unsafe_deletes(&deletes, &plan_vms));
 
     // 3 and 4, from the event stream.
     let events = fleet.stack.events(&plan.plan_id).await;
@@ -275,6 +289,123 @@ pub async fn check(fleet: &Fleet, plan: &Plan, expected: &Expected) -> Violation
     bad
 }
 
+/// One mutating request as the simulator's operation log has it (applied or not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRequest {
+    pub method: String,
+    pub path: String,
+    pub operation: String,
+    pub item: String,
+    pub status: u64,
+}
+
+impl SentRequest {
+    /// What "the same side effect" means: an ASR action per protected item (switchProtection is
+    /// posted to the container and names its item in the body), a delete per resource.
+    pub fn key(&self) -> (String, String) {
+        let target = if self.method == "DELETE" { &self.path } else { &self.item };
+        (self.operation.clone(), target.to_lowercase())
+    }
+
+    /// Azure accepted it.
+    pub fn applied(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Every mutating request the simulator received, in order (`GET /_sim/oplog`).
+pub fn sent_requests(oplog: &serde_json::Value) -> Vec<SentRequest> {
+    let text = |e: &serde_json::Value, k: &str| e[k].as_str().unwrap_or_default().to_owned();
+    oplog
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| SentRequest {
+            method: text(e, "method"),
+            path: text(e, "path"),
+            operation: text(e, "operation"),
+            item: text(e, "item"),
+            status: e["status"].as_u64().unwrap_or(0),
+        })
+        .filter(|r| r.method != "GET")
+        .collect()
+}
+
+/// How many jobs failed per side effect (`GET /_sim/jobs`), keyed as [`SentRequest::key`]: a
+/// delete's job names its resource by name only, so deletes are keyed by that name.
+pub fn failed_jobs(jobs: &serde_json::Value) -> BTreeMap<(String, String), u32> {
+    let mut failed = BTreeMap::new();
+    for j in jobs.as_array().into_iter().flatten().filter(|j| j["state"] == "Failed") {
+        let operation = j["operation"].as_str().unwrap_or_default().to_owned();
+        let target = if operation == "delete" { j["target"].as_str() } else { j["item"].as_str() };
+        *failed.entry((operation, target.unwrap_or_default().to_lowercase())).or_default() += 1;
+    }
+    failed
+}
+
+/// Side effects sent again after Azure accepted them. Per side effect, in the order sent:
+/// requests answered before anything was applied (429, 5xx, 401) are retries a client should
+/// make, until one is accepted; anything sent after that — even a request Azure refused — is a
+/// second send. The one exception is a retry after a failed job: each job of that side effect
+/// that failed, up to `retries` (the plan's automatic retries), lets one more round of sends
+/// through.
+pub fn resent(sent: &[SentRequest], failed: &BTreeMap<(String, String), u32>, retries: u32) -> Violations {
+    let mut by_key: BTreeMap<(String, String), Vec<&SentRequest>> = BTreeMap::new();
+    for r in sent {
+        by_key.entry(r.key()).or_default().push(r);
+    }
+    let mut bad = Vec::new();
+    for (key, sends) in by_key {
+        let delete_name = key.1.rsplit('/').next().unwrap_or_default().to_owned();
+        let failed_key = if key.0 == "delete" { (key.0.clone(), delete_name) } else { key.clone() };
+        let mut reopenings = failed.get(&failed_key).copied().unwrap_or(0).min(retries);
+        let mut accepted = false;
+        let mut after = Vec::new();
+        for r in sends {
+            if accepted && reopenings > 0 {
+                reopenings -= 1;
+                accepted = false;
+            }
+            if accepted {
+                after.push(r.status);
+            } else if r.applied() {
+                accepted = true;
+            }
+        }
+        if !after.is_empty() {
+            let (operation, target) = key;
+            bad.push(format!("{operation} of {target} was sent again after Azure accepted it (answered {after:?})"));
+        }
+    }
+    bad
+}
+
+/// Deletes Azure accepted (`GET /_sim/deletes`) that were not safe: of something no VM of the
+/// plan owned, of a VM whose reprotect had not succeeded before the delete, or in the region the
+/// VM runs in.
+pub fn unsafe_deletes(deletes: &serde_json::Value, plan_vms: &BTreeSet<String>) -> Violations {
+    let mut bad = Vec::new();
+    for d in deletes.as_array().into_iter().flatten() {
+        let resource = d["resource"].as_str().unwrap_or("?");
+        let region = d["region"].as_str().unwrap_or("?");
+        let Some(vm) = d["vm"].as_str() else {
+            bad.push(format!("{resource} was deleted, though no VM owned it"));
+            continue;
+        };
+        if !plan_vms.contains(&vm.to_ascii_lowercase()) {
+            bad.push(format!("{resource} of {vm} was deleted, though {vm} is not in the plan"));
+        }
+        if d["reprotected"] != true {
+            let state = d["protection_state"].as_str().unwrap_or("no protected item");
+            bad.push(format!("{resource} of {vm} was deleted before its reprotect succeeded ({state})"));
+        }
+        if d["vm_region"].as_str() == Some(region) {
+            bad.push(format!("{resource} of {vm} was deleted in {region}, the region {vm} runs in"));
+        }
+    }
+    bad
+}
+
 /// Panics with every violation, or does nothing.
 pub fn assert_clean(scenario: &str, violations: &Violations) {
     assert!(
@@ -291,4 +422,69 @@ pub fn vm_events(events: &[Event]) -> impl Iterator<Item = &tern_proto::VmEvent>
         Some(event::Body::Vm(v)) => Some(v),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sent(operation: &str, item: &str, status: u64) -> SentRequest {
+        SentRequest {
+            method: "POST".into(),
+            path: format!("/items/{item}/{operation}"),
+            operation: operation.into(),
+            item: item.into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn a_send_after_azure_accepted_is_a_violation_even_if_refused_but_retries_before_are_not() {
+        let none = BTreeMap::new();
+        let retried = [sent("unplannedFailover", "vm-1", 429), sent("unplannedFailover", "vm-1", 503)];
+        let ok = [&retried[..], &[sent("unplannedFailover", "vm-1", 202)]].concat();
+        assert!(resent(&ok, &none, 0).is_empty());
+        let twice = [&ok[..], &[sent("unplannedFailover", "vm-1", 409)]].concat();
+        let bad = resent(&twice, &none, 0);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].contains("unplannedFailover of vm-1") && bad[0].contains("[409]"), "{bad:?}");
+        // Other VMs and operations are other side effects.
+        let others = [sent("unplannedFailover", "vm-1", 202), sent("unplannedFailover", "vm-2", 202)];
+        assert!(resent(&[&others[..], &[sent("failoverCommit", "vm-1", 202)]].concat(), &none, 0).is_empty());
+    }
+
+    #[test]
+    fn a_failed_job_allows_one_more_round_only_within_the_plan_s_retries() {
+        let failed = BTreeMap::from([(("unplannedFailover".to_owned(), "vm-1".to_owned()), 1)]);
+        let again = [
+            sent("unplannedFailover", "vm-1", 202),
+            sent("unplannedFailover", "vm-1", 429),
+            sent("unplannedFailover", "vm-1", 202),
+        ];
+        assert!(resent(&again, &failed, 1).is_empty(), "one failed job, one retry allowed");
+        assert_eq!(resent(&again, &failed, 0).len(), 1, "no retries in the plan: the resend is a violation");
+        let thrice = [&again[..], &[sent("unplannedFailover", "vm-1", 202)]].concat();
+        assert_eq!(resent(&thrice, &failed, 2).len(), 1, "one failed job allows one more round, not two");
+    }
+
+    #[test]
+    fn deletes_are_safe_only_for_reprotected_vms_of_the_plan_outside_their_region() {
+        let plan: BTreeSet<String> = ["vm-1".to_owned()].into();
+        let delete = |vm: Option<&str>, reprotected: bool, region: &str| {
+            json!({"resource": "/x", "kind": "vm", "region": region, "vm": vm, "reprotected": reprotected,
+                   "protection_state": "Protected", "vm_region": "eastus"})
+        };
+        assert!(unsafe_deletes(&json!([delete(Some("vm-1"), true, "westus")]), &plan).is_empty());
+        let bad = unsafe_deletes(
+            &json!([
+                delete(Some("vm-1"), false, "westus"),
+                delete(Some("vm-1"), true, "eastus"),
+                delete(Some("vm-9"), true, "westus"),
+                delete(None, true, "westus"),
+            ]),
+            &plan,
+        );
+        assert_eq!(bad.len(), 4, "{bad:#?}");
+    }
 }

@@ -116,6 +116,7 @@ impl Estate {
                 // (excerpt entries 41–143), then the two completion jobs.
                 let item = self.items.get_mut(&key).expect("exists");
                 item.state = ItemState::InitialReplication;
+                item.last_reprotect = Some(at);
                 item.unhealthy = false;
                 item.points_since = None;
                 let until = item.replication.as_ref().map_or(at, |r| r.until).max(at);

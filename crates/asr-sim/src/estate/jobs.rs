@@ -118,7 +118,10 @@ impl Estate {
     }
 
     /// A job a client's request started (counted in `/_sim/counters`).
-    pub(super) fn insert_job(&mut self, job: Job) -> String {
+    pub(super) fn insert_job(&mut self, mut job: Job) -> String {
+        if self.cfg.faults.job_stuck(job.operation, &job.target_name) {
+            stick(&mut job);
+        }
         *self.counters.jobs.entry(job.operation.name()).or_default() += 1;
         self.insert_internal_job(job)
     }
@@ -390,4 +393,24 @@ pub enum OperationResult {
     Done(Option<Value>),
     /// The operation failed.
     Failed(Refusal),
+}
+
+/// How far away "never" is for a stuck job: ten simulated years (days of real time even at the
+/// highest time compression), kept finite so every date derived from it stays valid.
+const NEVER: time::Duration = time::Duration::days(3650);
+
+/// Makes `job` one that never ends (`FaultSpec::stuck_jobs`): its tasks run as planned up to the
+/// last, which stays InProgress; it neither fails nor has an effect at its end, and a re-home
+/// (reprotect) still happens when its moment comes, as it would in a job stuck late.
+fn stick(job: &mut Job) {
+    let never = job.starts + NEVER;
+    job.failure = None;
+    if let Some(last) = job.tasks.last_mut() {
+        last.end = never;
+        last.outcome = crate::job::TaskOutcome::Succeeded;
+    }
+    job.ends = never;
+    if let Some(ir) = job.ir_end.as_mut() {
+        *ir = (*ir).max(never);
+    }
 }

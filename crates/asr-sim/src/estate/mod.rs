@@ -136,6 +136,29 @@ pub struct Counters {
     pub jobs: BTreeMap<&'static str, u64>,
 }
 
+/// A delete the estate accepted (`GET /_sim/deletes`): what was deleted, whose it was, and where
+/// that VM's protection stood at that moment. Not Azure behaviour: a record for tests that judge
+/// whether a cleanup was safe.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DeleteRecord {
+    /// When it was accepted (simulated time, RFC 3339).
+    pub at: String,
+    /// `vm`, `nic`, `disk`, `public_ip` or `protected_item`.
+    pub kind: &'static str,
+    /// Lowercase ARM id of what was deleted (the item's name for a protected item).
+    pub resource: String,
+    /// The region it was in (`eastus`, ...).
+    pub region: String,
+    /// The VM it was made for (None: the simulator made it for no VM, e.g. a storage account).
+    pub vm: Option<String>,
+    /// That VM's protected item's `protectionState` at that moment (None: no item).
+    pub protection_state: Option<String>,
+    /// Whether that VM's last reprotect had succeeded before this delete, with no failover since.
+    pub reprotected: bool,
+    /// The region that VM runs in (its item's primary) at that moment.
+    pub vm_region: Option<String>,
+}
+
 /// The estate.
 #[derive(Debug)]
 pub struct Estate {
@@ -165,6 +188,13 @@ pub struct Estate {
     seq: u64,
     /// Counters.
     pub counters: Counters,
+    /// The VM each VM, NIC, managed disk and public IP was made for (lowercase ids → VM name as
+    /// the item has it), for the record of deletes.
+    owners: HashMap<String, String>,
+    /// Lowercase VM name → item key.
+    item_of_vm: HashMap<String, String>,
+    /// Every delete the estate accepted, oldest first (`/_sim/deletes`).
+    deletes: Vec<DeleteRecord>,
     /// The request being handled: (client request id, or a fresh GUID in its place;
     /// correlation id of its response). Jobs it creates carry them as `activityId`.
     request_ids: Option<(String, String)>,
@@ -200,6 +230,9 @@ impl Estate {
             plans: BTreeMap::new(),
             seq: 0,
             counters: Counters::default(),
+            owners: HashMap::new(),
+            item_of_vm: HashMap::new(),
+            deletes: Vec::new(),
             request_ids: None,
             cfg,
         };

@@ -623,6 +623,8 @@ impl Estate {
         job.result = FinalResult::Nothing;
         job.item = None;
         let name = self.items[&key].name.clone();
+        let (vm, region) = (self.items[&key].vm_name.clone(), self.items[&key].primary);
+        self.record_delete("protected_item", name.to_ascii_lowercase(), region, Some(vm));
         self.remove_item(&key);
         let location_base = job.location_base.clone();
         let job = self.insert_job(job);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::DeleteRecord;
 use super::{Accepted, Estate, Refusal};
 use crate::faults::Operation;
 use crate::item::{Disk, replica_name, vhd_uri};
@@ -120,7 +121,13 @@ impl Estate {
         let nic_name = format!("{name}-nic");
         let nic_id = self.scope.nic_id(&rg, &nic_name).to_ascii_lowercase();
         let vm_id = self.guids.fresh();
+        for owned in [&id, &nic_id] {
+            self.owners.insert(owned.clone(), name.to_owned());
+        }
         if managed {
+            for d in &disks {
+                self.owners.insert(self.scope.disk_id(&rg, &d.name).to_ascii_lowercase(), name.to_owned());
+            }
             for d in &disks {
                 self.disks.insert(
                     self.scope.disk_id(&rg, &d.name).to_ascii_lowercase(),
@@ -163,6 +170,9 @@ impl Estate {
         let Some(nic_id) = self.vms.get(vm).and_then(|v| v.nics.first().cloned()) else { return };
         let rg = self.regions[region].app_rg.clone();
         let id = self.public_ip_id(&rg, name).to_ascii_lowercase();
+        if let Some(owner) = self.owners.get(vm).cloned() {
+            self.owners.insert(id.clone(), owner);
+        }
         let n = self.public_ips.len() as u32;
         let address = format!("20.{}.{}.{}", 40 + region * 10 + (n as usize >> 16), (n >> 8) & 0xff, (n & 0xff).max(1));
         self.public_ips.insert(
@@ -223,6 +233,10 @@ impl Estate {
                 )
             })
             .collect();
+        let vm = item.vm_name.clone();
+        for (id, _) in &replicas {
+            self.owners.insert(id.clone(), vm.clone());
+        }
         self.disks.extend(replicas);
     }
 
@@ -511,6 +525,15 @@ impl Estate {
         if !exists {
             return Err(compute_not_found(provider, rg, name));
         }
+        let kind_name = match kind {
+            ResourceKind::Vm => "vm",
+            ResourceKind::Nic => "nic",
+            ResourceKind::Disk => "disk",
+            ResourceKind::PublicIp => "public_ip",
+        };
+        let region = self.resolve_rg(rg).unwrap_or(0);
+        let owner = self.owners.get(&id).cloned();
+        self.record_delete(kind_name, id.clone(), region, owner);
         let now = self.now();
         let total = self.cfg.effective_durations().delete.pick(self.guids.unit());
         let failure = self.fault_for(Operation::Delete, name).map(|(_, f)| (0, f));
@@ -539,6 +562,38 @@ impl Estate {
         let job = self.insert_job(job);
         self.advance();
         Ok(Accepted { job, location_base, item: Some(name.to_owned()) })
+    }
+
+    /// Notes an accepted delete of `resource` (in region `region`) made for VM `owner`, with
+    /// where that VM's protection stands now.
+    pub(super) fn record_delete(&mut self, kind: &'static str, resource: String, region: usize, owner: Option<String>) {
+        let item =
+            owner.as_ref().and_then(|vm| self.item_of_vm.get(&vm.to_ascii_lowercase())).and_then(|k| self.items.get(k));
+        let record = DeleteRecord {
+            at: crate::clock::format(self.now()),
+            kind,
+            resource,
+            region: self.regions[region].location.clone(),
+            vm: owner,
+            protection_state: item.map(|i| i.protection_state().0.to_owned()),
+            reprotected: item.is_some_and(|i| {
+                i.last_reprotect.is_some_and(|r| r <= self.now() && i.last_failover.is_none_or(|f| f <= r))
+            }),
+            // Failed over and not re-homed yet, a VM runs in its item's recovery region.
+            vm_region: item.map(|i| {
+                let running = match i.state {
+                    crate::item::ItemState::FailedOver | crate::item::ItemState::Committed => i.recovery(),
+                    _ => i.primary,
+                };
+                self.regions[running].location.clone()
+            }),
+        };
+        self.deletes.push(record);
+    }
+
+    /// Every delete accepted so far, oldest first.
+    pub fn deletes(&self) -> &[DeleteRecord] {
+        &self.deletes
     }
 
     /// A delete job ended: the resource is gone. A VM's NICs and disks stay, detached; a NIC's

@@ -51,6 +51,7 @@ impl Estate {
                 points_since: Some(replicating_since),
                 points_until: None,
                 last_failover: (primary != initial_primary).then(|| now - Duration::hours(30)),
+                last_reprotect: (primary != initial_primary).then(|| now - Duration::hours(24)),
                 last_test_failover: None,
                 failover_point: None,
                 replication: None,
@@ -80,6 +81,7 @@ impl Estate {
             }
             self.members[primary].insert(key.clone());
             self.by_lifecycle.insert(lifecycle, key.clone());
+            self.item_of_vm.insert(vm_name.to_ascii_lowercase(), key.clone());
             self.items.insert(key.clone(), item);
             self.create_replicas(&key);
             new_names.push(key.clone());
