@@ -126,6 +126,58 @@ impl Default for LoopOptions {
     }
 }
 
+/// How long a loop whose durable consumer is gone waits before it pulls again.
+const MISSING_CONSUMER_WAIT: Duration = Duration::from_secs(5);
+/// How often a loop looks whether its durable consumer still exists, at most, while all is well.
+const PRESENCE_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How often a loop whose consumer is gone says so again.
+const MISSING_CONSUMER_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// What a loop knows of whether its durable consumer still exists. A consumer deleted by an
+/// operator, or lost with a restored stream, is never created again by a service (only the
+/// bootstrap identity may): the loop says so loudly, naming the fix, and pulls slowly until it
+/// is back.
+#[derive(Debug, Default)]
+struct Presence {
+    last_check: Option<std::time::Instant>,
+    last_error: Option<std::time::Instant>,
+    missing: bool,
+}
+
+impl Presence {
+    /// Whether the consumer exists: looked up at most every [`PRESENCE_CHECK_EVERY`] while all
+    /// is well, every [`MISSING_CONSUMER_WAIT`] once a pull was `refused` or it was found gone.
+    async fn check(&mut self, consumer: &mut PullConsumer, shared: &Shared, refused: bool) -> bool {
+        let every = if refused || self.missing { MISSING_CONSUMER_WAIT } else { PRESENCE_CHECK_EVERY };
+        if self.last_check.is_some_and(|t| t.elapsed() < every) {
+            return !self.missing;
+        }
+        self.last_check = Some(std::time::Instant::now());
+        match consumer.info().await {
+            Ok(_) => {
+                if self.missing {
+                    tracing::info!(consumer = %shared.consumer_name, "the durable consumer exists again");
+                }
+                self.missing = false;
+            }
+            Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => {
+                self.missing = true;
+                if self.last_error.is_none_or(|t| t.elapsed() >= MISSING_CONSUMER_REPORT_EVERY) {
+                    self.last_error = Some(std::time::Instant::now());
+                    tracing::error!(
+                        stream = %shared.stream_name,
+                        consumer = %shared.consumer_name,
+                        "the durable consumer no longer exists: nothing reaches this service through it until it is \
+                         created again — run `tern bus ensure` with the bootstrap identity"
+                    );
+                }
+            }
+            Err(e) => debug!(consumer = %shared.consumer_name, error = %e, "consumer info not read"),
+        }
+        !self.missing
+    }
+}
+
 /// Counts of what a loop did, for tests and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoopStats {
@@ -227,6 +279,8 @@ impl ConsumerLoop {
     {
         let handler = Arc::new(handler);
         let shared = self.shared;
+        let mut consumer = self.consumer;
+        let mut presence = Presence::default();
         let concurrency = shared.options.concurrency;
         let permits = Arc::new(Semaphore::new(concurrency));
         let abandon = CancellationToken::new();
@@ -247,7 +301,7 @@ impl ConsumerLoop {
             }
             // Ask for exactly as many messages as there are free slots, so nothing waits
             // in a local buffer while its ack timer runs.
-            let request = self.consumer.batch().max_messages(held.len()).expires(shared.options.pull_expiry).messages();
+            let request = consumer.batch().max_messages(held.len()).expires(shared.options.pull_expiry).messages();
             let mut batch = tokio::select! {
                 b = request => match b {
                     Ok(b) => b,
@@ -261,18 +315,44 @@ impl ConsumerLoop {
                 },
                 () = shutdown.cancelled() => break 'serve,
             };
+            let mut delivered = 0usize;
             loop {
+                // The server ends a pull at its expiry; one that outlives it by far got no answer
+                // at all (its consumer was deleted under it): end it here.
+                let unanswered = shared.options.pull_expiry * 2 + Duration::from_secs(1);
                 let next = tokio::select! {
-                    n = batch.next() => n,
+                    n = tokio::time::timeout(unanswered, batch.next()) => n.unwrap_or(None),
                     () = shutdown.cancelled() => break 'serve,
                 };
                 match next {
+                    None | Some(Err(_)) if delivered == 0 => {
+                        // A pull that brought nothing: idle, or refused at once (503: nothing
+                        // answers for the consumer, which was deleted). Never pull again at once.
+                        let refused = matches!(next, Some(Err(_)));
+                        if let Some(e) = &next.and_then(Result::err) {
+                            debug!(consumer = %shared.consumer_name, error = %e, "pull batch ended early");
+                        }
+                        let there = presence.check(&mut consumer, &shared, refused).await;
+                        let pause = match (there, refused) {
+                            (false, _) => MISSING_CONSUMER_WAIT,
+                            (true, true) => Duration::from_millis(250),
+                            (true, false) => Duration::ZERO,
+                        };
+                        if !pause.is_zero() {
+                            tokio::select! {
+                                () = tokio::time::sleep(pause) => {}
+                                () = shutdown.cancelled() => break 'serve,
+                            }
+                        }
+                        break;
+                    }
                     None => break,
                     Some(Err(e)) => {
                         debug!(consumer = %shared.consumer_name, error = %e, "pull batch ended early");
                         break;
                     }
                     Some(Ok(msg)) => {
+                        delivered += 1;
                         let permit = held.pop().expect("never more messages than requested");
                         let (shared, handler, abandon) = (shared.clone(), handler.clone(), abandon.clone());
                         tasks.spawn(async move {

@@ -585,3 +585,70 @@ async fn topology_setup_updates_settings_that_changed() {
     let mut failover = commands.get_consumer::<jetstream::consumer::pull::Config>("failover").await.unwrap();
     assert_eq!(failover.info().await.unwrap().config.ack_wait, Duration::from_secs(7));
 }
+
+/// Log lines written while the test runs, for a test that looks at what a service says.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).matches(needle).count()
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_deleted_under_a_running_loop_is_reported_and_not_pulled_in_a_spin() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_server, bus) = start().await;
+    let served = serve(&bus, WorkQueue::Failover, |_| async { Ok(()) }).await;
+    // The loop serves: a command goes through it.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    served.stop().await;
+    let served = serve(&bus, WorkQueue::Failover, move |d| {
+        let _ = tx.send(d.message.command_id);
+        async { Ok(()) }
+    })
+    .await;
+    bus.publish_command(&failover_command("p1", "vm-1")).await.unwrap();
+    recv(&mut rx).await;
+    bus.jetstream()
+        .get_stream(tern_bus::topology::COMMANDS_STREAM)
+        .await
+        .unwrap()
+        .delete_consumer("failover")
+        .await
+        .unwrap();
+    // NATS answers every pull for a deleted consumer at once (503): a loop that pulls again at
+    // once spins, tens of thousands of pulls a second.
+    wait_until("the loop to report its consumer gone", Duration::from_secs(20), || async {
+        logs.count("durable consumer no longer exists") > 0
+    })
+    .await
+    .unwrap();
+    let before = logs.count("pull batch ended early");
+    let since = std::time::Instant::now();
+    wait_until("two more pulls", Duration::from_secs(30), || async {
+        logs.count("pull batch ended early") >= before + 2
+    })
+    .await
+    .unwrap();
+    assert!(since.elapsed() >= Duration::from_secs(4), "two pulls {:?} apart with the consumer gone", since.elapsed());
+    served.stop().await;
+}

@@ -33,6 +33,8 @@ pub struct Stack {
     violations_expected: bool,
     /// Log lines of the stack's processes that held one of its secrets.
     leaks: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every line the stack's processes logged at ERROR.
+    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The Azure token the stack's services and clients use (the simulator takes any).
@@ -116,6 +118,7 @@ impl Stack {
             secrets,
             violations_expected: false,
             leaks: Default::default(),
+            errors: Default::default(),
         }
     }
 
@@ -246,16 +249,24 @@ impl Stack {
     /// Passes a process's log on to the test's stderr, line by line, noting every line that holds
     /// a secret of the stack or anything shaped like an nkey seed or a private key.
     fn watch_for_secrets(&self, stderr: std::process::ChildStderr) {
-        let (secrets, leaks) = (self.secrets(), self.leaks.clone());
+        let (secrets, leaks, errors) = (self.secrets(), self.leaks.clone(), self.errors.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if line.contains("ERROR") {
+                    errors.lock().unwrap_or_else(|e| e.into_inner()).push(line.clone());
+                }
                 if secrets.iter().any(|s| line.contains(s.as_str())) || looks_like_a_secret(&line) {
                     leaks.lock().unwrap_or_else(|e| e.into_inner()).push(line.clone());
                 }
                 eprintln!("{line}");
             }
         });
+    }
+
+    /// Every line the stack's processes have logged at ERROR so far.
+    pub fn errors_logged(&self) -> Vec<String> {
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A client for the stack's simulator (fast polling, no budget).

@@ -10,8 +10,6 @@
 //!   new token is in use. Workers treat it as transient (get a new token, try again), and no
 //!   side effect is sent twice.
 //!
-//! The stuck job and the token expiry depend on the watchdog and on transient errors being
-//! waited out (issue 18) and are ignored until they land.
 
 use std::time::Duration;
 
@@ -61,7 +59,6 @@ async fn an_arm_outage_of_minutes_mid_plan_is_waited_out_and_every_vm_comes_home
 }
 
 #[tokio::test]
-#[ignore = "needs the watchdog (issue 18): without per-phase deadlines a job that never ends keeps its VM Running"]
 async fn a_job_that_never_ends_fails_its_vm_at_the_deadline_and_the_others_come_home() {
     let seed = Seed::new();
     let mut rng = StdRng::seed_from_u64(seed.value());
@@ -73,8 +70,13 @@ async fn a_job_that_never_ends_fails_its_vm_at_the_deadline_and_the_others_come_
         operation: tern_asr_sim::Operation::Failover,
     }];
     let fleet = Fleet::start(sim).await;
-    // The plan spec has no phase deadline yet: the watchdog's default must end the job.
-    let plan_id = fleet.submit(fleet.spec(n)).await;
+    // A failover takes seconds here (Azure's minutes, compressed): a minute is its deadline.
+    let mut spec = fleet.spec(n);
+    spec.deadlines = Some(tern_proto::Deadlines {
+        failover: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        ..Default::default()
+    });
+    let plan_id = fleet.submit(spec).await;
     let plan = fleet.finished(&plan_id).await;
 
     assert_clean("a job that never ends", &check(&fleet, &plan, &Expected::default()).await);
@@ -91,8 +93,6 @@ async fn a_job_that_never_ends_fails_its_vm_at_the_deadline_and_the_others_come_
 }
 
 #[tokio::test]
-#[ignore = "flaky on the product (issue 18): passed once, then left 5 VMs 'commit Running' for 150 s \
-            after a 401 window (TERN_TEST_SEED=1796532113517229334)"]
 async fn a_token_expiring_mid_job_is_renewed_and_nothing_is_sent_twice() {
     let seed = Seed::new();
     let mut rng = StdRng::seed_from_u64(seed.value());
