@@ -43,6 +43,38 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// What this process saw of claims that looked expired: for each command, the record's
+/// revision and when (by this process's monotonic clock) it was first seen at that revision.
+/// Lease expiry compares the owner's clock (`lease_until_ms`, written by the owner) with the
+/// claimer's: with hosts' clocks apart, that comparison alone would let a claimer whose clock runs
+/// ahead take a command from an owner still working on it. A record unchanged for a whole lease
+/// on one clock is one nobody renews, whatever the wall clocks say.
+#[derive(Debug, Default)]
+pub struct Sightings(std::sync::Mutex<std::collections::HashMap<String, (Revision, std::time::Instant)>>);
+
+impl Sightings {
+    /// Whether `key` has been seen at `revision` for at least `lease` (the first sighting of a
+    /// revision starts the count).
+    fn unchanged_for(&self, key: &str, revision: Revision, lease: Duration) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = seen.entry(key.to_owned()).or_insert((revision, std::time::Instant::now()));
+        if entry.0 != revision {
+            *entry = (revision, std::time::Instant::now());
+        }
+        entry.1.elapsed() >= lease
+    }
+
+    /// How long until `key`'s current sighting has lasted `lease`.
+    fn left(&self, key: &str, lease: Duration) -> Duration {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(key).map_or(lease, |(_, at)| lease.saturating_sub(at.elapsed()))
+    }
+
+    fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
 /// A held claim on a command.
 #[derive(Debug)]
 pub struct Fence {
@@ -68,15 +100,31 @@ impl Fence {
     }
 
     /// Claims `key` for `owner`: creates the record, or takes it over if its owner's lease ran
-    /// out (or it is ours already).
+    /// out (or it is ours already). `sightings` is this process's memory of records that looked
+    /// expired ([`Sightings`]).
     pub async fn claim(
         kv: &TypedKv<OperationRecord>,
         key: &str,
         owner: &str,
         lease: Duration,
+        sightings: &Sightings,
     ) -> Result<Claim, FenceError> {
+        Self::claim_at(kv, key, owner, lease, sightings, now_ms).await
+    }
+
+    /// [`Self::claim`] with this host's wall clock read from `clock` (ms since the Unix epoch):
+    /// a host whose clock is off is what the lease rules must survive.
+    pub async fn claim_at(
+        kv: &TypedKv<OperationRecord>,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+        sightings: &Sightings,
+        clock: impl Fn() -> u64,
+    ) -> Result<Claim, FenceError> {
+        let mut waited = false;
         loop {
-            let now = now_ms();
+            let now = clock();
             match kv.get(key).await? {
                 None => {
                     let record = OperationRecord {
@@ -100,6 +148,19 @@ impl Fence {
                         remaining: Duration::from_millis(v.value.lease_until_ms - now),
                     });
                 }
+                // Expired by this host's clock, but clocks of two hosts disagree: take it over only
+                // once this process has seen the record unchanged for a whole lease. A live owner
+                // renews every third of a lease, so a host whose clock runs ahead never takes a
+                // claim from one that is working. The wait is spent here, holding the message,
+                // not handed back (each hand-back uses up a delivery attempt); if the record
+                // changed meanwhile its owner is alive.
+                Some(v) if v.value.owner != owner && !sightings.unchanged_for(key, v.revision, lease) => {
+                    if waited {
+                        return Err(FenceError::Busy { owner: v.value.owner.clone(), remaining: lease });
+                    }
+                    waited = true;
+                    tokio::time::sleep(sightings.left(key, lease)).await;
+                }
                 Some(v) => {
                     let record = OperationRecord {
                         owner: owner.into(),
@@ -108,6 +169,7 @@ impl Fence {
                     };
                     match kv.update(key, &record, v.revision).await {
                         Ok(revision) => {
+                            sightings.forget(key);
                             return Ok(Claim::Owned(Box::new(Self::held(kv, key, owner, lease, revision, record))));
                         }
                         Err(KvError::Conflict { .. }) => continue,

@@ -18,7 +18,7 @@ pub mod runtime;
 
 pub use config::WorkerConfig;
 pub use events::Emitter;
-pub use fence::{Claim, ClaimGuard, Fence, FenceError, OperationRecord};
+pub use fence::{Claim, ClaimGuard, Fence, FenceError, OperationRecord, Sightings};
 pub use metrics::Metrics;
 pub use runtime::{CommandRun, Failure, PhaseHandler, WorkerContext, run_worker};
 

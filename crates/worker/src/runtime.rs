@@ -45,6 +45,8 @@ pub struct WorkerContext {
     pub config: WorkerConfig,
     /// Metrics and readiness.
     pub metrics: Arc<Metrics>,
+    /// Claims this process saw looking expired ([`crate::fence::Sightings`]).
+    pub sightings: crate::fence::Sightings,
 }
 
 /// How a phase ended short of success.
@@ -606,6 +608,7 @@ pub async fn run_worker(
         instance: instance.clone(),
         config,
         metrics: metrics.clone(),
+        sightings: Default::default(),
     });
     metrics.ready.set(true);
     info!(%service, %instance, %addr, "worker ready");
@@ -669,7 +672,8 @@ async fn handle(
         // Each delivery claims on its own: a second copy of the command arriving at this same
         // process while the first is still running must back off, not share the claim.
         let claimant = format!("{}#{:08x}", cx.instance, rand::random::<u32>());
-        let fence = match Fence::claim(&cx.ops, &command.command_id, &claimant, cx.config.lease()).await {
+        let fence = match Fence::claim(&cx.ops, &command.command_id, &claimant, cx.config.lease(), &cx.sightings).await
+        {
             Ok(Claim::Owned(f)) => *f,
             Ok(Claim::Finished(record)) => {
                 // A copy of a finished command comes when the planner did not move on (the watchdog

@@ -130,6 +130,10 @@ impl PlannerService {
         let now = now_ms();
         for (i, vm) in plan.vms.iter().enumerate() {
             let Some(ran) = progress::running_for(plan, i, now) else { continue };
+            // A command younger than two rounds is on its way: not worth a read.
+            if ran < every * 2 {
+                continue;
+            }
             let phase = vm.phase();
             let command_phase = match phase {
                 Phase::Commit => Phase::Failover,
