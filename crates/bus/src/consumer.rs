@@ -159,6 +159,7 @@ impl Presence {
                     tracing::info!(consumer = %shared.consumer_name, "the durable consumer exists again");
                 }
                 self.missing = false;
+                self.last_error = None; // a new loss is reported at once
             }
             Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => {
                 self.missing = true;

@@ -633,6 +633,7 @@ async fn handle(
     delivery: Delivery<Command>,
 ) -> Result<(), HandlerError> {
     let copy = delivery.stream_sequence;
+    let last_attempt = delivery.is_last_attempt();
     let command = delivery.message;
     let Some(phase) = command.action.as_ref().map(|a| a.phase()) else {
         return Err(HandlerError::reject(format!("command {} has no action", command.command_id)));
@@ -685,6 +686,14 @@ async fn handle(
                         .await
                         .map_err(|e| HandlerError::retry(e.to_string()))?;
                 }
+                return Ok(());
+            }
+            Err(FenceError::Busy { owner, .. }) if last_attempt => {
+                // Another delivery holds the command and renews it: this copy (a resend, or a
+                // redelivery while the owner works) is not lost work, and dead-lettering it would
+                // only alarm an operator. Should that owner die, its own message comes back, and
+                // the planner's watchdog sends the command again once the claim has run out.
+                info!(%owner, "a copy of a command another delivery holds; acking it");
                 return Ok(());
             }
             Err(FenceError::Busy { owner, remaining }) => {
