@@ -212,6 +212,10 @@ pub struct Expected {
     pub dead_letters: Vec<Vec<u8>>,
     /// Automatic retries the plan's policy allows after a failed job.
     pub retries: u32,
+    /// Worker crashes the scenario inflicts: a command in flight through as many of them as it
+    /// has deliveries is dead-lettered ("without an ack") — it is on record for the operator,
+    /// and its VM must still have come home (the watchdog sends it again).
+    pub crash_dead_letters: bool,
 }
 
 /// A broken invariant, said plainly.
@@ -279,7 +283,27 @@ pub async fn check(fleet: &Fleet, plan: &Plan, expected: &Expected) -> Violation
 
     // 5. The DLQ holds exactly the injected garbage.
     let mut dead: Vec<Vec<u8>> = match fleet.stack.bus.dead_letters().await {
-        Ok(d) => d.into_iter().map(|d| d.payload.to_vec()).collect(),
+        Ok(d) => d
+            .into_iter()
+            .filter(|d| {
+                if !(expected.crash_dead_letters && d.reason.contains("without an ack")) {
+                    return true;
+                }
+                let command = <tern_proto::Command as prost::Message>::decode(d.payload.clone()).unwrap_or_default();
+                let key = command.vm.as_ref().map(tern_bus::ids::vm_key).unwrap_or_default().to_owned();
+                let home = plan.vms.iter().any(|v| {
+                    v.vm.as_ref().is_some_and(|r| tern_bus::ids::vm_key(r) == key)
+                        && v.state == VmState::Succeeded as i32
+                });
+                if !home {
+                    bad.push(format!(
+                        "{key}: its command was dead-lettered after worker crashes and it did not come home"
+                    ));
+                }
+                false
+            })
+            .map(|d| d.payload.to_vec())
+            .collect(),
         Err(e) => {
             bad.push(format!("the DLQ cannot be read: {e}"));
             Vec::new()

@@ -28,7 +28,8 @@ async fn every_worker_killed_at_once_mid_plan_and_restarted_brings_every_vm_home
         }
     }
     let plan = fleet.finished(&plan_id).await;
-    assert_clean("every worker killed at once", &check(&fleet, &plan, &Expected::default()).await);
+    let expected = Expected { crash_dead_letters: true, ..Expected::default() };
+    assert_clean("every worker killed at once", &check(&fleet, &plan, &expected).await);
     let ok = plan.vms.iter().filter(|v| v.state == VmState::Succeeded as i32).count();
     assert_eq!(ok, n, "every VM came home: {:?}", plan.counts);
 }
