@@ -50,7 +50,8 @@ enum Verdict {
     Expire,
 }
 
-/// Judges one running VM from how long its attempt has run and its command's fence record.
+/// Judges one running VM from how long its attempt has run and its command's fence record. The
+/// caller judges only commands at least two rounds old: a younger one is still on its way.
 fn judge(
     ran: Duration,
     limit: Duration,
@@ -81,10 +82,6 @@ fn judge(
     }
     if overdue {
         return Verdict::Expire;
-    }
-    // A command younger than two rounds is still on its way.
-    if ran < every * 2 {
-        return Verdict::Progressing;
     }
     match record {
         None if backlog == 0 => Verdict::Resend("no worker took it and its queue is empty"),
@@ -232,7 +229,6 @@ mod tests {
     fn a_command_is_left_alone_while_someone_holds_it_within_its_deadline() {
         let live = OperationRecord { owner: "w".into(), lease_until_ms: 10_000, ..Default::default() };
         assert_eq!(judge(S * 60, S * 3600, S * 5, Some(&live), 0, 9_000), Verdict::Progressing);
-        assert_eq!(judge(S, S * 3600, S * 5, None, 0, 9_000), Verdict::Progressing, "just dispatched");
         assert_eq!(judge(S * 60, S * 3600, S * 5, None, 3, 9_000), Verdict::Progressing, "queued behind others");
     }
 
