@@ -878,7 +878,16 @@ async fn an_arm_outage_longer_than_every_delivery_attempt_is_waited_out_and_noth
     assert_eq!(put(serde_json::json!({})).await.unwrap().status(), 200);
     let plan = finished(&mut r, &plan_id).await;
     assert_eq!(plan.state(), PlanState::Completed, "{plan:#?}");
-    assert!(r.stack.bus.dead_letters().await.unwrap().is_empty(), "nothing was dead-lettered");
+    let dead: Vec<_> = r
+        .stack
+        .bus
+        .dead_letters()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| format!("{} from {} after {} deliveries: {}", d.original_subject, d.consumer, d.deliveries, d.reason))
+        .collect();
+    assert!(dead.is_empty(), "nothing was dead-lettered: {dead:#?}");
     for op in ["unplannedFailover", "failoverCommit", "switchProtection"] {
         let applied = sent(&r, op).await.into_iter().filter(|s| (200..300).contains(s)).count();
         assert_eq!(applied, 3, "{op} applied once per VM");

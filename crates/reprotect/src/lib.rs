@@ -178,6 +178,6 @@ impl PhaseHandler for ReprotectPhase {
 
 /// When the command was first claimed: no job of its reprotect can have started before.
 fn claimed_at(run: &CommandRun) -> time::OffsetDateTime {
-    let ms = i128::from(run.fence.record.started_ms);
+    let ms = i128::from(run.fence.record().started_ms);
     time::OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).unwrap_or_else(|_| time::OffsetDateTime::now_utc())
 }

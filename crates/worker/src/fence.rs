@@ -75,16 +75,23 @@ impl Sightings {
     }
 }
 
-/// A held claim on a command.
-#[derive(Debug)]
+/// A held claim on a command. Clones are handles on the same claim: one works the command
+/// while another keeps the claim alive ([`Self::keep_alive`]); their writes take turns.
+#[derive(Debug, Clone)]
 pub struct Fence {
     kv: TypedKv<OperationRecord>,
     key: String,
     owner: String,
     lease: Duration,
-    revision: Revision,
-    /// The record as last written.
-    pub record: OperationRecord,
+    held: std::sync::Arc<Held>,
+}
+
+/// The claim's record as last written, and the turn to write it: every write is a
+/// compare-and-set at the revision the previous one left.
+#[derive(Debug)]
+struct Held {
+    writing: tokio::sync::Mutex<()>,
+    last: std::sync::Mutex<(Revision, OperationRecord)>,
 }
 
 impl Fence {
@@ -96,7 +103,17 @@ impl Fence {
         revision: Revision,
         record: OperationRecord,
     ) -> Self {
-        Self { kv: kv.clone(), key: key.into(), owner: owner.into(), lease, revision, record }
+        let held = Held { writing: tokio::sync::Mutex::new(()), last: std::sync::Mutex::new((revision, record)) };
+        Self { kv: kv.clone(), key: key.into(), owner: owner.into(), lease, held: std::sync::Arc::new(held) }
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, (Revision, OperationRecord)> {
+        self.held.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The record as last written.
+    pub fn record(&self) -> OperationRecord {
+        self.last().1.clone()
     }
 
     /// Claims `key` for `owner`: creates the record, or takes it over if its owner's lease ran
@@ -180,28 +197,70 @@ impl Fence {
         }
     }
 
-    async fn write(&mut self, change: impl FnOnce(&mut OperationRecord)) -> Result<(), FenceError> {
-        let mut next = self.record.clone();
-        change(&mut next);
-        next.lease_until_ms = now_ms() + self.lease.as_millis() as u64;
-        match self.kv.update(&self.key, &next, self.revision).await {
-            Ok(revision) => {
-                self.revision = revision;
-                self.record = next;
-                Ok(())
+    async fn write(&self, change: impl Fn(&mut OperationRecord)) -> Result<(), FenceError> {
+        let _turn = self.held.writing.lock().await;
+        let mut adopted = 0;
+        loop {
+            let (revision, mut next) = {
+                let last = self.last();
+                (last.0, last.1.clone())
+            };
+            change(&mut next);
+            next.lease_until_ms = now_ms() + self.lease.as_millis() as u64;
+            match self.kv.update(&self.key, &next, revision).await {
+                Ok(revision) => {
+                    *self.last() = (revision, next);
+                    return Ok(());
+                }
+                // A write of this claim whose caller stopped waiting for it (its future dropped
+                // when the work it raced ended) may have landed all the same. The record still
+                // naming this claimant says so: the name is this delivery's alone. Take the
+                // record as it is and write again (a few times: such a write may land late).
+                Err(KvError::Conflict { .. }) if adopted < 3 => match self.kv.get(&self.key).await? {
+                    Some(v) if v.value.owner == self.owner && v.value.outcome.is_empty() => {
+                        *self.last() = (v.revision, v.value);
+                        adopted += 1;
+                    }
+                    _ => return Err(FenceError::Lost),
+                },
+                Err(KvError::Conflict { .. }) => return Err(FenceError::Lost),
+                Err(e) => return Err(e.into()),
             }
-            Err(KvError::Conflict { .. }) => Err(FenceError::Lost),
-            Err(e) => Err(e.into()),
         }
     }
 
     /// Extends the lease; fails with `Lost` if another worker took over.
-    pub async fn renew(&mut self) -> Result<(), FenceError> {
+    pub async fn renew(&self) -> Result<(), FenceError> {
         self.write(|_| {}).await
     }
 
+    /// Keeps the claim alive for as long as it is polled, renewing it every third of a lease
+    /// whatever the command is doing meanwhile — a read retried through an ARM outage, a wait
+    /// for ARM's budget, a slow bus — and returns only when another worker took the command
+    /// over. A renewal the bus could not take is tried at the next one; a write under way
+    /// renews the lease itself. Poll it beside the work (`select!`): the work stops when the
+    /// claim is lost.
+    pub async fn keep_alive(&self) -> FenceError {
+        let every = self.lease / 3;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.held.writing.try_lock().is_err() {
+                continue;
+            }
+            match self.renew().await {
+                Ok(()) => {}
+                Err(FenceError::Lost) => return FenceError::Lost,
+                Err(e) => {
+                    tracing::warn!(command = %self.key, error = %e, "the claim could not be renewed; trying again")
+                }
+            }
+        }
+    }
+
     /// Records the job a step started — before waiting on it, so a successor attaches to it.
-    pub async fn record_job(&mut self, step: &str, job: &str) -> Result<(), FenceError> {
+    pub async fn record_job(&self, step: &str, job: &str) -> Result<(), FenceError> {
         self.write(|r| {
             r.jobs.insert(step.to_owned(), job.to_owned());
         })
@@ -209,7 +268,7 @@ impl Fence {
     }
 
     /// Remembers a fact for later deliveries of the command.
-    pub async fn note(&mut self, key: &str, value: &str) -> Result<(), FenceError> {
+    pub async fn note(&self, key: &str, value: &str) -> Result<(), FenceError> {
         self.write(|r| {
             r.notes.insert(key.to_owned(), value.to_owned());
         })
@@ -217,7 +276,7 @@ impl Fence {
     }
 
     /// Remembers several facts in one write.
-    pub async fn note_all(&mut self, facts: &[(&str, String)]) -> Result<(), FenceError> {
+    pub async fn note_all(&self, facts: &[(&str, String)]) -> Result<(), FenceError> {
         self.write(|r| {
             for (key, value) in facts {
                 r.notes.insert((*key).to_owned(), value.clone());
@@ -227,7 +286,7 @@ impl Fence {
     }
 
     /// Forgets a fact.
-    pub async fn forget(&mut self, key: &str) -> Result<(), FenceError> {
+    pub async fn forget(&self, key: &str) -> Result<(), FenceError> {
         self.write(|r| {
             r.notes.remove(key);
         })
@@ -235,18 +294,18 @@ impl Fence {
     }
 
     /// A fact an earlier delivery remembered.
-    pub fn noted(&self, key: &str) -> Option<&str> {
-        self.record.notes.get(key).map(String::as_str)
+    pub fn noted(&self, key: &str) -> Option<String> {
+        self.last().1.notes.get(key).cloned()
     }
 
     /// Marks a step done.
-    pub async fn step_done(&mut self, step: &str) -> Result<(), FenceError> {
+    pub async fn step_done(&self, step: &str) -> Result<(), FenceError> {
         self.write(|r| r.done_steps.push(step.to_owned())).await
     }
 
     /// Records the terminal outcome and the terminal events published for it; later deliveries
     /// of the command find it finished, and publish those events again.
-    pub async fn finish(&mut self, outcome: &str, events: &[tern_proto::Event]) -> Result<(), FenceError> {
+    pub async fn finish(&self, outcome: &str, events: &[tern_proto::Event]) -> Result<(), FenceError> {
         self.write(|r| {
             r.outcome = outcome.to_owned();
             r.terminal_events = events.to_vec();
@@ -255,13 +314,13 @@ impl Fence {
     }
 
     /// The job a step started, if any.
-    pub fn job(&self, step: &str) -> Option<&str> {
-        self.record.jobs.get(step).map(String::as_str)
+    pub fn job(&self, step: &str) -> Option<String> {
+        self.last().1.jobs.get(step).cloned()
     }
 
     /// Whether a step already finished.
     pub fn is_done(&self, step: &str) -> bool {
-        self.record.done_steps.iter().any(|s| s == step)
+        self.last().1.done_steps.iter().any(|s| s == step)
     }
 
     /// This worker's name.
@@ -280,7 +339,8 @@ impl Fence {
     /// epoch): the mark [`ClaimGuard`] writes before each attempt. `None` when no request of
     /// that generation can have left — whoever held the command before never got as far.
     pub fn sent(&self, step: &str, generation: u32) -> Option<u64> {
-        let (ms, marked) = self.noted(&sent_note(step))?.split_once(' ')?;
+        let mark = self.noted(&sent_note(step))?;
+        let (ms, marked) = mark.split_once(' ')?;
         (marked.parse::<u32>().ok()? == generation).then(|| ms.parse().ok()).flatten()
     }
 }
@@ -292,30 +352,19 @@ impl Fence {
 /// sends nothing (the request fails as `AsrError::NotSent`); and whoever holds the command next
 /// knows from the mark alone whether a request of the step can have reached Azure, so it looks
 /// for a lost request's job only when one can exist. An attempt ARM answered with a 429 applied
-/// nothing, and its mark is taken back. While the request is under way the claim is renewed
-/// through the guard ([`Self::renew`]).
+/// nothing, and its mark is taken back. While the request is under way the claim is kept alive
+/// by [`Fence::keep_alive`], like all the while the command is held.
 #[derive(Debug)]
 pub struct ClaimGuard<'a> {
-    fence: tokio::sync::Mutex<&'a mut Fence>,
+    fence: &'a Fence,
     step: String,
     generation: u32,
 }
 
 impl<'a> ClaimGuard<'a> {
     /// Guards the sends of `step`'s `generation` with `fence`'s claim.
-    pub fn new(fence: &'a mut Fence, step: &str, generation: u32) -> Self {
-        Self { fence: tokio::sync::Mutex::new(fence), step: step.to_owned(), generation }
-    }
-
-    /// [`Fence::renew`], while the guard holds the fence: to keep the claim alive beside a
-    /// guarded request under way. If that request is renewing the claim at this very moment
-    /// (it holds the fence), there is nothing to add, and waiting for it could deadlock a
-    /// caller that does not poll the request meanwhile (a `select!` arm).
-    pub async fn renew(&self) -> Result<(), FenceError> {
-        match self.fence.try_lock() {
-            Ok(mut fence) => fence.renew().await,
-            Err(_) => Ok(()),
-        }
+    pub fn new(fence: &'a Fence, step: &str, generation: u32) -> Self {
+        Self { fence, step: step.to_owned(), generation }
     }
 }
 
@@ -323,17 +372,16 @@ impl<'a> ClaimGuard<'a> {
 impl tern_asr::SendGuard for ClaimGuard<'_> {
     async fn may_send(&self) -> Result<(), String> {
         let mark = format!("{} {}", now_ms(), self.generation);
-        self.fence.lock().await.note(&sent_note(&self.step), &mark).await.map_err(|e| match e {
+        self.fence.note(&sent_note(&self.step), &mark).await.map_err(|e| match e {
             FenceError::Lost => "another worker took the command over".to_owned(),
             e => format!("the claim on the command could not be renewed: {e}"),
         })
     }
 
     async fn unapplied(&self) {
-        let mut fence = self.fence.lock().await;
-        if fence.sent(&self.step, self.generation).is_some() {
+        if self.fence.sent(&self.step, self.generation).is_some() {
             // Best effort: a mark left behind costs a successor a wait, never a second send.
-            let _ = fence.forget(&sent_note(&self.step)).await;
+            let _ = self.fence.forget(&sent_note(&self.step)).await;
         }
     }
 }

@@ -241,7 +241,7 @@ impl CommandRun {
 
     /// The job a step started in an earlier delivery, if any.
     pub fn recorded_job(&self, step: &str) -> Option<String> {
-        self.fence.job(step).map(str::to_owned)
+        self.fence.job(step)
     }
 
     fn sends(&self, step: &str) -> u32 {
@@ -303,29 +303,17 @@ impl CommandRun {
         }
         info!(resource = %id, "deleting");
         let asr = self.cx.asr.clone();
-        let mut renew = tokio::time::interval(self.cx.config.lease() / 3);
-        renew.tick().await;
         {
             let ticket = self.ticket(&step);
-            let deletion = asr.delete_resource(id, ticket.sending());
-            tokio::pin!(deletion);
-            loop {
-                tokio::select! {
-                    done = &mut deletion => {
-                        done.map_err(Failure::asr(phase))?;
-                        break;
-                    }
-                    _ = renew.tick() => ticket.guard.renew().await?,
-                }
-            }
+            asr.delete_resource(id, ticket.sending()).await.map_err(Failure::asr(phase))?;
         }
         self.fence.step_done(&step).await?;
         Ok(())
     }
 
-    fn ticket(&mut self, step: &str) -> Ticket<'_> {
+    fn ticket(&self, step: &str) -> Ticket<'_> {
         let generation = self.sends(step);
-        Ticket { key: self.request_key(step), guard: ClaimGuard::new(&mut self.fence, step, generation) }
+        Ticket { key: self.request_key(step), guard: ClaimGuard::new(&self.fence, step, generation) }
     }
 
     /// Every request id the step may have gone out with so far.
@@ -377,8 +365,8 @@ impl CommandRun {
         Ok(())
     }
 
-    /// Looks for a lost request's job again and again, holding the command (its claim renewed,
-    /// the message kept alive) until the job shows or the lost-request window has passed:
+    /// Looks for a lost request's job again and again, holding the command (its claim and
+    /// message kept alive) until the job shows or the lost-request window has passed:
     /// handing the command back meanwhile would use up its delivery attempts.
     async fn settle_patiently(
         &mut self,
@@ -391,18 +379,12 @@ impl CommandRun {
         let window = self.cx.asr.config().lost_request_window;
         let every = (window / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
         let mut look = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let mut renew = tokio::time::interval(self.cx.config.lease() / 3);
-        renew.tick().await;
         info!(?window, "the request's job does not show yet; looking again until it does or the window passes");
         loop {
-            tokio::select! {
-                _ = look.tick() => {
-                    let s = self.cx.asr.settle(item, mutation, keys, from_ms(sent_ms)).await.map_err(Failure::asr(phase))?;
-                    if s.outcome != SubmitOutcome::Unsettled {
-                        return Ok(s);
-                    }
-                }
-                _ = renew.tick() => self.fence.renew().await?,
+            look.tick().await;
+            let s = self.cx.asr.settle(item, mutation, keys, from_ms(sent_ms)).await.map_err(Failure::asr(phase))?;
+            if s.outcome != SubmitOutcome::Unsettled {
+                return Ok(s);
             }
         }
     }
@@ -447,7 +429,7 @@ impl CommandRun {
         }
     }
 
-    /// Waits for `job`, publishing progress as it advances and keeping the claim alive. The
+    /// Waits for `job`, publishing progress as it advances. The
     /// job at the end is read in full (the watcher GETs it once it ended): tasks, errors and
     /// custom details are there, which the lists it follows the job with leave out.
     pub async fn wait(&mut self, phase: Phase, job: &str) -> Result<Job, Failure> {
@@ -463,42 +445,37 @@ impl CommandRun {
     async fn wait_job(&mut self, phase: Phase, job: &str, details: bool) -> Result<Job, Failure> {
         tracing::debug!(job, "waiting for the ASR job");
         let mut rx = if details { self.cx.watcher.watch(job) } else { self.cx.watcher.watch_state(job) };
-        let mut renew = tokio::time::interval(self.cx.config.lease() / 3);
-        renew.tick().await;
         let mut last: Option<String> = None;
         loop {
-            tokio::select! {
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        return Err(Failure::Transient("the job watcher stopped".into()));
-                    }
-                    let Some(j) = rx.borrow_and_update().clone() else { continue };
-                    match j.state() {
-                        JobState::Succeeded => return Ok(j),
-                        JobState::Failed | JobState::Cancelled => return Err(Failure::Asr { phase, error: job_failure(&j) }),
-                        _ => {}
-                    }
-                    // A list tells the job's state, not its tasks: progress is what it tells.
-                    let what = j.current_task().and_then(|t| t.friendly_name.clone().or(t.name.clone())).unwrap_or_else(|| {
-                        let name = j.properties.friendly_name.clone().or(j.properties.scenario_name.clone());
-                        format!("{} {}", name.unwrap_or_else(|| "job".into()), j.state()).trim().to_owned()
-                    });
-                    if last.as_ref() != Some(&what) {
-                        last = Some(what.clone());
-                        let job_name = j.name.clone();
-                        let _ = self.events.emit(phase, Outcome::Progress, |e| {
-                            e.asr_job_id = job_name;
-                            e.progress = Some(PhaseProgress { task: what, percent: 0 });
-                        }).await;
-                    }
-                }
-                _ = renew.tick() => self.fence.renew().await?,
+            if rx.changed().await.is_err() {
+                return Err(Failure::Transient("the job watcher stopped".into()));
+            }
+            let Some(j) = rx.borrow_and_update().clone() else { continue };
+            match j.state() {
+                JobState::Succeeded => return Ok(j),
+                JobState::Failed | JobState::Cancelled => return Err(Failure::Asr { phase, error: job_failure(&j) }),
+                _ => {}
+            }
+            // A list tells the job's state, not its tasks: progress is what it tells.
+            let what = j.current_task().and_then(|t| t.friendly_name.clone().or(t.name.clone())).unwrap_or_else(|| {
+                let name = j.properties.friendly_name.clone().or(j.properties.scenario_name.clone());
+                format!("{} {}", name.unwrap_or_else(|| "job".into()), j.state()).trim().to_owned()
+            });
+            if last.as_ref() != Some(&what) {
+                last = Some(what.clone());
+                let job_name = j.name.clone();
+                let _ = self
+                    .events
+                    .emit(phase, Outcome::Progress, |e| {
+                        e.asr_job_id = job_name;
+                        e.progress = Some(PhaseProgress { task: what, percent: 0 });
+                    })
+                    .await;
             }
         }
     }
 
-    /// Waits until `item`'s initial replication has completed, keeping the claim alive and
-    /// publishing its progress. A reprotect job's success is not the end of it: replication
+    /// Waits until `item`'s initial replication has completed, publishing its progress. A reprotect job's success is not the end of it: replication
     /// goes on, and ends with `PrimaryIrCompletion` and `SecondaryIrCompletion` jobs
     /// (A2AFailoverCommit-excerpt.json entries 122–143). The end is seen when every disk of the
     /// item is Protected, or when the `SecondaryIrCompletion` job of the VM (started since
@@ -516,8 +493,6 @@ impl CommandRun {
         let vm = item.friendly_name().to_owned();
         tracing::debug!(%vm, "waiting for initial replication to complete");
         let mut done = self.cx.watcher.expect(&vm, "SecondaryIrCompletion", since);
-        let mut renew = tokio::time::interval(self.cx.config.lease() / 3);
-        renew.tick().await;
         // Progress costs one read per VM, from the same per-subscription budget every VM
         // shares: read it rarely (four job polls, at least 30 s apart).
         let probe_every =
@@ -538,7 +513,6 @@ impl CommandRun {
                         _ => {}
                     }
                 }
-                _ = renew.tick() => self.fence.renew().await?,
                 _ = probe.tick() => {
                     if let Ok(now) = self.cx.asr.get_item(&item.id).await {
                         if now.disks_not_protected().is_empty() {
@@ -704,7 +678,12 @@ async fn handle(
         let in_flight = cx.metrics.in_flight();
         let events = Emitter::new(cx.bus.clone(), &command, phase);
         let mut run = CommandRun { cx: cx.clone(), command: command.clone(), fence, events };
-        let result = run_to_deadline(&mut run, handler.as_ref()).await;
+        // The claim is kept alive beside the work, whatever the work awaits; losing it stops the work.
+        let keeper = run.fence.clone();
+        let result = tokio::select! {
+            result = run_to_deadline(&mut run, handler.as_ref()) => result,
+            lost = keeper.keep_alive() => Err(Failure::from(lost)),
+        };
         drop(in_flight);
         // A failure is this worker's to report only while it still holds the claim: a worker that
         // was frozen or cut off past its lease may have lost the command to another, whose result
@@ -790,13 +769,13 @@ fn deadline_ms(command: &Command, first_claim_ms: u64) -> Option<u64> {
 
 /// Runs the command's phase until it ends or its deadline passes. Transient trouble — ARM down
 /// or throttling, a token ARM refused, the bus briefly gone — is waited out here, with backoff
-/// and the claim kept alive, instead of handing the command back: every hand-back uses up one
+/// and the command held (its claim kept alive by [`Fence::keep_alive`]), instead of handing the command back: every hand-back uses up one
 /// of its delivery attempts, and an outage of minutes would use them all and dead-letter a VM
 /// that only had to wait. Each try starts the phase over; its steps are fenced, so a try
 /// attaches to what an earlier one started. At the deadline the phase fails with TERN-DEADLINE,
 /// naming the job it waited on and the last trouble seen.
 async fn run_to_deadline(run: &mut CommandRun, handler: &dyn PhaseHandler) -> Result<&'static str, Failure> {
-    let end = deadline_ms(&run.command, run.fence.record.started_ms);
+    let end = deadline_ms(&run.command, run.fence.record().started_ms);
     let mut backoff = Duration::from_secs(1);
     let mut trouble: Option<String> = None;
     loop {
@@ -812,28 +791,8 @@ async fn run_to_deadline(run: &mut CommandRun, handler: &dyn PhaseHandler) -> Re
         let Err(Failure::Transient(reason)) = tried else { return tried };
         warn!(%reason, wait = ?backoff, "transient trouble; waiting it out with the command held");
         trouble = Some(reason);
-        let wait = left.map_or(backoff, |left| backoff.min(left));
-        hold(run, wait).await?;
+        tokio::time::sleep(left.map_or(backoff, |left| backoff.min(left))).await;
         backoff = (backoff * 2).min(TROUBLE_BACKOFF_MAX);
-    }
-}
-
-/// Waits `wait`, renewing the claim meanwhile. A claim another worker took ends the wait; one
-/// that cannot be renewed now (the bus is away) is tried again at the next renewal.
-async fn hold(run: &mut CommandRun, wait: Duration) -> Result<(), Failure> {
-    let until = tokio::time::Instant::now() + wait;
-    let every = run.cx.config.lease() / 3;
-    loop {
-        let next = (tokio::time::Instant::now() + every).min(until);
-        tokio::time::sleep_until(next).await;
-        if next >= until {
-            return Ok(());
-        }
-        match run.fence.renew().await {
-            Ok(()) => {}
-            Err(FenceError::Lost) => return Err(Failure::Lost),
-            Err(e) => warn!(error = %e, "the claim could not be renewed; trying again"),
-        }
     }
 }
 
@@ -842,7 +801,7 @@ fn past_deadline(run: &CommandRun, trouble: Option<String>) -> Failure {
     let limit = run.command.deadline.map(|d| Duration::from_secs(d.seconds.max(0) as u64)).unwrap_or_default();
     let phase = run.events.current_phase();
     let mut message = format!("{} did not finish within its deadline of {}s", phase.slug(), limit.as_secs());
-    let mut jobs: Vec<&str> = run.fence.record.jobs.values().map(String::as_str).collect();
+    let mut jobs: Vec<String> = run.fence.record().jobs.into_values().collect();
     jobs.sort_unstable();
     if let Some(job) = jobs.last() {
         message.push_str(&format!("; ASR job {job} had not ended"));

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tern_bus::{Bucket, Bus, Topology};
+use tern_bus::{Bucket, Bus, Topology, TypedKv};
 use tern_testkit::{NatsServer, wait_until};
 use tern_worker::{Claim, Fence, FenceError, OperationRecord, Sightings};
 
@@ -11,17 +11,24 @@ fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-#[tokio::test]
-async fn a_host_whose_clock_runs_an_hour_ahead_never_takes_a_claim_its_owner_still_renews() {
+const LEASE: Duration = Duration::from_millis(900);
+
+/// A bus with its operation records, and a command "cmd" claimed by "owner" for [`LEASE`].
+async fn claimed() -> (NatsServer, TypedKv<OperationRecord>, Fence) {
     let server = NatsServer::start().await.expect("nats-server starts");
     let bus = Bus::connect(&server.url(), "tern-test").await.unwrap();
     bus.ensure_topology(&Topology::single_server()).await.unwrap();
     let ops = bus.kv::<OperationRecord>(Bucket::Operations).await.unwrap();
-    let lease = Duration::from_millis(900);
-    let (here, there) = (Sightings::default(), Sightings::default());
-    let Claim::Owned(mut owner) = Fence::claim(&ops, "cmd", "owner", lease, &here).await.unwrap() else {
+    let Claim::Owned(owner) = Fence::claim(&ops, "cmd", "owner", LEASE, &Sightings::default()).await.unwrap() else {
         panic!("the first claim owns the command")
     };
+    (server, ops, *owner)
+}
+
+#[tokio::test]
+async fn a_host_whose_clock_runs_an_hour_ahead_never_takes_a_claim_its_owner_still_renews() {
+    let (_server, ops, owner) = claimed().await;
+    let there = Sightings::default();
     // The other host's clock is an hour ahead: by it, every lease the owner writes ran out long
     // ago. The owner keeps renewing, a third of a lease apart, as a working worker does.
     let working = tokio_util::sync::CancellationToken::new();
@@ -30,14 +37,14 @@ async fn a_host_whose_clock_runs_an_hour_ahead_never_takes_a_claim_its_owner_sti
         tokio::spawn(async move {
             while !working.is_cancelled() {
                 owner.renew().await.expect("the owner still holds its claim");
-                tokio::time::sleep(lease / 3).await; // the owner's renewal cadence
+                tokio::time::sleep(LEASE / 3).await; // the owner's renewal cadence
             }
             owner
         })
     };
     let ahead = || wall_ms() + 3_600_000;
     for _ in 0..3 {
-        match Fence::claim_at(&ops, "cmd", "skewed", lease, &there, ahead).await {
+        match Fence::claim_at(&ops, "cmd", "skewed", LEASE, &there, ahead).await {
             Err(FenceError::Busy { .. }) => {}
             Ok(Claim::Owned(_)) => panic!("the skewed host took a claim its owner still renews"),
             other => panic!("unexpected: {other:?}"),
@@ -46,11 +53,39 @@ async fn a_host_whose_clock_runs_an_hour_ahead_never_takes_a_claim_its_owner_sti
     // The owner dies (no more renewals): a lease later the skewed host takes the command over,
     // and the old owner's next write finds it lost.
     working.cancel();
-    let mut owner = renewing.await.unwrap();
+    let owner = renewing.await.unwrap();
     wait_until("the abandoned claim to be taken over", Duration::from_secs(10), || async {
-        matches!(Fence::claim_at(&ops, "cmd", "skewed", lease, &there, ahead).await, Ok(Claim::Owned(_)))
+        matches!(Fence::claim_at(&ops, "cmd", "skewed", LEASE, &there, ahead).await, Ok(Claim::Owned(_)))
     })
     .await
     .unwrap();
     assert!(matches!(owner.renew().await, Err(FenceError::Lost)));
+}
+
+#[tokio::test]
+async fn a_claim_kept_alive_holds_while_its_work_awaits_something_slow() {
+    let (_server, ops, owner) = claimed().await;
+    let there = Sightings::default();
+    // The work awaits something that never renews — a read retried through an ARM outage, a
+    // wait for ARM's budget — for four LEASEs, with the claim kept alive beside it. Meanwhile a
+    // second copy of the command tries to claim it, again and again.
+    let keeper = owner.clone();
+    let slow_work = tokio::time::sleep(LEASE * 4);
+    let contender = async {
+        let mut tries = 0;
+        while tries < 4 {
+            match Fence::claim(&ops, "cmd", "copy", LEASE, &there).await {
+                Err(FenceError::Busy { .. }) => tries += 1,
+                Ok(Claim::Owned(_)) => panic!("a copy took the claim from an owner whose work was only slow"),
+                other => panic!("unexpected: {other:?}"),
+            }
+        }
+    };
+    tokio::select! {
+        ((), ()) = async { tokio::join!(slow_work, contender) } => {}
+        lost = keeper.keep_alive() => panic!("the claim was lost while kept alive: {lost}"),
+    }
+    // The work goes on under the same claim.
+    owner.step_done("step").await.expect("the owner still holds its claim");
+    assert!(owner.is_done("step"));
 }
