@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use tern_asr::AsrClient;
 use tern_asr::client::{FailoverDirection, Mutation};
 use tern_asr::model::{Job, ProtectedItem};
 use tern_asr::point::{PointChoice, ResolvedPoint};
+use tern_asr::{AsrClient, ErrorClass};
 use tern_bus::WorkQueue;
 use tern_proto::{
     DrillSettings, FailoverCommand, Outcome, Phase, RecoveryPointChoice, RecoveryPointKind, RecoveryPointUsed,
@@ -39,9 +39,11 @@ impl PhaseHandler for FailoverPhase {
         if let Some(drill) = &f.drill {
             return drill_run(run, &item, &f, drill).await;
         }
-        failover(run, &item, &f).await?;
+        let watched = failover(run, &item, &f).await?;
         if f.commit_after {
-            commit(run).await?;
+            // A failover this delivery watched succeed leaves the item as it was read before,
+            // but failed over: nothing else commits it, so the commit needs no second read.
+            commit(run, watched.then_some(&item)).await?;
         }
         Ok("succeeded")
     }
@@ -101,10 +103,12 @@ fn shutdown_outcome(job: Option<&Job>, requested: bool) -> SourceShutdown {
     if failed { SourceShutdown::Failed } else { SourceShutdown::Succeeded }
 }
 
-async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverCommand) -> Result<(), Failure> {
+/// Fails the VM over; `true` when this delivery watched the failover job succeed (the step was
+/// not done before, nor found done in Azure).
+async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverCommand) -> Result<bool, Failure> {
     const STEP: &str = "failover";
     if run.fence.is_done(STEP) {
-        return Ok(());
+        return Ok(false);
     }
     let asr: AsrClient = run.cx.asr.clone();
     run.events.emit(Phase::Failover, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
@@ -172,17 +176,34 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
     // Only once the event is out: a delivery that dies in between must emit it again (its id
     // is the same, so the stream keeps one), not skip the step as done and leave no record.
     run.fence.step_done(STEP).await?;
-    Ok(())
+    Ok(finished.is_some())
 }
 
-async fn commit(run: &mut CommandRun) -> Result<(), Failure> {
+/// Commits the failover. `failed_over`: the item as read before a failover this delivery
+/// watched succeed — the commit is decided without reading it again; should Azure refuse the
+/// commit (someone committed it meanwhile), the item is read and the decision made again.
+async fn commit(run: &mut CommandRun, failed_over: Option<&ProtectedItem>) -> Result<(), Failure> {
     const STEP: &str = "commit";
     if run.fence.is_done(STEP) {
         return Ok(());
     }
-    let asr = run.cx.asr.clone();
     run.events.emit(Phase::Commit, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
+    if let Some(item) = failed_over {
+        match commit_item(run, item).await {
+            Err(Failure::Asr { error, .. }) if error.class() == ErrorClass::PreconditionFailed => {
+                tracing::info!(error = %error, "the commit was refused; reading the item again");
+            }
+            done => return done,
+        }
+    }
     let item = run.locate().await?;
+    commit_item(run, &item).await
+}
+
+async fn commit_item(run: &mut CommandRun, item: &ProtectedItem) -> Result<(), Failure> {
+    const STEP: &str = "commit";
+    let asr = run.cx.asr.clone();
+    let item = item.clone();
     let mut already = false;
     let seen = || in_azure(Mutation::Commit, &item, &item);
     let job = match run.begin(STEP, Phase::Commit, &item, Mutation::Commit, seen).await? {

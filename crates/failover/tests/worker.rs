@@ -69,6 +69,18 @@ async fn a_failover_and_commit_run_to_the_end_with_every_event() {
         stack.accepted_ops().await,
         [("unplannedFailover".to_owned(), "vm-00001".to_owned()), ("failoverCommit".to_owned(), "vm-00001".to_owned())]
     );
+    // The item is found once (by name: the container of each region is tried); the commit of a
+    // failover this delivery watched reads it no more.
+    let reads = stack.admin("requests").await;
+    let items: Vec<&str> = reads
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "GET")
+        .filter_map(|r| r["path"].as_str())
+        .filter(|p| p.contains("replicationProtectedItems") && !p.contains("/recoveryPoints"))
+        .collect();
+    assert_eq!(items.len(), 2, "{items:#?}");
 }
 
 #[tokio::test]

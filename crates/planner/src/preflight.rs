@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use tern_asr::AsrClient;
 use tern_asr::model::ProtectedItem;
-use tern_asr::point::PointChoice;
+use tern_asr::point::{PointChoice, ResolvedPoint};
 use tern_proto::{Direction, PreflightCheck, Readiness, RecoveryPointUsed, ReprotectTarget, VmPreflight, VmRef};
 
 /// What the plan asks of each VM.
@@ -348,7 +348,22 @@ pub async fn preflight_vm(
     });
 
     let mut used = None;
-    match asr.resolve_point(item, &options.point).await {
+    let resolution = if options.point == PointChoice::LatestProcessed {
+        // The newest processed point is the one to use when the failover is sent, and the
+        // worker lists the points then: listing them here too would cost a read per VM for a
+        // point that is stale by the time it is used. The item's own figure says how far
+        // replication lags; which disks the point covers is known once it is chosen.
+        Ok(ResolvedPoint {
+            choice: PointChoice::LatestProcessed,
+            send: None,
+            point: None,
+            disks_covered: 0,
+            disks_total: 0,
+        })
+    } else {
+        asr.resolve_point(item, &options.point).await
+    };
+    match resolution {
         Ok(p) => {
             let time = p.point.as_ref().and_then(|pt| pt.time());
             used = Some(RecoveryPointUsed {
@@ -373,9 +388,15 @@ pub async fn preflight_vm(
                 check(
                     "recovery-point",
                     Ready,
-                    match time {
-                        Some(t) => format!("{:?} point of {t}, covering all {} disks", options.point, p.disks_total),
-                        None => "latest: ASR processes pending data first".into(),
+                    match (time, &options.point) {
+                        (Some(t), _) => {
+                            format!("{:?} point of {t}, covering all {} disks", options.point, p.disks_total)
+                        }
+                        (None, PointChoice::LatestProcessed) => match a2a.rpo_in_seconds {
+                            Some(rpo) => format!("latest processed: chosen when the failover is sent (RPO {rpo} s)"),
+                            None => "latest processed: chosen when the failover is sent".into(),
+                        },
+                        (None, _) => "latest: ASR processes pending data first".into(),
                     },
                 )
             });

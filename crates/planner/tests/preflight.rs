@@ -67,8 +67,15 @@ async fn preflight_tells_ready_warned_and_blocked_vms_apart_with_reasons() {
         "{:#?}",
         ready.checks
     );
+    // "Latest processed" is chosen when the failover is sent: preflight lists no points for it.
     let point = ready.recovery_point.as_ref().unwrap();
-    assert_eq!((point.disks_covered, point.disks_total), (2, 2));
+    assert_eq!((point.id.as_str(), point.disks_total), ("", 0));
+    let (r, why) = detail(&ready, "recovery-point");
+    assert!(r == Readiness::Ready && why.contains("chosen when the failover is sent"), "{why}");
+    let requests: Vec<serde_json::Value> =
+        reqwest::get(format!("{}/_sim/requests", sim.url())).await.unwrap().json().await.unwrap();
+    let listed = requests.iter().filter(|r| r["path"].as_str().unwrap_or("").contains("/recoveryPoints")).count();
+    assert_eq!(listed, 0, "no recovery point list for latest processed");
     let target = ready.reprotect_target.as_ref().unwrap();
     assert!(target.resource_group_id.ends_with("/resourceGroups/rg-app-asr"), "the VM returns where it runs now");
     let (r, why) = detail(&ready, "cache-storage-account");
