@@ -6,6 +6,7 @@
 //! [`Unlimited`] switches the budget off. The fleet-wide budget, the same buckets shared by every
 //! process through NATS KV, is `tern-service`'s `FleetBudget`: this crate knows no bus.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -98,15 +99,26 @@ impl BudgetConfig {
     }
 }
 
-/// Something that hands out ARM request tokens.
+/// Something that hands out ARM request tokens. ARM keeps its buckets per subscription, so
+/// does every budget: a request draws on the subscription its URL names.
 #[async_trait::async_trait]
 pub trait Budget: Send + Sync + fmt::Debug {
-    /// Waits until a request of `class` may be sent, and takes its token.
-    async fn acquire(&self, class: RequestClass) -> Result<(), AsrError>;
-    /// ARM answered 429: nobody sends `class` requests before `retry_after` has passed.
-    async fn throttled(&self, class: RequestClass, retry_after: Duration);
-    /// ARM says this many `class` tokens remain.
-    async fn observe_remaining(&self, class: RequestClass, remaining: u64);
+    /// Waits until a request of `class` to `subscription` may be sent, and takes its token.
+    async fn acquire(&self, subscription: &str, class: RequestClass) -> Result<(), AsrError>;
+    /// ARM answered 429: nobody sends `class` requests to `subscription` before `retry_after`
+    /// has passed.
+    async fn throttled(&self, subscription: &str, class: RequestClass, retry_after: Duration);
+    /// ARM says this many `class` tokens of `subscription` remain.
+    async fn observe_remaining(&self, subscription: &str, class: RequestClass, remaining: u64);
+}
+
+/// The subscription an ARM URL or path names (`/subscriptions/{id}/…`), lower-cased: ARM
+/// compares ids without case. `None`: the URL names none.
+pub fn subscription_of(url: &str) -> Option<String> {
+    let lower = url.to_ascii_lowercase();
+    let at = lower.find("/subscriptions/")? + "/subscriptions/".len();
+    let id = lower[at..].split(['/', '?']).next()?;
+    (!id.is_empty()).then(|| id.to_owned())
 }
 
 /// No limit (benchmarks against a simulator with throttling off).
@@ -115,11 +127,11 @@ pub struct Unlimited;
 
 #[async_trait::async_trait]
 impl Budget for Unlimited {
-    async fn acquire(&self, _class: RequestClass) -> Result<(), AsrError> {
+    async fn acquire(&self, _subscription: &str, _class: RequestClass) -> Result<(), AsrError> {
         Ok(())
     }
-    async fn throttled(&self, _class: RequestClass, _retry_after: Duration) {}
-    async fn observe_remaining(&self, _class: RequestClass, _remaining: u64) {}
+    async fn throttled(&self, _subscription: &str, _class: RequestClass, _retry_after: Duration) {}
+    async fn observe_remaining(&self, _subscription: &str, _class: RequestClass, _remaining: u64) {}
 }
 
 /// A bucket's state: what [`LocalBudget`] keeps in memory, and what a fleet-wide budget keeps
@@ -178,34 +190,33 @@ impl BucketState {
     }
 }
 
-/// A token bucket per class, for this process only.
+/// A token bucket per subscription and class, for this process only.
 #[derive(Debug)]
 pub struct LocalBudget {
     config: BudgetConfig,
-    buckets: Mutex<[Option<BucketState>; 3]>,
+    buckets: Mutex<HashMap<(String, RequestClass), BucketState>>,
 }
 
 impl LocalBudget {
     /// Full buckets.
     pub fn new(config: BudgetConfig) -> Self {
-        Self { config, buckets: Mutex::new([None, None, None]) }
+        Self { config, buckets: Mutex::new(HashMap::new()) }
     }
 
-    fn with<R>(&self, class: RequestClass, f: impl FnOnce(&mut BucketState, Rate, u64) -> R) -> R {
+    fn with<R>(&self, subscription: &str, class: RequestClass, f: impl FnOnce(&mut BucketState, Rate, u64) -> R) -> R {
         let rate = self.config.rate(class);
         let now = clock_ms();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut buckets[class as usize];
-        let state = slot.get_or_insert_with(|| BucketState::full(rate, now));
+        let state = buckets.entry((subscription.to_owned(), class)).or_insert_with(|| BucketState::full(rate, now));
         f(state, rate, now)
     }
 }
 
 #[async_trait::async_trait]
 impl Budget for LocalBudget {
-    async fn acquire(&self, class: RequestClass) -> Result<(), AsrError> {
+    async fn acquire(&self, subscription: &str, class: RequestClass) -> Result<(), AsrError> {
         loop {
-            let wait = self.with(class, |state, rate, now| match state.take(rate, now) {
+            let wait = self.with(subscription, class, |state, rate, now| match state.take(rate, now) {
                 Ok(next) => {
                     *state = next;
                     None
@@ -219,12 +230,12 @@ impl Budget for LocalBudget {
         }
     }
 
-    async fn throttled(&self, class: RequestClass, retry_after: Duration) {
-        self.with(class, |state, rate, now| *state = state.throttled(rate, now, retry_after));
+    async fn throttled(&self, subscription: &str, class: RequestClass, retry_after: Duration) {
+        self.with(subscription, class, |state, rate, now| *state = state.throttled(rate, now, retry_after));
     }
 
-    async fn observe_remaining(&self, class: RequestClass, remaining: u64) {
-        self.with(class, |state, rate, now| {
+    async fn observe_remaining(&self, subscription: &str, class: RequestClass, remaining: u64) {
+        self.with(subscription, class, |state, rate, now| {
             *state = state.refilled(rate, now);
             state.tokens = state.tokens.min(remaining as f64);
         });
@@ -234,6 +245,14 @@ impl Budget for LocalBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_draws_on_the_subscription_its_url_names() {
+        let url = "https://management.azure.com/Subscriptions/AB-12/resourceGroups/rg/providers/x?api-version=1";
+        assert_eq!(subscription_of(url).as_deref(), Some("ab-12"));
+        assert_eq!(subscription_of("/subscriptions/s?api-version=1").as_deref(), Some("s"));
+        assert_eq!(subscription_of("https://management.azure.com/providers/x"), None);
+    }
 
     #[test]
     fn the_bucket_refills_takes_and_waits() {
@@ -256,12 +275,15 @@ mod tests {
         });
         let start = std::time::Instant::now();
         for _ in 0..5 {
-            budget.acquire(RequestClass::Write).await.unwrap();
+            budget.acquire("s1", RequestClass::Write).await.unwrap();
         }
         assert!(start.elapsed() >= Duration::from_millis(190), "4 refills at 20/s: {:?}", start.elapsed());
-        budget.throttled(RequestClass::Read, Duration::from_millis(100)).await;
+        let other = std::time::Instant::now();
+        budget.acquire("s2", RequestClass::Write).await.unwrap();
+        assert!(other.elapsed() < Duration::from_millis(40), "another subscription has its own bucket");
+        budget.throttled("s1", RequestClass::Read, Duration::from_millis(100)).await;
         let t = std::time::Instant::now();
-        budget.acquire(RequestClass::Read).await.unwrap();
+        budget.acquire("s1", RequestClass::Read).await.unwrap();
         assert!(t.elapsed() >= Duration::from_millis(90), "a 429 pauses the class");
     }
 }

@@ -166,8 +166,9 @@ impl Http {
             return Err(e);
         }
         let class = RequestClass::of(method);
+        let subscription = self.subscription_of(url);
         let waiting = Instant::now();
-        if let Err(e) = self.budget.acquire(class).await {
+        if let Err(e) = self.budget.acquire(&subscription, class).await {
             observe::not_sent(span, "budget");
             return Err(e);
         }
@@ -227,7 +228,7 @@ impl Http {
         if let Some(remaining) =
             headers.get(class.remaining_header()).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
         {
-            self.budget.observe_remaining(class, remaining).await;
+            self.budget.observe_remaining(&subscription, class, remaining).await;
         }
         let body = if text.trim().is_empty() {
             Value::Null
@@ -253,6 +254,12 @@ impl Http {
     }
 
     /// Whether `url` is on the configured endpoint: same scheme, host and port.
+    /// The subscription whose ARM budget a request to `url` draws on: the one it names, else
+    /// (a URL naming none, such as a tenant-level list) the configured one.
+    fn subscription_of(&self, url: &str) -> String {
+        crate::budget::subscription_of(url).unwrap_or_else(|| self.config.subscription_id.to_ascii_lowercase())
+    }
+
     fn on_endpoint(&self, url: &str, operation: &str) -> Result<(), AsrError> {
         match (origin(url), &self.endpoint) {
             (Some(a), Some(b)) if a == *b => Ok(()),
@@ -285,7 +292,7 @@ impl Http {
                         AsrError::Api { status: 429, retry_after, .. } if throttled < MAX_THROTTLED => {
                             throttled += 1;
                             let wait = retry_after.unwrap_or(self.config.backoff_base);
-                            self.budget.throttled(RequestClass::Read, wait).await;
+                            self.budget.throttled(&self.subscription_of(url), RequestClass::Read, wait).await;
                             tokio::time::sleep(wait).await;
                             continue;
                         }
@@ -336,7 +343,7 @@ impl Http {
                     throttled += 1;
                     let wait = retry_after.unwrap_or(self.config.backoff_base);
                     warn!(%operation, ?wait, "throttled by ARM; waiting for Retry-After");
-                    self.budget.throttled(class, wait).await;
+                    self.budget.throttled(&self.subscription_of(url), class, wait).await;
                     tokio::time::sleep(wait).await;
                 }
                 other => return other,

@@ -11,38 +11,38 @@ use tern_bus::{Bucket, Bus, BusError, KvError, TypedKv};
 use tern_proto::ArmBudgetBucket;
 
 /// The fleet-wide budget: one bucket per (subscription, class) in NATS KV, taken with
-/// compare-and-set by every process that uses the same subscription.
+/// compare-and-set by every process that sends to the same subscription.
 pub struct FleetBudget {
     kv: TypedKv<ArmBudgetBucket>,
     config: BudgetConfig,
-    subscription: String,
 }
 
 impl fmt::Debug for FleetBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FleetBudget").field("subscription", &self.subscription).field("config", &self.config).finish()
+        f.debug_struct("FleetBudget").field("config", &self.config).finish()
     }
 }
 
 impl FleetBudget {
-    /// The budget of `subscription`, shared through the bus's ARM budget bucket.
-    pub async fn new(bus: &Bus, subscription: &str, config: BudgetConfig) -> Result<Self, BusError> {
+    /// The budget of every subscription, shared through the bus's ARM budget bucket.
+    pub async fn new(bus: &Bus, config: BudgetConfig) -> Result<Self, BusError> {
         let kv = bus.kv::<ArmBudgetBucket>(Bucket::ArmBudget).await?;
-        Ok(Self { kv, config, subscription: subscription.to_owned() })
+        Ok(Self { kv, config })
     }
 
-    fn key(&self, class: RequestClass) -> String {
-        format!("{}.{}", self.subscription, class.name())
+    fn key(subscription: &str, class: RequestClass) -> String {
+        format!("{}.{}", subscription.to_ascii_lowercase(), class.name())
     }
 
     /// Applies `change` to the bucket with compare-and-set, retrying on conflicts. `change`
     /// returns the new state, or `Err(wait)` to sleep and look again.
     async fn update(
         &self,
+        subscription: &str,
         class: RequestClass,
         mut change: impl FnMut(&BucketState, Rate, u64) -> Result<Option<BucketState>, Duration>,
     ) {
-        let key = self.key(class);
+        let key = Self::key(subscription, class);
         let rate = self.config.rate(class);
         loop {
             let now = clock_ms();
@@ -97,17 +97,17 @@ fn stored(b: &ArmBudgetBucket) -> BucketState {
 
 #[async_trait::async_trait]
 impl Budget for FleetBudget {
-    async fn acquire(&self, class: RequestClass) -> Result<(), AsrError> {
-        self.update(class, |state, rate, now| state.take(rate, now).map(Some)).await;
+    async fn acquire(&self, subscription: &str, class: RequestClass) -> Result<(), AsrError> {
+        self.update(subscription, class, |state, rate, now| state.take(rate, now).map(Some)).await;
         Ok(())
     }
 
-    async fn throttled(&self, class: RequestClass, retry_after: Duration) {
-        self.update(class, |state, rate, now| Ok(Some(state.throttled(rate, now, retry_after)))).await;
+    async fn throttled(&self, subscription: &str, class: RequestClass, retry_after: Duration) {
+        self.update(subscription, class, |state, rate, now| Ok(Some(state.throttled(rate, now, retry_after)))).await;
     }
 
-    async fn observe_remaining(&self, class: RequestClass, remaining: u64) {
-        self.update(class, |state, rate, now| {
+    async fn observe_remaining(&self, subscription: &str, class: RequestClass, remaining: u64) {
+        self.update(subscription, class, |state, rate, now| {
             let next = state.refilled(rate, now);
             // Only ever lower the bucket, and only when ARM is clearly below it.
             if next.tokens > remaining as f64 + 1.0 {

@@ -112,7 +112,7 @@ pub async fn connect(config: &ServiceConfig, service: &str) -> Result<(Bus, AsrC
         None => TokenProvider::from_env(&config.asr.scope())?,
     };
     let budget: Arc<dyn tern_asr::Budget> = match config.budget {
-        Some(b) => Arc::new(FleetBudget::new(&bus, &config.asr.subscription_id, b).await?),
+        Some(b) => Arc::new(FleetBudget::new(&bus, b).await?),
         None => Arc::new(Unlimited),
     };
     let mut asr_config = config.asr.clone();

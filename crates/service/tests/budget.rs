@@ -35,7 +35,7 @@ fn budget_child() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let bus = Bus::connect(&nats, "budget-test").await.unwrap();
-        let budget = FleetBudget::new(&bus, &field("subscription_id"), budget_config()).await.unwrap();
+        let budget = FleetBudget::new(&bus, budget_config()).await.unwrap();
         let cfg = AsrConfig {
             endpoint: field("url"),
             subscription_id: field("subscription_id"),
