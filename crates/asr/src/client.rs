@@ -324,6 +324,14 @@ impl AsrClient {
     }
 
     /// The settings.
+    /// This client pointed at another vault (its ARM id): the same connection, credentials,
+    /// budget and counters. Whether the service may act there is the caller's check
+    /// ([`AsrConfig::allows`]).
+    pub fn for_vault(&self, vault_id: &str) -> Result<Self, AsrError> {
+        let config = self.config().at_vault(vault_id).map_err(AsrError::InvalidInput)?;
+        Ok(Self { http: self.http.with_config(config) })
+    }
+
     pub fn config(&self) -> &AsrConfig {
         &self.http.config
     }

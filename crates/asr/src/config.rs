@@ -34,6 +34,11 @@ pub struct AsrConfig {
     pub resource_group: String,
     /// Recovery Services vault name.
     pub vault: String,
+    /// Further vaults (ARM ids) this service may act on, beside its own (`subscription_id`,
+    /// `resource_group`, `vault`): one stack serves an estate of many vaults and subscriptions.
+    /// A command or plan naming a vault outside this list is refused. `["*"]`: every vault
+    /// the credentials can reach (Azure's RBAC is then the only limit).
+    pub vaults: Vec<String>,
     /// Limit for one HTTP request (connect + answer).
     #[serde(with = "secs")]
     pub request_timeout: Duration,
@@ -78,6 +83,7 @@ impl Default for AsrConfig {
             subscription_id: String::new(),
             resource_group: String::new(),
             vault: String::new(),
+            vaults: Vec::new(),
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             read_attempts: 6,
@@ -103,6 +109,32 @@ impl AsrConfig {
         }
     }
 
+    /// These settings pointed at another vault (its ARM id): same endpoint, credentials and
+    /// patience, the vault's own subscription and resource group.
+    pub fn at_vault(&self, vault_id: &str) -> Result<Self, String> {
+        let (subscription_id, resource_group, vault) = parse_vault_id(vault_id)?;
+        Ok(Self { subscription_id, resource_group, vault, ..self.clone() })
+    }
+
+    /// Whether this service may act on the vault `vault_id`: its own, one of `vaults`, or any
+    /// with `vaults = ["*"]`. Ids compare without case, as ARM compares them.
+    pub fn allows(&self, vault_id: &str) -> bool {
+        let want = vault_id.trim_end_matches('/');
+        want.eq_ignore_ascii_case(&self.vault_id())
+            || self.vaults.iter().any(|v| v == "*" || v.trim_end_matches('/').eq_ignore_ascii_case(want))
+    }
+
+    /// Every vault named in the settings: its own first, then `vaults` (without `*`).
+    pub fn vault_ids(&self) -> Vec<String> {
+        let mut ids = vec![self.vault_id()];
+        for v in self.vaults.iter().filter(|v| v.as_str() != "*") {
+            if !ids.iter().any(|i| i.eq_ignore_ascii_case(v.trim_end_matches('/'))) {
+                ids.push(v.trim_end_matches('/').to_owned());
+            }
+        }
+        ids
+    }
+
     /// Checks the settings; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.endpoint.starts_with("https://") || self.endpoint.starts_with("http://")) {
@@ -116,6 +148,11 @@ impl AsrConfig {
         ] {
             if v.is_empty() || v.contains('/') || v.contains(char::is_whitespace) {
                 return Err(format!("{key} {v:?} must be non-empty, without '/' or spaces"));
+            }
+        }
+        for (i, v) in self.vaults.iter().enumerate() {
+            if v != "*" {
+                parse_vault_id(v).map_err(|e| format!("vaults[{i}]: {e}"))?;
             }
         }
         if self.read_attempts == 0 {
@@ -157,6 +194,27 @@ impl AsrConfig {
     }
 }
 
+/// The subscription, resource group and name of a vault's ARM id
+/// (`/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.RecoveryServices/vaults/{v}`).
+pub fn parse_vault_id(id: &str) -> Result<(String, String, String), String> {
+    let parts: Vec<&str> = id.trim_end_matches('/').split('/').collect();
+    let shape = parts.len() == 9
+        && parts[0].is_empty()
+        && parts[1].eq_ignore_ascii_case("subscriptions")
+        && parts[3].eq_ignore_ascii_case("resourceGroups")
+        && parts[5].eq_ignore_ascii_case("providers")
+        && parts[6].eq_ignore_ascii_case("Microsoft.RecoveryServices")
+        && parts[7].eq_ignore_ascii_case("vaults")
+        && [parts[2], parts[4], parts[8]].iter().all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
+    if !shape {
+        return Err(format!(
+            "{id:?} is not a vault's ARM id \
+             (/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.RecoveryServices/vaults/NAME)"
+        ));
+    }
+    Ok((parts[2].to_owned(), parts[4].to_owned(), parts[8].to_owned()))
+}
+
 /// An Azure region name as ARM compares them: `West US` = `westus`.
 pub fn normalize_region(region: &str) -> String {
     region.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase()
@@ -191,5 +249,26 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("vault"));
         let sovereign = AsrConfig { endpoint: "https://management.usgovcloudapi.net/".into(), ..c };
         assert_eq!(sovereign.scope(), "https://management.usgovcloudapi.net/.default");
+    }
+
+    #[test]
+    fn a_service_acts_on_its_own_vault_and_those_it_lists() {
+        let other = "/subscriptions/s2/resourceGroups/rg2/providers/Microsoft.RecoveryServices/vaults/v2";
+        let c = AsrConfig { vaults: vec![other.into()], ..AsrConfig::for_vault("s1", "rg1", "v1") };
+        assert!(c.validate().is_ok());
+        assert!(c.allows(&c.vault_id()));
+        assert!(c.allows(&other.to_uppercase()), "ARM ids compare without case");
+        assert!(!c.allows("/subscriptions/s3/resourceGroups/rg3/providers/Microsoft.RecoveryServices/vaults/v3"));
+        assert_eq!(c.vault_ids().len(), 2);
+        let moved = c.at_vault(other).unwrap();
+        assert_eq!(
+            (moved.subscription_id.as_str(), moved.resource_group.as_str(), moved.vault.as_str()),
+            ("s2", "rg2", "v2")
+        );
+        assert_eq!(moved.endpoint, c.endpoint);
+        let any = AsrConfig { vaults: vec!["*".into()], ..c.clone() };
+        assert!(any.allows("/subscriptions/s9/resourceGroups/r/providers/Microsoft.RecoveryServices/vaults/x"));
+        let bad = AsrConfig { vaults: vec!["/subscriptions/s2/resourceGroups/rg2".into()], ..c };
+        assert!(bad.validate().unwrap_err().starts_with("vaults[0]: "), "{:?}", bad.validate());
     }
 }

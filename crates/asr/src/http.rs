@@ -254,6 +254,11 @@ impl Http {
     }
 
     /// Whether `url` is on the configured endpoint: same scheme, host and port.
+    /// The same executor with other settings (another vault).
+    pub(crate) fn with_config(&self, config: AsrConfig) -> Self {
+        Self { config: Arc::new(config), ..self.clone() }
+    }
+
     /// The subscription whose ARM budget a request to `url` draws on: the one it names, else
     /// (a URL naming none, such as a tenant-level list) the configured one.
     fn subscription_of(&self, url: &str) -> String {

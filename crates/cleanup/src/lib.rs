@@ -71,7 +71,7 @@ impl PhaseHandler for CleanupPhase {
         let primary_id = a2a.fabric_object_id.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
             refuse(format!("the item {} names no VM in {primary_region} (fabricObjectId)", item.friendly_name()))
         })?;
-        let asr = run.cx.asr.clone();
+        let asr = run.vault.asr.clone();
         let primary = asr.get_vm(&primary_id).await.map_err(Failure::asr(Phase::Cleanup))?;
         check_primary_running(&primary_id, &primary_region, primary.as_ref()).map_err(refuse)?;
         let primary = primary.unwrap_or_default();
@@ -254,7 +254,7 @@ async fn leftovers(
     if vm_id.eq_ignore_ascii_case(primary_id) {
         return Err(refuse(format!("the VM in {region} ({vm_id}) is the VM running in the primary region")));
     }
-    let asr = run.cx.asr.clone();
+    let asr = run.vault.asr.clone();
     let vm = asr.get_vm(&vm_id).await.map_err(Failure::asr(Phase::Cleanup))?;
     if let (Some(vm), Some(primary_region)) = (&vm, a2a.primary_fabric_location.as_deref())
         && vm.location.as_deref().is_some_and(|l| same_region(l, primary_region))
@@ -352,7 +352,7 @@ async fn disable(run: &mut CommandRun, item: Option<&ProtectedItem>) -> Result<S
     if run.fence.is_done(DISABLE) {
         return Ok(run.recorded_job(DISABLE).unwrap_or_default());
     }
-    let asr = run.cx.asr.clone();
+    let asr = run.vault.asr.clone();
     let job = match (run.recorded_job(DISABLE), item) {
         (Some(job), _) => Some(job),
         (None, Some(item)) => {

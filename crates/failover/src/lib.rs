@@ -110,7 +110,7 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
     if run.fence.is_done(STEP) {
         return Ok(false);
     }
-    let asr: AsrClient = run.cx.asr.clone();
+    let asr: AsrClient = run.vault.asr.clone();
     run.events.emit(Phase::Failover, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
     let mut resolved = None;
     let mut already = false;
@@ -202,7 +202,7 @@ async fn commit(run: &mut CommandRun, failed_over: Option<&ProtectedItem>) -> Re
 
 async fn commit_item(run: &mut CommandRun, item: &ProtectedItem) -> Result<(), Failure> {
     const STEP: &str = "commit";
-    let asr = run.cx.asr.clone();
+    let asr = run.vault.asr.clone();
     let item = item.clone();
     let mut already = false;
     let seen = || in_azure(Mutation::Commit, &item, &item);
@@ -240,7 +240,7 @@ async fn drill_run(
     f: &FailoverCommand,
     drill: &DrillSettings,
 ) -> Result<&'static str, Failure> {
-    let asr = run.cx.asr.clone();
+    let asr = run.vault.asr.clone();
     run.events.emit(Phase::Drill, Outcome::Started, |_| {}).await.map_err(|e| Failure::Transient(e.to_string()))?;
     if !run.fence.is_done("test_failover") {
         // Azure first: a test failover running, or up already (an attempt whose record was

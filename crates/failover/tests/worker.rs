@@ -426,7 +426,7 @@ async fn a_forged_command_changes_nothing_in_azure_and_is_dead_lettered_with_the
     .unwrap();
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     assert!(reasons.iter().any(|r| r.contains("plan p-forged does not hold VM vm-00001")), "{reasons:#?}");
-    assert!(reasons.iter().any(|r| r.contains("is not in the configured vault")), "{reasons:#?}");
+    assert!(reasons.iter().any(|r| r.contains("is not one this service acts on")), "{reasons:#?}");
     let requests = stack.admin("requests").await;
     let touched: Vec<&serde_json::Value> = requests
         .as_array()

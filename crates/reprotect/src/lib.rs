@@ -55,7 +55,7 @@ impl PhaseHandler for ReprotectPhase {
         let Some(command::Action::Reprotect(r)) = run.command.action.clone() else {
             return Err(Failure::Invalid("not a reprotect command".into()));
         };
-        let asr = run.cx.asr.clone();
+        let asr = run.vault.asr.clone();
         let item = run.locate().await?;
         run.events
             .emit(Phase::Reprotect, Outcome::Started, |_| {})

@@ -15,12 +15,14 @@ pub mod events;
 pub mod fence;
 pub mod metrics;
 pub mod runtime;
+pub mod vaults;
 
 pub use config::WorkerConfig;
 pub use events::Emitter;
 pub use fence::{Claim, ClaimGuard, Fence, FenceError, OperationRecord, Sightings};
 pub use metrics::Metrics;
 pub use runtime::{CommandRun, Failure, PhaseHandler, WorkerContext, run_worker};
+pub use vaults::{Vault, Vaults};
 
 /// Runs a worker binary: arguments, settings and telemetry as every service starts
 /// ([`tern_service::start`]: `--config FILE`, `TERN_*`), until SIGINT/SIGTERM. Spans still

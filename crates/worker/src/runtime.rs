@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tern_asr::AsrError;
 use tern_asr::ErrorClass;
 use tern_asr::client::{Mutation, Sending, Submission, SubmitOutcome, job_failure};
 use tern_asr::model::{Job, JobState, ProtectedItem};
-use tern_asr::watcher::{JobWatcher, WatcherOptions};
-use tern_asr::{AsrClient, AsrError};
+use tern_asr::watcher::WatcherOptions;
 use tern_bus::topology::COMMANDS_STREAM;
 use tern_bus::{Bucket, Bus, Delivery, HandlerError, LoopOptions, TypedKv, WorkQueue};
 use tern_proto::{Command, Outcome, Phase, PhaseProgress, VmLock};
@@ -24,16 +24,15 @@ use crate::config::WorkerConfig;
 use crate::events::{Emitter, asr_error, tern_error};
 use crate::fence::{Claim, ClaimGuard, Fence, FenceError, OperationRecord};
 use crate::metrics::Metrics;
+use crate::vaults::{Vault, Vaults};
 
 /// What everything a phase needs, shared by the commands of one process.
 #[derive(Debug)]
 pub struct WorkerContext {
     /// The bus.
     pub bus: Bus,
-    /// Azure.
-    pub asr: AsrClient,
-    /// Follows ASR jobs for the whole process.
-    pub watcher: JobWatcher,
+    /// Azure, per vault, with each vault's job watcher.
+    pub vaults: Vaults,
     /// Operation records.
     pub ops: TypedKv<OperationRecord>,
     /// Which plan holds each VM (written by the planner): a command is acted on only for the
@@ -128,6 +127,8 @@ pub struct CommandRun {
     pub fence: Fence,
     /// Its events.
     pub events: Emitter,
+    /// The vault its VM is protected by: Azure there, and the watcher of its jobs.
+    pub vault: Arc<Vault>,
 }
 
 /// What an earlier owner of a command did about a step's side effect, as Azure shows it.
@@ -183,7 +184,7 @@ impl CommandRun {
     pub async fn locate(&mut self) -> Result<ProtectedItem, Failure> {
         let run = self;
         let vm = run.command.vm.clone().unwrap_or_default();
-        let asr = run.cx.asr.clone();
+        let asr = run.vault.asr.clone();
         let phase = run.command.action.as_ref().map(|a| a.phase()).unwrap_or(Phase::Failover);
         if !vm.protected_item_id.is_empty() {
             match asr.get_item(&vm.protected_item_id).await {
@@ -231,7 +232,7 @@ impl CommandRun {
             let id = tern_bus::ids::command_id(&self.command.plan_id, &vm, command_phase, attempt);
             let record = self.cx.ops.get(&id).await.map_err(|e| Failure::Transient(e.to_string()))?;
             let Some(job) = record.and_then(|r| r.value.jobs.get(step).cloned()) else { continue };
-            let found = self.cx.asr.get_job(&job).await.map_err(Failure::asr(phase))?;
+            let found = self.vault.asr.get_job(&job).await.map_err(Failure::asr(phase))?;
             if !found.state().is_terminal() {
                 return Ok(Some(job));
             }
@@ -302,7 +303,7 @@ impl CommandRun {
             return Ok(());
         }
         info!(resource = %id, "deleting");
-        let asr = self.cx.asr.clone();
+        let asr = self.vault.asr.clone();
         {
             let ticket = self.ticket(&step);
             asr.delete_resource(id, ticket.sending()).await.map_err(Failure::asr(phase))?;
@@ -338,7 +339,7 @@ impl CommandRun {
     ) -> Result<PriorSend, Failure> {
         let Some(sent) = self.fence.sent(step, self.sends(step)) else { return Ok(PriorSend::None) };
         let keys = self.sent_keys(step);
-        let mut s = self.cx.asr.settle(item, mutation, &keys, from_ms(sent)).await.map_err(Failure::asr(phase))?;
+        let mut s = self.vault.asr.settle(item, mutation, &keys, from_ms(sent)).await.map_err(Failure::asr(phase))?;
         if s.outcome == SubmitOutcome::Unsettled {
             s = self.settle_patiently(phase, item, mutation, &keys, sent).await?;
         }
@@ -376,13 +377,13 @@ impl CommandRun {
         keys: &[String],
         sent_ms: u64,
     ) -> Result<Submission, Failure> {
-        let window = self.cx.asr.config().lost_request_window;
+        let window = self.vault.asr.config().lost_request_window;
         let every = (window / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
         let mut look = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         info!(?window, "the request's job does not show yet; looking again until it does or the window passes");
         loop {
             look.tick().await;
-            let s = self.cx.asr.settle(item, mutation, keys, from_ms(sent_ms)).await.map_err(Failure::asr(phase))?;
+            let s = self.vault.asr.settle(item, mutation, keys, from_ms(sent_ms)).await.map_err(Failure::asr(phase))?;
             if s.outcome != SubmitOutcome::Unsettled {
                 return Ok(s);
             }
@@ -444,7 +445,7 @@ impl CommandRun {
 
     async fn wait_job(&mut self, phase: Phase, job: &str, details: bool) -> Result<Job, Failure> {
         tracing::debug!(job, "waiting for the ASR job");
-        let mut rx = if details { self.cx.watcher.watch(job) } else { self.cx.watcher.watch_state(job) };
+        let mut rx = if details { self.vault.watcher.watch(job) } else { self.vault.watcher.watch_state(job) };
         let mut last: Option<String> = None;
         loop {
             if rx.changed().await.is_err() {
@@ -492,7 +493,7 @@ impl CommandRun {
         }
         let vm = item.friendly_name().to_owned();
         tracing::debug!(%vm, "waiting for initial replication to complete");
-        let mut done = self.cx.watcher.expect(&vm, "SecondaryIrCompletion", since);
+        let mut done = self.vault.watcher.expect(&vm, "SecondaryIrCompletion", since);
         // Progress costs one read per VM, from the same per-subscription budget every VM
         // shares: read it rarely (four job polls, at least 30 s apart).
         let probe_every =
@@ -514,7 +515,7 @@ impl CommandRun {
                     }
                 }
                 _ = probe.tick() => {
-                    if let Ok(now) = self.cx.asr.get_item(&item.id).await {
+                    if let Ok(now) = self.vault.asr.get_item(&item.id).await {
                         if now.disks_not_protected().is_empty() {
                             return Ok(());
                         }
@@ -549,8 +550,8 @@ pub async fn run_worker(
     let service = handler.service();
     let instance = config.instance.clone().unwrap_or_else(|| format!("{service}-{}", std::process::id()));
     let (bus, asr) = tern_service::connect(&config.service, service).await?;
-    let watcher = JobWatcher::spawn(
-        asr.clone(),
+    let vaults = Vaults::new(
+        asr,
         WatcherOptions {
             interval: Duration::from_secs_f64(config.service.poll_interval_secs),
             max_reads_per_sec: config.watcher_reads_per_sec,
@@ -575,8 +576,7 @@ pub async fn run_worker(
         .await?;
     let cx = Arc::new(WorkerContext {
         bus,
-        asr,
-        watcher,
+        vaults,
         ops,
         locks,
         instance: instance.clone(),
@@ -623,7 +623,11 @@ async fn handle(
     if command.command_id.is_empty() || command.plan_id.is_empty() || !vm_named {
         return Err(HandlerError::reject("command_id, plan_id and vm (name or protected item id) are required"));
     }
-    if !dispatched_by_its_plan(&cx, &command).await? {
+    let vault = cx
+        .vaults
+        .of(&command.vm.clone().unwrap_or_default())
+        .map_err(|why| HandlerError::reject(format!("command {}: {why}; not acted on", command.command_id)))?;
+    if !dispatched_by_its_plan(&cx, &vault, &command).await? {
         info!(command = %command.command_id, "a copy of a command that already finished; acking it");
         return Ok(());
     }
@@ -677,7 +681,7 @@ async fn handle(
         };
         let in_flight = cx.metrics.in_flight();
         let events = Emitter::new(cx.bus.clone(), &command, phase);
-        let mut run = CommandRun { cx: cx.clone(), command: command.clone(), fence, events };
+        let mut run = CommandRun { cx: cx.clone(), command: command.clone(), fence, events, vault };
         // The claim is kept alive beside the work, whatever the work awaits; losing it stops the work.
         let keeper = run.fence.clone();
         let result = tokio::select! {
@@ -819,17 +823,18 @@ fn past_deadline(run: &CommandRun, trouble: Option<String>) -> Failure {
 }
 
 /// Whether a command is one its plan dispatched, before anything is claimed or sent: its item
-/// (if it names one) is in the configured vault, and its plan holds the VM's lock. A command
+/// (if it names one) is in the command's vault (one the service acts on), and its plan holds
+/// the VM's lock. A command
 /// that fails either — forged, or from another estate — is refused with the reason (the queue
 /// dead-letters it) and changes nothing in Azure. `Ok(false)`: a copy of a command that already
 /// finished (its plan has ended and released the VM since), to ack as the duplicate it is.
-async fn dispatched_by_its_plan(cx: &WorkerContext, command: &Command) -> Result<bool, HandlerError> {
+async fn dispatched_by_its_plan(cx: &WorkerContext, vault: &Vault, command: &Command) -> Result<bool, HandlerError> {
     let vm = command.vm.clone().unwrap_or_default();
-    let vault = cx.asr.config().vault_id();
+    let vault = vault.asr.config().vault_id();
     let item = &vm.protected_item_id;
     if !item.is_empty() && !item.to_ascii_lowercase().starts_with(&format!("{}/", vault.to_ascii_lowercase())) {
         return Err(HandlerError::reject(format!(
-            "command {}: protected item {item} is not in the configured vault {vault}; not acted on",
+            "command {}: protected item {item} is not in the command's vault {vault}; not acted on",
             command.command_id
         )));
     }
