@@ -286,6 +286,16 @@ fn last_segment(id: &str) -> &str {
     id.trim_end_matches('/').rsplit('/').next().unwrap_or(id)
 }
 
+/// The vault an ARM id lies in (a protected item's, a job's): its prefix up to
+/// `/vaults/{name}`. `None`: not inside a Recovery Services vault.
+pub fn vault_of(id: &str) -> Option<&str> {
+    let lower = id.to_ascii_lowercase();
+    let at = lower.find("/providers/microsoft.recoveryservices/vaults/")?
+        + "/providers/microsoft.recoveryservices/vaults/".len();
+    let end = lower[at..].find('/').map_or(id.len(), |i| at + i);
+    (end > at).then(|| &id[..end])
+}
+
 /// The resource group of an ARM id (`.../resourceGroups/{rg}/...`).
 pub fn resource_group_of(id: &str) -> Option<String> {
     let parts: Vec<&str> = id.split('/').collect();
@@ -1165,11 +1175,21 @@ pub fn reprotect_input(
         .cache_storage_account_id
         .clone()
         .or_else(|| {
-            settings
-                .cache_storage_accounts
-                .iter()
-                .find(|(r, _)| crate::config::normalize_region(r) == normalized)
-                .map(|(_, id)| id.clone())
+            // `region@subscription` names one subscription's account (a plan spanning several
+            // has one per subscription and region); a bare region serves every subscription.
+            let ours = config.subscription_id.to_ascii_lowercase();
+            let account = |want_subscription: Option<&str>| {
+                settings.cache_storage_accounts.iter().find_map(|(key, id)| {
+                    let (r, sub) = match key.split_once('@') {
+                        Some((r, sub)) => (r, Some(sub)),
+                        None => (key.as_str(), None),
+                    };
+                    let matches = crate::config::normalize_region(r) == normalized
+                        && sub.map(str::to_ascii_lowercase).as_deref() == want_subscription;
+                    matches.then(|| id.clone())
+                })
+            };
+            account(Some(&ours)).or_else(|| account(None))
         })
         .or_else(|| config.cache_storage_account(&region).map(str::to_owned))
         .ok_or_else(|| {
@@ -1288,6 +1308,16 @@ mod tests {
         );
         let raw = RawResponse { status: 202, headers: h, body: Value::Null };
         assert_eq!(job_name_from(&raw).as_deref(), Some("abc-123"));
+    }
+
+    #[test]
+    fn an_item_lies_in_the_vault_its_id_names() {
+        let vault = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v";
+        let item = format!("{vault}/replicationFabrics/f/replicationProtectionContainers/c/replicationProtectedItems/vm");
+        assert_eq!(vault_of(&item), Some(vault));
+        assert_eq!(vault_of(vault), Some(vault));
+        assert_eq!(vault_of("/subscriptions/s/resourceGroups/rg"), None);
+        assert_eq!(vault_of(""), None);
     }
 
     #[test]

@@ -80,9 +80,13 @@ pub struct SpecArgs {
     /// Go ahead with the ready VMs when preflight blocks some (they are skipped with the reason).
     #[arg(long)]
     proceed_with_ready: bool,
-    /// ARM id of the Recovery Services vault (default: the `tern up` stack's).
+    /// ARM id of the Recovery Services vault (default: the `tern up` stack's). Repeat to draw
+    /// from several vaults, in any subscription the stack acts on.
     #[arg(long, value_name = "ID")]
-    vault: Option<String>,
+    vault: Vec<String>,
+    /// Draw from every vault the stack acts on (its own and those its `asr.vaults` lists).
+    #[arg(long, conflicts_with = "vault")]
+    all_vaults: bool,
     /// Makes submission idempotent: the same id twice is one plan.
     #[arg(long, value_name = "ID")]
     request_id: Option<String>,
@@ -332,22 +336,35 @@ impl SpecArgs {
             recovery_point: None,
             no_shutdown: false,
             proceed_with_ready: true,
-            vault: None,
+            vault: Vec::new(),
+            all_vaults: false,
             request_id: None,
         }
     }
 
     pub fn spec(&self, stack: &Stack) -> anyhow::Result<PlanSpec> {
-        let vault = self.vault.clone().or_else(|| stack.vault_id.clone());
+        let vault = self.vault.first().cloned().or_else(|| stack.vault_id.clone());
         let mut spec = match &self.file {
             Some(path) => PlanFile::read(path)?.spec(vault.as_deref())?,
             None => PlanSpec { vault_id: vault.clone().unwrap_or_default(), ..Default::default() },
         };
-        if let Some(vault) = &self.vault {
-            spec.vault_id = vault.clone();
+        if let Some((first, more)) = self.vault.split_first() {
+            spec.vault_id = first.clone();
+            spec.vault_ids = more.to_vec();
+            spec.all_vaults = false;
         }
-        if spec.vault_id.is_empty() {
-            bail!("which vault? pass --vault with the Recovery Services vault's ARM id (or `vault:` in the plan file)");
+        if self.all_vaults {
+            spec.all_vaults = true;
+        }
+        if spec.all_vaults {
+            // Every vault the stack acts on, its own first: the planner knows them.
+            spec.vault_id.clear();
+            spec.vault_ids.clear();
+        } else if spec.vault_id.is_empty() {
+            bail!(
+                "which vault? pass --vault with the Recovery Services vault's ARM id (or `vault:` in the plan file), \
+                 or --all-vaults"
+            );
         }
         if self.all_ready {
             spec.selection = Some(Selection { by: Some(selection::By::AllReady(true)) });

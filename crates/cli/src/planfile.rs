@@ -37,6 +37,12 @@ pub struct PlanFile {
     /// ARM id of the Recovery Services vault.
     #[serde(default)]
     pub vault: Option<String>,
+    /// Further vaults the selection draws from (ARM ids, any subscription the stack acts on).
+    #[serde(default)]
+    pub vaults: Vec<String>,
+    /// Draw from every vault the stack acts on.
+    #[serde(default)]
+    pub all_vaults: bool,
     /// Makes submission idempotent.
     #[serde(default)]
     pub request_id: Option<String>,
@@ -269,6 +275,8 @@ impl PlanFile {
         Ok(PlanSpec {
             request_id: self.request_id.clone().unwrap_or_default(),
             vault_id: self.vault.clone().or_else(|| vault.map(str::to_owned)).unwrap_or_default(),
+            vault_ids: self.vaults.clone(),
+            all_vaults: self.all_vaults,
             selection: Some(Selection { by: Some(by) }),
             mode: match self.mode {
                 None => PlanMode::Unspecified,

@@ -72,6 +72,8 @@ pub struct ValidSpec {
     pub mode: PlanMode,
     /// Shut the source VM down first.
     pub shut_down_source: bool,
+    /// The vaults the selection draws from (ARM ids), `vault_id` first.
+    pub vaults: Vec<String>,
 }
 
 /// The longest request id accepted.
@@ -95,8 +97,8 @@ const MAX_DEADLINE_SECS: i64 = 7 * 24 * 3600;
 /// The most automatic retries a plan may ask for.
 const MAX_AUTOMATIC_RETRIES: u32 = 10;
 
-/// Validates `spec` for the vault `vault_id` the planner serves.
-pub fn validate(spec: &PlanSpec, vault_id: &str) -> Result<ValidSpec, SpecError> {
+/// Validates `spec` for a planner acting on the vaults `asr` allows.
+pub fn validate(spec: &PlanSpec, asr: &tern_asr::AsrConfig) -> Result<ValidSpec, SpecError> {
     let mut spec = spec.clone();
     if spec.request_id.len() > MAX_REQUEST_ID || spec.request_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(SpecError::new(
@@ -104,14 +106,9 @@ pub fn validate(spec: &PlanSpec, vault_id: &str) -> Result<ValidSpec, SpecError>
             format!("must be at most {MAX_REQUEST_ID} characters without spaces"),
         ));
     }
+    let vaults = vaults(&spec, asr)?;
     if spec.vault_id.trim().is_empty() {
-        return Err(SpecError::new("vault_id", "is required (the ARM id of the Recovery Services vault)"));
-    }
-    if !spec.vault_id.trim_end_matches('/').eq_ignore_ascii_case(vault_id.trim_end_matches('/')) {
-        return Err(SpecError::new(
-            "vault_id",
-            format!("unknown vault {:?}; this planner serves {vault_id}", spec.vault_id),
-        ));
+        spec.vault_id = vaults[0].clone();
     }
 
     let selection = spec.selection.as_ref().and_then(|s| s.by.clone()).ok_or_else(|| {
@@ -287,7 +284,48 @@ pub fn validate(spec: &PlanSpec, vault_id: &str) -> Result<ValidSpec, SpecError>
         return Err(SpecError::new("labels", "keys must not be empty"));
     }
     let shut_down_source = spec.shut_down_source.unwrap_or(true);
-    Ok(ValidSpec { spec, selected, direction, mode, shut_down_source })
+    Ok(ValidSpec { spec, selected, direction, mode, shut_down_source, vaults })
+}
+
+/// The vaults a spec draws from, `vault_id` first, each one the planner acts on.
+fn vaults(spec: &PlanSpec, asr: &tern_asr::AsrConfig) -> Result<Vec<String>, SpecError> {
+    let mut named: Vec<(String, String)> = Vec::new();
+    if !spec.vault_id.trim().is_empty() {
+        named.push(("vault_id".into(), spec.vault_id.trim().trim_end_matches('/').to_owned()));
+    }
+    for (i, v) in spec.vault_ids.iter().enumerate() {
+        named.push((format!("vault_ids[{i}]"), v.trim().trim_end_matches('/').to_owned()));
+    }
+    if spec.all_vaults {
+        if !named.is_empty() {
+            return Err(SpecError::new("all_vaults", "draws from every vault: name no vault_id or vault_ids beside it"));
+        }
+        return Ok(asr.vault_ids());
+    }
+    if named.is_empty() {
+        return Err(SpecError::new(
+            "vault_id",
+            "is required (the ARM id of the Recovery Services vault), or all_vaults for every vault",
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (field, v) in named {
+        tern_asr::config::parse_vault_id(&v).map_err(|e| SpecError::new(&field, e))?;
+        if !asr.allows(&v) {
+            return Err(SpecError::new(
+                &field,
+                format!(
+                    "unknown vault {v:?}; this planner acts on {} (further vaults are listed in its asr.vaults)",
+                    asr.vault_ids().join(", ")
+                ),
+            ));
+        }
+        if out.iter().any(|o| o.eq_ignore_ascii_case(&v)) {
+            return Err(SpecError::new(&field, format!("{v:?} is named twice")));
+        }
+        out.push(v);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -307,13 +345,18 @@ mod tests {
         PlanSpec { vault_id: VAULT.into(), selection: names(vms), ..Default::default() }
     }
 
+    fn home() -> tern_asr::AsrConfig {
+        let other = "/subscriptions/s2/resourceGroups/rg2/providers/Microsoft.RecoveryServices/vaults/v2";
+        tern_asr::AsrConfig { vaults: vec![other.into()], ..tern_asr::AsrConfig::for_vault("s", "rg", "v") }
+    }
+
     fn field(r: Result<ValidSpec, SpecError>) -> String {
         r.unwrap_err().field
     }
 
     #[test]
     fn a_minimal_spec_gets_the_documented_defaults() {
-        let v = validate(&spec(&["web-1", "web-2"]), VAULT).unwrap();
+        let v = validate(&spec(&["web-1", "web-2"]), &home()).unwrap();
         assert_eq!((v.direction, v.mode, v.shut_down_source), (Direction::Failback, PlanMode::Execute, true));
         assert_eq!(v.spec.recovery_point.unwrap().kind, RecoveryPointKind::LatestProcessed as i32);
         assert_eq!(v.selected, Selected::Names(vec!["web-1".into(), "web-2".into()]));
@@ -323,51 +366,68 @@ mod tests {
     fn invalid_specs_are_refused_naming_the_field() {
         let mut s = spec(&["a", "b"]);
         s.recovery_point = Some(RecoveryPointChoice { kind: RecoveryPointKind::Custom as i32, custom_id: "rp".into() });
-        let err = validate(&s, VAULT).unwrap_err();
+        let err = validate(&s, &home()).unwrap_err();
         assert_eq!(err.field, "recovery_point");
         assert!(err.problem.contains("exactly one VM") && err.problem.contains('2'), "{err}");
 
-        assert_eq!(field(validate(&PlanSpec { vault_id: VAULT.into(), ..Default::default() }, VAULT)), "selection");
-        assert_eq!(field(validate(&spec(&[]), VAULT)), "selection.vm_names");
-        assert_eq!(field(validate(&spec(&["a", "A"]), VAULT)), "selection.vm_names[1]");
-        let unknown = validate(&PlanSpec { vault_id: "/subscriptions/x/vaults/other".into(), ..spec(&["a"]) }, VAULT)
+        assert_eq!(field(validate(&PlanSpec { vault_id: VAULT.into(), ..Default::default() }, &home())), "selection");
+        assert_eq!(field(validate(&spec(&[]), &home())), "selection.vm_names");
+        assert_eq!(field(validate(&spec(&["a", "A"]), &home())), "selection.vm_names[1]");
+        let not_an_id = validate(&PlanSpec { vault_id: "/subscriptions/x/vaults/other".into(), ..spec(&["a"]) }, &home())
             .unwrap_err();
-        assert!(unknown.field == "vault_id" && unknown.problem.contains("unknown vault"), "{unknown}");
+        assert!(not_an_id.field == "vault_id" && not_an_id.problem.contains("not a vault's ARM id"), "{not_an_id}");
+        let elsewhere = VAULT.replace("/vaults/v", "/vaults/w");
+        let unknown = validate(&PlanSpec { vault_ids: vec![elsewhere], ..spec(&["a"]) }, &home()).unwrap_err();
+        assert!(unknown.field == "vault_ids[0]" && unknown.problem.contains("unknown vault"), "{unknown}");
 
         let mut s = spec(&["a", "b"]);
         s.waves = vec![
             Wave { name: "1".into(), vm_names: vec!["a".into()] },
             Wave { name: "2".into(), vm_names: vec!["a".into()] },
         ];
-        assert_eq!(field(validate(&s, VAULT)), "waves[1].vm_names[0]");
+        assert_eq!(field(validate(&s, &home())), "waves[1].vm_names[0]");
         s.waves = vec![Wave { name: "1".into(), vm_names: vec!["c".into()] }];
-        assert_eq!(field(validate(&s, VAULT)), "waves[0].vm_names[0]");
+        assert_eq!(field(validate(&s, &home())), "waves[0].vm_names[0]");
 
         let mut s = spec(&["a"]);
         s.mode = PlanMode::Drill as i32;
-        assert_eq!(field(validate(&s, VAULT)), "drill");
+        assert_eq!(field(validate(&s, &home())), "drill");
         s.drill = Some(DrillSettings::default());
-        assert_eq!(field(validate(&s, VAULT)), "drill.test_network_id");
+        assert_eq!(field(validate(&s, &home())), "drill.test_network_id");
         let mut s = spec(&["a"]);
         s.failure_policy = Some(FailurePolicy { optional_vms: vec!["zz".into()], ..Default::default() });
-        assert_eq!(field(validate(&s, VAULT)), "failure_policy.optional_vms[0]");
+        assert_eq!(field(validate(&s, &home())), "failure_policy.optional_vms[0]");
         s.failure_policy = Some(FailurePolicy { max_automatic_retries: 11, ..Default::default() });
-        assert_eq!(field(validate(&s, VAULT)), "failure_policy.max_automatic_retries");
+        assert_eq!(field(validate(&s, &home())), "failure_policy.max_automatic_retries");
         s.failure_policy = None;
         let week_and_a_second = prost_types::Duration { seconds: 7 * 24 * 3600 + 1, nanos: 0 };
         s.deadlines = Some(tern_proto::Deadlines { reprotect: Some(week_and_a_second), ..Default::default() });
-        assert_eq!(field(validate(&s, VAULT)), "deadlines.reprotect");
+        assert_eq!(field(validate(&s, &home())), "deadlines.reprotect");
         s.deadlines = None;
         let mut s = spec(&["a"]);
         s.recovery_point = Some(RecoveryPointChoice { kind: RecoveryPointKind::Latest as i32, custom_id: "x".into() });
-        assert_eq!(field(validate(&s, VAULT)), "recovery_point.custom_id");
+        assert_eq!(field(validate(&s, &home())), "recovery_point.custom_id");
+    }
+
+    #[test]
+    fn a_plan_draws_from_the_vaults_it_names_or_every_vault_the_planner_acts_on() {
+        let other = "/subscriptions/s2/resourceGroups/rg2/providers/Microsoft.RecoveryServices/vaults/v2";
+        let v = validate(&PlanSpec { vault_ids: vec![other.to_uppercase()], ..spec(&["a"]) }, &home()).unwrap();
+        assert_eq!(v.vaults.len(), 2);
+        assert!(v.vaults[0].eq_ignore_ascii_case(VAULT));
+        let all = validate(&PlanSpec { vault_id: String::new(), all_vaults: true, ..spec(&["a"]) }, &home()).unwrap();
+        assert_eq!(all.vaults, home().vault_ids());
+        assert_eq!(all.spec.vault_id, home().vault_id(), "the planner's own vault comes first");
+        assert_eq!(field(validate(&PlanSpec { all_vaults: true, ..spec(&["a"]) }, &home())), "all_vaults");
+        assert_eq!(field(validate(&PlanSpec { vault_ids: vec![VAULT.into()], ..spec(&["a"]) }, &home())), "vault_ids[0]");
+        assert_eq!(field(validate(&PlanSpec { vault_id: String::new(), ..spec(&["a"]) }, &home())), "vault_id");
     }
 
     #[test]
     fn a_custom_point_for_one_vm_is_fine_and_errors_map_to_invalid_argument() {
         let mut s = spec(&["a"]);
         s.recovery_point = Some(RecoveryPointChoice { kind: RecoveryPointKind::Custom as i32, custom_id: "rp".into() });
-        assert!(validate(&s, VAULT).is_ok());
+        assert!(validate(&s, &home()).is_ok());
         let status: tonic::Status = SpecError::new("selection", "is empty").into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().starts_with("selection:"));

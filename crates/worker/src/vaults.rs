@@ -44,7 +44,7 @@ impl Vaults {
     pub fn of(&self, vm: &VmRef) -> Result<Arc<Vault>, String> {
         let named = if !vm.vault_id.is_empty() {
             vm.vault_id.clone()
-        } else if let Some(vault) = vault_of_item(&vm.protected_item_id) {
+        } else if let Some(vault) = tern_asr::client::vault_of(&vm.protected_item_id) {
             vault.to_owned()
         } else {
             self.home.config().vault_id()
@@ -69,30 +69,5 @@ impl Vaults {
         let vault = Arc::new(Vault { asr, watcher });
         open.insert(key, vault.clone());
         Ok(vault)
-    }
-}
-
-/// The vault an ARM id lies in: its prefix up to `/vaults/{name}`. `None`: not inside a vault.
-pub fn vault_of_item(id: &str) -> Option<&str> {
-    let lower = id.to_ascii_lowercase();
-    let at = lower.find("/providers/microsoft.recoveryservices/vaults/")?
-        + "/providers/microsoft.recoveryservices/vaults/".len();
-    let end = lower[at..].find('/').map_or(id.len(), |i| at + i);
-    (end > at).then(|| &id[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_item_lies_in_the_vault_its_id_names() {
-        let vault = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v";
-        let item =
-            format!("{vault}/replicationFabrics/f/replicationProtectionContainers/c/replicationProtectedItems/vm");
-        assert_eq!(vault_of_item(&item), Some(vault));
-        assert_eq!(vault_of_item(vault), Some(vault));
-        assert_eq!(vault_of_item("/subscriptions/s/resourceGroups/rg"), None);
-        assert_eq!(vault_of_item(""), None);
     }
 }

@@ -41,9 +41,9 @@ impl Planner for PlannerService {
 
     async fn preflight(&self, request: Request<PreflightRequest>) -> Result<Response<PreflightResponse>, Status> {
         let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
-        let valid = validate(&spec, &self.inner.vault_id)?;
+        let valid = validate(&spec, self.inner.asr.config())?;
         let selection = self.resolve(&valid).await?;
-        let (vms, _) = self.preflight_all(&valid, &selection).await;
+        let (vms, _) = self.preflight_all(&valid, &selection).await?;
         let ready = vms.iter().all(|v| v.readiness() != Readiness::Blocked);
         Ok(Response::new(PreflightResponse { vms, ready }))
     }

@@ -20,29 +20,47 @@ use crate::progress;
 use crate::spec::{Selected, ValidSpec, validate};
 use tern_proto::{PlanRef, VmLock};
 
-/// The VMs a plan selects, and what the vault's items showed besides.
+/// The VMs a plan selects, and what the vaults' items showed besides.
 pub(super) struct Resolved {
-    /// The selected items.
+    /// The selected items (each names its vault in its id).
     items: Vec<ProtectedItem>,
     /// Each selected item's wave, in the order of `items`.
     waves: Vec<u32>,
-    /// The cache storage account items already replicate through, per region.
-    cache_in_use: BTreeMap<String, String>,
+    /// The cache storage account items already replicate through, per vault (lower-case ARM
+    /// id) and region: accounts belong to a subscription.
+    cache_in_use: HashMap<String, BTreeMap<String, String>>,
+}
+
+/// The vault an item lies in, lower-case: how `Resolved::cache_in_use` and the clients are keyed.
+fn vault_key(item_id: &str) -> String {
+    tern_asr::client::vault_of(item_id).unwrap_or_default().to_ascii_lowercase()
 }
 
 /// VMs preflighted at once.
 const PREFLIGHT_CONCURRENCY: usize = 32;
 
 impl PlannerService {
-    /// The VMs a selection names, with their wave (from the spec's waves or the recovery plan's
-    /// boot groups), and the cache storage account the vault's items use in each region.
+    /// Azure at `vault` (an ARM id the spec's validation allowed).
+    fn asr_at(&self, vault: &str) -> Result<tern_asr::AsrClient, Status> {
+        self.inner.asr.for_vault(vault).map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    /// The VMs a selection names across the spec's vaults, with their wave (from the spec's
+    /// waves or the recovery plan's boot groups), and the cache storage account each vault's
+    /// items use per region. The vaults are listed at once.
     pub(super) async fn resolve(&self, valid: &ValidSpec) -> Result<Resolved, Status> {
-        let asr = &self.inner.asr;
         let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
-        let all = asr.list_items(None, None).await.map_err(unavailable)?;
-        let in_use = crate::preflight::cache_accounts_in_use(&all);
+        let clients = valid.vaults.iter().map(|v| self.asr_at(v)).collect::<Result<Vec<_>, _>>()?;
+        let listed = futures::future::join_all(clients.iter().map(|asr| asr.list_items(None, None))).await;
+        let mut all = Vec::new();
+        let mut cache_in_use = HashMap::new();
+        for (vault, items) in valid.vaults.iter().zip(listed) {
+            let items = items.map_err(unavailable)?;
+            cache_in_use.insert(vault.to_ascii_lowercase(), crate::preflight::cache_accounts_in_use(&items));
+            all.extend(items);
+        }
         let (items, waves) = self.pick(valid, all).await?;
-        Ok(Resolved { items, waves, cache_in_use: in_use })
+        Ok(Resolved { items, waves, cache_in_use })
     }
 
     /// The items a selection names, and each one's wave.
@@ -51,7 +69,6 @@ impl PlannerService {
         valid: &ValidSpec,
         mut all: Vec<ProtectedItem>,
     ) -> Result<(Vec<ProtectedItem>, Vec<u32>), Status> {
-        let asr = &self.inner.asr;
         let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
         let mut waves_of: HashMap<String, u32> = HashMap::new();
         for (w, wave) in valid.spec.waves.iter().enumerate() {
@@ -89,19 +106,36 @@ impl PlannerService {
             }
             _ => {}
         }
-        let by_name: HashMap<String, &ProtectedItem> =
-            all.iter().map(|i| (i.friendly_name().to_ascii_lowercase(), i)).collect();
+        // A name may be protected in more than one vault: such a name selects nothing until it
+        // is told apart by protected item id.
+        let mut by_name: HashMap<String, Vec<&ProtectedItem>> = HashMap::new();
+        for item in &all {
+            by_name.entry(item.friendly_name().to_ascii_lowercase()).or_default().push(item);
+        }
         let by_id: HashMap<String, &ProtectedItem> = all.iter().map(|i| (i.id.to_ascii_lowercase(), i)).collect();
         let picked: Vec<(ProtectedItem, u32)> = match &valid.selected {
             Selected::Names(names) => {
                 let mut out = Vec::new();
                 for (i, n) in names.iter().enumerate() {
-                    let item = by_name.get(&n.to_ascii_lowercase()).ok_or_else(|| {
-                        Status::invalid_argument(format!(
-                            "selection.vm_names[{i}]: no replicated VM named {n:?} in the vault"
-                        ))
-                    })?;
-                    out.push(((*item).clone(), wave(n)));
+                    let item = match by_name.get(&n.to_ascii_lowercase()).map(Vec::as_slice) {
+                        Some([item]) => *item,
+                        Some(several) => {
+                            let vaults: Vec<String> =
+                                several.iter().map(|it| tern_asr::client::vault_of(&it.id).unwrap_or("?").to_owned()).collect();
+                            return Err(Status::invalid_argument(format!(
+                                "selection.vm_names[{i}]: {n:?} is protected in {} vaults ({}); select it by protected item id",
+                                several.len(),
+                                vaults.join(", ")
+                            )));
+                        }
+                        None => {
+                            return Err(Status::invalid_argument(format!(
+                                "selection.vm_names[{i}]: no replicated VM named {n:?} in {}",
+                                if valid.vaults.len() == 1 { "the vault".to_owned() } else { format!("the plan's {} vaults", valid.vaults.len()) }
+                            )));
+                        }
+                    };
+                    out.push((item.clone(), wave(n)));
                 }
                 out
             }
@@ -118,7 +152,7 @@ impl PlannerService {
                 out
             }
             Selected::RecoveryPlan(name) => {
-                let rp = asr.get_plan(name).await.map_err(|e| match e.class() {
+                let rp = self.asr_at(&valid.vaults[0])?.get_plan(name).await.map_err(|e| match e.class() {
                     tern_asr::ErrorClass::NotFound => {
                         Status::invalid_argument(format!("selection.recovery_plan: no recovery plan {name:?}"))
                     }
@@ -142,7 +176,12 @@ impl PlannerService {
         nonempty(picked)
     }
 
-    fn preflight_options(&self, valid: &ValidSpec, cache_in_use: &BTreeMap<String, String>) -> PreflightOptions {
+    fn preflight_options(
+        &self,
+        valid: &ValidSpec,
+        asr: &tern_asr::AsrClient,
+        cache_in_use: &BTreeMap<String, String>,
+    ) -> PreflightOptions {
         let point = valid.spec.recovery_point.clone().unwrap_or_default();
         let choice = match point.kind() {
             tern_proto::RecoveryPointKind::Latest => PointChoice::Latest,
@@ -159,34 +198,63 @@ impl PlannerService {
             reprotect: phases.reprotect.unwrap_or(true),
             cache: crate::preflight::CacheAccounts::new(
                 valid.spec.reprotect_target.as_ref(),
-                &self.inner.asr.config().cache_storage_accounts,
+                &asr.config().cache_storage_accounts,
                 cache_in_use,
             ),
             ..PreflightOptions::default()
         }
     }
 
-    /// Preflight of every selected VM; also the cache storage accounts it found usable.
+    /// Preflight of every selected VM, each against its own vault; also the cache storage
+    /// accounts it found usable, per region — keyed `region@subscription` when the plan spans
+    /// more than one subscription (an account serves its own subscription's VMs).
     pub(super) async fn preflight_all(
         &self,
         valid: &ValidSpec,
         selection: &Resolved,
-    ) -> (Vec<VmPreflight>, BTreeMap<String, String>) {
+    ) -> Result<(Vec<VmPreflight>, BTreeMap<String, String>), Status> {
         let items = &selection.items;
-        let opts = self.preflight_options(valid, &selection.cache_in_use);
+        let mut per_vault: HashMap<String, (tern_asr::AsrClient, PreflightOptions)> = HashMap::new();
+        for vault in &valid.vaults {
+            let asr = self.asr_at(vault)?;
+            let key = vault.to_ascii_lowercase();
+            let in_use = selection.cache_in_use.get(&key).cloned().unwrap_or_default();
+            let opts = self.preflight_options(valid, &asr, &in_use);
+            per_vault.insert(key, (asr, opts));
+        }
         let now = time::OffsetDateTime::now_utc();
-        let opts = &opts;
+        let per_vault = &per_vault;
         let vms = futures::stream::iter(0..items.len())
             .map(|i| async move {
                 let item = &items[i];
                 let key = item.lifecycle_id().unwrap_or(item.friendly_name()).to_owned();
                 let locked = self.holder(&key).await;
-                preflight_vm(&self.inner.asr, item, opts, locked.as_deref(), now).await
+                let Some((asr, opts)) = per_vault.get(&vault_key(&item.id)) else {
+                    unreachable!("every listed item lies in a listed vault")
+                };
+                let mut pre = preflight_vm(asr, item, opts, locked.as_deref(), now).await;
+                if let Some(vm) = pre.vm.as_mut() {
+                    vm.vault_id = asr.config().vault_id();
+                }
+                pre
             })
             .buffered(PREFLIGHT_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
-        (vms, opts.cache.resolved())
+        let subscriptions: std::collections::BTreeSet<String> =
+            per_vault.values().map(|(asr, _)| asr.config().subscription_id.to_ascii_lowercase()).collect();
+        let mut accounts = BTreeMap::new();
+        for (asr, opts) in per_vault.values() {
+            for (region, account) in opts.cache.resolved() {
+                let key = if subscriptions.len() > 1 {
+                    format!("{region}@{}", asr.config().subscription_id.to_ascii_lowercase())
+                } else {
+                    region
+                };
+                accounts.entry(key).or_insert(account);
+            }
+        }
+        Ok((vms, accounts))
     }
 
     /// The plan that holds VM `key`, if one does: a lock whose plan has ended (its release was
@@ -232,7 +300,7 @@ impl PlannerService {
     }
 
     pub(super) async fn submit(&self, spec: tern_proto::PlanSpec) -> Result<SubmitPlanResponse, Status> {
-        let valid = validate(&spec, &self.inner.vault_id)?;
+        let valid = validate(&spec, self.inner.asr.config())?;
         let request_key = (!spec.request_id.is_empty()).then(|| format!("request.{}", hex(&spec.request_id)));
         if let Some(key) = &request_key
             && let Some(existing) = self.inner.requests.get(key).await.map_err(kv_status)?
@@ -241,7 +309,7 @@ impl PlannerService {
             return Ok(SubmitPlanResponse { plan: Some(plan), existing: true });
         }
         let selection = self.resolve(&valid).await?;
-        let (preflight, cache_accounts) = self.preflight_all(&valid, &selection).await;
+        let (preflight, cache_accounts) = self.preflight_all(&valid, &selection).await?;
         let Resolved { items, waves, .. } = selection;
         let blocked: Vec<String> = preflight
             .iter()
@@ -297,7 +365,7 @@ impl PlannerService {
             };
             vms.push(VmStatus {
                 vm: Some(tern_proto::VmRef {
-                    vault_id: self.inner.vault_id.clone(),
+                    vault_id: pre.vm.as_ref().map(|v| v.vault_id.clone()).unwrap_or_default(),
                     protected_item_id: item.id.clone(),
                     lifecycle_id: item.lifecycle_id().unwrap_or_default().to_owned(),
                     name: item.friendly_name().to_owned(),
