@@ -22,6 +22,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod directory;
 pub mod estate;
 pub mod faults;
 pub mod ids;
