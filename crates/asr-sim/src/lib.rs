@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{Durations, PolicyConfig, SeedSpec, SeedState, SimConfig, Span};
+pub use config::{Durations, PolicyConfig, SeedSpec, SeedState, SimConfig, Span, VaultLayout};
 pub use faults::{FailureRule, FaultSpec, Operation, Selector};
 pub use observe::OpEntry;
 pub use server::App;
@@ -66,15 +66,16 @@ impl SimOptions {
 }
 
 /// What a client needs to reach the simulator: the one JSON line the binary prints when ready.
+/// The top-level ids are the first vault's; `vaults` lists every vault.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SimInfo {
     /// Base URL (the ARM endpoint).
     pub url: String,
-    /// Subscription id.
+    /// Subscription id (of the first vault).
     pub subscription_id: String,
-    /// Vault resource group.
+    /// Vault resource group (of the first vault).
     pub resource_group: String,
-    /// Vault name.
+    /// Vault name (of the first vault).
     pub vault: String,
     /// PEM of the self-signed certificate, when serving HTTPS.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -83,6 +84,30 @@ pub struct SimInfo {
     /// resource group), by location: what a switch protection names as
     /// `primaryStagingAzureStorageAccountId` for the region the VM runs in.
     #[serde(default)]
+    pub cache_storage_accounts: std::collections::BTreeMap<String, String>,
+    /// Every vault served, subscription by subscription, the first vault first.
+    #[serde(default)]
+    pub vaults: Vec<VaultInfo>,
+}
+
+/// One vault of the simulated estate, as the ready line and `/_sim/info` list it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VaultInfo {
+    /// Its subscription id.
+    pub subscription_id: String,
+    /// Its resource group.
+    pub resource_group: String,
+    /// Its name.
+    pub vault: String,
+    /// Its ARM id, spelled as ASR spells it (`/Subscriptions/...`).
+    pub vault_id: String,
+    /// The resource group its VMs, NICs, disks, public IPs and storage accounts live in, by
+    /// location.
+    pub resource_groups: std::collections::BTreeMap<String, String>,
+    /// What the name of every VM seeded in it starts with, before the seed's own
+    /// `name_prefix` (empty for the first vault, `s2v1-` for vault 1 of subscription 2).
+    pub vm_name_prefix: String,
+    /// Its cache storage account of each region, by location.
     pub cache_storage_accounts: std::collections::BTreeMap<String, String>,
 }
 
@@ -162,8 +187,11 @@ pub async fn start(options: SimOptions) -> Result<RunningSimulator, StartError> 
     let resource_group = options.config.resource_group.clone();
     let vault = options.config.vault.clone();
     let app = Arc::new(App::new(options.config, url.clone()));
-    let cache_storage_accounts = app.lock().estate.cache_storage_accounts();
-    let info = SimInfo { url, subscription_id, resource_group, vault, ca_cert: None, cache_storage_accounts };
+    let (cache_storage_accounts, vaults) = {
+        let s = app.lock();
+        (s.estates[0].cache_storage_accounts(), s.estates.iter().map(estate::Estate::vault_info).collect())
+    };
+    let info = SimInfo { url, subscription_id, resource_group, vault, ca_cert: None, cache_storage_accounts, vaults };
     let router = server::router(app.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut info = info;
