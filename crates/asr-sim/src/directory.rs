@@ -2,7 +2,8 @@
 //! resource groups each vault's VMs live in, and the provider operations (deletes) each vault
 //! started. Every lookup is a hash lookup: nothing scans the vaults per request.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use crate::config::VaultLayout;
 use crate::routes::{Addressed, Route, Scope};
@@ -10,22 +11,26 @@ use crate::routes::{Addressed, Route, Scope};
 /// The map from ARM scopes to estates (by position in the list of vault layouts).
 #[derive(Debug, Default)]
 pub struct Directory {
-    /// Subscription ids as configured, by position.
-    subscription_ids: Vec<String>,
     /// Lowercase subscription id → position.
-    subscriptions: HashMap<String, usize>,
-    /// Per subscription: its first vault's estate, which answers for resource groups and
-    /// operations no vault owns (so a single-vault simulator answers as it always has).
-    first_vault: Vec<usize>,
-    /// (subscription, lowercase resource group, lowercase vault) → estate.
-    vaults: HashMap<(usize, String, String), usize>,
-    /// (subscription, lowercase resource group) of every resource group holding a vault.
-    vault_groups: HashSet<(usize, String)>,
-    /// (subscription, lowercase application resource group) → the estate whose VMs live there.
-    app_groups: HashMap<(usize, String), usize>,
-    /// Per subscription: lowercase name of each provider operation (a delete's job) → the
-    /// estate that runs it.
-    provider_jobs: Vec<HashMap<String, usize>>,
+    positions: HashMap<String, usize>,
+    /// Each subscription, by position.
+    subscriptions: Vec<Subscription>,
+}
+
+/// What one subscription holds. Keys are lowercase: ARM names are case-insensitive.
+#[derive(Debug)]
+struct Subscription {
+    /// Its id as configured.
+    id: String,
+    /// Its first vault's estate, which answers for resource groups and operations no vault
+    /// owns (so a single-vault simulator answers as it always has).
+    first_vault: usize,
+    /// Resource group → vault name → estate.
+    vaults: HashMap<String, HashMap<String, usize>>,
+    /// Application resource group → the estate whose VMs live there.
+    app_groups: HashMap<String, usize>,
+    /// Name of each provider operation (a delete's job) → the estate that runs it.
+    provider_jobs: HashMap<String, usize>,
 }
 
 /// Why no estate serves a path.
@@ -39,22 +44,33 @@ pub enum Miss {
     Vault(String),
 }
 
+/// `s` in lowercase, copied only when it has capitals (ids and names mostly have none).
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(s.to_ascii_lowercase()) } else { Cow::Borrowed(s) }
+}
+
 impl Directory {
     /// The directory of the vaults `layouts` places (in that order: estate `i` is `layouts[i]`).
     pub fn new(layouts: &[VaultLayout]) -> Self {
         let mut d = Directory::default();
         for (i, l) in layouts.iter().enumerate() {
-            if l.subscription == d.subscription_ids.len() {
-                d.subscription_ids.push(l.subscription_id.clone());
-                d.subscriptions.insert(l.subscription_id.to_ascii_lowercase(), l.subscription);
-                d.first_vault.push(i);
-                d.provider_jobs.push(HashMap::new());
+            if l.subscription == d.subscriptions.len() {
+                d.positions.insert(l.subscription_id.to_ascii_lowercase(), l.subscription);
+                d.subscriptions.push(Subscription {
+                    id: l.subscription_id.clone(),
+                    first_vault: i,
+                    vaults: HashMap::new(),
+                    app_groups: HashMap::new(),
+                    provider_jobs: HashMap::new(),
+                });
             }
-            let rg = l.resource_group.to_ascii_lowercase();
-            d.vaults.insert((l.subscription, rg.clone(), l.vault.to_ascii_lowercase()), i);
-            d.vault_groups.insert((l.subscription, rg));
+            let sub = &mut d.subscriptions[l.subscription];
+            sub.vaults
+                .entry(l.resource_group.to_ascii_lowercase())
+                .or_default()
+                .insert(l.vault.to_ascii_lowercase(), i);
             for app in &l.app_resource_groups {
-                d.app_groups.insert((l.subscription, app.to_ascii_lowercase()), i);
+                sub.app_groups.insert(app.to_ascii_lowercase(), i);
             }
         }
         d
@@ -62,17 +78,17 @@ impl Directory {
 
     /// Number of subscriptions.
     pub fn subscription_count(&self) -> usize {
-        self.subscription_ids.len()
+        self.subscriptions.len()
     }
 
     /// The id of subscription `i` (the first's if there is no such subscription).
     pub fn subscription_id(&self, i: usize) -> &str {
-        self.subscription_ids.get(i).unwrap_or(&self.subscription_ids[0])
+        &self.subscriptions.get(i).unwrap_or(&self.subscriptions[0]).id
     }
 
     /// The position of subscription `id`, if served.
     pub fn subscription(&self, id: &str) -> Option<usize> {
-        self.subscriptions.get(&id.to_ascii_lowercase()).copied()
+        self.positions.get(lower(id).as_ref()).copied()
     }
 
     /// The subscription whose ARM budget a request naming `id` draws on: that one if served,
@@ -84,35 +100,31 @@ impl Directory {
 
     /// The estate that serves `a`, or what is missing.
     pub fn estate_of(&self, a: &Addressed) -> Result<usize, Miss> {
-        let sub = self.subscription(&a.subscription).ok_or_else(|| Miss::Subscription(a.subscription.clone()))?;
+        let position = self.subscription(&a.subscription).ok_or_else(|| Miss::Subscription(a.subscription.clone()))?;
+        let sub = &self.subscriptions[position];
         match &a.scope {
-            Scope::Vault(rg, vault) => {
-                let rg_key = rg.to_ascii_lowercase();
-                if !self.vault_groups.contains(&(sub, rg_key.clone())) {
-                    return Err(Miss::ResourceGroup(rg.clone()));
-                }
-                self.vaults
-                    .get(&(sub, rg_key, vault.to_ascii_lowercase()))
-                    .copied()
-                    .ok_or_else(|| Miss::Vault(vault.clone()))
-            }
-            Scope::ResourceGroup(rg) => {
-                Ok(self.app_groups.get(&(sub, rg.to_ascii_lowercase())).copied().unwrap_or(self.first_vault[sub]))
-            }
+            Scope::Vault(rg, vault) => sub
+                .vaults
+                .get(lower(rg).as_ref())
+                .ok_or_else(|| Miss::ResourceGroup(rg.clone()))?
+                .get(lower(vault).as_ref())
+                .copied()
+                .ok_or_else(|| Miss::Vault(vault.clone())),
+            Scope::ResourceGroup(rg) => Ok(sub.app_groups.get(lower(rg).as_ref()).copied().unwrap_or(sub.first_vault)),
             Scope::Subscription => {
                 let job = match &a.route {
                     Route::ProviderOperationStatus(_, job) | Route::ProviderOperationResult(_, _, job) => job,
-                    _ => return Ok(self.first_vault[sub]),
+                    _ => return Ok(sub.first_vault),
                 };
-                Ok(self.provider_jobs[sub].get(&job.to_ascii_lowercase()).copied().unwrap_or(self.first_vault[sub]))
+                Ok(sub.provider_jobs.get(lower(job).as_ref()).copied().unwrap_or(sub.first_vault))
             }
         }
     }
 
     /// Notes that estate `estate`, in subscription `sub`, runs the provider operation `job`.
     pub fn note_provider_job(&mut self, sub: usize, job: &str, estate: usize) {
-        if let Some(jobs) = self.provider_jobs.get_mut(sub) {
-            jobs.insert(job.to_ascii_lowercase(), estate);
+        if let Some(s) = self.subscriptions.get_mut(sub) {
+            s.provider_jobs.insert(job.to_ascii_lowercase(), estate);
         }
     }
 }
