@@ -163,7 +163,7 @@ pub enum SeedState {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SeedSpec {
-    /// Number of VMs.
+    /// Number of VMs (in each vault).
     pub vms: usize,
     /// Their state.
     pub state: SeedState,
@@ -243,9 +243,9 @@ pub struct SimConfig {
     pub policy: PolicyConfig,
     /// Fault injection.
     pub faults: FaultSpec,
-    /// Seed of ids and durations.
+    /// Seed of ids and durations (the first vault's; the others' are derived from it).
     pub seed: u64,
-    /// The estate to create at start.
+    /// The VMs to create at start, in every vault (names prefixed per vault but the first).
     pub estate: SeedSpec,
     /// Simulated seconds after an operation's 202 during which its protected item still renders
     /// as before the operation: `currentScenario` idle and the idle `allowedOperations` of its

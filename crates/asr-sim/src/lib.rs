@@ -9,6 +9,15 @@
 //! operation log make it a test bench, not just a mock. It shares no code with `tern-asr`, so
 //! a misread of the spec cannot hide by being wrong on both sides.
 //!
+//! The estate is one Recovery Services vault in one subscription unless
+//! [`SimConfig::subscriptions`] and [`SimConfig::vaults_per_subscription`] ask for more. Every
+//! vault has its own items, jobs, recovery plans and application resource groups, seeded with
+//! `estate.vms` VMs each; every subscription has its own ARM request budget (reads, writes and
+//! deletes buckets of `throttle`'s size). The first vault keeps the configured subscription id,
+//! resource group and vault name, `rg-app`/`rg-app-asr` and VMs `vm-00001`...; the others'
+//! names are derived ([`SimConfig::vault_layouts`]) and listed by [`SimInfo::vaults`] and
+//! `/_sim/info`. A request only ever sees the vault (or resource group) its path names.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let mut config = tern_asr_sim::SimConfig::default();

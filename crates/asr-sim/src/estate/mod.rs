@@ -1,5 +1,7 @@
-//! The simulated estate: vault topology, protected items, jobs, VMs, NICs, managed disks,
-//! public IPs and storage accounts, and the ASR operations that change them.
+//! The simulated estate of one vault: its topology, protected items, jobs, and the VMs, NICs,
+//! managed disks, public IPs and storage accounts of its application resource groups, and the
+//! ASR operations that change them. A simulator of several vaults holds one `Estate` per vault
+//! (they share only the clock); the server's directory decides which one a request reaches.
 //!
 //! Time is lazy: operations plan their jobs in full and put the moments their effects apply
 //! on a timeline; [`Estate::advance`] applies whatever the clock has passed. Nothing runs in
