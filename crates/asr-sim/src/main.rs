@@ -37,8 +37,9 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
 
-    /// Settings file (TOML or JSON, keys as in SimConfig: subscription_id, time_compression,
-    /// durations, throttle, faults, estate, ...). Flags override it.
+    /// Settings file (TOML or JSON, keys as in SimConfig: subscription_id, subscriptions,
+    /// vaults_per_subscription, time_compression, durations, throttle, faults, estate, ...).
+    /// Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
