@@ -163,7 +163,7 @@ pub enum SeedState {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SeedSpec {
-    /// Number of VMs.
+    /// Number of VMs (in each vault).
     pub vms: usize,
     /// Their state.
     pub state: SeedState,
@@ -205,12 +205,18 @@ impl Default for SeedSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
-    /// Subscription id.
+    /// Subscription id of the first subscription (the others' are derived: see
+    /// [`SimConfig::vault_layouts`]).
     pub subscription_id: String,
-    /// Resource group of the vault.
+    /// Resource group of the vaults (in every subscription).
     pub resource_group: String,
-    /// Vault name.
+    /// Name of the first vault of every subscription (the others are `<vault>-2`, ...).
     pub vault: String,
+    /// Number of subscriptions served, each with its own ARM request budget.
+    pub subscriptions: usize,
+    /// Number of Recovery Services vaults in each subscription, each with its own estate of
+    /// `estate.vms` VMs.
+    pub vaults_per_subscription: usize,
     /// The region VMs originally ran in (e.g. "eastus").
     pub primary_region: String,
     /// The disaster-recovery region (e.g. "westus").
@@ -237,9 +243,9 @@ pub struct SimConfig {
     pub policy: PolicyConfig,
     /// Fault injection.
     pub faults: FaultSpec,
-    /// Seed of ids and durations.
+    /// Seed of ids and durations (the first vault's; the others' are derived from it).
     pub seed: u64,
-    /// The estate to create at start.
+    /// The VMs to create at start, in every vault (names prefixed per vault but the first).
     pub estate: SeedSpec,
     /// Simulated seconds after an operation's 202 during which its protected item still renders
     /// as before the operation: `currentScenario` idle and the idle `allowedOperations` of its
@@ -254,6 +260,8 @@ impl Default for SimConfig {
             subscription_id: "00000000-0000-4000-8000-000000000001".into(),
             resource_group: "rg-tern-dr".into(),
             vault: "tern-vault".into(),
+            subscriptions: 1,
+            vaults_per_subscription: 1,
             primary_region: "eastus".into(),
             secondary_region: "westus".into(),
             token: None,
@@ -287,6 +295,29 @@ impl SimConfig {
                 return Err(format!("{key} {v:?} must be non-empty, without '/' or spaces"));
             }
         }
+        if !(1..=MAX_SUBSCRIPTIONS).contains(&self.subscriptions) {
+            return Err(format!("subscriptions must be between 1 and {MAX_SUBSCRIPTIONS}, got {}", self.subscriptions));
+        }
+        if !(1..=MAX_VAULTS_PER_SUBSCRIPTION).contains(&self.vaults_per_subscription) {
+            return Err(format!(
+                "vaults_per_subscription must be between 1 and {MAX_VAULTS_PER_SUBSCRIPTION} (ASR's limit), got {}",
+                self.vaults_per_subscription
+            ));
+        }
+        if self.subscriptions * self.vaults_per_subscription > MAX_VAULTS {
+            return Err(format!(
+                "subscriptions × vaults_per_subscription must be at most {MAX_VAULTS}, got {} × {}",
+                self.subscriptions, self.vaults_per_subscription
+            ));
+        }
+        if let Some(k) =
+            (2..=self.subscriptions).find(|&k| derived_subscription_id(k).eq_ignore_ascii_case(&self.subscription_id))
+        {
+            return Err(format!(
+                "subscription_id {:?} is the id derived for subscription {k}; choose another or fewer subscriptions",
+                self.subscription_id
+            ));
+        }
         if self.primary_region.eq_ignore_ascii_case(&self.secondary_region) {
             return Err("primary_region and secondary_region must differ".into());
         }
@@ -311,8 +342,140 @@ impl SimConfig {
         self.faults.validate().map_err(|e| format!("faults.{e}"))
     }
 
+    /// Every vault served, subscription by subscription: the first is exactly
+    /// (`subscription_id`, `resource_group`, `vault`) with VMs `<prefix>-00001`... in `rg-app`
+    /// and `rg-app-asr`, as with a single vault. Vault `v` of subscription `s` (both from 1),
+    /// labelled `s{s}v{v}`:
+    /// - subscription id: `subscription_id` for `s = 1`, else `00000000-0000-4000-8000-{s:012}`;
+    /// - resource group: `resource_group` in every subscription;
+    /// - name: `vault` for `v = 1`, else `<vault>-{v}`;
+    /// - application resource groups (VMs, NICs, disks, public IPs, storage accounts):
+    ///   `rg-app-s{s}v{v}` (primary region) and `rg-app-s{s}v{v}-asr` (secondary region), so a
+    ///   resource group belongs to one vault;
+    /// - VM names: `s{s}v{v}-<prefix>-00001`..., unique across every subscription;
+    /// - seed of ids and durations: `seed` mixed with the vault's position, so no two vaults
+    ///   share a job name or a lifecycle id.
+    pub fn vault_layouts(&self) -> Vec<VaultLayout> {
+        let mut out = Vec::with_capacity(self.subscriptions * self.vaults_per_subscription);
+        for s in 1..=self.subscriptions {
+            let subscription_id = if s == 1 { self.subscription_id.clone() } else { derived_subscription_id(s) };
+            for v in 1..=self.vaults_per_subscription {
+                let first = s == 1 && v == 1;
+                let label = format!("s{s}v{v}");
+                let position = (out.len()) as u64;
+                out.push(VaultLayout {
+                    subscription: s - 1,
+                    subscription_id: subscription_id.clone(),
+                    resource_group: self.resource_group.clone(),
+                    vault: if v == 1 { self.vault.clone() } else { format!("{}-{v}", self.vault) },
+                    app_resource_groups: if first {
+                        [APP_RG.into(), format!("{APP_RG}-asr")]
+                    } else {
+                        [format!("{APP_RG}-{label}"), format!("{APP_RG}-{label}-asr")]
+                    },
+                    vm_prefix: if first { String::new() } else { format!("{label}-") },
+                    seed: if first { self.seed } else { self.seed ^ position.wrapping_mul(0x9e37_79b9_7f4a_7c15) },
+                });
+            }
+        }
+        out
+    }
+
     /// The durations in force.
     pub fn effective_durations(&self) -> Durations {
         if self.zero_latency { Durations::zero() } else { self.durations }
+    }
+}
+
+/// Most subscriptions one simulator serves.
+pub const MAX_SUBSCRIPTIONS: usize = 1000;
+
+/// Most vaults per subscription (ASR's limit: 500 vaults per subscription).
+pub const MAX_VAULTS_PER_SUBSCRIPTION: usize = 500;
+
+/// Most vaults one simulator serves in all (each is an estate in memory).
+pub const MAX_VAULTS: usize = 10_000;
+
+/// The application resource group VMs of the first vault live in (`-asr` in the secondary region).
+const APP_RG: &str = "rg-app";
+
+/// The id of subscription `k` (from 1) when `k > 1`.
+pub fn derived_subscription_id(k: usize) -> String {
+    format!("00000000-0000-4000-8000-{k:012}")
+}
+
+/// Where one vault of the simulated estate lives and how its resources are named
+/// ([`SimConfig::vault_layouts`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultLayout {
+    /// Position of its subscription (from 0).
+    pub subscription: usize,
+    /// Its subscription id.
+    pub subscription_id: String,
+    /// Its resource group.
+    pub resource_group: String,
+    /// Its name.
+    pub vault: String,
+    /// The resource groups its VMs, NICs, disks, public IPs and storage accounts live in:
+    /// primary region, secondary region.
+    pub app_resource_groups: [String; 2],
+    /// What its seeded VM names start with before the seed's own prefix (`""` or `s2v1-`).
+    pub vm_prefix: String,
+    /// Seed of its ids and durations.
+    pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_vault_keeps_its_names_and_more_are_derived_apart() {
+        let one = SimConfig::default().vault_layouts();
+        assert_eq!(one.len(), 1);
+        let first = &one[0];
+        assert_eq!(
+            (first.subscription_id.as_str(), first.resource_group.as_str(), first.vault.as_str()),
+            ("00000000-0000-4000-8000-000000000001", "rg-tern-dr", "tern-vault")
+        );
+        assert_eq!(first.app_resource_groups, ["rg-app".to_owned(), "rg-app-asr".to_owned()]);
+        assert_eq!((first.vm_prefix.as_str(), first.seed), ("", 1));
+
+        let config = SimConfig { subscriptions: 2, vaults_per_subscription: 2, ..SimConfig::default() };
+        let four = config.vault_layouts();
+        assert_eq!(four[0], *first, "the first vault is the same however many there are");
+        let names: Vec<_> = four
+            .iter()
+            .map(|l| (l.subscription, l.subscription_id.as_str(), l.vault.as_str(), l.app_resource_groups[0].as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (0, "00000000-0000-4000-8000-000000000001", "tern-vault", "rg-app"),
+                (0, "00000000-0000-4000-8000-000000000001", "tern-vault-2", "rg-app-s1v2"),
+                (1, "00000000-0000-4000-8000-000000000002", "tern-vault", "rg-app-s2v1"),
+                (1, "00000000-0000-4000-8000-000000000002", "tern-vault-2", "rg-app-s2v2"),
+            ]
+        );
+        assert_eq!(four[3].app_resource_groups[1], "rg-app-s2v2-asr");
+        assert_eq!(four[2].vm_prefix, "s2v1-");
+        let seeds: std::collections::BTreeSet<u64> = four.iter().map(|l| l.seed).collect();
+        assert_eq!(seeds.len(), 4, "no two vaults share ids");
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn estate_sizes_are_checked() {
+        let bad = |c: SimConfig| c.validate().unwrap_err();
+        assert!(bad(SimConfig { subscriptions: 0, ..SimConfig::default() }).contains("subscriptions"));
+        assert!(
+            bad(SimConfig { vaults_per_subscription: 501, ..SimConfig::default() }).contains("vaults_per_subscription")
+        );
+        let clash = SimConfig {
+            subscriptions: 3,
+            subscription_id: derived_subscription_id(3).to_ascii_uppercase(),
+            ..SimConfig::default()
+        };
+        assert!(bad(clash).contains("subscription 3"));
     }
 }

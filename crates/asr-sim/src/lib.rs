@@ -9,6 +9,15 @@
 //! operation log make it a test bench, not just a mock. It shares no code with `tern-asr`, so
 //! a misread of the spec cannot hide by being wrong on both sides.
 //!
+//! The estate is one Recovery Services vault in one subscription unless
+//! [`SimConfig::subscriptions`] and [`SimConfig::vaults_per_subscription`] ask for more. Every
+//! vault has its own items, jobs, recovery plans and application resource groups, seeded with
+//! `estate.vms` VMs each; every subscription has its own ARM request budget (reads, writes and
+//! deletes buckets of `throttle`'s size). The first vault keeps the configured subscription id,
+//! resource group and vault name, `rg-app`/`rg-app-asr` and VMs `vm-00001`...; the others'
+//! names are derived ([`SimConfig::vault_layouts`]) and listed by [`SimInfo::vaults`] and
+//! `/_sim/info`. A request only ever sees the vault (or resource group) its path names.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let mut config = tern_asr_sim::SimConfig::default();
@@ -22,6 +31,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod directory;
 pub mod estate;
 pub mod faults;
 pub mod ids;
@@ -40,7 +50,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{Durations, PolicyConfig, SeedSpec, SeedState, SimConfig, Span};
+pub use config::{Durations, PolicyConfig, SeedSpec, SeedState, SimConfig, Span, VaultLayout};
 pub use faults::{FailureRule, FaultSpec, Operation, Selector};
 pub use observe::OpEntry;
 pub use server::App;
@@ -65,15 +75,16 @@ impl SimOptions {
 }
 
 /// What a client needs to reach the simulator: the one JSON line the binary prints when ready.
+/// The top-level ids are the first vault's; `vaults` lists every vault.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SimInfo {
     /// Base URL (the ARM endpoint).
     pub url: String,
-    /// Subscription id.
+    /// Subscription id (of the first vault).
     pub subscription_id: String,
-    /// Vault resource group.
+    /// Vault resource group (of the first vault).
     pub resource_group: String,
-    /// Vault name.
+    /// Vault name (of the first vault).
     pub vault: String,
     /// PEM of the self-signed certificate, when serving HTTPS.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -82,6 +93,30 @@ pub struct SimInfo {
     /// resource group), by location: what a switch protection names as
     /// `primaryStagingAzureStorageAccountId` for the region the VM runs in.
     #[serde(default)]
+    pub cache_storage_accounts: std::collections::BTreeMap<String, String>,
+    /// Every vault served, subscription by subscription, the first vault first.
+    #[serde(default)]
+    pub vaults: Vec<VaultInfo>,
+}
+
+/// One vault of the simulated estate, as the ready line and `/_sim/info` list it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VaultInfo {
+    /// Its subscription id.
+    pub subscription_id: String,
+    /// Its resource group.
+    pub resource_group: String,
+    /// Its name.
+    pub vault: String,
+    /// Its ARM id, spelled as ASR spells it (`/Subscriptions/...`).
+    pub vault_id: String,
+    /// The resource group its VMs, NICs, disks, public IPs and storage accounts live in, by
+    /// location.
+    pub resource_groups: std::collections::BTreeMap<String, String>,
+    /// What the name of every VM seeded in it starts with, before the seed's own
+    /// `name_prefix` (empty for the first vault, `s2v1-` for vault 1 of subscription 2).
+    pub vm_name_prefix: String,
+    /// Its cache storage account of each region, by location.
     pub cache_storage_accounts: std::collections::BTreeMap<String, String>,
 }
 
@@ -161,8 +196,11 @@ pub async fn start(options: SimOptions) -> Result<RunningSimulator, StartError> 
     let resource_group = options.config.resource_group.clone();
     let vault = options.config.vault.clone();
     let app = Arc::new(App::new(options.config, url.clone()));
-    let cache_storage_accounts = app.lock().estate.cache_storage_accounts();
-    let info = SimInfo { url, subscription_id, resource_group, vault, ca_cert: None, cache_storage_accounts };
+    let (cache_storage_accounts, vaults) = {
+        let s = app.lock();
+        (s.estates[0].cache_storage_accounts(), s.estates.iter().map(estate::Estate::vault_info).collect())
+    };
+    let info = SimInfo { url, subscription_id, resource_group, vault, ca_cert: None, cache_storage_accounts, vaults };
     let router = server::router(app.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut info = info;

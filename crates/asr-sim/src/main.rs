@@ -2,8 +2,8 @@
 //!
 //! Settings are layered: defaults → `--config FILE` (TOML or JSON) → flags. When ready it
 //! prints one JSON line on stdout (`url`, `subscription_id`, `resource_group`, `vault`,
-//! `cache_storage_accounts`, and `ca_cert` with `--tls-dir`) and serves until SIGINT/SIGTERM.
-//! Logs go to stderr.
+//! `cache_storage_accounts` of the first vault, `vaults` listing every vault, and `ca_cert`
+//! with `--tls-dir`) and serves until SIGINT/SIGTERM. Logs go to stderr.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +15,14 @@ use tern_asr_sim::{BucketConfig, FailureRule, Operation, SeedState, Selector, Si
 /// An ARM-faithful Azure Site Recovery simulator (A2A failover, failback, reprotect, jobs,
 /// recovery plans, throttling, fault injection). Admin endpoints live under /_sim/: oplog,
 /// info, counters, jobs, faults (GET/PUT), seed, reset, clock/advance.
+///
+/// It serves --subscriptions subscriptions (default 1), each with its own ARM request budget,
+/// and --vaults-per-subscription vaults in each (default 1), each seeded with --seed-vms VMs.
+/// The first vault is --subscription-id/--resource-group/--vault with VMs vm-00001... in
+/// rg-app/rg-app-asr; the others are derived: subscription S has id
+/// 00000000-0000-4000-8000-<S as 12 digits> (S > 1), vault V is named <vault>-V (V > 1) in the
+/// same resource group, and vault V of subscription S keeps its VMs, named sSvV-vm-00001..., in
+/// rg-app-sSvV and rg-app-sSvV-asr. /_sim/info lists every vault.
 ///
 /// It answers as stingily as real Azure does, from recorded evidence
 /// (docs/azure-fidelity.md): job lists are summaries (A2AFailoverCommit-excerpt entries
@@ -29,8 +37,9 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
 
-    /// Settings file (TOML or JSON, keys as in SimConfig: subscription_id, time_compression,
-    /// durations, throttle, faults, estate, ...). Flags override it.
+    /// Settings file (TOML or JSON, keys as in SimConfig: subscription_id, subscriptions,
+    /// vaults_per_subscription, time_compression, durations, throttle, faults, estate, ...).
+    /// Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -39,15 +48,24 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     tls_dir: Option<PathBuf>,
 
-    /// Number of VMs to seed.
+    /// Number of VMs to seed in every vault.
     #[arg(long, value_name = "N")]
     seed_vms: Option<usize>,
+
+    /// Number of subscriptions served, each with its own ARM request budget (default 1).
+    #[arg(long, value_name = "N")]
+    subscriptions: Option<usize>,
+
+    /// Number of Recovery Services vaults in each subscription (default 1; at most 500).
+    #[arg(long, value_name = "M")]
+    vaults_per_subscription: Option<usize>,
 
     /// State of the seeded VMs.
     #[arg(long, value_enum)]
     seed_state: Option<SeedState>,
 
-    /// VM name prefix of seeded VMs (<prefix>-00001, ...).
+    /// VM name prefix of seeded VMs (<prefix>-00001, ...; sSvV-<prefix>-00001 in vault V of
+    /// subscription S, but the first).
     #[arg(long, value_name = "PREFIX")]
     seed_prefix: Option<String>,
 
@@ -84,15 +102,15 @@ struct Args {
     #[arg(long, value_name = "SIZE")]
     seed_recovery_plan_size: Option<usize>,
 
-    /// Subscription id of the estate.
+    /// Subscription id of the first subscription.
     #[arg(long)]
     subscription_id: Option<String>,
 
-    /// Resource group of the vault.
+    /// Resource group of the vaults (in every subscription).
     #[arg(long)]
     resource_group: Option<String>,
 
-    /// Vault name.
+    /// Name of the first vault of every subscription (the others are <vault>-2, ...).
     #[arg(long)]
     vault: Option<String>,
 
@@ -272,6 +290,8 @@ fn build_config(a: &Args) -> anyhow::Result<SimConfig> {
         };
     }
     set!(c.estate.vms, a.seed_vms);
+    set!(c.subscriptions, a.subscriptions);
+    set!(c.vaults_per_subscription, a.vaults_per_subscription);
     set!(c.estate.state, a.seed_state);
     set!(c.estate.name_prefix, a.seed_prefix);
     set!(c.estate.late_disk_every, a.seed_late_disk_every);
@@ -335,10 +355,11 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
         .init();
     let config = build_config(&args)?;
-    let vms = config.estate.vms;
+    let vms = config.estate.vms * config.subscriptions * config.vaults_per_subscription;
+    let (subscriptions, vaults_per_subscription) = (config.subscriptions, config.vaults_per_subscription);
     let sim = tern_asr_sim::start(SimOptions { config, listen: args.listen, tls_dir: args.tls_dir.clone() }).await?;
     println!("{}", serde_json::to_string(sim.info())?);
-    tracing::info!(url = %sim.url(), vms, "tern-asr-sim ready");
+    tracing::info!(url = %sim.url(), subscriptions, vaults_per_subscription, vms, "tern-asr-sim ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -8,6 +8,7 @@ use axum::http::Method;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::clock::SimTime;
 use crate::estate::Estate;
 use crate::throttle::RequestClass;
 use crate::wire::{JobProperties, OperationStatus, Resource};
@@ -45,8 +46,9 @@ pub struct RequestEntry {
 /// How many requests `/_sim/requests` remembers.
 const REQUEST_LOG_LIMIT: usize = 200_000;
 
-/// Request counters for `/_sim/counters`.
-#[derive(Clone, Debug, Default, Serialize)]
+/// Request counters for `/_sim/counters`: in total, and per subscription (the one whose budget
+/// a request drew on).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct RequestCounters {
     /// ARM requests received, by class.
     pub reads: u64,
@@ -88,6 +90,8 @@ struct FirstReads {
 pub struct JobTiming {
     /// The job's name (the last segment of its ARM id).
     pub name: String,
+    /// The ARM id of the vault the job belongs to.
+    pub vault_id: String,
     /// Operation, as the operation log names it (`unplannedFailover`, `failoverCommit`, ...).
     pub operation: &'static str,
     /// ASR's `scenarioName` (`UnplannedFailover`, `SecondaryIrCompletion`, ...).
@@ -121,20 +125,35 @@ pub struct Observations {
     pub oplog: Vec<OpEntry>,
     /// Every recent request with its real arrival time.
     pub requests: VecDeque<RequestEntry>,
-    /// Request counters.
+    /// Request counters, all subscriptions together.
     pub counters: RequestCounters,
-    /// Job name → when clients were first told it had ended (the moment its completion was
-    /// seen).
-    first_terminal_reads: HashMap<String, FirstReads>,
+    /// Request counters of each subscription, by position: they add up to `counters`.
+    pub per_subscription: Vec<RequestCounters>,
+    /// (Estate, job name) → when clients were first told it had ended (the moment its
+    /// completion was seen).
+    first_terminal_reads: HashMap<(usize, String), FirstReads>,
 }
 
 impl Observations {
-    /// Counts an ARM request by class.
-    pub fn count(&mut self, class: RequestClass) {
-        match class {
-            RequestClass::Read => self.counters.reads += 1,
-            RequestClass::Write => self.counters.writes += 1,
-            RequestClass::Delete => self.counters.deletes += 1,
+    /// Nothing observed yet, for `subscriptions` subscriptions.
+    pub fn new(subscriptions: usize) -> Self {
+        Self { per_subscription: vec![RequestCounters::default(); subscriptions], ..Self::default() }
+    }
+
+    /// Counts an ARM request by class, for subscription `sub`.
+    pub fn count(&mut self, class: RequestClass, sub: usize) {
+        self.bump(sub, |c| match class {
+            RequestClass::Read => c.reads += 1,
+            RequestClass::Write => c.writes += 1,
+            RequestClass::Delete => c.deletes += 1,
+        });
+    }
+
+    /// Applies `f` to the totals and to subscription `sub`'s counters.
+    pub fn bump(&mut self, sub: usize, f: impl Fn(&mut RequestCounters)) {
+        f(&mut self.counters);
+        if let Some(c) = self.per_subscription.get_mut(sub) {
+            f(c);
         }
     }
 
@@ -154,37 +173,49 @@ impl Observations {
         self.oplog.push(OpEntry { at, method: method.to_string(), path: path.to_owned(), operation, item, status });
     }
 
-    /// Notes that the client `user_agent` was just told job `name` has ended: the first such
-    /// answer is when its completion was seen.
-    pub fn saw_ended(&mut self, name: &str, user_agent: &str) {
+    /// Notes that the client `user_agent` was just told job `name` of estate `estate` has
+    /// ended: the first such answer is when its completion was seen.
+    pub fn saw_ended(&mut self, estate: usize, name: &str, user_agent: &str) {
         let now = OffsetDateTime::now_utc();
-        let first = self.first_terminal_reads.entry(name.to_owned()).or_default();
+        let first = self.first_terminal_reads.entry((estate, name.to_owned())).or_default();
         first.any.get_or_insert(now);
         first.by.entry(client(user_agent).to_owned()).or_insert(now);
     }
 
-    /// Every job's timing in wall-clock time, oldest first.
-    pub fn job_timings(&self, estate: &Estate) -> Vec<JobTiming> {
-        let now = estate.now();
-        let seen = &self.first_terminal_reads;
-        estate
-            .jobs_oldest_first()
-            .map(|job| JobTiming {
-                name: job.name.clone(),
-                operation: job.operation.name(),
-                scenario: job.scenario,
-                item: job.item.clone(),
-                target: job.target_name.clone(),
-                state: job.state(now).as_str(),
-                created_unix_ms: unix_ms(estate.clock.to_wall(job.created)),
-                completed_unix_ms: unix_ms(estate.clock.to_wall(job.cancelled_at.unwrap_or(job.ends).min(job.ends))),
-                first_terminal_read_unix_ms: seen.get(&job.name).and_then(|f| f.any).map(unix_ms),
-                first_terminal_read_by: seen
-                    .get(&job.name)
-                    .map(|f| f.by.iter().map(|(who, t)| (who.clone(), unix_ms(*t))).collect())
-                    .unwrap_or_default(),
-            })
-            .collect()
+    /// Every job's timing in wall-clock time, oldest first, of every estate (they share one
+    /// clock).
+    pub fn job_timings(&self, estates: &[Estate]) -> Vec<JobTiming> {
+        let mut timed: Vec<(SimTime, JobTiming)> = Vec::new();
+        for (e, estate) in estates.iter().enumerate() {
+            let now = estate.now();
+            let vault_id = estate.scope.vault_id();
+            timed.extend(estate.jobs_oldest_first().map(|job| {
+                let seen = self.first_terminal_reads.get(&(e, job.name.clone()));
+                let timing = JobTiming {
+                    name: job.name.clone(),
+                    vault_id: vault_id.clone(),
+                    operation: job.operation.name(),
+                    scenario: job.scenario,
+                    item: job.item.clone(),
+                    target: job.target_name.clone(),
+                    state: job.state(now).as_str(),
+                    created_unix_ms: unix_ms(estate.clock.to_wall(job.created)),
+                    completed_unix_ms: unix_ms(
+                        estate.clock.to_wall(job.cancelled_at.unwrap_or(job.ends).min(job.ends)),
+                    ),
+                    first_terminal_read_unix_ms: seen.and_then(|f| f.any).map(unix_ms),
+                    first_terminal_read_by: seen
+                        .map(|f| f.by.iter().map(|(who, t)| (who.clone(), unix_ms(*t))).collect())
+                        .unwrap_or_default(),
+                };
+                (job.created, timing)
+            }));
+        }
+        if estates.len() > 1 {
+            // Stable: jobs of one estate created at the same moment keep their order.
+            timed.sort_by_key(|(created, _)| *created);
+        }
+        timed.into_iter().map(|(_, t)| t).collect()
     }
 }
 

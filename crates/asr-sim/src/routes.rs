@@ -46,6 +46,8 @@ pub enum Route {
     ProviderOperationStatus(String, String),
     /// `/subscriptions/{s}/providers/{ns}/locations/{loc}/operationResults/{id}` (Location).
     ProviderOperationResult(String, String, String),
+    /// A path under a vault that the simulator does not serve.
+    Unserved,
 }
 
 /// Why a path was not recognised.
@@ -65,8 +67,50 @@ fn eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-/// Parses `path` for the estate of (`subscription`, `resource_group`, `vault`).
-pub fn parse(path: &str, subscription: &str, resource_group: &str, vault: &str) -> Result<Route, RouteError> {
+/// What an ARM path addresses below its subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The subscription itself (provider operation status and results).
+    Subscription,
+    /// A resource group's Compute, Network or Storage resources.
+    ResourceGroup(String),
+    /// A Recovery Services vault (resource group, vault name).
+    Vault(String, String),
+}
+
+/// A recognised ARM path: whose it is, and what it asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addressed {
+    /// The subscription id, as written in the path.
+    pub subscription: String,
+    /// The part of the subscription it addresses.
+    pub scope: Scope,
+    /// The route within that scope.
+    pub route: Route,
+}
+
+/// Why a path could not be addressed, before any estate is asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressError {
+    /// Not under `/subscriptions/{id}`.
+    NotArm,
+    /// Under subscription `.0`, but not an ARM path the simulator serves.
+    Unknown(String),
+}
+
+impl AddressError {
+    /// The subscription the path names, if any.
+    pub fn subscription(&self) -> Option<&str> {
+        match self {
+            AddressError::NotArm => None,
+            AddressError::Unknown(s) => Some(s),
+        }
+    }
+}
+
+/// Parses `path` into the subscription, resource group or vault it addresses and the route
+/// within it, whatever estates exist.
+pub fn address(path: &str) -> Result<Addressed, AddressError> {
     let segs: Vec<String> = path
         .trim_matches('/')
         .split('/')
@@ -74,57 +118,52 @@ pub fn parse(path: &str, subscription: &str, resource_group: &str, vault: &str) 
         .collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     if s.len() < 2 || !eq(s[0], "subscriptions") {
-        return Err(RouteError::Unknown);
-    }
-    if !eq(s[1], subscription) {
-        return Err(RouteError::WrongSubscription(s[1].to_owned()));
+        return Err(AddressError::NotArm);
     }
     let o = |x: &str| x.to_owned();
+    let subscription = o(s[1]);
+    let unknown = || AddressError::Unknown(subscription.clone());
+    let at = |scope: Scope, route: Route| Addressed { subscription: subscription.clone(), scope, route };
     // Subscription-level provider operations (Compute/Network async ops).
     if s.len() == 8 && eq(s[2], "providers") && eq(s[4], "locations") {
         if eq(s[6], "operations") {
-            return Ok(Route::ProviderOperationStatus(o(s[3]), o(s[7])));
+            return Ok(at(Scope::Subscription, Route::ProviderOperationStatus(o(s[3]), o(s[7]))));
         }
         if eq(s[6], "operationresults") {
-            return Ok(Route::ProviderOperationResult(o(s[3]), o(s[5]), o(s[7])));
+            return Ok(at(Scope::Subscription, Route::ProviderOperationResult(o(s[3]), o(s[5]), o(s[7]))));
         }
     }
     if s.len() < 6 || !eq(s[2], "resourcegroups") || !eq(s[4], "providers") {
-        return Err(RouteError::Unknown);
+        return Err(unknown());
     }
     let rg = s[3];
     let ns = s[5];
     let rest = &s[6..];
     if eq(ns, "microsoft.compute") || eq(ns, "microsoft.network") || eq(ns, "microsoft.storage") {
-        return match (ns.to_ascii_lowercase().as_str(), rest) {
-            ("microsoft.compute", [t]) if eq(t, "virtualmachines") => Ok(Route::Vms(o(rg))),
-            ("microsoft.compute", [t, n]) if eq(t, "virtualmachines") => Ok(Route::Vm(o(rg), o(n))),
+        let route = match (ns.to_ascii_lowercase().as_str(), rest) {
+            ("microsoft.compute", [t]) if eq(t, "virtualmachines") => Route::Vms(o(rg)),
+            ("microsoft.compute", [t, n]) if eq(t, "virtualmachines") => Route::Vm(o(rg), o(n)),
             ("microsoft.compute", [t, n, v]) if eq(t, "virtualmachines") && eq(v, "instanceview") => {
-                Ok(Route::VmInstanceView(o(rg), o(n)))
+                Route::VmInstanceView(o(rg), o(n))
             }
-            ("microsoft.network", [t]) if eq(t, "networkinterfaces") => Ok(Route::Nics(o(rg))),
-            ("microsoft.network", [t, n]) if eq(t, "networkinterfaces") => Ok(Route::Nic(o(rg), o(n))),
-            ("microsoft.compute", [t]) if eq(t, "disks") => Ok(Route::Disks(o(rg))),
-            ("microsoft.compute", [t, n]) if eq(t, "disks") => Ok(Route::Disk(o(rg), o(n))),
-            ("microsoft.network", [t]) if eq(t, "publicipaddresses") => Ok(Route::PublicIps(o(rg))),
-            ("microsoft.network", [t, n]) if eq(t, "publicipaddresses") => Ok(Route::PublicIp(o(rg), o(n))),
-            ("microsoft.storage", [t]) if eq(t, "storageaccounts") => Ok(Route::StorageAccounts(o(rg))),
-            ("microsoft.storage", [t, n]) if eq(t, "storageaccounts") => Ok(Route::StorageAccount(o(rg), o(n))),
-            _ => Err(RouteError::Unknown),
+            ("microsoft.network", [t]) if eq(t, "networkinterfaces") => Route::Nics(o(rg)),
+            ("microsoft.network", [t, n]) if eq(t, "networkinterfaces") => Route::Nic(o(rg), o(n)),
+            ("microsoft.compute", [t]) if eq(t, "disks") => Route::Disks(o(rg)),
+            ("microsoft.compute", [t, n]) if eq(t, "disks") => Route::Disk(o(rg), o(n)),
+            ("microsoft.network", [t]) if eq(t, "publicipaddresses") => Route::PublicIps(o(rg)),
+            ("microsoft.network", [t, n]) if eq(t, "publicipaddresses") => Route::PublicIp(o(rg), o(n)),
+            ("microsoft.storage", [t]) if eq(t, "storageaccounts") => Route::StorageAccounts(o(rg)),
+            ("microsoft.storage", [t, n]) if eq(t, "storageaccounts") => Route::StorageAccount(o(rg), o(n)),
+            _ => return Err(unknown()),
         };
+        return Ok(at(Scope::ResourceGroup(o(rg)), route));
     }
     if !eq(ns, "microsoft.recoveryservices") || rest.len() < 2 || !eq(rest[0], "vaults") {
-        return Err(RouteError::Unknown);
-    }
-    if !eq(rg, resource_group) {
-        return Err(RouteError::WrongResourceGroup(o(rg)));
-    }
-    if !eq(rest[1], vault) {
-        return Err(RouteError::WrongVault(o(rest[1])));
+        return Err(unknown());
     }
     let v = &rest[2..];
     let k = |i: usize, name: &str| v.get(i).is_some_and(|x| eq(x, name));
-    Ok(match v.len() {
+    let route = match v.len() {
         0 => Route::Vault,
         1 if k(0, "replicationFabrics") => Route::Fabrics,
         1 if k(0, "replicationProtectionContainers") => Route::AllContainers,
@@ -167,8 +206,37 @@ pub fn parse(path: &str, subscription: &str, resource_group: &str, vault: &str) 
         8 if k(4, "replicationProtectedItems") && k(6, "operationresults") => {
             Route::ItemOperationResult(o(v[1]), o(v[3]), o(v[5]), o(v[7]))
         }
-        _ => return Err(RouteError::Unknown),
-    })
+        // A vault path with an unknown tail is still the vault's: an unknown vault is told
+        // first, as ARM checks the resource before its child path.
+        _ => Route::Unserved,
+    };
+    Ok(at(Scope::Vault(o(rg), o(rest[1])), route))
+}
+
+/// Parses `path` for the estate of (`subscription`, `resource_group`, `vault`): the routing
+/// of a single-vault simulator, [`address`] checked against that one vault.
+pub fn parse(path: &str, subscription: &str, resource_group: &str, vault: &str) -> Result<Route, RouteError> {
+    let a = match address(path) {
+        Ok(a) => a,
+        Err(AddressError::NotArm) => return Err(RouteError::Unknown),
+        Err(AddressError::Unknown(s)) if !eq(&s, subscription) => return Err(RouteError::WrongSubscription(s)),
+        Err(AddressError::Unknown(_)) => return Err(RouteError::Unknown),
+    };
+    if !eq(&a.subscription, subscription) {
+        return Err(RouteError::WrongSubscription(a.subscription));
+    }
+    if let Scope::Vault(rg, v) = &a.scope {
+        if !eq(rg, resource_group) {
+            return Err(RouteError::WrongResourceGroup(rg.clone()));
+        }
+        if !eq(v, vault) {
+            return Err(RouteError::WrongVault(v.clone()));
+        }
+    }
+    match a.route {
+        Route::Unserved => Err(RouteError::Unknown),
+        route => Ok(route),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The HTTP front: authentication, throttling, fault dice, routing to the estate, ARM
-//! response conventions (LRO headers, paging, errors) and `/_sim/`; it feeds `observe` what the
-//! operation log, the request log, the counters and `/_sim/jobs` report.
+//! The HTTP front: authentication, per-subscription throttling, fault dice, routing to the
+//! estate of the vault a path addresses, ARM response conventions (LRO headers, paging, errors)
+//! and `/_sim/`; it feeds `observe` what the operation log, the request log, the counters and
+//! `/_sim/jobs` report.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -14,24 +15,73 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::clock;
+use crate::clock::{self, SimClock, SimTime};
 use crate::config::{SeedSpec, SimConfig};
+use crate::directory::{Directory, Miss};
 use crate::estate::{Accepted, Estate, ItemFilter, JobFilter, OperationResult, PlanOp, Refusal, ResourceKind};
 use crate::faults::{FaultDice, FaultSpec, Operation};
 use crate::observe::{self, Observations, RequestEntry};
-use crate::routes::{self, Route, RouteError};
+use crate::routes::{self, AddressError, Addressed, Route};
 use crate::throttle::{Admission, RequestClass, Throttle};
 use crate::wire::{self, Input, Page};
 
 /// Mutable simulator state, behind one lock.
 #[derive(Debug)]
 pub struct Shared {
-    /// The estate.
-    pub estate: Estate,
-    throttle: Throttle,
+    /// Settings; `faults` is the fault spec in force (its countdowns count down here).
+    pub config: SimConfig,
+    /// One estate per vault, subscription by subscription, in the order of
+    /// [`SimConfig::vault_layouts`]; they share one simulated clock.
+    pub estates: Vec<Estate>,
+    /// Which estate serves a path.
+    directory: Directory,
+    /// ARM's buckets of each subscription, by position.
+    throttles: Vec<Throttle>,
     dice: FaultDice,
     /// What `/_sim/` reports about the requests served (the estate knows nothing of it).
     pub observed: Observations,
+}
+
+impl Shared {
+    /// Fresh estates, buckets, dice and observations from `config`.
+    fn new(config: SimConfig) -> Self {
+        let layouts = config.vault_layouts();
+        let directory = Directory::new(&layouts);
+        let clock = SimClock::new(config.time_compression);
+        let estates: Vec<Estate> =
+            layouts.into_iter().map(|layout| Estate::for_vault(config.clone(), layout, clock.clone())).collect();
+        Self {
+            throttles: vec![Throttle::new(config.throttle); directory.subscription_count()],
+            dice: FaultDice::new(&config.faults),
+            observed: Observations::new(directory.subscription_count()),
+            directory,
+            estates,
+            config,
+        }
+    }
+
+    /// Subscription `sub`'s buckets (the first's if a reset took `sub` away meanwhile).
+    fn throttle(&mut self, sub: usize) -> &mut Throttle {
+        let sub = if sub < self.throttles.len() { sub } else { 0 };
+        &mut self.throttles[sub]
+    }
+
+    /// Simulated now (every estate's clock says the same).
+    pub fn now(&self) -> SimTime {
+        self.estates[0].now()
+    }
+
+    /// Applies every effect the clock has passed, in every vault.
+    pub fn advance_all(&mut self) {
+        for estate in &mut self.estates {
+            estate.advance();
+        }
+    }
+
+    /// Items in every vault.
+    pub fn item_count(&self) -> usize {
+        self.estates.iter().map(Estate::item_count).sum()
+    }
 }
 
 /// Everything a request handler needs.
@@ -44,20 +94,9 @@ pub struct App {
 }
 
 impl App {
-    /// A fresh estate from `config`.
+    /// Fresh estates from `config`.
     pub fn new(config: SimConfig, base_url: String) -> Self {
-        let throttle = Throttle::new(config.throttle);
-        let dice = FaultDice::new(&config.faults);
-        Self {
-            base_url,
-            started: Instant::now(),
-            shared: Mutex::new(Shared {
-                estate: Estate::new(config),
-                throttle,
-                dice,
-                observed: Observations::default(),
-            }),
-        }
+        Self { base_url, started: Instant::now(), shared: Mutex::new(Shared::new(config)) }
     }
 
     /// The locked state (a panic elsewhere never wedges the simulator).
@@ -168,6 +207,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         })
         .collect();
     let path = uri.path().to_owned();
+    let addressed = routes::address(&path);
 
     // Authentication comes first, as in ARM: no token, no budget spent.
     let token = headers
@@ -179,19 +219,25 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     // What a refused request would have acted on, so the operation log can tell which side
     // effect was sent even when nothing was applied.
     let sent_item = if mutating { item_in_body(&path, &body) } else { None };
-    let (authorized, dice, next, outage, expired) = {
+    let (sub, authorized, dice, next, outage, expired) = {
         let mut s = app.lock();
-        s.observed.count(class);
-        let authorized = match (&token, &s.estate.cfg.token) {
+        // The subscription whose budget the request draws on, and under which it is counted.
+        let named = match &addressed {
+            Ok(a) => Some(a.subscription.as_str()),
+            Err(e) => e.subscription(),
+        };
+        let sub = s.directory.budget_of(named);
+        s.observed.count(class, sub);
+        let authorized = match (&token, &s.config.token) {
             (None, _) => false,
             (Some(_), None) => true,
             (Some(t), Some(e)) => t == e,
         };
-        let spec = s.estate.cfg.faults.clone();
+        let spec = s.config.faults.clone();
         let dice = s.dice.roll(&spec, mutating);
         let (outage, expired) = (spec.outage, spec.expired_token && token.is_some());
         // A countdown fault is spent only on a request it answers.
-        let faults = &mut s.estate.cfg.faults;
+        let faults = &mut s.config.faults;
         let next = if !mutating || !authorized || outage || expired {
             None
         } else if faults.throttle_next_writes > 0 {
@@ -203,12 +249,12 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         } else {
             None
         };
-        (authorized, dice, next, outage, expired)
+        (sub, authorized, dice, next, outage, expired)
     };
     if expired {
         // ARM's gateway answers an expired token before anything else (X-Ms-Failure-Cause:
         // gateway), with the token's expiry and the current time in .NET's general format.
-        app.lock().observed.counters.expired_token += 1;
+        app.lock().observed.bump(sub, |c| c.expired_token += 1);
         if mutating {
             log_op(&app, &method, &path, sent_item.as_deref(), 401);
         }
@@ -233,7 +279,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         );
     }
     if !authorized {
-        app.lock().observed.counters.unauthorized += 1;
+        app.lock().observed.bump(sub, |c| c.unauthorized += 1);
         let body = json!({"error": {"code": if token.is_none() { "AuthenticationFailed" } else { "InvalidAuthenticationToken" },
             "message": if token.is_none() { "Authentication failed. The 'Authorization' header is missing." } else { "The access token is invalid." }}});
         return finish(
@@ -250,7 +296,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     if outage {
         // A regional outage: ARM's front door answers, the resource provider does not. No
         // `Retry-After`: an outage does not say when it ends.
-        app.lock().observed.counters.outage_503 += 1;
+        app.lock().observed.bump(sub, |c| c.outage_503 += 1);
         if mutating {
             log_op(&app, &method, &path, sent_item.as_deref(), 503);
         }
@@ -262,37 +308,37 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
         tokio::time::sleep(Duration::from_millis(dice.delay_ms)).await;
     }
     if next == Some(NextWrite::Throttled) {
-        let retry_after = app.lock().estate.cfg.faults.throttle_storm_retry_after_secs.max(1);
-        app.lock().observed.counters.next_writes_throttled += 1;
-        return throttled(&app, &method, &path, sent_item.as_deref(), class, retry_after, request_id);
+        let retry_after = app.lock().config.faults.throttle_storm_retry_after_secs.max(1);
+        app.lock().observed.bump(sub, |c| c.next_writes_throttled += 1);
+        return throttled(&app, &method, &path, sent_item.as_deref(), class, sub, retry_after, request_id);
     }
     if next == Some(NextWrite::Failed) {
         // Spent on this request, so it answers it: no storm or bucket may take its place.
-        let mut s = app.lock();
-        s.observed.counters.transient_5xx += 1;
-        s.observed.counters.next_writes_failed += 1;
-        drop(s);
+        app.lock().observed.bump(sub, |c| {
+            c.transient_5xx += 1;
+            c.next_writes_failed += 1;
+        });
         log_op(&app, &method, &path, sent_item.as_deref(), 503);
         return finish(StatusCode::SERVICE_UNAVAILABLE, transient_body("ServiceUnavailable"), request_id, vec![]);
     }
     if let Some(retry_after) = dice.storm_retry_after {
-        app.lock().observed.counters.storm_throttled += 1;
-        return throttled(&app, &method, &path, sent_item.as_deref(), class, retry_after, request_id);
+        app.lock().observed.bump(sub, |c| c.storm_throttled += 1);
+        return throttled(&app, &method, &path, sent_item.as_deref(), class, sub, retry_after, request_id);
     }
     // Bind the admission first: a guard in the match scrutinee would live through the arms.
-    let admission = app.lock().throttle.admit(class, Instant::now());
+    let admission = app.lock().throttle(sub).admit(class, Instant::now());
     let remaining = match admission {
         Admission::Admitted { remaining } => remaining,
         Admission::Throttled { retry_after_secs } => {
-            app.lock().observed.counters.throttled += 1;
-            return throttled(&app, &method, &path, sent_item.as_deref(), class, retry_after_secs, request_id);
+            app.lock().observed.bump(sub, |c| c.throttled += 1);
+            return throttled(&app, &method, &path, sent_item.as_deref(), class, sub, retry_after_secs, request_id);
         }
     };
     let limit_header = (class.header(), remaining.to_string());
     if dice.transient_5xx {
         // Answered before the request reaches the estate: nothing is applied, as when ARM's
         // front door cannot reach the resource provider. The code names the status, as ARM's do.
-        app.lock().observed.counters.transient_5xx += 1;
+        app.lock().observed.bump(sub, |c| c.transient_5xx += 1);
         let (status, code) = if mutating {
             (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
         } else {
@@ -312,16 +358,31 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     let req = Request { method: method.clone(), path: path.clone(), api_version, query, body };
 
     let user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let Handled { outcome, item, .. } = {
-        let mut s = app.lock();
-        s.estate.advance();
-        s.estate.begin_request(ids.client.as_deref(), &ids.correlation);
-        let handled = handle(&app, &mut s.estate, &req);
-        s.estate.end_request();
-        for job in &handled.ended_jobs {
-            s.observed.saw_ended(job, &user_agent);
+    let (Handled { outcome, item, .. }, lro) = {
+        let mut guard = app.lock();
+        let s = &mut *guard;
+        match served_by(&s.directory, addressed, &req.path) {
+            Err(refusal) => (Handled { outcome: Outcome::Refused(refusal), item: None, ended_jobs: vec![] }, None),
+            Ok((e, route)) => {
+                // Only the vault asked is brought up to date: vaults share nothing but the clock.
+                let estate = &mut s.estates[e];
+                estate.advance();
+                estate.begin_request(ids.client.as_deref(), &ids.correlation);
+                let handled = handle(&app, estate, &req, route);
+                estate.end_request();
+                for job in &handled.ended_jobs {
+                    s.observed.saw_ended(e, job, &user_agent);
+                }
+                let mut lro = None;
+                if let Outcome::Accepted(a) = &handled.outcome {
+                    if is_provider_operation(&a.location_base) {
+                        s.directory.note_provider_job(s.estates[e].layout.subscription, &a.job, e);
+                    }
+                    lro = Some(lro_headers(&app.base_url, &s.estates[e], a, &req.api_version));
+                }
+                (handled, lro)
+            }
         }
-        handled
     };
 
     let (status, body, mut extra_headers): (StatusCode, String, Vec<(&'static str, String)>) = match outcome {
@@ -332,11 +393,7 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
             serde_json::to_string(&r.body).unwrap_or_default(),
             vec![],
         ),
-        Outcome::Accepted(a) => {
-            let s = app.lock();
-            let headers = lro_headers(&app.base_url, &s.estate, &a, &req.api_version);
-            (StatusCode::ACCEPTED, String::new(), headers)
-        }
+        Outcome::Accepted(_) => (StatusCode::ACCEPTED, String::new(), lro.unwrap_or_default()),
     };
     extra_headers.push(limit_header);
     if mutating {
@@ -344,14 +401,14 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     }
     let droppable = mutating && status.is_success() && {
         let mut s = app.lock();
-        let faults = &mut s.estate.cfg.faults;
+        let faults = &mut s.config.faults;
         if !faults.drops_response_of(request_operation(&method, &path)) {
             false
         } else if dice.drop_response {
             true
         } else if faults.drop_next_writes > 0 {
             faults.drop_next_writes -= 1;
-            s.observed.counters.next_writes_dropped += 1;
+            s.observed.bump(sub, |c| c.next_writes_dropped += 1);
             true
         } else {
             false
@@ -359,8 +416,8 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     };
     if droppable {
         // The operation is applied; the client never hears back and times out.
-        let hang = app.lock().estate.cfg.faults.drop_response_hang_secs.max(1);
-        app.lock().observed.counters.dropped_responses += 1;
+        let hang = app.lock().config.faults.drop_response_hang_secs.max(1);
+        app.lock().observed.bump(sub, |c| c.dropped_responses += 1);
         tokio::time::sleep(Duration::from_secs(hang)).await;
     }
     finish(status, body, request_id, extra_headers)
@@ -421,12 +478,14 @@ fn dotnet_time(t: time::OffsetDateTime) -> String {
     format!("{}/{}/{} {}:{:02}:{:02} {meridiem}", u8::from(t.month()), t.day(), t.year(), hour, t.minute(), t.second())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn throttled(
     app: &App,
     method: &Method,
     path: &str,
     item: Option<&str>,
     class: RequestClass,
+    sub: usize,
     retry_after: u64,
     request_id: &RequestIds,
 ) -> Response {
@@ -435,7 +494,7 @@ fn throttled(
         RequestClass::Write => "write",
         RequestClass::Delete => "delete",
     };
-    let sub = app.lock().estate.cfg.subscription_id.clone();
+    let sub = app.lock().directory.subscription_id(sub).to_owned();
     let body = json!({"error": {"code": "SubscriptionRequestsThrottled",
         "message": format!("Number of '{kind}' requests for subscription '{sub}' exceeded. Please try again after '{retry_after}' seconds after additional tokens are available.")}});
     if class != RequestClass::Read {
@@ -472,7 +531,7 @@ fn finish(status: StatusCode, body: String, ids: &RequestIds, headers: Vec<(&'st
 
 fn log_op(app: &App, method: &Method, path: &str, item: Option<&str>, status: u16) {
     let mut s = app.lock();
-    let at = clock::format(s.estate.now());
+    let at = clock::format(s.now());
     s.observed.log_op(at, method, path, item, status);
 }
 
@@ -485,9 +544,15 @@ fn retry_after(estate: &Estate) -> String {
     (real.as_secs_f64().ceil() as u64).max(1).to_string()
 }
 
+/// Whether an operation's `Location` base is a subscription's provider location (a Compute or
+/// Network delete), not an ASR resource.
+fn is_provider_operation(location_base: &str) -> bool {
+    location_base.starts_with("/subscriptions/") && location_base.contains("/locations/")
+}
+
 fn lro_headers(base: &str, estate: &Estate, a: &Accepted, api_version: &str) -> Vec<(&'static str, String)> {
     let v = urlencoding::encode(api_version);
-    let provider_op = a.location_base.starts_with("/subscriptions/") && a.location_base.contains("/locations/");
+    let provider_op = is_provider_operation(&a.location_base);
     let (location, status) = if provider_op {
         (
             format!("{base}{}/operationResults/{}?api-version={v}", a.location_base, a.job),
@@ -561,32 +626,39 @@ struct Handled {
     ended_jobs: Vec<String>,
 }
 
-fn handle(app: &App, estate: &mut Estate, req: &Request) -> Handled {
-    let route =
-        match routes::parse(&req.path, &estate.cfg.subscription_id, &estate.cfg.resource_group, &estate.cfg.vault) {
-            Ok(r) => r,
-            Err(e) => {
-                let (code, msg) = match e {
-                    RouteError::Unknown => (
-                        "InvalidResourceType",
-                        format!("The resource path '{}' is not served by this simulator.", req.path),
-                    ),
-                    RouteError::WrongSubscription(s) => {
-                        ("SubscriptionNotFound", format!("The subscription '{s}' could not be found."))
-                    }
-                    RouteError::WrongResourceGroup(g) => {
-                        ("ResourceGroupNotFound", format!("Resource group '{g}' could not be found."))
-                    }
-                    RouteError::WrongVault(v) => (
-                        "ResourceNotFound",
-                        format!("The Resource 'Microsoft.RecoveryServices/vaults/{v}' was not found."),
-                    ),
-                };
-                let mut r = Refusal::new(404, code, msg, code, "Check the resource id.");
-                r.body.error.details.clear();
-                return Handled { outcome: Outcome::Refused(r), item: None, ended_jobs: vec![] };
+/// The estate that serves an addressed path and the route within it, or the 404 that tells
+/// what is missing: the subscription, the vault's resource group, the vault, or the path.
+fn served_by(
+    directory: &Directory,
+    addressed: Result<Addressed, AddressError>,
+    path: &str,
+) -> Result<(usize, Route), Refusal> {
+    let unknown = || ("InvalidResourceType", format!("The resource path '{path}' is not served by this simulator."));
+    let subscription_not_found =
+        |s: &str| ("SubscriptionNotFound", format!("The subscription '{s}' could not be found."));
+    let missing = match addressed {
+        Err(AddressError::NotArm) => unknown(),
+        Err(AddressError::Unknown(s)) if directory.subscription(&s).is_none() => subscription_not_found(&s),
+        Err(AddressError::Unknown(_)) => unknown(),
+        Ok(a) => match directory.estate_of(&a) {
+            Ok(_) if a.route == Route::Unserved => unknown(),
+            Ok(e) => return Ok((e, a.route)),
+            Err(Miss::Subscription(s)) => subscription_not_found(&s),
+            Err(Miss::ResourceGroup(g)) => {
+                ("ResourceGroupNotFound", format!("Resource group '{g}' could not be found."))
             }
-        };
+            Err(Miss::Vault(v)) => {
+                ("ResourceNotFound", format!("The Resource 'Microsoft.RecoveryServices/vaults/{v}' was not found."))
+            }
+        },
+    };
+    let (code, msg) = missing;
+    let mut r = Refusal::new(404, code, msg, code, "Check the resource id.");
+    r.body.error.details.clear();
+    Err(r)
+}
+
+fn handle(app: &App, estate: &mut Estate, req: &Request, route: Route) -> Handled {
     let get = req.method == Method::GET;
     let post = req.method == Method::POST;
     let del = req.method == Method::DELETE;
@@ -811,41 +883,87 @@ async fn admin_clear_oplog(State(app): State<Arc<App>>) -> StatusCode {
 
 async fn admin_info(State(app): State<Arc<App>>) -> Response {
     let s = app.lock();
-    let c = &s.estate.cfg;
+    let c = &s.config;
+    let first = &s.estates[0];
     axum::Json(json!({
         "url": app.base_url, "subscription_id": c.subscription_id, "resource_group": c.resource_group, "vault": c.vault,
-        "vault_id": s.estate.scope.vault_id(), "primary_region": c.primary_region, "secondary_region": c.secondary_region,
+        "vault_id": first.scope.vault_id(), "primary_region": c.primary_region, "secondary_region": c.secondary_region,
         "time_compression": c.time_compression, "zero_latency": c.zero_latency, "throttle": c.throttle,
-        "reprotect_removes_source_vm": c.reprotect_removes_source_vm, "sim_time": clock::format(s.estate.now()),
+        "reprotect_removes_source_vm": c.reprotect_removes_source_vm, "sim_time": clock::format(s.now()),
         "item_scenario_lag_secs": c.item_scenario_lag_secs,
-        "cache_storage_accounts": s.estate.cache_storage_accounts(),
+        "cache_storage_accounts": first.cache_storage_accounts(),
+        "subscriptions": c.subscriptions, "vaults_per_subscription": c.vaults_per_subscription,
+        "vaults": s.estates.iter().map(Estate::vault_info).collect::<Vec<_>>(),
     }))
     .into_response()
 }
 
 async fn admin_counters(State(app): State<Arc<App>>) -> Response {
     let mut s = app.lock();
-    s.estate.advance();
-    let counters =
-        json!({"requests": s.observed.counters, "estate": s.estate.census(), "oplog_entries": s.observed.oplog.len()});
+    s.advance_all();
+    let mut estate = s.estates[0].census();
+    for more in &s.estates[1..] {
+        add_census(&mut estate, &more.census());
+    }
+    let per_subscription: serde_json::Map<String, Value> = s
+        .observed
+        .per_subscription
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (s.directory.subscription_id(i).to_owned(), json!(c)))
+        .collect();
+    let counters = json!({"requests": s.observed.counters, "per_subscription": per_subscription, "estate": estate,
+        "oplog_entries": s.observed.oplog.len()});
     axum::Json(counters).into_response()
 }
 
-/// Every job with its wall-clock timing: accepted, completed, first seen completed.
-async fn admin_jobs(State(app): State<Arc<App>>) -> Response {
-    let mut s = app.lock();
-    s.estate.advance();
-    axum::Json(s.observed.job_timings(&s.estate)).into_response()
+/// Adds the census `more` of one vault to `total`: numbers add up, maps merge, anything else
+/// (the simulated time, the same in every vault) stays.
+fn add_census(total: &mut Value, more: &Value) {
+    match (total, more) {
+        (Value::Object(t), Value::Object(m)) => {
+            for (k, v) in m {
+                match t.get_mut(k) {
+                    Some(tv) => add_census(tv, v),
+                    None => {
+                        t.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Number(t), Value::Number(m)) => {
+            if let (Some(a), Some(b)) = (t.as_u64(), m.as_u64()) {
+                *t = (a + b).into();
+            }
+        }
+        _ => {}
+    }
 }
 
-/// Every delete the simulator accepted, oldest first, with the owning VM's protection then.
+/// Every job of every vault with its wall-clock timing: accepted, completed, first seen
+/// completed.
+async fn admin_jobs(State(app): State<Arc<App>>) -> Response {
+    let mut s = app.lock();
+    s.advance_all();
+    axum::Json(s.observed.job_timings(&s.estates)).into_response()
+}
+
+/// Every delete the simulator accepted in any vault, oldest first, with the owning VM's
+/// protection then.
 async fn admin_deletes(State(app): State<Arc<App>>) -> Response {
     let s = app.lock();
-    axum::Json(s.estate.deletes()).into_response()
+    if let [estate] = &s.estates[..] {
+        return axum::Json(estate.deletes()).into_response();
+    }
+    let mut all: Vec<_> = s.estates.iter().flat_map(|e| e.deletes()).collect();
+    // One clock, one format: the text of `at` sorts by time. Stable, so one vault's deletes
+    // of the same moment keep their order.
+    all.sort_by(|a, b| a.at.cmp(&b.at));
+    axum::Json(all).into_response()
 }
 
 async fn admin_get_faults(State(app): State<Arc<App>>) -> Response {
-    axum::Json(app.lock().estate.cfg.faults.clone()).into_response()
+    axum::Json(app.lock().config.faults.clone()).into_response()
 }
 
 fn admin_error(message: String) -> Response {
@@ -863,7 +981,10 @@ async fn admin_put_faults(State(app): State<Arc<App>>, body: Bytes) -> Response 
     }
     let mut s = app.lock();
     s.dice = FaultDice::new(&spec);
-    s.estate.cfg.faults = spec.clone();
+    for estate in &mut s.estates {
+        estate.cfg.faults = spec.clone();
+    }
+    s.config.faults = spec.clone();
     axum::Json(spec).into_response()
 }
 
@@ -872,14 +993,17 @@ async fn admin_seed(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(s) => s,
         Err(e) => return admin_error(format!("seed spec: {e}")),
     };
+    // Every vault gets the VMs, named with its own prefix.
     let mut s = app.lock();
-    s.estate.seed(&spec);
-    axum::Json(json!({"items": s.estate.item_count()})).into_response()
+    for estate in &mut s.estates {
+        estate.seed(&spec);
+    }
+    axum::Json(json!({"items": s.item_count()})).into_response()
 }
 
 async fn admin_reset(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let mut s = app.lock();
-    let mut config = s.estate.cfg.clone();
+    let mut config = s.config.clone();
     if !body.iter().all(u8::is_ascii_whitespace) {
         match serde_json::from_slice::<SimConfig>(&body) {
             Ok(c) => config = c,
@@ -889,11 +1013,8 @@ async fn admin_reset(State(app): State<Arc<App>>, body: Bytes) -> Response {
     if let Err(e) = config.validate() {
         return admin_error(format!("config: {e}"));
     }
-    s.throttle = Throttle::new(config.throttle);
-    s.dice = FaultDice::new(&config.faults);
-    s.observed = Observations::default();
-    s.estate = Estate::new(config);
-    axum::Json(json!({"items": s.estate.item_count()})).into_response()
+    *s = Shared::new(config);
+    axum::Json(json!({"items": s.item_count()})).into_response()
 }
 
 async fn admin_advance(State(app): State<Arc<App>>, body: Bytes) -> Response {
@@ -910,7 +1031,9 @@ async fn admin_advance(State(app): State<Arc<App>>, body: Bytes) -> Response {
         return admin_error("seconds must be a non-negative number".into());
     }
     let mut s = app.lock();
-    s.estate.clock.advance(Duration::from_secs_f64(a.seconds));
-    s.estate.advance();
-    axum::Json(json!({"sim_time": clock::format(s.estate.now())})).into_response()
+    for estate in &mut s.estates {
+        estate.clock.advance(Duration::from_secs_f64(a.seconds));
+    }
+    s.advance_all();
+    axum::Json(json!({"sim_time": clock::format(s.now())})).into_response()
 }

@@ -1,5 +1,7 @@
-//! The simulated estate: vault topology, protected items, jobs, VMs, NICs, managed disks,
-//! public IPs and storage accounts, and the ASR operations that change them.
+//! The simulated estate of one vault: its topology, protected items, jobs, and the VMs, NICs,
+//! managed disks, public IPs and storage accounts of its application resource groups, and the
+//! ASR operations that change them. A simulator of several vaults holds one `Estate` per vault
+//! (they share only the clock); the server's directory decides which one a request reaches.
 //!
 //! Time is lazy: operations plan their jobs in full and put the moments their effects apply
 //! on a timeline; [`Estate::advance`] applies whatever the clock has passed. Nothing runs in
@@ -29,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use serde_json::{Value, json};
 
 use crate::clock::{self, SimClock, SimTime};
-use crate::config::SimConfig;
+use crate::config::{SimConfig, VaultLayout};
 use crate::ids::{Guids, Scope};
 use crate::item::{Item, Region};
 use crate::job::Job;
@@ -159,11 +161,13 @@ pub struct DeleteRecord {
     pub vm_region: Option<String>,
 }
 
-/// The estate.
+/// The estate of one vault: its topology, items, jobs and the resources of its VMs.
 #[derive(Debug)]
 pub struct Estate {
-    /// Settings.
+    /// Settings, with this vault's subscription id, resource group, name and seed.
     pub cfg: SimConfig,
+    /// Where this vault lives and how its resources are named.
+    pub layout: VaultLayout,
     /// Ids.
     pub scope: Scope,
     /// The two regions: 0 = primary, 1 = secondary.
@@ -201,17 +205,30 @@ pub struct Estate {
 }
 
 impl Estate {
-    /// An estate seeded from `cfg.estate`.
+    /// The first vault's estate, seeded from `cfg.estate`, on a clock of its own.
     pub fn new(cfg: SimConfig) -> Self {
+        let clock = SimClock::new(cfg.time_compression);
+        let layout = cfg.vault_layouts().swap_remove(0);
+        Self::for_vault(cfg, layout, clock)
+    }
+
+    /// The estate of the vault `layout` places, seeded from `cfg.estate` (VM names get the
+    /// vault's prefix), on `clock` (vaults share one: simulated time is the same everywhere).
+    pub fn for_vault(mut cfg: SimConfig, layout: VaultLayout, clock: SimClock) -> Self {
+        cfg.subscription_id = layout.subscription_id.clone();
+        cfg.resource_group = layout.resource_group.clone();
+        cfg.vault = layout.vault.clone();
+        cfg.seed = layout.seed;
         let scope = Scope {
             subscription: cfg.subscription_id.clone(),
             resource_group: cfg.resource_group.clone(),
             vault: cfg.vault.clone(),
         };
-        let regions =
-            [region(&cfg.primary_region, "rg-app".into()), region(&cfg.secondary_region, "rg-app-asr".into())];
+        let [primary_rg, secondary_rg] = layout.app_resource_groups.clone();
+        let regions = [region(&cfg.primary_region, primary_rg), region(&cfg.secondary_region, secondary_rg)];
         let mut estate = Self {
-            clock: SimClock::new(cfg.time_compression),
+            layout,
+            clock,
             guids: Guids::new(cfg.seed),
             scope,
             regions,

@@ -276,6 +276,19 @@ impl Estate {
             .collect()
     }
 
+    /// This vault as the ready line and `/_sim/info` list it.
+    pub fn vault_info(&self) -> crate::VaultInfo {
+        crate::VaultInfo {
+            subscription_id: self.scope.subscription.clone(),
+            resource_group: self.scope.resource_group.clone(),
+            vault: self.scope.vault.clone(),
+            vault_id: self.scope.vault_id(),
+            resource_groups: self.regions.iter().map(|r| (r.location.clone(), r.app_rg.clone())).collect(),
+            vm_name_prefix: self.layout.vm_prefix.clone(),
+            cache_storage_accounts: self.cache_storage_accounts(),
+        }
+    }
+
     fn resolve_rg(&self, rg: &str) -> Option<usize> {
         self.regions.iter().position(|r| r.app_rg.eq_ignore_ascii_case(rg))
     }

@@ -10,8 +10,12 @@ use crate::config::SeedState;
 use crate::item::{Disk, Item, ItemState, Replication};
 
 impl Estate {
-    /// Adds `spec.vms` VMs in `spec.state` (names continue after existing ones).
+    /// Adds `spec.vms` VMs in `spec.state` (names continue after existing ones), named
+    /// `<vault prefix><spec prefix>-00001`... (the vault prefix is empty for the first vault).
     pub fn seed(&mut self, spec: &crate::config::SeedSpec) {
+        let mut spec = spec.clone();
+        spec.name_prefix = format!("{}{}", self.layout.vm_prefix, spec.name_prefix);
+        let spec = &spec;
         let now = self.now();
         let start = self.items.len();
         let mut new_names = Vec::new();
