@@ -50,13 +50,31 @@ impl Shared {
         let clock = SimClock::new(config.time_compression);
         let estates: Vec<Estate> =
             layouts.into_iter().map(|layout| Estate::for_vault(config.clone(), layout, clock.clone())).collect();
-        Self {
+        let mut shared = Self {
             throttles: vec![Throttle::new(config.throttle); directory.subscription_count()],
             dice: FaultDice::new(&config.faults),
             observed: Observations::new(directory.subscription_count()),
             directory,
             estates,
             config,
+        };
+        shared.share_storage();
+        shared
+    }
+
+    /// Tells each vault the storage accounts of the other vaults of its subscription (seeding
+    /// makes them): in Azure a storage account belongs to the subscription.
+    fn share_storage(&mut self) {
+        let owned: Vec<(String, Vec<(String, String)>)> =
+            self.estates.iter().map(|e| (e.layout.subscription_id.to_ascii_lowercase(), e.own_storage())).collect();
+        for (i, estate) in self.estates.iter_mut().enumerate() {
+            let sub = estate.layout.subscription_id.to_ascii_lowercase();
+            estate.sibling_storage = owned
+                .iter()
+                .enumerate()
+                .filter(|(j, (s, _))| *j != i && *s == sub)
+                .flat_map(|(_, (_, accounts))| accounts.iter().cloned())
+                .collect();
         }
     }
 
@@ -998,6 +1016,7 @@ async fn admin_seed(State(app): State<Arc<App>>, body: Bytes) -> Response {
     for estate in &mut s.estates {
         estate.seed(&spec);
     }
+    s.share_storage();
     axum::Json(json!({"items": s.item_count()})).into_response()
 }
 

@@ -1170,28 +1170,17 @@ pub fn reprotect_input(
         .map(str::to_owned)
         .or_else(|| vm.location.clone())
         .ok_or_else(|| AsrError::InvalidInput(format!("{} names no region it runs in", item.friendly_name())))?;
-    let normalized = crate::config::normalize_region(&region);
     let cache = settings
         .cache_storage_account_id
         .clone()
         .or_else(|| {
-            // `region@subscription` names one subscription's account (a plan spanning several
-            // has one per subscription and region); a bare region serves every subscription.
-            let ours = config.subscription_id.to_ascii_lowercase();
-            let account = |want_subscription: Option<&str>| {
-                settings.cache_storage_accounts.iter().find_map(|(key, id)| {
-                    let (r, sub) = match key.split_once('@') {
-                        Some((r, sub)) => (r, Some(sub)),
-                        None => (key.as_str(), None),
-                    };
-                    let matches = crate::config::normalize_region(r) == normalized
-                        && sub.map(str::to_ascii_lowercase).as_deref() == want_subscription;
-                    matches.then(|| id.clone())
-                })
-            };
-            account(Some(&ours)).or_else(|| account(None))
+            // An account serves VMs of its own subscription: the item's (its vault's).
+            let subscription =
+                crate::budget::subscription_of(&item.id).unwrap_or_else(|| config.subscription_id.clone());
+            crate::config::cache_account_for(&settings.cache_storage_accounts, &region, &subscription)
+                .or_else(|| crate::config::cache_account_for(&config.cache_storage_accounts, &region, &subscription))
+                .map(str::to_owned)
         })
-        .or_else(|| config.cache_storage_account(&region).map(str::to_owned))
         .ok_or_else(|| {
             AsrError::InvalidInput(format!(
                 "no cache storage account for {region}, where {} runs now: name one for that region in the plan                  (reprotect_target.cache_storage_accounts) or in the configuration (asr.cache_storage_accounts)",
@@ -1313,7 +1302,8 @@ mod tests {
     #[test]
     fn an_item_lies_in_the_vault_its_id_names() {
         let vault = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v";
-        let item = format!("{vault}/replicationFabrics/f/replicationProtectionContainers/c/replicationProtectedItems/vm");
+        let item =
+            format!("{vault}/replicationFabrics/f/replicationProtectionContainers/c/replicationProtectedItems/vm");
         assert_eq!(vault_of(&item), Some(vault));
         assert_eq!(vault_of(vault), Some(vault));
         assert_eq!(vault_of("/subscriptions/s/resourceGroups/rg"), None);

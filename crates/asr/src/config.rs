@@ -169,10 +169,10 @@ impl AsrConfig {
         Ok(())
     }
 
-    /// The configured cache storage account of `region` (compared without case or spaces).
+    /// The configured cache storage account of `region` (compared without case or spaces) for
+    /// this vault's subscription ([`cache_account_for`]).
     pub fn cache_storage_account(&self, region: &str) -> Option<&str> {
-        let want = normalize_region(region);
-        self.cache_storage_accounts.iter().find(|(r, _)| normalize_region(r) == want).map(|(_, id)| id.as_str())
+        cache_account_for(&self.cache_storage_accounts, region, &self.subscription_id)
     }
 
     /// The endpoint without a trailing slash.
@@ -192,6 +192,29 @@ impl AsrConfig {
             self.subscription_id, self.resource_group, self.vault
         )
     }
+}
+
+/// The cache storage account of `region` for VMs of `subscription`, from a map keyed by region
+/// or `region@subscription`: the subscription's own entry first, else a bare region's — if its
+/// account is in that subscription (a storage account serves its own subscription's VMs).
+pub fn cache_account_for<'a>(
+    accounts: &'a BTreeMap<String, String>,
+    region: &str,
+    subscription: &str,
+) -> Option<&'a str> {
+    let want = normalize_region(region);
+    let ours = subscription.to_ascii_lowercase();
+    let qualified = accounts.iter().find(|(key, _)| {
+        key.split_once('@').is_some_and(|(r, sub)| normalize_region(r) == want && sub.eq_ignore_ascii_case(&ours))
+    });
+    let bare = || {
+        accounts.iter().find(|(key, id)| {
+            !key.contains('@')
+                && normalize_region(key) == want
+                && crate::budget::subscription_of(id).is_none_or(|s| s == ours)
+        })
+    };
+    qualified.or_else(bare).map(|(_, id)| id.as_str())
 }
 
 /// The subscription, resource group and name of a vault's ARM id
@@ -270,5 +293,20 @@ mod tests {
         assert!(any.allows("/subscriptions/s9/resourceGroups/r/providers/Microsoft.RecoveryServices/vaults/x"));
         let bad = AsrConfig { vaults: vec!["/subscriptions/s2/resourceGroups/rg2".into()], ..c };
         assert!(bad.validate().unwrap_err().starts_with("vaults[0]: "), "{:?}", bad.validate());
+    }
+
+    #[test]
+    fn a_cache_account_serves_the_vms_of_its_own_subscription() {
+        let account =
+            |sub: &str| format!("/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/c");
+        let map: BTreeMap<String, String> = [
+            ("eastus".to_owned(), account("s1")),
+            ("eastus@S2".to_owned(), account("s2")),
+            ("westus".to_owned(), account("s1")),
+        ]
+        .into();
+        assert_eq!(cache_account_for(&map, "East US", "s1"), Some(account("s1").as_str()));
+        assert_eq!(cache_account_for(&map, "eastus", "s2"), Some(account("s2").as_str()), "its own entry first");
+        assert_eq!(cache_account_for(&map, "westus", "s2"), None, "another subscription's account serves no VM here");
     }
 }

@@ -77,13 +77,23 @@ pub struct CacheAccounts {
 }
 
 impl CacheAccounts {
-    /// Accounts from the plan, then the configuration, then what the vault's items use.
+    /// Accounts from the plan, then the configuration, then what the vault's items use — for
+    /// VMs of `subscription`: a storage account serves its own subscription's VMs, and a key
+    /// `region@subscription` names one subscription's account.
     pub fn new(
         plan: Option<&ReprotectTarget>,
         configured: &BTreeMap<String, String>,
         used_by_vault: &BTreeMap<String, String>,
+        subscription: &str,
     ) -> Self {
         let norm = tern_asr::config::normalize_region;
+        let ours = subscription.to_ascii_lowercase();
+        let serves_us = |key: &str, account: &str| {
+            let named = key.split_once('@').map(|(_, sub)| sub.to_ascii_lowercase());
+            let owner = tern_asr::budget::subscription_of(account);
+            named.is_none_or(|s| s == ours) && owner.is_none_or(|s| s == ours)
+        };
+        let region_of = |key: &str| key.split_once('@').map_or(key, |(r, _)| r).to_owned();
         let mut candidates: BTreeMap<String, Vec<(String, CacheSource)>> = BTreeMap::new();
         let plan_map = plan.map(|t| t.cache_storage_accounts.iter().map(|(r, a)| (r.clone(), a.clone())).collect());
         let plan_map: Vec<(String, String)> = plan_map.unwrap_or_default();
@@ -92,10 +102,12 @@ impl CacheAccounts {
             (CacheSource::Configuration, configured.iter().map(|(r, a)| (r.clone(), a.clone())).collect()),
             (CacheSource::Vault, used_by_vault.iter().map(|(r, a)| (r.clone(), a.clone())).collect()),
         ] {
-            for (region, account) in map {
-                if !account.is_empty() {
-                    candidates.entry(norm(&region)).or_default().push((account, source));
-                }
+            // Subscription-qualified keys first: they are the more specific.
+            let mut map: Vec<(String, String)> =
+                map.into_iter().filter(|(key, account)| !account.is_empty() && serves_us(key, account)).collect();
+            map.sort_by_key(|(key, _)| !key.contains('@'));
+            for (key, account) in map {
+                candidates.entry(norm(&region_of(&key))).or_default().push((account, source));
             }
         }
         let every_region = plan.map(|t| t.cache_storage_account_id.clone()).filter(|s| !s.is_empty());

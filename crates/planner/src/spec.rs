@@ -298,7 +298,10 @@ fn vaults(spec: &PlanSpec, asr: &tern_asr::AsrConfig) -> Result<Vec<String>, Spe
     }
     if spec.all_vaults {
         if !named.is_empty() {
-            return Err(SpecError::new("all_vaults", "draws from every vault: name no vault_id or vault_ids beside it"));
+            return Err(SpecError::new(
+                "all_vaults",
+                "draws from every vault: name no vault_id or vault_ids beside it",
+            ));
         }
         return Ok(asr.vault_ids());
     }
@@ -373,8 +376,9 @@ mod tests {
         assert_eq!(field(validate(&PlanSpec { vault_id: VAULT.into(), ..Default::default() }, &home())), "selection");
         assert_eq!(field(validate(&spec(&[]), &home())), "selection.vm_names");
         assert_eq!(field(validate(&spec(&["a", "A"]), &home())), "selection.vm_names[1]");
-        let not_an_id = validate(&PlanSpec { vault_id: "/subscriptions/x/vaults/other".into(), ..spec(&["a"]) }, &home())
-            .unwrap_err();
+        let not_an_id =
+            validate(&PlanSpec { vault_id: "/subscriptions/x/vaults/other".into(), ..spec(&["a"]) }, &home())
+                .unwrap_err();
         assert!(not_an_id.field == "vault_id" && not_an_id.problem.contains("not a vault's ARM id"), "{not_an_id}");
         let elsewhere = VAULT.replace("/vaults/v", "/vaults/w");
         let unknown = validate(&PlanSpec { vault_ids: vec![elsewhere], ..spec(&["a"]) }, &home()).unwrap_err();
@@ -419,7 +423,10 @@ mod tests {
         assert_eq!(all.vaults, home().vault_ids());
         assert_eq!(all.spec.vault_id, home().vault_id(), "the planner's own vault comes first");
         assert_eq!(field(validate(&PlanSpec { all_vaults: true, ..spec(&["a"]) }, &home())), "all_vaults");
-        assert_eq!(field(validate(&PlanSpec { vault_ids: vec![VAULT.into()], ..spec(&["a"]) }, &home())), "vault_ids[0]");
+        assert_eq!(
+            field(validate(&PlanSpec { vault_ids: vec![VAULT.into()], ..spec(&["a"]) }, &home())),
+            "vault_ids[0]"
+        );
         assert_eq!(field(validate(&PlanSpec { vault_id: String::new(), ..spec(&["a"]) }, &home())), "vault_id");
     }
 

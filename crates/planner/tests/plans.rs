@@ -27,7 +27,18 @@ impl Drop for Running {
     }
 }
 
-fn worker_config(stack: &Stack, identity: tern_bus::Identity) -> tern_worker::WorkerConfig {
+/// Every vault the simulator serves beside its first: the estate the stack acts on.
+fn further_vaults(stack: &Stack) -> Vec<String> {
+    stack.sim.info().vaults.iter().skip(1).map(|v| v.vault_id.clone()).collect()
+}
+
+/// A worker's settings against the stack, drawing on the fleet-wide ARM `budget` (`None`: no
+/// budget).
+fn worker_config_with(
+    stack: &Stack,
+    identity: tern_bus::Identity,
+    budget: Option<tern_asr::BudgetConfig>,
+) -> tern_worker::WorkerConfig {
     let info = stack.sim.info();
     tern_worker::WorkerConfig {
         service: tern_service::ServiceConfig {
@@ -38,10 +49,11 @@ fn worker_config(stack: &Stack, identity: tern_bus::Identity) -> tern_worker::Wo
                 subscription_id: info.subscription_id.clone(),
                 resource_group: info.resource_group.clone(),
                 vault: info.vault.clone(),
+                vaults: further_vaults(stack),
                 ..tern_asr::AsrConfig::default()
             },
             asr_token: Some("t".into()),
-            budget: None,
+            budget,
             ensure_topology: false,
             poll_interval_secs: 0.1,
             ..tern_service::ServiceConfig::default()
@@ -73,6 +85,11 @@ async fn start_watching(mut config: tern_asr_sim::SimConfig, workers: bool, watc
 
 /// The three workers, in this process, until `stop`.
 fn start_workers(stack: &Stack, stop: &CancellationToken) {
+    start_workers_with(stack, stop, None);
+}
+
+/// [`start_workers`], drawing on the fleet-wide ARM `budget`.
+fn start_workers_with(stack: &Stack, stop: &CancellationToken, budget: Option<tern_asr::BudgetConfig>) {
     use tern_bus::Identity;
     let handlers: [(Arc<dyn tern_worker::PhaseHandler>, Identity); 3] = [
         (Arc::new(tern_failover::FailoverPhase), Identity::Failover),
@@ -80,7 +97,7 @@ fn start_workers(stack: &Stack, stop: &CancellationToken) {
         (Arc::new(tern_cleanup::CleanupPhase), Identity::Cleanup),
     ];
     for (h, identity) in handlers {
-        let (config, stop) = (worker_config(stack, identity), stop.clone());
+        let (config, stop) = (worker_config_with(stack, identity, budget), stop.clone());
         tokio::spawn(async move { tern_worker::run_worker(config, h, stop).await });
     }
 }
@@ -915,4 +932,91 @@ async fn a_lock_left_behind_by_a_plan_that_ended_does_not_hold_its_vm() {
     let second =
         r.grpc.clone().submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap();
     assert_eq!(locks.get(&key).await.unwrap().unwrap().value.plan_id, second.plan_id, "the new plan holds it");
+}
+
+#[tokio::test]
+async fn a_plan_over_two_subscriptions_and_three_vaults_brings_every_vm_home_within_each_budget() {
+    // Two subscriptions of two vaults each; each subscription's ARM buckets are small, and
+    // Tern's fleet-wide budget is the same: per subscription, as ARM keeps it.
+    let mut config = ready_for_failback(2);
+    config.subscriptions = 2;
+    config.vaults_per_subscription = 2;
+    config.reprotect_removes_source_vm = false;
+    let bucket = |capacity: f64, refill_per_sec: f64| tern_asr_sim::BucketConfig { capacity, refill_per_sec };
+    config.throttle = tern_asr_sim::ThrottleConfig {
+        enabled: true,
+        reads: bucket(60.0, 60.0),
+        writes: bucket(4.0, 4.0),
+        deletes: bucket(4.0, 4.0),
+    };
+    // Tern's buckets a little under ARM's, as an operator sets them: their clocks differ.
+    let rate =
+        |capacity: f64, per_second: f64| tern_asr::Rate { capacity: capacity - 1.0, per_second: per_second * 0.8 };
+    let budget = tern_asr::BudgetConfig { reads: rate(60.0, 60.0), writes: rate(4.0, 4.0), deletes: rate(4.0, 4.0) };
+    let stack = Stack::start(config).await;
+    let stop = CancellationToken::new();
+    start_workers_with(&stack, &stop, Some(budget));
+    let bus = stack.nats.bus(tern_bus::Identity::Planner, "tern-planner").await;
+    let fleet = tern_service::FleetBudget::new(&bus, budget).await.unwrap();
+    let home = stack.asr_client();
+    // The configuration names each subscription's cache accounts (`region@subscription`).
+    let mut cache = home.config().cache_storage_accounts.clone();
+    for v in &stack.sim.info().vaults {
+        for (region, account) in &v.cache_storage_accounts {
+            cache.entry(format!("{region}@{}", v.subscription_id)).or_insert_with(|| account.clone());
+        }
+    }
+    let asr_config =
+        tern_asr::AsrConfig { vaults: further_vaults(&stack), cache_storage_accounts: cache, ..home.config().clone() };
+    let asr =
+        tern_asr::AsrClient::new(asr_config, tern_asr::TokenProvider::static_token("t"), Arc::new(fleet)).unwrap();
+    let service = PlannerService::new(bus, asr).await.unwrap();
+    let (addr, _server) =
+        tern_planner::serve_grpc(service.clone(), "127.0.0.1:0".parse().unwrap(), ApiAuth::Open, stop.clone())
+            .await
+            .unwrap();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move { service.run_progression(stop).await }
+    });
+    let grpc = tern_testkit::stack::planner_client(&addr.to_string(), None).await.unwrap();
+    let vaults: Vec<String> = stack.sim.info().vaults.iter().map(|v| v.vault_id.clone()).collect();
+    // Three of the four vaults: both of the first subscription, the first of the second.
+    let chosen = [vaults[0].clone(), vaults[1].clone(), vaults[2].clone()];
+    let mut r = Running { stack, grpc, vault_id: chosen[0].clone(), stop, planner_stop: CancellationToken::new() };
+    let spec = PlanSpec {
+        vault_id: chosen[0].clone(),
+        vault_ids: chosen[1..].to_vec(),
+        selection: Some(Selection { by: Some(selection::By::AllReady(true)) }),
+        cleanup: Some(CleanupOptions { remove_leftovers: true, ..Default::default() }),
+        ..Default::default()
+    };
+    let plan = r.grpc.submit_plan(SubmitPlanRequest { spec: Some(spec) }).await.unwrap().into_inner().plan.unwrap();
+    assert_eq!(plan.vms.len(), 6, "two VMs of each chosen vault");
+    let plan = finished(&mut r, &plan.plan_id).await;
+    assert_eq!(plan.state(), PlanState::Completed, "{plan:#?}");
+    let mut per_vault: std::collections::BTreeMap<String, usize> = Default::default();
+    for vm in &plan.vms {
+        let vm = vm.vm.as_ref().unwrap();
+        assert!(vm.protected_item_id.to_ascii_lowercase().starts_with(&vm.vault_id.to_ascii_lowercase()), "{vm:?}");
+        *per_vault.entry(vm.vault_id.to_ascii_lowercase()).or_default() += 1;
+    }
+    let expected: std::collections::BTreeMap<String, usize> =
+        chosen.iter().map(|v| (v.to_ascii_lowercase(), 2)).collect();
+    assert_eq!(per_vault, expected, "each VM is acted on in its own vault");
+    // Each subscription was spent within its own budget: nothing was throttled, and both were used.
+    let counters = r.stack.admin("counters").await;
+    let subscriptions = counters["per_subscription"].as_object().expect("counters per subscription");
+    assert_eq!(subscriptions.len(), 2, "{counters:#}");
+    for (sub, c) in subscriptions {
+        assert_eq!(c["throttled"], 0, "subscription {sub} was throttled: {c:#}");
+        assert!(c["writes"].as_u64().unwrap_or(0) >= 6, "subscription {sub} failed its VMs back: {c:#}");
+    }
+    // The fourth vault was not touched.
+    let untouched = vaults[3].to_ascii_lowercase();
+    let oplog = r.stack.admin("oplog").await;
+    assert!(
+        oplog.as_array().unwrap().iter().all(|e| !e.to_string().to_ascii_lowercase().contains(&untouched)),
+        "nothing was done in a vault the plan did not name"
+    );
 }

@@ -32,7 +32,11 @@ fn advertised(sim: &tern_asr_sim::RunningSimulator) -> BTreeMap<String, String> 
 
 /// Preflight options whose cache storage accounts come from `configured`.
 fn options(configured: &BTreeMap<String, String>) -> PreflightOptions {
-    PreflightOptions { cache: CacheAccounts::new(None, configured, &BTreeMap::new()), ..PreflightOptions::default() }
+    let subscription = tern_asr_sim::SimConfig::default().subscription_id;
+    PreflightOptions {
+        cache: CacheAccounts::new(None, configured, &BTreeMap::new(), &subscription),
+        ..PreflightOptions::default()
+    }
 }
 
 fn verdict(p: &VmPreflight) -> Readiness {
@@ -181,8 +185,10 @@ async fn the_cache_storage_account_of_the_region_the_vm_lands_in_is_resolved_or_
     let all = asr.list_items(None, None).await.unwrap();
     let in_use = cache_accounts_in_use(&all);
     assert_eq!(in_use.get("eastus"), Some(&accounts["eastus"]), "{in_use:?}");
-    let opts =
-        PreflightOptions { cache: CacheAccounts::new(None, &BTreeMap::new(), &in_use), ..PreflightOptions::default() };
+    let opts = PreflightOptions {
+        cache: CacheAccounts::new(None, &BTreeMap::new(), &in_use, &asr.config().subscription_id),
+        ..PreflightOptions::default()
+    };
     let p = preflight_vm(&asr, &item, &opts, None, now).await;
     let (r, why) = detail(&p, "cache-storage-account");
     assert!(r == Readiness::Ready && why.contains("already used by the vault"), "{why}");

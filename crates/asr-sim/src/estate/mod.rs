@@ -187,6 +187,10 @@ pub struct Estate {
     disks: BTreeMap<String, ManagedDiskResource>,
     public_ips: BTreeMap<String, PublicIp>,
     storage: BTreeMap<String, StorageAccount>,
+    /// The storage accounts of the other vaults of this vault's subscription, as (ARM id,
+    /// location): a storage account belongs to its subscription, not to a vault, so a
+    /// reprotect here may stage data in one of them (set by the server).
+    pub sibling_storage: Vec<(String, String)>,
     plans: BTreeMap<String, Plan>,
     guids: Guids,
     seq: u64,
@@ -244,6 +248,7 @@ impl Estate {
             disks: BTreeMap::new(),
             public_ips: BTreeMap::new(),
             storage: BTreeMap::new(),
+            sibling_storage: Vec::new(),
             plans: BTreeMap::new(),
             seq: 0,
             counters: Counters::default(),

@@ -259,11 +259,7 @@ impl Estate {
                     }
                 })
                 .collect(),
-            storage_accounts: self
-                .storage
-                .values()
-                .map(|a| (self.storage_id(a), self.regions[a.region].location.clone()))
-                .collect(),
+            storage_accounts: self.own_storage().into_iter().chain(self.sibling_storage.iter().cloned()).collect(),
             running_location: run.location.clone(),
             target_location: self.regions[target].location.clone(),
             recovery_resource_groups: vec![self.scope.rg_id(&self.regions[target].app_rg)],

@@ -257,6 +257,11 @@ impl Estate {
         self.storage.entry(id).or_insert(account);
     }
 
+    /// This vault's storage accounts, as (ARM id, location).
+    pub fn own_storage(&self) -> Vec<(String, String)> {
+        self.storage.values().map(|a| (self.storage_id(a), self.regions[a.region].location.clone())).collect()
+    }
+
     pub(super) fn storage_id(&self, a: &StorageAccount) -> String {
         format!("{}/providers/Microsoft.Storage/storageAccounts/{}", self.scope.rg_id(&a.rg), a.name)
     }

@@ -120,8 +120,10 @@ impl PlannerService {
                     let item = match by_name.get(&n.to_ascii_lowercase()).map(Vec::as_slice) {
                         Some([item]) => *item,
                         Some(several) => {
-                            let vaults: Vec<String> =
-                                several.iter().map(|it| tern_asr::client::vault_of(&it.id).unwrap_or("?").to_owned()).collect();
+                            let vaults: Vec<String> = several
+                                .iter()
+                                .map(|it| tern_asr::client::vault_of(&it.id).unwrap_or("?").to_owned())
+                                .collect();
                             return Err(Status::invalid_argument(format!(
                                 "selection.vm_names[{i}]: {n:?} is protected in {} vaults ({}); select it by protected item id",
                                 several.len(),
@@ -131,7 +133,11 @@ impl PlannerService {
                         None => {
                             return Err(Status::invalid_argument(format!(
                                 "selection.vm_names[{i}]: no replicated VM named {n:?} in {}",
-                                if valid.vaults.len() == 1 { "the vault".to_owned() } else { format!("the plan's {} vaults", valid.vaults.len()) }
+                                if valid.vaults.len() == 1 {
+                                    "the vault".to_owned()
+                                } else {
+                                    format!("the plan's {} vaults", valid.vaults.len())
+                                }
                             )));
                         }
                     };
@@ -200,6 +206,7 @@ impl PlannerService {
                 valid.spec.reprotect_target.as_ref(),
                 &asr.config().cache_storage_accounts,
                 cache_in_use,
+                &asr.config().subscription_id,
             ),
             ..PreflightOptions::default()
         }
