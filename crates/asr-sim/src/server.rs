@@ -379,26 +379,31 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     let (Handled { outcome, item, .. }, lro) = {
         let mut guard = app.lock();
         let s = &mut *guard;
-        match served_by(&s.directory, addressed, &req.path) {
-            Err(refusal) => (Handled { outcome: Outcome::Refused(refusal), item: None, ended_jobs: vec![] }, None),
-            Ok((e, route)) => {
-                // Only the vault asked is brought up to date: vaults share nothing but the clock.
-                let estate = &mut s.estates[e];
-                estate.advance();
-                estate.begin_request(ids.client.as_deref(), &ids.correlation);
-                let handled = handle(&app, estate, &req, route);
-                estate.end_request();
-                for job in &handled.ended_jobs {
-                    s.observed.saw_ended(e, job, &user_agent);
-                }
-                let mut lro = None;
-                if let Outcome::Accepted(a) = &handled.outcome {
-                    if is_provider_operation(&a.location_base) {
-                        s.directory.note_provider_job(s.estates[e].layout.subscription, &a.job, e);
+        let listed = if req.method == Method::GET { discovery(s, &req.path) } else { None };
+        if let Some(outcome) = listed {
+            (Handled { outcome, item: None, ended_jobs: vec![] }, None)
+        } else {
+            match served_by(&s.directory, addressed, &req.path) {
+                Err(refusal) => (Handled { outcome: Outcome::Refused(refusal), item: None, ended_jobs: vec![] }, None),
+                Ok((e, route)) => {
+                    // Only the vault asked is brought up to date: vaults share nothing but the clock.
+                    let estate = &mut s.estates[e];
+                    estate.advance();
+                    estate.begin_request(ids.client.as_deref(), &ids.correlation);
+                    let handled = handle(&app, estate, &req, route);
+                    estate.end_request();
+                    for job in &handled.ended_jobs {
+                        s.observed.saw_ended(e, job, &user_agent);
                     }
-                    lro = Some(lro_headers(&app.base_url, &s.estates[e], a, &req.api_version));
+                    let mut lro = None;
+                    if let Outcome::Accepted(a) = &handled.outcome {
+                        if is_provider_operation(&a.location_base) {
+                            s.directory.note_provider_job(s.estates[e].layout.subscription, &a.job, e);
+                        }
+                        lro = Some(lro_headers(&app.base_url, &s.estates[e], a, &req.api_version));
+                    }
+                    (handled, lro)
                 }
-                (handled, lro)
             }
         }
     };
@@ -642,6 +647,43 @@ struct Handled {
     item: Option<String>,
     /// The jobs its answer told the client have ended (for `/_sim/jobs`).
     ended_jobs: Vec<String>,
+}
+
+/// What a caller discovers the estate with, as ARM lists it: `GET /subscriptions` (every
+/// subscription the simulator serves, Subscriptions - List) and
+/// `GET /subscriptions/{s}/providers/Microsoft.RecoveryServices/vaults` (the subscription's vaults,
+/// Vaults - List By Subscription Id). One page each, no `nextLink`. `None`: another path.
+fn discovery(s: &Shared, path: &str) -> Option<Outcome> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        [subs] if subs.eq_ignore_ascii_case("subscriptions") => {
+            let value: Vec<Value> = (0..s.directory.subscription_count())
+                .map(|i| {
+                    let id = s.directory.subscription_id(i);
+                    json!({"id": format!("/subscriptions/{id}"), "subscriptionId": id,
+                        "displayName": format!("Tern simulated subscription {}", i + 1), "state": "Enabled",
+                        "authorizationSource": "RoleBased"})
+                })
+                .collect();
+            Some(Outcome::Json(StatusCode::OK, json!({"value": value})))
+        }
+        [subs, sub, providers, ns, vaults]
+            if subs.eq_ignore_ascii_case("subscriptions")
+                && providers.eq_ignore_ascii_case("providers")
+                && ns.eq_ignore_ascii_case("Microsoft.RecoveryServices")
+                && vaults.eq_ignore_ascii_case("vaults") =>
+        {
+            s.directory.subscription(sub)?;
+            let value: Vec<Value> = s
+                .estates
+                .iter()
+                .filter(|e| e.layout.subscription_id.eq_ignore_ascii_case(sub))
+                .map(Estate::vault)
+                .collect();
+            Some(Outcome::Json(StatusCode::OK, json!({"value": value})))
+        }
+        _ => None,
+    }
 }
 
 /// The estate that serves an addressed path and the route within it, or the 404 that tells

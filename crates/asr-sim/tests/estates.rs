@@ -367,3 +367,29 @@ async fn the_binary_takes_the_number_of_subscriptions_and_vaults() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("vaults_per_subscription"));
 }
+
+#[tokio::test]
+async fn the_subscriptions_and_their_vaults_are_listed_as_arm_lists_them() {
+    let sim = Sim::start(two_by_two(1)).await;
+    let known = vaults(&sim).await;
+    let subs = sim.get("/subscriptions").await;
+    assert_eq!(subs.status, 200, "{:?}", subs.body);
+    let ids: Vec<&str> =
+        subs.body["value"].as_array().unwrap().iter().map(|s| s["subscriptionId"].as_str().unwrap()).collect();
+    assert_eq!(ids, [known[0].subscription_id.as_str(), known[2].subscription_id.as_str()]);
+    let second = &known[2].subscription_id;
+    let listed = sim.get(&format!("/subscriptions/{second}/providers/Microsoft.RecoveryServices/vaults")).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let vault_ids: Vec<String> = listed.body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    let expected: Vec<String> = known[2..].iter().map(|v| v.vault_id.to_ascii_lowercase()).collect();
+    assert_eq!(vault_ids, expected, "a subscription lists its own vaults only");
+    let unknown = sim
+        .get("/subscriptions/00000000-0000-4000-8000-0000000000ff/providers/Microsoft.RecoveryServices/vaults")
+        .await;
+    assert_eq!(unknown.status, 404);
+}

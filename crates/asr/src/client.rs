@@ -286,6 +286,9 @@ fn last_segment(id: &str) -> &str {
     id.trim_end_matches('/').rsplit('/').next().unwrap_or(id)
 }
 
+/// The `api-version` of ARM's subscription list.
+const SUBSCRIPTIONS_API_VERSION: &str = "2022-12-01";
+
 /// The vault an ARM id lies in (a protected item's, a job's): its prefix up to
 /// `/vaults/{name}`. `None`: not inside a Recovery Services vault.
 pub fn vault_of(id: &str) -> Option<&str> {
@@ -941,6 +944,34 @@ impl AsrClient {
 
     // -----------------------------------------------------------------------------------------
     // Compute and network (cleanup)
+
+    /// Every vault the credentials can see: the subscriptions ARM lists for them
+    /// (Subscriptions - List), then each one's Recovery Services vaults (Vaults - List By
+    /// Subscription Id), as ARM ids. A subscription whose vaults cannot be listed (no role on
+    /// it) is left out, with the reason, rather than failing the rest.
+    pub async fn discover_vaults(&self) -> Result<(Vec<String>, Vec<String>), AsrError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Subscription {
+            subscription_id: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Vault {
+            id: String,
+        }
+        let url = self.http.url("/subscriptions", SUBSCRIPTIONS_API_VERSION);
+        let subs: Vec<Subscription> = self.collect(url, Op::new("listSubscriptions", "GET subscriptions")).await?;
+        let mut found = Vec::new();
+        let mut skipped = Vec::new();
+        for sub in subs {
+            let path = format!("/subscriptions/{}/providers/Microsoft.RecoveryServices/vaults", sub.subscription_id);
+            match self.collect::<Vault>(self.asr(&path), Op::new("listVaults", "GET vaults")).await {
+                Ok(vaults) => found.extend(vaults.into_iter().map(|v| v.id)),
+                Err(e) => skipped.push(format!("subscription {}: {e}", sub.subscription_id)),
+            }
+        }
+        Ok((found, skipped))
+    }
 
     fn compute(&self, path: &str) -> String {
         self.http.url(path, &self.config().compute_api_version)

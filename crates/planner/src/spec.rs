@@ -72,8 +72,12 @@ pub struct ValidSpec {
     pub mode: PlanMode,
     /// Shut the source VM down first.
     pub shut_down_source: bool,
-    /// The vaults the selection draws from (ARM ids), `vault_id` first.
+    /// The vaults the selection draws from (ARM ids), `vault_id` first. With `all_vaults` on a
+    /// planner allowed every vault (`asr.vaults = ["*"]`), its own vault: the rest are
+    /// discovered when the selection is resolved (`discover`).
     pub vaults: Vec<String>,
+    /// Find every vault the credentials can see when resolving the selection.
+    pub discover: bool,
 }
 
 /// The longest request id accepted.
@@ -284,7 +288,8 @@ pub fn validate(spec: &PlanSpec, asr: &tern_asr::AsrConfig) -> Result<ValidSpec,
         return Err(SpecError::new("labels", "keys must not be empty"));
     }
     let shut_down_source = spec.shut_down_source.unwrap_or(true);
-    Ok(ValidSpec { spec, selected, direction, mode, shut_down_source, vaults })
+    let discover = spec.all_vaults && asr.vaults.iter().any(|v| v == "*");
+    Ok(ValidSpec { spec, selected, direction, mode, shut_down_source, vaults, discover })
 }
 
 /// The vaults a spec draws from, `vault_id` first, each one the planner acts on.

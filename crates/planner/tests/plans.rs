@@ -1020,3 +1020,35 @@ async fn a_plan_over_two_subscriptions_and_three_vaults_brings_every_vm_home_wit
         "nothing was done in a vault the plan did not name"
     );
 }
+
+#[tokio::test]
+async fn all_vaults_on_a_planner_allowed_every_vault_finds_every_vault_the_credentials_see() {
+    let mut config = ready_for_failback(1);
+    config.subscriptions = 2;
+    config.vaults_per_subscription = 2;
+    let stack = Stack::start(config).await;
+    let stop = CancellationToken::new();
+    let home = stack.asr_client();
+    let asr_config = tern_asr::AsrConfig { vaults: vec!["*".into()], ..home.config().clone() };
+    let asr =
+        tern_asr::AsrClient::new(asr_config, tern_asr::TokenProvider::static_token("t"), Arc::new(tern_asr::Unlimited))
+            .unwrap();
+    let bus = stack.nats.bus(tern_bus::Identity::Planner, "tern-planner").await;
+    let service = PlannerService::new(bus, asr).await.unwrap();
+    let (addr, _server) =
+        tern_planner::serve_grpc(service, "127.0.0.1:0".parse().unwrap(), ApiAuth::Open, stop.clone()).await.unwrap();
+    let mut grpc = tern_testkit::stack::planner_client(&addr.to_string(), None).await.unwrap();
+    let spec = PlanSpec {
+        all_vaults: true,
+        selection: Some(Selection { by: Some(selection::By::AllReady(true)) }),
+        ..Default::default()
+    };
+    let found = grpc.preflight(PreflightRequest { spec: Some(spec) }).await.unwrap().into_inner();
+    let mut vaults: Vec<String> =
+        found.vms.iter().map(|v| v.vm.as_ref().unwrap().vault_id.to_ascii_lowercase()).collect();
+    vaults.dedup();
+    let expected: Vec<String> = stack.sim.info().vaults.iter().map(|v| v.vault_id.to_ascii_lowercase()).collect();
+    assert_eq!(vaults, expected, "every vault of both subscriptions, the planner's own first");
+    assert_eq!(found.vms.len(), 4);
+    stop.cancel();
+}

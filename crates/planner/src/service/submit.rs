@@ -22,6 +22,8 @@ use tern_proto::{PlanRef, VmLock};
 
 /// The VMs a plan selects, and what the vaults' items showed besides.
 pub(super) struct Resolved {
+    /// The vaults the selection drew from, the spec's first.
+    vaults: Vec<String>,
     /// The selected items (each names its vault in its id).
     items: Vec<ProtectedItem>,
     /// Each selected item's wave, in the order of `items`.
@@ -50,23 +52,36 @@ impl PlannerService {
     /// items use per region. The vaults are listed at once.
     pub(super) async fn resolve(&self, valid: &ValidSpec) -> Result<Resolved, Status> {
         let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
-        let clients = valid.vaults.iter().map(|v| self.asr_at(v)).collect::<Result<Vec<_>, _>>()?;
+        let mut vaults = valid.vaults.clone();
+        if valid.discover {
+            let (found, skipped) = self.inner.asr.discover_vaults().await.map_err(unavailable)?;
+            for reason in skipped {
+                warn!(%reason, "a subscription's vaults could not be listed; its vaults are left out");
+            }
+            for v in found {
+                if !vaults.iter().any(|known| known.eq_ignore_ascii_case(&v)) {
+                    vaults.push(v);
+                }
+            }
+        }
+        let clients = vaults.iter().map(|v| self.asr_at(v)).collect::<Result<Vec<_>, _>>()?;
         let listed = futures::future::join_all(clients.iter().map(|asr| asr.list_items(None, None))).await;
         let mut all = Vec::new();
         let mut cache_in_use = HashMap::new();
-        for (vault, items) in valid.vaults.iter().zip(listed) {
+        for (vault, items) in vaults.iter().zip(listed) {
             let items = items.map_err(unavailable)?;
             cache_in_use.insert(vault.to_ascii_lowercase(), crate::preflight::cache_accounts_in_use(&items));
             all.extend(items);
         }
-        let (items, waves) = self.pick(valid, all).await?;
-        Ok(Resolved { items, waves, cache_in_use })
+        let (items, waves) = self.pick(valid, &vaults, all).await?;
+        Ok(Resolved { vaults, items, waves, cache_in_use })
     }
 
     /// The items a selection names, and each one's wave.
     async fn pick(
         &self,
         valid: &ValidSpec,
+        vaults: &[String],
         mut all: Vec<ProtectedItem>,
     ) -> Result<(Vec<ProtectedItem>, Vec<u32>), Status> {
         let unavailable = |e: tern_asr::AsrError| Status::unavailable(format!("Azure: {e}"));
@@ -133,10 +148,10 @@ impl PlannerService {
                         None => {
                             return Err(Status::invalid_argument(format!(
                                 "selection.vm_names[{i}]: no replicated VM named {n:?} in {}",
-                                if valid.vaults.len() == 1 {
+                                if vaults.len() == 1 {
                                     "the vault".to_owned()
                                 } else {
-                                    format!("the plan's {} vaults", valid.vaults.len())
+                                    format!("the plan's {} vaults", vaults.len())
                                 }
                             )));
                         }
@@ -158,7 +173,7 @@ impl PlannerService {
                 out
             }
             Selected::RecoveryPlan(name) => {
-                let rp = self.asr_at(&valid.vaults[0])?.get_plan(name).await.map_err(|e| match e.class() {
+                let rp = self.asr_at(&vaults[0])?.get_plan(name).await.map_err(|e| match e.class() {
                     tern_asr::ErrorClass::NotFound => {
                         Status::invalid_argument(format!("selection.recovery_plan: no recovery plan {name:?}"))
                     }
@@ -222,7 +237,7 @@ impl PlannerService {
     ) -> Result<(Vec<VmPreflight>, BTreeMap<String, String>), Status> {
         let items = &selection.items;
         let mut per_vault: HashMap<String, (tern_asr::AsrClient, PreflightOptions)> = HashMap::new();
-        for vault in &valid.vaults {
+        for vault in &selection.vaults {
             let asr = self.asr_at(vault)?;
             let key = vault.to_ascii_lowercase();
             let in_use = selection.cache_in_use.get(&key).cloned().unwrap_or_default();
