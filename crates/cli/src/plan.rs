@@ -137,6 +137,8 @@ pub struct Stack {
     /// How `tern dlq` connects to NATS: as the operator, who may read and delete dead letters.
     pub nats_operator_auth: tern_bus::NatsAuth,
     pub vault_id: Option<String>,
+    /// Every vault of the stack (endpoints.json's `vaults`, else the config file's), for `--all-vaults`.
+    pub vaults: Vec<String>,
     /// The CA of the planner's TLS certificate: set, the CLI calls the planner over TLS.
     pub ca_file: Option<PathBuf>,
     /// A client certificate and key, for mTLS.
@@ -234,6 +236,11 @@ impl Target {
             nats_auth,
             nats_operator_auth,
             vault_id: field("vault_id").or(config.vault),
+            vaults: endpoints
+                .as_ref()
+                .and_then(|e| serde_json::from_value(e["vaults"].clone()).ok())
+                .or(config.vaults)
+                .unwrap_or_default(),
             ca_file: self.ca_file.clone().or_else(|| field("api_ca_file").map(PathBuf::from)),
             client_identity: self.client_cert.clone().zip(self.client_key.clone()),
         })
@@ -252,6 +259,7 @@ struct Config {
     nats_operator_credentials: Option<PathBuf>,
     nats_ca_file: Option<PathBuf>,
     vault: Option<String>,
+    vaults: Option<Vec<String>>,
 }
 
 /// Largest planner response the CLI accepts.

@@ -28,6 +28,8 @@ pub struct Report {
     pub counts: Counts,
     pub rpo_s: Percentiles,
     pub rto_s: Percentiles,
+    /// The VMs by subscription and vault, in the order the plan names them.
+    pub subscriptions: Vec<SubscriptionReport>,
     pub waves: Vec<WaveReport>,
     pub vms: Vec<VmReport>,
     /// Epoch seconds bounding every timeline bar (for rendering).
@@ -55,6 +57,45 @@ pub struct Percentiles {
     pub max: Option<f64>,
 }
 
+/// One subscription's VMs: counts by outcome and RTO, in sum and per vault.
+#[derive(Serialize, Debug)]
+pub struct SubscriptionReport {
+    pub subscription_id: String,
+    pub counts: Counts,
+    /// RTO of its VMs that have one (`p50` is the median).
+    pub rto_s: Percentiles,
+    pub vaults: Vec<VaultReport>,
+}
+
+/// One vault's VMs.
+#[derive(Serialize, Debug)]
+pub struct VaultReport {
+    pub vault_id: String,
+    /// How the report names it: the vault's name, or `subscription/name` when the plan has two
+    /// vaults of that name.
+    pub vault: String,
+    pub counts: Counts,
+    pub rto_s: Percentiles,
+}
+
+impl Counts {
+    fn of<'a>(vms: impl IntoIterator<Item = &'a VmReport>) -> Self {
+        let mut c = Counts::default();
+        for v in vms {
+            c.total += 1;
+            match v.outcome.as_str() {
+                "succeeded" => c.succeeded += 1,
+                "failed" => c.failed += 1,
+                "skipped" => c.skipped += 1,
+                "running" => c.running += 1,
+                "pending" => c.pending += 1,
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
 #[derive(Serialize, Debug)]
 pub struct WaveReport {
     pub index: u32,
@@ -69,6 +110,11 @@ pub struct WaveReport {
 #[derive(Serialize, Debug)]
 pub struct VmReport {
     pub name: String,
+    /// The vault its item is in (ARM id), that vault's subscription, and how the report names
+    /// the vault.
+    pub vault_id: String,
+    pub subscription_id: String,
+    pub vault: String,
     pub wave: u32,
     pub critical: bool,
     pub outcome: String,
@@ -202,13 +248,32 @@ impl Report {
             _ => format!("wave {}", w + 1),
         };
 
+        // Each VM's vault: its own record's, else its item's, else the plan's.
+        let vault_of = |v: &tern_proto::VmStatus| {
+            let r = v.vm.as_ref();
+            let id = r.map(|r| r.vault_id.as_str()).filter(|id| !id.is_empty());
+            let of_item = || r.and_then(|r| tern_asr::client::vault_of(&r.protected_item_id));
+            id.or_else(of_item).unwrap_or(&spec.vault_id).trim_end_matches('/').to_owned()
+        };
+        let mut vault_ids: Vec<String> = Vec::new();
+        for v in &plan.vms {
+            let id = vault_of(v);
+            if !vault_ids.iter().any(|known| known.eq_ignore_ascii_case(&id)) {
+                vault_ids.push(id);
+            }
+        }
+        let labels = crate::vms::vault_labels(vault_ids.iter().map(String::as_str));
         let vms: Vec<VmReport> = plan
             .vms
             .iter()
             .map(|v| {
                 let name = v.vm.as_ref().map(|r| r.name.clone()).unwrap_or_default();
                 let key = name.to_ascii_lowercase();
+                let vault_id = vault_of(v);
                 VmReport {
+                    subscription_id: subscription_of(&vault_id),
+                    vault: labels.get(&vault_id.to_ascii_lowercase()).cloned().unwrap_or_else(|| vault_id.clone()),
+                    vault_id,
                     wave: v.wave,
                     critical: v.critical,
                     outcome: word(
@@ -300,10 +365,38 @@ impl Report {
             },
             rpo_s: percentiles(vms.iter().filter_map(|v| v.rpo_s).collect()),
             rto_s: percentiles(vms.iter().filter_map(|v| v.rto_s).collect()),
+            subscriptions: by_subscription(&vms),
             waves,
             vms,
             span: (created, end),
         }
+    }
+
+    /// How many vaults the plan's VMs are in.
+    pub fn vault_count(&self) -> usize {
+        self.subscriptions.iter().map(|s| s.vaults.len()).sum()
+    }
+
+    /// The vaults in a few words: the one's ARM id, or how many in how many subscriptions.
+    fn vaults_in_words(&self) -> Option<String> {
+        (self.vault_count() > 1)
+            .then(|| format!("{} vaults in {} subscriptions", self.vault_count(), self.subscriptions.len()))
+    }
+
+    /// Rows of the per-vault table, a subscription's total after its vaults when it has several.
+    fn vault_rows(&self) -> Vec<VaultRow<'_>> {
+        let mut rows = Vec::new();
+        for sub in &self.subscriptions {
+            let subscription = sub.subscription_id.as_str();
+            for v in &sub.vaults {
+                rows.push(VaultRow { subscription, vault: v.vault.clone(), counts: &v.counts, rto: &v.rto_s });
+            }
+            if sub.vaults.len() > 1 {
+                let vault = format!("all {} vaults", sub.vaults.len());
+                rows.push(VaultRow { subscription, vault, counts: &sub.counts, rto: &sub.rto_s });
+            }
+        }
+        rows
     }
 
     /// The VMs that did not succeed.
@@ -350,6 +443,23 @@ impl Report {
                 p(self.rto_s.max)
             );
         }
+        if self.vault_count() > 1 {
+            for r in self.vault_rows() {
+                let c = r.counts;
+                let _ = writeln!(
+                    s,
+                    "  {:<20} {}  {} VMs — {} succeeded, {} failed, {} skipped; RTO p50 {}  max {}",
+                    r.vault,
+                    r.subscription,
+                    c.total,
+                    c.succeeded,
+                    c.failed,
+                    c.skipped,
+                    p(r.rto.p50),
+                    p(r.rto.max)
+                );
+            }
+        }
         for v in self.vms.iter().filter(|v| v.outcome == "failed") {
             let _ = writeln!(s, "  {:<20} {:<9} {}", v.name, v.outcome, problem(v));
         }
@@ -366,7 +476,10 @@ impl Report {
         let _ = writeln!(s, "# Failback report — plan `{}`\n", self.plan_id);
         let _ = writeln!(s, "| | |\n|---|---|");
         let _ = writeln!(s, "| State | {} |", self.state);
-        let _ = writeln!(s, "| Vault | `{}` |", self.vault_id);
+        match self.vaults_in_words() {
+            Some(words) => _ = writeln!(s, "| Vaults | {words} |"),
+            None => _ = writeln!(s, "| Vault | `{}` |", self.vault_id),
+        }
         let _ = writeln!(s, "| Recovery point | {} |", self.recovery_point);
         let _ = writeln!(s, "| Submitted | {} |", self.created_at);
         let _ = writeln!(s, "| Finished | {} |", self.finished_at.as_deref().unwrap_or("not yet"));
@@ -380,6 +493,15 @@ impl Report {
         let _ = writeln!(s, "\n| | p50 | p90 | p99 | max |\n|---|---|---|---|---|");
         for (label, q) in [("RPO (by ASR's clock)", &self.rpo_s), ("RTO", &self.rto_s)] {
             let _ = writeln!(s, "| {label} | {} | {} | {} | {} |", p(q.p50), p(q.p90), p(q.p99), p(q.max));
+        }
+        let head = VaultRow::HEAD.join(" | ");
+        let _ = writeln!(
+            s,
+            "\n## By subscription and vault\n\n| Subscription | Vault | {head} |\n|---|---|{}",
+            "---|".repeat(8)
+        );
+        for r in self.vault_rows() {
+            let _ = writeln!(s, "| `{}` | {} | {} |", r.subscription, r.vault, r.cells("-").join(" | "));
         }
         let _ = writeln!(s, "\n## Waves\n\n| Wave | VMs | Succeeded | Started | Took |\n|---|---|---|---|---|");
         for w in &self.waves {
@@ -401,14 +523,15 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\n## VMs\n\n| VM | Wave | Outcome | Recovery point | RPO | RTO | Failover | Commit | Reprotect | Cleanup | Cleanup result |\n|---|---|---|---|---|---|---|---|---|---|---|"
+            "\n## VMs\n\n| VM | Vault | Wave | Outcome | Recovery point | RPO | RTO | Failover | Commit | Reprotect | Cleanup | Cleanup result |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for v in &self.vms {
             let d = |k: &str| v.phase_durations_s.get(k).map_or("-".to_owned(), |s| human_secs(*s));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 v.name,
+                v.vault,
                 v.wave + 1,
                 v.outcome,
                 point_text(v),
@@ -458,7 +581,7 @@ th {{ background: #f5f7fa; font-weight: 600; }} td.num {{ text-align: right; fon
 .err {{ font-size: 12px; }} .act {{ color: #5a6678; font-size: 12px; }}
 </style></head><body>
 <h1>Failback report</h1>
-<div class="sub">plan <code>{id}</code> · {state} · vault <code>{vault}</code> · recovery point: {point} · submitted {created}{finished}</div>
+<div class="sub">plan <code>{id}</code> · {state} · {vault} · recovery point: {point} · submitted {created}{finished}</div>
 <div class="cards">
 <div class="card"><b>{total}</b><span>VMs</span></div>
 <div class="card"><b class="succeeded">{ok}</b><span>succeeded</span></div>
@@ -471,7 +594,10 @@ th {{ background: #f5f7fa; font-weight: 600; }} td.num {{ text-align: right; fon
 "#,
             id = e(&self.plan_id),
             state = e(&self.state),
-            vault = e(&self.vault_id),
+            vault = match self.vaults_in_words() {
+                Some(words) => e(&words),
+                None => format!("vault <code>{}</code>", e(&self.vault_id)),
+            },
             point = e(&self.recovery_point),
             created = e(&self.created_at),
             finished = self.finished_at.as_deref().map(|f| format!(" · finished {}", e(f))).unwrap_or_default(),
@@ -485,6 +611,21 @@ th {{ background: #f5f7fa; font-weight: 600; }} td.num {{ text-align: right; fon
             rto50 = p(self.rto_s.p50),
             rto99 = p(self.rto_s.p99),
         );
+        h.push_str("<h2>By subscription and vault</h2>\n<table id=\"vaults\"><tr><th>Subscription</th><th>Vault</th>");
+        for heading in VaultRow::HEAD {
+            let _ = write!(h, "<th>{heading}</th>");
+        }
+        h.push_str("</tr>\n");
+        for r in self.vault_rows() {
+            let _ =
+                write!(h, "<tr class=\"vault\"><td><code>{}</code></td><td>{}</td>", e(r.subscription), e(&r.vault));
+            for (i, cell) in r.cells("–").iter().enumerate() {
+                let tint = ["", " succeeded", " failed", " skipped"].get(i).copied().unwrap_or_default();
+                let _ = write!(h, "<td class=\"num{tint}\">{cell}</td>");
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n");
         if self.problems().next().is_some() {
             h.push_str("<h2>Needs attention</h2>\n<table><tr><th>VM</th><th>Outcome</th><th>Phase</th><th>What happened and what to do</th></tr>\n");
             for v in self.problems() {
@@ -545,16 +686,17 @@ th {{ background: #f5f7fa; font-weight: 600; }} td.num {{ text-align: right; fon
         }
 
         h.push_str(
-            "<h2>Virtual machines</h2>\n<table id=\"vms\"><tr><th>VM</th><th>Wave</th><th>Outcome</th><th>Recovery point</th>\
+            "<h2>Virtual machines</h2>\n<table id=\"vms\"><tr><th>VM</th><th>Vault</th><th>Wave</th><th>Outcome</th><th>Recovery point</th>\
              <th>RPO</th><th>RTO</th><th>Failover</th><th>Commit</th><th>Reprotect</th><th>Cleanup</th><th>Source shutdown</th><th>Cleanup result</th></tr>\n",
         );
         for v in &self.vms {
             let d = |k: &str| v.phase_durations_s.get(k).map_or("–".to_owned(), |s| human_secs(*s));
             let _ = writeln!(
                 h,
-                "<tr class=\"vm\"><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                "<tr class=\"vm\"><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
                  <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
                 e(&v.name),
+                e(&v.vault),
                 e(&w_name(self, v.wave)),
                 e(&v.outcome),
                 e(&v.outcome),
@@ -572,6 +714,77 @@ th {{ background: #f5f7fa; font-weight: 600; }} td.num {{ text-align: right; fon
         h.push_str("</table>\n<p class=\"act\">Written by <code>tern report</code>. RPO is measured by ASR's clock: the failover job's start minus the recovery point's time.</p>\n</body></html>\n");
         h
     }
+}
+
+/// A row of the per-vault table.
+struct VaultRow<'a> {
+    subscription: &'a str,
+    vault: String,
+    counts: &'a Counts,
+    rto: &'a Percentiles,
+}
+
+impl VaultRow<'_> {
+    /// Headings of `cells`.
+    const HEAD: [&'static str; 8] =
+        ["VMs", "Succeeded", "Failed", "Skipped", "Running", "Pending", "RTO p50", "RTO max"];
+
+    /// The counts by outcome, then RTO median and max (`none` where there is no RTO).
+    fn cells(&self, none: &str) -> Vec<String> {
+        let c = self.counts;
+        let t = |x: Option<f64>| x.map_or(none.to_owned(), human_secs);
+        let mut cells: Vec<String> =
+            [c.total, c.succeeded, c.failed, c.skipped, c.running, c.pending].iter().map(u32::to_string).collect();
+        cells.extend([t(self.rto.p50), t(self.rto.max)]);
+        cells
+    }
+}
+
+/// The subscription of a vault's ARM id (empty when it is not one).
+fn subscription_of(vault_id: &str) -> String {
+    tern_asr::config::parse_vault_id(vault_id).map(|(sub, _, _)| sub).unwrap_or_default()
+}
+
+/// The VMs grouped by subscription, then vault, each in first-seen order.
+fn by_subscription(vms: &[VmReport]) -> Vec<SubscriptionReport> {
+    let rto = |members: &[&VmReport]| percentiles(members.iter().filter_map(|v| v.rto_s).collect());
+    /// A vault's id and its VMs.
+    type Members<'a> = (&'a str, Vec<&'a VmReport>);
+    let mut subscriptions: Vec<(&str, Vec<Members>)> = Vec::new();
+    for v in vms {
+        let at = match subscriptions.iter().position(|(s, _)| s.eq_ignore_ascii_case(&v.subscription_id)) {
+            Some(at) => at,
+            None => {
+                subscriptions.push((&v.subscription_id, Vec::new()));
+                subscriptions.len() - 1
+            }
+        };
+        let vaults = &mut subscriptions[at].1;
+        match vaults.iter_mut().find(|(id, _)| id.eq_ignore_ascii_case(&v.vault_id)) {
+            Some((_, members)) => members.push(v),
+            None => vaults.push((&v.vault_id, vec![v])),
+        }
+    }
+    subscriptions
+        .into_iter()
+        .map(|(subscription, vaults)| {
+            let all: Vec<&VmReport> = vaults.iter().flat_map(|(_, members)| members.iter().copied()).collect();
+            SubscriptionReport {
+                subscription_id: subscription.to_owned(),
+                counts: Counts::of(all.iter().copied()),
+                rto_s: rto(&all),
+                vaults: vaults
+                    .into_iter()
+                    .map(|(id, members)| VaultReport {
+                        vault_id: id.to_owned(),
+                        vault: members[0].vault.clone(),
+                        counts: Counts::of(members.iter().copied()),
+                        rto_s: rto(&members),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// VMs that share a reason, in first-seen order: a halted plan skips hundreds for one cause.
@@ -664,6 +877,64 @@ mod tests {
         assert_eq!((p.p50, p.p90, p.p99, p.max), (Some(50.0), Some(90.0), Some(99.0), Some(100.0)));
         assert_eq!(percentiles(vec![]).p50, None);
         assert_eq!(percentiles(vec![7.0]).p99, Some(7.0));
+    }
+
+    #[test]
+    fn a_plan_over_several_vaults_is_summed_up_per_subscription_and_vault() {
+        let (s1, s2) = ("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002");
+        let vault = |sub: &str, name: &str| {
+            format!("/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/{name}")
+        };
+        let (a, b, c) = (vault(s1, "tern-vault"), vault(s1, "tern-vault-2"), vault(s2, "tern-vault"));
+        let vm = |name: &str, vault: &str, state: VmState, rto: Option<i64>| tern_proto::VmStatus {
+            vm: Some(tern_proto::VmRef { name: name.into(), vault_id: vault.into(), ..Default::default() }),
+            state: state as i32,
+            rto: rto.map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
+            ..Default::default()
+        };
+        let plan = Plan {
+            plan_id: "p".into(),
+            spec: Some(tern_proto::PlanSpec { vault_id: a.clone(), ..Default::default() }),
+            vms: vec![
+                vm("a1", &a, VmState::Succeeded, Some(100)),
+                vm("c1", &c, VmState::Failed, None),
+                vm("a2", &a, VmState::Succeeded, Some(300)),
+                vm("b1", &b, VmState::Skipped, None),
+                vm("a3", &a, VmState::Succeeded, Some(200)),
+                vm("c2", &c, VmState::Succeeded, Some(50)),
+            ],
+            ..Default::default()
+        };
+        let report = Report::build(&plan, &[]);
+        let subs: Vec<&str> = report.subscriptions.iter().map(|s| s.subscription_id.as_str()).collect();
+        assert_eq!(subs, [s1, s2], "in the plan's order");
+        let first = &report.subscriptions[0];
+        assert_eq!((first.counts.total, first.counts.succeeded, first.counts.skipped), (4, 3, 1));
+        assert_eq!((first.rto_s.p50, first.rto_s.max), (Some(200.0), Some(300.0)));
+        let names: Vec<&str> = first.vaults.iter().map(|v| v.vault.as_str()).collect();
+        assert_eq!(names, ["000000000001/tern-vault", "tern-vault-2"], "a name in two subscriptions is told apart");
+        assert_eq!(first.vaults[1].counts.skipped, 1);
+        assert_eq!(first.vaults[1].rto_s.p50, None);
+        let second = &report.subscriptions[1];
+        assert_eq!((second.counts.failed, second.counts.succeeded, second.rto_s.max), (1, 1, Some(50.0)));
+        let c1 = report.vms.iter().find(|v| v.name == "c1").unwrap();
+        assert_eq!((c1.vault_id.as_str(), c1.subscription_id.as_str()), (c.as_str(), s2));
+        // Every form shows the groups; the summary too, with more than one vault.
+        let md = report.markdown();
+        assert!(md.contains("| Vaults | 3 vaults in 2 subscriptions |"), "{md}");
+        assert!(md.contains(&format!("| `{s1}` | all 2 vaults | 4 | 3 | 0 | 1 |")), "{md}");
+        assert!(md.contains("| c1 | 000000000002/tern-vault |"), "{md}");
+        let html = report.html();
+        assert!(html.contains("<table id=\"vaults\">") && html.contains("<td>tern-vault-2</td>"), "{html}");
+        let summary = report.summary();
+        assert!(summary.contains("tern-vault-2") && summary.contains("RTO p50 3m20s  max 5m00s"), "{summary}");
+        // One vault: one group, and no per-vault lines in the summary.
+        let single = Plan { vms: plan.vms[..1].to_vec(), ..plan.clone() };
+        let report = Report::build(&single, &[]);
+        assert_eq!((report.subscriptions.len(), report.vault_count()), (1, 1));
+        assert_eq!(report.subscriptions[0].vaults[0].vault, "tern-vault");
+        assert!(!report.summary().contains("tern-vault"), "{}", report.summary());
+        assert!(report.markdown().contains(&format!("| Vault | `{a}` |")));
     }
 
     #[test]

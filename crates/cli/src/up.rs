@@ -20,9 +20,18 @@ pub struct UpArgs {
     /// Where the stack keeps its state, logs and `endpoints.json`.
     #[arg(long, env = "TERN_DATA_DIR", default_value = ".tern")]
     data_dir: PathBuf,
-    /// VMs in the demo estate (all failed over and reprotected, ready for failback).
+    /// VMs in the demo estate (all failed over and reprotected, ready for failback), in each
+    /// vault.
     #[arg(long, default_value_t = 200)]
     vms: usize,
+    /// Subscriptions the simulated estate spans, each with its own ARM budget.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    subscriptions: usize,
+    /// Recovery Services vaults in each subscription. The first vault keeps the default names
+    /// (VMs vm-00001…); vault V of subscription S names its VMs sSvV-vm-00001…. Every service
+    /// acts on every vault, and endpoints.json lists them (`vaults`).
+    #[arg(long, default_value_t = 1, value_name = "M")]
+    vaults_per_subscription: usize,
     /// Every Nth demo VM has critical replication health, so preflight has something to block.
     #[arg(long, default_value_t = 50)]
     unhealthy_every: usize,
@@ -53,6 +62,9 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<u8> {
     if args.vms == 0 {
         bail!("--vms must be at least 1");
     }
+    if args.subscriptions == 0 || args.vaults_per_subscription == 0 {
+        bail!("--subscriptions and --vaults-per-subscription must be at least 1");
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
     let endpoints_file = args.data_dir.join("endpoints.json");
@@ -67,6 +79,11 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<u8> {
             println!("tern up: the stack is running (Ctrl-C stops it)");
             for key in ["nats_url", "planner_addr", "sim_url", "vault_id"] {
                 println!("  {key:<13} {}", endpoints[key].as_str().unwrap_or_default());
+            }
+            let vaults = endpoints["vaults"].as_array().map_or(1, Vec::len);
+            if vaults > 1 {
+                let estate = format!("{vaults} vaults in {} subscriptions", args.subscriptions);
+                println!("  {:<13} {estate} (`tern vms --all-vaults` lists their VMs)", "vaults");
             }
             println!("  {:<13} {}", "endpoints", endpoints_file.display());
             println!("  {:<13} {}", "logs", args.data_dir.join("logs").display());
@@ -90,6 +107,11 @@ async fn demo(data_dir: &Path, injected: bool) -> anyhow::Result<u8> {
     let mut grpc = stack.client().await?;
     println!("\ntern up --demo: failing back every VM ready for failback");
     let mut spec = crate::plan::SpecArgs::all_ready().spec(&stack)?;
+    if stack.vaults.len() > 1 {
+        // An estate of many vaults: the demo brings all of it home.
+        spec.vault_id.clear();
+        spec.all_vaults = true;
+    }
     // A failed VM must not hold the others back: fail back everything that can be.
     spec.failure_policy = Some(tern_proto::FailurePolicy {
         on_critical_failure: tern_proto::OnCriticalFailure::Continue as i32,
@@ -150,6 +172,10 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     let mut cmd = Command::new(sibling("tern-asr-sim")?);
     cmd.args(["--seed-vms", &args.vms.to_string(), "--seed-state", "ready-for-failback"]);
     cmd.args(["--time-compression", TIME_COMPRESSION]);
+    if (args.subscriptions, args.vaults_per_subscription) != (1, 1) {
+        cmd.args(["--subscriptions", &args.subscriptions.to_string()]);
+        cmd.args(["--vaults-per-subscription", &args.vaults_per_subscription.to_string()]);
+    }
     if args.unhealthy_every > 0 {
         cmd.args(["--seed-unhealthy-every", &args.unhealthy_every.to_string()]);
     }
@@ -165,11 +191,11 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     let (sim_url, subscription, group, vault) =
         (field("url")?, field("subscription_id")?, field("resource_group")?, field("vault")?);
 
-    // The estate's cache storage accounts, one per region, as the simulator names them: what
-    // reprotect stages data in (on Azure they come from the configuration or the plan).
-    let cache_accounts =
-        Some(&sim["cache_storage_accounts"]).filter(|v| v.is_object()).map_or("{}".into(), |v| v.to_string());
-    let env = [
+    let vault_id = vault_arm_id(&subscription, &group, &vault);
+    let estate = Estate::of(&sim, &vault_id);
+    let cache_accounts = estate.cache_accounts.to_string();
+    let further_vaults = serde_json::to_string(&estate.vaults[1..])?;
+    let mut env = vec![
         ("TERN_NATS_URL", nats_url.as_str()),
         ("TERN_ASR__ENDPOINT", sim_url.as_str()),
         ("TERN_ASR__SUBSCRIPTION_ID", subscription.as_str()),
@@ -183,6 +209,10 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
         ("TERN_LISTEN", "127.0.0.1:0"),
         ("TERN_POLL_INTERVAL_SECS", "0.5"),
     ];
+    if estate.vaults.len() > 1 {
+        // Every service acts on every vault of the estate: its own, and these.
+        env.push(("TERN_ASR__VAULTS", further_vaults.as_str()));
+    }
     // The planner's API takes only callers with one of these tokens; the CLI finds the
     // operator's through endpoints.json.
     let tokens = tern_cli::secrets::generate_api_tokens(&args.data_dir.join("secrets"))?;
@@ -192,7 +222,7 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     for name in ["tern-planner", "tern-failover", "tern-reprotect", "tern-cleanup"] {
         let mut cmd = Command::new(sibling(name)?);
         withhold_tern_variables(&mut cmd);
-        cmd.envs(env);
+        cmd.envs(env.iter().copied());
         if let Some(identity) = tern_bus::Identity::of_service(name) {
             cmd.env("TERN_NATS_CREDENTIALS", tern_bus::auth::credentials_file(&credentials, identity));
         }
@@ -204,9 +234,6 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     }
     let planner_addr =
         ready[0]["grpc"].as_str().ok_or_else(|| anyhow!("the planner did not say its gRPC address"))?.to_owned();
-    let vault_id = format!(
-        "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.RecoveryServices/vaults/{vault}"
-    );
     Ok(json!({
         "nats_url": nats_url,
         "nats_credentials": absolute(&tern_bus::auth::credentials_file(&credentials, tern_bus::Identity::EventsReader)),
@@ -222,12 +249,52 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
         "resource_group": group,
         "vault": vault,
         "vault_id": vault_id,
+        "vaults": estate.vaults,
         "workers": {
             "failover": ready[1]["http"],
             "reprotect": ready[2]["http"],
             "cleanup": ready[3]["http"],
         },
     }))
+}
+
+/// A vault's ARM id, spelled as Tern spells the stack's own.
+fn vault_arm_id(subscription: &str, group: &str, vault: &str) -> String {
+    format!("/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.RecoveryServices/vaults/{vault}")
+}
+
+/// The vaults the simulator serves and the cache storage accounts the services stage reprotect
+/// data in, from its ready line.
+struct Estate {
+    /// Every vault's ARM id, the first (the services' own) first.
+    vaults: Vec<String>,
+    /// By region: the first vault's accounts, as a single-vault stack has them; by
+    /// `region@subscription`: another subscription's (an account serves only VMs of its own).
+    cache_accounts: Value,
+}
+
+impl Estate {
+    fn of(sim: &Value, first: &str) -> Self {
+        let mut accounts = sim["cache_storage_accounts"].as_object().cloned().unwrap_or_default();
+        let mut vaults = vec![first.to_owned()];
+        let first_subscription = sim["subscription_id"].as_str().unwrap_or_default();
+        for v in sim["vaults"].as_array().into_iter().flatten() {
+            let field = |k: &str| v[k].as_str().unwrap_or_default();
+            let id = vault_arm_id(field("subscription_id"), field("resource_group"), field("vault"));
+            if !vaults.iter().any(|known| known.eq_ignore_ascii_case(&id)) {
+                vaults.push(id);
+            }
+            let subscription = field("subscription_id");
+            if subscription.eq_ignore_ascii_case(first_subscription) {
+                continue;
+            }
+            // The first vault of a subscription names its accounts; the others share them.
+            for (region, account) in v["cache_storage_accounts"].as_object().into_iter().flatten() {
+                accounts.entry(format!("{region}@{subscription}")).or_insert_with(|| account.clone());
+            }
+        }
+        Self { vaults, cache_accounts: Value::Object(accounts) }
+    }
 }
 
 fn absolute(path: &std::path::Path) -> String {

@@ -1,12 +1,15 @@
 //! `tern vms`: the vault's replicated items, the way the Azure portal's "Replicated items" page
-//! lists them, each with its readiness for failback.
+//! lists them, each with its readiness for failback — of one vault, several (`--vault`
+//! repeated) or every vault of the stack (`--all-vaults`).
 //!
 //! ASR is read directly through `tern-asr` (the `tern up` simulator, or Azure with the usual
-//! credential chain); readiness comes from the planner's `Preflight`, the very checks a plan
+//! credential chain), each vault with its own client and all of them at once; readiness comes
+//! from the planner's `Preflight` (one request over every vault shown), the very checks a plan
 //! runs, so `tern vms` and `tern plan` never disagree. Without a planner the items are still
 //! listed, their readiness `unknown`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
@@ -28,11 +31,16 @@ pub struct VmsArgs {
     /// e.g. Protected, FailoverCommitted) or of this readiness: ready, warning, blocked, unknown.
     #[arg(long, value_name = "STATE")]
     state: Option<String>,
-    /// ARM id of the Recovery Services vault (default: the `tern up` stack's).
+    /// ARM id of a Recovery Services vault (default: the `tern up` stack's). Repeat to list
+    /// several vaults, in any subscription.
     #[arg(long, value_name = "ID", global = true)]
-    vault: Option<String>,
+    vault: Vec<String>,
+    /// Every vault of the stack: endpoints.json's `vaults` (`tern up`), else `vaults` in the
+    /// config file.
+    #[arg(long, global = true, conflicts_with = "vault")]
+    all_vaults: bool,
     /// ARM endpoint, e.g. a sovereign cloud's (default: the `tern up` stack's simulator for its
-    /// vault, else Azure's public cloud).
+    /// vaults, else Azure's public cloud).
     #[arg(long, value_name = "URL", global = true)]
     arm_endpoint: Option<String>,
     /// table, json or yaml.
@@ -53,6 +61,9 @@ enum VmsCommand {
 #[derive(Serialize, Debug)]
 struct Vm {
     name: String,
+    /// The vault its item is in (ARM id), and that vault's subscription.
+    vault_id: String,
+    subscription_id: String,
     protected_item_id: String,
     protection_state: String,
     protection_state_description: String,
@@ -69,7 +80,6 @@ struct Vm {
     reason: Option<String>,
     checks: Vec<Check>,
 }
-
 #[derive(Serialize, Debug)]
 struct HealthIssue {
     code: String,
@@ -132,48 +142,134 @@ struct TargetSettings {
     network: Option<String>,
 }
 
+/// One vault being read: its ARM id, where it lives, and a client at it.
+struct Vault {
+    id: String,
+    subscription: String,
+    name: String,
+    asr: AsrClient,
+}
+
+impl Vault {
+    fn reading(&self) -> String {
+        format!("reading vault {} at {}", self.id, self.asr.config().base())
+    }
+}
+
 /// Runs `tern vms`; returns the exit code.
 pub async fn run(target: &Target, args: VmsArgs) -> anyhow::Result<u8> {
-    let (vault_id, asr) = connect(target, &args).await?;
-    let where_ = || format!("reading vault {vault_id} at {}", asr.config().base());
+    let (vaults, more) = connect(target, &args).await?;
     if let Some(VmsCommand::Show { name }) = &args.command {
-        let item = find(&asr, name).await.with_context(where_)?.ok_or_else(|| {
-            anyhow!("no replicated VM named {name:?} in vault {}: `tern vms` lists them", asr.config().vault)
-        })?;
-        let points = asr.recovery_points(&item.id).await.with_context(where_)?;
-        let mut vms = vec![vm(&item)];
-        readiness(target, &vault_id, &mut vms).await;
-        let detail = detail(vms.remove(0), &item, &points);
-        match args.output {
-            Format::Table => print_detail(&detail),
-            f => print_document(f, &serde_json::to_value(&detail)?)?,
-        }
-        return Ok(0);
+        return show(target, &vaults, more, name, args.output).await;
     }
-    let mut items = asr.list_items(None, None).await.with_context(where_)?;
-    items.sort_by_cached_key(|i| i.friendly_name().to_ascii_lowercase());
+    let listed = across(&vaults, |asr| async move { asr.list_items(None, None).await }).await;
+    let mut items: Vec<(usize, ProtectedItem)> = Vec::new();
+    for (i, list) in listed.into_iter().enumerate() {
+        items.extend(list?.into_iter().map(|item| (i, item)));
+    }
+    items.sort_by_cached_key(|(i, item)| (*i, item.friendly_name().to_ascii_lowercase()));
     let wanted = args.state.as_deref().map(squash);
     let by_readiness = wanted.as_deref().is_some_and(|s| ["ready", "warning", "blocked", "unknown"].contains(&s));
     if let Some(s) = wanted.as_deref().filter(|_| !by_readiness) {
-        items.retain(|i| {
+        items.retain(|(_, i)| {
             squash(i.protection_state()) == s
                 || i.properties.protection_state_description.as_deref().is_some_and(|d| squash(d) == s)
         });
     }
-    let mut vms: Vec<Vm> = items.iter().map(vm).collect();
-    readiness(target, &vault_id, &mut vms).await;
+    let mut vms: Vec<Vm> = items.iter().map(|(i, item)| vm(item, &vaults[*i])).collect();
+    let ids: Vec<&str> = vaults.iter().map(|v| v.id.as_str()).collect();
+    readiness(target, &ids, &mut vms).await;
     if let Some(s) = wanted.as_deref().filter(|_| by_readiness) {
         vms.retain(|v| v.readiness == s);
     }
+    let where_ = match ids.as_slice() {
+        [one] => format!("vault {one}"),
+        many => format!("the {} vaults", many.len()),
+    };
     match args.output {
         Format::Table if vms.is_empty() => match &args.state {
-            Some(s) => eprintln!("no replicated VM in vault {vault_id} is {s:?}"),
-            None => eprintln!("vault {vault_id} has no replicated VM"),
+            Some(s) => eprintln!("no replicated VM in {where_} is {s:?}"),
+            None if ids.len() == 1 => eprintln!("{where_} has no replicated VM"),
+            None => eprintln!("{where_} have no replicated VM"),
         },
-        Format::Table => print_list(&vms),
-        f => print_document(f, &serde_json::json!({ "vault_id": vault_id, "vms": vms }))?,
+        Format::Table => print_list(&vms, (ids.len() > 1).then(|| vault_labels(ids.iter().copied())).as_ref()),
+        f => print_document(f, &serde_json::json!({ "vault_id": ids[0], "vault_ids": ids, "vms": vms }))?,
     }
     Ok(0)
+}
+
+/// `tern vms show NAME`: the VM of that name in the vaults read — in exactly one of them.
+async fn show(target: &Target, vaults: &[Vault], more: usize, name: &str, output: Format) -> anyhow::Result<u8> {
+    let found = across(vaults, |asr| {
+        let name = name.to_owned();
+        async move { find(&asr, &name).await }
+    })
+    .await;
+    let mut hits = Vec::new();
+    for (i, item) in found.into_iter().enumerate() {
+        hits.extend(item?.map(|item| (vaults[i].id.clone(), (i, item))));
+    }
+    let names: Vec<&str> = vaults.iter().map(|v| v.name.as_str()).collect();
+    let (_, (i, item)) = the_one(name, hits, &names, more)?;
+    let vault = &vaults[i];
+    let points = vault.asr.recovery_points(&item.id).await.with_context(|| vault.reading())?;
+    let mut vms = vec![vm(&item, vault)];
+    readiness(target, &[vault.id.as_str()], &mut vms).await;
+    let detail = detail(vms.remove(0), &item, &points);
+    match output {
+        Format::Table => print_detail(&detail),
+        f => print_document(f, &serde_json::to_value(&detail)?)?,
+    }
+    Ok(0)
+}
+
+/// The one match of `name` among what the vaults `searched` (their names) held, as (vault id,
+/// match): none or several is an error saying where it looked, or which vaults hold it and how
+/// to choose. `more` is how many vaults of the stack were not searched.
+fn the_one<T>(name: &str, mut hits: Vec<(String, T)>, searched: &[&str], more: usize) -> anyhow::Result<(String, T)> {
+    match hits.len() {
+        1 => Ok(hits.remove(0)),
+        0 => {
+            let where_ = match searched {
+                [one] => format!("vault {one}"),
+                many => format!("the {} vaults", many.len()),
+            };
+            let hint = if more > 0 {
+                format!("; --all-vaults looks in every vault of the stack ({} more)", more)
+            } else {
+                String::new()
+            };
+            bail!("no replicated VM named {name:?} in {where_}: `tern vms` lists them{hint}")
+        }
+        n => {
+            let ids: Vec<&str> = hits.iter().map(|(id, _)| id.as_str()).collect();
+            bail!(
+                "{name:?} is protected in {n} vaults ({}): pass --vault with the ARM id of the one to show",
+                ids.join(", ")
+            )
+        }
+    }
+}
+
+/// `op` on each vault's client, all at once; the answers in the vaults' order, each error
+/// saying which vault it came from.
+async fn across<T, E, F, Fut>(vaults: &[Vault], op: F) -> Vec<anyhow::Result<T>>
+where
+    T: Send + 'static,
+    F: Fn(AsrClient) -> Fut,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    E: Into<anyhow::Error> + Send + 'static,
+{
+    let tasks: Vec<_> = vaults.iter().map(|v| tokio::spawn(op(v.asr.clone()))).collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for (vault, task) in vaults.iter().zip(tasks) {
+        let answer = match task.await {
+            Ok(answer) => answer.map_err(Into::into),
+            Err(e) => Err(anyhow!("the read stopped: {e}")),
+        };
+        out.push(answer.with_context(|| vault.reading()));
+    }
+    out
 }
 
 /// Lower case without spaces, so `Failover committed` matches `FailoverCommitted`.
@@ -181,38 +277,131 @@ fn squash(s: &str) -> String {
     s.chars().filter(|c| !c.is_whitespace() && *c != '-' && *c != '_').flat_map(char::to_lowercase).collect()
 }
 
-/// The vault to read (`--vault`, else the stack's, else the config file's) and a client for it:
-/// the stack's simulator with a fixed token, or Azure with the Azure credential chain.
-async fn connect(target: &Target, args: &VmsArgs) -> anyhow::Result<(String, AsrClient)> {
+/// The vaults to read — `--vault` (repeatable), every vault of the stack (`--all-vaults`), else
+/// the stack's own, else the config file's — each with a client: the stack's simulator with a
+/// fixed token for the stack's vaults, Azure with the Azure credential chain for others. Also
+/// how many of the stack's vaults were left out (for hints).
+async fn connect(target: &Target, args: &VmsArgs) -> anyhow::Result<(Vec<Vault>, usize)> {
     let file = target.data_dir().join("endpoints.json");
     let endpoints: serde_json::Value = match std::fs::read_to_string(&file) {
         Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?,
         Err(_) => serde_json::Value::Null,
     };
     let field = |k: &str| endpoints[k].as_str().filter(|v| !v.is_empty()).map(str::to_owned);
-    let configured = || target.resolve().ok().and_then(|stack| stack.vault_id);
-    let vault_id = args.vault.clone().or_else(|| field("vault_id")).or_else(configured).ok_or_else(|| {
-        anyhow!(
-            "no Tern stack found: {} does not exist. Start one with `tern up`, or pass --vault with the \
-             Recovery Services vault's ARM id (signed in to Azure, e.g. with `az login`)",
-            file.display()
-        )
-    })?;
-    let (subscription, group, vault) = parse_vault(&vault_id)?;
-    let stack_vault = field("vault_id").is_some_and(|v| v.eq_ignore_ascii_case(&vault_id));
-    let sim = field("sim_url").filter(|_| stack_vault);
-    let endpoint = args.arm_endpoint.clone().or(sim.clone()).unwrap_or_else(|| AZURE_PUBLIC_CLOUD.into());
-    let tokens = match sim.filter(|s| *s == endpoint) {
-        Some(_) => TokenProvider::static_token("tern-cli"),
-        None => TokenProvider::from_env(&format!("{}/.default", endpoint.trim_end_matches('/')))
-            .context("no usable Azure credential")?,
+    let stack = target.resolve().ok();
+    let own = field("vault_id").or_else(|| stack.as_ref().and_then(|s| s.vault_id.clone()));
+    // Every vault of the stack, its own first.
+    let mut estate: Vec<String> = own.iter().cloned().collect();
+    estate.extend(stack.iter().flat_map(|s| s.vaults.iter().cloned()));
+    let estate = distinct(estate);
+    let chosen = if args.all_vaults {
+        estate.clone()
+    } else if !args.vault.is_empty() {
+        distinct(args.vault.clone())
+    } else {
+        own.into_iter().collect()
     };
-    let config = AsrConfig { endpoint, ..AsrConfig::for_vault(&subscription, &group, &vault) };
+    if chosen.is_empty() {
+        bail!(
+            "no Tern stack found: {} does not exist. Start one with `tern up`, or pass --vault with the \
+             Recovery Services vault's ARM id (signed in to Azure, e.g. with `az login`){}",
+            file.display(),
+            if args.all_vaults { ", or list them as `vaults` in the config file" } else { "" }
+        );
+    }
+    let more = estate.iter().filter(|v| !chosen.iter().any(|c| c.eq_ignore_ascii_case(v))).count();
+    // The stack's simulator serves the stack's vaults; other vaults are Azure's.
+    let mut served: Vec<String> = field("vault_id").into_iter().collect();
+    served.extend(endpoints["vaults"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)));
+    let sim = field("sim_url");
     // The CLI's few reads keep to a budget of its own: the fleet budget's bucket is the services'
     // to write (the CLI reads the bus as the events-reader).
     let budget: Arc<dyn Budget> = Arc::new(LocalBudget::new(BudgetConfig::default()));
-    let asr = AsrClient::new(config, tokens, budget).map_err(|e| anyhow!("{e}: check --arm-endpoint and --vault"))?;
-    Ok((vault_id, asr))
+    let mut clients: HashMap<String, AsrClient> = HashMap::new();
+    let mut vaults = Vec::with_capacity(chosen.len());
+    for id in chosen {
+        let (subscription, group, name) = parse_vault(&id)?;
+        let in_stack = served.iter().any(|v| same_vault(v, &id));
+        let sim = sim.clone().filter(|_| in_stack);
+        let endpoint = args.arm_endpoint.clone().or(sim.clone()).unwrap_or_else(|| AZURE_PUBLIC_CLOUD.into());
+        let asr = match clients.get(&endpoint) {
+            // Another vault at the same endpoint: the same connection, credentials and budget.
+            Some(client) => client.for_vault(&id).map_err(|e| anyhow!("{e}: check --vault"))?,
+            None => {
+                let tokens = match sim.filter(|s| *s == endpoint) {
+                    Some(_) => TokenProvider::static_token("tern-cli"),
+                    None => TokenProvider::from_env(&format!("{}/.default", endpoint.trim_end_matches('/')))
+                        .context("no usable Azure credential")?,
+                };
+                let config =
+                    AsrConfig { endpoint: endpoint.clone(), ..AsrConfig::for_vault(&subscription, &group, &name) };
+                let client = AsrClient::new(config, tokens, budget.clone())
+                    .map_err(|e| anyhow!("{e}: check --arm-endpoint and --vault"))?;
+                clients.insert(endpoint, client.clone());
+                client
+            }
+        };
+        vaults.push(Vault { id, subscription, name, asr });
+    }
+    Ok((vaults, more))
+}
+
+/// Vault ids without repeats (ARM compares ids without case) or trailing slashes, in order.
+fn distinct(ids: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = id.trim().trim_end_matches('/').to_owned();
+        if !id.is_empty() && !out.iter().any(|o| same_vault(o, &id)) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+fn same_vault(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+/// How people tell vaults apart, by lower-case ARM id: a vault's name, or `subscription/name`
+/// where two of `ids` share a name (the subscription as short as still tells them apart), with
+/// the resource group too where even that does not. An id that is not a vault's stays as it is.
+pub fn vault_labels<'a>(ids: impl IntoIterator<Item = &'a str>) -> HashMap<String, String> {
+    let vaults: Vec<(&str, (String, String, String))> =
+        ids.into_iter().filter_map(|id| Some((id, parse_vault(id).ok()?))).collect();
+    let mut out = HashMap::new();
+    for (id, (sub, group, name)) in &vaults {
+        let twins: Vec<&str> =
+            vaults.iter().filter(|(_, o)| o.2.eq_ignore_ascii_case(name)).map(|(_, o)| o.0.as_str()).collect();
+        let label = if twins.len() == 1 {
+            name.clone()
+        } else {
+            let short = short_subscription(sub, &twins);
+            match twins.iter().filter(|t| t.eq_ignore_ascii_case(sub)).count() {
+                1 => format!("{short}/{name}"),
+                _ => format!("{short}/{group}/{name}"),
+            }
+        };
+        out.insert(id.to_ascii_lowercase(), label);
+    }
+    out
+}
+
+/// A subscription id as short as tells it from `others`: its first 8 characters, else its
+/// last group (a GUID's last 12), else all of it.
+fn short_subscription(id: &str, others: &[&str]) -> String {
+    let distinct = |cut: &dyn Fn(&str) -> String| {
+        let mine = cut(id);
+        others.iter().filter(|o| !o.eq_ignore_ascii_case(id)).all(|o| !cut(o).eq_ignore_ascii_case(&mine))
+    };
+    let head = |s: &str| s.chars().take(8).collect::<String>();
+    let tail = |s: &str| s.rsplit('-').next().unwrap_or(s).to_owned();
+    if distinct(&head) {
+        head(id)
+    } else if distinct(&tail) {
+        tail(id)
+    } else {
+        id.to_owned()
+    }
 }
 
 /// Subscription, resource group and name of a vault's ARM id.
@@ -242,8 +431,8 @@ async fn find(asr: &AsrClient, name: &str) -> anyhow::Result<Option<ProtectedIte
     Ok(items.into_iter().find(|i| i.friendly_name().eq_ignore_ascii_case(name) || i.name == name))
 }
 
-/// ASR's view of one item.
-fn vm(item: &ProtectedItem) -> Vm {
+/// ASR's view of one item of `vault`.
+fn vm(item: &ProtectedItem, vault: &Vault) -> Vm {
     let p = &item.properties;
     let a2a = p.provider_specific_details.clone().unwrap_or_default();
     let on_recovery = item.active_location().eq_ignore_ascii_case("Recovery");
@@ -251,6 +440,8 @@ fn vm(item: &ProtectedItem) -> Vm {
     let last_drill = p.last_successful_test_failover_time.as_deref().and_then(parse_time).filter(|t| t.year() > 1753);
     Vm {
         name: item.friendly_name().to_owned(),
+        vault_id: vault.id.clone(),
+        subscription_id: vault.subscription.clone(),
         protected_item_id: item.id.clone(),
         protection_state: item.protection_state().to_owned(),
         protection_state_description: p.protection_state_description.clone().unwrap_or_default(),
@@ -285,12 +476,12 @@ fn readiness_word(r: i32) -> &'static str {
 
 /// Fills in each VM's readiness from the planner's preflight; on failure says so on stderr and
 /// leaves them `unknown`.
-async fn readiness(target: &Target, vault_id: &str, vms: &mut [Vm]) {
+async fn readiness(target: &Target, vaults: &[&str], vms: &mut [Vm]) {
     if vms.is_empty() {
         return;
     }
     let ids = vms.iter().map(|v| v.protected_item_id.clone()).collect();
-    let found = match preflight(target, vault_id, ids).await {
+    let found = match preflight(target, vaults, ids).await {
         Ok(found) => found,
         Err(e) => return eprintln!("tern: readiness unknown, the planner's preflight failed: {e:#}"),
     };
@@ -311,13 +502,18 @@ async fn readiness(target: &Target, vault_id: &str, vms: &mut [Vm]) {
     }
 }
 
-/// The planner's preflight of these items.
-async fn preflight(target: &Target, vault_id: &str, ids: Vec<String>) -> anyhow::Result<Vec<VmPreflight>> {
+/// The planner's preflight of these items, of these vaults: one request over all of them.
+async fn preflight(target: &Target, vaults: &[&str], ids: Vec<String>) -> anyhow::Result<Vec<VmPreflight>> {
     let stack = target.resolve()?;
     let mut grpc = stack.client().await?;
     let by = selection::By::ProtectedItemIds(NameList { values: ids });
-    let spec =
-        PlanSpec { vault_id: vault_id.to_owned(), selection: Some(Selection { by: Some(by) }), ..Default::default() };
+    let (first, more) = vaults.split_first().ok_or_else(|| anyhow!("no vault to preflight"))?;
+    let spec = PlanSpec {
+        vault_id: (*first).to_owned(),
+        vault_ids: more.iter().map(|v| (*v).to_owned()).collect(),
+        selection: Some(Selection { by: Some(by) }),
+        ..Default::default()
+    };
     Ok(grpc.preflight(PreflightRequest { spec: Some(spec) }).await.map_err(status)?.into_inner().vms)
 }
 
@@ -413,9 +609,13 @@ fn brief_reason(v: &Vm) -> String {
     }
 }
 
-fn print_list(vms: &[Vm]) {
+/// The list as a table; with `labels` (several vaults shown), a VAULT column after the name.
+fn print_list(vms: &[Vm], labels: Option<&HashMap<String, String>>) {
     let paint = Paint::stdout();
-    let head = ["NAME", "STATE", "HEALTH", "ACTIVE", "RPO", "LAST DRILL", "READINESS", "REASON"];
+    let mut head = vec!["NAME", "STATE", "HEALTH", "ACTIVE", "RPO", "LAST DRILL", "READINESS", "REASON"];
+    if labels.is_some() {
+        head.insert(1, "VAULT");
+    }
     let rows: Vec<Vec<String>> = vms
         .iter()
         .map(|v| {
@@ -424,7 +624,7 @@ fn print_list(vms: &[Vm]) {
             } else {
                 &v.protection_state_description
             };
-            vec![
+            let mut row = vec![
                 v.name.clone(),
                 or_dash(state),
                 or_dash(&v.replication_health),
@@ -433,13 +633,28 @@ fn print_list(vms: &[Vm]) {
                 v.last_drill.clone().unwrap_or_else(|| "never".into()),
                 v.readiness.to_owned(),
                 brief_reason(v),
-            ]
+            ];
+            if let Some(labels) = labels {
+                row.insert(
+                    1,
+                    labels.get(&v.vault_id.to_ascii_lowercase()).cloned().unwrap_or_else(|| v.vault_id.clone()),
+                );
+            }
+            row
         })
         .collect();
-    print_table(&head, &rows, |i, word, padded| if i == 2 || i == 6 { tint(paint, word, padded) } else { padded });
+    let (health, readiness) = if labels.is_some() { (3, 7) } else { (2, 6) };
+    print_table(
+        &head,
+        &rows,
+        |i, word, padded| {
+            if i == health || i == readiness { tint(paint, word, padded) } else { padded }
+        },
+    );
     let count = |r: &str| vms.iter().filter(|v| v.readiness == r).count();
+    let vaults = labels.map(|l| format!(" in {} vaults", l.len())).unwrap_or_default();
     let mut sum = format!(
-        "{} VMs: {} ready, {} warning, {} blocked",
+        "{} VMs{vaults}: {} ready, {} warning, {} blocked",
         vms.len(),
         count("ready"),
         count("warning"),
@@ -470,6 +685,7 @@ fn print_detail(d: &Detail) {
     line("RPO", v.rpo_seconds.map_or("-".into(), |s| human_secs(s as f64)));
     line("Last successful drill", v.last_drill.clone().unwrap_or_else(|| "never".into()));
     line("Readiness for failback", tint(paint, v.readiness, v.readiness.to_owned()));
+    line("Vault", v.vault_id.clone());
     line("Protected item", v.protected_item_id.clone());
 
     println!("\n{}", paint.bold("Disks"));
@@ -533,4 +749,42 @@ fn print_detail(d: &Detail) {
     let rows: Vec<Vec<String>> =
         v.checks.iter().map(|c| vec![c.name.clone(), c.result.to_owned(), c.detail.clone()]).collect();
     print_table(&["CHECK", "RESULT", "DETAIL"], &rows, |i, w, p| if i == 1 { tint(paint, w, p) } else { p });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(sub: &str, group: &str, name: &str) -> String {
+        format!("/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.RecoveryServices/vaults/{name}")
+    }
+
+    #[test]
+    fn vaults_are_named_by_name_and_told_apart_by_subscription_when_names_repeat() {
+        let (s1, s2) = ("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002");
+        let ids = [id(s1, "rg", "tern-vault"), id(s1, "rg", "tern-vault-2"), id(s2, "rg", "tern-vault")];
+        let labels = vault_labels(ids.iter().map(String::as_str));
+        let of = |i: usize| labels[&ids[i].to_ascii_lowercase()].as_str();
+        assert_eq!((of(0), of(1), of(2)), ("000000000001/tern-vault", "tern-vault-2", "000000000002/tern-vault"));
+        // Subscriptions that differ early are cut short; one vault name in two resource groups
+        // of one subscription needs the group.
+        let ids = [id("aaaa1111-x", "rg", "v"), id("bbbb2222-x", "rg", "v"), id("bbbb2222-x", "rg2", "v")];
+        let labels = vault_labels(ids.iter().map(String::as_str));
+        let of = |i: usize| labels[&ids[i].to_ascii_lowercase()].as_str();
+        assert_eq!((of(0), of(1), of(2)), ("aaaa1111/v", "bbbb2222/rg/v", "bbbb2222/rg2/v"));
+    }
+
+    #[test]
+    fn a_name_in_two_vaults_is_refused_naming_them_and_asking_for_one() {
+        let hits =
+            vec![("/subscriptions/a/…/vaults/one".to_owned(), 1), ("/subscriptions/b/…/vaults/two".to_owned(), 2)];
+        let e = the_one("web-01", hits, &["one", "two"], 0).unwrap_err().to_string();
+        assert!(e.contains("\"web-01\" is protected in 2 vaults"), "{e}");
+        assert!(e.contains("vaults/one") && e.contains("vaults/two") && e.contains("--vault"), "{e}");
+        assert_eq!(the_one("web-01", vec![("v".to_owned(), 7)], &["v"], 0).unwrap().1, 7);
+        let e = the_one::<u8>("web-01", Vec::new(), &["tern-vault"], 3).unwrap_err().to_string();
+        assert!(e.contains("in vault tern-vault") && e.contains("--all-vaults") && e.contains("3 more"), "{e}");
+        let e = the_one::<u8>("web-01", Vec::new(), &["a", "b"], 0).unwrap_err().to_string();
+        assert!(e.contains("in the 2 vaults") && !e.contains("--all-vaults"), "{e}");
+    }
 }

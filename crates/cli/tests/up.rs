@@ -15,6 +15,7 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     for key in ["nats_url", "planner_addr", "sim_url", "vault_id"] {
         assert!(endpoints[key].as_str().is_some_and(|v| !v.is_empty()), "{key} in {endpoints}");
     }
+    assert_eq!(endpoints["vaults"], serde_json::json!([endpoints["vault_id"]]), "one vault by default: {endpoints}");
 
     // The planner answers, reads the demo estate and sees the unhealthy VMs.
     // Only with the token tern up generated: the API is closed to anyone else.
