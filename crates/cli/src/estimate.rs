@@ -47,6 +47,7 @@
 //! (job-list pages are counted per VM, at their measured share); and, with durations from
 //! earlier plans, that those durations already hold the budget waits of those plans.
 
+mod plan;
 mod sim;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 pub use tern_asr::{BudgetConfig, Rate};
 
+pub use plan::{Forecast, Selected};
 use sim::{Class, Model, Pool, Why};
 
 /// A change must save this share of the makespan to be listed.
