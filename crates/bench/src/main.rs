@@ -205,8 +205,10 @@ fn summary(s: Scenario, f: &std::collections::BTreeMap<String, f64>) -> String {
     match s {
         Scenario::S1 => format!("makespan {:.1} s, {:.0} VMs/s", g("makespan_s"), g("vms_per_s")),
         Scenario::S2 => format!(
-            "makespan {:.1} s, lower bound {:.1} s (ratio {:.3}), {} × 429",
+            "makespan {:.1} s (forecast {:.1} s, {:.1} % off), lower bound {:.1} s (ratio {:.3}), {} × 429",
             g("makespan_s"),
+            g("estimate_s"),
+            g("estimate_error_pct"),
             g("lower_bound_s"),
             g("makespan_over_bound"),
             g("http_429")

@@ -69,6 +69,8 @@ pub const ROWS: &[Row] = &[
     row(S1, "kv_writes_per_vm", "KV writes per VM"),
     row(S1, "js_api_per_vm", "JetStream API requests per VM (/jsz api.total)"),
     row(S2, "makespan_s", "makespan (s)"),
+    row(S2, "estimate_s", "  forecast before the run, tern plan estimate's model (s)"),
+    judged(S2, "estimate_error_pct", "  forecast's error, % of the makespan", Target::AtMost(15.0), "≤ 15 %"),
     row(S2, "lower_bound_s", "lower bound (s)"),
     row(S2, "write_bound_s", "  write-budget bound (s)"),
     row(S2, "delete_bound_s", "  delete-budget bound (s)"),

@@ -14,6 +14,11 @@ use tern_proto::{
     VmState, selection,
 };
 
+use tern_cli::estimate::{
+    AZURE_SOURCE, BudgetConfig, Estimate, Group, Inputs, JobProfile, Limits, PhaseDurations, PhasesOn, Rate,
+    TERN_REQUESTS,
+};
+
 use crate::events::{Collector, Received};
 use crate::probe::{self, NatsSample, ProcSample};
 use crate::stack::{Stack, StackOptions};
@@ -197,11 +202,21 @@ async fn measure(
             .collect(),
         Scenario::S2 | Scenario::S3 => vec![format!("{}.>", tern_bus::subjects::EVENTS_PREFIX)],
     };
+    // The forecast first, from the scenario's parameters alone.
+    let estimate = match s {
+        Scenario::S2 => {
+            let e = s2_estimate(vms, settings)?;
+            eprintln!("  estimate: {:.1} s, bound by the {}", e.makespan_s, e.binding.what);
+            Some(e)
+        }
+        _ => None,
+    };
     let run = follow_plan(s, vms, stack, http, settings, &subjects).await?;
-    match s {
-        Scenario::S1 => Ok(s1_figures(vms, &run)),
-        Scenario::S2 => s2_figures(vms, &run, stack, http, settings).await,
-        Scenario::S3 => s3_figures(vms, &run, stack, http).await,
+    match (s, estimate) {
+        (Scenario::S1, _) => Ok(s1_figures(vms, &run)),
+        (Scenario::S2, Some(e)) => s2_figures(vms, &run, &e, stack, http, settings).await,
+        (Scenario::S2, None) => unreachable!("S2 is estimated above"),
+        (Scenario::S3, _) => s3_figures(vms, &run, stack, http).await,
     }
 }
 
@@ -378,10 +393,44 @@ const WRITE_BUCKET: (f64, f64) = (200.0, 10.0);
 const DELETE_BUCKET: (f64, f64) = (200.0, 10.0);
 const READ_BUCKET: (f64, f64) = (250.0, 25.0);
 
-/// S2: makespan against the lower bound, 429s, and polling per in-flight VM.
+/// Commands a worker runs at once unless told (`TERN_CONCURRENCY`; crates/worker/src/config.rs).
+const WORKER_DEFAULT_CONCURRENCY: usize = 256;
+
+/// What `tern plan estimate`'s model forecasts for S2 before it runs, from the scenario's
+/// parameters alone: one subscription with the buckets above, Azure's typical jobs compressed
+/// as the simulator runs them and polled as the services poll, Tern's requests per VM, and the
+/// plan's concurrency (one process per worker, each taking its own concurrency at most).
+fn s2_estimate(vms: usize, settings: &BenchSettings) -> anyhow::Result<Estimate> {
+    let bucket = |(capacity, per_second): (f64, f64)| Rate { capacity, per_second };
+    let worker = settings.worker_concurrency.unwrap_or(WORKER_DEFAULT_CONCURRENCY);
+    let inputs = Inputs {
+        groups: vec![Group { subscription: "the simulator's".into(), wave: 0, vms }],
+        waves: vec!["wave-1".into()],
+        budget: Some(BudgetConfig {
+            reads: bucket(READ_BUCKET),
+            writes: bucket(WRITE_BUCKET),
+            deletes: bucket(DELETE_BUCKET),
+        }),
+        requests: TERN_REQUESTS,
+        durations: PhaseDurations::azure(&JobProfile {
+            shut_down_source: true,
+            latest: false,
+            disable_replication: false,
+            poll_interval_secs: settings.poll_interval_secs,
+            time_compression: settings.time_compression,
+        }),
+        durations_source: AZURE_SOURCE.into(),
+        concurrency: Limits::all(settings.plan_concurrency.min(u32::try_from(worker).unwrap_or(u32::MAX))),
+        phases: PhasesOn::default(),
+    };
+    inputs.estimate().context("estimating S2")
+}
+
+/// S2: makespan against the lower bound and the forecast, 429s, and polling per in-flight VM.
 async fn s2_figures(
     vms: usize,
     run: &PlanRun,
+    estimate: &Estimate,
     stack: &Stack,
     http: &reqwest::Client,
     settings: &BenchSettings,
@@ -436,6 +485,8 @@ async fn s2_figures(
     f.insert("job_chain_bound_s".into(), job_bound);
     f.insert("read_budget_time_s".into(), read_budget_time);
     f.insert("makespan_over_bound".into(), if lower_bound > 0.0 { makespan / lower_bound } else { f64::NAN });
+    f.insert("estimate_s".into(), estimate.makespan_s);
+    f.insert("estimate_error_pct".into(), (estimate.makespan_s - makespan).abs() * 100.0 / makespan);
     f.insert("http_429".into(), throttled as f64);
     f.insert("http_429_pct".into(), if total > 0 { throttled as f64 * 100.0 / total as f64 } else { 0.0 });
     let per_inflight = |n: u64| if inflight_vm_secs > 0.0 { n as f64 / inflight_vm_secs } else { f64::NAN };
@@ -455,6 +506,7 @@ async fn s2_figures(
     d.insert("longest_job_chain_vm".into(), json!(longest_vm));
     d.insert("inflight_vm_seconds".into(), json!(inflight_vm_secs));
     d.insert("time_compression".into(), json!(settings.time_compression));
+    d.insert("estimate".into(), json!(estimate));
     Ok(RunFigures { figures: f, details: Value::Object(d) })
 }
 

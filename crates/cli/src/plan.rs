@@ -3,15 +3,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
+use tern_asr::BudgetConfig;
+use tern_cli::estimate::{Forecast, History, Selected};
 use tern_proto::auth::{BearerToken, Client};
 use tern_proto::{
-    CancelPlanRequest, GetPlanRequest, ListPlansRequest, NameList, PausePlanRequest, Phase, Plan, PlanSpec, PlanState,
-    PreflightRequest, Readiness, RecoveryPointChoice, RecoveryPointKind, ResumePlanRequest, RetryVmRequest, Selection,
-    SubmitPlanRequest, VmState, Wave, selection,
+    CancelPlanRequest, GetPlanRequest, ListPlansRequest, NameList, PausePlanRequest, Phase, Plan, PlanMode, PlanSpec,
+    PlanState, PreflightRequest, Readiness, RecoveryPointChoice, RecoveryPointKind, ResumePlanRequest, RetryVmRequest,
+    Selection, SubmitPlanRequest, VmState, Wave, selection,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::output::{Format, Paint, print_document, proto_json};
+use crate::output::{Format, Paint, human_secs, print_document, proto_json};
 use crate::planfile::PlanFile;
 use crate::progress::Progress;
 use crate::report::Report;
@@ -24,7 +26,7 @@ pub struct Target {
     /// [default: .tern].
     #[arg(long, env = "TERN_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
-    /// A config file (TOML: data_dir, planner, nats, vault) [default: ~/.config/tern/config.toml
+    /// A config file (TOML: data_dir, planner, nats, vault, budget) [default: ~/.config/tern/config.toml
     /// when it exists].
     #[arg(long, env = "TERN_CONFIG", global = true, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -96,6 +98,22 @@ pub struct SpecArgs {
 pub enum PlanCommand {
     /// Check every selected VM without changing anything.
     Preflight(SpecArgs),
+    /// Forecast a plan before it runs: makespan, each wave's end of failover, RTO percentiles,
+    /// what binds it and what would shorten it (docs/performance.md, "Forecast"). Job durations
+    /// are the medians of earlier plans when there are any, else Azure's typical ones; the ARM
+    /// budget per subscription is TERN_BUDGET (JSON, as the services read it), else the config
+    /// file's [budget], else ARM's defaults.
+    Estimate {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Resources cleanup deletes per VM when the plan removes leftovers (0-4; ASR usually
+        /// removes a managed-disk VM's leftovers itself on reprotect).
+        #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=4))]
+        leftovers: u8,
+        /// Azure's typical job durations even when earlier plans tell how long jobs take here.
+        #[arg(long)]
+        no_history: bool,
+    },
     /// Submit a plan; prints its id. With --watch, follows it to the end.
     Submit {
         #[command(flatten)]
@@ -186,6 +204,18 @@ impl Target {
         self.data_dir.clone().or_else(configured).unwrap_or_else(|| PathBuf::from(".tern"))
     }
 
+    /// The ARM budget per subscription a forecast assumes: `TERN_BUDGET` (JSON, as the
+    /// services read it; `null`: no limit), else the config file's `[budget]`, else ARM's
+    /// defaults (the services' default too).
+    pub fn budget(&self) -> anyhow::Result<Option<BudgetConfig>> {
+        if let Ok(text) = std::env::var("TERN_BUDGET") {
+            return serde_json::from_str(&text).with_context(|| {
+                format!("TERN_BUDGET is not a budget: {text} (e.g. {{\"writes\": {{\"capacity\": 200, \"per_second\": 10}}}} or null)")
+            });
+        }
+        Ok(Some(self.config()?.budget.unwrap_or_default()))
+    }
+
     pub fn resolve(&self) -> anyhow::Result<Stack> {
         let config = self.config()?;
         let data_dir = self.data_dir.clone().or(config.data_dir).unwrap_or_else(|| PathBuf::from(".tern"));
@@ -260,6 +290,8 @@ struct Config {
     nats_ca_file: Option<PathBuf>,
     vault: Option<String>,
     vaults: Option<Vec<String>>,
+    /// The ARM budget per subscription `tern plan estimate` assumes (the services' `budget`).
+    budget: Option<BudgetConfig>,
 }
 
 /// Largest planner response the CLI accepts.
@@ -448,6 +480,22 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
             );
             Ok(0)
         }
+        PlanCommand::Estimate { spec, leftovers, no_history } => {
+            let spec = spec.spec(&stack)?;
+            let budget = target.budget()?;
+            let request = PreflightRequest { spec: Some(spec.clone()) };
+            let preflight = grpc.preflight(request).await.map_err(status)?.into_inner();
+            let history = if no_history { History::default() } else { history(&mut grpc).await? };
+            let selected = Selected::of(&spec, &preflight);
+            let poll = tern_service::ServiceConfig::default().poll_interval_secs;
+            let estimate = selected.inputs(&spec, &history, budget, f64::from(leftovers), poll)?.estimate()?;
+            let forecast = Forecast { estimate, blocked: selected.blocked, notes: selected.notes };
+            match output {
+                Format::Table => print!("{}", forecast.table(&human_secs)),
+                f => print_document(f, &serde_json::to_value(&forecast)?)?,
+            }
+            Ok(0)
+        }
         PlanCommand::Submit { spec, watch } => {
             let spec = spec.spec(&stack)?;
             let reply = grpc.submit_plan(SubmitPlanRequest { spec: Some(spec) }).await.map_err(status)?.into_inner();
@@ -495,6 +543,23 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
             print_state(output, &plan.into_inner())
         }
     }
+}
+
+/// Earlier failback plans that ended, newest first, at most this many: their phase durations.
+const HISTORY_PLANS: usize = 5;
+
+/// The phase durations of the last plans that ended.
+async fn history(grpc: &mut Client) -> anyhow::Result<History> {
+    let states = vec![PlanState::Completed as i32, PlanState::CompletedWithErrors as i32];
+    let listed = grpc.list_plans(ListPlansRequest { states, ..Default::default() }).await.map_err(status)?;
+    let failbacks = listed.into_inner().plans.into_iter().filter(|p| {
+        matches!(p.spec.as_ref().map(|s| s.mode()).unwrap_or_default(), PlanMode::Unspecified | PlanMode::Execute)
+    });
+    let mut plans = Vec::new();
+    for p in failbacks.take(HISTORY_PLANS) {
+        plans.push(grpc.get_plan(GetPlanRequest { plan_id: p.plan_id }).await.map_err(status)?.into_inner());
+    }
+    Ok(History::of(&plans))
 }
 
 fn print_state(output: Format, plan: &Plan) -> anyhow::Result<u8> {
