@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use support::*;
 use tern_asr_sim::{BucketConfig, SeedState, SimConfig, VaultInfo};
@@ -337,24 +335,12 @@ async fn counters_per_subscription_add_up_to_the_totals() {
 
 #[tokio::test]
 async fn the_binary_takes_the_number_of_subscriptions_and_vaults() {
-    use tokio::io::AsyncBufReadExt;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let bin = env!("CARGO_BIN_EXE_tern-asr-sim");
-    let help = std::process::Command::new(bin).arg("--help").output().unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
-    for needle in ["--subscriptions", "--vaults-per-subscription", "rg-app-sSvV"] {
-        assert!(help.contains(needle), "--help mentions {needle}:\n{help}");
-    }
-    let mut child = tokio::process::Command::new(bin)
-        .args(["--subscriptions", "3", "--vaults-per-subscription", "2", "--seed-vms", "2", "--zero-latency"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let info: tern_asr_sim::SimInfo = serde_json::from_str(&line).unwrap();
+    let bin = binary_helping_with(&["--subscriptions", "--vaults-per-subscription", "rg-app-sSvV"]);
+    let (mut child, info) = spawn_binary(
+        bin,
+        &["--subscriptions", "3", "--vaults-per-subscription", "2", "--seed-vms", "2", "--zero-latency"],
+    )
+    .await;
     assert_eq!(info.vaults.len(), 6);
     assert_eq!(info.vaults[5].subscription_id, "00000000-0000-4000-8000-000000000003");
     assert_eq!(info.vaults[5].vault, "tern-vault-2");

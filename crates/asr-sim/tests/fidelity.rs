@@ -1111,24 +1111,17 @@ async fn responses_can_be_dropped_for_chosen_operations_only() {
 
 #[tokio::test]
 async fn the_binary_takes_the_new_flags_and_prints_the_caches_in_its_ready_line() {
-    use tokio::io::AsyncBufReadExt;
-    // reqwest is built without a TLS provider of its own, even for plain http.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let bin = env!("CARGO_BIN_EXE_tern-asr-sim");
-    let help = std::process::Command::new(bin).arg("--help").output().unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
-    for needle in [
+    let bin = binary_helping_with(&[
         "--item-scenario-lag",
         "--seed-public-ip-every",
         "--drop-responses-of",
         "ir_completion",
         "A2AFailoverCommit-excerpt",
         "A2AReprotectTest",
-    ] {
-        assert!(help.contains(needle), "--help mentions {needle}:\n{help}");
-    }
-    let mut child = tokio::process::Command::new(bin)
-        .args([
+    ]);
+    let (mut child, info) = spawn_binary(
+        bin,
+        &[
             "--seed-vms",
             "2",
             "--zero-latency",
@@ -1140,15 +1133,9 @@ async fn the_binary_takes_the_new_flags_and_prints_the_caches_in_its_ready_line(
             "reprotect",
             "--fail",
             "vm-00001:ir_completion:150000",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let info: tern_asr_sim::SimInfo = serde_json::from_str(&line).unwrap();
+        ],
+    )
+    .await;
     assert_eq!(info.cache_storage_accounts.keys().collect::<Vec<_>>(), ["eastus", "westus"]);
     let http = reqwest::Client::new();
     let admin = |path: &str| http.get(format!("{}/_sim/{path}", info.url)).send();
@@ -1168,17 +1155,7 @@ async fn the_binary_takes_the_new_flags_and_prints_the_caches_in_its_ready_line(
         "item_scenario_lag_secs = 7.5\n[faults]\ndrop_response_operations = [\"commit\", \"ir_completion\"]\n[durations.ir_completion_gap]\nmin_secs = 1.0\nmax_secs = 2.0\n",
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(bin)
-        .arg("--config")
-        .arg(&path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let info: tern_asr_sim::SimInfo = serde_json::from_str(&line).unwrap();
+    let (mut child, info) = spawn_binary(bin, &["--config", path.to_str().unwrap()]).await;
     let admin = |path: &str| http.get(format!("{}/_sim/{path}", info.url)).send();
     let sim_info: Value = admin("info").await.unwrap().json().await.unwrap();
     assert_eq!(sim_info["item_scenario_lag_secs"], 7.5);

@@ -231,7 +231,7 @@ pub fn parse_vault_id(id: &str) -> Result<(String, String, String), String> {
         && [parts[2], parts[4], parts[8]].iter().all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
     if !shape {
         return Err(format!(
-            "{id:?} is not a vault's ARM id \
+            "{id:?} is not a Recovery Services vault's ARM id \
              (/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.RecoveryServices/vaults/NAME)"
         ));
     }

@@ -116,15 +116,7 @@ impl ScenarioResult {
     }
 }
 
-/// The median (mean of the middle two for an even count); NaN when empty.
-pub fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
-}
+pub use tern_cli::estimate::median;
 
 /// Whether a median meets its row's target: `Some(yes/no)`, or `None` when not judged.
 fn verdict(row: &Row, value: f64, vms: usize) -> Option<bool> {

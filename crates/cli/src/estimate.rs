@@ -701,10 +701,10 @@ impl Inputs {
     }
 }
 
-/// The median (mean of the middle two for an even count); 0 when empty.
-fn median(values: &mut [f64]) -> f64 {
+/// The median (mean of the middle two for an even count); NaN when empty.
+pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
-        return 0.0;
+        return f64::NAN;
     }
     values.sort_by(f64::total_cmp);
     let n = values.len();

@@ -260,7 +260,7 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
 
 /// A vault's ARM id, spelled as Tern spells the stack's own.
 fn vault_arm_id(subscription: &str, group: &str, vault: &str) -> String {
-    format!("/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.RecoveryServices/vaults/{vault}")
+    tern_asr::AsrConfig::for_vault(subscription, group, vault).vault_id()
 }
 
 /// The vaults the simulator serves and the cache storage accounts the services stage reprotect

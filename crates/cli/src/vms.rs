@@ -406,19 +406,7 @@ fn short_subscription(id: &str, others: &[&str]) -> String {
 
 /// Subscription, resource group and name of a vault's ARM id.
 fn parse_vault(id: &str) -> anyhow::Result<(String, String, String)> {
-    let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
-    let is = |i: usize, word: &str| parts.get(i).is_some_and(|p| p.eq_ignore_ascii_case(word));
-    if parts.len() != 8
-        || parts.iter().any(|p| p.is_empty())
-        || !(is(0, "subscriptions") && is(2, "resourceGroups") && is(4, "providers"))
-        || !(is(5, "Microsoft.RecoveryServices") && is(6, "vaults"))
-    {
-        bail!(
-            "{id:?} is not a Recovery Services vault's ARM id: write \
-             /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.RecoveryServices/vaults/NAME"
-        );
-    }
-    Ok((parts[1].to_owned(), parts[3].to_owned(), parts[7].to_owned()))
+    tern_asr::config::parse_vault_id(id).map_err(anyhow::Error::msg)
 }
 
 /// The item of the VM called `name`: by item name first (a few reads), else by friendly name.

@@ -384,7 +384,10 @@ mod tests {
         let not_an_id =
             validate(&PlanSpec { vault_id: "/subscriptions/x/vaults/other".into(), ..spec(&["a"]) }, &home())
                 .unwrap_err();
-        assert!(not_an_id.field == "vault_id" && not_an_id.problem.contains("not a vault's ARM id"), "{not_an_id}");
+        assert!(
+            not_an_id.field == "vault_id" && not_an_id.problem.contains("not a Recovery Services vault's ARM id"),
+            "{not_an_id}"
+        );
         let elsewhere = VAULT.replace("/vaults/v", "/vaults/w");
         let unknown = validate(&PlanSpec { vault_ids: vec![elsewhere], ..spec(&["a"]) }, &home()).unwrap_err();
         assert!(unknown.field == "vault_ids[0]" && unknown.problem.contains("unknown vault"), "{unknown}");

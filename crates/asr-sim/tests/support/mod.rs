@@ -310,3 +310,31 @@ pub fn quick(vms: usize, state: tern_asr_sim::SeedState) -> SimConfig {
     c.throttle.enabled = false;
     c
 }
+
+/// The simulator's binary, checked to mention each of `needles` in its `--help`.
+pub fn binary_helping_with(needles: &[&str]) -> &'static str {
+    let bin = env!("CARGO_BIN_EXE_tern-asr-sim");
+    let help = std::process::Command::new(bin).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in needles {
+        assert!(help.contains(needle), "--help mentions {needle}:\n{help}");
+    }
+    bin
+}
+
+/// Starts the simulator's binary with `args` and reads its ready line; it dies with the child.
+pub async fn spawn_binary(bin: &str, args: &[&str]) -> (tokio::process::Child, tern_asr_sim::SimInfo) {
+    use tokio::io::AsyncBufReadExt;
+    // reqwest is built without a TLS provider of its own, even for plain http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut child = tokio::process::Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    (child, serde_json::from_str(&line).unwrap())
+}
