@@ -381,6 +381,34 @@ fn report_times(vm: &mut VmStatus, event: &VmEvent) {
     }
 }
 
+/// Orders a new plan's VMs so that their subscriptions take turns, each keeping its own VMs'
+/// order. Dispatch takes pending VMs in plan order, so a plan listed vault after vault would
+/// fill every failover slot with the first subscription's VMs while the others' ARM budgets
+/// sat idle; taking turns spends every subscription's budget from the start.
+pub fn interleave_subscriptions(vms: &mut [VmStatus]) {
+    let mut seen: Vec<String> = Vec::new();
+    let mut taken: Vec<usize> = Vec::new();
+    let mut keys = Vec::with_capacity(vms.len());
+    for v in vms.iter() {
+        let vault = v.vm.as_ref().map_or("", |r| r.vault_id.as_str());
+        let sub = tern_asr::budget::subscription_of(vault).unwrap_or_default();
+        let at = seen.iter().position(|s| *s == sub).unwrap_or_else(|| {
+            seen.push(sub);
+            taken.push(0);
+            seen.len() - 1
+        });
+        keys.push((taken[at], at));
+        taken[at] += 1;
+    }
+    if seen.len() < 2 {
+        return;
+    }
+    let mut order: Vec<usize> = (0..vms.len()).collect();
+    order.sort_by_key(|&i| keys[i]);
+    let mut sorted: Vec<VmStatus> = order.iter().map(|&i| std::mem::take(&mut vms[i])).collect();
+    vms.swap_with_slice(&mut sorted);
+}
+
 /// Picks the VMs to dispatch now (marking them running) and returns (index, phase) pairs.
 pub fn dispatch(plan: &mut Plan) -> Vec<(usize, Phase)> {
     let state = plan.state();
@@ -550,6 +578,28 @@ mod tests {
 
     fn names(d: &[(usize, Phase)]) -> Vec<(usize, Phase)> {
         d.to_vec()
+    }
+
+    #[test]
+    fn subscriptions_take_turns_each_keeping_its_own_order() {
+        let vm = |sub: &str, name: &str| VmStatus {
+            vm: Some(VmRef {
+                vault_id: format!(
+                    "/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v"
+                ),
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut vms = vec![vm("a", "a1"), vm("a", "a2"), vm("a", "a3"), vm("b", "b1"), vm("c", "c1"), vm("b", "b2")];
+        interleave_subscriptions(&mut vms);
+        let order: Vec<&str> = vms.iter().map(|v| v.vm.as_ref().unwrap().name.as_str()).collect();
+        assert_eq!(order, ["a1", "b1", "c1", "a2", "b2", "a3"]);
+
+        let mut one = vec![vm("a", "a2"), vm("a", "a1")];
+        interleave_subscriptions(&mut one);
+        assert_eq!(one[0].vm.as_ref().unwrap().name, "a2", "one subscription keeps the plan's order");
     }
 
     #[test]

@@ -246,6 +246,20 @@ impl Model {
         if vms.is_empty() {
             return Err(EstimateError::NoVms);
         }
+        // The planner lets subscriptions take turns in its plan order
+        // (tern_planner::progress::interleave_subscriptions); so does the model.
+        if subs.len() > 1 {
+            let mut taken = vec![0usize; subs.len()];
+            let mut keyed: Vec<((usize, usize), (usize, usize))> = vms
+                .iter()
+                .map(|&(sub, wave)| {
+                    taken[sub] += 1;
+                    ((taken[sub], sub), (sub, wave))
+                })
+                .collect();
+            keyed.sort_by_key(|(k, _)| *k);
+            vms = keyed.into_iter().map(|(_, vm)| vm).collect();
+        }
         Ok(Self {
             subs,
             vms,

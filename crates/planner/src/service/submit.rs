@@ -412,6 +412,7 @@ impl PlannerService {
         for v in &mut vms {
             v.wave = wave_ids.iter().position(|w| *w == v.wave).unwrap_or(0) as u32;
         }
+        progress::interleave_subscriptions(&mut vms);
         // Lock every VM that will run; a VM already in another active plan refuses the plan.
         let to_lock: Vec<String> =
             vms.iter().filter(|v| v.state() == VmState::Pending).map(|v| progress::vm_key(v).to_owned()).collect();
