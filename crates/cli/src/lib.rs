@@ -2,6 +2,7 @@
 //! (`tern up`, and the fleet benchmark `tern-bench`), and the forecast of a plan
 //! (`tern plan estimate`, and the benchmark's estimate beside what it measured).
 
+pub mod estate;
 pub mod estimate;
 pub mod procs;
 pub mod secrets;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
+use tern_cli::estate::{Estate, vault_arm_id};
 use tern_cli::procs::{Procs, connect_bus, free_port, withhold_tern_variables};
 use tokio::process::Command;
 
@@ -256,45 +257,6 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
             "cleanup": ready[3]["http"],
         },
     }))
-}
-
-/// A vault's ARM id, spelled as Tern spells the stack's own.
-fn vault_arm_id(subscription: &str, group: &str, vault: &str) -> String {
-    tern_asr::AsrConfig::for_vault(subscription, group, vault).vault_id()
-}
-
-/// The vaults the simulator serves and the cache storage accounts the services stage reprotect
-/// data in, from its ready line.
-struct Estate {
-    /// Every vault's ARM id, the first (the services' own) first.
-    vaults: Vec<String>,
-    /// By region: the first vault's accounts, as a single-vault stack has them; by
-    /// `region@subscription`: another subscription's (an account serves only VMs of its own).
-    cache_accounts: Value,
-}
-
-impl Estate {
-    fn of(sim: &Value, first: &str) -> Self {
-        let mut accounts = sim["cache_storage_accounts"].as_object().cloned().unwrap_or_default();
-        let mut vaults = vec![first.to_owned()];
-        let first_subscription = sim["subscription_id"].as_str().unwrap_or_default();
-        for v in sim["vaults"].as_array().into_iter().flatten() {
-            let field = |k: &str| v[k].as_str().unwrap_or_default();
-            let id = vault_arm_id(field("subscription_id"), field("resource_group"), field("vault"));
-            if !vaults.iter().any(|known| known.eq_ignore_ascii_case(&id)) {
-                vaults.push(id);
-            }
-            let subscription = field("subscription_id");
-            if subscription.eq_ignore_ascii_case(first_subscription) {
-                continue;
-            }
-            // The first vault of a subscription names its accounts; the others share them.
-            for (region, account) in v["cache_storage_accounts"].as_object().into_iter().flatten() {
-                accounts.entry(format!("{region}@{subscription}")).or_insert_with(|| account.clone());
-            }
-        }
-        Self { vaults, cache_accounts: Value::Object(accounts) }
-    }
 }
 
 fn absolute(path: &std::path::Path) -> String {
