@@ -22,7 +22,8 @@ use serde_json::json;
 use crate::report::ScenarioResult;
 use crate::scenario::{BenchSettings, Scenario};
 
-/// Fleet benchmark: S1 orchestration overhead, S2 ARM-bound, S3 event latency.
+/// Fleet benchmark: S1 orchestration overhead, S2 ARM-bound, S3 event latency, S4 an estate of
+/// three subscriptions.
 #[derive(Parser, Debug)]
 #[command(name = "tern-bench", version)]
 struct Args {
@@ -53,6 +54,9 @@ struct Args {
     /// VMs in S3 (default 500; 100 with --quick).
     #[arg(long, value_name = "N")]
     vms_s3: Option<usize>,
+    /// VMs in S4, spread evenly over its 3 subscriptions × 2 vaults (default 6,000; 600 with --quick).
+    #[arg(long, value_name = "N")]
+    vms_s4: Option<usize>,
     /// Per-phase concurrency of the plan (spec.concurrency: failover, reprotect, cleanup).
     #[arg(long, value_name = "N", default_value_t = 500)]
     concurrency: u32,
@@ -75,6 +79,7 @@ enum Which {
     S1,
     S2,
     S3,
+    S4,
     All,
 }
 
@@ -84,6 +89,7 @@ impl Args {
             Which::S1 => vec![Scenario::S1],
             Which::S2 => vec![Scenario::S2],
             Which::S3 => vec![Scenario::S3],
+            Which::S4 => vec![Scenario::S4],
             Which::All => Scenario::ALL.to_vec(),
         }
     }
@@ -93,6 +99,7 @@ impl Args {
             Scenario::S1 => (self.vms_s1, 10_000, 500),
             Scenario::S2 => (self.vms_s2, 2_000, 200),
             Scenario::S3 => (self.vms_s3, 500, 100),
+            Scenario::S4 => (self.vms_s4, 6_000, 600),
         };
         set.unwrap_or(if self.quick { quick } else { full })
     }
@@ -204,7 +211,7 @@ fn summary(s: Scenario, f: &std::collections::BTreeMap<String, f64>) -> String {
     let g = |k: &str| f.get(k).copied().unwrap_or(f64::NAN);
     match s {
         Scenario::S1 => format!("makespan {:.1} s, {:.0} VMs/s", g("makespan_s"), g("vms_per_s")),
-        Scenario::S2 => format!(
+        Scenario::S2 | Scenario::S4 => format!(
             "makespan {:.1} s (forecast {:.1} s, {:.1} % off), lower bound {:.1} s (ratio {:.3}), {} × 429",
             g("makespan_s"),
             g("estimate_s"),

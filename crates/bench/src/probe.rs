@@ -141,6 +141,18 @@ pub async fn sim_requests(http: &reqwest::Client, sim: &str) -> anyhow::Result<S
     serde_json::from_value(v["requests"].clone()).context("the simulator's counters have an unexpected shape")
 }
 
+/// `/_sim/counters` `per_subscription`: the requests each subscription received.
+pub async fn sim_requests_by_subscription(
+    http: &reqwest::Client,
+    sim: &str,
+) -> anyhow::Result<BTreeMap<String, SimRequests>> {
+    let v: Value = get_json(http, &format!("{sim}/_sim/counters")).await?;
+    let by: BTreeMap<String, SimRequests> = serde_json::from_value(v["per_subscription"].clone())
+        .context("the simulator's counters have an unexpected shape")?;
+    // Keyed as `tern_asr::budget::subscription_of` spells a subscription: lowercase.
+    Ok(by.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect())
+}
+
 /// One mutating request of `/_sim/oplog`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct OpEntry {
@@ -148,6 +160,8 @@ pub struct OpEntry {
     pub method: String,
     /// HTTP status answered.
     pub status: u16,
+    /// Request path (it names the subscription).
+    pub path: String,
 }
 
 /// Mutating requests the simulator admitted (any answer but 429), by ARM budget class.
@@ -159,6 +173,10 @@ pub struct AdmittedWrites {
     pub deletes: u64,
     /// Mutating requests answered 429.
     pub throttled: u64,
+    /// Subscription id → (writes, deletes) admitted: ARM's buckets are per subscription.
+    pub by_subscription: BTreeMap<String, (u64, u64)>,
+    /// Subscription id → mutating requests answered 429.
+    pub throttled_by_subscription: BTreeMap<String, u64>,
 }
 
 /// Counts `/_sim/oplog` by class.
@@ -166,10 +184,20 @@ pub async fn admitted_writes(http: &reqwest::Client, sim: &str) -> anyhow::Resul
     let log: Vec<OpEntry> = get_json(http, &format!("{sim}/_sim/oplog")).await?;
     let mut a = AdmittedWrites::default();
     for e in log {
+        let sub = tern_asr::budget::subscription_of(&e.path).unwrap_or_default();
         match (e.status, e.method.as_str()) {
-            (429, _) => a.throttled += 1,
-            (_, "DELETE") => a.deletes += 1,
-            _ => a.writes += 1,
+            (429, _) => {
+                a.throttled += 1;
+                *a.throttled_by_subscription.entry(sub).or_default() += 1;
+            }
+            (_, "DELETE") => {
+                a.deletes += 1;
+                a.by_subscription.entry(sub).or_default().1 += 1;
+            }
+            _ => {
+                a.writes += 1;
+                a.by_subscription.entry(sub).or_default().0 += 1;
+            }
         }
     }
     Ok(a)

@@ -1,5 +1,6 @@
-//! The three scenarios of the design's targets (§6): S1 orchestration overhead, S2 ARM-bound,
-//! S3 event latency. Each run starts a fresh stack, submits one plan of every ready VM,
+//! The scenarios of the design's targets (§6): S1 orchestration overhead, S2 ARM-bound,
+//! S3 event latency, S4 an estate of several subscriptions and vaults whose ARM budgets work
+//! in parallel. Each run starts a fresh stack, submits one plan of every ready VM,
 //! follows it to its end through the bench's own event subscription, checks every VM
 //! succeeded, and turns what it measured into figures.
 
@@ -32,11 +33,19 @@ pub enum Scenario {
     S2,
     /// Event latency: realistic job durations, no throttling.
     S3,
+    /// An estate: S2 over several subscriptions and vaults, each subscription with its own
+    /// ARM buckets, in one plan.
+    S4,
 }
+
+/// S4's estate: subscriptions, and vaults in each (its VMs are spread evenly over the vaults).
+pub const S4_SUBSCRIPTIONS: usize = 3;
+/// See [`S4_SUBSCRIPTIONS`].
+pub const S4_VAULTS_PER_SUBSCRIPTION: usize = 2;
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 3] = [Scenario::S1, Scenario::S2, Scenario::S3];
+    pub const ALL: [Scenario; 4] = [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S4];
 
     /// `s1`, `s2`, `s3`.
     pub fn key(self) -> &'static str {
@@ -44,6 +53,7 @@ impl Scenario {
             Scenario::S1 => "s1",
             Scenario::S2 => "s2",
             Scenario::S3 => "s3",
+            Scenario::S4 => "s4",
         }
     }
 
@@ -53,6 +63,9 @@ impl Scenario {
             Scenario::S1 => "orchestration overhead (zero-latency simulator, no throttling)",
             Scenario::S2 => "ARM-bound (ARM throttling, realistic job durations, compressed time)",
             Scenario::S3 => "event latency (realistic job durations, no throttling)",
+            Scenario::S4 => {
+                "estate: 3 subscriptions × 2 vaults in one plan (ARM throttling per subscription, realistic job durations, compressed time)"
+            }
         }
     }
 }
@@ -125,9 +138,13 @@ fn phase_medians(plan: &tern_proto::Plan) -> BTreeMap<String, f64> {
 /// Runs scenario `s` once over `vms` VMs; `index` numbers the run (and seeds the simulator).
 pub async fn run(s: Scenario, vms: usize, index: usize, settings: &BenchSettings) -> anyhow::Result<RunFigures> {
     let run_dir = settings.out_dir.join("runs").join(format!("{}-{index}", s.key()));
+    let vaults = if s == Scenario::S4 { S4_SUBSCRIPTIONS * S4_VAULTS_PER_SUBSCRIPTION } else { 1 };
+    if !vms.is_multiple_of(vaults) {
+        bail!("{} spreads its VMs evenly over {vaults} vaults: {vms} is not a multiple of {vaults}", s.key());
+    }
     let mut sim_args: Vec<String> = vec![
         "--seed-vms".into(),
-        vms.to_string(),
+        (vms / vaults).to_string(),
         "--seed-state".into(),
         "ready-for-failback".into(),
         "--seed".into(),
@@ -146,10 +163,18 @@ pub async fn run(s: Scenario, vms: usize, index: usize, settings: &BenchSettings
             env.push(("TERN_BUDGET".into(), "null".into()));
             worker_env.push(("TERN_WATCHER_READS_PER_SEC".into(), UNTHROTTLED_WATCHER_READS.to_string()));
         }
-        Scenario::S2 => {
+        Scenario::S2 | Scenario::S4 => {
             // ARM's documented per-subscription buckets; the services keep their default client
             // budget, which is the same (tern_asr::BudgetConfig::default()).
             sim_args.extend(["--time-compression".into(), compression]);
+            if s == Scenario::S4 {
+                sim_args.extend([
+                    "--subscriptions".into(),
+                    S4_SUBSCRIPTIONS.to_string(),
+                    "--vaults-per-subscription".into(),
+                    S4_VAULTS_PER_SUBSCRIPTION.to_string(),
+                ]);
+            }
             for (flag, (capacity, rate)) in [
                 ("--throttle-reads", READ_BUCKET),
                 ("--throttle-writes", WRITE_BUCKET),
@@ -200,23 +225,20 @@ async fn measure(
             .iter()
             .map(|t| format!("{}.*.{t}", tern_bus::subjects::EVENTS_PREFIX))
             .collect(),
-        Scenario::S2 | Scenario::S3 => vec![format!("{}.>", tern_bus::subjects::EVENTS_PREFIX)],
+        Scenario::S2 | Scenario::S3 | Scenario::S4 => vec![format!("{}.>", tern_bus::subjects::EVENTS_PREFIX)],
     };
-    // The forecast first, from the scenario's parameters alone.
-    let estimate = match s {
-        Scenario::S2 => {
-            let e = s2_estimate(vms, settings)?;
+    match s {
+        Scenario::S1 => Ok(s1_figures(vms, &follow_plan(s, vms, stack, http, settings, &subjects).await?)),
+        Scenario::S2 | Scenario::S4 => {
+            // The forecast first, from the scenario's parameters alone.
+            let e = arm_estimate(s, vms, settings)?;
             eprintln!("  estimate: {:.1} s, bound by the {}", e.makespan_s, e.binding.what);
-            Some(e)
+            let run = follow_plan(s, vms, stack, http, settings, &subjects).await?;
+            arm_figures(vms, &run, &e, stack, http, settings).await
         }
-        _ => None,
-    };
-    let run = follow_plan(s, vms, stack, http, settings, &subjects).await?;
-    match (s, estimate) {
-        (Scenario::S1, _) => Ok(s1_figures(vms, &run)),
-        (Scenario::S2, Some(e)) => s2_figures(vms, &run, &e, stack, http, settings).await,
-        (Scenario::S2, None) => unreachable!("S2 is estimated above"),
-        (Scenario::S3, _) => s3_figures(vms, &run, stack, http).await,
+        Scenario::S3 => {
+            s3_figures(vms, &follow_plan(s, vms, stack, http, settings, &subjects).await?, stack, http).await
+        }
     }
 }
 
@@ -234,7 +256,9 @@ async fn follow_plan(
     let mut planner = stack.planner().await?;
     let c = settings.plan_concurrency;
     let spec = PlanSpec {
-        vault_id: stack.vault_id.clone(),
+        // An estate: every vault the services may act on.
+        vault_id: if stack.vault_ids.len() > 1 { String::new() } else { stack.vault_ids[0].clone() },
+        all_vaults: stack.vault_ids.len() > 1,
         selection: Some(Selection { by: Some(selection::By::AllReady(true)) }),
         concurrency: Some(Concurrency { failover: c, reprotect: c, cleanup: c }),
         // A failed VM must not halt the plan: the bench reports it and fails the run instead.
@@ -396,15 +420,20 @@ const READ_BUCKET: (f64, f64) = (250.0, 25.0);
 /// Commands a worker runs at once unless told (`TERN_CONCURRENCY`; crates/worker/src/config.rs).
 const WORKER_DEFAULT_CONCURRENCY: usize = 256;
 
-/// What `tern plan estimate`'s model forecasts for S2 before it runs, from the scenario's
-/// parameters alone: one subscription with the buckets above, Azure's typical jobs compressed
-/// as the simulator runs them and polled as the services poll, Tern's requests per VM, and the
-/// plan's concurrency (one process per worker, each taking its own concurrency at most).
-fn s2_estimate(vms: usize, settings: &BenchSettings) -> anyhow::Result<Estimate> {
+/// What `tern plan estimate`'s model forecasts for S2 or S4 before it runs, from the
+/// scenario's parameters alone: each subscription with the buckets above, Azure's typical jobs
+/// compressed as the simulator runs them and polled as the services poll, Tern's requests per
+/// VM, and the plan's concurrency (one process per worker, each taking its own concurrency at
+/// most).
+fn arm_estimate(s: Scenario, vms: usize, settings: &BenchSettings) -> anyhow::Result<Estimate> {
     let bucket = |(capacity, per_second): (f64, f64)| Rate { capacity, per_second };
     let worker = settings.worker_concurrency.unwrap_or(WORKER_DEFAULT_CONCURRENCY);
+    let subscriptions = if s == Scenario::S4 { S4_SUBSCRIPTIONS } else { 1 };
     let inputs = Inputs {
-        groups: vec![Group { subscription: "the simulator's".into(), wave: 0, vms }],
+        // The planner lists vault after vault; it lets subscriptions take turns itself.
+        groups: (1..=subscriptions)
+            .map(|k| Group { subscription: format!("subscription {k}"), wave: 0, vms: vms / subscriptions })
+            .collect(),
         waves: vec!["wave-1".into()],
         budget: Some(BudgetConfig {
             reads: bucket(READ_BUCKET),
@@ -423,11 +452,12 @@ fn s2_estimate(vms: usize, settings: &BenchSettings) -> anyhow::Result<Estimate>
         concurrency: Limits::all(settings.plan_concurrency.min(u32::try_from(worker).unwrap_or(u32::MAX))),
         phases: PhasesOn::default(),
     };
-    inputs.estimate().context("estimating S2")
+    inputs.estimate().with_context(|| format!("estimating {}", s.key().to_uppercase()))
 }
 
-/// S2: makespan against the lower bound and the forecast, 429s, and polling per in-flight VM.
-async fn s2_figures(
+/// S2 and S4: makespan against the lower bound (the slowest subscription's) and the forecast,
+/// 429s, and polling per in-flight VM.
+async fn arm_figures(
     vms: usize,
     run: &PlanRun,
     estimate: &Estimate,
@@ -439,12 +469,30 @@ async fn s2_figures(
     let admitted = probe::admitted_writes(http, &stack.sim_url).await?;
     let jobs = probe::sim_jobs(http, &stack.sim_url).await?;
     let reads = probe::reads_by_kind(http, &stack.sim_url).await?;
+    let received = probe::sim_requests_by_subscription(http, &stack.sim_url).await?;
 
-    // The buckets start full, then refill at a fixed rate: N requests of a class cannot all be
-    // admitted before (N - capacity) / rate seconds.
+    // Each subscription's buckets start full, then refill at a fixed rate: N requests of a
+    // class cannot all be admitted before (N - capacity) / rate seconds. The subscriptions'
+    // buckets run side by side, so the slowest subscription bounds the plan.
     let bound = |n: u64, (capacity, rate): (f64, f64)| ((n as f64 - capacity) / rate).max(0.0);
-    let write_bound = bound(admitted.writes, WRITE_BUCKET);
-    let delete_bound = bound(admitted.deletes, DELETE_BUCKET);
+    let mut per_subscription = serde_json::Map::new();
+    let (mut write_bound, mut delete_bound, mut read_budget_time) = (0.0f64, 0.0f64, 0.0f64);
+    for (sub, (writes, deletes)) in &admitted.by_subscription {
+        let r = received.get(sub).cloned().unwrap_or_default();
+        // Reads admitted: received, less the 429s that were not answers to writes.
+        let write_429s = admitted.throttled_by_subscription.get(sub).copied().unwrap_or(0);
+        let reads_admitted = r.reads.saturating_sub(r.throttled.saturating_sub(write_429s));
+        let (w, d, rt) =
+            (bound(*writes, WRITE_BUCKET), bound(*deletes, DELETE_BUCKET), bound(reads_admitted, READ_BUCKET));
+        write_bound = write_bound.max(w);
+        delete_bound = delete_bound.max(d);
+        read_budget_time = read_budget_time.max(rt);
+        per_subscription.insert(
+            sub.clone(),
+            json!({"writes_admitted": writes, "deletes_admitted": deletes, "reads_admitted": reads_admitted,
+                   "write_bound_s": w, "delete_bound_s": d, "read_budget_time_s": rt, "received": r}),
+        );
+    }
     // No VM can finish before its own jobs have run one after the other — nor before the
     // initial replication Azure runs after its reprotect job, from that job's end to the
     // completion jobs that end it (the waits before an `irCompletion` job are Azure's, not Tern's).
@@ -466,11 +514,9 @@ async fn s2_figures(
     }
     let (longest_vm, job_bound) =
         chains.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, v)| ((*k).to_owned(), *v)).unwrap_or_default();
+    // The reads' time is not part of the bound (how many reads a run needs is up to Tern), but
+    // when Tern's reads outgrow their bucket it is what the makespan follows.
     let lower_bound = write_bound.max(delete_bound).max(job_bound);
-    // Not part of the bound (how many reads a run needs is up to Tern), but when Tern's reads
-    // outgrow their bucket this is what the makespan follows.
-    let read_429s = requests.throttled.saturating_sub(admitted.throttled);
-    let read_budget_time = bound(requests.reads.saturating_sub(read_429s), READ_BUCKET);
     let makespan = run.makespan.as_secs_f64();
 
     let throttled = requests.throttled + requests.storm_throttled;
@@ -497,6 +543,7 @@ async fn s2_figures(
     let mut d = base_details(run, vms);
     d.insert("sim_requests".into(), json!(requests));
     d.insert("admitted_mutations".into(), json!(admitted));
+    d.insert("per_subscription".into(), Value::Object(per_subscription));
     d.insert("reads_by_kind".into(), json!(reads));
     let mut by_operation: BTreeMap<&str, usize> = BTreeMap::new();
     for j in jobs.values() {

@@ -55,8 +55,8 @@ pub struct Stack {
     pub planner_addr: String,
     /// The operator's API token, as `tern up` would give the CLI.
     api_token: String,
-    /// ARM id of the simulated vault.
-    pub vault_id: String,
+    /// ARM id of every simulated vault, the services' own first.
+    pub vault_ids: Vec<String>,
 }
 
 impl Stack {
@@ -71,7 +71,7 @@ impl Stack {
             sim_url: String::new(),
             planner_addr: String::new(),
             api_token: String::new(),
-            vault_id: String::new(),
+            vault_ids: Vec::new(),
         };
 
         let (port, monitor) = (free_port()?, free_port()?);
@@ -103,21 +103,19 @@ impl Stack {
         let (sim_url, subscription, group, vault) =
             (field("url")?, field("subscription_id")?, field("resource_group")?, field("vault")?);
         stack.sim_url = sim_url.clone();
-        stack.vault_id = format!(
-            "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.RecoveryServices/vaults/{vault}"
-        );
+        let estate = tern_cli::estate::Estate::of(&sim, &tern_cli::estate::vault_arm_id(&subscription, &group, &vault));
+        let further_vaults = serde_json::to_string(&estate.vaults[1..])?;
+        stack.vault_ids = estate.vaults;
 
-        let connection = [
+        let mut connection = vec![
             ("TERN_NATS_URL", stack.nats_url.clone()),
             ("TERN_ASR__ENDPOINT", sim_url),
             ("TERN_ASR__SUBSCRIPTION_ID", subscription),
             ("TERN_ASR__RESOURCE_GROUP", group),
             ("TERN_ASR__VAULT", vault),
-            // The estate's cache storage accounts, one per region, as the simulator names them.
-            (
-                "TERN_ASR__CACHE_STORAGE_ACCOUNTS",
-                Some(&sim["cache_storage_accounts"]).filter(|v| v.is_object()).map_or("{}".into(), |v| v.to_string()),
-            ),
+            // The estate's cache storage accounts, per region and subscription, as the simulator
+            // names them.
+            ("TERN_ASR__CACHE_STORAGE_ACCOUNTS", estate.cache_accounts.to_string()),
             // Simulated time runs fast: a lost request's job shows within a fraction of a second.
             ("TERN_ASR__LOST_REQUEST_WINDOW", "5".to_owned()),
             ("TERN_ASR_TOKEN", "tern-bench".to_owned()),
@@ -125,6 +123,10 @@ impl Stack {
             ("TERN_LISTEN", "127.0.0.1:0".to_owned()),
             ("TERN_LOG", "warn".to_owned()),
         ];
+        if stack.vault_ids.len() > 1 {
+            // Every service acts on every vault of the estate: its own, and these.
+            connection.push(("TERN_ASR__VAULTS", further_vaults));
+        }
         let tokens = tern_cli::secrets::generate_api_tokens(&options.run_dir.join("secrets"))?;
         stack.api_token = std::fs::read_to_string(&tokens.operator_file)?;
         for name in SERVICES {
