@@ -84,7 +84,7 @@ chaos: setup ## the fault suite as a soak (more VMs, more repetitions of every f
 BENCH_BUILD := cargo build --release --locked --bins -p tern-bench -p tern-asr-sim -p tern-planner \
                -p tern-failover -p tern-reprotect -p tern-cleanup
 
-bench: $(STAMP) ## fleet benchmark vs the design's targets, release build (S1 10,000 VMs, S2 2,000, S3 500; 3 runs; BENCH_ARGS=...)
+bench: $(STAMP) ## fleet benchmark vs the design's targets, release build (S1 10,000 VMs, S2 2,000, S3 500, S4 3×2×1,000; 3 runs; BENCH_ARGS=...)
 	$(BENCH_BUILD)
 	$(TARGET)/release/tern-bench $(BENCH_ARGS)
 
