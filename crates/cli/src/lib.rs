@@ -1,6 +1,7 @@
 //! The part of `tern` other programs reuse: the child-process handling of a local stack
 //! (`tern up`, and the fleet benchmark `tern-bench`), and the forecast of a plan
-//! (`tern plan estimate`, and the benchmark's estimate beside what it measured).
+//! (`tern plan estimate`, `tern report`'s forecast beside what happened, and the benchmark's
+//! estimate beside what it measured).
 
 pub mod estate;
 pub mod estimate;

@@ -70,7 +70,8 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
-    /// What a plan did: per VM and in sum, as Markdown, HTML or JSON.
+    /// What a plan did: per VM and in sum, with `tern plan estimate`'s forecast beside it, as
+    /// Markdown, HTML or JSON.
     Report {
         #[command(flatten)]
         target: plan::Target,

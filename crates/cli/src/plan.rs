@@ -485,10 +485,10 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
             let budget = target.budget()?;
             let request = PreflightRequest { spec: Some(spec.clone()) };
             let preflight = grpc.preflight(request).await.map_err(status)?.into_inner();
-            let history = if no_history { History::default() } else { history(&mut grpc).await? };
+            let history = if no_history { History::default() } else { history(&mut grpc, None).await? };
             let selected = Selected::of(&spec, &preflight);
-            let poll = tern_service::ServiceConfig::default().poll_interval_secs;
-            let estimate = selected.inputs(&spec, &history, budget, f64::from(leftovers), poll)?.estimate()?;
+            let estimate =
+                selected.inputs(&spec, &history, budget, f64::from(leftovers), poll_interval_secs())?.estimate()?;
             let forecast = Forecast { estimate, blocked: selected.blocked, notes: selected.notes };
             match output {
                 Format::Table => print!("{}", forecast.table(&human_secs)),
@@ -545,21 +545,37 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
     }
 }
 
+/// How often the workers list jobs, as a forecast assumes it: the services' default.
+pub fn poll_interval_secs() -> f64 {
+    tern_service::ServiceConfig::default().poll_interval_secs
+}
+
 /// Earlier failback plans that ended, newest first, at most this many: their phase durations.
 const HISTORY_PLANS: usize = 5;
 
-/// The phase durations of the last plans that ended.
-async fn history(grpc: &mut Client) -> anyhow::Result<History> {
+/// The phase durations of the last plans that ended — before `ended_before` when given, so
+/// that a plan's report does not forecast the plan from its own durations.
+pub async fn history(grpc: &mut Client, ended_before: Option<prost_types::Timestamp>) -> anyhow::Result<History> {
     let states = vec![PlanState::Completed as i32, PlanState::CompletedWithErrors as i32];
     let listed = grpc.list_plans(ListPlansRequest { states, ..Default::default() }).await.map_err(status)?;
     let failbacks = listed.into_inner().plans.into_iter().filter(|p| {
-        matches!(p.spec.as_ref().map(|s| s.mode()).unwrap_or_default(), PlanMode::Unspecified | PlanMode::Execute)
+        ended(p, ended_before)
+            && matches!(
+                p.spec.as_ref().map(|s| s.mode()).unwrap_or_default(),
+                PlanMode::Unspecified | PlanMode::Execute
+            )
     });
     let mut plans = Vec::new();
     for p in failbacks.take(HISTORY_PLANS) {
         plans.push(grpc.get_plan(GetPlanRequest { plan_id: p.plan_id }).await.map_err(status)?.into_inner());
     }
     Ok(History::of(&plans))
+}
+
+/// Whether `plan` ended before `before` (any time, without one).
+fn ended(plan: &Plan, before: Option<prost_types::Timestamp>) -> bool {
+    let at = |t: prost_types::Timestamp| (t.seconds, t.nanos);
+    before.is_none_or(|before| plan.finished_at.is_some_and(|f| at(f) < at(before)))
 }
 
 fn print_state(output: Format, plan: &Plan) -> anyhow::Result<u8> {
@@ -650,4 +666,20 @@ fn readiness_word(r: Readiness) -> &'static str {
 /// A gRPC error as the user should read it.
 pub fn status(s: tonic::Status) -> anyhow::Error {
     anyhow!("{}", if s.message().is_empty() { format!("{:?}", s.code()) } else { s.message().to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_forecasts_from_plans_that_ended_before_its_own_began() {
+        let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let ended_at = |seconds| Plan { finished_at: at(seconds), ..Default::default() };
+        assert!(ended(&ended_at(99), at(100)));
+        assert!(!ended(&ended_at(100), at(100)), "the plan itself, or one that ended as it began");
+        assert!(!ended(&ended_at(500), at(100)), "a plan that ended after it was created");
+        assert!(!ended(&Plan::default(), at(100)), "a plan with no end");
+        assert!(ended(&ended_at(500), None), "tern plan estimate takes every plan that ended");
+    }
 }

@@ -3,7 +3,10 @@
 //! Markdown, JSON or one self-contained HTML file with a timeline per wave.
 //!
 //! Built from the plan (the planner's record) and the plan's events (the bus), so it can be
-//! written at any time, also while the plan runs.
+//! written at any time, also while the plan runs; `tern report` adds `tern plan estimate`'s
+//! forecast of the plan beside what happened (`forecast`).
+
+mod forecast;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,6 +16,7 @@ use tern_bus::ReceivedEvent;
 use tern_proto::{Outcome, Phase, Plan, PlanState, RecoveryPointKind, SourceShutdown, VmState, event};
 
 use crate::output::{epoch, human_secs, rfc3339, secs};
+pub use forecast::{Basis, ForecastReport};
 
 #[derive(Serialize, Debug)]
 pub struct Report {
@@ -23,11 +27,21 @@ pub struct Report {
     pub recovery_point: String,
     pub created_at: String,
     pub finished_at: Option<String>,
-    /// From submission to the last VM's last phase, seconds.
+    /// From the plan's acceptance (`created_at`, after preflight) to the last VM's last
+    /// phase, seconds.
     pub makespan_s: Option<f64>,
     pub counts: Counts,
     pub rpo_s: Percentiles,
+    /// Each VM's RTO as the planner measures it: its failover's own duration (failover start →
+    /// VM running in the target region).
     pub rto_s: Percentiles,
+    /// `tern plan estimate`'s forecast of the plan beside what happened; absent when there is
+    /// none (see `no_forecast`) or none was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastReport>,
+    /// Why there is no forecast, in one line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_forecast: Option<String>,
     /// The VMs by subscription and vault, in the order the plan names them.
     pub subscriptions: Vec<SubscriptionReport>,
     pub waves: Vec<WaveReport>,
@@ -365,11 +379,24 @@ impl Report {
             },
             rpo_s: percentiles(vms.iter().filter_map(|v| v.rpo_s).collect()),
             rto_s: percentiles(vms.iter().filter_map(|v| v.rto_s).collect()),
+            forecast: None,
+            no_forecast: None,
             subscriptions: by_subscription(&vms),
             waves,
             vms,
             span: (created, end),
         }
+    }
+
+    /// The report with `tern plan estimate`'s forecast of `plan` (the plan it reports on)
+    /// beside what happened, or why there is none; `basis` is the error when what the forecast
+    /// needs could not be read.
+    pub fn with_forecast(mut self, plan: &Plan, basis: Result<Basis, String>) -> Self {
+        match basis.and_then(|basis| ForecastReport::of(plan, &self, &basis)) {
+            Ok(forecast) => self.forecast = Some(forecast),
+            Err(why) => self.no_forecast = Some(why),
+        }
+        self
     }
 
     /// How many vaults the plan's VMs are in.
@@ -491,9 +518,11 @@ impl Report {
         );
         let p = |x: Option<f64>| x.map_or("-".to_owned(), human_secs);
         let _ = writeln!(s, "\n| | p50 | p90 | p99 | max |\n|---|---|---|---|---|");
-        for (label, q) in [("RPO (by ASR's clock)", &self.rpo_s), ("RTO", &self.rto_s)] {
+        for (label, q) in [("RPO (by ASR's clock)", &self.rpo_s), ("RTO (failover start → VM running)", &self.rto_s)]
+        {
             let _ = writeln!(s, "| {label} | {} | {} | {} | {} |", p(q.p50), p(q.p90), p(q.p99), p(q.max));
         }
+        self.forecast_markdown(&mut s);
         let head = VaultRow::HEAD.join(" | ");
         let _ = writeln!(
             s,
@@ -569,6 +598,7 @@ h1 {{ font-size: 22px; margin: 0 0 4px; }} h2 {{ font-size: 17px; margin: 28px 0
 .card b {{ display: block; font-size: 22px; }} .card span {{ color: #5a6678; font-size: 12px; }}
 table {{ border-collapse: collapse; width: 100%; }} th, td {{ text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }}
 th {{ background: #f5f7fa; font-weight: 600; }} td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+#forecast {{ width: auto; }}
 .succeeded {{ color: var(--ok); }} .failed {{ color: var(--bad); font-weight: 600; }} .skipped {{ color: var(--skip); }}
 .tl {{ margin: 4px 0 18px; }} .row {{ display: flex; align-items: center; height: 14px; margin: 1px 0; }}
 .row .n {{ width: 130px; font-size: 11px; overflow: hidden; white-space: nowrap; }}
@@ -611,6 +641,7 @@ th {{ background: #f5f7fa; font-weight: 600; }} td.num {{ text-align: right; fon
             rto50 = p(self.rto_s.p50),
             rto99 = p(self.rto_s.p99),
         );
+        self.forecast_html(&mut h);
         h.push_str("<h2>By subscription and vault</h2>\n<table id=\"vaults\"><tr><th>Subscription</th><th>Vault</th>");
         for heading in VaultRow::HEAD {
             let _ = write!(h, "<th>{heading}</th>");
@@ -711,7 +742,7 @@ th {{ background: #f5f7fa; font-weight: 600; }} td.num {{ text-align: right; fon
                 e(v.cleanup.as_deref().unwrap_or("–")),
             );
         }
-        h.push_str("</table>\n<p class=\"act\">Written by <code>tern report</code>. RPO is measured by ASR's clock: the failover job's start minus the recovery point's time.</p>\n</body></html>\n");
+        h.push_str("</table>\n<p class=\"act\">Written by <code>tern report</code>. RPO is measured by ASR's clock: the failover job's start minus the recovery point's time. RTO is the failover's own duration: failover start → VM running.</p>\n</body></html>\n");
         h
     }
 }
@@ -937,6 +968,157 @@ mod tests {
         assert!(report.markdown().contains(&format!("| Vault | `{a}` |")));
     }
 
+    /// Plan time: seconds after the plan was created.
+    fn at(t: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds: 1_800_000_000 + t, nanos: 0 })
+    }
+
+    /// A phase of a VM, as the workers report it: started at `from`, succeeded at `to`.
+    fn ran(vm: &str, phase: Phase, from: i64, to: i64) -> [ReceivedEvent; 2] {
+        let event = |outcome: Outcome, t: i64| ReceivedEvent {
+            event: tern_proto::Event {
+                time: at(t),
+                body: Some(event::Body::Vm(tern_proto::VmEvent {
+                    vm: Some(tern_proto::VmRef { name: vm.into(), ..Default::default() }),
+                    phase: phase as i32,
+                    outcome: outcome as i32,
+                    attempt: 1,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            attributes: None,
+            subject: String::new(),
+            stream_sequence: 0,
+            trace_context: Default::default(),
+        };
+        [event(Outcome::Started, from), event(Outcome::Succeeded, to)]
+    }
+
+    /// A finished failback of two VMs in two waves (the first named `db<1>`), a third VM
+    /// blocked in preflight, and earlier plans' job durations: failover 5 min, commit 1 min,
+    /// reprotect 10 min, cleanup none.
+    fn finished_failback() -> (Plan, Vec<ReceivedEvent>, Basis) {
+        let vault = "/subscriptions/00000000-0000-4000-8000-000000000001/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v";
+        let vm = |name: &str, wave: u32, state: VmState, ran: bool| tern_proto::VmStatus {
+            vm: Some(tern_proto::VmRef { name: name.into(), vault_id: vault.into(), ..Default::default() }),
+            state: state as i32,
+            wave,
+            phase_durations: if ran {
+                [("failover", 290), ("commit", 60)]
+                    .into_iter()
+                    .map(|(p, seconds)| (p.to_owned(), prost_types::Duration { seconds, nanos: 0 }))
+                    .collect()
+            } else {
+                Default::default()
+            },
+            ..Default::default()
+        };
+        let plan = Plan {
+            plan_id: "p-forecast".into(),
+            state: PlanState::Completed as i32,
+            spec: Some(tern_proto::PlanSpec {
+                vault_id: vault.into(),
+                waves: vec![tern_proto::Wave { name: "db<1>".into(), vm_names: vec!["vm-1".into()] }],
+                ..Default::default()
+            }),
+            created_at: at(0),
+            finished_at: at(1400),
+            vms: vec![
+                vm("vm-1", 0, VmState::Succeeded, true),
+                vm("vm-2", 1, VmState::Succeeded, true),
+                vm("vm-3", 1, VmState::Skipped, false),
+            ],
+            ..Default::default()
+        };
+        let events = [
+            ran("vm-1", Phase::Failover, 0, 290),
+            ran("vm-1", Phase::Commit, 290, 350),
+            ran("vm-1", Phase::Reprotect, 350, 950),
+            ran("vm-2", Phase::Failover, 300, 620),
+            ran("vm-2", Phase::Commit, 620, 680),
+            ran("vm-2", Phase::Reprotect, 680, 1400),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let history = tern_cli::estimate::History {
+            plans: 1,
+            vms: 10,
+            medians: [("failover", 300.0), ("commit", 60.0), ("reprotect", 600.0), ("cleanup", 0.0)]
+                .into_iter()
+                .map(|(p, s)| (p.to_owned(), s))
+                .collect(),
+        };
+        let basis = Basis { budget: Some(tern_asr::BudgetConfig::default()), history, poll_interval_secs: 30.0 };
+        (plan, events, basis)
+    }
+
+    #[test]
+    fn a_finished_plan_shows_its_forecast_beside_what_it_took() {
+        let (plan, events, basis) = finished_failback();
+        let report = Report::build(&plan, &events).with_forecast(&plan, Ok(basis));
+        let f = report.forecast.as_ref().unwrap_or_else(|| panic!("a forecast: {:?}", report.no_forecast));
+        // The VMs that ran, in their waves: vm-2 fails over once vm-1 has, and the plan ends
+        // with vm-2's reprotect: 5 + 5 + 1 + 10 min. It took 1,400 s: 10 % less was forecast.
+        assert_eq!(f.vms, 2, "the VM blocked in preflight is left out");
+        assert_eq!(f.makespan_s, forecast::Pair { forecast: Some(1260.0), actual: Some(1400.0) });
+        assert!((f.makespan_error_pct.unwrap() + 10.0).abs() < 1e-9, "{:?}", f.makespan_error_pct);
+        assert_eq!(f.waves[0].failover_end_s, forecast::Pair { forecast: Some(300.0), actual: Some(290.0) });
+        assert_eq!(f.waves[1].failover_end_s, forecast::Pair { forecast: Some(600.0), actual: Some(620.0) });
+        // RTO on both sides runs to the commit's end, not the failover's duration the planner reports.
+        let rto = f.rto_s.as_ref().unwrap();
+        assert_eq!(
+            (rto.p50, rto.max, rto.committed),
+            (
+                forecast::Pair { forecast: Some(360.0), actual: Some(350.0) },
+                forecast::Pair { forecast: Some(660.0), actual: Some(680.0) },
+                2
+            )
+        );
+        assert!(f.durations_source.starts_with("medians of 1 earlier plan"), "{}", f.durations_source);
+        assert!(f.binding.what.contains("reprotect"), "{:?}", f.binding);
+
+        let md = report.markdown();
+        assert!(md.contains("## Forecast beside actual"), "{md}");
+        assert!(md.contains("| Makespan | 21m00s | 23m20s | -10 % |"), "{md}");
+        assert!(md.contains("| RTO max (accepted → committed) | 11m00s | 11m20s |  |"), "{md}");
+        assert!(md.contains("| db<1>: failovers end | 5m00s | 4m50s |  |"), "{md}");
+        assert!(md.contains(&format!("- Binding: {} (48 % of the critical path)", f.binding.what)), "{md}");
+        assert!(md.contains("Note: 1 VM skipped before it started is left out"), "{md}");
+        assert!(md.contains("| RTO (failover start → VM running) |"), "the planner's RTO says what it is: {md}");
+        let html = report.html();
+        assert!(html.contains("<table id=\"forecast\">"), "{html}");
+        assert!(html.contains("<td>db&lt;1&gt;: failovers end</td>") && !html.contains("db<1>"), "{html}");
+        let json: serde_json::Value = serde_json::from_str(&report.render(ReportFormat::Json).unwrap()).unwrap();
+        assert_eq!(json["forecast"]["makespan_s"]["forecast"], 1260.0, "{json}");
+        assert_eq!(json["forecast"]["makespan_s"]["actual"], 1400.0, "{json}");
+        assert!(json.get("no_forecast").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_drill_has_no_forecast_and_says_why() {
+        let (mut plan, events, basis) = finished_failback();
+        plan.spec.as_mut().unwrap().mode = tern_proto::PlanMode::Drill as i32;
+        let report = Report::build(&plan, &events).with_forecast(&plan, Ok(basis));
+        assert!(report.forecast.is_none());
+        let md = report.markdown();
+        assert!(
+            md.contains("No forecast: tern plan estimate forecasts failback plans; a drill plan is not modelled\n"),
+            "{md}"
+        );
+        assert!(!md.contains("| Forecast | Actual |"), "{md}");
+        let json: serde_json::Value = serde_json::from_str(&report.render(ReportFormat::Json).unwrap()).unwrap();
+        assert!(json.get("forecast").is_none(), "{json}");
+        assert!(json["no_forecast"].as_str().is_some_and(|w| w.contains("drill")), "{json}");
+        assert!(report.html().contains("No forecast: tern plan estimate forecasts failback plans"));
+        // What the forecast needs could not be read: the report says so and goes on.
+        let report = Report::build(&plan, &events).with_forecast(&plan, Err("no planner".into()));
+        assert!(report.markdown().contains("No forecast: no planner"));
+        // Without a forecast asked for (`plan watch`), no section at all.
+        assert!(!Report::build(&plan, &events).markdown().contains("Forecast"));
+    }
+
     #[test]
     fn html_escapes_what_it_prints() {
         assert_eq!(escape("<b>\"x\" & 'y'</b>"), "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;");
@@ -968,6 +1150,15 @@ pub struct ReportArgs {
 
 /// The report of a plan as it stands: the plan from the planner, its events from the bus.
 pub async fn fetch(stack: &crate::plan::Stack, plan_id: &str) -> anyhow::Result<Report> {
+    let (_, plan, events) = read(stack, plan_id).await?;
+    Ok(Report::build(&plan, &events))
+}
+
+/// The plan from the planner (and the client that asked), its events from the bus.
+async fn read(
+    stack: &crate::plan::Stack,
+    plan_id: &str,
+) -> anyhow::Result<(tern_proto::auth::Client, Plan, Vec<ReceivedEvent>)> {
     let mut grpc = stack.client().await?;
     let plan = grpc
         .get_plan(tern_proto::GetPlanRequest { plan_id: plan_id.to_owned() })
@@ -976,7 +1167,22 @@ pub async fn fetch(stack: &crate::plan::Stack, plan_id: &str) -> anyhow::Result<
         .into_inner();
     let bus = crate::events::bus(stack).await?;
     let events = crate::events::read_all(&bus, &tern_bus::EventFilter::plan(plan_id)).await?;
-    Ok(Report::build(&plan, &events))
+    Ok((grpc, plan, events))
+}
+
+/// What the forecast of `plan` needs besides the plan, as `tern plan estimate` reads it — the
+/// budget, and job durations of the plans that ended before this one was created — or why it
+/// cannot be had.
+async fn basis(
+    target: &crate::plan::Target,
+    grpc: &mut tern_proto::auth::Client,
+    plan: &Plan,
+) -> Result<Basis, String> {
+    let budget = target.budget().map_err(|e| format!("{e:#}"))?;
+    let history = crate::plan::history(grpc, plan.created_at)
+        .await
+        .map_err(|e| format!("earlier plans' job durations could not be read: {e:#}"))?;
+    Ok(Basis { budget, history, poll_interval_secs: crate::plan::poll_interval_secs() })
 }
 
 impl Report {
@@ -991,7 +1197,9 @@ impl Report {
 
 pub async fn run(target: &crate::plan::Target, args: ReportArgs) -> anyhow::Result<u8> {
     let stack = target.resolve()?;
-    let report = fetch(&stack, &args.plan_id).await?;
+    let (mut grpc, plan, events) = read(&stack, &args.plan_id).await?;
+    let basis = basis(target, &mut grpc, &plan).await;
+    let report = Report::build(&plan, &events).with_forecast(&plan, basis);
     let text = report.render(args.output)?;
     match &args.out {
         Some(path) => {

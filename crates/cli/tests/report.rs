@@ -127,6 +127,10 @@ async fn an_operator_submits_a_plan_file_watches_it_reads_its_events_and_gets_th
     let out = up.tern(&["report", &id]);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("## Needs attention") && out.stdout.contains("**vm-00003**"), "{out:?}");
+    assert!(
+        out.stdout.contains("## Forecast beside actual") && out.stdout.contains("- Job durations: Azure's typical"),
+        "the first plan's forecast, beside what it took: {out:?}"
+    );
 
     // The HTML report, rendered by a real browser, shows every VM.
     let html = dir.join("report.html");

@@ -1,5 +1,6 @@
 //! From a plan to the model and back: what `tern plan estimate` feeds it (the VMs the
-//! planner's preflight answers with, the spec's options) and what it prints.
+//! planner's preflight answers with, the spec's options) and what it prints; and what `tern
+//! report` feeds it (the VMs a submitted plan ran).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,12 +11,14 @@ use super::{
     PhasesOn, Rate, TERN_REQUESTS,
 };
 
-/// The VMs a plan would run, as the planner's preflight found them, by subscription and wave.
+/// The VMs a plan runs, by subscription and wave: as the planner's preflight found them
+/// before it is submitted ([`Selected::of`]), or as its record holds them after
+/// ([`Selected::of_plan`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Selected {
     /// In plan order.
     pub groups: Vec<Group>,
-    /// Names of the waves that hold a VM, in order.
+    /// Names of the waves, in order: those that hold a VM before submission, the plan's after.
     pub waves: Vec<String>,
     /// VMs preflight blocks: they would be skipped (or the plan refused).
     pub blocked: Vec<String>,
@@ -42,32 +45,14 @@ impl Selected {
                 out.blocked.push(vm.name);
                 continue;
             }
-            let subscription = [&vm.vault_id, &vm.protected_item_id, &spec.vault_id]
-                .into_iter()
-                .find_map(|id| tern_asr::budget::subscription_of(id))
-                .unwrap_or_else(|| "unknown".to_owned());
             let wave = named.get(&vm.name.to_ascii_lowercase()).copied().unwrap_or(rest);
-            vms.push((subscription, wave));
+            vms.push((subscription(spec, &vm), wave));
         }
         // Waves are numbered densely, as the planner numbers them.
         let used: BTreeSet<usize> = vms.iter().map(|(_, w)| *w).collect();
         let dense: BTreeMap<usize, usize> = used.iter().enumerate().map(|(i, w)| (*w, i)).collect();
-        out.waves = used
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| match spec.waves.get(w) {
-                Some(wave) if !wave.name.is_empty() => wave.name.clone(),
-                None if !spec.waves.is_empty() => "the rest".to_owned(),
-                _ => format!("wave-{}", i + 1),
-            })
-            .collect();
-        for (subscription, wave) in vms {
-            let wave = dense[&wave];
-            match out.groups.last_mut() {
-                Some(g) if g.subscription == subscription && g.wave == wave => g.vms += 1,
-                _ => out.groups.push(Group { subscription, wave, vms: 1 }),
-            }
-        }
+        out.waves = used.iter().enumerate().map(|(i, &w)| wave_name(spec, w, i)).collect();
+        out.groups = groups(vms.into_iter().map(|(subscription, wave)| (subscription, dense[&wave])));
         if matches!(
             spec.selection.as_ref().and_then(|s| s.by.as_ref()),
             Some(tern_proto::selection::By::RecoveryPlan(_))
@@ -84,6 +69,30 @@ impl Selected {
                 out.blocked.len(),
                 if spec.proceed_with_ready { "" } else { " (submit refuses the plan without --proceed-with-ready)" }
             ));
+        }
+        out
+    }
+
+    /// The VMs a submitted plan runs, as its record holds them: in its order, by subscription
+    /// and in its waves (which keep their numbers, as in the planner, also when none of a
+    /// wave's VMs ran). VMs skipped before any phase of theirs ended — blocked in preflight, or
+    /// left when the plan stopped — are left out.
+    pub fn of_plan(plan: &tern_proto::Plan) -> Self {
+        let spec = plan.spec.clone().unwrap_or_default();
+        let mut out = Self::default();
+        let never_ran =
+            |v: &tern_proto::VmStatus| v.state() == tern_proto::VmState::Skipped && v.phase_durations.is_empty();
+        let waves = plan.vms.iter().map(|v| v.wave as usize + 1).max().unwrap_or(0);
+        out.waves = (0..waves).map(|w| wave_name(&spec, w, w)).collect();
+        let unnamed = tern_proto::VmRef::default();
+        let ran = plan.vms.iter().filter(|v| !never_ran(v));
+        out.groups = groups(ran.map(|v| (subscription(&spec, v.vm.as_ref().unwrap_or(&unnamed)), v.wave as usize)));
+        let left_out = plan.vms.iter().filter(|v| never_ran(v)).count();
+        if left_out > 0 {
+            out.notes.push(match left_out {
+                1 => "1 VM skipped before it started is left out".to_owned(),
+                n => format!("{n} VMs skipped before they started are left out"),
+            });
         }
         out
     }
@@ -132,6 +141,35 @@ impl Selected {
             },
         })
     }
+}
+
+/// A VM's subscription: its vault's, else its item's, else the plan's vault's.
+fn subscription(spec: &tern_proto::PlanSpec, vm: &tern_proto::VmRef) -> String {
+    [&vm.vault_id, &vm.protected_item_id, &spec.vault_id]
+        .into_iter()
+        .find_map(|id| tern_asr::budget::subscription_of(id))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The name of the spec's wave `w` (VMs in no wave: "the rest"); an unnamed one is numbered `i + 1`.
+fn wave_name(spec: &tern_proto::PlanSpec, w: usize, i: usize) -> String {
+    match spec.waves.get(w) {
+        Some(wave) if !wave.name.is_empty() => wave.name.clone(),
+        None if !spec.waves.is_empty() => "the rest".to_owned(),
+        _ => format!("wave-{}", i + 1),
+    }
+}
+
+/// VMs given as (subscription, wave) in plan order, as groups of consecutive VMs alike.
+fn groups(vms: impl IntoIterator<Item = (String, usize)>) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::new();
+    for (subscription, wave) in vms {
+        match out.last_mut() {
+            Some(g) if g.subscription == subscription && g.wave == wave => g.vms += 1,
+            _ => out.push(Group { subscription, wave, vms: 1 }),
+        }
+    }
+    out
 }
 
 /// What `tern plan estimate` prints: the forecast, and the VMs it left out.
