@@ -207,6 +207,16 @@ pub mod azure {
     }
 }
 
+/// How time runs where a plan runs: how often the workers list jobs, and how much faster than
+/// Azure's the jobs are (a simulator's `--time-compression`; 1 against Azure).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Clock {
+    /// `TERN_POLL_INTERVAL_SECS` of the workers.
+    pub poll_interval_secs: f64,
+    /// Simulated seconds per real second; 1 for Azure.
+    pub time_compression: f64,
+}
+
 /// What a plan asks of Azure's jobs, and how time runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct JobProfile {

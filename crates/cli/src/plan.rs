@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use tern_asr::BudgetConfig;
-use tern_cli::estimate::{Forecast, History, Selected};
+use tern_cli::estimate::{Clock, Forecast, History, Selected};
 use tern_proto::auth::{BearerToken, Client};
 use tern_proto::{
     CancelPlanRequest, GetPlanRequest, ListPlansRequest, NameList, PausePlanRequest, Phase, Plan, PlanMode, PlanSpec,
@@ -161,6 +161,8 @@ pub struct Stack {
     pub ca_file: Option<PathBuf>,
     /// A client certificate and key, for mTLS.
     pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// How time runs where the stack's jobs run, for forecasts.
+    pub clock: Clock,
 }
 
 impl Target {
@@ -273,6 +275,7 @@ impl Target {
                 .unwrap_or_default(),
             ca_file: self.ca_file.clone().or_else(|| field("api_ca_file").map(PathBuf::from)),
             client_identity: self.client_cert.clone().zip(self.client_key.clone()),
+            clock: clock(endpoints.as_ref())?,
         })
     }
 }
@@ -487,8 +490,7 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
             let preflight = grpc.preflight(request).await.map_err(status)?.into_inner();
             let history = if no_history { History::default() } else { history(&mut grpc, None).await? };
             let selected = Selected::of(&spec, &preflight);
-            let estimate =
-                selected.inputs(&spec, &history, budget, f64::from(leftovers), poll_interval_secs())?.estimate()?;
+            let estimate = selected.inputs(&spec, &history, budget, f64::from(leftovers), stack.clock)?.estimate()?;
             let forecast = Forecast { estimate, blocked: selected.blocked, notes: selected.notes };
             match output {
                 Format::Table => print!("{}", forecast.table(&human_secs)),
@@ -545,9 +547,17 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
     }
 }
 
-/// How often the workers list jobs, as a forecast assumes it: the services' default.
-pub fn poll_interval_secs() -> f64 {
-    tern_service::ServiceConfig::default().poll_interval_secs
+/// How time runs where the stack's jobs run, as a forecast assumes it: what endpoints.json's
+/// `clock` says (`tern up`'s simulator runs Azure's jobs 300× fast, polled every 0.5 s), else
+/// Azure's, polled at the services' default interval.
+fn clock(endpoints: Option<&serde_json::Value>) -> anyhow::Result<Clock> {
+    match endpoints.map(|e| &e["clock"]).filter(|c| !c.is_null()) {
+        Some(c) => serde_json::from_value(c.clone()).context("endpoints.json's clock is not a clock"),
+        None => Ok(Clock {
+            poll_interval_secs: tern_service::ServiceConfig::default().poll_interval_secs,
+            time_compression: 1.0,
+        }),
+    }
 }
 
 /// Earlier failback plans that ended, newest first, at most this many: their phase durations.

@@ -901,6 +901,7 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tern_cli::estimate::Clock;
 
     #[test]
     fn percentiles_are_nearest_rank() {
@@ -1050,7 +1051,11 @@ mod tests {
                 .map(|(p, s)| (p.to_owned(), s))
                 .collect(),
         };
-        let basis = Basis { budget: Some(tern_asr::BudgetConfig::default()), history, poll_interval_secs: 30.0 };
+        let basis = Basis {
+            budget: Some(tern_asr::BudgetConfig::default()),
+            history,
+            clock: Clock { poll_interval_secs: 30.0, time_compression: 1.0 },
+        };
         (plan, events, basis)
     }
 
@@ -1175,6 +1180,7 @@ async fn read(
 /// cannot be had.
 async fn basis(
     target: &crate::plan::Target,
+    stack: &crate::plan::Stack,
     grpc: &mut tern_proto::auth::Client,
     plan: &Plan,
 ) -> Result<Basis, String> {
@@ -1182,7 +1188,7 @@ async fn basis(
     let history = crate::plan::history(grpc, plan.created_at)
         .await
         .map_err(|e| format!("earlier plans' job durations could not be read: {e:#}"))?;
-    Ok(Basis { budget, history, poll_interval_secs: crate::plan::poll_interval_secs() })
+    Ok(Basis { budget, history, clock: stack.clock })
 }
 
 impl Report {
@@ -1198,7 +1204,7 @@ impl Report {
 pub async fn run(target: &crate::plan::Target, args: ReportArgs) -> anyhow::Result<u8> {
     let stack = target.resolve()?;
     let (mut grpc, plan, events) = read(&stack, &args.plan_id).await?;
-    let basis = basis(target, &mut grpc, &plan).await;
+    let basis = basis(target, &stack, &mut grpc, &plan).await;
     let report = Report::build(&plan, &events).with_forecast(&plan, basis);
     let text = report.render(args.output)?;
     match &args.out {

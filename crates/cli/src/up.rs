@@ -15,6 +15,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Simulated seconds per real second: a 10-30 minute reprotect takes 2-6 seconds.
 const TIME_COMPRESSION: &str = "300";
+/// How often the services list jobs: simulated jobs take seconds.
+const POLL_INTERVAL_SECS: &str = "0.5";
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -208,7 +210,7 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
         ("TERN_ASR_TOKEN", "tern-up"),
         ("TERN_ENSURE_TOPOLOGY", "false"),
         ("TERN_LISTEN", "127.0.0.1:0"),
-        ("TERN_POLL_INTERVAL_SECS", "0.5"),
+        ("TERN_POLL_INTERVAL_SECS", POLL_INTERVAL_SECS),
     ];
     if estate.vaults.len() > 1 {
         // Every service acts on every vault of the estate: its own, and these.
@@ -251,6 +253,12 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
         "vault": vault,
         "vault_id": vault_id,
         "vaults": estate.vaults,
+        // How time runs here, so `tern plan estimate` and `tern report` forecast this stack's
+        // plans at its speed rather than Azure's.
+        "clock": {
+            "poll_interval_secs": POLL_INTERVAL_SECS.parse::<f64>()?,
+            "time_compression": TIME_COMPRESSION.parse::<f64>()?,
+        },
         "workers": {
             "failover": ready[1]["http"],
             "reprotect": ready[2]["http"],

@@ -101,6 +101,10 @@ async fn an_operator_forecasts_a_plan_before_and_after_one_ran() {
     assert!(makespan < 120.0, "the simulator's compressed jobs, not Azure's: {doc}");
     let out = up.tern(&["plan", "estimate", "--vm", "vm-00002", "--no-history", "-o", "json"]);
     let doc = json(&out);
-    assert!(doc["assumed"]["durations_source"].as_str().unwrap_or_default().starts_with("Azure's typical"), "{doc}");
-    assert!(doc["makespan_s"].as_f64().unwrap() > 1000.0, "{doc}");
+    // Without history: Azure's typical durations, at the speed this stack's simulator runs them
+    // (endpoints.json's clock), not the hours they take in Azure.
+    let source = doc["assumed"]["durations_source"].as_str().unwrap_or_default();
+    assert!(source.starts_with("Azure's typical") && source.contains("300× faster"), "{doc}");
+    let makespan = doc["makespan_s"].as_f64().unwrap();
+    assert!(makespan > 2.0 && makespan < 120.0, "{doc}");
 }

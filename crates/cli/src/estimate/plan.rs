@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{
-    BudgetConfig, Estimate, EstimateError, Group, History, Inputs, JobProfile, Limits, Percentiles, PhaseDurations,
-    PhasesOn, Rate, TERN_REQUESTS,
+    BudgetConfig, Clock, Estimate, EstimateError, Group, History, Inputs, JobProfile, Limits, Percentiles,
+    PhaseDurations, PhasesOn, Rate, TERN_REQUESTS,
 };
 
 /// The VMs a plan runs, by subscription and wave: as the planner's preflight found them
@@ -99,14 +99,14 @@ impl Selected {
 
     /// The model's inputs for this plan: its phases, recovery point, shutdown, concurrency and
     /// cleanup options from `spec`; job durations from `history` where it knows them, else
-    /// Azure's; `leftovers` deleted per VM when the plan removes leftovers.
+    /// Azure's at `clock`; `leftovers` deleted per VM when the plan removes leftovers.
     pub fn inputs(
         &self,
         spec: &tern_proto::PlanSpec,
         history: &History,
         budget: Option<BudgetConfig>,
         leftovers: f64,
-        poll_interval_secs: f64,
+        clock: Clock,
     ) -> Result<Inputs, EstimateError> {
         match spec.mode() {
             tern_proto::PlanMode::Drill => return Err(EstimateError::Mode("drill")),
@@ -118,10 +118,14 @@ impl Selected {
             shut_down_source: spec.shut_down_source.unwrap_or(true),
             latest: spec.recovery_point.as_ref().is_some_and(|p| p.kind() == tern_proto::RecoveryPointKind::Latest),
             disable_replication: cleanup.disable_replication,
-            poll_interval_secs,
-            time_compression: 1.0,
+            poll_interval_secs: clock.poll_interval_secs,
+            time_compression: clock.time_compression,
         };
-        let (durations, durations_source) = history.apply(PhaseDurations::azure(&profile));
+        let (durations, mut durations_source) = history.apply(PhaseDurations::azure(&profile));
+        if clock.time_compression != 1.0 && durations_source.contains("Azure's typical") {
+            durations_source
+                .push_str(&format!(", {}× faster as this stack's simulator runs them", clock.time_compression));
+        }
         let phases = spec.phases.unwrap_or_default();
         Ok(Inputs {
             groups: self.groups.clone(),

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use tern_cli::estimate::{BudgetConfig, Cause, History, Selected};
+use tern_cli::estimate::{BudgetConfig, Cause, Clock, History, Selected};
 use tern_proto::Plan;
 
 use super::{Report, escape, percentiles};
@@ -17,8 +17,8 @@ pub struct Basis {
     pub budget: Option<BudgetConfig>,
     /// Job durations of earlier plans: only of those that ended before this one was created.
     pub history: History,
-    /// How often the workers list jobs.
-    pub poll_interval_secs: f64,
+    /// How time runs where the plan ran.
+    pub clock: Clock,
 }
 
 /// A figure as forecast and as measured, in seconds from the plan's acceptance.
@@ -77,7 +77,7 @@ impl ForecastReport {
         let spec = plan.spec.clone().unwrap_or_default();
         let selected = Selected::of_plan(plan);
         let estimate = selected
-            .inputs(&spec, &basis.history, basis.budget, 0.0, basis.poll_interval_secs)
+            .inputs(&spec, &basis.history, basis.budget, 0.0, basis.clock)
             .and_then(|inputs| inputs.estimate())
             .map_err(|e| e.to_string())?;
         let accepted = estimate.accepted_s;
