@@ -49,7 +49,7 @@ pub async fn bus(stack: &Stack) -> anyhow::Result<Bus> {
     let url = stack.nats.as_deref().context("no NATS URL: pass --nats URL or run against a `tern up` stack")?;
     Bus::connect_with(url, "tern-cli", &stack.nats_auth)
         .await
-        .with_context(|| format!("cannot reach NATS at {url}; is the stack running?"))
+        .map_err(|e| crate::exit::unreachable(format!("cannot reach NATS at {url}; is the stack running?: {e:#}")))
 }
 
 /// Every event of `filter` the stream holds now, oldest first (no live tail).

@@ -10,6 +10,7 @@
 mod bus;
 mod dlq;
 mod events;
+mod exit;
 mod output;
 mod plan;
 mod planfile;
@@ -22,7 +23,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 /// Tern: fleet-scale failback of Azure VMs protected by Azure Site Recovery.
 ///
-/// Exit codes: 0 ok, 1 some VMs failed (or the plan was cancelled), 2 a usage or input error.
+/// Exit codes: 0 done, 1 a VM failed (or the plan was cancelled), 2 usage or input, 3 the stack
+/// cannot be reached or refused the credentials, 4 refused by preflight.
 /// Colour is off when NO_COLOR is set or the output is not a terminal.
 #[derive(Parser, Debug)]
 #[command(name = "tern", version)]
@@ -124,9 +126,9 @@ async fn run() -> std::process::ExitCode {
     match result {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
-            // Exit codes: 0 ok, 1 some VMs failed, 2 a usage or input error (what to do is in the message).
+            // What to do is in the message; what kind of failure it was, in the code (`exit`).
             eprintln!("tern: {e:#}");
-            std::process::ExitCode::from(2)
+            std::process::ExitCode::from(exit::code_of(&e))
         }
     }
 }

@@ -303,10 +303,10 @@ const MAX_MESSAGE: usize = 512 << 20;
 impl Stack {
     pub async fn client(&self) -> anyhow::Result<Client> {
         let planner = self.planner.as_deref().ok_or_else(|| {
-            anyhow!(
+            crate::exit::unreachable(format!(
                 "no Tern stack found: {} does not exist. Start one with `tern up`, or pass --planner HOST:PORT",
                 self.endpoints_file.display()
-            )
+            ))
         })?;
         let tls = self.ca_file.is_some() || planner.starts_with("https://");
         let url = match (planner.contains("://"), tls) {
@@ -327,10 +327,12 @@ impl Stack {
             }
             endpoint = endpoint.tls_config(config).context("the planner's TLS settings")?;
         }
-        let channel = endpoint
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the planner at {url}; is the stack running (`tern up`)?"))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            crate::exit::unreachable(format!(
+                "cannot reach the planner at {url}; is the stack running (`tern up`)?: {}",
+                anyhow::Error::from(e).chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+            ))
+        })?;
         let token = BearerToken::new(self.token.as_deref()).map_err(anyhow::Error::msg)?;
         let client = tern_proto::auth::client(channel, token);
         // A plan of tens of thousands of VMs is tens of MiB.
@@ -673,10 +675,7 @@ fn readiness_word(r: Readiness) -> &'static str {
     }
 }
 
-/// A gRPC error as the user should read it.
-pub fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{}", if s.message().is_empty() { format!("{:?}", s.code()) } else { s.message().to_owned() })
-}
+pub use crate::exit::status;
 
 #[cfg(test)]
 mod tests {

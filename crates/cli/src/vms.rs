@@ -302,12 +302,12 @@ async fn connect(target: &Target, args: &VmsArgs) -> anyhow::Result<(Vec<Vault>,
         own.into_iter().collect()
     };
     if chosen.is_empty() {
-        bail!(
+        return Err(crate::exit::unreachable(format!(
             "no Tern stack found: {} does not exist. Start one with `tern up`, or pass --vault with the \
              Recovery Services vault's ARM id (signed in to Azure, e.g. with `az login`){}",
             file.display(),
             if args.all_vaults { ", or list them as `vaults` in the config file" } else { "" }
-        );
+        )));
     }
     let more = estate.iter().filter(|v| !chosen.iter().any(|c| c.eq_ignore_ascii_case(v))).count();
     // The stack's simulator serves the stack's vaults; other vaults are Azure's.

@@ -155,6 +155,16 @@ async fn an_operator_submits_a_plan_file_watches_it_reads_its_events_and_gets_th
     };
     let out = tern(&["plan", "list"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&id), "{out:?}");
+    // A planner nobody listens on: exit 3, the stack cannot be reached.
+    std::fs::write(&config, "planner = \"127.0.0.1:1\"\n").unwrap();
+    let out = tern(&["plan", "list"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the planner"), "{out:?}");
+    // A token the planner does not know: exit 3 too.
+    let forged = dir.join("forged-token");
+    std::fs::write(&forged, "not-the-operators-token\n").unwrap();
+    let out = up.tern(&["plan", "list", "--token-file", forged.to_str().unwrap()]);
+    assert_eq!(out.code, Some(3), "{out:?}");
     std::fs::write(&config, "planer = \"127.0.0.1:1\"\n").unwrap();
     let out = tern(&["plan", "list"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");

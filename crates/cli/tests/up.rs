@@ -75,7 +75,7 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("yesterday"), "{text}");
     let (code, text) = tern(&["plan", "submit", "--all-ready"]);
-    assert_eq!(code, Some(2), "preflight blocks two VMs and the plan needs consent: {text}");
+    assert_eq!(code, Some(4), "refused by preflight: it blocks two VMs and the plan needs consent: {text}");
     // A plan where some VMs do not make it: exit 1, and the summary names them.
     let (code, text) =
         tern(&["plan", "submit", "--vm", "vm-00010", "--vm", "vm-00004", "--proceed-with-ready", "--watch"]);
@@ -113,6 +113,6 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     assert!(!matches!(gone, Ok(Ok(_))), "the planner still listens after tern up stopped");
     let text = common::tern_in(up.data_dir(), &["plan", "list"]);
     let (code, text) = (text.code, text.text());
-    assert_eq!(code, Some(2), "{text}");
+    assert_eq!(code, Some(3), "no stack to reach: {text}");
     assert!(text.contains("tern up"), "says how to get a stack: {text}");
 }

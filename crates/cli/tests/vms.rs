@@ -126,7 +126,7 @@ async fn an_operator_lists_the_replicated_vms_with_their_readiness_and_looks_at_
 async fn without_a_stack_it_says_how_to_get_one() {
     let dir = tempfile::tempdir().unwrap();
     let out = common::tern_in(dir.path(), &["vms"]);
-    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(out.code, Some(3), "no stack to reach: {out:?}");
     assert!(out.stderr.contains("tern up") && out.stderr.contains("--vault"), "{out:?}");
     let out = common::tern_in(dir.path(), &["vms", "--vault", "/subscriptions/s/resourceGroups/rg"]);
     assert_eq!(out.code, Some(2), "{out:?}");
