@@ -24,7 +24,7 @@ pub struct EventsArgs {
     /// Keep reading new events until Ctrl-C.
     #[arg(long, short = 'f')]
     follow: bool,
-    /// Start this long ago (e.g. 10m, 2h) instead of at the beginning.
+    /// Start this long ago (e.g. 10m, 1h30m, 2d) instead of at the beginning.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "from_start")]
     since: Option<Duration>,
     /// Replay everything the stream retains (the default without --follow).

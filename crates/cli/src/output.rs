@@ -78,20 +78,15 @@ impl Paint {
     }
 }
 
-/// `90s`, `10m`, `2h`, `1d` (a bare number is seconds).
+/// `90s`, `10m`, `2h`, `1d`, `1h30m` (humantime's units and combinations); a bare number is
+/// seconds, as it always was here.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration: use e.g. 90s, 10m, 2h or 1d"))?;
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return Err(format!("{s:?} is not a duration: the unit must be s, m, h or d")),
-    };
-    Ok(std::time::Duration::from_secs_f64(value * scale))
+    if let Ok(secs) = s.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s:?} is not a duration: it must be >= 0"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}): use e.g. 90s, 10m, 1h30m or 1d"))
 }
 
 /// A span of seconds the way people say it: `42s`, `3m05s`, `1h02m`.
@@ -131,9 +126,13 @@ mod tests {
     fn durations_read_the_way_people_write_them() {
         assert_eq!(parse_duration("90s"), Ok(std::time::Duration::from_secs(90)));
         assert_eq!(parse_duration("10m"), Ok(std::time::Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(std::time::Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2h"), Ok(std::time::Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(std::time::Duration::from_secs(86400)));
         assert_eq!(parse_duration("2"), Ok(std::time::Duration::from_secs(2)));
         assert!(parse_duration("ten").unwrap_err().contains("\"ten\""));
-        assert!(parse_duration("5w").unwrap_err().contains("unit"));
+        assert!(parse_duration("5x").unwrap_err().contains("\"5x\""));
+        assert!(parse_duration("-3").unwrap_err().contains("\"-3\""));
         assert_eq!(human_secs(185.0), "3m05s");
     }
 
