@@ -138,7 +138,8 @@ pub fn cloud_event(r: &ReceivedEvent) -> anyhow::Result<serde_json::Value> {
     Ok(ce)
 }
 
-/// One line per event for people.
+/// One line per event for people. Fixed widths, not a table (`output::table`): an event is
+/// printed as it arrives, before the widths of the ones after it are known.
 fn line(r: &ReceivedEvent, paint: Paint) -> String {
     let e = &r.event;
     let time = short_time(e.time.as_ref());

@@ -1,11 +1,13 @@
-//! How the CLI prints: `-o table|json|yaml`, protobuf messages as JSON, colour that respects
-//! `NO_COLOR` and terminals, durations and times as people read them.
+//! How the CLI prints: `-o table|json|yaml` (tables through `tern_cli::columns`), protobuf
+//! messages as JSON, colour that respects `NO_COLOR` and terminals, durations and times as
+//! people read them.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use anyhow::Context;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+pub use tern_cli::columns::Columns;
 
 /// `-o`: how a command prints what it read.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,6 +19,12 @@ pub enum Format {
     Json,
     /// The same document as YAML.
     Yaml,
+}
+
+/// A table for people (`-o table`) with this header, in bold on a terminal.
+pub fn table(header: &[&str]) -> Columns {
+    let paint = Paint::stdout();
+    Columns::new(header.iter().map(|h| paint.bold(h)))
 }
 
 /// Prints a document as JSON or YAML (the caller prints tables itself).

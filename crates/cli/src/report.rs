@@ -15,7 +15,7 @@ use serde::Serialize;
 use tern_bus::ReceivedEvent;
 use tern_proto::{Outcome, Phase, Plan, PlanState, RecoveryPointKind, SourceShutdown, VmState, event};
 
-use crate::output::{epoch, human_secs, rfc3339, secs};
+use crate::output::{Columns, epoch, human_secs, rfc3339, secs};
 pub use forecast::{Basis, ForecastReport};
 
 #[derive(Serialize, Debug)]
@@ -470,30 +470,41 @@ impl Report {
                 p(self.rto_s.max)
             );
         }
+        // Indented under the plan's line, each list aligned on its own.
+        let indent = |s: &mut String, t: Columns| {
+            for line in t.to_string().lines() {
+                let _ = writeln!(s, "  {line}");
+            }
+        };
         if self.vault_count() > 1 {
+            let mut vaults = Columns::new(Vec::<String>::new());
             for r in self.vault_rows() {
                 let c = r.counts;
-                let _ = writeln!(
-                    s,
-                    "  {:<20} {}  {} VMs — {} succeeded, {} failed, {} skipped; RTO p50 {}  max {}",
-                    r.vault,
-                    r.subscription,
-                    c.total,
-                    c.succeeded,
-                    c.failed,
-                    c.skipped,
-                    p(r.rto.p50),
-                    p(r.rto.max)
-                );
+                vaults.row([
+                    r.vault.clone(),
+                    r.subscription.to_owned(),
+                    format!(
+                        "{} VMs — {} succeeded, {} failed, {} skipped; RTO p50 {}  max {}",
+                        c.total,
+                        c.succeeded,
+                        c.failed,
+                        c.skipped,
+                        p(r.rto.p50),
+                        p(r.rto.max)
+                    ),
+                ]);
             }
+            indent(&mut s, vaults);
         }
+        let mut problems = Columns::new(Vec::<String>::new());
         for v in self.vms.iter().filter(|v| v.outcome == "failed") {
-            let _ = writeln!(s, "  {:<20} {:<9} {}", v.name, v.outcome, problem(v));
+            problems.row([v.name.clone(), v.outcome.clone(), problem(v)]);
         }
         let skipped = self.vms.iter().filter(|v| v.outcome == "skipped").map(|v| (v.name.as_str(), v.reason.as_str()));
         for (names, reason) in group_by_reason(skipped) {
-            let _ = writeln!(s, "  {:<20} {:<9} {reason}", name_list(&names), "skipped");
+            problems.row([name_list(&names), "skipped".to_owned(), reason.to_owned()]);
         }
+        indent(&mut s, problems);
         s
     }
 
