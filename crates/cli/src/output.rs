@@ -2,9 +2,9 @@
 //! messages as JSON, colour that respects `NO_COLOR` and terminals, durations and times as
 //! people read them.
 
-use std::io::IsTerminal;
 use std::sync::OnceLock;
 
+use anstyle::{AnsiColor, Style};
 use anyhow::Context;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 pub use tern_cli::columns::Columns;
@@ -54,7 +54,8 @@ pub fn proto_json<M: prost::Message>(message: &M, full_name: &str) -> anyhow::Re
     dynamic.serialize_with_options(serde_json::value::Serializer, &options).context("rendering JSON")
 }
 
-/// Colours for a terminal; plain text when `NO_COLOR` is set or stdout is not a terminal.
+/// Colours for a terminal (anstyle), on when anstream would colour stdout: off when `NO_COLOR`
+/// is set, `CLICOLOR=0`, `TERM=dumb` or stdout is not a terminal; on with `CLICOLOR_FORCE`.
 #[derive(Clone, Copy, Debug)]
 pub struct Paint {
     on: bool,
@@ -62,27 +63,27 @@ pub struct Paint {
 
 impl Paint {
     pub fn stdout() -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self { on: !no_color && std::io::stdout().is_terminal() }
+        let choice = anstream::AutoStream::choice(&std::io::stdout());
+        Self { on: choice != anstream::ColorChoice::Never }
     }
 
-    fn wrap(self, code: &str, text: &str) -> String {
-        if self.on { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+    fn wrap(self, style: Style, text: &str) -> String {
+        if self.on { format!("{style}{text}{style:#}") } else { text.to_owned() }
     }
     pub fn red(self, text: &str) -> String {
-        self.wrap("31", text)
+        self.wrap(AnsiColor::Red.on_default(), text)
     }
     pub fn green(self, text: &str) -> String {
-        self.wrap("32", text)
+        self.wrap(AnsiColor::Green.on_default(), text)
     }
     pub fn yellow(self, text: &str) -> String {
-        self.wrap("33", text)
+        self.wrap(AnsiColor::Yellow.on_default(), text)
     }
     pub fn dim(self, text: &str) -> String {
-        self.wrap("2", text)
+        self.wrap(Style::new().dimmed(), text)
     }
     pub fn bold(self, text: &str) -> String {
-        self.wrap("1", text)
+        self.wrap(Style::new().bold(), text)
     }
 }
 
@@ -142,6 +143,12 @@ mod tests {
         assert!(parse_duration("5x").unwrap_err().contains("\"5x\""));
         assert!(parse_duration("-3").unwrap_err().contains("\"-3\""));
         assert_eq!(human_secs(185.0), "3m05s");
+    }
+
+    #[test]
+    fn colour_is_anstyle_escapes_or_nothing() {
+        assert_eq!(Paint { on: true }.red("x"), "\x1b[31mx\x1b[0m");
+        assert_eq!(Paint { on: false }.bold("x"), "x");
     }
 
     #[test]
