@@ -67,6 +67,11 @@ impl Paint {
         Self { on: choice != anstream::ColorChoice::Never }
     }
 
+    /// Whether colour is on (for what draws its own, such as the progress bars).
+    pub fn is_on(self) -> bool {
+        self.on
+    }
+
     fn wrap(self, style: Style, text: &str) -> String {
         if self.on { format!("{style}{text}{style:#}") } else { text.to_owned() }
     }
