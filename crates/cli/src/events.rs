@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use tern_bus::{Bus, EventFilter, ReceivedEvent, StartAt};
 use tern_proto::{Outcome, Phase, PlanEventKind, event};
 
-use crate::output::{Format, Paint, parse_duration, proto_json};
+use crate::output::{self, Format, Paint, parse_duration, proto_json};
 use crate::plan::{Stack, Target};
 
 #[derive(clap::Args, Debug)]
@@ -108,8 +108,8 @@ pub async fn run(target: &Target, args: EventsArgs) -> anyhow::Result<u8> {
         }
         match args.output {
             Format::Table => println!("{}", line(&received, paint)),
-            Format::Json => println!("{}", serde_json::to_string(&cloud_event(&received)?)?),
-            Format::Yaml => print!("---\n{}", serde_yaml_ng::to_string(&cloud_event(&received)?)?),
+            Format::Json => println!("{}", serde_json::to_string(&output::queried(&cloud_event(&received)?)?)?),
+            Format::Yaml => print!("---\n{}", serde_yaml_ng::to_string(&output::queried(&cloud_event(&received)?)?)?),
         }
     }
 }

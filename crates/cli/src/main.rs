@@ -19,7 +19,7 @@ mod report;
 mod up;
 mod vms;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Tern: fleet-scale failback of Azure VMs protected by Azure Site Recovery.
 ///
@@ -29,6 +29,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "tern", version)]
 struct Cli {
+    /// A JMESPath expression applied to what `-o json` or `-o yaml` prints, as `az --query`
+    /// (e.g. `plan list -o json --query 'plans[].plan_id'`).
+    #[arg(long, global = true, value_name = "EXPR")]
+    query: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -109,8 +113,41 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let result = match cli.query.as_deref().map_or(Ok(()), |q| set_query(&matches, q)) {
+        Ok(()) => execute(cli.command).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            // What to do is in the message; what kind of failure it was, in the code (`exit`).
+            eprintln!("tern: {e:#}");
+            std::process::ExitCode::from(exit::code_of(&e))
+        }
+    }
+}
+
+/// `--query` for the command's JSON or YAML; refused where it prints a table, Markdown or HTML.
+fn set_query(matches: &clap::ArgMatches, expression: &str) -> anyhow::Result<()> {
+    // The innermost command that has `-o` says what it prints (its default, unless given).
+    let mut chain = vec![matches];
+    while let Some((_, sub)) = chain[chain.len() - 1].subcommand() {
+        chain.push(sub);
+    }
+    let output = chain.iter().rev().find_map(|m| {
+        m.try_get_raw("output").ok().flatten().and_then(|mut v| v.next()).map(|v| v.to_string_lossy().into_owned())
+    });
+    match output.as_deref() {
+        Some("json" | "yaml") => output::set_query(expression),
+        Some(other) => anyhow::bail!("--query filters JSON or YAML, not -o {other}: add -o json or -o yaml"),
+        None => anyhow::bail!("--query filters JSON or YAML output, and this command has no -o"),
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<u8> {
+    match command {
         Command::Up(args) => up::run(args).await,
         Command::Plan { target, output, command } => plan::run(&target, output, command).await,
         Command::Vms { target, args } => vms::run(&target, args).await,
@@ -121,14 +158,6 @@ async fn run() -> std::process::ExitCode {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tern", &mut std::io::stdout());
             Ok(0)
-        }
-    };
-    match result {
-        Ok(code) => std::process::ExitCode::from(code),
-        Err(e) => {
-            // What to do is in the message; what kind of failure it was, in the code (`exit`).
-            eprintln!("tern: {e:#}");
-            std::process::ExitCode::from(exit::code_of(&e))
         }
     }
 }

@@ -27,8 +27,38 @@ pub fn table(header: &[&str]) -> Columns {
     Columns::new(header.iter().map(|h| paint.bold(h)))
 }
 
-/// Prints a document as JSON or YAML (the caller prints tables itself).
+/// `--query`: a JMESPath expression (as `az` takes it), set once by `main` for the process.
+static QUERY: OnceLock<String> = OnceLock::new();
+
+/// Makes every JSON or YAML document printed from now on the result of `expression`; an
+/// expression that does not compile is refused here, before anything is asked of the stack.
+pub fn set_query(expression: &str) -> anyhow::Result<()> {
+    compile(expression)?;
+    let _ = QUERY.set(expression.to_owned());
+    Ok(())
+}
+
+/// `doc` through `--query`, or as it is without one.
+pub fn queried(doc: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    match QUERY.get() {
+        Some(expression) => search(&compile(expression)?, doc),
+        None => Ok(doc.clone()),
+    }
+}
+
+fn compile(expression: &str) -> anyhow::Result<jmespath::Expression<'static>> {
+    jmespath::compile(expression)
+        .map_err(|e| anyhow::anyhow!("--query {expression:?} is not a JMESPath expression: {e}"))
+}
+
+fn search(expression: &jmespath::Expression<'_>, doc: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let found = expression.search(doc).with_context(|| format!("--query {:?}", expression.as_str()))?;
+    serde_json::to_value(&*found).context("rendering the query's result")
+}
+
+/// Prints a document as JSON or YAML, through `--query` (the caller prints tables itself).
 pub fn print_document(format: Format, doc: &serde_json::Value) -> anyhow::Result<()> {
+    let doc = &queried(doc)?;
     match format {
         Format::Yaml => print!("{}", serde_yaml_ng::to_string(doc).context("rendering YAML")?),
         _ => println!("{}", serde_json::to_string_pretty(doc).context("rendering JSON")?),
@@ -148,6 +178,15 @@ mod tests {
         assert!(parse_duration("5x").unwrap_err().contains("\"5x\""));
         assert!(parse_duration("-3").unwrap_err().contains("\"-3\""));
         assert_eq!(human_secs(185.0), "3m05s");
+    }
+
+    #[test]
+    fn a_query_picks_from_the_document_and_a_bad_one_is_named() {
+        // Not through `set_query`: the setting is the process's, and other tests print too.
+        let err = compile("plans[.plan_id").unwrap_err().to_string();
+        assert!(err.contains("\"plans[.plan_id\"") && err.contains("JMESPath"), "{err}");
+        let doc = serde_json::json!({ "plans": [{ "plan_id": "p1" }, { "plan_id": "p2" }] });
+        assert_eq!(search(&compile("plans[].plan_id").unwrap(), &doc).unwrap(), serde_json::json!(["p1", "p2"]));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tern_bus::ReceivedEvent;
 use tern_proto::{Outcome, Phase, Plan, PlanState, RecoveryPointKind, SourceShutdown, VmState, event};
 
-use crate::output::{Columns, epoch, human_secs, rfc3339, secs};
+use crate::output::{self, Columns, epoch, human_secs, rfc3339, secs};
 pub use forecast::{Basis, ForecastReport};
 
 #[derive(Serialize, Debug)]
@@ -1011,7 +1011,9 @@ impl Report {
         Ok(match format {
             ReportFormat::Md => self.markdown(),
             ReportFormat::Html => self.html(),
-            ReportFormat::Json => format!("{}\n", serde_json::to_string_pretty(self)?),
+            ReportFormat::Json => {
+                format!("{}\n", serde_json::to_string_pretty(&output::queried(&serde_json::to_value(self)?)?)?)
+            }
         })
     }
 }
