@@ -161,3 +161,52 @@ async fn execute(command: Command) -> anyhow::Result<u8> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLI_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md");
+
+    /// Every command's `--help`, as one Markdown page.
+    fn reference() -> String {
+        // The same text on every machine: no terminal width, no variable's value.
+        let mut tern = hide_env_values(Cli::command()).term_width(100);
+        tern.build();
+        let mut page = String::from(
+            "# `tern` command reference\n\nEvery command's `--help`. Generated from the CLI's definitions: \
+             `make cli-docs` writes it, and a test of `tern-cli` fails when it differs.\n",
+        );
+        section(&mut tern, &mut page);
+        page
+    }
+
+    fn hide_env_values(command: clap::Command) -> clap::Command {
+        command.mut_args(|a| a.hide_env_values(true)).mut_subcommands(hide_env_values)
+    }
+
+    fn section(command: &mut clap::Command, page: &mut String) {
+        let name = command.get_bin_name().unwrap_or(command.get_name()).to_owned();
+        // Without the trailing spaces clap puts on blank lines, which editors remove.
+        let help: Vec<String> =
+            command.render_long_help().to_string().lines().map(|l| l.trim_end().to_owned()).collect();
+        page.push_str(&format!("\n## `{name}`\n\n```text\n{}\n```\n", help.join("\n").trim_end()));
+        for sub in command.get_subcommands_mut().filter(|s| s.get_name() != "help") {
+            section(sub, page);
+        }
+    }
+
+    #[test]
+    fn docs_cli_md_is_every_command_s_help() {
+        let page = reference();
+        if std::env::var_os("TERN_BLESS").is_some() {
+            std::fs::write(CLI_MD, &page).unwrap();
+        }
+        let committed = std::fs::read_to_string(CLI_MD).unwrap_or_default();
+        assert!(
+            committed == page,
+            "docs/cli.md is not the CLI's help: regenerate it with `make cli-docs` \
+             (TERN_BLESS=1 cargo test -p tern-cli --bin tern docs_cli_md)"
+        );
+    }
+}
