@@ -183,6 +183,10 @@ pub struct SeedSpec {
     /// Every Nth VM's NIC (in the region the VM runs in when seeded) has a public IP
     /// `<vm>-pip` (0 = none).
     pub public_ip_every: usize,
+    /// Every Nth VM's replication has a static target IP (`recoveryIPAddressType: Static`), so
+    /// its protected item reports the address the VM gets when it fails over; the others are
+    /// `Dynamic`, as recorded, and report none (0 = none).
+    pub static_recovery_ip_every: usize,
 }
 
 impl Default for SeedSpec {
@@ -197,6 +201,7 @@ impl Default for SeedSpec {
             syncing_every: 0,
             recovery_plan_size: 0,
             public_ip_every: 0,
+            static_recovery_ip_every: 0,
         }
     }
 }

@@ -174,6 +174,13 @@ pub struct Item {
     pub group_id: String,
     /// Recovery plans this item is in.
     pub plans: Vec<String>,
+    /// Private IP address of the VM's NIC in each region (index = region): the address the VM
+    /// has when it runs there.
+    pub private_ips: [String; 2],
+    /// The replication's target IP is configured static (`recoveryIPAddressType: Static`), so
+    /// the item reports the address the VM gets in the recovery region; with the default
+    /// (`Dynamic`, both recordings) it reports none.
+    pub static_recovery_ip: bool,
 }
 
 /// A recovery point.
@@ -511,7 +518,10 @@ impl Item {
                 r.location
             )),
             selected_tfo_azure_network_id: self.test_network.clone(),
-            recovery_fabric_object_id: Some(vm_lower(r)),
+            // Null on an item never failed over (excerpt entry 144, Protected before the
+            // failover); the failed-over VM once a failover ran (entry 145, reprotect entry 13).
+            // Unverified after a reprotect (no recording): kept, as the VM still exists there.
+            recovery_fabric_object_id: (self.last_failover.is_some() || failed_over).then(|| vm_lower(r)),
             test_failover_recovery_fabric_object_id: test_failed_over
                 .then(|| scope.vm_id(&r.app_rg, &format!("{}-test", self.vm_name)).to_ascii_lowercase()),
             // Stale at item level, as recorded (excerpt 144–145); see `item_level_percent`.
@@ -635,8 +645,24 @@ fn disk_extra(name: &str) -> Map<String, Value> {
     }
 }
 
+/// `staticIPAddress`, `recoveryStaticIPAddress` and `recoveryIPAddressType` of the item's one
+/// IP configuration. As recorded (excerpt entries 144–145, reprotect entry 13): the primary
+/// side's address is reported even when allocated dynamically (`ipAddressType: Dynamic`, e.g.
+/// "10.4.0.6"), before and after a failover; the recovery side's only when it is configured
+/// static — with `Dynamic` it is `""`, also after the failover created the VM there. Unverified
+/// after a reprotect (no recording): the item reports its new primary's address the same way.
+fn ip_config(item: &Item) -> (String, String, &'static str) {
+    let source = item.private_ips[item.primary].clone();
+    if item.static_recovery_ip {
+        (source, item.private_ips[item.recovery()].clone(), "Static")
+    } else {
+        (source, String::new(), "Dynamic")
+    }
+}
+
 fn a2a_extra(item: &Item, scope: &Scope, primary: &Region, recovery: &Region) -> Map<String, Value> {
     let nic = scope.nic_id(&primary.app_rg, &format!("{}-nic", item.vm_name));
+    let (source_ip, recovery_ip, recovery_ip_type) = ip_config(item);
     let v = json!({
         "initialPrimaryExtendedLocation": null, "initialRecoveryExtendedLocation": null,
         "multiVmGroupId": item.group_id, "multiVmGroupName": "", "multiVmGroupCreateOption": "AutoCreated",
@@ -647,9 +673,10 @@ fn a2a_extra(item: &Item, scope: &Scope, primary: &Region, recovery: &Region) ->
             "vMNetworkName": format!("{}/providers/Microsoft.Network/virtualNetworks/vnet-{}", scope.rg_id(&primary.app_rg), primary.location),
             "recoveryVMNetworkId": format!("{}/providers/microsoft.network/virtualnetworks/vnet-{}", scope.rg_id(&recovery.app_rg).to_ascii_lowercase(), recovery.location),
             "ipConfigs": [{
-                "name": "ipconfig1", "isPrimary": true, "subnetName": "default", "staticIPAddress": "10.0.0.4",
+                "name": "ipconfig1", "isPrimary": true, "subnetName": "default", "staticIPAddress": source_ip,
                 "ipAddressType": "Dynamic", "isSeletedForFailover": true, "recoverySubnetName": "default",
-                "recoveryStaticIPAddress": "", "recoveryIPAddressType": "Dynamic", "recoveryPublicIPAddressId": null,
+                "recoveryStaticIPAddress": recovery_ip, "recoveryIPAddressType": recovery_ip_type,
+                "recoveryPublicIPAddressId": null,
                 "recoveryLBBackendAddressPoolIds": null, "tfoSubnetName": null, "tfoStaticIPAddress": null,
                 "tfoPublicIPAddressId": null, "tfoLBBackendAddressPoolIds": null,
             }],

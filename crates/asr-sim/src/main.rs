@@ -92,6 +92,11 @@ struct Args {
     #[arg(long, value_name = "N")]
     seed_public_ip_every: Option<usize>,
 
+    /// Every Nth seeded VM's replication has a static target IP, which its protected item
+    /// reports (the others are dynamic and report none, as Azure does).
+    #[arg(long, value_name = "N")]
+    seed_static_recovery_ip_every: Option<usize>,
+
     /// Simulated seconds after an operation's 202 during which the item still shows no
     /// currentScenario and its idle allowedOperations (unverified, stingy: no recording shows
     /// the item in that moment); a second operation is refused meanwhile all the same.
@@ -300,6 +305,7 @@ fn build_config(a: &Args) -> anyhow::Result<SimConfig> {
     set!(c.estate.syncing_every, a.seed_syncing_every);
     set!(c.estate.recovery_plan_size, a.seed_recovery_plan_size);
     set!(c.estate.public_ip_every, a.seed_public_ip_every);
+    set!(c.estate.static_recovery_ip_every, a.seed_static_recovery_ip_every);
     set!(c.item_scenario_lag_secs, a.item_scenario_lag);
     set!(c.subscription_id, a.subscription_id);
     set!(c.resource_group, a.resource_group);

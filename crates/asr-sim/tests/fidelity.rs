@@ -1164,3 +1164,71 @@ async fn the_binary_takes_the_new_flags_and_prints_the_caches_in_its_ready_line(
     child.kill().await.unwrap();
     let _ = std::fs::remove_file(&path);
 }
+
+/// Which VM, region and address an item names at each stage, as the recordings show them: the
+/// primary side's address always (`staticIPAddress`, even when dynamic), the recovery side's
+/// only when configured static, `recoveryFabricObjectId` null until a failover (excerpt entry
+/// 144) and the failed-over VM after it (entry 145); switch protection flips the sides. Each
+/// address is the one the VM's NIC has in that region.
+#[tokio::test]
+async fn items_name_their_vms_and_addresses_as_azure_does() {
+    let mut config = quick(2, SeedState::Protected);
+    config.estate.static_recovery_ip_every = 2; // vm-00002
+    let sim = Sim::start(config).await;
+    let sub = sim.running.info().subscription_id.clone();
+    let ip_config = |item: &Value| props(item, "providerSpecificDetails")["vmNics"][0]["ipConfigs"][0].clone();
+    let a2a = |item: &Value| props(item, "providerSpecificDetails").clone();
+    let nic_ip = |rg: &str, vm: &str| {
+        let nic =
+            format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkInterfaces/{vm}-nic");
+        private_ip(&sim, nic)
+    };
+
+    let dynamic = sim.item("vm-00001").await;
+    assert_eq!(a2a(&dynamic)["recoveryFabricObjectId"], Value::Null, "never failed over (entry 144)");
+    let c = ip_config(&dynamic);
+    assert_eq!((c["staticIPAddress"].as_str(), c["ipAddressType"].as_str()), (Some("10.0.0.4"), Some("Dynamic")));
+    assert_eq!(
+        (c["recoveryStaticIPAddress"].as_str(), c["recoveryIPAddressType"].as_str()),
+        (Some(""), Some("Dynamic"))
+    );
+    assert_eq!(nic_ip("rg-app", "vm-00001").await, json!("10.0.0.4"));
+    let fixed = ip_config(&sim.item("vm-00002").await);
+    assert_eq!(fixed["staticIPAddress"], json!("10.0.0.5"));
+    assert_eq!(
+        (fixed["recoveryStaticIPAddress"].as_str(), fixed["recoveryIPAddressType"].as_str()),
+        (Some("10.1.0.5"), Some("Static"))
+    );
+
+    // Failed over and committed: still the source's address; the recovery side's is not
+    // reported for a dynamic target though the VM there has one (entry 145).
+    let committed = fail_over_and_commit(&sim, "vm-00001").await;
+    assert_eq!(
+        a2a(&committed)["recoveryFabricObjectId"],
+        json!(format!(
+            "/subscriptions/{sub}/resourcegroups/rg-app-asr/providers/microsoft.compute/virtualmachines/vm-00001"
+        ))
+    );
+    let c = ip_config(&committed);
+    assert_eq!((c["staticIPAddress"].as_str(), c["recoveryStaticIPAddress"].as_str()), (Some("10.0.0.4"), Some("")));
+    assert_eq!(nic_ip("rg-app-asr", "vm-00001").await, json!("10.1.0.4"));
+
+    // Reprotected: the sides flip, and the VM now replicated from reports its address.
+    let id = committed["id"].as_str().unwrap().to_owned();
+    let a = sim.post(&format!("{}/switchprotection", container_of(&id)), Some(sim.switch_body(&committed))).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    sim.advance(1000.0).await;
+    let reprotected = sim.item("vm-00001").await;
+    assert_eq!(a2a(&reprotected)["primaryFabricLocation"], json!("westus"));
+    assert_eq!(
+        a2a(&reprotected)["fabricObjectId"],
+        json!(format!(
+            "/subscriptions/{sub}/resourcegroups/rg-app-asr/providers/microsoft.compute/virtualmachines/vm-00001"
+        ))
+    );
+    assert_eq!(ip_config(&reprotected)["staticIPAddress"], json!("10.1.0.4"));
+}
+
+async fn private_ip(sim: &Sim, nic: String) -> Value {
+    sim.get(&nic).await.body["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"].clone()
+}

@@ -1239,3 +1239,83 @@ fn the_stale_item_level_figure_is_not_taken_for_sync_progress() {
         assert_eq!(item.sync_percent(), None, "entry {index}: nothing is replicating");
     }
 }
+
+/// The VM facts an event carries, read from the recorded items: which side is which before a
+/// failover, after its commit, and before a reprotect.
+#[test]
+fn recorded_items_name_their_vms() {
+    let item_at = |file: &str, index: usize| -> ProtectedItem {
+        let (entries, _) = load_recording(file);
+        let e = entries.iter().find(|e| e.index == index && e.kind == Kind::Item).expect("item entry");
+        parse(&e.body, file)
+    };
+    let excerpt = "recordings/azure-powershell/A2AFailoverCommit-excerpt.json";
+    let sub = "/subscriptions/5e71c90f-36aa-448a-8c28-cd6d8d664acf";
+    // Excerpt entry 144 (218 of the full recording): Protected, before the failover.
+    let before = item_at(excerpt, 144);
+    let source = before.primary_vm().expect("the source VM");
+    assert_eq!(
+        source.arm_id,
+        format!("{sub}/resourcegroups/a2avm349/providers/microsoft.compute/virtualmachines/a2avm349")
+    );
+    assert_eq!(source.region, "eastus2euap");
+    assert_eq!(source.private_ips, ["10.0.0.4"], "staticIPAddress is reported for a dynamic address");
+    // Where the failover will run it: named before the failover, with no address (dynamic target).
+    let target = before.recovery_vm().expect("the recovery VM");
+    assert_eq!(
+        target.arm_id,
+        format!("{sub}/resourceGroups/recRG349/providers/Microsoft.Compute/virtualMachines/a2aVM349")
+    );
+    assert_eq!(target.region, "eastus2euap");
+    assert!(target.private_ips.is_empty(), "recoveryStaticIPAddress is \"\" for a dynamic target");
+    assert!(before.properties.provider_specific_details.as_ref().unwrap().recovery_fabric_object_id.is_none());
+
+    // Excerpt entry 145 (219): committed. The roles have not flipped: the VM running now is the
+    // recovery side, the same id as before (recoveryFabricObjectId agrees, in lowercase).
+    let after = item_at(excerpt, 145);
+    let running = after.recovery_vm().expect("the failed-over VM");
+    assert_eq!(running, target);
+    let lower = after.properties.provider_specific_details.as_ref().unwrap().recovery_fabric_object_id.clone();
+    assert!(lower.is_some_and(|l| l.eq_ignore_ascii_case(&running.arm_id)));
+    assert_eq!(after.primary_vm().expect("source").private_ips, ["10.0.0.4"], "still the source's address");
+
+    // Reprotect entry 13: committed in ukwest, replicating nothing yet; UK South is still the
+    // item's primary side until switch protection flips the roles.
+    let committed = item_at("recordings/azure-powershell/A2AReprotectTest.json", 13);
+    let rsub = "/subscriptions/7c943c1b-5122-4097-90c8-861411bdd574";
+    let running = committed.recovery_vm().expect("the failed-over VM");
+    assert_eq!(
+        running.arm_id,
+        format!("{rsub}/resourceGroups/vijami-alertrg-asr-1/providers/Microsoft.Compute/virtualMachines/reprotectvm")
+    );
+    assert_eq!(running.region, "ukwest");
+    assert!(running.private_ips.is_empty());
+    let left = committed.primary_vm().expect("the VM failed over from");
+    assert_eq!(
+        left.arm_id,
+        format!("{rsub}/resourcegroups/vijami-alertrg/providers/microsoft.compute/virtualmachines/reprotectvm")
+    );
+    assert_eq!((left.region.as_str(), left.private_ips.as_slice()), ("uksouth", &["10.4.0.6".to_owned()][..]));
+}
+
+/// Addresses come NIC by NIC, each NIC's primary configuration first, and `null`s read as none.
+#[test]
+fn item_addresses_primary_configuration_first() {
+    let item: ProtectedItem = serde_json::from_value(serde_json::json!({
+        "id": "x", "properties": {"providerSpecificDetails": {
+            "instanceType": "A2A", "fabricObjectId": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/v",
+            "vmNics": [
+                {"ipConfigs": [
+                    {"isPrimary": false, "staticIPAddress": "10.0.0.9", "recoveryStaticIPAddress": null},
+                    {"isPrimary": true, "staticIPAddress": "10.0.0.5", "recoveryStaticIPAddress": "10.1.0.5"}
+                ]},
+                {"ipConfigs": null},
+                {"ipConfigs": [{"isPrimary": true, "staticIPAddress": "10.0.1.5", "recoveryStaticIPAddress": ""}]}
+            ]
+        }}
+    }))
+    .expect("parses");
+    assert_eq!(item.primary_vm().unwrap().private_ips, ["10.0.0.5", "10.0.0.9", "10.0.1.5"]);
+    assert_eq!(item.primary_vm().unwrap().region, "");
+    assert!(item.recovery_vm().is_none(), "no recovery VM named");
+}

@@ -637,6 +637,7 @@ pub struct DeadLetter {
 
 /// What a dead letter holds, as far as this build can read it.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant, reason = "read one at a time, by an operator: its size does not matter")]
 pub enum DeadLetterContent {
     /// A command of a worker queue.
     Command(Command),

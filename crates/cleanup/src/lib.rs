@@ -82,7 +82,8 @@ impl PhaseHandler for CleanupPhase {
             job = disable(run, Some(&item)).await?;
             reason.push_str("; replication disabled");
         }
-        emit(run, Outcome::Succeeded, reason, job).await?;
+        let resource = cleaned_vm(&item, &primary_id, &primary);
+        succeeded(run, reason, job, Some(resource)).await?;
         Ok("succeeded")
     }
 }
@@ -154,6 +155,38 @@ async fn emit(run: &mut CommandRun, outcome: Outcome, reason: String, job: Strin
         })
         .await
         .map_err(|e| Failure::Transient(e.to_string()))
+}
+
+/// The cleanup's terminal event: the VM whose leftovers were removed (when the item was read)
+/// and every resource this command deleted, over all its deliveries.
+async fn succeeded(
+    run: &mut CommandRun,
+    reason: String,
+    job: String,
+    resource: Option<tern_proto::VmResource>,
+) -> Result<(), Failure> {
+    let deleted = run.deleted_resources();
+    run.events
+        .emit(Phase::Cleanup, Outcome::Succeeded, |e| {
+            e.reason = reason;
+            e.asr_job_id = job;
+            e.resource = resource;
+            e.deleted_resources = deleted;
+        })
+        .await
+        .map_err(|e| Failure::Transient(e.to_string()))
+}
+
+/// The VM cleanup confirmed running in the primary region: id and region from the Compute GET
+/// that confirmed it (Compute's casing; ASR's lowercase `fabricObjectId` when the answer had
+/// none), addresses from the item's primary side (`staticIPAddress`; no NIC is read for them).
+fn cleaned_vm(item: &ProtectedItem, primary_id: &str, primary: &VirtualMachine) -> tern_proto::VmResource {
+    let mut placement = item.primary_vm().unwrap_or_default();
+    placement.arm_id = Some(primary.id.as_str()).filter(|s| !s.is_empty()).unwrap_or(primary_id).to_owned();
+    if let Some(location) = primary.location.as_deref().filter(|s| !s.is_empty()) {
+        placement.region = location.to_owned();
+    }
+    tern_worker::events::vm_resource(&placement)
 }
 
 fn region_label(location: Option<&str>, fallback: &str) -> String {
@@ -260,6 +293,10 @@ async fn leftovers(
         && vm.location.as_deref().is_some_and(|l| same_region(l, primary_region))
     {
         return Err(refuse(format!("{vm_id} is in the primary region ({primary_region}), not in {region}")));
+    }
+    if vm.is_none() {
+        // Gone: by an earlier delivery's DELETE, if one was sent, which then counts as ours.
+        run.deleted_before(&vm_id).await?;
     }
     let primary_nics = primary.nic_ids();
     let primary_disks = primary.managed_disk_ids();
@@ -380,7 +417,8 @@ async fn disable(run: &mut CommandRun, item: Option<&ProtectedItem>) -> Result<S
 async fn finish_disable(run: &mut CommandRun) -> Result<&'static str, Failure> {
     let job = disable(run, None).await?;
     let reason = "leftovers were settled by an earlier attempt of this command; replication disabled".to_owned();
-    emit(run, Outcome::Succeeded, reason, job).await?;
+    // The item may be gone: no VM is named, but what was deleted is in the fence.
+    succeeded(run, reason, job, None).await?;
     Ok("succeeded")
 }
 

@@ -106,6 +106,16 @@ async fn deletes(stack: &Stack) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The names (last id segment) of `ids`.
+fn names(ids: &[String]) -> Vec<String> {
+    ids.iter().map(|id| id.rsplit('/').next().unwrap_or_default().to_owned()).collect()
+}
+
+/// The resources the simulator accepted a DELETE for, by name, in the order sent.
+async fn accepted_deletes(stack: &Stack) -> Vec<String> {
+    deletes(stack).await.into_iter().filter(|(_, s)| *s == 202).map(|(r, _)| r).collect()
+}
+
 async fn power(c: &AsrClient, vm_id: &str) -> Option<String> {
     c.get_vm(vm_id).await.unwrap().map(|vm| vm.power_state().unwrap_or_default().to_owned())
 }
@@ -125,6 +135,27 @@ async fn leftovers_in_the_secondary_region_are_deleted_once_and_named() {
     assert!(event.reason.contains(&secondary) && event.reason.contains(&nic), "{}", event.reason);
     assert!(event.reason.contains("westus") && event.reason.ends_with("kept nothing"), "{}", event.reason);
     assert!(event.error.is_none() && event.duration.is_some());
+    // The event names the VM whose leftovers went (as the Compute GET that confirmed it running
+    // spells it, in eastus, with the address its item reports) and exactly what was deleted,
+    // in the order deleted: the VM, its NIC, then its disks.
+    let sub = stack.sim.info().subscription_id.clone();
+    let resource = event.resource.clone().expect("the VM cleaned up after");
+    assert_eq!(
+        resource.arm_id,
+        format!("/subscriptions/{sub}/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm-00001")
+    );
+    assert!(resource.arm_id.eq_ignore_ascii_case(&primary));
+    assert_eq!(
+        (resource.region.as_str(), resource.resource_group.as_str(), resource.subscription_id.as_str()),
+        ("eastus", "rg-app", sub.as_str())
+    );
+    assert_eq!(resource.private_ips, ["10.0.0.4"]);
+    assert_eq!(names(&event.deleted_resources), accepted_deletes(&stack).await, "{:?}", event.deleted_resources);
+    assert_eq!(event.deleted_resources.len(), 4, "{:?}", event.deleted_resources);
+    assert!(
+        event.deleted_resources[0].eq_ignore_ascii_case(&secondary)
+            && event.deleted_resources[1].eq_ignore_ascii_case(&nic)
+    );
     let mut sent = deletes(&stack).await;
     sent.sort();
     assert_eq!(sent.iter().filter(|(r, s)| r == "vm-00001" && *s == 202).count(), 1, "one VM delete: {sent:?}");
@@ -199,6 +230,8 @@ async fn unmanaged_disk_vms_are_kept_unless_a_purge_is_asked_for() {
     assert!(reason.starts_with(&format!("kept VM {kept}")), "{reason}");
     assert!(reason.contains("unmanaged disks (purge not requested)"), "{reason}");
     assert!(done[1].2.reason.starts_with(&format!("removed VM {purged}")), "{}", done[1].2.reason);
+    assert!(done[0].2.deleted_resources.is_empty(), "nothing deleted for the kept VM");
+    assert_eq!(names(&done[1].2.deleted_resources)[0], "vm-00002");
     assert!(c.get_vm(&kept).await.unwrap().is_some(), "the unmanaged VM is kept");
     assert!(c.get_vm(&purged).await.unwrap().is_none(), "the purged one is gone");
     let sent = deletes(&stack).await;
@@ -225,6 +258,8 @@ async fn without_remove_leftovers_cleanup_only_reports() {
         )
     );
     assert_eq!(deletes(&stack).await, []);
+    assert!(event.deleted_resources.is_empty());
+    assert!(event.resource.is_some(), "the VM is named even when nothing is removed");
     assert!(c.get_vm(&secondary).await.unwrap().is_some() && c.get_nic(&nic).await.unwrap().is_some());
 }
 
@@ -268,6 +303,9 @@ async fn the_same_command_delivered_twice_deletes_once() {
         .collect();
     assert_eq!(ids.len(), 1, "one terminal event for two deliveries: {ids:?}");
     assert_eq!(terminals(&events).len(), 2, "the copy published the outcome again, for a planner that missed it");
+    for (_, _, event) in terminals(&events) {
+        assert_eq!(names(&event.deleted_resources), accepted_deletes(&stack).await, "each deleted once, both times");
+    }
 }
 
 #[tokio::test]
@@ -363,6 +401,10 @@ async fn a_worker_killed_mid_delete_is_replaced_and_the_vm_is_deleted_once() {
     assert_eq!(done[0].1, Outcome::Succeeded, "{:?}", done[0].2);
     let sent = deletes(&stack).await;
     assert_eq!(sent.iter().filter(|(r, _)| r == "vm-00001").count(), 1, "the VM was deleted once: {sent:?}");
+    // The successor's event lists what both deliveries deleted, the VM once, in order.
+    let deleted = names(&done[0].2.deleted_resources);
+    assert_eq!(deleted, accepted_deletes(&stack).await, "{sent:?}");
+    assert_eq!(deleted.first().map(String::as_str), Some("vm-00001"), "{deleted:?}");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //! `tern dlq` looks after the dead letters.
 
 mod bus;
+mod confirm;
 mod dlq;
 mod events;
 mod exit;
@@ -17,6 +18,7 @@ mod planfile;
 mod progress;
 mod report;
 mod up;
+mod vault;
 mod vms;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

@@ -9,7 +9,7 @@ use tern_proto::auth::{BearerToken, Client};
 use tern_proto::{
     CancelPlanRequest, GetPlanRequest, ListPlansRequest, NameList, PausePlanRequest, Phase, Plan, PlanMode, PlanSpec,
     PlanState, PreflightRequest, Readiness, RecoveryPointChoice, RecoveryPointKind, ResumePlanRequest, RetryVmRequest,
-    Selection, SubmitPlanRequest, VmState, Wave, selection,
+    Selection, SubmitPlanRequest, VmState, VmStatus, Wave, selection,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -17,6 +17,7 @@ use crate::output::{Format, Paint, human_secs, print_document, proto_json};
 use crate::planfile::PlanFile;
 use crate::progress::Progress;
 use crate::report::Report;
+use crate::vault::{Defaults as VaultDefaults, VaultArgs};
 
 /// Where the stack is: flags (or their `TERN_*` variables), then `DATA_DIR/endpoints.json`
 /// (written by `tern up`), then the config file.
@@ -26,7 +27,8 @@ pub struct Target {
     /// [default: .tern].
     #[arg(long, env = "TERN_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
-    /// A config file (TOML: data_dir, planner, nats, vault, budget) [default: ~/.config/tern/config.toml
+    /// A config file (TOML: data_dir, planner, nats, vault or vault_name with resource_group and
+    /// subscription, budget) [default: ~/.config/tern/config.toml
     /// when it exists].
     #[arg(long, env = "TERN_CONFIG", global = true, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -82,13 +84,8 @@ pub struct SpecArgs {
     /// Go ahead with the ready VMs when preflight blocks some (they are skipped with the reason).
     #[arg(long)]
     proceed_with_ready: bool,
-    /// ARM id of the Recovery Services vault (default: the `tern up` stack's). Repeat to draw
-    /// from several vaults, in any subscription the stack acts on.
-    #[arg(long, value_name = "ID")]
-    vault: Vec<String>,
-    /// Draw from every vault the stack acts on (its own and those its `asr.vaults` lists).
-    #[arg(long, conflicts_with = "vault")]
-    all_vaults: bool,
+    #[command(flatten)]
+    vaults: VaultArgs,
     /// Makes submission idempotent: the same id twice is one plan.
     #[arg(long, value_name = "ID")]
     request_id: Option<String>,
@@ -121,11 +118,16 @@ pub enum PlanCommand {
         /// Follow the plan until it ends (exit code as for `watch`).
         #[arg(long)]
         watch: bool,
+        /// Submit without asking. On a terminal, submit first shows what will fail over, what
+        /// preflight leaves out and what cleanup may delete, and asks (no: exit 1, nothing
+        /// submitted); without a terminal it never asks.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// One plan with every VM.
     Get { plan_id: String },
-    /// Plans, newest first.
-    List,
+    /// Plans, newest first, a page at a time.
+    List(ListArgs),
     /// Follow a plan until it ends. Exit code 0: it did all it was asked; 1: a VM failed or the
     /// plan was cancelled.
     Watch { plan_id: String },
@@ -137,6 +139,93 @@ pub enum PlanCommand {
     Cancel { plan_id: String },
     /// Run a failed VM's phase again.
     Retry { plan_id: String, vm: String },
+}
+
+/// `tern plan list`'s filters and paging.
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Only plans in this state (repeat for more): accepted, running, paused, cancelling,
+    /// cancelled, completed, completed-with-errors, failed; or active (not ended) or ended.
+    #[arg(long, value_enum, value_name = "STATE")]
+    state: Vec<StateFilter>,
+    /// Only plans created within this long before now (e.g. 90m, 1h30m, 7d).
+    #[arg(long, value_name = "DURATION", value_parser = crate::output::parse_duration)]
+    since: Option<std::time::Duration>,
+    /// Only plans with this label (KEY=VALUE; repeat: every one must match).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    label: Vec<(String, String)>,
+    /// Only plans that include this VM.
+    #[arg(long, value_name = "NAME")]
+    vm: Option<String>,
+    /// Plans per page (at most 1000).
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
+    /// The page after the one that printed this token.
+    #[arg(long, value_name = "TOKEN")]
+    page_token: Option<String>,
+}
+
+/// A plan state, or a group of them, for `tern plan list --state`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum StateFilter {
+    Accepted,
+    Running,
+    Paused,
+    Cancelling,
+    Cancelled,
+    Completed,
+    CompletedWithErrors,
+    Failed,
+    /// Accepted, running, paused or cancelling.
+    Active,
+    /// Cancelled, completed, completed with errors or failed.
+    Ended,
+}
+
+impl StateFilter {
+    fn states(self) -> &'static [PlanState] {
+        use PlanState as S;
+        match self {
+            Self::Accepted => &[S::Accepted],
+            Self::Running => &[S::Running],
+            Self::Paused => &[S::Paused],
+            Self::Cancelling => &[S::Cancelling],
+            Self::Cancelled => &[S::Cancelled],
+            Self::Completed => &[S::Completed],
+            Self::CompletedWithErrors => &[S::CompletedWithErrors],
+            Self::Failed => &[S::Failed],
+            Self::Active => &[S::Accepted, S::Running, S::Paused, S::Cancelling],
+            Self::Ended => &[S::Cancelled, S::Completed, S::CompletedWithErrors, S::Failed],
+        }
+    }
+}
+
+impl ListArgs {
+    fn request(&self) -> ListPlansRequest {
+        let mut states: Vec<i32> = self.state.iter().flat_map(|f| f.states()).map(|s| *s as i32).collect();
+        states.sort_unstable();
+        states.dedup();
+        let created_after = self.since.map(|d| {
+            let at = std::time::SystemTime::now() - d;
+            let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            prost_types::Timestamp { seconds: since_epoch.as_secs() as i64, nanos: since_epoch.subsec_nanos() as i32 }
+        });
+        ListPlansRequest {
+            states,
+            page_size: self.limit,
+            page_token: self.page_token.clone().unwrap_or_default(),
+            created_after,
+            labels: self.label.iter().cloned().collect(),
+            vm_name: self.vm.clone().unwrap_or_default(),
+        }
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{s:?} is not a label: write KEY=VALUE")),
+    }
 }
 
 /// The stack's endpoints, from flags or endpoints.json.
@@ -163,6 +252,8 @@ pub struct Stack {
     pub client_identity: Option<(PathBuf, PathBuf)>,
     /// How time runs where the stack's jobs run, for forecasts.
     pub clock: Clock,
+    /// `az`-like defaults for `--vault-name`, from the config file.
+    pub defaults: VaultDefaults,
 }
 
 impl Target {
@@ -260,14 +351,24 @@ impl Target {
                 .or(config.nats_operator_credentials),
             ca_file: nats_ca_file,
         };
+        let defaults = VaultDefaults {
+            subscription: config.subscription,
+            resource_group: config.resource_group,
+            vault_name: config.vault_name,
+        };
+        let vault_id = match field("vault_id").or(config.vault) {
+            Some(id) => Some(id),
+            None => crate::vault::default_vault(&defaults, None)?,
+        };
         Ok(Stack {
+            defaults,
             planner,
             endpoints_file: file,
             token,
             nats: self.nats.clone().or_else(|| field("nats_url")).or(config.nats),
             nats_auth,
             nats_operator_auth,
-            vault_id: field("vault_id").or(config.vault),
+            vault_id,
             vaults: endpoints
                 .as_ref()
                 .and_then(|e| serde_json::from_value(e["vaults"].clone()).ok())
@@ -293,6 +394,10 @@ struct Config {
     nats_ca_file: Option<PathBuf>,
     vault: Option<String>,
     vaults: Option<Vec<String>>,
+    /// `az`-like defaults for `--vault-name` (and, with `vault_name`, the default vault).
+    subscription: Option<String>,
+    resource_group: Option<String>,
+    vault_name: Option<String>,
     /// The ARM budget per subscription `tern plan estimate` assumes (the services' `budget`).
     budget: Option<BudgetConfig>,
 }
@@ -381,24 +486,24 @@ impl SpecArgs {
             recovery_point: None,
             no_shutdown: false,
             proceed_with_ready: true,
-            vault: Vec::new(),
-            all_vaults: false,
+            vaults: VaultArgs::default(),
             request_id: None,
         }
     }
 
     pub fn spec(&self, stack: &Stack) -> anyhow::Result<PlanSpec> {
-        let vault = self.vault.first().cloned().or_else(|| stack.vault_id.clone());
+        let named = self.vaults.named(&stack.defaults, stack.vault_id.as_deref())?;
+        let vault = named.first().cloned().or_else(|| stack.vault_id.clone());
         let mut spec = match &self.file {
             Some(path) => PlanFile::read(path)?.spec(vault.as_deref())?,
             None => PlanSpec { vault_id: vault.clone().unwrap_or_default(), ..Default::default() },
         };
-        if let Some((first, more)) = self.vault.split_first() {
+        if let Some((first, more)) = named.split_first() {
             spec.vault_id = first.clone();
             spec.vault_ids = more.to_vec();
             spec.all_vaults = false;
         }
-        if self.all_vaults {
+        if self.vaults.all_vaults {
             spec.all_vaults = true;
         }
         if spec.all_vaults {
@@ -407,8 +512,8 @@ impl SpecArgs {
             spec.vault_ids.clear();
         } else if spec.vault_id.is_empty() {
             bail!(
-                "which vault? pass --vault with the Recovery Services vault's ARM id (or `vault:` in the plan file), \
-                 or --all-vaults"
+                "which vault? pass --vault with the Recovery Services vault's ARM id, or --vault-name with \
+                 -g/--resource-group and --subscription (or `vault:` in the plan file), or --all-vaults"
             );
         }
         if self.all_ready {
@@ -500,12 +605,30 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
             }
             Ok(0)
         }
-        PlanCommand::Submit { spec, watch } => {
+        PlanCommand::Submit { spec, watch, yes } => {
             let spec = spec.spec(&stack)?;
+            if crate::confirm::wanted(&spec, yes) {
+                let request = PreflightRequest { spec: Some(spec.clone()) };
+                let preflight = grpc.preflight(request).await.map_err(status)?.into_inner();
+                if !crate::confirm::ask(&crate::confirm::summary(&spec, &preflight))? {
+                    eprintln!("nothing was submitted");
+                    return Ok(1);
+                }
+            }
             let reply = grpc.submit_plan(SubmitPlanRequest { spec: Some(spec) }).await.map_err(status)?.into_inner();
             let plan = reply.plan.ok_or_else(|| anyhow!("the planner answered without a plan"))?;
             match output {
-                Format::Table => println!("{}", plan.plan_id),
+                Format::Table => {
+                    println!("{}", plan.plan_id);
+                    // On stderr: stdout stays the id alone, for scripts.
+                    let left_out: Vec<&VmStatus> = plan.vms.iter().filter(|v| v.left_out).collect();
+                    if !left_out.is_empty() {
+                        eprintln!("left out {} VMs that preflight blocked:", left_out.len());
+                        for v in left_out {
+                            eprintln!("  {}: {}", v.vm.as_ref().map(|r| r.name.as_str()).unwrap_or("?"), v.reason);
+                        }
+                    }
+                }
                 _ => print_plan(&plan)?,
             }
             if watch { watch_and_sum_up(&mut grpc, &plan.plan_id, output).await } else { Ok(0) }
@@ -515,14 +638,17 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
             print_plan(&plan)?;
             Ok(0)
         }
-        PlanCommand::List => {
-            let reply = grpc.list_plans(ListPlansRequest::default()).await.map_err(status)?.into_inner();
+        PlanCommand::List(args) => {
+            let reply = grpc.list_plans(args.request()).await.map_err(status)?.into_inner();
             if output != Format::Table {
                 print_document(output, &proto_json(&reply, "tern.v1.ListPlansResponse")?)?;
                 return Ok(0);
             }
-            for p in reply.plans {
-                println!("{}  {:<22} {}", p.plan_id, state_word(p.state), counts(&p));
+            for p in &reply.plans {
+                println!("{}  {:<22} {}", p.plan_id, state_word(p.state), counts(p));
+            }
+            if !reply.next_page_token.is_empty() {
+                eprintln!("more plans: --page-token {}", reply.next_page_token);
             }
             Ok(0)
         }

@@ -74,8 +74,9 @@ async fn tern_up_runs_the_stack_writes_its_endpoints_and_stops_cleanly_on_sigter
     let (code, text) = tern(&["plan", "submit", "--vm", "vm-00003", "--recovery-point", "yesterday"]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("yesterday"), "{text}");
-    let (code, text) = tern(&["plan", "submit", "--all-ready"]);
-    assert_eq!(code, Some(4), "refused by preflight: it blocks two VMs and the plan needs consent: {text}");
+    let (code, text) = tern(&["plan", "submit", "--vm", "vm-00010", "--vm", "vm-00005"]);
+    assert_eq!(code, Some(4), "refused by preflight: it blocks vm-00010 and the plan needs consent: {text}");
+    assert!(text.contains("vm-00010") && text.contains("proceed_with_ready"), "{text}");
     // A plan where some VMs do not make it: exit 1, and the summary names them.
     let (code, text) =
         tern(&["plan", "submit", "--vm", "vm-00010", "--vm", "vm-00004", "--proceed-with-ready", "--watch"]);

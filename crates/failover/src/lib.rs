@@ -154,9 +154,14 @@ async fn failover(run: &mut CommandRun, item: &ProtectedItem, f: &FailoverComman
         .and_then(|j| j.properties.start_time.as_deref())
         .and_then(tern_asr::model::parse_time)
         .map(|t| prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 });
+    // The VM now running in the region failed over to, from the item already read (before
+    // the failover; the item names it then as after: excerpt entries 144–145). No read is added
+    // for it: ASR reports its address only when the target address is static.
+    let resource = item.recovery_vm().as_ref().map(tern_worker::events::vm_resource);
     run.events
         .emit(Phase::Failover, Outcome::Succeeded, |e| {
             e.asr_job_id = job.clone().unwrap_or_default();
+            e.resource = resource;
             e.recovery_point = Some(used);
             e.asr_started_at = asr_started_at;
             e.source_shutdown = shutdown as i32;
@@ -220,9 +225,12 @@ async fn commit_item(run: &mut CommandRun, item: &ProtectedItem) -> Result<(), F
     if let Some(j) = &job {
         run.wait_state(Phase::Commit, j).await?;
     }
+    // As for failover: the VM the commit keeps, from the item already read.
+    let resource = item.recovery_vm().as_ref().map(tern_worker::events::vm_resource);
     run.events
         .emit(Phase::Commit, Outcome::Succeeded, |e| {
             e.asr_job_id = job.unwrap_or_default();
+            e.resource = resource;
             if already {
                 e.reason = "already committed; nothing sent".into();
             }

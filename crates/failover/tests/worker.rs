@@ -437,3 +437,62 @@ async fn a_forged_command_changes_nothing_in_azure_and_is_dead_lettered_with_the
     assert!(touched.is_empty(), "Azure heard of neither VM: {touched:#?}");
     assert!(stack.accepted_ops().await.is_empty());
 }
+
+/// Failover and commit name the VM now running in the region failed over to, from the item the
+/// worker already read: its ARM id, region, resource group, subscription, and its address where
+/// the item reports one (a static target address; a dynamic one, as Azure, reports none).
+#[tokio::test]
+async fn failover_and_commit_events_name_the_vm_now_running() {
+    let mut config = sim(2);
+    config.estate.static_recovery_ip_every = 2; // vm-00002: static target address; vm-00001: dynamic
+    let mut stack = Stack::start(config).await;
+    stack.spawn(BIN, &[]);
+    stack.dispatch(&failover("p9", "vm-00001")).await;
+    stack.dispatch(&failover("p9", "vm-00002")).await;
+    let commits = |ev: &[tern_proto::Event]| {
+        ev.iter().filter(|e| kind(e) == Some((Phase::Commit, Outcome::Succeeded))).count() == 2
+    };
+    let events = stack.wait_events("p9", "both commits to finish", commits).await;
+    let info = stack.sim.info().clone();
+    let client = stack.asr_client();
+    for (vm, ips) in [("vm-00001", vec![]), ("vm-00002", vec!["10.0.0.5".to_owned()])] {
+        let of = |phase: Phase| {
+            events
+                .iter()
+                .filter(|e| kind(e) == Some((phase, Outcome::Succeeded)))
+                .map(vm_event)
+                .find(|v| v.vm.as_ref().is_some_and(|r| r.name == vm))
+                .unwrap_or_else(|| panic!("no {phase:?} success for {vm}: {events:#?}"))
+                .clone()
+        };
+        let (failed_over, committed) = (of(Phase::Failover), of(Phase::Commit));
+        let resource = failed_over.resource.clone().unwrap_or_else(|| panic!("{vm}: no resource"));
+        assert_eq!(
+            resource.arm_id,
+            format!(
+                "/subscriptions/{}/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/{vm}",
+                info.subscription_id
+            )
+        );
+        assert_eq!(resource.region, "eastus");
+        assert_eq!(resource.resource_group, "rg-app");
+        assert_eq!(resource.subscription_id, info.subscription_id);
+        assert_eq!(resource.private_ips, ips, "{vm}");
+        assert!(failed_over.deleted_resources.is_empty());
+        assert_eq!(committed.resource.as_ref(), Some(&resource), "commit names the same VM");
+        // What the event names is what runs there: the VM exists in that region with that
+        // address (read by the test, not the worker).
+        let running = client.get_vm(&resource.arm_id).await.unwrap().expect("the VM the event names exists");
+        assert_eq!(running.location.as_deref(), Some("eastus"));
+        let nic = client.get_nic(&running.nic_ids()[0]).await.unwrap().expect("its NIC");
+        let address = nic.properties.ip_configurations[0].properties.private_ip_address.clone().unwrap();
+        assert!(ips.is_empty() || ips == [address], "{vm}: {ips:?}");
+    }
+    // Started events name no VM yet.
+    assert!(
+        events
+            .iter()
+            .filter(|e| kind(e).is_some_and(|(_, o)| o == Outcome::Started))
+            .all(|e| vm_event(e).resource.is_none())
+    );
+}

@@ -510,7 +510,12 @@ fn settle_inner(plan: &mut Plan, skipped_any: &mut bool) -> Option<PlanEventKind
     if state == PlanState::Paused && !plan.vms.iter().all(terminal) {
         return None;
     }
-    let errors = plan.vms.iter().any(|v| matches!(vm_state(v), VmState::Failed | VmState::Skipped));
+    // A VM left out with consent (blocked in preflight) is not an error of the plan.
+    let errors = plan.vms.iter().any(|v| match vm_state(v) {
+        VmState::Failed => true,
+        VmState::Skipped => !v.left_out,
+        _ => false,
+    });
     let (next, kind) = if state == PlanState::Cancelling {
         (PlanState::Cancelled, PlanEventKind::Cancelled)
     } else if errors {
@@ -600,6 +605,28 @@ mod tests {
         let mut one = vec![vm("a", "a2"), vm("a", "a1")];
         interleave_subscriptions(&mut one);
         assert_eq!(one[0].vm.as_ref().unwrap().name, "a2", "one subscription keeps the plan's order");
+    }
+
+    #[test]
+    fn a_plan_whose_only_other_vms_were_left_out_with_consent_completed() {
+        let run_through = |p: &mut Plan| {
+            for phase in [Phase::Failover, Phase::Commit, Phase::Reprotect, Phase::Cleanup] {
+                if phase != Phase::Commit {
+                    assert_eq!(dispatch(p), [(0, phase)], "the left-out VM is never dispatched");
+                }
+                assert!(apply_event(p, &ev(0, phase, Outcome::Succeeded)));
+            }
+        };
+        let mut p = plan(&[0, 0]);
+        p.vms[1].set_state(VmState::Skipped);
+        p.vms[1].left_out = true;
+        run_through(&mut p);
+        assert_eq!(settle(&mut p), Some(PlanEventKind::Completed), "blocked in preflight, left out with consent");
+
+        let mut p = plan(&[0, 0]);
+        p.vms[1].set_state(VmState::Skipped);
+        run_through(&mut p);
+        assert_eq!(settle(&mut p), Some(PlanEventKind::CompletedWithErrors), "skipped for any other reason");
     }
 
     #[test]

@@ -160,10 +160,15 @@ impl PhaseHandler for ReprotectPhase {
             run.wait_initial_replication(Phase::Reprotect, &rehomed, since).await?;
             run.fence.step_done(SYNC).await?;
         }
+        // The VM now protected: the re-homed item's primary side (switch protection flips the
+        // roles), read above. Its `fabricObjectId` is lowercase as ASR writes it; the VM GET the
+        // reprotect request is built from stays inside the client and is not read again here.
+        let resource = rehomed.primary_vm().as_ref().map(tern_worker::events::vm_resource);
         run.events
             .emit(Phase::Reprotect, Outcome::Succeeded, |e| {
                 e.asr_job_id = job;
                 e.new_protected_item_id = rehomed.id.clone();
+                e.resource = resource;
                 e.reason = if reason.is_empty() {
                     "reprotected; initial replication completed".into()
                 } else {

@@ -78,8 +78,29 @@ async fn a_committed_vm_is_reprotected_and_re_resolved_under_its_new_id() {
         "re-homed to the primary region: {}",
         done.new_protected_item_id
     );
-    assert_eq!(done.vm.unwrap().protected_item_id, done.new_protected_item_id, "events name the item by its new id");
+    assert_eq!(
+        done.vm.as_ref().unwrap().protected_item_id,
+        done.new_protected_item_id,
+        "events name the item by its new id"
+    );
     assert_eq!(switch_posts(&stack.accepted_ops().await), 1);
+    // The event names the VM now protected (the source of the new replication, in eastus) as
+    // the re-homed item does: ASR's lowercase id, its region and the address it reports.
+    let sub = stack.sim.info().subscription_id.clone();
+    let resource = done.resource.clone().expect("the VM now protected");
+    assert_eq!(
+        resource.arm_id,
+        format!("/subscriptions/{sub}/resourcegroups/rg-app/providers/microsoft.compute/virtualmachines/vm-00001")
+    );
+    assert_eq!(
+        (resource.region.as_str(), resource.resource_group.as_str(), resource.subscription_id.as_str()),
+        ("eastus", "rg-app", sub.as_str())
+    );
+    assert_eq!(resource.private_ips, ["10.0.0.4"], "the seeded address of vm-00001 in eastus");
+    let c = client(&stack);
+    let vm = c.get_vm(&resource.arm_id).await.unwrap().expect("the VM exists");
+    let nic = c.get_nic(&vm.nic_ids()[0]).await.unwrap().expect("its NIC");
+    assert_eq!(nic.properties.ip_configurations[0].properties.private_ip_address.as_deref(), Some("10.0.0.4"));
 }
 
 #[tokio::test]

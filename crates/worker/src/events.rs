@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use prost_types::Timestamp;
+use tern_asr::model::VmPlacement;
 use tern_bus::{Bus, BusError, ids};
-use tern_proto::{AsrError as AsrErrorProto, Command, Event, Outcome, Phase, VmEvent, VmRef, event};
+use tern_proto::{AsrError as AsrErrorProto, Command, Event, Outcome, Phase, VmEvent, VmRef, VmResource, event};
 
 /// Publishes the events of one command.
 #[derive(Debug)]
@@ -152,5 +153,42 @@ pub fn tern_error(code: &str, message: impl Into<String>, recommended_action: &s
         recommended_action: recommended_action.into(),
         retryable: false,
         http_status: 0,
+    }
+}
+
+/// An event's `resource`: the VM `placement` names, with its subscription and resource group
+/// as its ARM id spells them (ASR writes some ids in lowercase).
+pub fn vm_resource(placement: &VmPlacement) -> VmResource {
+    let segment = |key: &str| {
+        let mut parts = placement.arm_id.split('/');
+        parts.by_ref().find(|p| p.eq_ignore_ascii_case(key));
+        parts.next().unwrap_or_default().to_owned()
+    };
+    VmResource {
+        arm_id: placement.arm_id.clone(),
+        region: placement.region.clone(),
+        resource_group: segment("resourceGroups"),
+        subscription_id: segment("subscriptions"),
+        private_ips: placement.private_ips.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_names_subscription_and_group_as_the_id_spells_them() {
+        let placement = VmPlacement {
+            arm_id: "/subscriptions/7c943c1b/resourcegroups/vijami-alertrg/providers/microsoft.compute/virtualmachines/reprotectvm"
+                .into(),
+            region: "uksouth".into(),
+            private_ips: vec!["10.4.0.6".into()],
+        };
+        let r = vm_resource(&placement);
+        assert_eq!((r.subscription_id.as_str(), r.resource_group.as_str()), ("7c943c1b", "vijami-alertrg"));
+        assert_eq!((r.region.as_str(), r.private_ips.as_slice()), ("uksouth", &["10.4.0.6".to_owned()][..]));
+        let odd = vm_resource(&VmPlacement { arm_id: "not-an-id".into(), ..Default::default() });
+        assert_eq!((odd.subscription_id.as_str(), odd.resource_group.as_str()), ("", ""));
     }
 }

@@ -15,6 +15,9 @@ use tern_bus::{Bucket, Bus, Delivery, HandlerError, LoopOptions, TypedKv, WorkQu
 use tern_proto::{Command, Outcome, Phase, PhaseProgress, VmLock};
 use tern_service::{Endpoints, serve};
 
+/// Prefix of a resource delete's fence step: `delete <ARM id>`.
+const DELETE_STEP: &str = "delete ";
+
 /// Fewest seconds between two reads of a syncing item's progress.
 const SYNC_PROBE_MIN_SECS: f64 = 30.0;
 use tokio_util::sync::CancellationToken;
@@ -298,7 +301,7 @@ impl CommandRun {
     /// (deleting a VM takes minutes). A resource already gone counts as deleted, so a delete
     /// whose answer was lost is simply sent again.
     pub async fn delete(&mut self, phase: Phase, id: &str) -> Result<(), Failure> {
-        let step = format!("delete {id}");
+        let step = format!("{DELETE_STEP}{id}");
         if self.fence.is_done(&step) {
             return Ok(());
         }
@@ -310,6 +313,25 @@ impl CommandRun {
         }
         self.fence.step_done(&step).await?;
         Ok(())
+    }
+
+    /// A resource found gone whose DELETE an earlier delivery of this command may have sent (its
+    /// step is marked sent, not done: that delivery stopped while Azure deleted it) is counted
+    /// as deleted by this command, without sending again. Nothing happens when no delete of it
+    /// was sent: something else removed it.
+    pub async fn deleted_before(&mut self, id: &str) -> Result<(), Failure> {
+        let step = format!("{DELETE_STEP}{id}");
+        if self.fence.is_done(&step) || self.fence.sent(&step, self.sends(&step)).is_none() {
+            return Ok(());
+        }
+        self.fence.step_done(&step).await?;
+        Ok(())
+    }
+
+    /// The resources [`CommandRun::delete`] removed for this command, by every delivery of it,
+    /// in the order deleted: read from the fence record, whose steps outlive a redelivery.
+    pub fn deleted_resources(&self) -> Vec<String> {
+        self.fence.record().done_steps.iter().filter_map(|s| s.strip_prefix(DELETE_STEP)).map(str::to_owned).collect()
     }
 
     fn ticket(&self, step: &str) -> Ticket<'_> {

@@ -78,6 +78,7 @@ impl Estate {
                 item.failover_point = Some(point.0.clone());
                 item.points_until = Some(at);
                 let (src, dst, vm, managed) = (item.primary, item.recovery(), item.vm_name.clone(), item.managed);
+                let ip = item.private_ips[dst].clone();
                 let disks = vm_disks(&item.disks, |d| d.name.clone());
                 if *shutdown_requested && !*shutdown_failed {
                     let id = self.scope.vm_id(&self.regions[src].app_rg, &vm).to_ascii_lowercase();
@@ -85,7 +86,7 @@ impl Estate {
                         v.power = "deallocated";
                     }
                 }
-                self.create_vm(dst, &vm, managed, disks, None);
+                self.create_vm(dst, &vm, managed, disks, None, ip);
             }
             (Effect::Commit, Some(key), true) if !failed => {
                 let item = self.items.get_mut(&key).expect("exists");
@@ -156,9 +157,11 @@ impl Estate {
                 item.last_test_failover = Some(at);
                 item.test_network = network.clone();
                 let (dst, vm, managed) = (item.recovery(), format!("{}-test", item.vm_name), item.managed);
+                // The test network is isolated: the test VM takes the address it would have.
+                let ip = item.private_ips[dst].clone();
                 let boots = !self.cfg.faults.test_vm_fails_to_boot(&item.vm_name);
                 let disks = vm_disks(&item.disks, |d| format!("{}-ASRtest", d.name));
-                let id = self.create_vm(dst, &vm, managed, disks, network.clone());
+                let id = self.create_vm(dst, &vm, managed, disks, network.clone(), ip);
                 if let (false, Some(v)) = (boots, self.vms.get_mut(&id)) {
                     v.power = "stopped";
                 }

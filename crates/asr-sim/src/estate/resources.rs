@@ -55,6 +55,8 @@ pub struct Nic {
     pub deleting: bool,
     /// The public IP of its first IP configuration (lowercase id).
     pub public_ip: Option<String>,
+    /// The private address of its first IP configuration.
+    pub private_ip: String,
 }
 
 /// A managed disk (`Microsoft.Compute/disks`).
@@ -106,8 +108,8 @@ pub struct StorageAccount {
 }
 
 impl Estate {
-    /// Creates a running VM with one NIC and, when managed, its disks as resources in its
-    /// resource group (attached to it); the lowercase VM id.
+    /// Creates a running VM with one NIC (private address `private_ip`) and, when managed, its
+    /// disks as resources in its resource group (attached to it); the lowercase VM id.
     pub(super) fn create_vm(
         &mut self,
         region: usize,
@@ -115,6 +117,7 @@ impl Estate {
         managed: bool,
         disks: Vec<NewDisk>,
         network: Option<String>,
+        private_ip: String,
     ) -> String {
         let rg = self.regions[region].app_rg.clone();
         let id = self.scope.vm_id(&rg, name).to_ascii_lowercase();
@@ -160,8 +163,10 @@ impl Estate {
             },
         );
         // The failover-created VM's NIC gets no public IP (none is configured for recovery).
-        self.nics
-            .insert(nic_id, Nic { name: nic_name, rg, region, vm: Some(id.clone()), deleting: false, public_ip: None });
+        self.nics.insert(
+            nic_id,
+            Nic { name: nic_name, rg, region, vm: Some(id.clone()), deleting: false, public_ip: None, private_ip },
+        );
         id
     }
 
@@ -388,7 +393,7 @@ impl Estate {
         let id = self.scope.nic_id(&nic.rg, &nic.name);
         let vm =
             nic.vm.as_ref().and_then(|id| self.vms.get(id)).map(|vm| json!({"id": self.scope.vm_id(&vm.rg, &vm.name)}));
-        let mut ip_props = json!({"privateIPAllocationMethod": "Dynamic"});
+        let mut ip_props = json!({"privateIPAllocationMethod": "Dynamic", "privateIPAddress": nic.private_ip});
         if let Some(pip) = nic.public_ip.as_ref().and_then(|p| self.public_ips.get(p)) {
             ip_props["publicIPAddress"] = json!({"id": self.public_ip_id(&pip.rg, &pip.name)});
         }

@@ -62,6 +62,8 @@ impl Estate {
                 test_network: None,
                 group_id: self.guids.fresh(),
                 plans: vec![],
+                private_ips: [private_ip(0, n), private_ip(1, n)],
+                static_recovery_ip: every(spec.static_recovery_ip_every),
             };
             if !item.managed {
                 // The accounts the unmanaged disks' VHDs live in (both regions).
@@ -72,13 +74,15 @@ impl Estate {
             }
             let key = vm_name.to_ascii_lowercase();
             let vm_disks = vm_disks(&item.disks, |d| d.name.clone());
-            let vm_id = self.create_vm(primary, &vm_name, item.managed, vm_disks.clone(), None);
+            let ip = item.private_ips[primary].clone();
+            let vm_id = self.create_vm(primary, &vm_name, item.managed, vm_disks.clone(), None, ip);
             if every(spec.public_ip_every) {
                 self.attach_public_ip(&vm_id, primary, &format!("{vm_name}-pip"));
             }
             if !self.cfg.reprotect_removes_source_vm && primary != initial_primary {
                 // The VM left behind by the first failover, stopped, with its disks.
-                let id = self.create_vm(initial_primary, &vm_name, item.managed, vm_disks, None);
+                let ip = item.private_ips[initial_primary].clone();
+                let id = self.create_vm(initial_primary, &vm_name, item.managed, vm_disks, None, ip);
                 if let Some(vm) = self.vms.get_mut(&id) {
                     vm.power = "deallocated";
                 }
@@ -154,4 +158,14 @@ impl Estate {
         let lifecycle = item.lifecycle_id.clone();
         self.schedule(until, Step::IrEnd(lifecycle));
     }
+}
+
+/// The private address of the `n`th seeded VM's NIC in `region`: one /16 per region
+/// (10.0.0.0/16 and 10.1.0.0/16 for the first 62,500 VMs), hosts from .4 as Azure reserves the
+/// first four addresses of a subnet; unique per vault, as each vault's VMs have their own
+/// networks.
+pub(crate) fn private_ip(region: usize, n: usize) -> String {
+    let k = n.saturating_sub(1);
+    let block = k / 250;
+    format!("10.{}.{}.{}", region + 2 * (block / 256), block % 256, k % 250 + 4)
 }

@@ -153,6 +153,80 @@ pub struct A2AReplicationDetails {
     /// Protected unmanaged disks (`null` reads as empty).
     #[serde(deserialize_with = "null_default")]
     pub protected_disks: Vec<A2AUnmanagedDisk>,
+    /// The VM's NICs as replicated (`null` reads as empty).
+    #[serde(deserialize_with = "null_default")]
+    pub vm_nics: Vec<A2AVmNic>,
+}
+
+/// One entry of A2A `vmNics`: a NIC of the replicated VM and its IP configurations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct A2AVmNic {
+    /// ARM id of the NIC on the primary side.
+    pub source_nic_arm_id: Option<String>,
+    /// IP configurations (`null` reads as empty).
+    #[serde(deserialize_with = "null_default")]
+    pub ip_configs: Vec<A2AIpConfig>,
+}
+
+/// One entry of A2A `vmNics[].ipConfigs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct A2AIpConfig {
+    /// IP configuration name.
+    pub name: Option<String>,
+    /// Whether it is the NIC's primary IP configuration.
+    pub is_primary: Option<bool>,
+    /// The primary side's private address (JSON `staticIPAddress`: reported even when it is
+    /// allocated dynamically).
+    #[serde(rename = "staticIPAddress")]
+    pub static_ip_address: Option<String>,
+    /// `Dynamic` or `Static` (JSON `ipAddressType`).
+    #[serde(rename = "ipAddressType")]
+    pub ip_address_type: Option<String>,
+    /// The address the VM gets in the recovery region; `""` unless configured static (JSON
+    /// `recoveryStaticIPAddress`).
+    #[serde(rename = "recoveryStaticIPAddress")]
+    pub recovery_static_ip_address: Option<String>,
+    /// `Dynamic` or `Static` (JSON `recoveryIPAddressType`).
+    #[serde(rename = "recoveryIPAddressType")]
+    pub recovery_ip_address_type: Option<String>,
+}
+
+/// Where a VM of a protected item runs, as the item names it: what an event consumer needs to
+/// address it without asking Azure again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmPlacement {
+    /// ARM id of the VM (ASR spells some ids in lowercase: compare case-insensitively).
+    pub arm_id: String,
+    /// Azure region (`eastus`), when the item names it.
+    pub region: String,
+    /// Private IP addresses the item reports for that side, the first NIC's primary
+    /// configuration first; empty when ASR reports none.
+    pub private_ips: Vec<String>,
+}
+
+impl A2AReplicationDetails {
+    /// The non-empty addresses `field` gives, NIC by NIC, each NIC's primary configuration
+    /// first; each address once.
+    fn addresses(&self, field: impl Fn(&A2AIpConfig) -> &Option<String>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for nic in &self.vm_nics {
+            let primary_first = nic
+                .ip_configs
+                .iter()
+                .filter(|c| c.is_primary == Some(true))
+                .chain(nic.ip_configs.iter().filter(|c| c.is_primary != Some(true)));
+            for config in primary_first {
+                if let Some(ip) = non_empty(field(config))
+                    && !out.iter().any(|o| o == ip)
+                {
+                    out.push(ip.to_owned());
+                }
+            }
+        }
+        out
+    }
 }
 
 /// One entry of A2A `protectedManagedDisks`.
@@ -341,6 +415,45 @@ impl ProtectedItem {
     /// still replicating; `None` when every disk is Protected (or none reports a figure).
     pub fn sync_percent(&self) -> Option<i64> {
         self.disks_not_protected().iter().filter_map(|d| d.percent).min()
+    }
+
+    /// The VM the item replicates from (the source of the replication), with its region and
+    /// addresses: `fabricObjectId`, `primaryFabricLocation` and each IP configuration's
+    /// `staticIPAddress`, which ASR fills for the primary side even when the address is dynamic
+    /// (A2AReprotectTest.json entry 13: `10.4.0.6` with `ipAddressType: Dynamic`;
+    /// A2AFailoverCommit-excerpt.json entries 144–145). Once failed over, that is the VM the
+    /// failover left behind; after a reprotect (roles flipped), the VM that now runs.
+    pub fn primary_vm(&self) -> Option<VmPlacement> {
+        let d = self.properties.provider_specific_details.as_ref()?;
+        Some(VmPlacement {
+            arm_id: non_empty(&d.fabric_object_id)?.to_owned(),
+            region: non_empty(&d.primary_fabric_location).unwrap_or_default().to_owned(),
+            private_ips: d.addresses(|c| &c.static_ip_address),
+        })
+    }
+
+    /// The VM a failover of the item runs in the recovery region, with its region and
+    /// addresses. The id is `recoveryAzureResourceGroupId` + `recoveryAzureVMName`, which the
+    /// item carries before the failover as after it (excerpt entries 144–145; reprotect entry
+    /// 13), with the casing the resources were named with; else `recoveryFabricObjectId`
+    /// (lowercase, set only once failed over: null at entry 144, the VM at 145). The addresses
+    /// are `recoveryStaticIPAddress`, which ASR reports only when the target address is static:
+    /// both recordings have a dynamic target and `""` there, also after the failover (entry
+    /// 145), so most items report none — Compute's VM answer carries NIC ids, not addresses,
+    /// and reading each NIC would cost a read per VM.
+    pub fn recovery_vm(&self) -> Option<VmPlacement> {
+        let d = self.properties.provider_specific_details.as_ref()?;
+        let composed = match (non_empty(&d.recovery_azure_resource_group_id), non_empty(&d.recovery_azure_vm_name)) {
+            (Some(rg), Some(name)) => {
+                Some(format!("{}/providers/Microsoft.Compute/virtualMachines/{name}", rg.trim_end_matches('/')))
+            }
+            _ => None,
+        };
+        Some(VmPlacement {
+            arm_id: composed.or_else(|| non_empty(&d.recovery_fabric_object_id).map(str::to_owned))?,
+            region: non_empty(&d.recovery_fabric_location).unwrap_or_default().to_owned(),
+            private_ips: d.addresses(|c| &c.recovery_static_ip_address),
+        })
     }
 
     /// The region the VM runs in now: the recovery region while failed over, else the primary.

@@ -42,8 +42,8 @@ pub use compute::{
     VirtualMachineProperties, VmDisk,
 };
 pub use item::{
-    A2AManagedDisk, A2AReplicationDetails, A2AUnmanagedDisk, CurrentScenario, DiskSync, HealthError, ProtectedItem,
-    ProtectedItemProperties,
+    A2AIpConfig, A2AManagedDisk, A2AReplicationDetails, A2AUnmanagedDisk, A2AVmNic, CurrentScenario, DiskSync,
+    HealthError, ProtectedItem, ProtectedItemProperties, VmPlacement,
 };
 pub use job::{
     FailoverItemDetails, Job, JobDetails, JobError, JobProperties, JobState, JobTask, ProviderError, ServiceError,

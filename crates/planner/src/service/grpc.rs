@@ -54,17 +54,52 @@ impl Planner for PlannerService {
 
     async fn list_plans(&self, request: Request<ListPlansRequest>) -> Result<Response<ListPlansResponse>, Status> {
         let req = request.into_inner();
-        let mut plans = Vec::new();
-        for p in self.all_plans().await? {
-            if req.states.is_empty() || req.states.contains(&p.state) {
-                plans.push(p);
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token => Some(PageKey::parse(token).ok_or_else(|| {
+                Status::invalid_argument(format!("page_token: {token:?} is not a token this planner gave"))
+            })?),
+        };
+        let at_or_after = |t: Option<prost_types::Timestamp>| {
+            req.created_after.is_none_or(|a| t.is_some_and(|t| (t.seconds, t.nanos) >= (a.seconds, a.nanos)))
+        };
+        let vm = req.vm_name.to_ascii_lowercase();
+        let mut plans: Vec<Plan> = self
+            .all_plans()
+            .await?
+            .into_iter()
+            .filter(|p| req.states.is_empty() || req.states.contains(&p.state))
+            .filter(|p| at_or_after(p.created_at))
+            .filter(|p| {
+                let labels = p.spec.as_ref().map(|s| &s.labels);
+                req.labels.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
+            .filter(|p| after.as_ref().is_none_or(|a| PageKey::of(p) > *a))
+            .collect();
+        if !vm.is_empty() {
+            // Listed plans are headers, without their VMs: read those of the plans left.
+            let mut with_vm = Vec::new();
+            for p in plans {
+                let snapshot = self.inner.store.load(&p.plan_id).await.map_err(kv_status)?;
+                let vms = snapshot.as_ref().map(|s| s.plan.vms.as_slice()).unwrap_or_default();
+                if vms.iter().any(|v| v.vm.as_ref().is_some_and(|r| r.name.eq_ignore_ascii_case(&vm))) {
+                    with_vm.push(p);
+                }
             }
+            plans = with_vm;
         }
-        plans.sort_by_key(|p| std::cmp::Reverse(p.created_at.map(|t| (t.seconds, t.nanos))));
-        if req.page_size > 0 {
-            plans.truncate(req.page_size as usize);
-        }
-        Ok(Response::new(ListPlansResponse { plans, next_page_token: String::new() }))
+        plans.sort_by_cached_key(PageKey::of);
+        let size = match req.page_size {
+            0 => MAX_PAGE,
+            n => (n as usize).min(MAX_PAGE),
+        };
+        let next_page_token = if plans.len() > size {
+            plans.truncate(size);
+            plans.last().map(|p| PageKey::of(p).token()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListPlansResponse { plans, next_page_token }))
     }
 
     type WatchPlanStream = WatchStream;
@@ -223,4 +258,56 @@ pub async fn serve_grpc_tls(
         }
     });
     Ok((addr, task))
+}
+
+/// The most plans one `ListPlans` page holds (and the page size when none is asked for).
+const MAX_PAGE: usize = 1000;
+
+/// Where a plan sits in `ListPlans`' order, newest first, then by id: a page token names the
+/// last plan of its page, so pages neither repeat nor skip a plan while plans are added.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct PageKey {
+    newest_first: std::cmp::Reverse<(i64, i32)>,
+    plan_id: String,
+}
+
+impl PageKey {
+    fn of(plan: &Plan) -> Self {
+        let created = plan.created_at.map(|t| (t.seconds, t.nanos)).unwrap_or_default();
+        Self { newest_first: std::cmp::Reverse(created), plan_id: plan.plan_id.clone() }
+    }
+
+    fn token(&self) -> String {
+        let (seconds, nanos) = self.newest_first.0;
+        format!("{seconds}.{nanos}.{}", self.plan_id)
+    }
+
+    fn parse(token: &str) -> Option<Self> {
+        let mut parts = token.splitn(3, '.');
+        let seconds = parts.next()?.parse().ok()?;
+        let nanos = parts.next()?.parse().ok()?;
+        let plan_id = parts.next().filter(|id| !id.is_empty())?.to_owned();
+        Some(Self { newest_first: std::cmp::Reverse((seconds, nanos)), plan_id })
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    #[test]
+    fn a_page_token_names_the_last_plan_of_its_page_and_reads_back() {
+        let plan = |id: &str, seconds| Plan {
+            plan_id: id.into(),
+            created_at: Some(prost_types::Timestamp { seconds, nanos: 5 }),
+            ..Default::default()
+        };
+        let (old, new) = (PageKey::of(&plan("p-a", 100)), PageKey::of(&plan("p-b", 200)));
+        assert!(new < old, "newest first");
+        assert_eq!(PageKey::parse(&old.token()), Some(old.clone()));
+        assert!(PageKey::of(&plan("p-a", 200)) < new, "same time: by id");
+        for bad in ["", "x", "1.2", "1.2.", "a.2.p"] {
+            assert_eq!(PageKey::parse(bad), None, "{bad:?}");
+        }
+    }
 }

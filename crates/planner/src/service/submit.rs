@@ -347,7 +347,9 @@ impl PlannerService {
                 format!("{} ({why})", p.vm.as_ref().map(|v| v.name.as_str()).unwrap_or(""))
             })
             .collect();
-        if !blocked.is_empty() && !spec.proceed_with_ready && valid.mode != PlanMode::PreflightOnly {
+        // "All ready" never selects a VM that is not ready: the blocked ones are left out.
+        let proceed_with_ready = spec.proceed_with_ready || matches!(valid.selected, Selected::AllReady);
+        if !blocked.is_empty() && !proceed_with_ready && valid.mode != PlanMode::PreflightOnly {
             return Err(Status::failed_precondition(format!(
                 "preflight blocked {} of {} VMs: {}; fix them, or set proceed_with_ready to run the ready ones",
                 blocked.len(),
@@ -399,6 +401,7 @@ impl PlannerService {
                 reason,
                 critical: !optional.contains(&item.friendly_name().to_ascii_lowercase()),
                 recovery_point: pre.recovery_point.clone(),
+                left_out: blocked && !preflight_only,
                 ..Default::default()
             });
         }
