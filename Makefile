@@ -17,7 +17,7 @@ export TERN_NATS_SERVER ?= $(abspath $(NATS_SERVER))
 
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup browser test conformance lint fmt build demo bench bench-quick chaos clean-tools sim deploy-check image
+.PHONY: help setup browser test conformance lint fmt cli-docs build demo bench bench-quick chaos clean-tools sim deploy-check image
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ conformance: setup ## Azure's official Python SDK, unchanged, against tern-asr-s
 
 fmt: ## format the code
 	cargo fmt --all
+
+cli-docs: ## write docs/cli.md, every tern command's --help (a tern-cli test checks it)
+	TERN_BLESS=1 cargo test -p tern-cli --bin tern docs_cli_md
 
 build: ## debug build of every crate
 	cargo build --workspace --locked

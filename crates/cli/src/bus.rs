@@ -46,10 +46,15 @@ pub async fn run(command: BusCommand) -> anyhow::Result<u8> {
         BusCommand::Credentials { out } => {
             let conf = tern_bus::auth::generate(&out)
                 .with_context(|| format!("writing NATS credentials to {}", out.display()))?;
+            let mut files = crate::output::Columns::new(Vec::<String>::new());
             for identity in Identity::ALL {
-                println!("{:<14} {}", identity.name(), tern_bus::auth::credentials_file(&out, identity).display());
+                files.row([
+                    identity.name().to_owned(),
+                    tern_bus::auth::credentials_file(&out, identity).display().to_string(),
+                ]);
             }
-            println!("{:<14} {}", "server config", conf.display());
+            files.row(["server config".to_owned(), conf.display().to_string()]);
+            print!("{files}");
             Ok(0)
         }
         BusCommand::Ensure { nats_url, nats_credentials, nats_ca_file, replicas } => {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tern_bus::{Bus, DeadLetter, DeadLetterContent};
 use tern_proto::{Phase, RetryVmRequest, event};
 
-use crate::output::{Format, Paint, print_document, proto_json};
+use crate::output::{self, Format, Paint, print_document, proto_json};
 use crate::plan::{Stack, Target, state_word, status};
 
 #[derive(clap::Subcommand, Debug)]
@@ -293,29 +293,24 @@ fn print_table(letters: &[DeadLetter]) {
         return;
     }
     let paint = Paint::stdout();
-    println!(
-        "{}",
-        paint.bold(&format!(
-            "{:>6}  {:<19}  {:<9}  {:<11}  {:<14}  {:<16}  {:<9}  {:>5}  REASON",
-            "SEQ", "TIME (UTC)", "QUEUE", "KIND", "PLAN", "VM", "PHASE", "TRIES"
-        ))
-    );
+    let mut table =
+        output::table(&["SEQ", "TIME (UTC)", "QUEUE", "KIND", "PLAN", "VM", "PHASE", "TRIES", "REASON"]).right(&[0, 7]);
     for d in letters {
         let s = Summary::of(d);
-        let kind = format!("{:<11}", s.kind);
-        let kind = if s.kind == "command" { kind } else { paint.dim(&kind) };
-        println!(
-            "{:>6}  {:<19}  {:<9}  {kind}  {:<14}  {:<16}  {:<9}  {:>5}  {}",
-            d.sequence,
+        let kind = if s.kind == "command" { s.kind.to_owned() } else { paint.dim(s.kind) };
+        table.row([
+            d.sequence.to_string(),
             short_time(d.time),
-            d.queue(),
+            d.queue().to_string(),
+            kind,
             truncate(&s.plan, 14),
             truncate(&s.vm, 16),
-            s.phase,
-            d.deliveries,
-            truncate(&d.reason, 60)
-        );
+            s.phase.clone(),
+            d.deliveries.to_string(),
+            truncate(&d.reason, 60),
+        ]);
     }
+    print!("{table}");
     println!(
         "{} dead letter(s); `tern dlq show SEQ` for one in full, `-o json` for every reason in full",
         letters.len()

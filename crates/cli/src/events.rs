@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use tern_bus::{Bus, EventFilter, ReceivedEvent, StartAt};
 use tern_proto::{Outcome, Phase, PlanEventKind, event};
 
-use crate::output::{Format, Paint, parse_duration, proto_json};
+use crate::output::{self, Format, Paint, parse_duration, proto_json};
 use crate::plan::{Stack, Target};
 
 #[derive(clap::Args, Debug)]
@@ -24,7 +24,7 @@ pub struct EventsArgs {
     /// Keep reading new events until Ctrl-C.
     #[arg(long, short = 'f')]
     follow: bool,
-    /// Start this long ago (e.g. 10m, 2h) instead of at the beginning.
+    /// Start this long ago (e.g. 10m, 1h30m, 2d) instead of at the beginning.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "from_start")]
     since: Option<Duration>,
     /// Replay everything the stream retains (the default without --follow).
@@ -108,8 +108,8 @@ pub async fn run(target: &Target, args: EventsArgs) -> anyhow::Result<u8> {
         }
         match args.output {
             Format::Table => println!("{}", line(&received, paint)),
-            Format::Json => println!("{}", serde_json::to_string(&cloud_event(&received)?)?),
-            Format::Yaml => print!("---\n{}", serde_yaml_ng::to_string(&cloud_event(&received)?)?),
+            Format::Json => println!("{}", serde_json::to_string(&output::queried(&cloud_event(&received)?)?)?),
+            Format::Yaml => print!("---\n{}", serde_yaml_ng::to_string(&output::queried(&cloud_event(&received)?)?)?),
         }
     }
 }
@@ -138,7 +138,8 @@ pub fn cloud_event(r: &ReceivedEvent) -> anyhow::Result<serde_json::Value> {
     Ok(ce)
 }
 
-/// One line per event for people.
+/// One line per event for people. Fixed widths, not a table (`output::table`): an event is
+/// printed as it arrives, before the widths of the ones after it are known.
 fn line(r: &ReceivedEvent, paint: Paint) -> String {
     let e = &r.event;
     let time = short_time(e.time.as_ref());

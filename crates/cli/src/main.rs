@@ -21,7 +21,7 @@ mod up;
 mod vault;
 mod vms;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Tern: fleet-scale failback of Azure VMs protected by Azure Site Recovery.
 ///
@@ -31,6 +31,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "tern", version)]
 struct Cli {
+    /// A JMESPath expression applied to what `-o json` or `-o yaml` prints, as `az --query`
+    /// (e.g. `plan list -o json --query 'plans[].plan_id'`).
+    #[arg(long, global = true, value_name = "EXPR")]
+    query: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -111,8 +115,41 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let result = match cli.query.as_deref().map_or(Ok(()), |q| set_query(&matches, q)) {
+        Ok(()) => execute(cli.command).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            // What to do is in the message; what kind of failure it was, in the code (`exit`).
+            eprintln!("tern: {e:#}");
+            std::process::ExitCode::from(exit::code_of(&e))
+        }
+    }
+}
+
+/// `--query` for the command's JSON or YAML; refused where it prints a table, Markdown or HTML.
+fn set_query(matches: &clap::ArgMatches, expression: &str) -> anyhow::Result<()> {
+    // The innermost command that has `-o` says what it prints (its default, unless given).
+    let mut chain = vec![matches];
+    while let Some((_, sub)) = chain[chain.len() - 1].subcommand() {
+        chain.push(sub);
+    }
+    let output = chain.iter().rev().find_map(|m| {
+        m.try_get_raw("output").ok().flatten().and_then(|mut v| v.next()).map(|v| v.to_string_lossy().into_owned())
+    });
+    match output.as_deref() {
+        Some("json" | "yaml") => output::set_query(expression),
+        Some(other) => anyhow::bail!("--query filters JSON or YAML, not -o {other}: add -o json or -o yaml"),
+        None => anyhow::bail!("--query filters JSON or YAML output, and this command has no -o"),
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<u8> {
+    match command {
         Command::Up(args) => up::run(args).await,
         Command::Plan { target, output, command } => plan::run(&target, output, command).await,
         Command::Vms { target, args } => vms::run(&target, args).await,
@@ -124,13 +161,54 @@ async fn run() -> std::process::ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "tern", &mut std::io::stdout());
             Ok(0)
         }
-    };
-    match result {
-        Ok(code) => std::process::ExitCode::from(code),
-        Err(e) => {
-            // What to do is in the message; what kind of failure it was, in the code (`exit`).
-            eprintln!("tern: {e:#}");
-            std::process::ExitCode::from(exit::code_of(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLI_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md");
+
+    /// Every command's `--help`, as one Markdown page.
+    fn reference() -> String {
+        // The same text on every machine: no terminal width, no variable's value.
+        let mut tern = hide_env_values(Cli::command()).term_width(100);
+        tern.build();
+        let mut page = String::from(
+            "# `tern` command reference\n\nEvery command's `--help`. Generated from the CLI's definitions: \
+             `make cli-docs` writes it, and a test of `tern-cli` fails when it differs.\n",
+        );
+        section(&mut tern, &mut page);
+        page
+    }
+
+    fn hide_env_values(command: clap::Command) -> clap::Command {
+        command.mut_args(|a| a.hide_env_values(true)).mut_subcommands(hide_env_values)
+    }
+
+    fn section(command: &mut clap::Command, page: &mut String) {
+        let name = command.get_bin_name().unwrap_or(command.get_name()).to_owned();
+        // Without the trailing spaces clap puts on blank lines, which editors remove.
+        let help: Vec<String> =
+            command.render_long_help().to_string().lines().map(|l| l.trim_end().to_owned()).collect();
+        page.push_str(&format!("\n## `{name}`\n\n```text\n{}\n```\n", help.join("\n").trim_end()));
+        for sub in command.get_subcommands_mut().filter(|s| s.get_name() != "help") {
+            section(sub, page);
         }
+    }
+
+    #[test]
+    fn docs_cli_md_is_every_command_s_help() {
+        let page = reference();
+        if std::env::var_os("TERN_BLESS").is_some() {
+            std::fs::write(CLI_MD, &page).unwrap();
+        }
+        let committed = std::fs::read_to_string(CLI_MD).unwrap_or_default();
+        assert!(
+            committed == page,
+            "docs/cli.md is not the CLI's help: regenerate it with `make cli-docs` \
+             (TERN_BLESS=1 cargo test -p tern-cli --bin tern docs_cli_md)"
+        );
     }
 }

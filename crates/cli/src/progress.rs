@@ -1,18 +1,20 @@
 //! Live progress of a plan: a bar per phase with counts, an ETA, and failures listed as they
-//! happen. On a terminal the bars redraw in place; elsewhere (a pipe, CI) a line is printed
-//! when something changed, at most every few seconds, so logs stay short.
+//! happen. On a terminal the bars are indicatif's, redrawn in place, with the news printed above
+//! them; elsewhere (a pipe, CI) a line is printed when something changed, at most every few
+//! seconds, so logs stay short. What counts as done in a phase, and the ETA over every phase's
+//! steps, are Tern's own (`rows`, `eta`): indicatif only draws them.
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tern_proto::{Phase, Plan, PlanMode, VmState};
 
 use crate::output::{Paint, human_secs};
 use crate::plan::state_word;
 use crate::report::{group_by_reason, name_list};
 
-const WIDTH: usize = 30;
 const PIPE_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
@@ -20,13 +22,40 @@ pub struct Progress {
     paint: Paint,
     show: bool,
     tty: bool,
-    drawn: usize,
+    /// The bars, once the first update said which phases the plan runs (terminal only).
+    bars: Option<Bars>,
     reported: HashSet<String>,
     started: Instant,
     /// Phase-steps done when watching began (a watch may attach mid-plan).
     done_at_start: Option<usize>,
     last_line: String,
     last_print: Option<Instant>,
+}
+
+/// A headline and one bar per phase, drawn together.
+#[derive(Debug)]
+struct Bars {
+    multi: MultiProgress,
+    headline: ProgressBar,
+    phases: Vec<ProgressBar>,
+}
+
+impl Bars {
+    fn new(paint: Paint, rows: &[Row]) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let text = ProgressStyle::with_template("{msg}").expect("a valid template");
+        let headline = multi.add(ProgressBar::new(0).with_style(text));
+        // Colour only when `Paint` would (NO_COLOR, a terminal): the template says it or not.
+        let bar = if paint.is_on() { "{bar:30.green/dim}" } else { "{bar:30}" };
+        let style = ProgressStyle::with_template(&format!("  {{prefix:<10}} {bar} {{pos:>5}}/{{len:<5}}{{msg}}"))
+            .expect("a valid template")
+            .progress_chars("█░");
+        let phases = rows
+            .iter()
+            .map(|r| multi.add(ProgressBar::new(r.of as u64).with_style(style.clone()).with_prefix(r.phase.slug())))
+            .collect();
+        Self { multi, headline, phases }
+    }
 }
 
 /// One phase's numbers.
@@ -91,7 +120,7 @@ impl Progress {
             paint,
             show,
             tty: std::io::stdout().is_terminal(),
-            drawn: 0,
+            bars: None,
             reported: HashSet::new(),
             started: Instant::now(),
             done_at_start: None,
@@ -106,21 +135,27 @@ impl Progress {
         }
         let rows = rows(plan);
         let news = self.news(plan);
-        let mut out = std::io::stdout().lock();
         if self.tty {
-            // Clear the bars, print what happened above them, draw them again.
-            if self.drawn > 0 {
-                let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
+            let headline = self.headline(plan, &rows);
+            let paint = self.paint;
+            let bars = self.bars.get_or_insert_with(|| Bars::new(paint, &rows));
+            for line in news {
+                // Above the bars, which indicatif draws again below it.
+                let _ = bars.multi.println(line);
             }
-            for line in &news {
-                let _ = writeln!(out, "{line}");
+            bars.headline.set_message(headline);
+            for (bar, r) in bars.phases.iter().zip(&rows) {
+                bar.set_length(r.of as u64);
+                bar.set_position(r.done as u64);
+                bar.set_message(match (r.running, r.failed) {
+                    (0, 0) => String::new(),
+                    (n, 0) => format!("  {n} running"),
+                    (0, f) => format!("  {}", paint.red(&format!("{f} failed"))),
+                    (n, f) => format!("  {n} running, {}", paint.red(&format!("{f} failed"))),
+                });
             }
-            let lines = self.render(plan, &rows);
-            for line in &lines {
-                let _ = writeln!(out, "{line}");
-            }
-            self.drawn = lines.len();
         } else {
+            let mut out = std::io::stdout().lock();
             for line in &news {
                 let _ = writeln!(out, "{line}");
             }
@@ -131,11 +166,11 @@ impl Progress {
                 self.last_line = line;
                 self.last_print = Some(Instant::now());
             }
+            let _ = out.flush();
         }
-        let _ = out.flush();
     }
 
-    /// The final state, printed once more so a piped log ends with it.
+    /// The final state, printed once more so a piped log ends with it; the bars stay on screen.
     pub fn finish(&mut self, plan: &Plan) {
         if !self.show {
             return;
@@ -143,6 +178,10 @@ impl Progress {
         self.last_print = None;
         self.last_line.clear();
         self.update(plan);
+        if let Some(bars) = &self.bars {
+            bars.headline.abandon();
+            bars.phases.iter().for_each(ProgressBar::abandon);
+        }
     }
 
     /// VMs that failed or were skipped since the last update, one line each.
@@ -200,10 +239,11 @@ impl Progress {
         Some(Duration::from_secs_f64(total.saturating_sub(done) as f64 / rate))
     }
 
-    fn render(&mut self, plan: &Plan, rows: &[Row]) -> Vec<String> {
+    /// The line above the bars: plan, wave, state, and the ETA or the time taken.
+    fn headline(&mut self, plan: &Plan, rows: &[Row]) -> String {
         let eta = self.eta(plan, rows);
         let elapsed = human_secs(self.started.elapsed().as_secs_f64());
-        let mut lines = vec![format!(
+        format!(
             "{} {}  wave {}  {}  {}",
             self.paint.bold("plan"),
             plan.plan_id,
@@ -214,26 +254,7 @@ impl Progress {
                 None if plan.finished_at.is_some() => format!("ended after {elapsed}"),
                 None => format!("elapsed {elapsed}"),
             }
-        )];
-        for r in rows {
-            let fill = (r.done * WIDTH).checked_div(r.of).unwrap_or(0);
-            let bad =
-                (r.failed * WIDTH).checked_div(r.of).map_or(0, |b| b.max(usize::from(r.failed > 0))).min(WIDTH - fill);
-            let bar = format!(
-                "{}{}{}",
-                self.paint.green(&"█".repeat(fill)),
-                self.paint.red(&"█".repeat(bad)),
-                self.paint.dim(&"░".repeat(WIDTH - fill - bad))
-            );
-            let extra = match (r.running, r.failed) {
-                (0, 0) => String::new(),
-                (n, 0) => format!("  {n} running"),
-                (0, f) => format!("  {}", self.paint.red(&format!("{f} failed"))),
-                (n, f) => format!("  {n} running, {}", self.paint.red(&format!("{f} failed"))),
-            };
-            lines.push(format!("  {:<10} {bar} {:>5}/{:<5}{extra}", r.phase.slug(), r.done, r.of));
-        }
-        lines
+        )
     }
 
     fn compact(&mut self, plan: &Plan, rows: &[Row]) -> String {

@@ -7,6 +7,7 @@
 //! forecast of the plan beside what happened (`forecast`).
 
 mod forecast;
+mod html;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,7 +16,7 @@ use serde::Serialize;
 use tern_bus::ReceivedEvent;
 use tern_proto::{Outcome, Phase, Plan, PlanState, RecoveryPointKind, SourceShutdown, VmState, event};
 
-use crate::output::{epoch, human_secs, rfc3339, secs};
+use crate::output::{self, Columns, epoch, human_secs, rfc3339, secs};
 pub use forecast::{Basis, ForecastReport};
 
 #[derive(Serialize, Debug)]
@@ -470,30 +471,41 @@ impl Report {
                 p(self.rto_s.max)
             );
         }
+        // Indented under the plan's line, each list aligned on its own.
+        let indent = |s: &mut String, t: Columns| {
+            for line in t.to_string().lines() {
+                let _ = writeln!(s, "  {line}");
+            }
+        };
         if self.vault_count() > 1 {
+            let mut vaults = Columns::new(Vec::<String>::new());
             for r in self.vault_rows() {
                 let c = r.counts;
-                let _ = writeln!(
-                    s,
-                    "  {:<20} {}  {} VMs — {} succeeded, {} failed, {} skipped; RTO p50 {}  max {}",
-                    r.vault,
-                    r.subscription,
-                    c.total,
-                    c.succeeded,
-                    c.failed,
-                    c.skipped,
-                    p(r.rto.p50),
-                    p(r.rto.max)
-                );
+                vaults.row([
+                    r.vault.clone(),
+                    r.subscription.to_owned(),
+                    format!(
+                        "{} VMs — {} succeeded, {} failed, {} skipped; RTO p50 {}  max {}",
+                        c.total,
+                        c.succeeded,
+                        c.failed,
+                        c.skipped,
+                        p(r.rto.p50),
+                        p(r.rto.max)
+                    ),
+                ]);
             }
+            indent(&mut s, vaults);
         }
+        let mut problems = Columns::new(Vec::<String>::new());
         for v in self.vms.iter().filter(|v| v.outcome == "failed") {
-            let _ = writeln!(s, "  {:<20} {:<9} {}", v.name, v.outcome, problem(v));
+            problems.row([v.name.clone(), v.outcome.clone(), problem(v)]);
         }
         let skipped = self.vms.iter().filter(|v| v.outcome == "skipped").map(|v| (v.name.as_str(), v.reason.as_str()));
         for (names, reason) in group_by_reason(skipped) {
-            let _ = writeln!(s, "  {:<20} {:<9} {reason}", name_list(&names), "skipped");
+            problems.row([name_list(&names), "skipped".to_owned(), reason.to_owned()]);
         }
+        indent(&mut s, problems);
         s
     }
 
@@ -578,172 +590,7 @@ impl Report {
 
     /// One self-contained HTML page: no scripts, no external resources.
     pub fn html(&self) -> String {
-        let e = escape;
-        let c = &self.counts;
-        let p = |x: Option<f64>| x.map_or("–".to_owned(), human_secs);
-        let mut h = String::with_capacity(64 * 1024 + self.vms.len() * 1024);
-        let _ = write!(
-            h,
-            r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Tern failback report {id}</title>
-<style>
-:root {{ --ok:#2e7d32; --bad:#c62828; --skip:#9e9e9e; --run:#f9a825; --ink:#1c2430; --line:#e3e7ee; }}
-body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--ink); margin: 24px 32px; }}
-h1 {{ font-size: 22px; margin: 0 0 4px; }} h2 {{ font-size: 17px; margin: 28px 0 8px; }}
-.sub {{ color: #5a6678; margin-bottom: 16px; }} code {{ font-size: 12px; }}
-.cards {{ display: flex; flex-wrap: wrap; gap: 12px; }}
-.card {{ border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; min-width: 120px; }}
-.card b {{ display: block; font-size: 22px; }} .card span {{ color: #5a6678; font-size: 12px; }}
-table {{ border-collapse: collapse; width: 100%; }} th, td {{ text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }}
-th {{ background: #f5f7fa; font-weight: 600; }} td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-#forecast {{ width: auto; }}
-.succeeded {{ color: var(--ok); }} .failed {{ color: var(--bad); font-weight: 600; }} .skipped {{ color: var(--skip); }}
-.tl {{ margin: 4px 0 18px; }} .row {{ display: flex; align-items: center; height: 14px; margin: 1px 0; }}
-.row .n {{ width: 130px; font-size: 11px; overflow: hidden; white-space: nowrap; }}
-.row .t {{ position: relative; flex: 1; height: 10px; background: #f5f7fa; }}
-.seg {{ position: absolute; top: 0; height: 10px; min-width: 2px; }}
-.failover {{ background: #1565c0; }} .commit {{ background: #6a1b9a; }} .reprotect {{ background: #00897b; }}
-.cleanup {{ background: #8d6e63; }} .drill {{ background: #f57c00; }} .seg.bad {{ background: var(--bad); }}
-.legend span {{ display: inline-block; margin-right: 14px; font-size: 12px; }}
-.legend i {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }}
-.err {{ font-size: 12px; }} .act {{ color: #5a6678; font-size: 12px; }}
-</style></head><body>
-<h1>Failback report</h1>
-<div class="sub">plan <code>{id}</code> · {state} · {vault} · recovery point: {point} · submitted {created}{finished}</div>
-<div class="cards">
-<div class="card"><b>{total}</b><span>VMs</span></div>
-<div class="card"><b class="succeeded">{ok}</b><span>succeeded</span></div>
-<div class="card"><b class="failed">{bad}</b><span>failed</span></div>
-<div class="card"><b class="skipped">{skip}</b><span>skipped</span></div>
-<div class="card"><b>{makespan}</b><span>makespan</span></div>
-<div class="card"><b>{rpo50}</b><span>RPO p50 · p99 {rpo99}</span></div>
-<div class="card"><b>{rto50}</b><span>RTO p50 · p99 {rto99}</span></div>
-</div>
-"#,
-            id = e(&self.plan_id),
-            state = e(&self.state),
-            vault = match self.vaults_in_words() {
-                Some(words) => e(&words),
-                None => format!("vault <code>{}</code>", e(&self.vault_id)),
-            },
-            point = e(&self.recovery_point),
-            created = e(&self.created_at),
-            finished = self.finished_at.as_deref().map(|f| format!(" · finished {}", e(f))).unwrap_or_default(),
-            total = c.total,
-            ok = c.succeeded,
-            bad = c.failed,
-            skip = c.skipped,
-            makespan = self.makespan_s.map_or("–".into(), human_secs),
-            rpo50 = p(self.rpo_s.p50),
-            rpo99 = p(self.rpo_s.p99),
-            rto50 = p(self.rto_s.p50),
-            rto99 = p(self.rto_s.p99),
-        );
-        self.forecast_html(&mut h);
-        h.push_str("<h2>By subscription and vault</h2>\n<table id=\"vaults\"><tr><th>Subscription</th><th>Vault</th>");
-        for heading in VaultRow::HEAD {
-            let _ = write!(h, "<th>{heading}</th>");
-        }
-        h.push_str("</tr>\n");
-        for r in self.vault_rows() {
-            let _ =
-                write!(h, "<tr class=\"vault\"><td><code>{}</code></td><td>{}</td>", e(r.subscription), e(&r.vault));
-            for (i, cell) in r.cells("–").iter().enumerate() {
-                let tint = ["", " succeeded", " failed", " skipped"].get(i).copied().unwrap_or_default();
-                let _ = write!(h, "<td class=\"num{tint}\">{cell}</td>");
-            }
-            h.push_str("</tr>\n");
-        }
-        h.push_str("</table>\n");
-        if self.problems().next().is_some() {
-            h.push_str("<h2>Needs attention</h2>\n<table><tr><th>VM</th><th>Outcome</th><th>Phase</th><th>What happened and what to do</th></tr>\n");
-            for v in self.problems() {
-                let _ = writeln!(
-                    h,
-                    "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
-                    e(&v.name),
-                    e(&v.outcome),
-                    e(&v.outcome),
-                    e(&v.phase),
-                    problem_html(v)
-                );
-            }
-            h.push_str("</table>\n");
-        }
-
-        // The timeline: one bar chart per wave, on one time axis for the whole plan.
-        let (t0, t1) = self.span;
-        let width = (t1 - t0).max(1.0);
-        let pct = |t: f64| ((t - t0) / width * 100.0).clamp(0.0, 100.0);
-        h.push_str("<h2>Timeline</h2>\n<div class=\"legend\">");
-        for phase in ["failover", "commit", "reprotect", "cleanup"] {
-            let _ = write!(h, "<span><i class=\"{phase}\"></i>{phase}</span>");
-        }
-        let _ = writeln!(
-            h,
-            "<span><i style=\"background:var(--bad)\"></i>failed</span> · 0 = submission, full width = {}</div>",
-            human_secs(width)
-        );
-        for w in &self.waves {
-            let _ = writeln!(
-                h,
-                "<h3>{} <small>({} VMs, {} succeeded{})</small></h3>\n<div class=\"tl\">",
-                e(&w.name),
-                w.vms,
-                w.succeeded,
-                w.duration_s.map(|d| format!(", {}", human_secs(d))).unwrap_or_default()
-            );
-            for v in self.vms.iter().filter(|v| v.wave == w.index) {
-                let _ = write!(h, "<div class=\"row\"><div class=\"n\">{}</div><div class=\"t\">", e(&v.name));
-                for b in &v.timeline {
-                    let left = pct(b.start);
-                    let right = pct(b.end.unwrap_or(t1));
-                    let bad = if b.outcome == "failed" { " bad" } else { "" };
-                    let _ = write!(
-                        h,
-                        "<div class=\"seg {}{bad}\" style=\"left:{left:.2}%;width:{:.2}%\" title=\"{} {} {}\"></div>",
-                        e(&b.phase),
-                        (right - left).max(0.0),
-                        e(&v.name),
-                        e(&b.phase),
-                        e(&b.outcome)
-                    );
-                }
-                h.push_str("</div></div>\n");
-            }
-            h.push_str("</div>\n");
-        }
-
-        h.push_str(
-            "<h2>Virtual machines</h2>\n<table id=\"vms\"><tr><th>VM</th><th>Vault</th><th>Wave</th><th>Outcome</th><th>Recovery point</th>\
-             <th>RPO</th><th>RTO</th><th>Failover</th><th>Commit</th><th>Reprotect</th><th>Cleanup</th><th>Source shutdown</th><th>Cleanup result</th></tr>\n",
-        );
-        for v in &self.vms {
-            let d = |k: &str| v.phase_durations_s.get(k).map_or("–".to_owned(), |s| human_secs(*s));
-            let _ = writeln!(
-                h,
-                "<tr class=\"vm\"><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-                 <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
-                e(&v.name),
-                e(&v.vault),
-                e(&w_name(self, v.wave)),
-                e(&v.outcome),
-                e(&v.outcome),
-                e(&point_text(v)),
-                v.rpo_s.map_or("–".into(), human_secs),
-                v.rto_s.map_or("–".into(), human_secs),
-                d("failover"),
-                d("commit"),
-                d("reprotect"),
-                d("cleanup"),
-                e(v.source_shutdown.as_deref().unwrap_or("–")),
-                e(v.cleanup.as_deref().unwrap_or("–")),
-            );
-        }
-        h.push_str("</table>\n<p class=\"act\">Written by <code>tern report</code>. RPO is measured by ASR's clock: the failover job's start minus the recovery point's time. RTO is the failover's own duration: failover start → VM running.</p>\n</body></html>\n");
-        h
+        html::page(self)
     }
 }
 
@@ -869,33 +716,6 @@ fn problem(v: &VmReport) -> String {
 /// `[CODE] message — what to do`: an ASR error on one line.
 pub fn error_text(code: &str, message: &str, action: &str) -> String {
     if action.is_empty() { format!("[{code}] {message}") } else { format!("[{code}] {message} — {action}") }
-}
-
-fn problem_html(v: &VmReport) -> String {
-    match &v.error {
-        Some(err) => format!(
-            "<div class=\"err\"><b>{}</b> {}</div><div class=\"act\">{}</div>",
-            escape(&err.code),
-            escape(&err.message),
-            escape(&err.recommended_action)
-        ),
-        None => escape(&v.reason),
-    }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1094,7 +914,7 @@ mod tests {
         assert!(md.contains("| RTO (failover start → VM running) |"), "the planner's RTO says what it is: {md}");
         let html = report.html();
         assert!(html.contains("<table id=\"forecast\">"), "{html}");
-        assert!(html.contains("<td>db&lt;1&gt;: failovers end</td>") && !html.contains("db<1>"), "{html}");
+        assert!(html.contains("<td>db&#60;1&#62;: failovers end</td>") && !html.contains("db<1>"), "escaped: {html}");
         let json: serde_json::Value = serde_json::from_str(&report.render(ReportFormat::Json).unwrap()).unwrap();
         assert_eq!(json["forecast"]["makespan_s"]["forecast"], 1260.0, "{json}");
         assert_eq!(json["forecast"]["makespan_s"]["actual"], 1400.0, "{json}");
@@ -1122,11 +942,6 @@ mod tests {
         assert!(report.markdown().contains("No forecast: no planner"));
         // Without a forecast asked for (`plan watch`), no section at all.
         assert!(!Report::build(&plan, &events).markdown().contains("Forecast"));
-    }
-
-    #[test]
-    fn html_escapes_what_it_prints() {
-        assert_eq!(escape("<b>\"x\" & 'y'</b>"), "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;");
     }
 }
 
@@ -1196,7 +1011,9 @@ impl Report {
         Ok(match format {
             ReportFormat::Md => self.markdown(),
             ReportFormat::Html => self.html(),
-            ReportFormat::Json => format!("{}\n", serde_json::to_string_pretty(self)?),
+            ReportFormat::Json => {
+                format!("{}\n", serde_json::to_string_pretty(&output::queried(&serde_json::to_value(self)?)?)?)
+            }
         })
     }
 }

@@ -19,7 +19,7 @@ use tern_asr::model::{ProtectedItem, RecoveryPoint, parse_time};
 use tern_asr::{AsrClient, AsrConfig, Budget, BudgetConfig, LocalBudget, TokenProvider};
 use tern_proto::{NameList, PlanSpec, PreflightCheck, PreflightRequest, Readiness, Selection, VmPreflight, selection};
 
-use crate::output::{Format, Paint, human_secs, print_document, rfc3339};
+use crate::output::{self, Format, Paint, human_secs, print_document, rfc3339};
 use crate::plan::{Target, status};
 
 /// `tern vms [--state STATE]` lists; `tern vms show NAME` shows one VM in full.
@@ -555,31 +555,14 @@ fn detail(vm: Vm, item: &ProtectedItem, points: &[RecoveryPoint]) -> Detail {
     Detail { vm, disks, recovery_points, target }
 }
 
-/// Aligned columns (the last one unpadded); `paint` colours a padded cell of column `i`.
-fn print_table(head: &[&str], rows: &[Vec<String>], paint: impl Fn(usize, &str, String) -> String) {
-    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let pad = |i: usize, s: &str| if i + 1 == head.len() { s.to_owned() } else { format!("{s:<w$}", w = widths[i]) };
-    let header: Vec<String> = head.iter().enumerate().map(|(i, h)| pad(i, h)).collect();
-    println!("{}", Paint::stdout().bold(&header.join("  ")));
-    for row in rows {
-        let cells: Vec<String> = row.iter().enumerate().map(|(i, c)| paint(i, c, pad(i, c))).collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
-}
-
 /// Colour for a readiness or health word.
-fn tint(paint: Paint, word: &str, padded: String) -> String {
+fn tint(paint: Paint, word: &str) -> String {
     match word.to_ascii_lowercase().as_str() {
-        "ready" | "normal" => paint.green(&padded),
-        "warning" => paint.yellow(&padded),
-        "blocked" | "critical" => paint.red(&padded),
-        "unknown" | "-" => paint.dim(&padded),
-        _ => padded,
+        "ready" | "normal" => paint.green(word),
+        "warning" => paint.yellow(word),
+        "blocked" | "critical" => paint.red(word),
+        "unknown" | "-" => paint.dim(word),
+        _ => word.to_owned(),
     }
 }
 
@@ -632,13 +615,13 @@ fn print_list(vms: &[Vm], labels: Option<&HashMap<String, String>>) {
         })
         .collect();
     let (health, readiness) = if labels.is_some() { (3, 7) } else { (2, 6) };
-    print_table(
-        &head,
-        &rows,
-        |i, word, padded| {
-            if i == health || i == readiness { tint(paint, word, padded) } else { padded }
-        },
-    );
+    let mut table = output::table(&head);
+    for row in rows {
+        table.row(
+            row.iter().enumerate().map(|(i, c)| if i == health || i == readiness { tint(paint, c) } else { c.clone() }),
+        );
+    }
+    print!("{table}");
     let count = |r: &str| vms.iter().filter(|v| v.readiness == r).count();
     let vaults = labels.map(|l| format!(" in {} vaults", l.len())).unwrap_or_default();
     let mut sum = format!(
@@ -661,18 +644,20 @@ fn short(id: &Option<String>) -> String {
 
 fn print_detail(d: &Detail) {
     let (paint, v) = (Paint::stdout(), &d.vm);
+    // Labels and values, not a table: one label width for every section keeps them aligned
+    // with each other, and a value may take several lines (health errors).
     let line =
         |k: &str, val: String| println!("{:<24}{val}", if k.is_empty() { String::new() } else { format!("{k}:") });
     line("VM", paint.bold(&v.name));
     line("Protection state", or_dash(&v.protection_state));
-    line("Replication health", tint(paint, &v.replication_health, or_dash(&v.replication_health)));
+    line("Replication health", tint(paint, &or_dash(&v.replication_health)));
     for e in &v.health_errors {
         line("", format!("{} {} — {}", e.code, e.message, e.recommended_action));
     }
     line("Active location", format!("{} (home {})", or_dash(&v.active_location), or_dash(&v.home_location)));
     line("RPO", v.rpo_seconds.map_or("-".into(), |s| human_secs(s as f64)));
     line("Last successful drill", v.last_drill.clone().unwrap_or_else(|| "never".into()));
-    line("Readiness for failback", tint(paint, v.readiness, v.readiness.to_owned()));
+    line("Readiness for failback", tint(paint, v.readiness));
     line("Vault", v.vault_id.clone());
     line("Protected item", v.protected_item_id.clone());
 
@@ -690,7 +675,11 @@ fn print_detail(d: &Detail) {
             vec![k.name.clone(), k.disk_type.clone(), state, gib(k.capacity_bytes), target]
         })
         .collect();
-    print_table(&["NAME", "TYPE", "STATE", "CAPACITY", "TARGET DISK TYPE"], &rows, |_, _, p| p);
+    let mut table = output::table(&["NAME", "TYPE", "STATE", "CAPACITY", "TARGET DISK TYPE"]);
+    for r in rows {
+        table.row(r);
+    }
+    print!("{table}");
 
     const SHOWN: usize = 10;
     println!("\n{} ({}, newest first)", paint.bold("Recovery points"), d.recovery_points.len());
@@ -704,7 +693,11 @@ fn print_detail(d: &Detail) {
             vec![p.time.clone(), p.consistency.to_owned(), sync, format!("{covered} of {}", p.disks_total)]
         })
         .collect();
-    print_table(&["TIME", "TYPE", "SYNC", "DISKS"], &rows, |_, _, p| p);
+    let mut table = output::table(&["TIME", "TYPE", "SYNC", "DISKS"]);
+    for r in rows {
+        table.row(r);
+    }
+    print!("{table}");
     if d.recovery_points.len() > SHOWN {
         let oldest = d.recovery_points.last().map(|p| p.time.as_str()).unwrap_or_default();
         let app = d.recovery_points.iter().find(|p| p.consistency == "app-consistent").map(|p| p.time.as_str());
@@ -734,9 +727,11 @@ fn print_detail(d: &Detail) {
     if v.checks.is_empty() {
         return println!("no answer from the planner: readiness unknown");
     }
-    let rows: Vec<Vec<String>> =
-        v.checks.iter().map(|c| vec![c.name.clone(), c.result.to_owned(), c.detail.clone()]).collect();
-    print_table(&["CHECK", "RESULT", "DETAIL"], &rows, |i, w, p| if i == 1 { tint(paint, w, p) } else { p });
+    let mut table = output::table(&["CHECK", "RESULT", "DETAIL"]);
+    for c in &v.checks {
+        table.row([c.name.clone(), tint(paint, c.result), c.detail.clone()]);
+    }
+    print!("{table}");
 }
 
 #[cfg(test)]

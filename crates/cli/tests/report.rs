@@ -61,6 +61,17 @@ async fn an_operator_submits_a_plan_file_watches_it_reads_its_events_and_gets_th
     assert_eq!(plan["spec"]["labels"]["change"], "CHG-1042", "{plan}");
     assert_eq!(plan["spec"]["waves"][1]["name"], "apps", "{plan}");
 
+    // `--query` picks from `-o json` as `az --query` does; a table or a bad expression is refused:
+    // exit 2, naming what to change.
+    let out = up.tern(&["plan", "list", "-o", "json", "--query", "plans[].plan_id"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let ids: Vec<String> = serde_json::from_str(&out.stdout).expect("a JSON list of plan ids");
+    assert!(ids.contains(&id), "{out:?}");
+    let out = up.tern(&["plan", "list", "--query", "plans[].plan_id"]);
+    assert!(out.code == Some(2) && out.stderr.contains("-o json") && out.stdout.is_empty(), "{out:?}");
+    let out = up.tern(&["plan", "get", &id, "-o", "yaml", "--query", "plans[.plan_id"]);
+    assert!(out.code == Some(2) && out.stderr.contains("\"plans[.plan_id\" is not a JMESPath"), "{out:?}");
+
     // Watch to the end: the failure is listed as it happens; exit 1 because a VM failed.
     let out = up.tern(&["plan", "watch", &id]);
     assert_eq!(out.code, Some(1), "{out:?}");

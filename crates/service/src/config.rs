@@ -9,6 +9,15 @@
 //! `TERN_` is the services' prefix: a `TERN_*` variable that is not one of the service's keys
 //! (nor one of [`PROCESS_VARIABLES`]) is an error naming it, as is an unknown key in the file.
 //! Processes that start services hand them only the `TERN_*` variables meant for them.
+//!
+//! Hand-written rather than figment, which cannot keep three of these documented behaviours:
+//! its `Env` reads values in its own TOML-like syntax (`{key=value}`, no `null`), so
+//! `TERN_ASR__CACHE_STORAGE_ACCOUNTS={"eastus": "…"}` and `TERN_BUDGET=null`, which `tern up`
+//! and the test kit pass, would no longer read; it reads only the process's environment, while
+//! [`load`] takes the variables as pairs (tests, `tern up`); and it has no notion of an unknown
+//! key — serde's `deny_unknown_fields` does not work with the `#[serde(flatten)]` every
+//! service's settings use — let alone of the variable or file that gave it. What would be left
+//! for figment is `merge`, twenty lines.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

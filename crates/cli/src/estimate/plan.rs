@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::columns::Columns;
+
 use super::{
     BudgetConfig, Clock, Estimate, EstimateError, Group, History, Inputs, JobProfile, Limits, Percentiles,
     PhaseDurations, PhasesOn, Rate, TERN_REQUESTS,
@@ -242,51 +244,48 @@ impl Forecast {
         if e.shorter.is_empty() {
             out.push_str("shorter    nothing Tern sets: the time is Azure's jobs\n");
         }
-        let width = e.shorter.iter().map(|s| s.what.chars().count()).max().unwrap_or(0);
-        for (i, s) in e.shorter.iter().enumerate() {
+        let mut shorter = Columns::new(Vec::<String>::new());
+        for s in &e.shorter {
             let rto = s.rto_p90_s.map(|r| format!("  (RTO p90 {})", secs(r))).unwrap_or_default();
-            out.push_str(&format!(
-                "{:<10} {:<width$}  {}{rto}\n",
-                if i == 0 { "shorter" } else { "" },
-                s.what,
-                secs(s.makespan_s)
-            ));
+            shorter.row([s.what.clone(), format!("{}{rto}", secs(s.makespan_s))]);
+        }
+        // Under the labels above (`makespan   `): the first line says what the list is.
+        for (i, line) in shorter.to_string().lines().enumerate() {
+            out.push_str(&format!("{:<10} {line}\n", if i == 0 { "shorter" } else { "" }));
         }
 
-        let name_width = e.waves.iter().map(|w| w.name.chars().count()).max().unwrap_or(0).max(4);
-        out.push_str(&format!(
-            "\n{:<4} {:<name_width$} {:>6}  {:>13}  {:>8}  {:>8}  {:>8}\n",
-            "wave", "name", "VMs", "failover ends", "RTO p50", "p90", "max"
-        ));
+        let mut waves =
+            Columns::new(["wave", "name", "VMs", "failover ends", "RTO p50", "p90", "max"]).right(&[2, 3, 4, 5, 6]);
         for (i, w) in e.waves.iter().enumerate() {
             let [p50, p90, max] = pct(w.rto_s);
-            out.push_str(&format!(
-                "{:<4} {:<name_width$} {:>6}  {:>13}  {p50:>8}  {p90:>8}  {max:>8}\n",
-                i + 1,
-                w.name,
-                w.vms,
-                secs(w.failover_end_s)
-            ));
+            waves.row([(i + 1).to_string(), w.name.clone(), w.vms.to_string(), secs(w.failover_end_s), p50, p90, max]);
         }
+        out.push_str(&format!("\n{waves}"));
 
-        let id_width = e.subscriptions.iter().map(|s| s.id.chars().count()).max().unwrap_or(0).max(12);
-        out.push_str(&format!(
-            "\n{:<id_width$} {:>6} {:>9} {:>8} {:>8}  {:>11}  {:>12}  {:>13}\n",
-            "subscription", "VMs", "reads", "writes", "deletes", "read budget", "write budget", "delete budget"
-        ));
+        let mut subscriptions = Columns::new([
+            "subscription",
+            "VMs",
+            "reads",
+            "writes",
+            "deletes",
+            "read budget",
+            "write budget",
+            "delete budget",
+        ])
+        .right(&[1, 2, 3, 4, 5, 6, 7]);
         for s in &e.subscriptions {
-            out.push_str(&format!(
-                "{:<id_width$} {:>6} {:>9.0} {:>8.0} {:>8.0}  {:>11}  {:>12}  {:>13}\n",
-                s.id,
-                s.vms,
-                s.reads,
-                s.writes,
-                s.deletes,
+            subscriptions.row([
+                s.id.clone(),
+                s.vms.to_string(),
+                format!("{:.0}", s.reads),
+                format!("{:.0}", s.writes),
+                format!("{:.0}", s.deletes),
                 secs(s.read_budget_s),
                 secs(s.write_budget_s),
-                secs(s.delete_budget_s)
-            ));
+                secs(s.delete_budget_s),
+            ]);
         }
+        out.push_str(&format!("\n{subscriptions}"));
 
         let path: Vec<String> = e
             .critical_path

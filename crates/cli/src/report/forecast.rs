@@ -8,7 +8,7 @@ use serde::Serialize;
 use tern_cli::estimate::{BudgetConfig, Cause, Clock, History, Selected};
 use tern_proto::Plan;
 
-use super::{Report, escape, percentiles};
+use super::{Report, percentiles};
 use crate::output::human_secs;
 
 /// What the forecast assumes besides the plan, as `tern plan estimate` takes it.
@@ -154,7 +154,7 @@ impl ForecastReport {
     }
 
     /// The comparison's rows: a label, the pair, and the error in % where it is given.
-    fn rows(&self) -> Vec<(String, Pair, Option<f64>)> {
+    pub(super) fn rows(&self) -> Vec<(String, Pair, Option<f64>)> {
         let mut rows = vec![("Makespan".to_owned(), self.makespan_s, self.makespan_error_pct)];
         if let Some(r) = &self.rto_s {
             for (q, pair) in [("p50", r.p50), ("p90", r.p90), ("max", r.max)] {
@@ -168,7 +168,7 @@ impl ForecastReport {
     }
 
     /// What the forecast rests on, a line each.
-    fn facts(&self) -> Vec<String> {
+    pub(super) fn facts(&self) -> Vec<String> {
         let mut facts = vec![
             format!("Binding: {} ({:.0} % of the critical path)", self.binding.what, self.binding.share * 100.0),
             format!("Job durations: {}", self.durations_source),
@@ -190,7 +190,7 @@ fn or(x: Option<f64>, none: &str) -> String {
 }
 
 /// `+12 %`, `-8 %`.
-fn pct(x: Option<f64>, none: &str) -> String {
+pub(super) fn pct(x: Option<f64>, none: &str) -> String {
     x.map_or(none.to_owned(), |e| format!("{e:+.0} %"))
 }
 
@@ -218,33 +218,5 @@ impl Report {
             let _ =
                 writeln!(s, "| {label} | {} | {} | {} |", or(pair.forecast, "-"), or(pair.actual, "-"), pct(error, ""));
         }
-    }
-
-    /// The HTML section: a small table, or why there is none.
-    pub(super) fn forecast_html(&self, h: &mut String) {
-        if let Some(why) = &self.no_forecast {
-            let _ = writeln!(h, "<h2>{HEADING}</h2>\n<p class=\"act\">No forecast: {}</p>", escape(why));
-        }
-        let Some(f) = &self.forecast else { return };
-        let facts: Vec<String> = f.facts().iter().map(|fact| escape(fact)).collect();
-        let _ = writeln!(
-            h,
-            "<h2>{HEADING}</h2>\n<p>What <code>tern plan estimate</code>'s model forecasts for the {} VMs the plan ran, \
-             from the plan's acceptance.</p>\n<p class=\"act\">{}</p>\n\
-             <table id=\"forecast\"><tr><th></th><th>Forecast</th><th>Actual</th><th>Error</th></tr>",
-            f.vms,
-            facts.join("<br>")
-        );
-        for (label, pair, error) in f.rows() {
-            let _ = writeln!(
-                h,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-                escape(&label),
-                or(pair.forecast, "–"),
-                or(pair.actual, "–"),
-                pct(error, "")
-            );
-        }
-        h.push_str("</table>\n");
     }
 }
