@@ -13,7 +13,7 @@ use tern_proto::{
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::output::{Format, Paint, human_secs, print_document, proto_json};
+use crate::output::{Format, Paint, epoch, human_secs, print_document, proto_json, rfc3339, table};
 use crate::planfile::PlanFile;
 use crate::progress::Progress;
 use crate::report::Report;
@@ -560,6 +560,7 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
                 return Ok(0);
             }
             let paint = Paint::stdout();
+            let mut rows = table(&["VM", "READINESS", "WHY"]);
             for vm in &report.vms {
                 let name = vm.vm.as_ref().map(|v| v.name.as_str()).unwrap_or("?");
                 let readiness = Readiness::try_from(vm.readiness).unwrap_or(Readiness::Unspecified);
@@ -569,14 +570,15 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
                     .filter(|c| c.result != Readiness::Ready as i32)
                     .map(|c| c.detail.as_str())
                     .collect();
-                let word = format!("{:<8}", readiness_word(readiness));
+                let word = readiness_word(readiness);
                 let word = match readiness {
-                    Readiness::Blocked => paint.red(&word),
-                    Readiness::Warning => paint.yellow(&word),
-                    _ => paint.green(&word),
+                    Readiness::Blocked => paint.red(word),
+                    Readiness::Warning => paint.yellow(word),
+                    _ => paint.green(word),
                 };
-                println!("{name:<24} {word} {}", why.join("; "));
+                rows.row([name.to_owned(), word, why.join("; ")]);
             }
+            print!("{rows}");
             let blocked = report.vms.iter().filter(|v| v.readiness == Readiness::Blocked as i32).count();
             println!(
                 "{} VMs, {} blocked: {}",
@@ -644,8 +646,13 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
                 print_document(output, &proto_json(&reply, "tern.v1.ListPlansResponse")?)?;
                 return Ok(0);
             }
+            let mut rows = table(&["PLAN", "STATE", "CREATED", "VMS"]);
             for p in &reply.plans {
-                println!("{}  {:<22} {}", p.plan_id, state_word(p.state), counts(p));
+                let created = epoch(p.created_at.as_ref()).map(rfc3339).unwrap_or_default();
+                rows.row([p.plan_id.clone(), state_word(p.state), created, counts(p)]);
+            }
+            if !rows.is_empty() {
+                print!("{rows}");
             }
             if !reply.next_page_token.is_empty() {
                 eprintln!("more plans: --page-token {}", reply.next_page_token);
@@ -766,13 +773,15 @@ fn print_plan_table(plan: &Plan) {
     if !plan.reason.is_empty() {
         println!("  {}", plan.reason);
     }
+    let mut rows = table(&["VM", "STATE", "PHASE", "WAVE", "REASON"]).right(&[3]);
     for vm in &plan.vms {
-        let name = vm.vm.as_ref().map(|v| v.name.as_str()).unwrap_or("?");
+        let name = vm.vm.as_ref().map(|v| v.name.clone()).unwrap_or_else(|| "?".into());
         let state = word(VmState::try_from(vm.state).map(|s| s.as_str_name()), "VM_STATE_");
         let phase = word(Phase::try_from(vm.phase).map(|p| p.as_str_name()), "PHASE_");
         let error = vm.error.as_ref().map(|e| format!(" [{}] {}", e.code, e.message)).unwrap_or_default();
-        println!("  {name:<24} {state:<10} {phase:<10} wave {:<3} {}{error}", vm.wave + 1, vm.reason);
+        rows.row([name, state, phase, (vm.wave + 1).to_string(), format!("{}{error}", vm.reason)]);
     }
+    print!("{rows}");
 }
 
 pub fn counts(plan: &Plan) -> String {

@@ -80,16 +80,18 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<u8> {
             std::fs::write(&endpoints_file, format!("{text}\n"))
                 .with_context(|| format!("writing {}", endpoints_file.display()))?;
             println!("tern up: the stack is running (Ctrl-C stops it)");
+            let mut lines = tern_cli::columns::Columns::new(Vec::<String>::new());
             for key in ["nats_url", "planner_addr", "sim_url", "vault_id"] {
-                println!("  {key:<13} {}", endpoints[key].as_str().unwrap_or_default());
+                lines.row(["  ".to_owned() + key, endpoints[key].as_str().unwrap_or_default().to_owned()]);
             }
             let vaults = endpoints["vaults"].as_array().map_or(1, Vec::len);
             if vaults > 1 {
                 let estate = format!("{vaults} vaults in {} subscriptions", args.subscriptions);
-                println!("  {:<13} {estate} (`tern vms --all-vaults` lists their VMs)", "vaults");
+                lines.row(["  vaults".to_owned(), format!("{estate} (`tern vms --all-vaults` lists their VMs)")]);
             }
-            println!("  {:<13} {}", "endpoints", endpoints_file.display());
-            println!("  {:<13} {}", "logs", args.data_dir.join("logs").display());
+            lines.row(["  endpoints".to_owned(), endpoints_file.display().to_string()]);
+            lines.row(["  logs".to_owned(), args.data_dir.join("logs").display().to_string()]);
+            print!("{lines}");
             if args.demo {
                 demo(&args.data_dir, !args.fail.is_empty()).await
             } else {

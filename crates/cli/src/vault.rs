@@ -1,4 +1,4 @@
-//! Which vaults a command draws from: `--vault ID` (repeatable), or the vault as `az` addresses
+//! Which vaults a command (`tern plan …`, `tern vms`) draws from: `--vault ID` (repeatable), or the vault as `az` addresses
 //! it, `--vault-name NAME` with `-g/--resource-group` and `--subscription`, whose defaults come
 //! from the config file (`subscription`, `resource_group`, `vault_name`, as `az config set
 //! defaults.group=…` keeps them), else from the stack's own vault; or `--all-vaults`.
@@ -12,21 +12,21 @@ use tern_cli::estate::vault_arm_id;
 pub struct VaultArgs {
     /// ARM id of the Recovery Services vault (default: the `tern up` stack's). Repeat to draw
     /// from several vaults, in any subscription the stack acts on.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", global = true)]
     pub vault: Vec<String>,
     /// The vault by name, as `az` names it: with -g/--resource-group and --subscription, which
     /// default to the config file's `resource_group` and `subscription`, else to the stack's
     /// own vault's.
-    #[arg(long, value_name = "NAME", conflicts_with = "vault")]
+    #[arg(long, value_name = "NAME", global = true, conflicts_with = "vault")]
     pub vault_name: Option<String>,
     /// The resource group of --vault-name.
-    #[arg(long, short = 'g', value_name = "GROUP", requires = "vault_name")]
+    #[arg(long, short = 'g', value_name = "GROUP", global = true, requires = "vault_name")]
     pub resource_group: Option<String>,
     /// The subscription id of --vault-name.
-    #[arg(long, value_name = "ID", requires = "vault_name")]
+    #[arg(long, value_name = "ID", global = true, requires = "vault_name")]
     pub subscription: Option<String>,
     /// Draw from every vault the stack acts on (its own and those its `asr.vaults` lists).
-    #[arg(long, conflicts_with_all = ["vault", "vault_name"])]
+    #[arg(long, global = true, conflicts_with_all = ["vault", "vault_name"])]
     pub all_vaults: bool,
 }
 

@@ -21,6 +21,7 @@ use tern_proto::{NameList, PlanSpec, PreflightCheck, PreflightRequest, Readiness
 
 use crate::output::{self, Format, Paint, human_secs, print_document, rfc3339};
 use crate::plan::{Target, status};
+use crate::vault::VaultArgs;
 
 /// `tern vms [--state STATE]` lists; `tern vms show NAME` shows one VM in full.
 #[derive(clap::Args, Debug)]
@@ -31,14 +32,8 @@ pub struct VmsArgs {
     /// e.g. Protected, FailoverCommitted) or of this readiness: ready, warning, blocked, unknown.
     #[arg(long, value_name = "STATE")]
     state: Option<String>,
-    /// ARM id of a Recovery Services vault (default: the `tern up` stack's). Repeat to list
-    /// several vaults, in any subscription.
-    #[arg(long, value_name = "ID", global = true)]
-    vault: Vec<String>,
-    /// Every vault of the stack: endpoints.json's `vaults` (`tern up`), else `vaults` in the
-    /// config file.
-    #[arg(long, global = true, conflicts_with = "vault")]
-    all_vaults: bool,
+    #[command(flatten)]
+    vaults: VaultArgs,
     /// ARM endpoint, e.g. a sovereign cloud's (default: the `tern up` stack's simulator for its
     /// vaults, else Azure's public cloud).
     #[arg(long, value_name = "URL", global = true)]
@@ -294,10 +289,12 @@ async fn connect(target: &Target, args: &VmsArgs) -> anyhow::Result<(Vec<Vault>,
     let mut estate: Vec<String> = own.iter().cloned().collect();
     estate.extend(stack.iter().flat_map(|s| s.vaults.iter().cloned()));
     let estate = distinct(estate);
-    let chosen = if args.all_vaults {
+    let defaults = stack.as_ref().map(|s| s.defaults.clone()).unwrap_or_default();
+    let named = args.vaults.named(&defaults, own.as_deref())?;
+    let chosen = if args.vaults.all_vaults {
         estate.clone()
-    } else if !args.vault.is_empty() {
-        distinct(args.vault.clone())
+    } else if !named.is_empty() {
+        distinct(named)
     } else {
         own.into_iter().collect()
     };
@@ -306,7 +303,7 @@ async fn connect(target: &Target, args: &VmsArgs) -> anyhow::Result<(Vec<Vault>,
             "no Tern stack found: {} does not exist. Start one with `tern up`, or pass --vault with the \
              Recovery Services vault's ARM id (signed in to Azure, e.g. with `az login`){}",
             file.display(),
-            if args.all_vaults { ", or list them as `vaults` in the config file" } else { "" }
+            if args.vaults.all_vaults { ", or list them as `vaults` in the config file" } else { "" }
         )));
     }
     let more = estate.iter().filter(|v| !chosen.iter().any(|c| c.eq_ignore_ascii_case(v))).count();

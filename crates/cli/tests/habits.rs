@@ -60,12 +60,15 @@ async fn all_ready_leaves_out_the_blocked_vms_and_the_plan_completes() {
     // The vault by name, group and subscription is the vault by id.
     let (subscription, group, name) = tern_asr::config::parse_vault_id(&vault).unwrap();
     let by_id = json(&up.tern(&["plan", "preflight", "--vm", "vm-00002", "--vault", &vault, "-o", "json"]));
-    let by_name = ["--vault-name", &name, "-g", &group, "--subscription", &subscription];
+    let name_flags = ["--vault-name", &name, "-g", &group, "--subscription", &subscription];
     let mut args = vec!["plan", "preflight", "--vm", "vm-00002", "-o", "json"];
-    args.extend(by_name);
+    args.extend(name_flags);
     let by_name = json(&up.tern(&args));
     assert_eq!(by_name["vms"][0]["vm"], by_id["vms"][0]["vm"], "{by_name}");
     assert_eq!(by_id["vms"][0]["vm"]["vault_id"].as_str(), Some(vault.as_str()), "{by_id}");
+    let mut args = vec!["vms", "show", "vm-00002", "-o", "json"];
+    args.extend(name_flags);
+    assert_eq!(json(&up.tern(&args))["vault_id"].as_str(), Some(vault.as_str()), "tern vms takes the same flags");
     let out = up.tern(&["plan", "preflight", "--vm", "vm-00002", "--vault-name", "no-such-vault", "-o", "json"]);
     assert_ne!(out.code, Some(0), "a vault the stack does not act on: {out:?}");
     assert!(out.stderr.contains("no-such-vault"), "{out:?}");
@@ -115,7 +118,7 @@ async fn all_ready_leaves_out_the_blocked_vms_and_the_plan_completes() {
     assert_eq!(listed(&["--label", "change=CHG-7"]), [checked.as_str()]);
     assert_eq!(listed(&["--state", "completed", "--vm", "VM-00001"]), [id.as_str()]);
     assert_eq!(listed(&["--state", "active"]), Vec::<String>::new());
-    assert_eq!(listed(&["--since", "90m"]), [id.as_str(), checked.as_str()]);
+    assert_eq!(listed(&["--since", "1h30m"]), [id.as_str(), checked.as_str()]);
     assert_eq!(listed(&["--vm", "vm-99999"]), Vec::<String>::new());
     let out = up.tern(&["plan", "list", "--page-token", "forged"]);
     assert_eq!(out.code, Some(2), "{out:?}");
