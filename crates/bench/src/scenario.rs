@@ -16,7 +16,7 @@ use tern_proto::{
 };
 
 use tern_cli::estimate::{
-    AZURE_SOURCE, BudgetConfig, Estimate, Group, Inputs, JobProfile, Limits, PhaseDurations, PhasesOn, Rate,
+    AZURE_SOURCE, BudgetConfig, Clock, Estimate, Group, Inputs, JobProfile, Limits, PhaseDurations, PhasesOn, Rate,
     TERN_REQUESTS,
 };
 
@@ -445,8 +445,10 @@ fn arm_estimate(s: Scenario, vms: usize, settings: &BenchSettings) -> anyhow::Re
             shut_down_source: true,
             latest: false,
             disable_replication: false,
-            poll_interval_secs: settings.poll_interval_secs,
-            time_compression: settings.time_compression,
+            clock: Clock {
+                poll_interval_secs: settings.poll_interval_secs,
+                time_compression: settings.time_compression,
+            },
         }),
         durations_source: AZURE_SOURCE.into(),
         concurrency: Limits::all(settings.plan_concurrency.min(u32::try_from(worker).unwrap_or(u32::MAX))),

@@ -226,19 +226,18 @@ pub struct JobProfile {
     pub latest: bool,
     /// Cleanup disables replication (and waits for that job).
     pub disable_replication: bool,
-    /// How often the workers list jobs (`TERN_POLL_INTERVAL_SECS`): a job's end is noticed half
-    /// an interval late on average.
-    pub poll_interval_secs: f64,
-    /// Simulated seconds per real second (a simulator's `--time-compression`); 1 for Azure.
-    pub time_compression: f64,
+    /// How time runs: a job's end is noticed half a poll interval late on average, and a
+    /// simulator runs jobs `time_compression` times faster.
+    pub clock: Clock,
 }
 
 impl PhaseDurations {
     /// Azure's typical durations ([`azure`]) for a plan of this profile.
     pub fn azure(profile: &JobProfile) -> Self {
         use azure::mean;
-        let k = if profile.time_compression > 0.0 { profile.time_compression } else { 1.0 };
-        let noticed = profile.poll_interval_secs.max(0.0) / 2.0;
+        let Clock { poll_interval_secs, time_compression } = profile.clock;
+        let k = if time_compression > 0.0 { time_compression } else { 1.0 };
+        let noticed = poll_interval_secs.max(0.0) / 2.0;
         let job = |span: f64, jobs: f64| (span + jobs * mean(azure::QUEUEING)) / k + jobs * noticed;
         let mut failover = mean(azure::FAILOVER);
         if profile.shut_down_source {
@@ -733,8 +732,7 @@ mod tests {
             shut_down_source: true,
             latest: false,
             disable_replication: false,
-            poll_interval_secs,
-            time_compression,
+            clock: Clock { poll_interval_secs, time_compression },
         })
     }
 

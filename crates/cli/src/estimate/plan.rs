@@ -120,8 +120,7 @@ impl Selected {
             shut_down_source: spec.shut_down_source.unwrap_or(true),
             latest: spec.recovery_point.as_ref().is_some_and(|p| p.kind() == tern_proto::RecoveryPointKind::Latest),
             disable_replication: cleanup.disable_replication,
-            poll_interval_secs: clock.poll_interval_secs,
-            time_compression: clock.time_compression,
+            clock,
         };
         let (durations, mut durations_source) = history.apply(PhaseDurations::azure(&profile));
         if clock.time_compression != 1.0 && durations_source.contains("Azure's typical") {
