@@ -540,7 +540,7 @@ async fn arm_figures(
     let per_inflight = |n: u64| if inflight_vm_secs > 0.0 { n as f64 / inflight_vm_secs } else { f64::NAN };
     f.insert("polls_per_inflight_vm_s".into(), per_inflight(reads.job_polling));
     f.insert("reads_per_inflight_vm_s".into(), per_inflight(requests.reads));
-    f.insert("writes_per_vm".into(), admitted.writes as f64 / vms as f64);
+    f.insert("writes_per_vm".into(), admitted.writes() as f64 / vms as f64);
     f.insert("arm_reads_per_vm".into(), requests.reads as f64 / vms as f64);
     let mut d = base_details(run, vms);
     d.insert("sim_requests".into(), json!(requests));
