@@ -260,7 +260,7 @@ fn now_rfc3339() -> String {
     )
 }
 
+/// The commit the benchmark binary was built from (`build.rs`), not what is checked out now.
 fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    Some(env!("TERN_BENCH_BUILT_FROM")).filter(|c| !c.is_empty()).map(str::to_owned)
 }
