@@ -12,6 +12,7 @@ pub mod consumer;
 pub mod headers;
 pub mod ids;
 pub mod kv;
+pub mod schema;
 pub mod subjects;
 pub mod topology;
 pub mod trace;
