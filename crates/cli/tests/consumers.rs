@@ -120,7 +120,10 @@ async fn the_example_consumers_keep_a_record_of_every_failed_over_vm_from_schema
     match go() {
         Some(go) => {
             let mut cmd = Command::new(go);
-            cmd.current_dir(root.join("examples/consumers/go")).args(["run", "."]).arg("--endpoints").arg(&endpoints);
+            cmd.current_dir(root.join("examples/consumers/go"))
+                .args(["run", "-mod=mod", "."])
+                .arg("--endpoints")
+                .arg(&endpoints);
             consumers.push(Consumer::start("go", cmd, &dir));
         }
         None => println!("go not found: the Go consumer was not run"),
