@@ -10,6 +10,8 @@ NATS_SERVER := $(VENV)/bin/nats-server
 PYTHON      ?= python3
 NATS_SERVER_VERSION := 2.15.1
 STAMP       := $(TOOLS)/.setup-$(NATS_SERVER_VERSION)
+ASYNCAPI_SPECS_VERSION := 6.11.1
+ASYNCAPI_SPECS := $(TOOLS)/node_modules/@asyncapi/specs/.tern-$(ASYNCAPI_SPECS_VERSION)
 # Where cargo puts what it builds (CARGO_TARGET_DIR, when set, wins).
 TARGET      := $(or $(CARGO_TARGET_DIR),target)
 
@@ -28,6 +30,13 @@ $(STAMP): tools/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check -r tools/requirements.txt
 	@$(NATS_SERVER) --version
+	@touch $@
+
+# The official AsyncAPI JSON Schemas (npm @asyncapi/specs), pinned, for events-check.
+setup: $(ASYNCAPI_SPECS)
+$(ASYNCAPI_SPECS):
+	@mkdir -p $(TOOLS)
+	npm install --silent --no-audit --no-fund --no-save --prefix $(TOOLS) @asyncapi/specs@$(ASYNCAPI_SPECS_VERSION)
 	@touch $@
 
 lint: setup ## formatting and clippy, warnings are errors
@@ -60,6 +69,16 @@ image: ## the container image (docker build; needs a Docker daemon)
 conformance: setup ## Azure's official Python SDK, unchanged, against tern-asr-sim
 	cargo build --locked -p tern-asr-sim
 	TERN_ASR_SIM_BIN=$(abspath $(TARGET)/debug/tern-asr-sim) $(PY) -m pytest tests/conformance -q
+
+.PHONY: schemas events-check
+# make test checks the event contract first (cheap, and a broken document fails fast).
+test: events-check
+
+schemas: ## regenerate the event JSON Schemas and AsyncAPI document in docs/events/ (a test fails when they drift)
+	cargo run --locked -q -p tern-bus --bin tern-schemas -- .
+
+events-check: setup ## the event schemas are JSON Schema 2020-12 and docs/events/asyncapi.yaml is valid AsyncAPI 3.0.0
+	$(PY) -m pytest tests/events -q
 
 fmt: ## format the code
 	cargo fmt --all

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::subjects::{self, WorkQueue};
-use crate::topology::{COMMANDS_STREAM, DLQ_STREAM, EVENTS_STREAM};
+use crate::topology::{COMMANDS_STREAM, DLQ_STREAM, EVENTS_JSON_STREAM, EVENTS_STREAM};
 use crate::{Bucket, PLANNER_DLQ_CONSUMER, PLANNER_EVENTS_CONSUMER};
 
 /// A NATS identity of the Tern bus.
@@ -112,13 +112,14 @@ impl Permissions {
     pub fn of(identity: Identity) -> Self {
         let mut p = Permissions { subscribe_allow: vec![format!("{}.>", identity.inbox_prefix())], ..Self::default() };
         let events_all = format!("{}.>", subjects::EVENTS_PREFIX);
+        let json_events_all = format!("{}.>", subjects::JSON_EVENTS_PREFIX);
         match identity {
             Identity::Bootstrap => {
                 p.publish_allow.push(">".into());
                 p.subscribe_allow = vec![">".into()];
             }
             Identity::Planner => {
-                p.allow([format!("{}.>", subjects::COMMANDS_PREFIX), events_all.clone()]);
+                p.allow([format!("{}.>", subjects::COMMANDS_PREFIX), events_all.clone(), json_events_all]);
                 p.allow([subjects::dlq_subject(PLANNER_EVENTS_CONSUMER)]);
                 p.consume(EVENTS_STREAM, PLANNER_EVENTS_CONSUMER);
                 p.consume(DLQ_STREAM, PLANNER_DLQ_CONSUMER);
@@ -140,7 +141,11 @@ impl Permissions {
             Identity::Failover | Identity::Reprotect | Identity::Cleanup => {
                 let queue = identity.queue().expect("a worker has a queue");
                 for phase in worker_phases(queue) {
-                    p.allow([format!("{}.*.{phase}.>", subjects::EVENTS_PREFIX)]);
+                    // Its events, and their JSON mirror: never another phase's.
+                    p.allow([
+                        format!("{}.*.{phase}.>", subjects::EVENTS_PREFIX),
+                        format!("{}.*.{phase}.>", subjects::JSON_EVENTS_PREFIX),
+                    ]);
                 }
                 p.allow([queue.dlq_subject()]);
                 p.consume(COMMANDS_STREAM, queue.name());
@@ -153,8 +158,10 @@ impl Permissions {
                 p.read_bucket(Bucket::VmLocks);
             }
             Identity::EventsReader => {
-                p.subscribe_allow.push(events_all);
+                // Both content modes: protobuf and its JSON mirror.
+                p.subscribe_allow.extend([events_all, json_events_all]);
                 p.read_stream(EVENTS_STREAM);
+                p.read_stream(EVENTS_JSON_STREAM);
             }
             Identity::Operator => {
                 // List (an ordered consumer of its own), show one (direct get) and delete.
@@ -430,6 +437,11 @@ mod tests {
         assert!(!publishes(Identity::Failover, "tern.events.p1.cleanup.succeeded"));
         assert!(!publishes(Identity::Failover, "tern.events.p1.plan.completed"));
         assert!(publishes(Identity::Cleanup, "tern.events.p1.cleanup.failed"));
+        // The JSON mirror follows the same rule.
+        assert!(publishes(Identity::Failover, "tern.json.events.p1.failover.succeeded"));
+        assert!(!publishes(Identity::Failover, "tern.json.events.p1.cleanup.succeeded"));
+        assert!(!publishes(Identity::Failover, "tern.json.events.p1.plan.completed"));
+        assert!(publishes(Identity::Planner, "tern.json.events.p1.plan.completed"));
         assert!(!publishes(Identity::Reprotect, "$JS.API.CONSUMER.MSG.NEXT.TERN_COMMANDS.failover"));
         assert!(publishes(Identity::Reprotect, "$JS.API.CONSUMER.MSG.NEXT.TERN_COMMANDS.reprotect"));
         // Its dead letters only: the planner trusts a dead letter's subject to name its queue.
@@ -460,6 +472,7 @@ mod tests {
         for identity in Identity::ALL.into_iter().filter(|i| *i != Identity::Bootstrap) {
             assert!(!publishes(identity, "$JS.API.STREAM.MSG.DELETE.TERN_EVENTS"), "{identity}");
             assert!(!publishes(identity, "$JS.API.STREAM.PURGE.TERN_EVENTS"), "{identity}");
+            assert!(!publishes(identity, "$JS.API.STREAM.PURGE.TERN_EVENTS_JSON"), "{identity}");
         }
     }
 
@@ -469,7 +482,9 @@ mod tests {
         assert!(!publishes(Identity::EventsReader, "$KV.tern-plans.p1"));
         assert!(!publishes(Identity::EventsReader, "$JS.API.DIRECT.GET.KV_tern-plans.$KV.tern-plans.p1"));
         let p = Permissions::of(Identity::EventsReader);
-        assert_eq!(p.subscribe_allow, ["_INBOX_events-reader.>", "tern.events.>"]);
+        assert!(!publishes(Identity::EventsReader, "tern.json.events.p1.failover.succeeded"));
+        assert!(publishes(Identity::EventsReader, "$JS.API.CONSUMER.CREATE.TERN_EVENTS_JSON.abc123"));
+        assert_eq!(p.subscribe_allow, ["_INBOX_events-reader.>", "tern.events.>", "tern.json.events.>"]);
     }
 
     #[test]

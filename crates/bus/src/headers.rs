@@ -21,10 +21,24 @@ pub const CE_SUBJECT: &str = "ce-subject";
 pub const CE_TIME: &str = "ce-time";
 /// CloudEvents extension attribute carrying the plan id, so consumers can route without decoding.
 pub const CE_TERNPLAN: &str = "ce-ternplan";
+/// CloudEvents `dataschema`: the URI of the JSON Schema of the event's type (see [`dataschema`]).
+pub const CE_DATASCHEMA: &str = "ce-dataschema";
 /// Media type of the data.
 pub const CONTENT_TYPE: &str = "content-type";
-/// The media type of every Tern payload.
+/// The media type of every Tern payload on the protobuf subjects.
 pub const PROTOBUF: &str = "application/protobuf";
+/// The media type of the events on the JSON mirror subjects (protobuf's JSON mapping).
+pub const JSON: &str = "application/json";
+
+/// Where the event schemas are published: the committed `docs/events/schemas/` of the repository.
+pub const SCHEMA_BASE: &str = "https://raw.githubusercontent.com/tern-dr/tern/main/docs/events/schemas/";
+
+/// The `dataschema` of events of type `ty` (`tern.failover.succeeded`): the URI of its JSON Schema,
+/// which is also that schema's `$id`. It names the schema of the JSON mapping of `tern.v1.Event`;
+/// the protobuf data is the same message.
+pub fn dataschema(ty: &str) -> String {
+    format!("{SCHEMA_BASE}{ty}.json")
+}
 
 /// Why a message was dead-lettered.
 pub const DLQ_REASON: &str = "Tern-Dlq-Reason";
@@ -54,6 +68,8 @@ pub struct CloudEventAttributes {
     pub subject: String,
     /// `ce-time`.
     pub time: String,
+    /// `ce-dataschema`: the JSON Schema of this type (empty on events written before it existed).
+    pub dataschema: String,
     /// `content-type`.
     pub content_type: String,
 }
@@ -88,9 +104,10 @@ impl CloudEventAttributes {
             specversion: "1.0".into(),
             id: event.event_id.clone(),
             source: format!("/tern/{source}"),
-            ty,
+            ty: ty.clone(),
             subject,
             time: rfc3339(event.time.as_ref()),
+            dataschema: dataschema(&ty),
             content_type: PROTOBUF.into(),
         })
     }
@@ -103,6 +120,9 @@ impl CloudEventAttributes {
         headers.insert(CE_TYPE, self.ty.as_str());
         headers.insert(CE_SUBJECT, self.subject.as_str());
         headers.insert(CE_TIME, self.time.as_str());
+        if !self.dataschema.is_empty() {
+            headers.insert(CE_DATASCHEMA, self.dataschema.as_str());
+        }
         headers.insert(CE_TERNPLAN, plan_id);
         headers.insert(CONTENT_TYPE, self.content_type.as_str());
     }
@@ -117,6 +137,7 @@ impl CloudEventAttributes {
             ty: get(CE_TYPE)?,
             subject: get(CE_SUBJECT).unwrap_or_default(),
             time: get(CE_TIME).unwrap_or_default(),
+            dataschema: get(CE_DATASCHEMA).unwrap_or_default(),
             content_type: get(CONTENT_TYPE).unwrap_or_default(),
         })
     }
@@ -157,9 +178,19 @@ mod tests {
         assert_eq!(ce.subject, "web-1");
         assert_eq!(ce.source, "/tern/tern-failover");
         assert_eq!(ce.time, "2023-11-14T22:13:20.005Z");
+        assert_eq!(
+            ce.dataschema,
+            "https://raw.githubusercontent.com/tern-dr/tern/main/docs/events/schemas/tern.failover.succeeded.json"
+        );
         let mut headers = HeaderMap::new();
         ce.write("p1", &mut headers);
-        assert_eq!(CloudEventAttributes::read(&headers), Some(ce));
+        assert_eq!(headers.get(CE_DATASCHEMA).map(|v| v.as_str()), Some(ce.dataschema.as_str()));
+        assert_eq!(CloudEventAttributes::read(&headers), Some(ce.clone()));
+        // Events stored before `dataschema` existed still read, with none.
+        let mut old = HeaderMap::new();
+        CloudEventAttributes { dataschema: String::new(), ..ce.clone() }.write("p1", &mut old);
+        assert!(old.get(CE_DATASCHEMA).is_none());
+        assert_eq!(CloudEventAttributes::read(&old).map(|a| a.dataschema), Some(String::new()));
     }
 
     #[test]
@@ -172,6 +203,7 @@ mod tests {
         };
         let ce = CloudEventAttributes::of(&ev, "tern-planner").unwrap();
         assert_eq!((ce.ty.as_str(), ce.subject.as_str()), ("tern.plan.accepted", "p1"));
+        assert!(ce.dataschema.ends_with("/docs/events/schemas/tern.plan.accepted.json"), "{}", ce.dataschema);
         ev.event_id.clear();
         assert!(CloudEventAttributes::of(&ev, "x").unwrap_err().to_string().contains("event_id"));
         ev.event_id = "e3".into();

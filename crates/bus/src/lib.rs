@@ -12,6 +12,7 @@ pub mod consumer;
 pub mod headers;
 pub mod ids;
 pub mod kv;
+pub mod schema;
 pub mod subjects;
 pub mod topology;
 pub mod trace;
@@ -136,6 +137,7 @@ pub struct Bus {
     js: jetstream::Context,
     service: String,
     refusals: Refusals,
+    json_events: bool,
 }
 
 /// The permission violations the server reported on this connection, newest last (a bounded
@@ -217,7 +219,21 @@ impl Bus {
     /// Wraps an existing connection.
     pub fn new(client: async_nats::Client, service: &str) -> Self {
         let js = jetstream::new(client.clone());
-        Self { client, js, service: service.to_owned(), refusals: Refusals::default() }
+        Self { client, js, service: service.to_owned(), refusals: Refusals::default(), json_events: false }
+    }
+
+    /// With `on`, every event this handle publishes is published twice: as protobuf on
+    /// `tern.events.…` and as JSON (protobuf's JSON mapping, same CloudEvents headers, same dedup
+    /// id) on its mirror `tern.json.events.…`, for consumers without protobuf tooling. Off by
+    /// default (`json_events` in the service settings).
+    pub fn with_json_events(mut self, on: bool) -> Self {
+        self.json_events = on;
+        self
+    }
+
+    /// Whether events are also published as JSON (see [`Self::with_json_events`]).
+    pub fn json_events(&self) -> bool {
+        self.json_events
     }
 
     /// The underlying NATS connection.
@@ -351,7 +367,21 @@ impl Bus {
             Some(nonce) => format!("{}.again.{nonce}", event.event_id),
             None => event.event_id.clone(),
         };
-        self.publish(subject, &dedup_id, h, event.encode_to_vec().into()).await
+        if !self.json_events {
+            return self.publish(subject, &dedup_id, h, event.encode_to_vec().into()).await;
+        }
+        // The JSON body first: an event that cannot be mapped is refused before either copy is
+        // out. Then protobuf, then JSON: a publisher that fails between the two publishes the
+        // event again (same dedup ids), which stores the missing copy and drops the other.
+        let json = tern_proto::json::to_json(&event, "tern.v1.Event")
+            .map_err(|e| BusError::InvalidMessage(format!("event {}: {e}", event.event_id)))?;
+        let json = serde_json::to_vec(&json).map_err(|e| BusError::InvalidMessage(e.to_string()))?;
+        let mirror = subjects::json_mirror(&subject)?;
+        let mut json_headers = h.clone();
+        json_headers.insert(headers::CONTENT_TYPE, headers::JSON);
+        let receipt = self.publish(subject, &dedup_id, h, event.encode_to_vec().into()).await?;
+        self.publish(mirror, &dedup_id, json_headers, json.into()).await?;
+        Ok(receipt)
     }
 
     /// Publishes with `id` as the dedup id. A publish whose ack never came (nats-server died or
@@ -636,6 +666,9 @@ pub struct DeadLetter {
 }
 
 /// What a dead letter holds, as far as this build can read it.
+// An event (with its VM's resource) is larger than a command; dead letters are read a few at a
+// time by `tern dlq`, so the size is not worth a box that every match would have to look through.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 #[allow(clippy::large_enum_variant, reason = "read one at a time, by an operator: its size does not matter")]
 pub enum DeadLetterContent {

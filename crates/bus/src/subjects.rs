@@ -4,6 +4,8 @@
 //! tern.commands.<queue>.<plan>                  commands, work-queue stream TERN_COMMANDS
 //! tern.events.<plan>.<phase>.<outcome>          VM phase events, stream TERN_EVENTS
 //! tern.events.<plan>.plan.<kind>                plan-level events, stream TERN_EVENTS
+//! tern.json.events.<plan>.<phase>.<outcome>     the same events as JSON (opt-in), TERN_EVENTS_JSON
+//! tern.json.events.<plan>.plan.<kind>           the same plan events as JSON, TERN_EVENTS_JSON
 //! tern.dlq.<consumer>                           dead letters, stream TERN_DLQ
 //! ```
 //!
@@ -19,6 +21,9 @@ use crate::BusError;
 pub const COMMANDS_PREFIX: &str = "tern.commands";
 /// Prefix of every event subject.
 pub const EVENTS_PREFIX: &str = "tern.events";
+/// Prefix of the JSON mirror of every event subject: `tern.json.events.…` carries what
+/// `tern.events.…` does, in protobuf's JSON mapping, when publishers have JSON events on.
+pub const JSON_EVENTS_PREFIX: &str = "tern.json.events";
 /// Prefix of every dead-letter subject.
 pub const DLQ_PREFIX: &str = "tern.dlq";
 /// The `<phase>` token of plan-level events.
@@ -94,6 +99,15 @@ pub fn plan_event(plan_id: &str, kind: PlanEventKind) -> Result<String, BusError
     Ok(format!("{EVENTS_PREFIX}.{plan_id}.{PLAN_TOKEN}.{}", kind.slug()))
 }
 
+/// The JSON mirror of an event subject: `tern.events.<rest>` → `tern.json.events.<rest>`.
+pub fn json_mirror(event_subject: &str) -> Result<String, BusError> {
+    event_subject
+        .strip_prefix(EVENTS_PREFIX)
+        .filter(|rest| rest.starts_with('.'))
+        .map(|rest| format!("{JSON_EVENTS_PREFIX}{rest}"))
+        .ok_or_else(|| BusError::InvalidMessage(format!("{event_subject} is not an event subject")))
+}
+
 /// `tern.dlq.<consumer>`.
 pub fn dlq_subject(consumer: &str) -> String {
     format!("{DLQ_PREFIX}.{consumer}")
@@ -106,6 +120,7 @@ pub fn plan_of(subject: &str) -> Option<&str> {
     let plan = match (tokens.next(), tokens.next()) {
         (Some("tern"), Some("commands")) => tokens.nth(1),
         (Some("tern"), Some("events")) => tokens.next(),
+        (Some("tern"), Some("json")) if tokens.next() == Some("events") => tokens.next(),
         _ => None,
     };
     plan.filter(|p| !p.is_empty())
@@ -180,6 +195,10 @@ mod tests {
         assert_eq!(plan_of("tern.commands.reprotect.p1"), Some("p1"));
         assert_eq!(plan_of("tern.events.p1.plan.accepted"), Some("p1"));
         assert_eq!(plan_of("tern.dlq.failover"), None);
+        let mirror = json_mirror("tern.events.p1.failover.succeeded").unwrap();
+        assert_eq!(mirror, "tern.json.events.p1.failover.succeeded");
+        assert_eq!(plan_of(&mirror), Some("p1"));
+        assert!(json_mirror("tern.eventsx.p1").is_err() && json_mirror("tern.commands.failover.p1").is_err());
     }
 
     #[test]

@@ -16,6 +16,9 @@ use crate::{BusError, PLANNER_DLQ_CONSUMER, PLANNER_EVENTS_CONSUMER};
 pub const COMMANDS_STREAM: &str = "TERN_COMMANDS";
 /// Limits stream holding every lifecycle event, replayable.
 pub const EVENTS_STREAM: &str = "TERN_EVENTS";
+/// Limits stream holding the JSON mirror of every event (filled when publishers have JSON events
+/// on; empty otherwise). Its settings are the events stream's.
+pub const EVENTS_JSON_STREAM: &str = "TERN_EVENTS_JSON";
 /// Limits stream holding dead letters.
 pub const DLQ_STREAM: &str = "TERN_DLQ";
 
@@ -113,7 +116,7 @@ impl Topology {
     }
 
     /// Stream configurations, by stream.
-    pub fn streams(&self) -> [stream::Config; 3] {
+    pub fn streams(&self) -> [stream::Config; 4] {
         let base = stream::Config {
             num_replicas: self.replicas,
             storage: stream::StorageType::File,
@@ -134,6 +137,15 @@ impl Topology {
                 name: EVENTS_STREAM.into(),
                 description: Some("Tern lifecycle events (CloudEvents, replayable)".into()),
                 subjects: vec![format!("{}.>", subjects::EVENTS_PREFIX)],
+                retention: stream::RetentionPolicy::Limits,
+                max_age: self.events_max_age,
+                ..base.clone()
+            },
+            // Always there, so turning JSON events on is a publisher setting and nothing else.
+            stream::Config {
+                name: EVENTS_JSON_STREAM.into(),
+                description: Some("Tern lifecycle events as JSON (CloudEvents, protobuf JSON mapping)".into()),
+                subjects: vec![format!("{}.>", subjects::JSON_EVENTS_PREFIX)],
                 retention: stream::RetentionPolicy::Limits,
                 max_age: self.events_max_age,
                 ..base.clone()

@@ -134,3 +134,94 @@ async fn the_operator_lists_and_deletes_dead_letters_and_can_do_nothing_else() {
     let err = reader.dead_letters().await.expect_err("dead letters are not the reader's");
     assert!(matches!(err, tern_bus::BusError::PermissionDenied { .. }), "{err}");
 }
+
+/// The first message of `stream`, read as the events-reader reads it (an ordered consumer).
+async fn first_message(bus: &Bus, stream: &str) -> async_nats::jetstream::Message {
+    use futures::StreamExt;
+    let stream = bus.jetstream().get_stream(stream).await.expect("the stream exists");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("an ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("a message within the deadline")
+        .expect("the stream goes on")
+        .expect("a message")
+}
+
+#[tokio::test]
+async fn with_json_events_on_every_event_is_mirrored_as_json_that_only_its_publisher_may_write() {
+    use tern_bus::headers;
+    use tern_proto::{Event, Outcome, Phase, VmEvent, VmRef, event};
+    let (server, admin) = secured().await;
+    let event = Event {
+        event_id: "p1.vm-00001.failover.succeeded".into(),
+        plan_id: "p1".into(),
+        time: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+        body: Some(event::Body::Vm(VmEvent {
+            vm: Some(VmRef { name: "vm-00001".into(), ..Default::default() }),
+            phase: Phase::Failover as i32,
+            outcome: Outcome::Succeeded as i32,
+            duration: Some(prost_types::Duration { seconds: 42, nanos: 0 }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+
+    // Off by default: the protobuf event only.
+    let quiet = server.bus(Identity::Failover, "tern-failover").await;
+    assert!(!quiet.json_events());
+    quiet.publish_event(&Event { event_id: "quiet".into(), ..event.clone() }).await.expect("published");
+    let count = |name: &'static str| {
+        let admin = admin.clone();
+        async move { admin.jetstream().get_stream(name).await.unwrap().info().await.unwrap().state.messages }
+    };
+    assert_eq!(count(tern_bus::topology::EVENTS_STREAM).await, 1);
+    assert_eq!(count(tern_bus::topology::EVENTS_JSON_STREAM).await, 0, "no JSON unless asked for");
+
+    // On: the same event, twice; published again, deduplicated in both streams.
+    let worker = server.bus(Identity::Failover, "tern-failover").await.with_json_events(true);
+    worker.publish_event(&event).await.expect("the worker publishes its event");
+    let again = worker.publish_event(&event).await.expect("and again");
+    assert!(again.duplicate);
+    assert_eq!(count(tern_bus::topology::EVENTS_STREAM).await, 2);
+    assert_eq!(count(tern_bus::topology::EVENTS_JSON_STREAM).await, 1, "the JSON copy is deduplicated too");
+
+    let reader = server.bus(Identity::EventsReader, "dns-updater").await;
+    let json = first_message(&reader, tern_bus::topology::EVENTS_JSON_STREAM).await;
+    assert_eq!(json.subject.as_str(), "tern.json.events.p1.failover.succeeded");
+    let h = json.headers.as_ref().expect("CloudEvents headers");
+    let attributes = tern_bus::CloudEventAttributes::read(h).expect("every ce- attribute");
+    let expected = tern_bus::CloudEventAttributes::of(&event, "tern-failover").unwrap();
+    assert_eq!(attributes, tern_bus::CloudEventAttributes { content_type: headers::JSON.into(), ..expected });
+    assert_eq!((attributes.id.as_str(), attributes.ty.as_str()), (event.event_id.as_str(), "tern.failover.succeeded"));
+    assert!(attributes.dataschema.ends_with("/tern.failover.succeeded.json"), "{}", attributes.dataschema);
+    assert_eq!(h.get(headers::CE_TERNPLAN).map(|v| v.as_str()), Some("p1"));
+    let body: serde_json::Value = serde_json::from_slice(&json.payload).expect("the body is JSON");
+    assert_eq!(body["vm"]["outcome"], "OUTCOME_SUCCEEDED", "protobuf's JSON mapping: {body}");
+    assert_eq!(body["vm"]["duration"], "42s");
+    let back: Event = tern_proto::json::from_json(&json.payload, "tern.v1.Event").expect("it reads back");
+    assert_eq!(back, Event { source: "tern-failover".into(), ..event.clone() }, "the same event");
+
+    // Nobody forges the mirror: not the reader, not a worker for another phase's events.
+    let forge = |bus: Bus, subject: &'static str| async move {
+        let ack = bus.jetstream().publish(subject, "{}".into()).await;
+        let stored: Result<_, async_nats::Error> = match ack {
+            Ok(ack) => ack.await.map_err(Into::into),
+            Err(e) => Err(e.into()),
+        };
+        stored
+    };
+    let cleanup_by_failover = "tern.json.events.p1.cleanup.succeeded";
+    let (by_reader, by_worker) = tokio::join!(
+        forge(reader.clone(), "tern.json.events.p1.failover.succeeded"),
+        forge(worker.clone(), cleanup_by_failover),
+    );
+    assert!(by_reader.is_err(), "the events-reader publishes nothing");
+    assert!(by_worker.is_err(), "the failover worker publishes no cleanup events, JSON or not");
+    assert_eq!(count(tern_bus::topology::EVENTS_JSON_STREAM).await, 1, "nothing forged was stored");
+    let violations = server.permission_violations();
+    assert!(violations.iter().any(|v| v.contains(cleanup_by_failover)), "the server logged it: {violations:?}");
+}

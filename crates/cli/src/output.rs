@@ -6,7 +6,6 @@ use std::sync::OnceLock;
 
 use anstyle::{AnsiColor, Style};
 use anyhow::Context;
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 pub use tern_cli::columns::Columns;
 
 /// `-o`: how a command prints what it read.
@@ -66,22 +65,11 @@ pub fn print_document(format: Format, doc: &serde_json::Value) -> anyhow::Result
     Ok(())
 }
 
-fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        DescriptorPool::decode(tern_proto::FILE_DESCRIPTOR_SET).expect("the compiled-in descriptor set decodes")
-    })
-}
-
 /// A Tern protobuf message in protobuf's canonical JSON mapping (timestamps RFC 3339, durations
-/// `"1.5s"`, enums by name), with the .proto field names so it reads like a plan file.
+/// `"1.5s"`, enums by name), with the .proto field names so it reads like a plan file: the same
+/// mapping as the bus's JSON events ([`tern_proto::json`]).
 pub fn proto_json<M: prost::Message>(message: &M, full_name: &str) -> anyhow::Result<serde_json::Value> {
-    let descriptor =
-        pool().get_message_by_name(full_name).with_context(|| format!("{full_name} is not a Tern message"))?;
-    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
-        .with_context(|| format!("re-reading a {full_name}"))?;
-    let options = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false);
-    dynamic.serialize_with_options(serde_json::value::Serializer, &options).context("rendering JSON")
+    Ok(tern_proto::json::to_json(message, full_name)?)
 }
 
 /// Colours for a terminal (anstyle), on when anstream would colour stdout: off when `NO_COLOR`

@@ -213,6 +213,7 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
         ("TERN_ENSURE_TOPOLOGY", "false"),
         ("TERN_LISTEN", "127.0.0.1:0"),
         ("TERN_POLL_INTERVAL_SECS", POLL_INTERVAL_SECS),
+        ("TERN_JSON_EVENTS", "true"),
     ];
     if estate.vaults.len() > 1 {
         // Every service acts on every vault of the estate: its own, and these.

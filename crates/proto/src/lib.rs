@@ -1,7 +1,8 @@
 //! Tern's wire contracts, generated from `proto/tern/v1` (package `tern.v1`).
 //!
 //! This crate holds the schema and nothing else: no subject names (those live in `tern-bus`),
-//! no behaviour beyond small naming helpers that several services need to agree on.
+//! no behaviour beyond small naming helpers and the JSON mapping ([`json`]) that several services
+//! need to agree on.
 
 /// Generated types of package `tern.v1`.
 #[allow(missing_docs, clippy::large_enum_variant, clippy::doc_lazy_continuation)]
@@ -12,8 +13,10 @@ pub mod v1 {
 pub use v1::*;
 
 pub mod auth;
+pub mod json;
 
-/// The encoded `FileDescriptorSet` of `proto/tern/v1`, for gRPC server reflection.
+/// The encoded `FileDescriptorSet` of `proto/tern/v1` with source info (doc comments), for gRPC
+/// server reflection, protobuf JSON ([`json`]) and the event schemas.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tern_descriptor.bin"));
 
 impl Phase {

@@ -62,6 +62,10 @@ pub struct ServiceConfig {
     /// Replicas of every stream, consumer and bucket the set-up creates (`TERN_REPLICAS`): 3,
     /// for a production cluster; 1 only on a single nats-server. Never lowers what exists.
     pub replicas: usize,
+    /// Also publish every event as JSON (`TERN_JSON_EVENTS`): protobuf's JSON mapping, with the
+    /// same CloudEvents headers, on `tern.json.events.…` (stream `TERN_EVENTS_JSON`), for
+    /// consumers without protobuf tooling. Off by default; the protobuf events are unchanged.
+    pub json_events: bool,
 }
 
 impl Default for ServiceConfig {
@@ -77,6 +81,7 @@ impl Default for ServiceConfig {
             poll_interval_secs: 30.0,
             ensure_topology: true,
             replicas: 3,
+            json_events: false,
         }
     }
 }

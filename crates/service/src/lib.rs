@@ -122,17 +122,18 @@ pub async fn connect(config: &ServiceConfig, service: &str) -> Result<(Bus, AsrC
 }
 
 /// Connects `service` to the bus with its credentials (`nats_credentials`, `nats_ca_file`), as the
-/// NATS identity named after it (`tern-planner` is `planner`).
+/// NATS identity named after it (`tern-planner` is `planner`), publishing events as JSON too when
+/// `json_events` is on.
 pub async fn connect_bus(config: &ServiceConfig, service: &str) -> Result<Bus, ConnectError> {
     let Some(identity) = Identity::of_service(service) else {
-        return Ok(Bus::connect(&config.nats_url, service).await?);
+        return Ok(Bus::connect(&config.nats_url, service).await?.with_json_events(config.json_events));
     };
     if config.nats_credentials.is_none() {
         tracing::warn!(%identity, "connecting to NATS without credentials (set TERN_NATS_CREDENTIALS)");
     }
     let auth =
         NatsAuth { identity, credentials: config.nats_credentials.clone(), ca_file: config.nats_ca_file.clone() };
-    Ok(Bus::connect_with(&config.nats_url, service, &auth).await?)
+    Ok(Bus::connect_with(&config.nats_url, service, &auth).await?.with_json_events(config.json_events))
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM.
