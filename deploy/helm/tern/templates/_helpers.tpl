@@ -127,6 +127,8 @@ NATS identity's name).
 - name: TERN_BUDGET
   value: {{ toJson . | quote }}
 {{- end }}
+- name: TERN_JSON_EVENTS
+  value: {{ $v.jsonEvents | quote }}
 - name: TERN_LOG
   value: {{ $v.logLevel | quote }}
 - name: TERN_LOG_FORMAT
