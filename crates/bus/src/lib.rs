@@ -668,7 +668,6 @@ pub struct DeadLetter {
 /// What a dead letter holds, as far as this build can read it.
 // An event (with its VM's resource) is larger than a command; dead letters are read a few at a
 // time by `tern dlq`, so the size is not worth a box that every match would have to look through.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 #[allow(clippy::large_enum_variant, reason = "read one at a time, by an operator: its size does not matter")]
 pub enum DeadLetterContent {
