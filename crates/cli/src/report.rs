@@ -840,7 +840,11 @@ mod tests {
             state: PlanState::Completed as i32,
             spec: Some(tern_proto::PlanSpec {
                 vault_id: vault.into(),
-                waves: vec![tern_proto::Wave { name: "db<1>".into(), vm_names: vec!["vm-1".into()] }],
+                waves: vec![tern_proto::Wave {
+                    name: "db<1>".into(),
+                    vm_names: vec!["vm-1".into()],
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
             created_at: at(0),

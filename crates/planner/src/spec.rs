@@ -394,11 +394,11 @@ mod tests {
 
         let mut s = spec(&["a", "b"]);
         s.waves = vec![
-            Wave { name: "1".into(), vm_names: vec!["a".into()] },
-            Wave { name: "2".into(), vm_names: vec!["a".into()] },
+            Wave { name: "1".into(), vm_names: vec!["a".into()], ..Default::default() },
+            Wave { name: "2".into(), vm_names: vec!["a".into()], ..Default::default() },
         ];
         assert_eq!(field(validate(&s, &home())), "waves[1].vm_names[0]");
-        s.waves = vec![Wave { name: "1".into(), vm_names: vec!["c".into()] }];
+        s.waves = vec![Wave { name: "1".into(), vm_names: vec!["c".into()], ..Default::default() }];
         assert_eq!(field(validate(&s, &home())), "waves[0].vm_names[0]");
 
         let mut s = spec(&["a"]);
