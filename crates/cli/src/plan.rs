@@ -849,6 +849,10 @@ fn print_plan_table(plan: &Plan) {
         rows.row([name, state, phase, (vm.wave + 1).to_string(), format!("{}{error}", vm.reason)]);
     }
     print!("{rows}");
+    for g in &plan.gates {
+        let (mark, line) = crate::progress::gate_line(plan, g);
+        println!("{mark} {line}");
+    }
 }
 
 pub fn counts(plan: &Plan) -> String {

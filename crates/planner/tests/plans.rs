@@ -1162,6 +1162,28 @@ async fn a_wave_behind_an_approval_waits_for_it_across_a_restart_and_a_rejection
     assert_eq!((g.by.as_str(), g.reason.as_str(), g.attempt), ("ann", "freeze lifted", 2));
     assert!(g.started_at.is_some() && g.ended_at.is_some());
     assert_eq!(failed_over(&r.stack.accepted_ops().await), ["vm-00001", "vm-00002"]);
+
+    // The event stream tells each step: waiting, rejected (by whom), waiting again, approved.
+    use tern_proto::PlanEventKind as K;
+    let gate_events = |events: &[tern_proto::Event]| -> Vec<(K, String)> {
+        events
+            .iter()
+            .filter_map(|e| match &e.body {
+                Some(tern_proto::event::Body::Plan(p)) if p.kind().slug().starts_with("gate") => {
+                    Some((p.kind(), p.by.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let events = r.stack.wait_events(&plan_id, "the gate events", |e| gate_events(e).len() >= 4).await;
+    let expected = [
+        (K::GateWaiting, String::new()),
+        (K::GateFailed, "bob".to_owned()),
+        (K::GateWaiting, String::new()),
+        (K::GatePassed, "ann".to_owned()),
+    ];
+    assert_eq!(gate_events(&events), expected);
 }
 
 /// A `wait` gate passes by itself once its time is up (the watchdog's round moves it).

@@ -385,6 +385,9 @@ impl PlannerService {
             .unwrap_or_default();
         let side = if g.after { "after" } else { "before" };
         let reason = match g.state() {
+            GateState::Waiting if is_wait(plan, &map, g) => {
+                format!("{side} wave {}: {name} waits (a fixed pause)", g.wave + 1)
+            }
             GateState::Waiting => format!(
                 "{side} wave {}: {name} waits; release it with `tern plan approve {} --wave {} --step {}`",
                 g.wave + 1,
@@ -427,6 +430,12 @@ impl PlannerService {
             })
             .await;
     }
+}
+
+/// Whether gate `g` is a `wait` step.
+fn is_wait(plan: &Plan, map: &[Option<usize>], g: &GateStatus) -> bool {
+    let step = gates::steps(plan, map, g.wave, g.after).get(g.step as usize);
+    matches!(step.and_then(|s| s.kind.as_ref()), Some(tern_proto::gate_step::Kind::Wait(_)))
 }
 
 /// VM `i`'s command for `phase`, with the span it is sent under.
