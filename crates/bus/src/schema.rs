@@ -48,6 +48,9 @@ impl EventType {
             PlanEventKind::Cancelled,
             PlanEventKind::Completed,
             PlanEventKind::CompletedWithErrors,
+            PlanEventKind::GateWaiting,
+            PlanEventKind::GatePassed,
+            PlanEventKind::GateFailed,
         ];
         let vm = phases.into_iter().flat_map(|p| outcomes.into_iter().map(move |o| EventType::Vm(p, o)));
         vm.chain(kinds.into_iter().map(EventType::Plan)).collect()
@@ -544,7 +547,7 @@ mod tests {
     #[test]
     fn every_type_has_a_schema_whose_id_is_its_dataschema_and_that_carries_the_proto_comments() {
         let docs = documents();
-        assert_eq!(docs.len(), 6 * 5 + 8 + 1);
+        assert_eq!(docs.len(), 6 * 5 + 11 + 1);
         let schema = event_schema(EventType::Vm(Phase::Failover, Outcome::Succeeded));
         assert_eq!(schema["$id"], headers::dataschema("tern.failover.succeeded"));
         assert_eq!(schema["properties"]["vm"]["properties"]["outcome"]["const"], "OUTCOME_SUCCEEDED");

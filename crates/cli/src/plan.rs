@@ -137,8 +137,61 @@ pub enum PlanCommand {
     Resume { plan_id: String },
     /// Stop dispatching and skip what has not started; running phases finish.
     Cancel { plan_id: String },
-    /// Run a failed VM's phase again.
-    Retry { plan_id: String, vm: String },
+    /// Run a failed VM's phase again; with --wave, wait again for a wave's rejected gate.
+    Retry {
+        plan_id: String,
+        #[arg(required_unless_present = "wave")]
+        vm: Option<String>,
+        /// The wave (name or 1-based number) whose rejected or failed gate waits again.
+        #[arg(long, value_name = "NAME", conflicts_with = "vm")]
+        wave: Option<String>,
+        /// Which of the wave's gate steps (0-based); default: the rejected one.
+        #[arg(long, value_name = "N", requires = "wave")]
+        step: Option<u32>,
+    },
+    /// Approve a wave's waiting approval gate: the wave goes on.
+    Approve(GateArgs),
+    /// Reject a wave's waiting approval gate: the plan's failure policy applies (stop: the plan
+    /// halts until `tern plan retry ID --wave NAME`; continue: the wave is skipped).
+    Reject(GateArgs),
+}
+
+/// Which gate `tern plan approve` / `reject` decides, by whom and why.
+#[derive(clap::Args, Debug)]
+pub struct GateArgs {
+    plan_id: String,
+    /// The wave (its name in the plan file, or its 1-based number).
+    #[arg(long, value_name = "NAME")]
+    wave: String,
+    /// Which of the wave's gate steps (0-based); default: the one waiting.
+    #[arg(long, value_name = "N")]
+    step: Option<u32>,
+    /// Why (recorded in the plan's events and report).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    reason: String,
+    /// Who decides (recorded); default: the OS user.
+    #[arg(long = "as", value_name = "NAME")]
+    by: Option<String>,
+}
+
+impl GateArgs {
+    fn request(self) -> tern_proto::GateDecisionRequest {
+        tern_proto::GateDecisionRequest {
+            plan_id: self.plan_id,
+            wave: self.wave,
+            step: self.step,
+            by: self.by.unwrap_or_else(os_user),
+            reason: self.reason,
+        }
+    }
+}
+
+/// Who runs this command, as the OS knows them.
+fn os_user() -> String {
+    ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `tern plan list`'s filters and paging.
@@ -451,7 +504,7 @@ fn parse_wave(s: &str) -> Result<Wave, String> {
     if vm_names.is_empty() {
         return Err(format!("wave {name:?} names no VM: write NAME=VM,VM,…"));
     }
-    Ok(Wave { name: name.trim().to_owned(), vm_names })
+    Ok(Wave { name: name.trim().to_owned(), vm_names, ..Default::default() })
 }
 
 pub fn parse_point(s: &str) -> Result<RecoveryPointChoice, String> {
@@ -672,11 +725,25 @@ pub async fn run(target: &Target, output: Format, command: PlanCommand) -> anyho
             let plan = grpc.cancel_plan(CancelPlanRequest { plan_id, ..Default::default() }).await.map_err(status)?;
             print_state(output, &plan.into_inner())
         }
-        PlanCommand::Retry { plan_id, vm } => {
+        PlanCommand::Retry { plan_id, vm: None, wave: Some(wave), step } => {
+            let request = tern_proto::GateDecisionRequest { plan_id, wave, step, by: os_user(), reason: String::new() };
+            let plan = grpc.retry_gate(request).await.map_err(status)?;
+            print_state(output, &plan.into_inner())
+        }
+        PlanCommand::Retry { plan_id, vm, .. } => {
+            let vm_name = vm.unwrap_or_default();
             let plan = grpc
-                .retry_vm(RetryVmRequest { plan_id, vm_name: vm, phase: Phase::Unspecified as i32 })
+                .retry_vm(RetryVmRequest { plan_id, vm_name, phase: Phase::Unspecified as i32 })
                 .await
                 .map_err(status)?;
+            print_state(output, &plan.into_inner())
+        }
+        PlanCommand::Approve(args) => {
+            let plan = grpc.approve_gate(args.request()).await.map_err(status)?;
+            print_state(output, &plan.into_inner())
+        }
+        PlanCommand::Reject(args) => {
+            let plan = grpc.reject_gate(args.request()).await.map_err(status)?;
             print_state(output, &plan.into_inner())
         }
     }
@@ -782,6 +849,10 @@ fn print_plan_table(plan: &Plan) {
         rows.row([name, state, phase, (vm.wave + 1).to_string(), format!("{}{error}", vm.reason)]);
     }
     print!("{rows}");
+    for g in &plan.gates {
+        let (mark, line) = crate::progress::gate_line(plan, g);
+        println!("{mark} {line}");
+    }
 }
 
 pub fn counts(plan: &Plan) -> String {

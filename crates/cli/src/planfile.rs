@@ -12,6 +12,12 @@
 //!     vms: [sql-01, sql-02]
 //!   - name: web
 //!     vms: [web-01, web-02]
+//!     before:                                 # gates: each must pass before the wave fails over
+//!       - approval: { description: web team signs off }   # `tern plan approve ID --wave web`
+//!       - wait: 5m                                         # a fixed pause
+//!     after:                                  # once every VM of the wave failed over
+//!       - wait: 10m
+//!         when: committed                     # or failed_over (default)
 //! failure_policy:
 //!   optional_vms: [web-02]
 //!   on_critical_failure: stop
@@ -145,6 +151,75 @@ pub struct WaveFile {
     #[serde(default)]
     name: String,
     vms: Vec<String>,
+    #[serde(default)]
+    before: Vec<GateFile>,
+    #[serde(default)]
+    after: Vec<GateFile>,
+}
+
+/// One gate step: exactly one of `approval` or `wait`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct GateFile {
+    #[serde(default)]
+    name: String,
+    approval: Option<ApprovalFile>,
+    /// A pause, as `30s`, `5m`, `1h30m`.
+    wait: Option<String>,
+    /// For `after` steps: `failed_over` (default) or `committed`.
+    when: Option<AfterWhenFile>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalFile {
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterWhenFile {
+    FailedOver,
+    Committed,
+}
+
+impl GateFile {
+    fn step(&self, field: &str, after: bool) -> anyhow::Result<tern_proto::GateStep> {
+        use tern_proto::gate_step::Kind;
+        let (kind, description) = match (&self.approval, &self.wait) {
+            (Some(a), None) => (Kind::Approval(tern_proto::ApprovalGate {}), a.description.clone()),
+            (None, Some(w)) => {
+                let d = crate::output::parse_duration(w).map_err(|e| anyhow::anyhow!("{field}.wait: {e}"))?;
+                let duration = prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 };
+                (Kind::Wait(tern_proto::WaitGate { duration: Some(duration) }), String::new())
+            }
+            _ => bail!("{field}: give exactly one of `approval` or `wait`"),
+        };
+        if self.when.is_some() && !after {
+            bail!("{field}.when: only `after` steps say when they run");
+        }
+        let run_after = match self.when {
+            None => tern_proto::AfterWhen::Unspecified,
+            Some(AfterWhenFile::FailedOver) => tern_proto::AfterWhen::FailedOver,
+            Some(AfterWhenFile::Committed) => tern_proto::AfterWhen::Committed,
+        };
+        Ok(tern_proto::GateStep { name: self.name.clone(), description, kind: Some(kind), run_after: run_after as i32 })
+    }
+}
+
+impl WaveFile {
+    fn wave(&self, i: usize) -> anyhow::Result<Wave> {
+        let steps = |list: &[GateFile], side: &str, after: bool| -> anyhow::Result<Vec<tern_proto::GateStep>> {
+            list.iter().enumerate().map(|(k, g)| g.step(&format!("waves[{i}].{side}[{k}]"), after)).collect()
+        };
+        Ok(Wave {
+            name: self.name.clone(),
+            vm_names: self.vms.clone(),
+            before: steps(&self.before, "before", false)?,
+            after: steps(&self.after, "after", true)?,
+        })
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -292,7 +367,7 @@ impl PlanFile {
                 reprotect: p.reprotect,
                 cleanup: p.cleanup,
             }),
-            waves: self.waves.iter().map(|w| Wave { name: w.name.clone(), vm_names: w.vms.clone() }).collect(),
+            waves: self.waves.iter().enumerate().map(|(i, w)| w.wave(i)).collect::<anyhow::Result<_>>()?,
             concurrency: self.concurrency.as_ref().map(|c| Concurrency {
                 failover: c.failover,
                 reprotect: c.reprotect,
@@ -352,6 +427,13 @@ mod tests {
         assert_eq!(spec.vault_id, "/subscriptions/…/vaults/prod-vault");
         assert_eq!(spec.waves.len(), 2);
         assert_eq!(spec.waves[1].vm_names, ["web-01", "web-02"]);
+        assert_eq!(spec.waves[1].before.len(), 2);
+        assert!(matches!(spec.waves[1].before[0].kind, Some(tern_proto::gate_step::Kind::Approval(_))));
+        assert_eq!(spec.waves[1].before[0].description, "web team signs off");
+        assert_eq!(spec.waves[1].after[0].run_after(), tern_proto::AfterWhen::Committed);
+        let both = "select: { vms: [a] }\nwaves: [{ vms: [a], before: [{ wait: 1s, approval: {} }] }]";
+        let err = PlanFile::parse(both).unwrap().spec(Some("/v")).unwrap_err().to_string();
+        assert!(err.contains("waves[0].before[0]"), "{err}");
         assert_eq!(spec.recovery_point.unwrap().kind, tern_proto::RecoveryPointKind::LatestAppConsistent as i32);
         assert_eq!(spec.failure_policy.unwrap().on_critical_failure, OnCriticalFailure::Stop as i32);
         assert_eq!(spec.labels["change"], "CHG-1042");

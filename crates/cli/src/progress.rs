@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tern_proto::{Phase, Plan, PlanMode, VmState};
+use tern_proto::{GateState, Phase, Plan, PlanMode, VmState};
 
 use crate::output::{Paint, human_secs};
 use crate::plan::state_word;
@@ -220,6 +220,18 @@ impl Progress {
         for (names, reason) in group_by_reason(skipped.into_iter()) {
             lines.push(format!("{} {} skipped: {reason}", self.paint.yellow("–"), name_list(&names)));
         }
+        for g in &plan.gates {
+            let key = format!("gate/{}/{}/{}/{}/{}", g.wave, g.after, g.step, g.attempt, g.state);
+            if self.reported.insert(key) {
+                let (mark, line) = gate_line(plan, g);
+                let mark = match g.state() {
+                    GateState::Waiting => self.paint.yellow(mark),
+                    GateState::Passed => mark.to_owned(),
+                    _ => self.paint.red(mark),
+                };
+                lines.push(format!("{mark} {line}"));
+            }
+        }
         lines
     }
 
@@ -270,6 +282,42 @@ impl Progress {
             })
             .collect();
         format!("{:<22} {}{eta}", state_word(plan.state), parts.join("  "))
+    }
+}
+
+/// One gate step's news: what it is, and for a waiting approval the commands that release it.
+pub fn gate_line(plan: &Plan, g: &tern_proto::GateStatus) -> (&'static str, String) {
+    let map = plan.spec_waves();
+    let step = plan.gate_steps(&map, g.wave, g.after).get(g.step as usize);
+    let name = step.map(|s| s.display_name(g.step as usize)).unwrap_or_else(|| "gate".into());
+    let wave = map
+        .get(g.wave as usize)
+        .copied()
+        .flatten()
+        .and_then(|s| plan.spec.as_ref()?.waves.get(s))
+        .map(|w| w.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| (g.wave + 1).to_string());
+    let side = if g.after { "after" } else { "before" };
+    let what = format!("gate {name} {side} wave {wave}");
+    let why = if g.reason.is_empty() { String::new() } else { format!(": {}", g.reason) };
+    match g.state() {
+        GateState::Waiting => match step.and_then(|s| s.kind.as_ref()) {
+            Some(tern_proto::gate_step::Kind::Wait(w)) => {
+                let d = w.duration.unwrap_or_default();
+                ("⏸", format!("{what} waits {}", human_secs(d.seconds as f64)))
+            }
+            _ => {
+                let about = step.map(|s| s.description.as_str()).filter(|d| !d.is_empty());
+                let release = format!("tern plan approve {} --wave {wave} --step {}", plan.plan_id, g.step);
+                let about = about.map(|d| format!(" ({d})")).unwrap_or_default();
+                ("⏸", format!("{what} waits for approval{about}: `{release}` (or `tern plan reject …`)"))
+            }
+        },
+        GateState::Passed if g.by.is_empty() => ("✓", format!("{what} passed")),
+        GateState::Passed => ("✓", format!("{what} approved by {}{why}", g.by)),
+        GateState::Rejected => ("✗", format!("{what} rejected by {}{why}", g.by)),
+        _ => ("✗", format!("{what} failed{why}")),
     }
 }
 

@@ -46,6 +46,9 @@ pub struct Report {
     /// The VMs by subscription and vault, in the order the plan names them.
     pub subscriptions: Vec<SubscriptionReport>,
     pub waves: Vec<WaveReport>,
+    /// Each wave gate step the plan reached, in the order they began waiting.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateReport>,
     pub vms: Vec<VmReport>,
     /// Epoch seconds bounding every timeline bar (for rendering).
     #[serde(skip)]
@@ -109,6 +112,27 @@ impl Counts {
         }
         c
     }
+}
+
+/// One gate step: where it is, how long it held its wave, and who decided it why.
+#[derive(Serialize, Debug)]
+pub struct GateReport {
+    /// The wave's name (or 1-based number).
+    pub wave: String,
+    /// `before` or `after`.
+    pub side: &'static str,
+    /// 0-based among the wave's steps on that side.
+    pub step: u32,
+    pub name: String,
+    /// `waiting`, `passed`, `failed` or `rejected`.
+    pub state: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    /// From beginning to wait to passing, failing or being rejected.
+    pub waited_s: Option<f64>,
+    pub by: String,
+    pub reason: String,
+    pub attempt: u32,
 }
 
 #[derive(Serialize, Debug)]
@@ -352,6 +376,31 @@ impl Report {
             })
             .collect();
 
+        let gate_map = plan.spec_waves();
+        let gates = plan
+            .gates
+            .iter()
+            .map(|g| {
+                let (start, end) = (epoch(g.started_at.as_ref()), epoch(g.ended_at.as_ref()));
+                GateReport {
+                    wave: wave_name(g.wave),
+                    side: if g.after { "after" } else { "before" },
+                    step: g.step,
+                    name: plan
+                        .gate_steps(&gate_map, g.wave, g.after)
+                        .get(g.step as usize)
+                        .map_or_else(|| format!("step #{}", g.step + 1), |s| s.display_name(g.step as usize)),
+                    state: word(g.state().as_str_name(), "GATE_STATE_"),
+                    started_at: start.map(rfc3339),
+                    ended_at: end.map(rfc3339),
+                    waited_s: start.zip(end).map(|(a, b)| b - a),
+                    by: g.by.clone(),
+                    reason: g.reason.clone(),
+                    attempt: g.attempt,
+                }
+            })
+            .collect();
+
         let c = plan.counts.unwrap_or_default();
         let point = spec.recovery_point.as_ref().map_or("latest processed".to_owned(), |p| {
             let kind = RecoveryPointKind::try_from(p.kind).unwrap_or(RecoveryPointKind::LatestProcessed);
@@ -384,6 +433,7 @@ impl Report {
             no_forecast: None,
             subscriptions: by_subscription(&vms),
             waves,
+            gates,
             vms,
             span: (created, end),
         }
@@ -555,6 +605,28 @@ impl Report {
                 w.started_at.as_deref().unwrap_or("-"),
                 w.duration_s.map_or("-".into(), human_secs)
             );
+        }
+        if !self.gates.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n## Gates\n\n| Wave | Step | Gate | State | Began waiting | Waited | By | Why |\n|---|---|---|---|---|---|---|---|"
+            );
+            for g in &self.gates {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} {} | {} | {}{} | {} | {} | {} | {} |",
+                    g.wave,
+                    g.side,
+                    g.step,
+                    g.name,
+                    g.state,
+                    if g.attempt > 1 { format!(" (attempt {})", g.attempt) } else { String::new() },
+                    g.started_at.as_deref().unwrap_or("-"),
+                    g.waited_s.map_or("-".into(), human_secs),
+                    if g.by.is_empty() { "-" } else { &g.by },
+                    if g.reason.is_empty() { "-".to_owned() } else { g.reason.replace('|', "/") },
+                );
+            }
         }
         if self.problems().next().is_some() {
             let _ = writeln!(s, "\n## Needs attention\n");
@@ -840,7 +912,11 @@ mod tests {
             state: PlanState::Completed as i32,
             spec: Some(tern_proto::PlanSpec {
                 vault_id: vault.into(),
-                waves: vec![tern_proto::Wave { name: "db<1>".into(), vm_names: vec!["vm-1".into()] }],
+                waves: vec![tern_proto::Wave {
+                    name: "db<1>".into(),
+                    vm_names: vec!["vm-1".into()],
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
             created_at: at(0),
@@ -877,6 +953,35 @@ mod tests {
             clock: Clock { poll_interval_secs: 30.0, time_compression: 1.0 },
         };
         (plan, events, basis)
+    }
+
+    #[test]
+    fn the_report_lists_each_gate_with_its_timing_and_who_decided_it_why() {
+        let (mut plan, events, _) = finished_failback();
+        let approval = tern_proto::GateStep {
+            kind: Some(tern_proto::gate_step::Kind::Approval(tern_proto::ApprovalGate {})),
+            ..Default::default()
+        };
+        plan.spec.as_mut().unwrap().waves[0].before = vec![approval];
+        plan.gates = vec![tern_proto::GateStatus {
+            wave: 0,
+            step: 0,
+            state: tern_proto::GateState::Passed as i32,
+            started_at: Some(prost_types::Timestamp { seconds: 100, nanos: 0 }),
+            ended_at: Some(prost_types::Timestamp { seconds: 400, nanos: 0 }),
+            by: "ann".into(),
+            reason: "db team ready".into(),
+            attempt: 2,
+            ..Default::default()
+        }];
+        let report = Report::build(&plan, &events);
+        let md = report.markdown();
+        assert!(md.contains("## Gates"), "{md}");
+        assert!(md.contains("| db<1> | before 0 | approval #1 | passed (attempt 2) |"), "{md}");
+        assert!(md.contains("| 5m00s | ann | db team ready |"), "{md}");
+        let json: serde_json::Value = serde_json::from_str(&report.render(ReportFormat::Json).unwrap()).unwrap();
+        assert_eq!(json["gates"][0]["waited_s"], 300.0, "{json}");
+        assert_eq!(json["gates"][0]["by"], "ann", "{json}");
     }
 
     #[test]

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use tern_proto::auth::Role;
 use tern_proto::planner_server::Planner;
 use tern_proto::{
-    CancelPlanRequest, GetPlanRequest, ListPlansRequest, ListPlansResponse, PausePlanRequest, Plan, PlanUpdate,
-    PreflightRequest, PreflightResponse, ResumePlanRequest, RetryVmRequest, SubmitPlanRequest, SubmitPlanResponse,
-    WatchPlanRequest,
+    CancelPlanRequest, GateDecisionRequest, GetPlanRequest, ListPlansRequest, ListPlansResponse, PausePlanRequest,
+    Plan, PlanUpdate, PreflightRequest, PreflightResponse, ResumePlanRequest, RetryVmRequest, SubmitPlanRequest,
+    SubmitPlanResponse, WatchPlanRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -221,5 +221,20 @@ impl Planner for Guarded {
     async fn retry_vm(&self, request: Request<RetryVmRequest>) -> Result<Response<Plan>, Status> {
         self.auth.check(&request, "RetryVm", Role::Operator)?;
         self.service.retry_vm(request).await
+    }
+
+    async fn approve_gate(&self, request: Request<GateDecisionRequest>) -> Result<Response<Plan>, Status> {
+        self.auth.check(&request, "ApproveGate", Role::Operator)?;
+        self.service.approve_gate(request).await
+    }
+
+    async fn reject_gate(&self, request: Request<GateDecisionRequest>) -> Result<Response<Plan>, Status> {
+        self.auth.check(&request, "RejectGate", Role::Operator)?;
+        self.service.reject_gate(request).await
+    }
+
+    async fn retry_gate(&self, request: Request<GateDecisionRequest>) -> Result<Response<Plan>, Status> {
+        self.auth.check(&request, "RetryGate", Role::Operator)?;
+        self.service.retry_gate(request).await
     }
 }

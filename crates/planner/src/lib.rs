@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod gates;
 pub mod metrics;
 pub mod preflight;
 pub mod progress;

@@ -416,13 +416,17 @@ pub fn dispatch(plan: &mut Plan) -> Vec<(usize, Phase)> {
         return vec![];
     }
     plan.set_state(PlanState::Running);
-    // Advance the wave barrier.
+    // Advance the wave barrier: a wave's failovers finished and its `after` gates passed.
     let waves = plan.vms.iter().map(|v| v.wave).max().map_or(0, |w| w + 1);
+    let gated = crate::gates::spec_waves(plan);
     while plan.current_wave + 1 < waves
         && plan.vms.iter().filter(|v| v.wave == plan.current_wave).all(failover_finished)
+        && crate::gates::all_done(plan, &gated, plan.current_wave, true)
     {
         plan.current_wave += 1;
     }
+    // The current wave's failovers wait for its `before` gates.
+    let before_open = crate::gates::all_done(plan, &gated, plan.current_wave, false);
     let mut running = std::collections::HashMap::new();
     for v in plan.vms.iter().filter(|v| vm_state(v) == VmState::Running) {
         *running.entry(slot(vm_phase(v)) as i32).or_insert(0usize) += 1;
@@ -445,7 +449,7 @@ pub fn dispatch(plan: &mut Plan) -> Vec<(usize, Phase)> {
         if phase == Phase::Unspecified || (phase == Phase::Failover && drill) {
             phase = if drill { Phase::Drill } else { Phase::Failover };
         }
-        if slot(phase) == Phase::Failover && v.wave > current_wave {
+        if slot(phase) == Phase::Failover && (v.wave > current_wave || (v.wave == current_wave && !before_open)) {
             continue;
         }
         let slot_id = slot(phase) as i32;
@@ -498,8 +502,11 @@ fn settle_inner(plan: &mut Plan, skipped_any: &mut bool) -> Option<PlanEventKind
     plan.counts = Some(counts(plan));
     let any_running = plan.vms.iter().any(|v| vm_state(v) == VmState::Running);
     let any_pending = plan.vms.iter().any(|v| vm_state(v) == VmState::Pending);
+    // A gate that waits holds the plan open (an `after` step of the last wave, say).
+    let gate_waits = !stopping && crate::gates::any_waiting(plan);
     if any_running
         || any_pending
+        || gate_waits
         || matches!(
             state,
             PlanState::Completed | PlanState::CompletedWithErrors | PlanState::Cancelled | PlanState::Failed

@@ -230,6 +230,11 @@ pub fn validate(spec: &PlanSpec, asr: &tern_asr::AsrConfig) -> Result<ValidSpec,
                 return Err(SpecError::new(field, format!("{vm:?} is not in selection.vm_names")));
             }
         }
+        for (side, steps) in [("before", &wave.before), ("after", &wave.after)] {
+            for (k, step) in steps.iter().enumerate() {
+                gate_step(step, &format!("waves[{w}].{side}[{k}]"), side == "after")?;
+            }
+        }
     }
 
     if let Some(policy) = &spec.failure_policy {
@@ -336,6 +341,31 @@ fn vaults(spec: &PlanSpec, asr: &tern_asr::AsrConfig) -> Result<Vec<String>, Spe
     Ok(out)
 }
 
+/// The longest `wait` gate: a plan paused for longer than a week is a plan someone forgot.
+const LONGEST_WAIT_SECS: i64 = 7 * 24 * 3600;
+
+/// A gate step names exactly one kind; a wait lasts between a second and a week; only `after`
+/// steps say when they run.
+fn gate_step(step: &tern_proto::GateStep, field: &str, after: bool) -> Result<(), SpecError> {
+    use tern_proto::gate_step::Kind;
+    match &step.kind {
+        None => return Err(SpecError::new(field, "names no kind: give `approval` or `wait`")),
+        Some(Kind::Approval(_)) => {}
+        Some(Kind::Wait(w)) => {
+            let secs = w.duration.map_or(0, |d| d.seconds);
+            if !(1..=LONGEST_WAIT_SECS).contains(&secs) {
+                return Err(SpecError::new(format!("{field}.wait"), "must last between 1s and 7 days"));
+            }
+        }
+    }
+    if !after
+        && tern_proto::AfterWhen::try_from(step.run_after).unwrap_or_default() != tern_proto::AfterWhen::Unspecified
+    {
+        return Err(SpecError::new(format!("{field}.when"), "only `after` steps say when they run"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,12 +424,23 @@ mod tests {
 
         let mut s = spec(&["a", "b"]);
         s.waves = vec![
-            Wave { name: "1".into(), vm_names: vec!["a".into()] },
-            Wave { name: "2".into(), vm_names: vec!["a".into()] },
+            Wave { name: "1".into(), vm_names: vec!["a".into()], ..Default::default() },
+            Wave { name: "2".into(), vm_names: vec!["a".into()], ..Default::default() },
         ];
         assert_eq!(field(validate(&s, &home())), "waves[1].vm_names[0]");
-        s.waves = vec![Wave { name: "1".into(), vm_names: vec!["c".into()] }];
+        s.waves = vec![Wave { name: "1".into(), vm_names: vec!["c".into()], ..Default::default() }];
         assert_eq!(field(validate(&s, &home())), "waves[0].vm_names[0]");
+        let mut gated = spec(&["a"]);
+        gated.waves = vec![Wave {
+            name: "1".into(),
+            vm_names: vec!["a".into()],
+            before: vec![tern_proto::GateStep::default()],
+            ..Default::default()
+        }];
+        assert_eq!(field(validate(&gated, &home())), "waves[0].before[0]", "a step names its kind");
+        gated.waves[0].before[0].kind =
+            Some(tern_proto::gate_step::Kind::Wait(tern_proto::WaitGate { duration: None }));
+        assert_eq!(field(validate(&gated, &home())), "waves[0].before[0].wait", "a wait lasts");
 
         let mut s = spec(&["a"]);
         s.mode = PlanMode::Drill as i32;

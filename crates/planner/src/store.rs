@@ -120,6 +120,7 @@ pub fn header_fields(plan: &Plan) -> Plan {
         reason,
         halted,
         traceparent,
+        gates,
     } = plan;
     Plan {
         plan_id: plan_id.clone(),
@@ -134,6 +135,7 @@ pub fn header_fields(plan: &Plan) -> Plan {
         reason: reason.clone(),
         halted: *halted,
         traceparent: traceparent.clone(),
+        gates: gates.clone(),
     }
 }
 

@@ -176,8 +176,16 @@ async fn a_plan_in_two_waves_fails_back_commits_reprotects_and_cleans_up() {
     let mut r = start(ready_for_failback(6), true).await;
     let mut s = spec(&r, &["vm-00001", "vm-00002", "vm-00003", "vm-00004", "vm-00005", "vm-00006"]);
     s.waves = vec![
-        Wave { name: "first".into(), vm_names: vec!["vm-00001".into(), "vm-00002".into(), "vm-00003".into()] },
-        Wave { name: "second".into(), vm_names: vec!["vm-00004".into(), "vm-00005".into(), "vm-00006".into()] },
+        Wave {
+            name: "first".into(),
+            vm_names: vec!["vm-00001".into(), "vm-00002".into(), "vm-00003".into()],
+            ..Default::default()
+        },
+        Wave {
+            name: "second".into(),
+            vm_names: vec!["vm-00004".into(), "vm-00005".into(), "vm-00006".into()],
+            ..Default::default()
+        },
     ];
     let accepted = r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner();
     let plan_id = accepted.plan.unwrap().plan_id;
@@ -316,7 +324,11 @@ async fn two_hundred_vms_in_three_waves_fail_back_and_the_barrier_holds() {
     let all = vm_names(1..=200);
     let mut s = spec(&r, &all.iter().map(String::as_str).collect::<Vec<_>>());
     let waves = [vm_names(1..=60), vm_names(61..=140), vm_names(141..=200)];
-    s.waves = waves.iter().enumerate().map(|(i, w)| Wave { name: format!("wave-{i}"), vm_names: w.clone() }).collect();
+    s.waves = waves
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Wave { name: format!("wave-{i}"), vm_names: w.clone(), ..Default::default() })
+        .collect();
     let plan_id =
         r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
     let plan = finished(&mut r, &plan_id).await;
@@ -345,8 +357,8 @@ async fn a_critical_failure_halts_dispatch_and_an_optional_one_does_not() {
     };
     let waves = |s: &mut PlanSpec| {
         s.waves = vec![
-            Wave { name: "1".into(), vm_names: vec!["vm-00001".into(), "vm-00002".into()] },
-            Wave { name: "2".into(), vm_names: vec!["vm-00003".into(), "vm-00004".into()] },
+            Wave { name: "1".into(), vm_names: vec!["vm-00001".into(), "vm-00002".into()], ..Default::default() },
+            Wave { name: "2".into(), vm_names: vec!["vm-00003".into(), "vm-00004".into()], ..Default::default() },
         ];
     };
     // Critical (the default): wave 2 never starts.
@@ -698,6 +710,16 @@ async fn the_api_refuses_callers_without_a_token_and_readers_who_would_change_a_
     let denied = reader.submit_plan(submit()).await.unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
     assert!(denied.message().contains("operator"), "{}", denied.message());
+    let approve = tern_proto::GateDecisionRequest {
+        plan_id: "p-any".into(),
+        wave: "1".into(),
+        by: "eve".into(),
+        ..Default::default()
+    };
+    let denied = reader.approve_gate(approve.clone()).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "a reader approves no gate: {denied:?}");
+    assert_eq!(reader.reject_gate(approve.clone()).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    assert_eq!(reader.retry_gate(approve).await.unwrap_err().code(), tonic::Code::PermissionDenied);
 
     let mut operator = r.stack.planner_client(&addr).await.unwrap();
     operator.submit_plan(submit()).await.expect("an operator submits");
@@ -1052,4 +1074,139 @@ async fn all_vaults_on_a_planner_allowed_every_vault_finds_every_vault_the_crede
     assert_eq!(vaults, expected, "every vault of both subscriptions, the planner's own first");
     assert_eq!(found.vms.len(), 4);
     stop.cancel();
+}
+
+fn approval_gate() -> tern_proto::GateStep {
+    tern_proto::GateStep {
+        description: "web team signs off".into(),
+        kind: Some(tern_proto::gate_step::Kind::Approval(tern_proto::ApprovalGate {})),
+        ..Default::default()
+    }
+}
+
+/// Waits until plan wave `wave`'s `before` step 0 is in `state`.
+async fn gate_reaches(r: &Running, plan_id: &str, wave: u32, state: tern_proto::GateState) -> Plan {
+    let grpc = r.grpc.clone();
+    tern_testkit::wait_for(&format!("the gate to be {state:?}"), DEADLINE, || {
+        let mut grpc = grpc.clone();
+        let id = plan_id.to_owned();
+        async move {
+            let p = grpc.get_plan(GetPlanRequest { plan_id: id }).await.ok()?.into_inner();
+            p.gates.iter().any(|g| g.wave == wave && !g.after && g.state() == state).then_some(p)
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn failed_over(ops: &[(String, String)]) -> Vec<String> {
+    ops.iter().filter(|(o, _)| o == "unplannedFailover").map(|(_, i)| i.clone()).collect()
+}
+
+/// A second wave behind an approval: its VM does not fail over while the gate waits, not across
+/// a planner restart either; a rejection halts the plan (stop policy), a retry waits again, and
+/// the approval lets the plan complete, with who and why kept on the gate.
+#[tokio::test]
+async fn a_wave_behind_an_approval_waits_for_it_across_a_restart_and_a_rejection() {
+    use tern_proto::{GateDecisionRequest, GateState};
+    let mut r = start(ready_for_failback(2), true).await;
+    let mut s = spec(&r, &["vm-00001", "vm-00002"]);
+    s.waves = vec![
+        Wave { name: "db".into(), vm_names: vec!["vm-00001".into()], ..Default::default() },
+        Wave {
+            name: "web".into(),
+            vm_names: vec!["vm-00002".into()],
+            before: vec![approval_gate()],
+            ..Default::default()
+        },
+    ];
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    let waiting = gate_reaches(&r, &plan_id, 1, GateState::Waiting).await;
+    assert_eq!(waiting.vms[1].state(), VmState::Pending, "{waiting:#?}");
+    let decide = |by: &str, why: &str| GateDecisionRequest {
+        plan_id: plan_id.clone(),
+        wave: "web".into(),
+        by: by.into(),
+        reason: why.into(),
+        ..Default::default()
+    };
+
+    // A restarted planner keeps the gate waiting.
+    r.planner_stop.cancel();
+    r.planner_stop = r.stop.child_token();
+    r.grpc = start_planner(&r.stack, r.planner_stop.clone()).await;
+    let plan = r.grpc.get_plan(GetPlanRequest { plan_id: plan_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(plan.gates.iter().filter(|g| g.state() == GateState::Waiting).count(), 1, "{plan:#?}");
+    assert_eq!(failed_over(&r.stack.accepted_ops().await), ["vm-00001"], "the web tier waits");
+    let wrong = r.grpc.approve_gate(GateDecisionRequest { wave: "db".into(), ..decide("ann", "") }).await.unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::FailedPrecondition, "no gate waits in wave db: {wrong:?}");
+
+    // Rejected under the stop policy: the plan halts and ends without the web tier.
+    r.grpc.reject_gate(decide("bob", "change freeze")).await.unwrap();
+    let ended = finished(&mut r, &plan_id).await;
+    assert_eq!(ended.state(), PlanState::CompletedWithErrors, "{ended:#?}");
+    assert!(ended.reason.contains("rejected by bob: change freeze"), "{}", ended.reason);
+    assert_eq!(ended.vms[1].state(), VmState::Skipped);
+    assert_eq!(ended.gates[0].state(), GateState::Rejected);
+
+    // Retried, the gate waits again; approved, the web tier fails over and the plan completes.
+    r.grpc.retry_gate(decide("ann", "")).await.unwrap();
+    let again = gate_reaches(&r, &plan_id, 1, GateState::Waiting).await;
+    assert_eq!((again.state(), again.vms[1].state()), (PlanState::Running, VmState::Pending), "{again:#?}");
+    let approved = r.grpc.approve_gate(decide("ann", "freeze lifted")).await.unwrap().into_inner();
+    assert_eq!(approved.gates[0].state(), GateState::Passed);
+    let done = finished(&mut r, &plan_id).await;
+    assert_eq!(done.state(), PlanState::Completed, "{done:#?}");
+    let g = &done.gates[0];
+    assert_eq!((g.by.as_str(), g.reason.as_str(), g.attempt), ("ann", "freeze lifted", 2));
+    assert!(g.started_at.is_some() && g.ended_at.is_some());
+    assert_eq!(failed_over(&r.stack.accepted_ops().await), ["vm-00001", "vm-00002"]);
+
+    // The event stream tells each step: waiting, rejected (by whom), waiting again, approved.
+    use tern_proto::PlanEventKind as K;
+    let gate_events = |events: &[tern_proto::Event]| -> Vec<(K, String)> {
+        events
+            .iter()
+            .filter_map(|e| match &e.body {
+                Some(tern_proto::event::Body::Plan(p)) if p.kind().slug().starts_with("gate") => {
+                    Some((p.kind(), p.by.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let events = r.stack.wait_events(&plan_id, "the gate events", |e| gate_events(e).len() >= 4).await;
+    let expected = [
+        (K::GateWaiting, String::new()),
+        (K::GateFailed, "bob".to_owned()),
+        (K::GateWaiting, String::new()),
+        (K::GatePassed, "ann".to_owned()),
+    ];
+    assert_eq!(gate_events(&events), expected);
+}
+
+/// A `wait` gate passes by itself once its time is up (the watchdog's round moves it).
+#[tokio::test]
+async fn a_wait_gate_passes_after_its_duration() {
+    use tern_proto::{GateState, GateStep, WaitGate, gate_step};
+    let mut r = start_watching(ready_for_failback(2), true, Duration::from_millis(200)).await;
+    let mut s = spec(&r, &["vm-00001", "vm-00002"]);
+    let pause = GateStep { kind: Some(gate_step::Kind::Wait(WaitGate { duration: secs(1) })), ..Default::default() };
+    s.waves = vec![
+        Wave { name: "db".into(), vm_names: vec!["vm-00001".into()], after: vec![pause.clone()], ..Default::default() },
+        Wave { name: "web".into(), vm_names: vec!["vm-00002".into()], before: vec![pause], ..Default::default() },
+    ];
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    let done = finished(&mut r, &plan_id).await;
+    assert_eq!(done.state(), PlanState::Completed, "{done:#?}");
+    assert_eq!(done.gates.len(), 2, "{:#?}", done.gates);
+    for g in &done.gates {
+        assert_eq!(g.state(), GateState::Passed);
+        let (a, b) = (g.started_at.unwrap(), g.ended_at.unwrap());
+        let took = (b.seconds - a.seconds) * 1000 + i64::from((b.nanos - a.nanos) / 1_000_000);
+        assert!(took >= 1000, "a wait lasts at least its duration: {took} ms");
+    }
+    assert!(done.gates[0].after && !done.gates[1].after, "db's after step, then web's before step");
 }

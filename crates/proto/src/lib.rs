@@ -66,7 +66,60 @@ impl PlanEventKind {
             PlanEventKind::Cancelled => "cancelled",
             PlanEventKind::Completed => "completed",
             PlanEventKind::CompletedWithErrors => "completed_with_errors",
+            PlanEventKind::GateWaiting => "gate_waiting",
+            PlanEventKind::GatePassed => "gate_passed",
+            PlanEventKind::GateFailed => "gate_failed",
         }
+    }
+}
+
+impl Plan {
+    /// For each of the plan's waves (as its VMs number them), the index of the spec's wave it
+    /// came from: submission drops waves that selected no VM, so the two numberings can differ.
+    /// Empty when no wave has a gate (the common case costs nothing).
+    pub fn spec_waves(&self) -> Vec<Option<usize>> {
+        let Some(spec) = self.spec.as_ref() else { return vec![] };
+        if spec.waves.iter().all(|w| w.before.is_empty() && w.after.is_empty()) {
+            return vec![];
+        }
+        let by_name: std::collections::HashMap<String, usize> = spec
+            .waves
+            .iter()
+            .enumerate()
+            .flat_map(|(i, w)| w.vm_names.iter().map(move |n| (n.to_ascii_lowercase(), i)))
+            .collect();
+        let waves = self.vms.iter().map(|v| v.wave).max().map_or(0, |w| w as usize + 1);
+        let mut out = vec![None; waves];
+        for v in &self.vms {
+            let slot = &mut out[v.wave as usize];
+            if slot.is_none() {
+                let name = v.vm.as_ref().map(|r| r.name.to_ascii_lowercase()).unwrap_or_default();
+                *slot = by_name.get(&name).copied();
+            }
+        }
+        out
+    }
+
+    /// The gate steps of plan wave `w` (`before` or `after`), given [`Plan::spec_waves`].
+    pub fn gate_steps(&self, map: &[Option<usize>], w: u32, after: bool) -> &[GateStep] {
+        let Some(Some(s)) = map.get(w as usize) else { return &[] };
+        let Some(wave) = self.spec.as_ref().and_then(|spec| spec.waves.get(*s)) else { return &[] };
+        if after { &wave.after } else { &wave.before }
+    }
+}
+
+impl GateStep {
+    /// The step's name: its own, or its kind and 1-based number (`approval #1`) for step `k`.
+    pub fn display_name(&self, k: usize) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        let kind = match self.kind {
+            Some(gate_step::Kind::Approval(_)) => "approval",
+            Some(gate_step::Kind::Wait(_)) => "wait",
+            None => "step",
+        };
+        format!("{kind} #{}", k + 1)
     }
 }
 

@@ -8,17 +8,17 @@ use futures::Stream;
 use tern_bus::KvError;
 use tern_proto::planner_server::Planner;
 use tern_proto::{
-    CancelPlanRequest, GetPlanRequest, ListPlansRequest, ListPlansResponse, PausePlanRequest, Plan, PlanEventKind,
-    PlanState, PlanUpdate, PreflightRequest, PreflightResponse, Readiness, ResumePlanRequest, RetryVmRequest,
-    SubmitPlanRequest, SubmitPlanResponse, WatchPlanRequest,
+    CancelPlanRequest, GateDecisionRequest, GetPlanRequest, ListPlansRequest, ListPlansResponse, PausePlanRequest,
+    Plan, PlanEventKind, PlanState, PlanUpdate, PreflightRequest, PreflightResponse, Readiness, ResumePlanRequest,
+    RetryVmRequest, SubmitPlanRequest, SubmitPlanResponse, WatchPlanRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, warn};
 
 use super::{PlannerService, is_terminal, kv_status};
-use crate::progress;
 use crate::spec::validate;
+use crate::{gates, progress};
 use tern_proto::VmLock;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<PlanUpdate, Status>> + Send>>;
@@ -201,6 +201,90 @@ impl Planner for PlannerService {
             })
             .await?;
         Ok(Response::new(plan.plan.clone()))
+    }
+
+    async fn approve_gate(&self, request: Request<GateDecisionRequest>) -> Result<Response<Plan>, Status> {
+        self.decide_gate(request.into_inner(), true).await.map(Response::new)
+    }
+
+    async fn reject_gate(&self, request: Request<GateDecisionRequest>) -> Result<Response<Plan>, Status> {
+        self.decide_gate(request.into_inner(), false).await.map(Response::new)
+    }
+
+    async fn retry_gate(&self, request: Request<GateDecisionRequest>) -> Result<Response<Plan>, Status> {
+        let r = request.into_inner();
+        let plan = self.get(&r.plan_id).await?;
+        let w = gates::find_wave(&plan, &r.wave).map_err(Status::not_found)?;
+        // Every refusal before anything is written, as for a VM's retry.
+        let (_, revived) =
+            gates::retry(&mut plan.clone(), w, r.step, super::now()).map_err(Status::failed_precondition)?;
+        // The VMs the halt skipped run again: their locks are this plan's, or free again.
+        for &i in &revived {
+            let key = progress::vm_key(&plan.vms[i]).to_owned();
+            match self.inner.locks.create(&key, &VmLock { plan_id: plan.plan_id.clone() }).await {
+                Ok(_) => {}
+                Err(KvError::AlreadyExists { .. }) => {
+                    let holder = self.inner.locks.get(&key).await.map_err(kv_status)?.map(|l| l.value.plan_id);
+                    if let Some(other) = holder.filter(|h| *h != plan.plan_id) {
+                        return Err(Status::failed_precondition(format!(
+                            "{key} is in active plan {other} now: retry the gate after that plan ends"
+                        )));
+                    }
+                }
+                Err(e) => return Err(kv_status(e)),
+            }
+        }
+        let mut changed = None;
+        let stored = self
+            .step(&r.plan_id, |p, dirty| match gates::retry(p, w, r.step, super::now()) {
+                Ok((c, revived)) => {
+                    revived.into_iter().for_each(|i| dirty.touch(i));
+                    changed = Some(c);
+                    true
+                }
+                Err(_) => {
+                    changed = None; // a concurrent retry was first
+                    false
+                }
+            })
+            .await?;
+        if let Some(c) = changed {
+            self.gate_event(&stored.plan, &c.status).await;
+        }
+        Ok(Response::new(stored.plan.clone()))
+    }
+}
+
+impl PlannerService {
+    /// Approves or rejects a waiting approval step (`ApproveGate`, `RejectGate`).
+    async fn decide_gate(&self, r: GateDecisionRequest, approve: bool) -> Result<Plan, Status> {
+        if r.by.trim().is_empty() {
+            return Err(Status::invalid_argument("by: who decides is required (it is recorded)"));
+        }
+        let plan = self.get(&r.plan_id).await?;
+        let w = gates::find_wave(&plan, &r.wave).map_err(Status::not_found)?;
+        gates::decide(&mut plan.clone(), w, r.step, approve, &r.by, &r.reason, super::now())
+            .map_err(Status::failed_precondition)?;
+        let mut changed = None;
+        let mut refused = None;
+        let stored = self
+            .step(&r.plan_id, |p, _| match gates::decide(p, w, r.step, approve, &r.by, &r.reason, super::now()) {
+                Ok(c) => {
+                    changed = Some(c);
+                    true
+                }
+                Err(e) => {
+                    changed = None;
+                    refused = Some(e); // another replica decided it first
+                    false
+                }
+            })
+            .await?;
+        match changed {
+            Some(c) => self.gate_event(&stored.plan, &c.status).await,
+            None => return Err(Status::failed_precondition(refused.unwrap_or_default())),
+        }
+        Ok(stored.plan.clone())
     }
 }
 

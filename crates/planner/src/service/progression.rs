@@ -7,8 +7,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tern_bus::{Delivery, HandlerError, KvError, LoopOptions, ids};
 use tern_proto::{
-    CleanupCommand, Command, Event, FailoverCommand, Phase, Plan, PlanEvent, PlanEventKind, ReprotectCommand, VmState,
-    command, event,
+    CleanupCommand, Command, Event, FailoverCommand, GateState, GateStatus, Phase, Plan, PlanEvent, PlanEventKind,
+    ReprotectCommand, VmState, command, event,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -16,8 +16,8 @@ use tracing::{Instrument, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{PlannerService, SEND_CONCURRENCY, is_terminal, kv_status, now};
-use crate::progress;
 use crate::store::{self, Dirty, Snapshot};
+use crate::{gates, progress};
 
 /// Events handled at once by a planner process. Events of one plan are applied together, one
 /// stored version per batch, so this is also the largest batch.
@@ -273,8 +273,23 @@ impl PlannerService {
             let mut dirty = Dirty::None;
             let changed = change(&mut plan, &mut dirty);
             let wave_before = plan.current_wave;
-            let dispatched = progress::dispatch(&mut plan);
             let dispatched_at = now();
+            // Gates open and pass as the waves move, and the waves move as gates pass: go on
+            // until neither does (at most a few rounds: each one opens or passes a step).
+            let mut gate_changes = gates::advance(&mut plan, dispatched_at);
+            let mut dispatched = progress::dispatch(&mut plan);
+            loop {
+                let wave = plan.current_wave;
+                let more = gates::advance(&mut plan, dispatched_at);
+                if more.is_empty() && wave == plan.current_wave {
+                    break;
+                }
+                gate_changes.extend(more);
+                dispatched.extend(progress::dispatch(&mut plan));
+            }
+            if gate_changes.iter().any(|c| c.status.state() != GateState::Waiting) && plan.halted {
+                dirty = Dirty::All; // a rejection may skip VMs
+            }
             for (i, _) in &dispatched {
                 // The attempt's deadline counts from here (the command carries it to the worker).
                 plan.vms[*i].phase_started_at = Some(dispatched_at);
@@ -303,6 +318,9 @@ impl PlannerService {
             self.publish_commands(plan, &dispatched).await;
             if plan.current_wave != wave_before {
                 self.plan_event(plan, PlanEventKind::WaveStarted, &format!("wave.{}", plan.current_wave), "").await;
+            }
+            for change in &gate_changes {
+                self.gate_event(plan, &change.status).await;
             }
             if let Some(kind) = ended {
                 self.plan_event(plan, kind, kind.slug(), &plan.reason).await;
@@ -341,6 +359,7 @@ impl PlannerService {
                 wave: plan.current_wave,
                 reason: reason.into(),
                 counts: plan.counts,
+                ..Default::default()
             })),
             ..Default::default()
         };
@@ -348,6 +367,54 @@ impl PlannerService {
         let _ = span.set_parent(tern_bus::trace::from_traceparent(&plan.traceparent));
         if let Err(e) = self.inner.bus.publish_event(&ev).instrument(span).await {
             warn!(plan = %plan.plan_id, error = %e, "plan event not published");
+        }
+    }
+
+    /// The `gate.*` event of a gate step's new state; its id names the step, its attempt and
+    /// state, so replicas announcing the same change publish it once.
+    pub(super) async fn gate_event(&self, plan: &Plan, g: &GateStatus) {
+        let kind = match g.state() {
+            GateState::Waiting => PlanEventKind::GateWaiting,
+            GateState::Passed => PlanEventKind::GatePassed,
+            _ => PlanEventKind::GateFailed,
+        };
+        let map = gates::spec_waves(plan);
+        let name = gates::steps(plan, &map, g.wave, g.after)
+            .get(g.step as usize)
+            .map(|s| gates::step_name(s, g.step as usize))
+            .unwrap_or_default();
+        let side = if g.after { "after" } else { "before" };
+        let reason = match g.state() {
+            GateState::Waiting if is_wait(plan, &map, g) => {
+                format!("{side} wave {}: {name} waits (a fixed pause)", g.wave + 1)
+            }
+            GateState::Waiting => format!(
+                "{side} wave {}: {name} waits; release it with `tern plan approve {} --wave {} --step {}`",
+                g.wave + 1,
+                plan.plan_id,
+                g.wave + 1,
+                g.step
+            ),
+            GateState::Rejected => format!("{side} wave {}: {name} rejected: {}", g.wave + 1, g.reason),
+            _ => format!("{side} wave {}: {name} {}", g.wave + 1, g.reason),
+        };
+        let ev = Event {
+            event_id: format!("{}.plan.gate.{}.{side}.{}.{}.{}", plan.plan_id, g.wave, g.step, g.attempt, kind.slug()),
+            plan_id: plan.plan_id.clone(),
+            time: Some(now()),
+            body: Some(event::Body::Plan(PlanEvent {
+                kind: kind as i32,
+                wave: g.wave,
+                reason,
+                counts: plan.counts,
+                step: g.step,
+                after: g.after,
+                by: g.by.clone(),
+            })),
+            ..Default::default()
+        };
+        if let Err(e) = self.inner.bus.publish_event(&ev).await {
+            warn!(plan = %plan.plan_id, error = %e, "gate event not published");
         }
     }
 
@@ -363,6 +430,12 @@ impl PlannerService {
             })
             .await;
     }
+}
+
+/// Whether gate `g` is a `wait` step.
+fn is_wait(plan: &Plan, map: &[Option<usize>], g: &GateStatus) -> bool {
+    let step = gates::steps(plan, map, g.wave, g.after).get(g.step as usize);
+    matches!(step.and_then(|s| s.kind.as_ref()), Some(tern_proto::gate_step::Kind::Wait(_)))
 }
 
 /// VM `i`'s command for `phase`, with the span it is sent under.

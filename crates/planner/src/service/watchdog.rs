@@ -16,6 +16,9 @@
 //!   VM with a reason the operator can act on (`tern plan retry`), or retries it under
 //!   `max_automatic_retries`.
 //!
+//! It also passes the `wait` gates whose time is up (see `gates`): a wait passes at the first
+//! round after its duration, so it lasts up to one interval longer than written.
+//!
 //! Every action is idempotent, so replicas may watch at once, and a restarted planner picks up
 //! where the last one left off: the state is the plan record and the fence, never this process.
 
@@ -119,6 +122,13 @@ impl PlannerService {
                 continue;
             }
             let Ok(snapshot) = self.load(&id).await else { continue };
+            // A `wait` gate whose time is up passes in a step (the step opens what follows).
+            if crate::gates::next_wait_due(&snapshot.plan).is_some_and(|due| due <= now_ms()) {
+                info!(plan = %id, "watchdog: a wait gate's time is up");
+                if let Err(e) = self.step(&id, |_, _| false).await {
+                    warn!(plan = %id, error = %e, "watchdog: the wait gate did not pass; next round");
+                }
+            }
             self.watch_plan(&snapshot.plan, every, &mut backlogs).await;
         }
     }
