@@ -248,6 +248,8 @@ pub struct SimConfig {
     pub policy: PolicyConfig,
     /// Fault injection.
     pub faults: FaultSpec,
+    /// vCPU quotas and VM size restrictions per region (every subscription alike).
+    pub capacity: crate::capacity::CapacityConfig,
     /// Seed of ids and durations (the first vault's; the others' are derived from it).
     pub seed: u64,
     /// The VMs to create at start, in every vault (names prefixed per vault but the first).
@@ -279,6 +281,7 @@ impl Default for SimConfig {
             reprotect_removes_source_vm: true,
             policy: PolicyConfig::default(),
             faults: FaultSpec::default(),
+            capacity: crate::capacity::CapacityConfig::default(),
             seed: 1,
             estate: SeedSpec::default(),
             item_scenario_lag_secs: 30.0,

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod capacity;
 pub mod clock;
 pub mod config;
 pub mod directory;

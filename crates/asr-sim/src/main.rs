@@ -187,6 +187,16 @@ struct Args {
     #[arg(long, value_name = "VM:OP:CODE", value_parser = parse_fail)]
     fail: Vec<FailureRule>,
 
+    /// A vCPU quota in a region, for every subscription: REGION:FAMILY:LIMIT (FAMILY a usage
+    /// name such as standardDSv3Family, or cores for the regional total; repeatable). A
+    /// failover whose VM would exceed it fails with 28031. Unnamed ones are generous.
+    #[arg(long, value_name = "REGION:FAMILY:LIMIT", value_parser = parse_quota)]
+    quota: Vec<tern_asr_sim::capacity::QuotaRule>,
+
+    /// A VM size not offered to the subscriptions in a region: REGION:SIZE (repeatable).
+    #[arg(long, value_name = "REGION:SIZE", value_parser = parse_restriction)]
+    restrict_sku: Vec<tern_asr_sim::capacity::SkuRestriction>,
+
     /// Fail an operation permanently for a seeded fraction of VMs: OPERATION:FRACTION:CODE.
     #[arg(long, value_name = "OP:FRACTION:CODE", value_parser = parse_fail_fraction)]
     fail_fraction: Vec<FailureRule>,
@@ -264,6 +274,18 @@ fn parse_fail_fraction(s: &str) -> Result<FailureRule, String> {
     })
 }
 
+fn parse_quota(s: &str) -> Result<tern_asr_sim::capacity::QuotaRule, String> {
+    let parts: Vec<&str> = s.splitn(3, ':').collect();
+    let [region, family, limit] = parts[..] else { return Err("expected REGION:FAMILY:LIMIT".into()) };
+    let limit = limit.parse().map_err(|_| format!("limit {limit:?} is not a whole number"))?;
+    Ok(tern_asr_sim::capacity::QuotaRule { region: region.to_ascii_lowercase(), family: family.to_owned(), limit })
+}
+
+fn parse_restriction(s: &str) -> Result<tern_asr_sim::capacity::SkuRestriction, String> {
+    let (region, size) = s.split_once(':').ok_or("expected REGION:SIZE")?;
+    Ok(tern_asr_sim::capacity::SkuRestriction { region: region.to_ascii_lowercase(), size: size.to_owned() })
+}
+
 fn parse_pair(s: &str) -> Result<(f64, u64), String> {
     let (a, b) = s.split_once(':').ok_or("expected RATE:NUMBER")?;
     Ok((
@@ -337,6 +359,10 @@ fn build_config(a: &Args) -> anyhow::Result<SimConfig> {
     }
     c.faults.failures.extend(a.fail.iter().cloned());
     c.faults.failures.extend(a.fail_fraction.iter().cloned());
+    for q in &a.quota {
+        c.capacity.set_limit(&q.region, &q.family, q.limit);
+    }
+    c.capacity.restricted.extend(a.restrict_sku.iter().cloned());
     if let Some((rate, ms)) = a.latency_spike {
         (c.faults.latency_spike_rate, c.faults.latency_spike_ms) = (rate, ms);
     }

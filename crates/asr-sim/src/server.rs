@@ -134,6 +134,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_sim/jobs", get(admin_jobs))
         .route("/_sim/deletes", get(admin_deletes))
         .route("/_sim/faults", get(admin_get_faults).put(admin_put_faults))
+        .route("/_sim/capacity", get(admin_get_capacity).put(admin_put_capacity))
         .route("/_sim/seed", post(admin_seed))
         .route("/_sim/reset", post(admin_reset))
         .route("/_sim/clock/advance", post(admin_advance))
@@ -379,7 +380,11 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
     let (Handled { outcome, item, .. }, lro) = {
         let mut guard = app.lock();
         let s = &mut *guard;
-        let listed = if req.method == Method::GET { discovery(s, &req.path) } else { None };
+        let listed = if req.method == Method::GET {
+            discovery(s, &req.path).or_else(|| compute_capacity(s, &req))
+        } else {
+            None
+        };
         if let Some(outcome) = listed {
             (Handled { outcome, item: None, ended_jobs: vec![] }, None)
         } else {
@@ -387,6 +392,14 @@ async fn arm(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: Hea
                 Err(refusal) => (Handled { outcome: Outcome::Refused(refusal), item: None, ended_jobs: vec![] }, None),
                 Ok((e, route)) => {
                     // Only the vault asked is brought up to date: vaults share nothing but the clock.
+                    // Counting the subscription's vCPUs scans its VMs: done only when a quota
+                    // is set (the default limits are out of any fleet's reach).
+                    if s.config.capacity.constrained()
+                        && matches!(&route, Route::ItemAction(_, _, _, a) if a.eq_ignore_ascii_case("unplannedFailover"))
+                    {
+                        let in_use = subscription_in_use(s, e);
+                        s.estates[e].subscription_in_use = in_use;
+                    }
                     let estate = &mut s.estates[e];
                     estate.advance();
                     estate.begin_request(ids.client.as_deref(), &ids.correlation);
@@ -680,6 +693,72 @@ fn discovery(s: &Shared, path: &str) -> Option<Outcome> {
                 .filter(|e| e.layout.subscription_id.eq_ignore_ascii_case(sub))
                 .map(Estate::vault)
                 .collect();
+            Some(Outcome::Json(StatusCode::OK, json!({"value": value})))
+        }
+        _ => None,
+    }
+}
+
+/// vCPUs allocated in the subscription of estate `e`, every vault's VMs counted, by lowercase
+/// location, then lowercase family and `cores` (quota belongs to the subscription).
+fn subscription_in_use(
+    s: &mut Shared,
+    e: usize,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> {
+    let sub = s.estates[e].layout.subscription_id.to_ascii_lowercase();
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> = Default::default();
+    for estate in s.estates.iter_mut().filter(|x| x.layout.subscription_id.eq_ignore_ascii_case(&sub)) {
+        estate.advance();
+        for region in estate.regions.clone() {
+            let location = region.location.to_ascii_lowercase();
+            estate.add_cores_in_use(&location, out.entry(location.clone()).or_default());
+        }
+    }
+    out
+}
+
+/// Compute's capacity reads of a subscription the simulator serves:
+/// `GET /subscriptions/{s}/providers/Microsoft.Compute/locations/{l}/usages` and
+/// `GET /subscriptions/{s}/providers/Microsoft.Compute/skus` (with `$filter=location eq '{l}'`;
+/// without a filter, the primary and secondary regions' entries). Shapes in `capacity`.
+fn compute_capacity(s: &mut Shared, req: &Request) -> Option<Outcome> {
+    let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let is = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    match segs.as_slice() {
+        [subs, sub, providers, ns, locations, location, usages]
+            if is(subs, "subscriptions")
+                && is(providers, "providers")
+                && is(ns, "Microsoft.Compute")
+                && is(locations, "locations")
+                && is(usages, "usages") =>
+        {
+            let first = s.estates.iter().position(|e| e.layout.subscription_id.eq_ignore_ascii_case(sub))?;
+            let location = location.to_ascii_lowercase();
+            let in_use = subscription_in_use(s, first).remove(&location).unwrap_or_default();
+            Some(Outcome::Json(StatusCode::OK, s.config.capacity.usages(&location, &in_use)))
+        }
+        [subs, sub, providers, ns, skus]
+            if is(subs, "subscriptions")
+                && is(providers, "providers")
+                && is(ns, "Microsoft.Compute")
+                && is(skus, "skus") =>
+        {
+            s.directory.subscription(sub)?;
+            // `$filter=location eq 'eastus'` (the only filter Compute supports on this list).
+            let filtered = req
+                .query("$filter")
+                .and_then(|f| f.split_once("eq"))
+                .map(|(_, v)| v.trim().trim_matches('\'').to_ascii_lowercase());
+            let regions = match filtered {
+                Some(l) => vec![l],
+                None => vec![s.config.primary_region.clone(), s.config.secondary_region.clone()],
+            };
+            let mut value = Vec::new();
+            for r in regions {
+                if let Value::Array(v) = s.config.capacity.skus(&r)["value"].take() {
+                    value.extend(v);
+                }
+            }
             Some(Outcome::Json(StatusCode::OK, json!({"value": value})))
         }
         _ => None,
@@ -1046,6 +1125,24 @@ async fn admin_put_faults(State(app): State<Arc<App>>, body: Bytes) -> Response 
     }
     s.config.faults = spec.clone();
     axum::Json(spec).into_response()
+}
+
+async fn admin_get_capacity(State(app): State<Arc<App>>) -> Response {
+    axum::Json(app.lock().config.capacity.clone()).into_response()
+}
+
+/// Replaces the quotas and size restrictions (tests raise a quota with it).
+async fn admin_put_capacity(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let capacity: crate::capacity::CapacityConfig = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return admin_error(format!("capacity: {e}")),
+    };
+    let mut s = app.lock();
+    for estate in &mut s.estates {
+        estate.cfg.capacity = capacity.clone();
+    }
+    s.config.capacity = capacity.clone();
+    axum::Json(capacity).into_response()
 }
 
 async fn admin_seed(State(app): State<Arc<App>>, body: Bytes) -> Response {

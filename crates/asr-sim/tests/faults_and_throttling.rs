@@ -300,3 +300,74 @@ async fn the_operation_log_records_every_mutating_request() {
         assert!(e["path"].as_str().unwrap().to_ascii_lowercase().starts_with("/subscriptions/"));
     }
 }
+
+/// The `standardDSv3Family` usage of `region` (current, limit) as Compute's usages list shows it.
+async fn ds_v3_usage(sim: &Sim, region: &str) -> (i64, i64) {
+    let sub = &sim.running.info().subscription_id;
+    let r = sim.get(&format!("/subscriptions/{sub}/providers/Microsoft.Compute/locations/{region}/usages")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let usage =
+        r.body["value"].as_array().unwrap().iter().find(|u| u["name"]["value"] == "standardDSv3Family").unwrap();
+    assert_eq!(usage["unit"], "Count");
+    (usage["currentValue"].as_i64().unwrap(), usage["limit"].as_i64().unwrap())
+}
+
+#[tokio::test]
+async fn a_failover_past_the_vcpu_quota_fails_with_28031_and_usages_count_the_running_vms() {
+    let sim = Sim::start(quick(3, SeedState::ReadyForFailback)).await;
+    let first = sim.item("vm-00001").await;
+    let region = props(&first, "providerSpecificDetails")["recoveryFabricLocation"].as_str().unwrap().to_owned();
+    let (before, _) = ds_v3_usage(&sim, &region).await;
+    // Room for one more Standard_D2s_v3 (2 vCPUs) in the target region.
+    let capacity = json!({"quotas": [{"region": region, "family": "standardDSv3Family", "limit": before + 2}]});
+    let put = sim.http.put(format!("{}/_sim/capacity", sim.url())).json(&capacity).send().await.unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    assert_eq!(ds_v3_usage(&sim, &region).await, (before, before + 2));
+
+    let fail_over = |vm: &'static str| {
+        let sim = &sim;
+        async move {
+            let id = sim.item(vm).await["id"].as_str().unwrap().to_owned();
+            let accepted = sim
+                .post(&format!("{id}/unplannedFailover"), Some(failover_body("PrimaryToRecovery", false, None)))
+                .await;
+            assert_eq!(accepted.status, 202);
+            let accepted = &accepted;
+            wait_until("the failover job to end", Duration::from_secs(10), || async move {
+                let job = sim.job_of(accepted).await;
+                props(&job, "state") != "InProgress" && props(&job, "state") != "NotStarted"
+            })
+            .await;
+            sim.job_of(accepted).await
+        }
+    };
+    let fits = fail_over("vm-00001").await;
+    assert_eq!(props(&fits, "state"), "Succeeded", "{fits:#}");
+    assert_eq!(ds_v3_usage(&sim, &region).await.0, before + 2, "the VM it created runs there and counts");
+
+    let over = fail_over("vm-00002").await;
+    assert_eq!(props(&over, "state"), "Failed");
+    let error = &props(&over, "errors")[0]["serviceErrorDetails"];
+    assert_eq!(error["code"], "28031");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("standardDSv3Family") && message.contains(&format!("Current Limit: {}", before + 2)),
+        "{message}"
+    );
+    assert_eq!(ds_v3_usage(&sim, &region).await.0, before + 2, "a failed failover creates nothing");
+
+    // Resource SKUs of the region: the size the VMs use, its family and vCPUs, no restriction.
+    let sub = &sim.running.info().subscription_id;
+    let skus = sim
+        .get(&format!(
+            "/subscriptions/{sub}/providers/Microsoft.Compute/skus?api-version=2021-07-01&$filter=location%20eq%20%27{region}%27"
+        ))
+        .await;
+    let d2 = skus.body["value"].as_array().unwrap().iter().find(|s| s["name"] == "Standard_D2s_v3").unwrap();
+    assert_eq!(
+        (d2["family"].as_str(), d2["resourceType"].as_str()),
+        (Some("standardDSv3Family"), Some("virtualMachines"))
+    );
+    assert!(d2["capabilities"].as_array().unwrap().iter().any(|c| c["name"] == "vCPUs" && c["value"] == "2"));
+    assert_eq!(d2["restrictions"], json!([]));
+}

@@ -27,8 +27,9 @@ use crate::http::{Http, HttpStats, RawResponse, SendGuard, decode};
 use crate::model::{
     ApplyRecoveryPointInput, ContainerMapping, DisableProtectionInput, Fabric, Job, JobState, ManagedDisk,
     NetworkInterface, Page, PlanFailoverInput, PlanTestFailoverInput, Policy, ProtectedItem, ProtectionContainer,
-    PublicIpAddress, RecoveryPlan, RecoveryPoint, StorageAccount, SwitchProtectionInput, TestFailoverCleanupInput,
-    TestFailoverInput, UnplannedFailoverInput, VirtualMachine, VmDiskInput, VmManagedDiskInput,
+    PublicIpAddress, RecoveryPlan, RecoveryPoint, ResourceSku, StorageAccount, SwitchProtectionInput,
+    TestFailoverCleanupInput, TestFailoverInput, UnplannedFailoverInput, Usage, VirtualMachine, VmDiskInput,
+    VmManagedDiskInput,
 };
 use crate::observe::{self, Op};
 
@@ -288,6 +289,8 @@ fn last_segment(id: &str) -> &str {
 
 /// The `api-version` of ARM's subscription list.
 const SUBSCRIPTIONS_API_VERSION: &str = "2022-12-01";
+/// Compute's Resource Skus list (its newest api-version in the REST spec).
+const SKUS_API_VERSION: &str = "2021-07-01";
 
 /// The vault an ARM id lies in (a protected item's, a job's): its prefix up to
 /// `/vaults/{name}`. `None`: not inside a Recovery Services vault.
@@ -999,6 +1002,24 @@ impl AsrClient {
             self.config().subscription_id
         );
         self.collect(self.compute(&path), Op::new("listVirtualMachines", "GET virtualMachines")).await
+    }
+
+    /// The vCPU quotas of `region` in `subscription` and what is in use (Compute "Usage -
+    /// List"): one budgeted read (a page or two), whatever the fleet's size.
+    pub async fn usages(&self, subscription: &str, region: &str) -> Result<Vec<Usage>, AsrError> {
+        let path = format!("/subscriptions/{subscription}/providers/Microsoft.Compute/locations/{region}/usages");
+        self.collect(self.compute(&path), Op::new("listUsages", &format!("GET usages {region}"))).await
+    }
+
+    /// The VM sizes offered in `region` to `subscription`, with their families, vCPUs and
+    /// restrictions (Compute "Resource Skus - List" with `$filter=location eq '{region}'`, the
+    /// one filter it supports, api-version 2021-07-01 as the spec's latest for this list).
+    pub async fn vm_skus(&self, subscription: &str, region: &str) -> Result<Vec<ResourceSku>, AsrError> {
+        let path = format!("/subscriptions/{subscription}/providers/Microsoft.Compute/skus");
+        let url = format!("{}&%24filter=location%20eq%20%27{}%27", self.http.url(&path, SKUS_API_VERSION), region);
+        let skus: Vec<ResourceSku> =
+            self.collect(url, Op::new("listResourceSkus", &format!("GET skus {region}"))).await?;
+        Ok(skus.into_iter().filter(|s| s.resource_type.eq_ignore_ascii_case("virtualMachines")).collect())
     }
 
     /// NICs of a resource group.

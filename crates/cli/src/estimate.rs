@@ -102,7 +102,9 @@ pub const MAX_LEFTOVERS: f64 = 4.0;
 /// cleanup's leftovers, none unless the plan removes them ([`Requests::with_leftovers`]).
 /// Reads: today's measured figures, from docs/performance.md's S2 section (where they go in its
 /// table, and what has changed since): preflight 0 (it lists recovery points only for a choice
-/// other than latest processed, [`Requests::for_recovery_point`]); failover 3 (the protected
+/// other than latest processed, [`Requests::for_recovery_point`]; its capacity check costs two
+/// reads per subscription and target region, not per VM, so the per-VM model leaves them out);
+/// failover 3 (the protected
 /// item, the point list the worker resolves when it sends, the ended failover job in full);
 /// commit 0 (it decides on the item the failover read); reprotect 3 (the item before, the VM as
 /// it runs now, the re-homed item after); cleanup 3 (the item, the VM running in the primary

@@ -3,7 +3,9 @@
 //! Per VM: protection state, direction (is there anything to fail back?), replication health,
 //! sync complete, allowed operations, target resource group reachable, the chosen recovery
 //! point and the disks it covers, the cache storage account reprotect will stage data in,
-//! another active plan holding the VM, and how long ago it was last drilled. The verdict is the
+//! another active plan holding the VM, how long ago it was last drilled, and (across the plan,
+//! `allocate_capacity`) whether its size is offered and fits the vCPU quota of the region it
+//! fails over to. The verdict is the
 //! worst check: ready, warning, or blocked with the reason. It also shows the reprotect target
 //! settings the VM will get.
 //!
@@ -479,5 +481,221 @@ pub async fn preflight_vm(
         recovery_point: used,
         reprotect_target: Some(target),
         resources_to_create,
+    }
+}
+
+/// What one VM will claim of its target region's capacity when it fails over: the size the
+/// item will be created with (`recoveryAzureVMSize`) in the region it fails over to, in its
+/// vault's subscription (quota is per subscription and region).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapacityNeed {
+    /// Subscription id, lower-case.
+    pub subscription: String,
+    /// Normalized target region.
+    pub region: String,
+    /// VM size, if the item names one.
+    pub size: Option<String>,
+}
+
+impl CapacityNeed {
+    /// The need of `item` in `subscription`.
+    pub fn of(item: &ProtectedItem, subscription: &str) -> Self {
+        let a2a = item.properties.provider_specific_details.as_ref();
+        Self {
+            subscription: subscription.to_ascii_lowercase(),
+            region: tern_asr::config::normalize_region(
+                a2a.and_then(|d| d.recovery_fabric_location.as_deref()).unwrap_or_default(),
+            ),
+            size: a2a.and_then(|d| d.recovery_azure_vm_size.clone()).filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// A region's capacity as Compute shows it: its usages and the VM sizes it offers (one read
+/// of each per subscription and region, however many VMs go there), or why it could not be read.
+pub type RegionCapacity = Result<(Vec<tern_asr::model::Usage>, Vec<tern_asr::model::ResourceSku>), String>;
+
+/// The `capacity` check of each VM, allocating the regions' free vCPUs to the VMs in the order
+/// given (plan order): a VM whose family or regional total (`cores`) would go over its quota,
+/// counting what is in use and what the VMs before it in this plan claimed, is blocked; the
+/// others claim their vCPUs. A VM blocked, or whose size is restricted or not offered, claims
+/// nothing, so exactly the VMs that would not fit are blocked.
+///
+/// A VM whose source still runs in the target region is counted as a new VM there (its
+/// vCPUs are in `currentValue` and claimed again): stingier than ASR, which may reuse it.
+pub fn allocate_capacity(
+    needs: &[CapacityNeed],
+    regions: &BTreeMap<(String, String), RegionCapacity>,
+) -> Vec<PreflightCheck> {
+    use Readiness::{Blocked, Ready, Warning};
+    // vCPUs claimed so far by this plan, per (subscription, region, lower-case usage name).
+    let mut claimed: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+    let mut out = Vec::with_capacity(needs.len());
+    for need in needs {
+        let region = &need.region;
+        let Some(size) = &need.size else {
+            out.push(check("capacity", Warning, "the item names no target VM size: capacity not checked"));
+            continue;
+        };
+        let capacity = regions.get(&(need.subscription.clone(), region.clone()));
+        let (usages, skus) = match capacity {
+            Some(Ok((u, s))) => (u, s),
+            Some(Err(why)) => {
+                out.push(check("capacity", Warning, format!("capacity in {region} could not be checked: {why}")));
+                continue;
+            }
+            None => {
+                out.push(check("capacity", Warning, format!("capacity in {region} was not read")));
+                continue;
+            }
+        };
+        let Some(sku) = skus.iter().find(|s| s.name.eq_ignore_ascii_case(size)) else {
+            out.push(check(
+                "capacity",
+                Blocked,
+                format!("{size} is not offered in {region} (not in its resource SKUs)"),
+            ));
+            continue;
+        };
+        if let Some(r) = sku.restricted_in(region) {
+            out.push(check(
+                "capacity",
+                Blocked,
+                format!(
+                    "{size} is not available in {region}: restricted ({})",
+                    r.reason_code.as_deref().unwrap_or("no reason given")
+                ),
+            ));
+            continue;
+        }
+        let (Some(family), Some(vcpus)) = (sku.family.clone(), sku.vcpus()) else {
+            out.push(check("capacity", Warning, format!("{size} lists no family or vCPUs: capacity not checked")));
+            continue;
+        };
+        let vcpus = i64::from(vcpus);
+        let mut short = None;
+        let mut fits = Vec::new();
+        for quota in [family.as_str(), "cores"] {
+            let Some(usage) = usages.iter().find(|u| u.name.value.eq_ignore_ascii_case(quota)) else {
+                continue;
+            };
+            let key = (need.subscription.clone(), region.clone(), quota.to_ascii_lowercase());
+            let earlier = claimed.get(&key).copied().unwrap_or(0);
+            let free = usage.limit - usage.current_value - earlier;
+            let what = if quota == "cores" { "the regional total (cores)".to_owned() } else { quota.to_owned() };
+            let plan_part =
+                if earlier > 0 { format!(", {earlier} claimed by VMs before it in this plan") } else { String::new() };
+            let figures =
+                format!("{} of quota {} free ({} in use{plan_part})", free.max(0), usage.limit, usage.current_value);
+            if vcpus > free {
+                short = Some(format!("needs {vcpus} vCPUs of {what} in {region}: {figures}"));
+                break;
+            }
+            fits.push(format!("{what}: {figures}"));
+        }
+        match short {
+            Some(why) => out.push(check("capacity", Blocked, why)),
+            None => {
+                for quota in [family.as_str(), "cores"] {
+                    *claimed
+                        .entry((need.subscription.clone(), region.clone(), quota.to_ascii_lowercase()))
+                        .or_default() += vcpus;
+                }
+                out.push(check(
+                    "capacity",
+                    Ready,
+                    format!("{size} ({vcpus} vCPUs of {family}) fits in {region}; {}", fits.join("; ")),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Adds a check to a VM's preflight, and its verdict with it.
+pub fn add_check(pre: &mut VmPreflight, c: PreflightCheck) {
+    pre.checks.push(c);
+    pre.readiness = worst(&pre.checks) as i32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_asr::model::{ResourceSku, SkuCapability, SkuRestriction, Usage, UsageName};
+
+    fn usage(name: &str, current: i64, limit: i64) -> Usage {
+        Usage {
+            name: UsageName { value: name.into(), localized_value: None },
+            current_value: current,
+            limit,
+            unit: None,
+        }
+    }
+
+    fn sku(name: &str, family: &str, vcpus: u32) -> ResourceSku {
+        ResourceSku {
+            resource_type: "virtualMachines".into(),
+            name: name.into(),
+            family: Some(family.into()),
+            capabilities: vec![SkuCapability { name: "vCPUs".into(), value: vcpus.to_string() }],
+            ..ResourceSku::default()
+        }
+    }
+
+    fn need(size: Option<&str>) -> CapacityNeed {
+        CapacityNeed { subscription: "s".into(), region: "eastus".into(), size: size.map(str::to_owned) }
+    }
+
+    #[test]
+    fn the_free_vcpus_go_to_the_vms_in_plan_order_and_exactly_the_ones_that_do_not_fit_are_blocked() {
+        let mut restricted = sku("Standard_B2s", "standardBSFamily", 2);
+        restricted.restrictions = vec![SkuRestriction {
+            kind: "Location".into(),
+            values: vec!["eastus".into()],
+            reason_code: Some("NotAvailableForSubscription".into()),
+            ..SkuRestriction::default()
+        }];
+        let regions = BTreeMap::from([(
+            ("s".to_owned(), "eastus".to_owned()),
+            Ok((
+                vec![usage("cores", 8, 100), usage("standardDSv3Family", 8, 14)],
+                vec![
+                    sku("Standard_D2s_v3", "standardDSv3Family", 2),
+                    sku("Standard_D4s_v3", "standardDSv3Family", 4),
+                    restricted,
+                ],
+            )),
+        )]);
+        let needs = [
+            need(Some("Standard_D4s_v3")), // 4 of 6 free: fits, 2 left
+            need(Some("Standard_D4s_v3")), // 4 > 2: blocked, claims nothing
+            need(Some("Standard_D2s_v3")), // 2 of 2: fits
+            need(Some("Standard_D2s_v3")), // 0 left: blocked
+            need(Some("Standard_B2s")),    // restricted
+            need(None),                    // unknown size: a warning
+        ];
+        let checks = allocate_capacity(&needs, &regions);
+        let results: Vec<Readiness> = checks.iter().map(|c| Readiness::try_from(c.result).unwrap()).collect();
+        use Readiness::{Blocked, Ready, Warning};
+        assert_eq!(results, [Ready, Blocked, Ready, Blocked, Blocked, Warning]);
+        assert_eq!(
+            checks[1].detail,
+            "needs 4 vCPUs of standardDSv3Family in eastus: 2 of quota 14 free (8 in use, 4 claimed by VMs before it in this plan)"
+        );
+        assert!(checks[4].detail.contains("NotAvailableForSubscription"), "{}", checks[4].detail);
+
+        // The regional total binds too.
+        let regions = BTreeMap::from([(
+            ("s".to_owned(), "eastus".to_owned()),
+            Ok((
+                vec![usage("cores", 9, 10), usage("standardDSv3Family", 0, 100)],
+                vec![sku("Standard_D2s_v3", "standardDSv3Family", 2)],
+            )),
+        )]);
+        let checks = allocate_capacity(&[need(Some("Standard_D2s_v3"))], &regions);
+        assert_eq!(
+            checks[0].detail,
+            "needs 2 vCPUs of the regional total (cores) in eastus: 1 of quota 10 free (9 in use)"
+        );
     }
 }

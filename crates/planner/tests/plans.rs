@@ -1210,3 +1210,62 @@ async fn a_wait_gate_passes_after_its_duration() {
     }
     assert!(done.gates[0].after && !done.gates[1].after, "db's after step, then web's before step");
 }
+
+/// Sets the simulator's vCPU quota of `family` in `region` (its `/_sim/capacity` control).
+async fn set_quota(stack: &Stack, region: &str, family: &str, limit: i64) {
+    let body = serde_json::json!({"quotas": [{"region": region, "family": family, "limit": limit}]});
+    let url = format!("{}/_sim/capacity", stack.sim.info().url);
+    let put = reqwest::Client::new().put(url).json(&body).send().await.unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_quota_too_low_blocks_exactly_the_vms_that_would_not_fit_and_raising_it_lets_the_plan_pass() {
+    let mut r = start(ready_for_failback(3), true).await;
+    let asr = r.stack.asr_client();
+    let sub = asr.config().subscription_id.clone();
+    let items = asr.list_items(None, None).await.unwrap();
+    let region = tern_planner::preflight::CapacityNeed::of(&items[0], &sub).region;
+    let in_use = |usages: &[tern_asr::model::Usage]| {
+        usages.iter().find(|u| u.name.value == "standardDSv3Family").map(|u| u.current_value).unwrap()
+    };
+    let before = in_use(&asr.usages(&sub, &region).await.unwrap());
+    // Room for two of the three Standard_D2s_v3 (2 vCPUs each) in the region they fail back to.
+    let limit = before + 4;
+    set_quota(&r.stack, &region, "standardDSv3Family", limit).await;
+    let vms = ["vm-00001", "vm-00002", "vm-00003"];
+    let pre = r.grpc.preflight(PreflightRequest { spec: Some(spec(&r, &vms)) }).await.unwrap().into_inner();
+    let capacity = |name: &str| {
+        let v = pre.vms.iter().find(|v| v.vm.as_ref().unwrap().name == name).unwrap();
+        let c = v.checks.iter().find(|c| c.name == "capacity").unwrap_or_else(|| panic!("{name}: {:?}", v.checks));
+        (v.readiness(), c.result(), c.detail.clone())
+    };
+    for fits in ["vm-00001", "vm-00002"] {
+        let (_, result, detail) = capacity(fits);
+        assert_eq!(result, Readiness::Ready, "{fits}: {detail}");
+    }
+    let (verdict, result, detail) = capacity("vm-00003");
+    assert_eq!((verdict, result), (Readiness::Blocked, Readiness::Blocked), "{detail}");
+    let wanted = format!(
+        "needs 2 vCPUs of standardDSv3Family in {region}: 0 of quota {limit} free ({before} in use, 4 claimed by VMs before it in this plan)"
+    );
+    assert_eq!(detail, wanted);
+    let refused = r.grpc.submit_plan(SubmitPlanRequest { spec: Some(spec(&r, &vms)) }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("vm-00003") && !refused.message().contains("vm-00001"), "{}", refused.message());
+
+    // Raised: the same plan passes and runs to the end.
+    set_quota(&r.stack, &region, "standardDSv3Family", before + 6).await;
+    let plan_id = r
+        .grpc
+        .submit_plan(SubmitPlanRequest { spec: Some(spec(&r, &vms)) })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap()
+        .plan_id;
+    let plan = finished(&mut r, &plan_id).await;
+    assert_eq!(plan.state(), PlanState::Completed, "{:?}", plan.vms);
+    assert!(plan.vms.iter().all(|v| v.state() == VmState::Succeeded));
+}

@@ -191,6 +191,10 @@ pub struct Estate {
     /// location): a storage account belongs to its subscription, not to a vault, so a
     /// reprotect here may stage data in one of them (set by the server).
     pub sibling_storage: Vec<(String, String)>,
+    /// vCPUs allocated in this vault's subscription, by lowercase location, then lowercase
+    /// family and `cores` — the other vaults' VMs included. Set by the server before it hands
+    /// the estate a failover (quota is the subscription's, not the vault's).
+    pub subscription_in_use: BTreeMap<String, BTreeMap<String, u64>>,
     plans: BTreeMap<String, Plan>,
     guids: Guids,
     seq: u64,
@@ -237,6 +241,7 @@ impl Estate {
             scope,
             regions,
             items: BTreeMap::new(),
+            subscription_in_use: BTreeMap::new(),
             by_lifecycle: HashMap::new(),
             members: [BTreeSet::new(), BTreeSet::new()],
             jobs: HashMap::new(),

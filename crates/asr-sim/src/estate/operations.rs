@@ -145,7 +145,18 @@ impl Estate {
             total += durations.shutdown.pick(self.guids.unit());
         }
         let shutdown_failed = shutdown_requested && self.cfg.faults.shutdown_fails(&vm);
-        let failure = self.fault_for(Operation::Failover, &vm).map(|(_, f)| (3, f));
+        let mut failure = self.fault_for(Operation::Failover, &vm).map(|(_, f)| (3, f));
+        if failure.is_none()
+            && let Some(why) = self.capacity_refusal(item.recovery(), &item.vm_size)
+        {
+            // The VM cannot be created in the target region: ASR's 28031 at "Start failover",
+            // Compute's reason in its message (faults.rs describes 28031).
+            let message = format!(
+                "The virtual machine '{vm}' could not be created in the target region {}: {why}",
+                self.regions[item.recovery()].location
+            );
+            failure = Some((3, crate::job::AsrFault::from_code("28031", Some(&message))));
+        }
         // The five tasks with Azure's ids, names and friendly names (excerpt entries 148, 172).
         let tasks: [TaskSpec; 5] = [
             (

@@ -108,6 +108,49 @@ pub struct StorageAccount {
 }
 
 impl Estate {
+    /// Adds the vCPUs this vault holds in `location` to `into` (by lowercase family and
+    /// `cores`): every VM not deallocated (a stopped VM keeps its allocation), and every
+    /// failover or test failover under way towards it — its VM is counted from the moment the
+    /// job is accepted (stingier than Azure, which takes the quota when the task creates the
+    /// VM), so concurrent failovers cannot together overrun a quota.
+    pub fn add_cores_in_use(&self, location: &str, into: &mut BTreeMap<String, u64>) {
+        let mut add = |size: &str| {
+            if let Some(s) = crate::capacity::size(size) {
+                *into.entry(s.family.to_ascii_lowercase()).or_default() += u64::from(s.vcpus);
+                *into.entry(crate::capacity::TOTAL.to_owned()).or_default() += u64::from(s.vcpus);
+            }
+        };
+        for vm in self.vms.values() {
+            if !vm.deleting
+                && vm.power != "deallocated"
+                && self.regions[vm.region].location.eq_ignore_ascii_case(location)
+            {
+                add(&vm.size);
+            }
+        }
+        for job in self.active_jobs.iter().filter_map(|n| self.jobs.get(n)) {
+            if job.finished
+                || job.failure.is_some()
+                || !matches!(job.operation, Operation::Failover | Operation::TestFailover)
+            {
+                continue;
+            }
+            let Some(item) = job.item.as_ref().and_then(|k| self.items.get(k)) else { continue };
+            if self.regions[item.recovery()].location.eq_ignore_ascii_case(location) {
+                add(&item.vm_size);
+            }
+        }
+    }
+
+    /// Why a VM of `size` cannot be created in region `region` now (Compute's words), from
+    /// the subscription's allocation the server gave this estate.
+    pub(super) fn capacity_refusal(&self, region: usize, size: &str) -> Option<String> {
+        let location = self.regions[region].location.to_ascii_lowercase();
+        let empty = BTreeMap::new();
+        let in_use = self.subscription_in_use.get(&location).unwrap_or(&empty);
+        self.cfg.capacity.refusal(&location, size, in_use)
+    }
+
     /// Creates a running VM with one NIC (private address `private_ip`) and, when managed, its
     /// disks as resources in its resource group (attached to it); the lowercase VM id.
     pub(super) fn create_vm(
@@ -121,6 +164,12 @@ impl Estate {
     ) -> String {
         let rg = self.regions[region].app_rg.clone();
         let id = self.scope.vm_id(&rg, name).to_ascii_lowercase();
+        // The item's size (its `recoveryAzureVMSize`), which the VM is created with.
+        let size = self
+            .item_of_vm
+            .get(&name.to_ascii_lowercase())
+            .and_then(|k| self.items.get(k))
+            .map_or_else(|| "Standard_D2s_v3".to_owned(), |i| i.vm_size.clone());
         let nic_name = format!("{name}-nic");
         let nic_id = self.scope.nic_id(&rg, &nic_name).to_ascii_lowercase();
         let vm_id = self.guids.fresh();
@@ -155,7 +204,7 @@ impl Estate {
                 power: "running",
                 managed,
                 nics: vec![nic_id.clone()],
-                size: "Standard_D2s_v3".into(),
+                size,
                 vm_id,
                 deleting: false,
                 disks: disks.into_iter().map(|d| d.name).collect(),

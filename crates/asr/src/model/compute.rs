@@ -308,3 +308,113 @@ pub struct StorageAccount {
     /// Region.
     pub location: Option<String>,
 }
+
+/// One quota of a region (`GET …/providers/Microsoft.Compute/locations/{l}/usages`, Compute
+/// REST "Usage - List": `value[]` of `{unit: "Count", currentValue, limit, name: {value,
+/// localizedValue}}`). `name.value` is a VM family (`standardDSv3Family`) or `cores`, the
+/// regional total; both count vCPUs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Usage {
+    /// What is counted.
+    pub name: UsageName,
+    /// In use now.
+    pub current_value: i64,
+    /// The quota.
+    pub limit: i64,
+    /// `Count`.
+    pub unit: Option<String>,
+}
+
+/// `name` of a [`Usage`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UsageName {
+    /// e.g. `standardDSv3Family`, `cores`.
+    #[serde(deserialize_with = "null_default")]
+    pub value: String,
+    /// e.g. `Standard DSv3 Family vCPUs`.
+    pub localized_value: Option<String>,
+}
+
+/// A resource SKU (`GET /subscriptions/{s}/providers/Microsoft.Compute/skus`, Compute REST
+/// "Resource Skus - List"); only `resourceType: virtualMachines` ones are sizes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ResourceSku {
+    /// e.g. `virtualMachines`.
+    #[serde(deserialize_with = "null_default")]
+    pub resource_type: String,
+    /// e.g. `Standard_D2s_v3`.
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    /// The quota family, e.g. `standardDSv3Family`.
+    pub family: Option<String>,
+    /// Regions it is listed in.
+    #[serde(deserialize_with = "null_default")]
+    pub locations: Vec<String>,
+    /// e.g. `{name: "vCPUs", value: "2"}`.
+    #[serde(deserialize_with = "null_default")]
+    pub capabilities: Vec<SkuCapability>,
+    /// Where it is not offered, and why.
+    #[serde(deserialize_with = "null_default")]
+    pub restrictions: Vec<SkuRestriction>,
+}
+
+impl ResourceSku {
+    /// Its vCPUs (`capabilities[vCPUs]`).
+    pub fn vcpus(&self) -> Option<u32> {
+        self.capabilities.iter().find(|c| c.name.eq_ignore_ascii_case("vCPUs")).and_then(|c| c.value.parse().ok())
+    }
+
+    /// The restriction that keeps it out of `region` (a `Location` restriction naming it), if any.
+    pub fn restricted_in(&self, region: &str) -> Option<&SkuRestriction> {
+        self.restrictions.iter().find(|r| {
+            r.kind.eq_ignore_ascii_case("Location")
+                && (r.values.iter().any(|v| v.eq_ignore_ascii_case(region))
+                    || r.restriction_info
+                        .as_ref()
+                        .is_some_and(|i| i.locations.iter().any(|v| v.eq_ignore_ascii_case(region))))
+        })
+    }
+}
+
+/// `capabilities[]` of a [`ResourceSku`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SkuCapability {
+    /// e.g. `vCPUs`.
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    /// e.g. `2` (always a string).
+    #[serde(deserialize_with = "null_default")]
+    pub value: String,
+}
+
+/// `restrictions[]` of a [`ResourceSku`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SkuRestriction {
+    /// `Location` or `Zone`.
+    #[serde(rename = "type", deserialize_with = "null_default")]
+    pub kind: String,
+    /// The locations (or zones) restricted.
+    #[serde(deserialize_with = "null_default")]
+    pub values: Vec<String>,
+    /// Where.
+    pub restriction_info: Option<SkuRestrictionInfo>,
+    /// `QuotaId` or `NotAvailableForSubscription`.
+    pub reason_code: Option<String>,
+}
+
+/// `restrictionInfo` of a [`SkuRestriction`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SkuRestrictionInfo {
+    /// Locations.
+    #[serde(deserialize_with = "null_default")]
+    pub locations: Vec<String>,
+    /// Zones.
+    #[serde(deserialize_with = "null_default")]
+    pub zones: Vec<String>,
+}

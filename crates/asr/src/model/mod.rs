@@ -38,8 +38,9 @@ pub use arm::{ArmErrorBody, ArmErrorDetail, OperationStatus, Page};
 pub use compute::{
     HardwareProfile, InstanceView, InstanceViewStatus, IpConfiguration, IpConfigurationProperties, ManagedDisk,
     ManagedDiskProperties, ManagedDiskRef, NetworkInterface, NetworkInterfaceProperties, NetworkProfile,
-    PublicIpAddress, PublicIpAddressProperties, StorageAccount, StorageProfile, SubResource, VhdRef, VirtualMachine,
-    VirtualMachineProperties, VmDisk,
+    PublicIpAddress, PublicIpAddressProperties, ResourceSku, SkuCapability, SkuRestriction, SkuRestrictionInfo,
+    StorageAccount, StorageProfile, SubResource, Usage, UsageName, VhdRef, VirtualMachine, VirtualMachineProperties,
+    VmDisk,
 };
 pub use item::{
     A2AIpConfig, A2AManagedDisk, A2AReplicationDetails, A2AUnmanagedDisk, A2AVmNic, CurrentScenario, DiskSync,

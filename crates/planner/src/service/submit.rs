@@ -263,6 +263,7 @@ impl PlannerService {
             .buffered(PREFLIGHT_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
+        let vms = self.check_capacity(selection, per_vault, vms).await;
         let subscriptions: std::collections::BTreeSet<String> =
             per_vault.values().map(|(asr, _)| asr.config().subscription_id.to_ascii_lowercase()).collect();
         let mut accounts = BTreeMap::new();
@@ -277,6 +278,42 @@ impl PlannerService {
             }
         }
         Ok((vms, accounts))
+    }
+
+    /// Adds each VM's `capacity` check: the VMs that would fail over (not blocked by another
+    /// check) are grouped by subscription and target region, each group's usages and VM sizes
+    /// are read once (reads are the binding budget), and the free vCPUs are allotted in plan
+    /// order (wave, then selection order), so exactly the VMs that would not fit are blocked.
+    async fn check_capacity(
+        &self,
+        selection: &Resolved,
+        per_vault: &HashMap<String, (tern_asr::AsrClient, PreflightOptions)>,
+        mut vms: Vec<VmPreflight>,
+    ) -> Vec<VmPreflight> {
+        let items = &selection.items;
+        let mut order: Vec<usize> = (0..items.len()).filter(|&i| vms[i].readiness() != Readiness::Blocked).collect();
+        order.sort_by_key(|&i| (selection.waves.get(i).copied().unwrap_or(0), i));
+        let mut needs = Vec::with_capacity(order.len());
+        let mut readers: BTreeMap<(String, String), &tern_asr::AsrClient> = BTreeMap::new();
+        for &i in &order {
+            let Some((asr, _)) = per_vault.get(&vault_key(&items[i].id)) else { continue };
+            let need = crate::preflight::CapacityNeed::of(&items[i], &asr.config().subscription_id);
+            if need.size.is_some() {
+                readers.entry((need.subscription.clone(), need.region.clone())).or_insert(asr);
+            }
+            needs.push((i, need));
+        }
+        let reads = readers.iter().map(|((sub, region), asr)| async move {
+            let read = futures::future::try_join(asr.usages(sub, region), asr.vm_skus(sub, region)).await;
+            ((sub.clone(), region.clone()), read.map_err(|e| e.to_string()))
+        });
+        let regions: BTreeMap<(String, String), crate::preflight::RegionCapacity> =
+            futures::future::join_all(reads).await.into_iter().collect();
+        let only: Vec<crate::preflight::CapacityNeed> = needs.iter().map(|(_, n)| n.clone()).collect();
+        for ((i, _), c) in needs.iter().zip(crate::preflight::allocate_capacity(&only, &regions)) {
+            crate::preflight::add_check(&mut vms[*i], c);
+        }
+        vms
     }
 
     /// The plan that holds VM `key`, if one does: a lock whose plan has ended (its release was
