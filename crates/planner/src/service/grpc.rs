@@ -176,19 +176,11 @@ impl Planner for PlannerService {
         progress::retry(&mut plan.clone(), i, r.phase()).map_err(Status::failed_precondition)?;
         // The VM's lock: this plan's already, or free again (the plan ended and let it go). A VM
         // another plan holds now is that plan's: retrying it here would run two plans on it.
-        let key = progress::vm_key(&plan.vms[i]).to_owned();
-        match self.inner.locks.create(&key, &VmLock { plan_id: plan.plan_id.clone() }).await {
-            Ok(_) => {}
-            Err(KvError::AlreadyExists { .. }) => {
-                let holder = self.inner.locks.get(&key).await.map_err(kv_status)?.map(|l| l.value.plan_id);
-                if let Some(other) = holder.filter(|h| *h != plan.plan_id) {
-                    return Err(Status::failed_precondition(format!(
-                        "{} is in active plan {other} now: retry it there, or after that plan ends",
-                        r.vm_name
-                    )));
-                }
-            }
-            Err(e) => return Err(kv_status(e)),
+        if let Some(other) = self.take_back(&plan.plan_id, progress::vm_key(&plan.vms[i])).await? {
+            return Err(Status::failed_precondition(format!(
+                "{} is in active plan {other} now: retry it there, or after that plan ends",
+                r.vm_name
+            )));
         }
         let plan = self
             .step(&r.plan_id, |p, dirty| {
@@ -220,18 +212,11 @@ impl Planner for PlannerService {
             gates::retry(&mut plan.clone(), w, r.step, super::now()).map_err(Status::failed_precondition)?;
         // The VMs the halt skipped run again: their locks are this plan's, or free again.
         for &i in &revived {
-            let key = progress::vm_key(&plan.vms[i]).to_owned();
-            match self.inner.locks.create(&key, &VmLock { plan_id: plan.plan_id.clone() }).await {
-                Ok(_) => {}
-                Err(KvError::AlreadyExists { .. }) => {
-                    let holder = self.inner.locks.get(&key).await.map_err(kv_status)?.map(|l| l.value.plan_id);
-                    if let Some(other) = holder.filter(|h| *h != plan.plan_id) {
-                        return Err(Status::failed_precondition(format!(
-                            "{key} is in active plan {other} now: retry the gate after that plan ends"
-                        )));
-                    }
-                }
-                Err(e) => return Err(kv_status(e)),
+            let key = progress::vm_key(&plan.vms[i]);
+            if let Some(other) = self.take_back(&plan.plan_id, key).await? {
+                return Err(Status::failed_precondition(format!(
+                    "{key} is in active plan {other} now: retry the gate after that plan ends"
+                )));
             }
         }
         let mut changed = None;
@@ -256,6 +241,20 @@ impl Planner for PlannerService {
 }
 
 impl PlannerService {
+    /// Takes a VM's lock back for `plan_id` before one of its VMs runs again: the lock is this
+    /// plan's already, or free again (the plan ended and let it go). Returns the plan that holds
+    /// it now, if another does: running the VM here would run two plans on it.
+    async fn take_back(&self, plan_id: &str, key: &str) -> Result<Option<String>, Status> {
+        match self.inner.locks.create(key, &VmLock { plan_id: plan_id.to_owned() }).await {
+            Ok(_) => Ok(None),
+            Err(KvError::AlreadyExists { .. }) => {
+                let holder = self.inner.locks.get(key).await.map_err(kv_status)?.map(|l| l.value.plan_id);
+                Ok(holder.filter(|h| h != plan_id))
+            }
+            Err(e) => Err(kv_status(e)),
+        }
+    }
+
     /// Approves or rejects a waiting approval step (`ApproveGate`, `RejectGate`).
     async fn decide_gate(&self, r: GateDecisionRequest, approve: bool) -> Result<Plan, Status> {
         if r.by.trim().is_empty() {
