@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tern/v1/events.proto",
         "tern/v1/planner.proto",
         "tern/v1/state.proto",
+        "tern/v1/hooks.proto",
     ];
     let fds = protox::compile(files, [&root])?;
     // The descriptor set, for gRPC server reflection.

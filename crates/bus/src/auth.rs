@@ -2,8 +2,9 @@
 //! and the credentials that go with them.
 //!
 //! - [`Identity`]: the planner, each worker, the `events-reader` that outside consumers get, the
-//!   `operator` that `tern dlq` reads and deletes dead letters as, and the `bootstrap` identity,
-//!   which alone may create or change streams, consumers and buckets.
+//!   `operator` that `tern dlq` reads and deletes dead letters as, the `hooks` identity that
+//!   wave hook runners answer as, and the `bootstrap` identity, which alone may create or change
+//!   streams, consumers and buckets.
 //! - [`Permissions::of`]: what an identity may publish and subscribe to, derived from the
 //!   subjects, streams and buckets this crate defines, so they cannot drift apart.
 //! - [`generate`]: an nkey per identity (seed files, mode 0600) and the nats-server
@@ -39,19 +40,23 @@ pub enum Identity {
     /// DLQ stream, nothing else. A replay is a `RetryVm` through the planner's API, never a
     /// publish: only the planner queues commands.
     Operator,
+    /// Wave hook runners: receive the planner's hook requests (`tern.hooks.>`) and answer them,
+    /// nothing else. They cannot publish a request, an event or a command, nor read the bus.
+    Hooks,
     /// Sets up streams, consumers and buckets (`tern bus ensure`, `tern up`); an administrator.
     Bootstrap,
 }
 
 impl Identity {
     /// Every identity.
-    pub const ALL: [Identity; 7] = [
+    pub const ALL: [Identity; 8] = [
         Identity::Planner,
         Identity::Failover,
         Identity::Reprotect,
         Identity::Cleanup,
         Identity::EventsReader,
         Identity::Operator,
+        Identity::Hooks,
         Identity::Bootstrap,
     ];
 
@@ -64,6 +69,7 @@ impl Identity {
             Identity::Cleanup => "cleanup",
             Identity::EventsReader => "events-reader",
             Identity::Operator => "operator",
+            Identity::Hooks => "hooks",
             Identity::Bootstrap => "bootstrap",
         }
     }
@@ -105,6 +111,9 @@ pub struct Permissions {
     pub publish_deny: Vec<String>,
     /// Subjects it may subscribe to.
     pub subscribe_allow: Vec<String>,
+    /// It may answer the requests it receives (publish once to each one's reply subject), whatever
+    /// `publish_allow` says.
+    pub allow_responses: bool,
 }
 
 impl Permissions {
@@ -121,6 +130,8 @@ impl Permissions {
             Identity::Planner => {
                 p.allow([format!("{}.>", subjects::COMMANDS_PREFIX), events_all.clone(), json_events_all]);
                 p.allow([subjects::dlq_subject(PLANNER_EVENTS_CONSUMER)]);
+                // Wave hooks' requests (their answers come to its inbox).
+                p.allow([format!("{}.>", subjects::HOOKS_PREFIX)]);
                 p.consume(EVENTS_STREAM, PLANNER_EVENTS_CONSUMER);
                 p.consume(DLQ_STREAM, PLANNER_DLQ_CONSUMER);
                 p.read_stream(EVENTS_STREAM);
@@ -162,6 +173,10 @@ impl Permissions {
                 p.subscribe_allow.extend([events_all, json_events_all]);
                 p.read_stream(EVENTS_STREAM);
                 p.read_stream(EVENTS_JSON_STREAM);
+            }
+            Identity::Hooks => {
+                p.subscribe_allow.push(format!("{}.>", subjects::HOOKS_PREFIX));
+                p.allow_responses = true;
             }
             Identity::Operator => {
                 // List (an ordered consumer of its own), show one (direct get) and delete.
@@ -368,6 +383,9 @@ pub fn server_config(users: &[(Identity, String)]) -> String {
         }
         let _ = writeln!(out, " }}");
         let _ = writeln!(out, "        subscribe: {{ allow: [{}] }}", list(&p.subscribe_allow));
+        if p.allow_responses {
+            let _ = writeln!(out, "        allow_responses: true");
+        }
         let _ = writeln!(out, "    }} }}");
     }
     out.push_str("  ]\n}\n");

@@ -102,6 +102,9 @@ pub enum BusError {
     /// A KV operation failed.
     #[error(transparent)]
     Kv(#[from] KvError),
+    /// A hook request got no answer: nobody listens on its subject, or nobody answered in time.
+    #[error("{0}")]
+    NoAnswer(String),
 }
 
 /// What to check when connecting failed.
@@ -330,6 +333,29 @@ impl Bus {
     /// A missing `time` is set to now and a missing `source` to this service.
     pub async fn publish_event(&self, event: &Event) -> Result<PublishReceipt, BusError> {
         self.publish_event_as(event, None).await
+    }
+
+    /// Sends a wave hook's request (`tern.v1.HookRequest` in protobuf's JSON mapping) to
+    /// `subject` and waits up to `timeout` for the answer's body. A core NATS request, traced
+    /// under the current span: nothing stores it, so a planner that dies waiting sends it again.
+    pub async fn hook_request(&self, subject: &str, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, BusError> {
+        subjects::hook_subject(subject).map_err(BusError::InvalidMessage)?;
+        let mut h = HeaderMap::new();
+        h.insert(headers::CONTENT_TYPE, headers::JSON);
+        trace::inject_current(&mut h);
+        let request = async_nats::Request::new().payload(body.into()).headers(h).timeout(Some(timeout));
+        match self.client.send_request(subject.to_owned(), request).await {
+            Ok(answer) => Ok(answer.payload.to_vec()),
+            Err(e) => Err(match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => {
+                    BusError::NoAnswer(format!("no service listens on {subject}"))
+                }
+                async_nats::RequestErrorKind::TimedOut => {
+                    BusError::NoAnswer(format!("no answer on {subject} within {}s", timeout.as_secs_f32()))
+                }
+                _ => BusError::Publish { subject: subject.to_owned(), source: e.into() },
+            }),
+        }
     }
 
     /// Publishes an event that was published before, once more: its CloudEvent id stays the same

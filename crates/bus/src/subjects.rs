@@ -7,6 +7,7 @@
 //! tern.json.events.<plan>.<phase>.<outcome>     the same events as JSON (opt-in), TERN_EVENTS_JSON
 //! tern.json.events.<plan>.plan.<kind>           the same plan events as JSON, TERN_EVENTS_JSON
 //! tern.dlq.<consumer>                           dead letters, stream TERN_DLQ
+//! tern.hooks.<name…>                            wave hook requests (core NATS request/reply, no stream)
 //! ```
 //!
 //! External scripts depend on the `tern.commands.` and `tern.events.` prefixes: keep them.
@@ -26,6 +27,12 @@ pub const EVENTS_PREFIX: &str = "tern.events";
 pub const JSON_EVENTS_PREFIX: &str = "tern.json.events";
 /// Prefix of every dead-letter subject.
 pub const DLQ_PREFIX: &str = "tern.dlq";
+/// Prefix of every hook subject: a plan's `hook` gate steps send their requests under it, and
+/// hook runners (the `hooks` identity) may receive there and nowhere else.
+pub const HOOKS_PREFIX: &str = "tern.hooks";
+/// The longest hook subject a plan may name.
+const LONGEST_HOOK_SUBJECT: usize = 200;
+
 /// The `<phase>` token of plan-level events.
 pub const PLAN_TOKEN: &str = "plan";
 
@@ -106,6 +113,25 @@ pub fn json_mirror(event_subject: &str) -> Result<String, BusError> {
         .filter(|rest| rest.starts_with('.'))
         .map(|rest| format!("{JSON_EVENTS_PREFIX}{rest}"))
         .ok_or_else(|| BusError::InvalidMessage(format!("{event_subject} is not an event subject")))
+}
+
+/// Checks a hook subject a plan names: `tern.hooks.` and one or more tokens of ASCII letters,
+/// digits, `-` and `_` (no wildcards: a request goes to one subject). Says what is wrong.
+pub fn hook_subject(subject: &str) -> Result<(), String> {
+    let Some(rest) = subject.strip_prefix(HOOKS_PREFIX).and_then(|r| r.strip_prefix('.')) else {
+        return Err(format!("{subject:?} is not under {HOOKS_PREFIX}.: hook runners may answer only there"));
+    };
+    if subject.len() > LONGEST_HOOK_SUBJECT {
+        return Err(format!("{subject:?} is longer than {LONGEST_HOOK_SUBJECT} characters"));
+    }
+    for token in rest.split('.') {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(format!(
+                "{subject:?}: token {token:?} must be letters, digits, `-` or `_` (no wildcards, no empty tokens)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `tern.dlq.<consumer>`.

@@ -16,7 +16,7 @@
 //!       - approval: { description: web team signs off }   # `tern plan approve ID --wave web`
 //!       - wait: 5m                                         # a fixed pause
 //!     after:                                  # once every VM of the wave failed over
-//!       - wait: 10m
+//!       - hook: { subject: tern.hooks.dns-update, timeout: 30s, retries: 2 }   # a NATS request
 //!         when: committed                     # or failed_over (default)
 //! failure_policy:
 //!   optional_vms: [web-02]
@@ -157,7 +157,7 @@ pub struct WaveFile {
     after: Vec<GateFile>,
 }
 
-/// One gate step: exactly one of `approval` or `wait`.
+/// One gate step: exactly one of `approval`, `wait` or `hook`.
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct GateFile {
@@ -166,6 +166,7 @@ pub struct GateFile {
     approval: Option<ApprovalFile>,
     /// A pause, as `30s`, `5m`, `1h30m`.
     wait: Option<String>,
+    hook: Option<HookFile>,
     /// For `after` steps: `failed_over` (default) or `committed`.
     when: Option<AfterWhenFile>,
 }
@@ -173,6 +174,18 @@ pub struct GateFile {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalFile {
+    #[serde(default)]
+    description: String,
+}
+
+/// A hook step: a request to `subject`, `timeout` per try (default 30s), `retries` tries after
+/// the first (default 2).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HookFile {
+    subject: String,
+    timeout: Option<String>,
+    retries: Option<u32>,
     #[serde(default)]
     description: String,
 }
@@ -187,14 +200,21 @@ pub enum AfterWhenFile {
 impl GateFile {
     fn step(&self, field: &str, after: bool) -> anyhow::Result<tern_proto::GateStep> {
         use tern_proto::gate_step::Kind;
-        let (kind, description) = match (&self.approval, &self.wait) {
-            (Some(a), None) => (Kind::Approval(tern_proto::ApprovalGate {}), a.description.clone()),
-            (None, Some(w)) => {
-                let d = crate::output::parse_duration(w).map_err(|e| anyhow::anyhow!("{field}.wait: {e}"))?;
-                let duration = prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 };
-                (Kind::Wait(tern_proto::WaitGate { duration: Some(duration) }), String::new())
+        let duration = |text: &str, what: &str| -> anyhow::Result<prost_types::Duration> {
+            let d = crate::output::parse_duration(text).map_err(|e| anyhow::anyhow!("{field}.{what}: {e}"))?;
+            Ok(prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 })
+        };
+        let (kind, description) = match (&self.approval, &self.wait, &self.hook) {
+            (Some(a), None, None) => (Kind::Approval(tern_proto::ApprovalGate {}), a.description.clone()),
+            (None, Some(w), None) => {
+                (Kind::Wait(tern_proto::WaitGate { duration: Some(duration(w, "wait")?) }), String::new())
             }
-            _ => bail!("{field}: give exactly one of `approval` or `wait`"),
+            (None, None, Some(h)) => {
+                let timeout = h.timeout.as_deref().map(|t| duration(t, "hook.timeout")).transpose()?;
+                let hook = tern_proto::HookGate { subject: h.subject.clone(), timeout, retries: h.retries };
+                (Kind::Hook(hook), h.description.clone())
+            }
+            _ => bail!("{field}: give exactly one of `approval`, `wait` or `hook`"),
         };
         if self.when.is_some() && !after {
             bail!("{field}.when: only `after` steps say when they run");
@@ -431,6 +451,14 @@ mod tests {
         assert!(matches!(spec.waves[1].before[0].kind, Some(tern_proto::gate_step::Kind::Approval(_))));
         assert_eq!(spec.waves[1].before[0].description, "web team signs off");
         assert_eq!(spec.waves[1].after[0].run_after(), tern_proto::AfterWhen::Committed);
+        match &spec.waves[1].after[0].kind {
+            Some(tern_proto::gate_step::Kind::Hook(h)) => {
+                assert_eq!(h.subject, "tern.hooks.dns-update");
+                assert_eq!(h.timeout.map(|t| t.seconds), Some(30));
+                assert_eq!(h.retries, Some(2));
+            }
+            other => panic!("a hook step: {other:?}"),
+        }
         let both = "select: { vms: [a] }\nwaves: [{ vms: [a], before: [{ wait: 1s, approval: {} }] }]";
         let err = PlanFile::parse(both).unwrap().spec(Some("/v")).unwrap_err().to_string();
         assert!(err.contains("waves[0].before[0]"), "{err}");

@@ -221,7 +221,8 @@ impl Progress {
             lines.push(format!("{} {} skipped: {reason}", self.paint.yellow("–"), name_list(&names)));
         }
         for g in &plan.gates {
-            let key = format!("gate/{}/{}/{}/{}/{}", g.wave, g.after, g.step, g.attempt, g.state);
+            // A hook's failed try is news too (its reason says why; the next try follows).
+            let key = format!("gate/{}/{}/{}/{}/{}/{}", g.wave, g.after, g.step, g.attempt, g.state, g.reason);
             if self.reported.insert(key) {
                 let (mark, line) = gate_line(plan, g);
                 let mark = match g.state() {
@@ -307,6 +308,12 @@ pub fn gate_line(plan: &Plan, g: &tern_proto::GateStatus) -> (&'static str, Stri
                 let d = w.duration.unwrap_or_default();
                 ("⏸", format!("{what} waits {}", human_secs(d.seconds as f64)))
             }
+            Some(tern_proto::gate_step::Kind::Hook(h)) if g.reason.is_empty() => {
+                ("⏸", format!("{what} calls {}", h.subject))
+            }
+            Some(tern_proto::gate_step::Kind::Hook(h)) => {
+                ("⏸", format!("{what} calls {}, tries again after {}", h.subject, g.reason))
+            }
             _ => {
                 let about = step.map(|s| s.description.as_str()).filter(|d| !d.is_empty());
                 let release = format!("tern plan approve {} --wave {wave} --step {}", plan.plan_id, g.step);
@@ -314,10 +321,11 @@ pub fn gate_line(plan: &Plan, g: &tern_proto::GateStatus) -> (&'static str, Stri
                 ("⏸", format!("{what} waits for approval{about}: `{release}` (or `tern plan reject …`)"))
             }
         },
-        GateState::Passed if g.by.is_empty() => ("✓", format!("{what} passed")),
+        GateState::Passed if g.by.is_empty() => ("✓", format!("{what} passed{why}")),
         GateState::Passed => ("✓", format!("{what} approved by {}{why}", g.by)),
         GateState::Rejected => ("✗", format!("{what} rejected by {}{why}", g.by)),
-        _ => ("✗", format!("{what} failed{why}")),
+        GateState::Cancelled => ("–", format!("{what} no longer waits: the plan ended")),
+        _ => ("✗", format!("{what} failed{why}; `tern plan retry {} --wave {wave}` tries it again", plan.plan_id)),
     }
 }
 

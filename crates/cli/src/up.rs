@@ -245,6 +245,8 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
         "nats_credentials": absolute(&tern_bus::auth::credentials_file(&credentials, tern_bus::Identity::EventsReader)),
         "nats_operator_credentials":
             absolute(&tern_bus::auth::credentials_file(&credentials, tern_bus::Identity::Operator)),
+        // What wave hook runners answer as (examples/hooks/).
+        "hooks_credentials": absolute(&tern_bus::auth::credentials_file(&credentials, tern_bus::Identity::Hooks)),
         "planner_addr": planner_addr,
         "planner_http": ready[0]["http"],
         "api_token_file": absolute(&tokens.operator_file),

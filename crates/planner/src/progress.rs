@@ -169,6 +169,10 @@ fn apply_at(plan: &mut Plan, i: usize, event: &VmEvent) -> bool {
                 vm.recovery_point = event.recovery_point.clone();
                 report_times(vm, event);
             }
+            // Where the VM runs now, when the event names it (failover and commit do).
+            if event.resource.as_ref().is_some_and(|r| !r.arm_id.is_empty()) {
+                vm.resource = event.resource.clone();
+            }
             if !event.new_protected_item_id.is_empty()
                 && let Some(r) = vm.vm.as_mut()
             {
@@ -531,6 +535,8 @@ fn settle_inner(plan: &mut Plan, skipped_any: &mut bool) -> Option<PlanEventKind
         (PlanState::Completed, PlanEventKind::Completed)
     };
     plan.set_state(next);
+    // A step still waiting (the plan halted or was cancelled under it) waits no more.
+    crate::gates::end_waiting(plan);
     Some(kind)
 }
 

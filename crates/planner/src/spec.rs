@@ -344,13 +344,33 @@ fn vaults(spec: &PlanSpec, asr: &tern_asr::AsrConfig) -> Result<Vec<String>, Spe
 /// The longest `wait` gate: a plan paused for longer than a week is a plan someone forgot.
 const LONGEST_WAIT_SECS: i64 = 7 * 24 * 3600;
 
+/// The longest a hook try may wait for its answer.
+const LONGEST_HOOK_TIMEOUT_SECS: i64 = 600;
+/// The most tries after the first a hook step may ask for.
+const MOST_HOOK_RETRIES: u32 = 10;
+
 /// A gate step names exactly one kind; a wait lasts between a second and a week; only `after`
 /// steps say when they run.
 fn gate_step(step: &tern_proto::GateStep, field: &str, after: bool) -> Result<(), SpecError> {
     use tern_proto::gate_step::Kind;
     match &step.kind {
-        None => return Err(SpecError::new(field, "names no kind: give `approval` or `wait`")),
+        None => return Err(SpecError::new(field, "names no kind: give `approval`, `wait` or `hook`")),
         Some(Kind::Approval(_)) => {}
+        Some(Kind::Hook(h)) => {
+            tern_bus::subjects::hook_subject(&h.subject)
+                .map_err(|e| SpecError::new(format!("{field}.hook.subject"), e))?;
+            if let Some(t) = h.timeout
+                && !(1..=LONGEST_HOOK_TIMEOUT_SECS).contains(&t.seconds)
+            {
+                return Err(SpecError::new(format!("{field}.hook.timeout"), "must be between 1s and 10m"));
+            }
+            if h.retries.is_some_and(|r| r > MOST_HOOK_RETRIES) {
+                return Err(SpecError::new(
+                    format!("{field}.hook.retries"),
+                    format!("at most {MOST_HOOK_RETRIES} (a hook that fails that often needs a person)"),
+                ));
+            }
+        }
         Some(Kind::Wait(w)) => {
             let secs = w.duration.map_or(0, |d| d.seconds);
             if !(1..=LONGEST_WAIT_SECS).contains(&secs) {
@@ -441,6 +461,26 @@ mod tests {
         gated.waves[0].before[0].kind =
             Some(tern_proto::gate_step::Kind::Wait(tern_proto::WaitGate { duration: None }));
         assert_eq!(field(validate(&gated, &home())), "waves[0].before[0].wait", "a wait lasts");
+        let hook = |subject: &str, timeout: i64, retries: Option<u32>| {
+            Some(tern_proto::gate_step::Kind::Hook(tern_proto::HookGate {
+                subject: subject.into(),
+                timeout: Some(prost_types::Duration { seconds: timeout, nanos: 0 }),
+                retries,
+            }))
+        };
+        gated.waves[0].before[0].kind = hook("tern.hooks.dns-update", 30, Some(2));
+        assert!(validate(&gated, &home()).is_ok());
+        for (kind, want) in [
+            (hook("tern.events.p1.failover.succeeded", 30, None), "waves[0].before[0].hook.subject"),
+            (hook("tern.hooks.>", 30, None), "waves[0].before[0].hook.subject"),
+            (hook("tern.hooks", 30, None), "waves[0].before[0].hook.subject"),
+            (hook("tern.hooks.dns", 601, None), "waves[0].before[0].hook.timeout"),
+            (hook("tern.hooks.dns", 30, Some(11)), "waves[0].before[0].hook.retries"),
+        ] {
+            gated.waves[0].before[0].kind = kind;
+            let err = validate(&gated, &home()).unwrap_err();
+            assert_eq!(err.field, want, "{err}");
+        }
 
         let mut s = spec(&["a"]);
         s.mode = PlanMode::Drill as i32;

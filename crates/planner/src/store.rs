@@ -121,6 +121,7 @@ pub fn header_fields(plan: &Plan) -> Plan {
         halted,
         traceparent,
         gates,
+        halted_by_gate,
     } = plan;
     Plan {
         plan_id: plan_id.clone(),
@@ -136,6 +137,7 @@ pub fn header_fields(plan: &Plan) -> Plan {
         halted: *halted,
         traceparent: traceparent.clone(),
         gates: gates.clone(),
+        halted_by_gate: *halted_by_gate,
     }
 }
 

@@ -117,9 +117,29 @@ impl GateStep {
         let kind = match self.kind {
             Some(gate_step::Kind::Approval(_)) => "approval",
             Some(gate_step::Kind::Wait(_)) => "wait",
+            Some(gate_step::Kind::Hook(_)) => "hook",
             None => "step",
         };
         format!("{kind} #{}", k + 1)
+    }
+}
+
+impl VmResource {
+    /// The VM `arm_id` names, in `region`, with its subscription and resource group as the id
+    /// spells them (ASR writes some ids in lowercase: compare them case-insensitively).
+    pub fn of_vm(arm_id: &str, region: &str, private_ips: Vec<String>) -> Self {
+        let segment = |key: &str| {
+            let mut parts = arm_id.split('/');
+            parts.by_ref().find(|p| p.eq_ignore_ascii_case(key));
+            parts.next().unwrap_or_default().to_owned()
+        };
+        VmResource {
+            arm_id: arm_id.to_owned(),
+            region: region.to_owned(),
+            resource_group: segment("resourceGroups"),
+            subscription_id: segment("subscriptions"),
+            private_ips,
+        }
     }
 }
 

@@ -159,18 +159,7 @@ pub fn tern_error(code: &str, message: impl Into<String>, recommended_action: &s
 /// An event's `resource`: the VM `placement` names, with its subscription and resource group
 /// as its ARM id spells them (ASR writes some ids in lowercase).
 pub fn vm_resource(placement: &VmPlacement) -> VmResource {
-    let segment = |key: &str| {
-        let mut parts = placement.arm_id.split('/');
-        parts.by_ref().find(|p| p.eq_ignore_ascii_case(key));
-        parts.next().unwrap_or_default().to_owned()
-    };
-    VmResource {
-        arm_id: placement.arm_id.clone(),
-        region: placement.region.clone(),
-        resource_group: segment("resourceGroups"),
-        subscription_id: segment("subscriptions"),
-        private_ips: placement.private_ips.clone(),
-    }
+    VmResource::of_vm(&placement.arm_id, &placement.region, placement.private_ips.clone())
 }
 
 #[cfg(test)]

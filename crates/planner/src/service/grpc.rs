@@ -235,6 +235,7 @@ impl Planner for PlannerService {
             .await?;
         if let Some(c) = changed {
             self.gate_event(&stored.plan, &c.status).await;
+            self.kick_hooks(&stored.plan);
         }
         Ok(Response::new(stored.plan.clone()))
     }

@@ -12,6 +12,7 @@
 mod control;
 mod dead_letters;
 mod grpc;
+mod hooks;
 mod progression;
 mod submit;
 mod watchdog;
@@ -48,6 +49,8 @@ struct Inner {
     plan_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Events received and not yet applied, by plan.
     pending: std::sync::Mutex<HashMap<String, Pending>>,
+    /// The hook steps this process is trying now (see `hooks`).
+    hooks_running: std::sync::Mutex<std::collections::HashSet<(String, crate::gates::GateKey)>>,
     /// Each plan's VM index (VM keys never change).
     indexes: std::sync::Mutex<HashMap<String, Arc<progress::VmIndex>>>,
     bus: Bus,
@@ -149,6 +152,7 @@ impl PlannerService {
             inner: Arc::new(Inner {
                 plan_locks: std::sync::Mutex::new(HashMap::new()),
                 pending: std::sync::Mutex::new(HashMap::new()),
+                hooks_running: std::sync::Mutex::new(Default::default()),
                 indexes: std::sync::Mutex::new(HashMap::new()),
                 bus,
                 asr,

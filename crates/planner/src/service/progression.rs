@@ -322,6 +322,9 @@ impl PlannerService {
             for change in &gate_changes {
                 self.gate_event(plan, &change.status).await;
             }
+            if !gate_changes.is_empty() {
+                self.kick_hooks(plan);
+            }
             if let Some(kind) = ended {
                 self.plan_event(plan, kind, kind.slug(), &plan.reason).await;
                 self.release_locks(plan).await;
@@ -384,10 +387,27 @@ impl PlannerService {
             .map(|s| gates::step_name(s, g.step as usize))
             .unwrap_or_default();
         let side = if g.after { "after" } else { "before" };
+        let step = gates::steps(plan, &map, g.wave, g.after).get(g.step as usize);
+        let hook = step.and_then(gates::hook_of);
         let reason = match g.state() {
             GateState::Waiting if is_wait(plan, &map, g) => {
                 format!("{side} wave {}: {name} waits (a fixed pause)", g.wave + 1)
             }
+            GateState::Waiting if hook.is_some() => format!(
+                "{side} wave {}: {name} calls {} (up to {} tries of {}s)",
+                g.wave + 1,
+                hook.as_ref().map_or("", |h| h.subject.as_str()),
+                hook.as_ref().map_or(1, |h| h.retries + 1),
+                hook.as_ref().map_or(0, |h| h.timeout.as_secs())
+            ),
+            GateState::Failed => format!(
+                "{side} wave {}: {name} failed: {}; `tern plan retry {} --wave {}` tries it again",
+                g.wave + 1,
+                g.reason,
+                plan.plan_id,
+                g.wave + 1
+            ),
+            GateState::Cancelled => format!("{side} wave {}: {name} no longer waits: the plan ended", g.wave + 1),
             GateState::Waiting => format!(
                 "{side} wave {}: {name} waits; release it with `tern plan approve {} --wave {} --step {}`",
                 g.wave + 1,

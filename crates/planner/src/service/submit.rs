@@ -439,6 +439,8 @@ impl PlannerService {
                 critical: !optional.contains(&item.friendly_name().to_ascii_lowercase()),
                 recovery_point: pre.recovery_point.clone(),
                 left_out: blocked && !preflight_only,
+                // Where it runs now, from the item preflight read (no read of its own).
+                resource: item.primary_vm().map(|p| tern_proto::VmResource::of_vm(&p.arm_id, &p.region, p.private_ips)),
                 ..Default::default()
             });
         }

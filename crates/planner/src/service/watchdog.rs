@@ -17,7 +17,8 @@
 //!   `max_automatic_retries`.
 //!
 //! It also passes the `wait` gates whose time is up (see `gates`): a wait passes at the first
-//! round after its duration, so it lasts up to one interval longer than written.
+//! round after its duration, so it lasts up to one interval longer than written. And it sends
+//! the hook tries that are due and that no task of this process is sending (see `hooks`).
 //!
 //! Every action is idempotent, so replicas may watch at once, and a restarted planner picks up
 //! where the last one left off: the state is the plan record and the fence, never this process.
@@ -129,6 +130,9 @@ impl PlannerService {
                     warn!(plan = %id, error = %e, "watchdog: the wait gate did not pass; next round");
                 }
             }
+            // A hook try whose sender is gone (a restart, another replica that died) is sent
+            // again once its claim ran out.
+            self.kick_hooks(&snapshot.plan);
             self.watch_plan(&snapshot.plan, every, &mut backlogs).await;
         }
     }
