@@ -506,6 +506,20 @@ mod tests {
     }
 
     #[test]
+    fn hook_runners_receive_hook_requests_and_answer_them_and_nothing_else() {
+        let p = Permissions::of(Identity::Hooks);
+        assert_eq!(p.subscribe_allow, ["_INBOX_hooks.>", "tern.hooks.>"]);
+        assert!(p.allow_responses, "they answer the requests they receive");
+        for subject in ["tern.hooks.dns-update", "tern.events.p1.plan.completed", "tern.commands.failover.p1"] {
+            assert!(!publishes(Identity::Hooks, subject), "{subject}");
+        }
+        assert!(publishes(Identity::Planner, "tern.hooks.dns-update"));
+        assert!(!Permissions::of(Identity::Planner).allow_responses);
+        let conf = server_config(&[(Identity::Hooks, "UKEY".into())]);
+        assert!(conf.contains("allow_responses: true"), "{conf}");
+    }
+
+    #[test]
     fn the_operator_reads_and_deletes_dead_letters_and_nothing_else() {
         let o = Identity::Operator;
         assert!(publishes(o, "$JS.API.CONSUMER.CREATE.TERN_DLQ.abc123"));

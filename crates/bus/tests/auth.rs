@@ -225,3 +225,58 @@ async fn with_json_events_on_every_event_is_mirrored_as_json_that_only_its_publi
     let violations = server.permission_violations();
     assert!(violations.iter().any(|v| v.contains(cleanup_by_failover)), "the server logged it: {violations:?}");
 }
+
+#[tokio::test]
+async fn a_hook_runner_answers_the_planners_requests_and_can_send_nothing_of_its_own() {
+    use futures::StreamExt;
+    let (server, _admin) = secured().await;
+    let planner = server.bus(Identity::Planner, "tern-planner").await;
+    let hooks = server.bus(Identity::Hooks, "dns-hook").await;
+    let mut requests = hooks.client().queue_subscribe("tern.hooks.dns-update", "dns".into()).await.unwrap();
+    hooks.client().flush().await.unwrap();
+    let runner = hooks.clone();
+    let answering = tokio::spawn(async move {
+        let m = requests.next().await.expect("a request");
+        let reply = m.reply.clone().expect("a request has a reply subject");
+        assert_eq!(
+            m.headers.as_ref().and_then(|h| h.get(tern_bus::headers::CONTENT_TYPE)).map(|v| v.as_str()),
+            Some("application/json")
+        );
+        runner.client().publish(reply, r#"{"ok": true, "message": "done"}"#.into()).await.unwrap();
+        runner.client().flush().await.unwrap();
+    });
+    let answer = planner
+        .hook_request(
+            "tern.hooks.dns-update",
+            br#"{"hook_id": "p1.gate.0.before.0.1"}"#.to_vec(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the runner's answer reaches the planner: {e}\n{}", server.log()));
+    assert_eq!(answer, br#"{"ok": true, "message": "done"}"#);
+    answering.await.unwrap();
+
+    // Nobody listens on another subject: the planner hears so at once, not after its timeout.
+    let started = std::time::Instant::now();
+    let none = planner.hook_request("tern.hooks.nobody", b"{}".to_vec(), Duration::from_secs(30)).await;
+    assert!(none.unwrap_err().to_string().contains("no service listens on tern.hooks.nobody"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A subject outside tern.hooks. is refused before anything is sent.
+    let outside = planner.hook_request("tern.commands.failover.p1", b"{}".to_vec(), Duration::from_secs(1)).await;
+    assert!(outside.unwrap_err().to_string().contains("not under tern.hooks."));
+
+    // The runner cannot pose as the planner (a request of its own), nor publish events or commands.
+    for subject in ["tern.hooks.dns-update", "tern.events.p1.plan.completed", "tern.commands.failover.p1"] {
+        hooks.client().publish(subject, "{}".into()).await.unwrap();
+    }
+    hooks.client().flush().await.unwrap();
+    tern_testkit::wait_for("the server to log the hook runner's refused publishes", Duration::from_secs(10), || {
+        let violations = server.permission_violations();
+        let all = ["tern.hooks.dns-update", "tern.events.p1.plan.completed", "tern.commands.failover.p1"]
+            .iter()
+            .all(|s| violations.iter().any(|v| v.contains(s)));
+        async move { all.then_some(()) }
+    })
+    .await
+    .unwrap();
+}

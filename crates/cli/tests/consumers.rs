@@ -17,17 +17,6 @@ select:
 recovery_point: latest-processed
 ";
 
-/// The project's Python (`make setup`'s venv, beside its nats-server), or `TERN_PYTHON`.
-fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("TERN_PYTHON") {
-        return path.into();
-    }
-    let nats = tern_testkit::find_nats_server().expect("nats-server (make setup)");
-    let beside = nats.parent().map(|d| d.join("python")).filter(|p| p.is_file());
-    let venv = tern_testkit::workspace_root().join(".tools/venv/bin/python");
-    beside.or_else(|| venv.is_file().then_some(venv)).expect("no Python venv: run `make setup`, or set TERN_PYTHON")
-}
-
 fn go() -> Option<PathBuf> {
     std::env::var_os("PATH").iter().flat_map(std::env::split_paths).map(|d| d.join("go")).find(|p| p.is_file())
 }
@@ -114,7 +103,7 @@ async fn the_example_consumers_keep_a_record_of_every_failed_over_vm_from_schema
     let root = tern_testkit::workspace_root();
 
     let mut consumers = Vec::new();
-    let mut python = Command::new(python());
+    let mut python = Command::new(common::python());
     python.arg(root.join("examples/consumers/python/consumer.py")).arg("--endpoints").arg(&endpoints);
     consumers.push(Consumer::start("python", python, &dir));
     match go() {

@@ -129,3 +129,14 @@ pub fn chromium() -> PathBuf {
     }
     panic!("no Chromium found: run `make setup` (installs Debian's chromium) or set TERN_CHROMIUM");
 }
+
+/// The project's Python (`make setup`'s venv, beside its nats-server), or `TERN_PYTHON`.
+pub fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("TERN_PYTHON") {
+        return path.into();
+    }
+    let nats = tern_testkit::find_nats_server().expect("nats-server (make setup)");
+    let beside = nats.parent().map(|d| d.join("python")).filter(|p| p.is_file());
+    let venv = tern_testkit::workspace_root().join(".tools/venv/bin/python");
+    beside.or_else(|| venv.is_file().then_some(venv)).expect("no Python venv: run `make setup`, or set TERN_PYTHON")
+}
