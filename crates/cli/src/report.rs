@@ -133,6 +133,8 @@ pub struct GateReport {
     pub by: String,
     pub reason: String,
     pub attempt: u32,
+    /// Hook steps: requests sent in the last attempt.
+    pub tries: u32,
 }
 
 #[derive(Serialize, Debug)]
@@ -397,6 +399,7 @@ impl Report {
                     by: g.by.clone(),
                     reason: g.reason.clone(),
                     attempt: g.attempt,
+                    tries: g.tries,
                 }
             })
             .collect();
@@ -620,7 +623,12 @@ impl Report {
                     g.step,
                     g.name,
                     g.state,
-                    if g.attempt > 1 { format!(" (attempt {})", g.attempt) } else { String::new() },
+                    match (g.attempt, g.tries) {
+                        (a, t) if a > 1 && t > 1 => format!(" (attempt {a}, {t} tries)"),
+                        (a, _) if a > 1 => format!(" (attempt {a})"),
+                        (_, t) if t > 1 => format!(" ({t} tries)"),
+                        _ => String::new(),
+                    },
                     g.started_at.as_deref().unwrap_or("-"),
                     g.waited_s.map_or("-".into(), human_secs),
                     if g.by.is_empty() { "-" } else { &g.by },
