@@ -1,6 +1,7 @@
 //! The published contract of Tern's events, generated from the proto descriptors and this crate's
 //! subjects and headers: one JSON Schema (draft 2020-12) per CloudEvents type, describing the
-//! JSON content mode's data, and an AsyncAPI 3.0.0 document of the channels.
+//! JSON content mode's data, one for each of the wave hooks' request and answer, and an AsyncAPI
+//! 3.0.0 document of the channels.
 //!
 //! `tern-schemas` writes them to `docs/events/`; a test compares the committed files with what
 //! this module generates, so the documents cannot drift from the code.
@@ -12,6 +13,7 @@ use prost_types::FileDescriptorProto;
 use serde_json::{Map, Value, json};
 use tern_proto::{Outcome, Phase, PlanEventKind};
 
+use crate::Identity;
 use crate::headers;
 use crate::subjects;
 use crate::topology::{EVENTS_JSON_STREAM, EVENTS_STREAM};
@@ -24,6 +26,8 @@ pub const ASYNCAPI_FILE: &str = "docs/events/asyncapi.yaml";
 const EVENT: &str = "tern.v1.Event";
 const VM_EVENT: &str = "tern.v1.VmEvent";
 const PLAN_EVENT: &str = "tern.v1.PlanEvent";
+const HOOK_REQUEST: &str = "tern.v1.HookRequest";
+const HOOK_RESPONSE: &str = "tern.v1.HookResponse";
 
 /// One CloudEvents type Tern publishes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,12 +78,53 @@ pub struct Document {
     pub text: String,
 }
 
-/// Every schema, then the AsyncAPI document.
+/// The JSON messages of a wave hook, which are not CloudEvents: the request a plan's `hook` gate
+/// step sends (core NATS, to a subject under `tern.hooks.`) and the answer it waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookMessage {
+    /// `tern.v1.HookRequest`, from the planner to a hook runner.
+    Request,
+    /// `tern.v1.HookResponse`, the runner's answer on the request's reply subject.
+    Response,
+}
+
+impl HookMessage {
+    /// Both, request first.
+    pub const ALL: [HookMessage; 2] = [HookMessage::Request, HookMessage::Response];
+
+    /// The schema's title and file stem, named like the subjects (`tern.hooks.request`).
+    pub fn name(self) -> String {
+        let which = match self {
+            HookMessage::Request => "request",
+            HookMessage::Response => "response",
+        };
+        format!("{}.{which}", subjects::HOOKS_PREFIX)
+    }
+
+    /// The proto message it is the JSON mapping of.
+    pub fn proto(self) -> &'static str {
+        match self {
+            HookMessage::Request => HOOK_REQUEST,
+            HookMessage::Response => HOOK_RESPONSE,
+        }
+    }
+
+    /// The schema's `$id`, beside the event schemas'.
+    pub fn schema_id(self) -> String {
+        format!("{}{}.json", headers::SCHEMA_BASE, self.name())
+    }
+}
+
+/// Every schema (the event types', then the hooks'), then the AsyncAPI document.
 pub fn documents() -> Vec<Document> {
     let mut out: Vec<Document> = EventType::all()
         .into_iter()
         .map(|ty| Document { path: format!("{SCHEMA_DIR}/{}.json", ty.name()), text: render_json(&event_schema(ty)) })
         .collect();
+    out.extend(HookMessage::ALL.into_iter().map(|which| Document {
+        path: format!("{SCHEMA_DIR}/{}.json", which.name()),
+        text: render_json(&hook_schema(which)),
+    }));
     out.push(Document { path: ASYNCAPI_FILE.into(), text: asyncapi_yaml() });
     out
 }
@@ -158,6 +203,77 @@ pub fn event_schema(ty: EventType) -> Value {
         "not": { "required": [other] },
         "$defs": Value::Object(defs.into_iter().collect()),
     })
+}
+
+/// The JSON Schema of a wave hook's request or answer: the proto message in protobuf's JSON
+/// mapping (`.proto` field names; fields at their default value may be left out).
+pub fn hook_schema(which: HookMessage) -> Value {
+    let mut defs = BTreeMap::new();
+    let descriptor = message(which.proto());
+    let reference = message_ref(&descriptor, &mut defs);
+    let name = which.name();
+    let proto = which.proto();
+    let (what, properties, required) = match which {
+        HookMessage::Request => (
+            format!(
+                "The body of the core NATS request a plan's `hook` gate step sends to the subject it names \
+                 under `{prefix}.`, with {content_type} {json}: a {proto} in protobuf's JSON mapping, field \
+                 names as in the .proto files. Fields at their default value (0, \"\", empty lists and \
+                 maps) are left out, so read each with a default. `hook_id` is the idempotency key: the \
+                 same for every try of one attempt.",
+                prefix = subjects::HOOKS_PREFIX,
+                content_type = headers::CONTENT_TYPE,
+                json = headers::JSON,
+            ),
+            json!({
+                "when": { "enum": ["before", "after"] },
+                "wave_number": { "minimum": 1 },
+                "attempt": { "minimum": 1 },
+                "try": { "minimum": 1 },
+            }),
+            // What the planner always sets to something other than its default.
+            json!(["hook_id", "plan_id", "wave_number", "when", "step_name", "attempt", "try", "deadline"]),
+        ),
+        HookMessage::Response => (
+            format!(
+                "The answer a hook runner publishes to the reply subject of a `{prefix}.…` request: a \
+                 {proto} in protobuf's JSON mapping, field names as in the .proto files (a field Tern \
+                 does not know makes the answer unreadable, which fails the try). A left-out `ok` is \
+                 false: `{{\"ok\": true, \"message\": \"...\"}}` passes the step, anything else fails \
+                 this try.",
+                prefix = subjects::HOOKS_PREFIX,
+            ),
+            json!({}),
+            json!([]),
+        ),
+    };
+    let description = [what, comment_of_message(&descriptor).unwrap_or_default(), hooks_comment()]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let mut schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": which.schema_id(),
+        "title": name,
+        "description": description,
+        "allOf": [reference],
+        "$defs": Value::Object(defs.into_iter().collect()),
+    });
+    if properties.as_object().is_some_and(|p| !p.is_empty()) {
+        schema["properties"] = properties;
+    }
+    if required.as_array().is_some_and(|r| !r.is_empty()) {
+        schema["required"] = required;
+    }
+    schema
+}
+
+/// The comment at the top of hooks.proto (on its `syntax` statement): what a hook is.
+fn hooks_comment() -> String {
+    let file = message(HOOK_REQUEST).parent_file().file_descriptor_proto().clone();
+    // 12: FileDescriptorProto's `syntax` field.
+    comment(&file, &[12]).unwrap_or_default()
 }
 
 fn outcome_words(outcome: Outcome) -> &'static str {
@@ -438,6 +554,8 @@ fn asyncapi() -> Value {
         );
     }
 
+    hooks(&mut channels, &mut operations, &mut messages);
+
     json!({
         "asyncapi": "3.0.0",
         "info": {
@@ -450,9 +568,12 @@ fn asyncapi() -> Value {
                  {EVENTS_STREAM}), and, where the services run with `TERN_JSON_EVENTS=true`, once more \
                  as JSON on `{js}.…` (stream {EVENTS_JSON_STREAM}) with the same headers and id. \
                  `ce-dataschema` names the JSON Schema of the event's type (docs/events/schemas). \
-                 See docs/events.md.",
+                 See docs/events.md.\n\nWave hooks are not events: a plan's `hook` gate step makes the \
+                 planner send a core NATS request (no stream keeps it) to a subject under `{hooks}.`, \
+                 and a hook runner answers it (channels `{HOOKS_CHANNEL}` and `{HOOK_REPLY_CHANNEL}`).",
                 pb = subjects::EVENTS_PREFIX,
                 js = subjects::JSON_EVENTS_PREFIX,
+                hooks = subjects::HOOKS_PREFIX,
             ),
             "license": { "name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0" },
             "externalDocs": { "url": "https://github.com/tern-dr/tern/blob/main/docs/events.md" },
@@ -467,7 +588,9 @@ fn asyncapi() -> Value {
                     cluster in production). Consumers connect as the `events-reader` identity: its nkey \
                     seed is the file endpoints.json names as `nats_credentials` (`tern up`), or the one \
                     `tern bus credentials` wrote; its replies come on the inbox prefix \
-                    `_INBOX_events-reader`, which the client must be told to use.",
+                    `_INBOX_events-reader`, which the client must be told to use. Hook runners connect \
+                    as the `hooks` identity (its seed is `hooks_credentials` in endpoints.json), whose \
+                    inbox prefix is `_INBOX_hooks`.",
                 "variables": {
                     "host": { "default": "127.0.0.1:4222", "description": "host:port of a NATS server" },
                 },
@@ -479,9 +602,183 @@ fn asyncapi() -> Value {
             "messages": messages,
             "schemas": {
                 "CloudEventsHeaders": cloudevents_headers(),
+                "HookRequestHeaders": hook_headers().0,
+                "HookResponseHeaders": hook_headers().1,
             },
         },
     })
+}
+
+/// The channel of hook requests.
+const HOOKS_CHANNEL: &str = "hooks";
+/// The channel of hook answers: each request's own reply subject.
+const HOOK_REPLY_CHANNEL: &str = "hookReplies";
+const HOOK_REQUEST_MESSAGE: &str = "hookRequest";
+const HOOK_RESPONSE_MESSAGE: &str = "hookResponse";
+
+/// Wave hooks: the request channel, the reply channel, their messages, the planner's operation
+/// (send, expecting the reply) and the hook runner's (receive, and answer).
+fn hooks(channels: &mut Map<String, Value>, operations: &mut Map<String, Value>, messages: &mut Map<String, Value>) {
+    let prefix = subjects::HOOKS_PREFIX;
+    let runner = Identity::Hooks;
+    let runner_name = runner.name();
+    let runner_inbox = runner.inbox_prefix();
+    let planner_inbox = Identity::Planner.inbox_prefix();
+    let request_schema = format!("./schemas/{}.json", HookMessage::Request.name());
+    let response_schema = format!("./schemas/{}.json", HookMessage::Response.name());
+    let runner_rules = format!(
+        "A hook runner, in any language, connects as the `{runner_name}` NATS identity (its nkey seed is \
+         `hooks_credentials` in the endpoints.json `tern up` writes, or the one `tern bus credentials` \
+         wrote). That identity may subscribe to `{prefix}.>` and publish only answers to the requests it \
+         receives (allow_responses), nothing else; its inbox prefix is `{runner_inbox}`, which the client \
+         must be told to use. Subscribe to the subject the plan names, in a queue group so that several \
+         copies share the requests, and publish a {HOOK_RESPONSE} in JSON to each request's reply \
+         subject within the step's timeout (the request's `deadline`). `{{\"ok\": false}}`, an answer \
+         Tern cannot read, no answer in time or nobody listening fail the try: the planner tries again \
+         after a back-off while the step has retries left, then the step fails under the plan's failure \
+         policy. A try may come more than once (a timed-out try, a planner that restarted mid-try) and \
+         `hook_id` is the same for every try of one attempt: keep the ids done and answer a repeat \
+         without doing the work twice."
+    );
+
+    messages.insert(
+        HOOK_REQUEST_MESSAGE.into(),
+        json!({
+            "name": HOOK_REQUEST_MESSAGE,
+            "title": "Hook request",
+            "summary": "What a plan's `hook` gate step asks of the service answering on its subject.",
+            "description": format!(
+                "A {HOOK_REQUEST} in protobuf's JSON mapping (.proto field names; fields at their default \
+                 value left out), described by {request_schema}. Sent as a core NATS request: the NATS \
+                 reply subject is where the answer goes."
+            ),
+            "contentType": headers::JSON,
+            "headers": { "$ref": "#/components/schemas/HookRequestHeaders" },
+            "payload": { "$ref": request_schema },
+            "correlationId": {
+                "location": "$message.payload#/hook_id",
+                "description": "The idempotency key: the same for every try of one attempt, a new one for each \
+                    `tern plan retry`.",
+            },
+        }),
+    );
+    messages.insert(
+        HOOK_RESPONSE_MESSAGE.into(),
+        json!({
+            "name": HOOK_RESPONSE_MESSAGE,
+            "title": "Hook answer",
+            "summary": "A hook's answer: `ok` passes the step, anything else fails this try.",
+            "description": format!(
+                "A {HOOK_RESPONSE} in protobuf's JSON mapping, described by {response_schema}: \
+                 `{{\"ok\": true, \"message\": \"...\"}}`. A left-out `ok` is false; `message` is shown to \
+                 operators (the gate event, `tern plan watch`, the report). The planner reads the body \
+                 only: headers are optional."
+            ),
+            "contentType": headers::JSON,
+            "headers": { "$ref": "#/components/schemas/HookResponseHeaders" },
+            "payload": { "$ref": response_schema },
+        }),
+    );
+
+    channels.insert(
+        HOOKS_CHANNEL.into(),
+        json!({
+            "address": format!("{prefix}.{{hook}}"),
+            "title": "Wave hook requests",
+            "description": format!(
+                "{}\n\nThe planner (the `planner` identity) sends each try of a `hook` gate step here as a \
+                 core NATS request: no JetStream stream keeps it, so only a runner subscribed at the time \
+                 gets it. {runner_rules}",
+                hooks_comment()
+            ),
+            "servers": [{ "$ref": "#/servers/nats" }],
+            "parameters": {
+                "hook": {
+                    "description": format!(
+                        "The subject's tail, as the plan's hook step names it (`dns-update` in \
+                         `{prefix}.dns-update`): one or more dot-separated tokens of ASCII letters, digits, \
+                         `-` and `_`, no wildcards; the whole subject is at most 200 characters."
+                    ),
+                    "examples": ["dns-update", "lb.drain"],
+                },
+            },
+            "messages": { HOOK_REQUEST_MESSAGE: { "$ref": format!("#/components/messages/{HOOK_REQUEST_MESSAGE}") } },
+        }),
+    );
+    channels.insert(
+        HOOK_REPLY_CHANNEL.into(),
+        json!({
+            // Each request's own reply subject: known only at run time.
+            "address": null,
+            "title": "Wave hook answers",
+            "description": format!(
+                "The reply subject of a hook request: the requester's inbox (`{planner_inbox}.…` for the \
+                 planner), set by NATS on the request, not a header. The runner publishes its answer \
+                 there (the `{runner_name}` identity may publish only such answers)."
+            ),
+            "servers": [{ "$ref": "#/servers/nats" }],
+            "messages": { HOOK_RESPONSE_MESSAGE: { "$ref": format!("#/components/messages/{HOOK_RESPONSE_MESSAGE}") } },
+        }),
+    );
+
+    let reply = json!({
+        "channel": { "$ref": format!("#/channels/{HOOK_REPLY_CHANNEL}") },
+        "messages": [{ "$ref": format!("#/channels/{HOOK_REPLY_CHANNEL}/messages/{HOOK_RESPONSE_MESSAGE}") }],
+    });
+    let request = json!([{ "$ref": format!("#/channels/{HOOKS_CHANNEL}/messages/{HOOK_REQUEST_MESSAGE}") }]);
+    operations.insert(
+        "sendHookRequest".into(),
+        json!({
+            "action": "send",
+            "channel": { "$ref": format!("#/channels/{HOOKS_CHANNEL}") },
+            "title": "The planner calls a wave hook",
+            "summary": "Send a hook gate step's request and wait for its answer.",
+            "description": "The planner's side: for each try of a `hook` step it sends a request to the \
+                subject the plan names and waits up to the step's timeout for the answer on the request's \
+                NATS reply subject. One replica sends each try (it is claimed in the plan first).",
+            "messages": request.clone(),
+            "reply": reply.clone(),
+        }),
+    );
+    operations.insert(
+        "answerHookRequest".into(),
+        json!({
+            "action": "receive",
+            "channel": { "$ref": format!("#/channels/{HOOKS_CHANNEL}") },
+            "title": "A hook runner answers a wave hook",
+            "summary": "Receive a hook request and publish the answer to its reply subject.",
+            "description": format!("The hook runner's side. {runner_rules}"),
+            "messages": request,
+            "reply": reply,
+        }),
+    );
+}
+
+/// The NATS headers of a hook request, and of its answer, as JSON Schemas.
+fn hook_headers() -> (Value, Value) {
+    let request = json!({
+        "type": "object",
+        "properties": {
+            headers::CONTENT_TYPE: { "type": "string", "const": headers::JSON, "description": "The body is JSON." },
+            "traceparent": {
+                "type": "string",
+                "description": "W3C trace context of the planner's `hook` span (a child of the plan's trace), \
+                    for a runner that traces its work under it.",
+            },
+        },
+        "required": [headers::CONTENT_TYPE],
+    });
+    let response = json!({
+        "type": "object",
+        "properties": {
+            headers::CONTENT_TYPE: {
+                "type": "string",
+                "const": headers::JSON,
+                "description": "Optional: the planner reads the body as JSON whatever the headers say.",
+            },
+        },
+    });
+    (request, response)
 }
 
 fn message_object(ty: EventType, json_mode: bool) -> Value {
@@ -547,7 +844,7 @@ mod tests {
     #[test]
     fn every_type_has_a_schema_whose_id_is_its_dataschema_and_that_carries_the_proto_comments() {
         let docs = documents();
-        assert_eq!(docs.len(), 6 * 5 + 11 + 1);
+        assert_eq!(docs.len(), 6 * 5 + 11 + 2 + 1);
         let schema = event_schema(EventType::Vm(Phase::Failover, Outcome::Succeeded));
         assert_eq!(schema["$id"], headers::dataschema("tern.failover.succeeded"));
         assert_eq!(schema["properties"]["vm"]["properties"]["outcome"]["const"], "OUTCOME_SUCCEEDED");
@@ -557,5 +854,113 @@ mod tests {
         let plan = event_schema(EventType::Plan(PlanEventKind::Completed));
         assert_eq!(plan["required"][4], "plan");
         assert!(asyncapi_yaml().contains("address: tern.json.events.{plan}.{phase}.{outcome}"));
+    }
+
+    #[test]
+    fn the_hook_schemas_describe_the_request_and_answer_with_their_proto_comments() {
+        let paths: Vec<String> = documents().into_iter().map(|d| d.path).collect();
+        for which in HookMessage::ALL {
+            let path = format!("{SCHEMA_DIR}/{}.json", which.name());
+            assert!(paths.contains(&path), "{path} is not generated");
+        }
+        let request = hook_schema(HookMessage::Request);
+        assert_eq!(request["$id"], format!("{}tern.hooks.request.json", headers::SCHEMA_BASE));
+        assert_eq!(request["title"], "tern.hooks.request");
+        assert_eq!(request["allOf"][0]["$ref"], "#/$defs/tern.v1.HookRequest");
+        let defs = &request["$defs"];
+        let fields = &defs["tern.v1.HookRequest"]["properties"];
+        assert!(fields["hook_id"]["description"].as_str().unwrap().contains("idempotency key"));
+        assert_eq!(fields["hook_id"]["type"], "string");
+        assert_eq!(fields["deadline"]["$ref"], "#/$defs/google.protobuf.Timestamp");
+        assert_eq!(fields["vms"]["items"]["$ref"], "#/$defs/tern.v1.HookVm");
+        assert_eq!(fields["labels"]["additionalProperties"]["type"], "string");
+        let vm = &defs["tern.v1.HookVm"]["properties"];
+        assert_eq!(vm["resource"]["$ref"], "#/$defs/tern.v1.VmResource");
+        assert_eq!(vm["state"]["$ref"], "#/$defs/tern.v1.VmState");
+        assert!(defs["tern.v1.VmResource"]["properties"]["private_ips"]["items"]["type"] == "string");
+        let states: Vec<&str> =
+            defs["tern.v1.VmState"]["oneOf"].as_array().unwrap().iter().map(|v| v["const"].as_str().unwrap()).collect();
+        assert!(states.contains(&"VM_STATE_SUCCEEDED"), "{states:?}");
+        assert_eq!(request["properties"]["when"]["enum"], json!(["before", "after"]));
+        assert!(request["required"].as_array().unwrap().contains(&json!("hook_id")));
+        assert!(request["description"].as_str().unwrap().contains("core NATS, not JetStream"));
+
+        let response = hook_schema(HookMessage::Response);
+        assert_eq!(response["$id"], format!("{}tern.hooks.response.json", headers::SCHEMA_BASE));
+        let answer = &response["$defs"]["tern.v1.HookResponse"];
+        assert_eq!(answer["properties"]["ok"]["type"], "boolean");
+        assert_eq!(answer["properties"]["message"]["type"], "string");
+        assert_eq!(answer["additionalProperties"], false);
+        assert!(response.get("required").is_none(), "a left-out ok is false");
+    }
+
+    /// What the planner sends names only fields the request schema knows, with the JSON types it
+    /// says (a cheap check; tests/events validates samples against the schemas).
+    #[test]
+    fn a_request_as_the_planner_writes_it_fits_the_schema() {
+        let request = tern_proto::HookRequest {
+            hook_id: "p1.gate.0.before.0.1".into(),
+            plan_id: "p1".into(),
+            wave_number: 1,
+            when: "before".into(),
+            step_name: "hook #1".into(),
+            attempt: 1,
+            r#try: 2,
+            deadline: Some(prost_types::Timestamp { seconds: 1_800_000_000, nanos: 0 }),
+            vms: vec![tern_proto::HookVm {
+                name: "web-1".into(),
+                resource: Some(tern_proto::VmResource {
+                    region: "eastus".into(),
+                    private_ips: vec!["10.0.0.4".into()],
+                    ..Default::default()
+                }),
+                state: tern_proto::VmState::Succeeded as i32,
+                ..Default::default()
+            }],
+            labels: [("team".to_owned(), "web".to_owned())].into(),
+            ..Default::default()
+        };
+        let body = tern_proto::json::to_json(&request, HOOK_REQUEST).unwrap();
+        let schema = hook_schema(HookMessage::Request);
+        let known = |def: &str, value: &Value| {
+            let props = schema["$defs"][def]["properties"].as_object().unwrap();
+            for key in value.as_object().unwrap().keys() {
+                assert!(props.contains_key(key), "{def} has no {key}");
+            }
+        };
+        known(HOOK_REQUEST, &body);
+        known("tern.v1.HookVm", &body["vms"][0]);
+        known("tern.v1.VmResource", &body["vms"][0]["resource"]);
+        assert_eq!(body["vms"][0]["state"], "VM_STATE_SUCCEEDED");
+        assert_eq!(body["try"], 2);
+        for key in schema["required"].as_array().unwrap() {
+            assert!(body.get(key.as_str().unwrap()).is_some(), "{key} is required but left out");
+        }
+    }
+
+    #[test]
+    fn the_asyncapi_document_has_the_hook_channels_and_operations() {
+        let doc = asyncapi();
+        assert_eq!(doc["channels"]["hooks"]["address"], "tern.hooks.{hook}");
+        assert!(doc["channels"]["hooks"]["parameters"]["hook"]["description"].is_string());
+        assert!(doc["channels"]["hookReplies"]["address"].is_null());
+        let send = &doc["operations"]["sendHookRequest"];
+        assert_eq!(send["action"], "send");
+        assert_eq!(send["reply"]["channel"]["$ref"], "#/channels/hookReplies");
+        assert_eq!(send["reply"]["messages"][0]["$ref"], "#/channels/hookReplies/messages/hookResponse");
+        assert_eq!(doc["operations"]["answerHookRequest"]["action"], "receive");
+        let runner = doc["operations"]["answerHookRequest"]["description"].as_str().unwrap();
+        for fact in ["`hooks` NATS identity", "_INBOX_hooks", "queue group", "hook_id", "timeout"] {
+            assert!(runner.contains(fact), "the runner's description does not say {fact}");
+        }
+        let request = &doc["components"]["messages"]["hookRequest"];
+        assert_eq!(request["payload"]["$ref"], "./schemas/tern.hooks.request.json");
+        assert_eq!(request["contentType"], "application/json");
+        let request_headers = &doc["components"]["schemas"]["HookRequestHeaders"]["properties"];
+        assert!(request_headers.get("traceparent").is_some() && request_headers.get(headers::CONTENT_TYPE).is_some());
+        assert_eq!(
+            doc["components"]["messages"]["hookResponse"]["payload"]["$ref"],
+            "./schemas/tern.hooks.response.json"
+        );
     }
 }

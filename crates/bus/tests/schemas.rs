@@ -1,5 +1,5 @@
 //! The committed event contract (docs/events/) is what the code generates: a proto field, event
-//! type, subject or header that changed without `make schemas` fails here.
+//! type, hook message, subject or header that changed without `make schemas` fails here.
 
 use tern_bus::schema::{SCHEMA_DIR, documents};
 
@@ -18,7 +18,7 @@ fn the_committed_schemas_and_asyncapi_document_match_the_code() {
     let committed = std::fs::read_dir(root.join(SCHEMA_DIR)).map(|d| d.flatten().count()).unwrap_or(0);
     let schemas = docs.iter().filter(|d| d.path.starts_with(SCHEMA_DIR)).count();
     if committed != schemas {
-        drifted.push(format!("{SCHEMA_DIR} holds {committed} files, the code has {schemas} event types"));
+        drifted.push(format!("{SCHEMA_DIR} holds {committed} files, the code generates {schemas} schemas"));
     }
     assert!(
         drifted.is_empty(),

@@ -27,6 +27,6 @@ fn main() -> anyhow::Result<()> {
             println!("wrote {}", path.display());
         }
     }
-    println!("{} event schemas and the AsyncAPI document are up to date", docs.len() - 1);
+    println!("{} schemas (events and hooks) and the AsyncAPI document are up to date", docs.len() - 1);
     Ok(())
 }
