@@ -245,14 +245,21 @@ async fn a_hook_runner_answers_the_planners_requests_and_can_send_nothing_of_its
         runner.client().publish(reply, r#"{"ok": true, "message": "done"}"#.into()).await.unwrap();
         runner.client().flush().await.unwrap();
     });
-    let answer = planner
-        .hook_request(
-            "tern.hooks.dns-update",
-            br#"{"hook_id": "p1.gate.0.before.0.1"}"#.to_vec(),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("the runner's answer reaches the planner: {e}\n{}", server.log()));
+    // A client's flush does not wait for the server to have taken its subscription: ask until
+    // the server knows the runner listens.
+    let answer = tern_testkit::wait_for("the runner's answer", Duration::from_secs(10), || {
+        let planner = planner.clone();
+        async move {
+            let body = br#"{"hook_id": "p1.gate.0.before.0.1"}"#.to_vec();
+            match planner.hook_request("tern.hooks.dns-update", body, Duration::from_secs(5)).await {
+                Err(e) if e.to_string().contains("no service listens") => None,
+                other => Some(other),
+            }
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("the runner's answer reaches the planner: {e}\n{}", server.log()));
     assert_eq!(answer, br#"{"ok": true, "message": "done"}"#);
     answering.await.unwrap();
 

@@ -46,6 +46,16 @@ pub struct UpArgs {
     /// on, and the report says the source was not shut down.
     #[arg(long, value_name = "VM")]
     fail_shutdown: Vec<String>,
+    /// A vCPU quota in a target region, for every subscription: REGION:FAMILY:LIMIT (repeatable;
+    /// FAMILY a usage name such as standardDSv3Family, or `cores` for the regional total; e.g.
+    /// eastus:standardDSv3Family:8). Preflight blocks the VMs that would not fit; a failover
+    /// over quota fails with 28031. The simulator checks the form.
+    #[arg(long, value_name = "REGION:FAMILY:LIMIT")]
+    quota: Vec<String>,
+    /// A VM size not available in a region (repeatable; e.g. eastus:Standard_D4s_v3): preflight
+    /// blocks its VMs. The simulator checks the form.
+    #[arg(long, value_name = "REGION:SIZE")]
+    restrict_sku: Vec<String>,
     /// Also fail back every ready VM, follow the plan to its end, print the report summary,
     /// write the HTML report and stop. Without --fail, two VMs fail as ASR would (quota at
     /// failover, connectivity at reprotect) so the report has something to show.
@@ -189,6 +199,12 @@ async fn start(args: &UpArgs, procs: &mut Procs) -> anyhow::Result<Value> {
     }
     for vm in &args.fail_shutdown {
         cmd.args(["--fail-shutdown", vm]);
+    }
+    for rule in &args.quota {
+        cmd.args(["--quota", rule]);
+    }
+    for rule in &args.restrict_sku {
+        cmd.args(["--restrict-sku", rule]);
     }
     let sim = procs.start_ready(cmd, "tern-asr-sim", READY_TIMEOUT).await?;
     let field =

@@ -124,3 +124,31 @@ async fn all_ready_leaves_out_the_blocked_vms_and_the_plan_completes() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("page_token"), "{out:?}");
 }
+
+/// `tern up --quota` sets the simulator's vCPU quota: preflight blocks exactly the VMs that would
+/// not fit, naming the quota, the need and what is free.
+#[tokio::test]
+async fn a_quota_given_to_tern_up_blocks_exactly_the_vms_that_would_not_fit() {
+    // Four 2-vCPU VMs fail back to eastus, whose regional total is 5 vCPUs: two fit.
+    let mut up = common::Up::start(&["--vms", "4", "--quota", "eastus:cores:5"]).await;
+    let vms = ["--vm", "vm-00001", "--vm", "vm-00002", "--vm", "vm-00003", "--vm", "vm-00004"];
+    let out = up.tern(&[&["plan", "preflight", "-o", "json"][..], &vms].concat());
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let capacity = |name: &str| -> (String, String) {
+        let vm = doc["vms"].as_array().unwrap().iter().find(|v| v["vm"]["name"] == name).unwrap();
+        let c = vm["checks"].as_array().unwrap().iter().find(|c| c["name"] == "capacity").expect("a capacity check");
+        (c["result"].as_str().unwrap().to_owned(), c["detail"].as_str().unwrap().to_owned())
+    };
+    for name in ["vm-00001", "vm-00002"] {
+        assert_eq!(capacity(name).0, "READINESS_READY", "{name}: {doc}");
+    }
+    for name in ["vm-00003", "vm-00004"] {
+        let (result, detail) = capacity(name);
+        assert_eq!(result, "READINESS_BLOCKED", "{name}: {doc}");
+        assert_eq!(
+            detail,
+            "needs 2 vCPUs of the regional total (cores) in eastus: 1 of quota 5 free (0 in use, 4 claimed by VMs before it in this plan)"
+        );
+    }
+    up.stop().await;
+}

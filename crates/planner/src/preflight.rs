@@ -575,8 +575,10 @@ pub fn allocate_capacity(
         let vcpus = i64::from(vcpus);
         let mut short = None;
         let mut fits = Vec::new();
+        let mut unlisted = Vec::new();
         for quota in [family.as_str(), "cores"] {
             let Some(usage) = usages.iter().find(|u| u.name.value.eq_ignore_ascii_case(quota)) else {
+                unlisted.push(quota);
                 continue;
             };
             let key = (need.subscription.clone(), region.clone(), quota.to_ascii_lowercase());
@@ -601,11 +603,21 @@ pub fn allocate_capacity(
                         .entry((need.subscription.clone(), region.clone(), quota.to_ascii_lowercase()))
                         .or_default() += vcpus;
                 }
-                out.push(check(
-                    "capacity",
-                    Ready,
-                    format!("{size} ({vcpus} vCPUs of {family}) fits in {region}; {}", fits.join("; ")),
-                ));
+                let fit = format!("{size} ({vcpus} vCPUs of {family})");
+                // A quota Compute does not list is one Tern cannot vouch for: a warning, not a pass.
+                out.push(if unlisted.is_empty() {
+                    check("capacity", Ready, format!("{fit} fits in {region}; {}", fits.join("; ")))
+                } else {
+                    check(
+                        "capacity",
+                        Warning,
+                        format!(
+                            "{fit}: Compute lists no usage of {} in {region}, so it was not checked{}",
+                            unlisted.join(" or "),
+                            if fits.is_empty() { String::new() } else { format!("; {}", fits.join("; ")) }
+                        ),
+                    )
+                });
             }
         }
     }
@@ -697,5 +709,14 @@ mod tests {
             checks[0].detail,
             "needs 2 vCPUs of the regional total (cores) in eastus: 1 of quota 10 free (9 in use)"
         );
+
+        // A family Compute lists no usage of is not vouched for: a warning that says so.
+        let regions = BTreeMap::from([(
+            ("s".to_owned(), "eastus".to_owned()),
+            Ok((vec![usage("cores", 0, 10)], vec![sku("Standard_D2s_v3", "standardDSv3Family", 2)])),
+        )]);
+        let checks = allocate_capacity(&[need(Some("Standard_D2s_v3"))], &regions);
+        assert_eq!(Readiness::try_from(checks[0].result), Ok(Warning));
+        assert!(checks[0].detail.contains("lists no usage of standardDSv3Family"), "{}", checks[0].detail);
     }
 }

@@ -322,7 +322,8 @@ impl PlannerService {
             for change in &gate_changes {
                 self.gate_event(plan, &change.status).await;
             }
-            if !gate_changes.is_empty() {
+            // A hook step that opened, or that may be sent again now (the plan resumed).
+            if gates::any_waiting(plan) {
                 self.kick_hooks(plan);
             }
             if let Some(kind) = ended {
