@@ -71,13 +71,12 @@ pub fn any_waiting(plan: &Plan) -> bool {
     plan.gates.iter().any(|g| g.state() == GateState::Waiting)
 }
 
-/// A plan that ends ends its waiting steps too: they are cancelled (a `VM` retry that runs the
-/// plan again opens them anew, see [`advance`]).
-pub fn end_waiting(plan: &mut Plan) {
-    let at = plan.updated_at.or(plan.finished_at);
+/// A plan that ends ends its waiting steps too: they are cancelled at `at` (a VM's retry that
+/// runs the plan again opens them anew, see [`advance`]).
+pub fn end_waiting(plan: &mut Plan, at: Timestamp) {
     for g in plan.gates.iter_mut().filter(|g| g.state() == GateState::Waiting) {
         g.set_state(GateState::Cancelled);
-        g.ended_at = at;
+        g.ended_at = Some(at);
         g.next_try_ms = 0;
     }
 }
@@ -638,7 +637,7 @@ mod tests {
         let mut p = plan(vec![approval()]);
         p.current_wave = 1;
         advance(&mut p, at(0));
-        end_waiting(&mut p);
+        end_waiting(&mut p, at(4));
         assert_eq!(p.gates[0].state(), GateState::Cancelled);
         let c = advance(&mut p, at(5));
         assert_eq!(c[0].status.state(), GateState::Waiting, "a plan that runs again waits anew");

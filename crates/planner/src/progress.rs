@@ -535,8 +535,6 @@ fn settle_inner(plan: &mut Plan, skipped_any: &mut bool) -> Option<PlanEventKind
         (PlanState::Completed, PlanEventKind::Completed)
     };
     plan.set_state(next);
-    // A step still waiting (the plan halted or was cancelled under it) waits no more.
-    crate::gates::end_waiting(plan);
     Some(kind)
 }
 

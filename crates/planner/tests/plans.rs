@@ -1186,6 +1186,34 @@ async fn a_wave_behind_an_approval_waits_for_it_across_a_restart_and_a_rejection
     assert_eq!(gate_events(&events), expected);
 }
 
+/// A plan cancelled while a gate waits ends, and the gate with it: it is not left waiting.
+#[tokio::test]
+async fn a_plan_cancelled_while_a_gate_waits_cancels_the_gate() {
+    use tern_proto::GateState;
+    let mut r = start(ready_for_failback(2), true).await;
+    let mut s = spec(&r, &["vm-00001", "vm-00002"]);
+    s.waves = vec![
+        Wave { name: "db".into(), vm_names: vec!["vm-00001".into()], ..Default::default() },
+        Wave {
+            name: "web".into(),
+            vm_names: vec!["vm-00002".into()],
+            before: vec![approval_gate()],
+            ..Default::default()
+        },
+    ];
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    gate_reaches(&r, &plan_id, 1, GateState::Waiting).await;
+    let reason = "change window closed".to_owned();
+    r.grpc.cancel_plan(tern_proto::CancelPlanRequest { plan_id: plan_id.clone(), reason }).await.unwrap();
+    let ended = finished(&mut r, &plan_id).await;
+    assert_eq!(ended.state(), PlanState::Cancelled, "{ended:#?}");
+    assert_eq!(ended.gates[0].state(), GateState::Cancelled, "{ended:#?}");
+    assert!(ended.gates[0].ended_at.is_some());
+    assert_eq!(ended.vms[1].state(), VmState::Skipped);
+    assert_eq!(failed_over(&r.stack.accepted_ops().await), ["vm-00001"], "the web tier never failed over");
+}
+
 /// A `wait` gate passes by itself once its time is up (the watchdog's round moves it).
 #[tokio::test]
 async fn a_wait_gate_passes_after_its_duration() {

@@ -307,7 +307,10 @@ impl PlannerService {
             }
             plan.updated_at = Some(now());
             if ended.is_some() {
-                plan.finished_at = Some(now());
+                let at = now();
+                plan.finished_at = Some(at);
+                // A step still waiting (the plan halted or was cancelled under it) waits no more.
+                gates::end_waiting(&mut plan, at);
             }
             let stored = match store.update(base, plan, &dirty).await {
                 Ok(s) => s,
