@@ -160,7 +160,9 @@ impl PlannerService {
             if g.state() != tern_proto::GateState::Waiting {
                 return;
             }
-            let wait = (g.next_try_ms as i64 - now_ms()).max(0) as u64;
+            // A little past the back-off's end, so the claim finds it over (the wall clock and
+            // the timer's clock may differ by a millisecond).
+            let wait = (g.next_try_ms as i64 - now_ms()).max(0) as u64 + 20;
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
     }
