@@ -36,7 +36,7 @@ DEFAULT_SUBJECT = "tern.hooks.dns-update"
 DEFAULT_QUEUE = "dns-hook"
 # The hooks identity may only receive on `tern.hooks.>` and on its own inbox prefix.
 INBOX_PREFIX = "_INBOX_hooks"
-JSON_HEADERS = {"Content-Type": "application/json"}
+JSON_HEADERS = {"content-type": "application/json"}  # as Tern spells it on its own messages
 
 
 def write_json(path: pathlib.Path, value):
