@@ -1214,6 +1214,67 @@ async fn a_plan_cancelled_while_a_gate_waits_cancels_the_gate() {
     assert_eq!(failed_over(&r.stack.accepted_ops().await), ["vm-00001"], "the web tier never failed over");
 }
 
+/// A hook try in flight when its planner stops is not lost: its claim runs out and the planner
+/// that runs next sends it again, with the same `hook_id`; answered, the wave goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_try_lost_with_its_planner_is_sent_again_by_the_next_one() {
+    use futures::StreamExt;
+    use tern_proto::{GateState, GateStep, HookGate, gate_step};
+    let watchdog = Duration::from_millis(200);
+    let mut r = start_watching(ready_for_failback(2), true, watchdog).await;
+    // A runner that keeps every request and answers from the second try on.
+    let runner = r.stack.nats.bus(tern_bus::Identity::Hooks, "hook-runner").await;
+    let mut requests = runner.client().subscribe("tern.hooks.restart").await.unwrap();
+    let heard: Arc<std::sync::Mutex<Vec<(std::time::Instant, serde_json::Value)>>> = Arc::default();
+    let log = heard.clone();
+    tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            let request: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            let answer = request["try"].as_u64() >= Some(2);
+            log.lock().unwrap().push((std::time::Instant::now(), request));
+            if let (true, Some(reply)) = (answer, m.reply) {
+                runner.client().publish(reply, r#"{"ok": true, "message": "drained"}"#.into()).await.unwrap();
+            }
+        }
+    });
+    let hook = HookGate { subject: "tern.hooks.restart".into(), timeout: secs(2), retries: Some(1) };
+    let mut s = spec(&r, &["vm-00001", "vm-00002"]);
+    s.waves = vec![
+        Wave { name: "db".into(), vm_names: vec!["vm-00001".into()], ..Default::default() },
+        Wave {
+            name: "web".into(),
+            vm_names: vec!["vm-00002".into()],
+            before: vec![GateStep { kind: Some(gate_step::Kind::Hook(hook)), ..Default::default() }],
+            ..Default::default()
+        },
+    ];
+    let plan_id =
+        r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
+    let first = heard.clone();
+    tern_testkit::wait_for("the hook's first try", DEADLINE, || {
+        let n = first.lock().unwrap().len();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await
+    .unwrap();
+    // The planner stops while its try waits for an answer; another starts.
+    r.planner_stop.cancel();
+    r.planner_stop = r.stop.child_token();
+    r.grpc = start_planner_watching(&r.stack, r.planner_stop.clone(), watchdog).await;
+
+    let done = finished(&mut r, &plan_id).await;
+    assert_eq!(done.state(), PlanState::Completed, "{done:#?}");
+    assert_eq!((done.gates[0].state(), done.gates[0].reason.as_str()), (GateState::Passed, "drained"));
+    let heard = heard.lock().unwrap();
+    let tries: Vec<_> = heard.iter().map(|(_, r)| r["try"].as_u64()).collect();
+    assert_eq!(tries, [Some(1), Some(2)], "{heard:?}");
+    assert_eq!(heard[0].1["hook_id"], heard[1].1["hook_id"], "the same attempt");
+    // Sent by the new planner once the lost try's claim (its timeout and 5 s) ran out, not by a
+    // back-off of the old one (2 s after its timeout).
+    let gap = heard[1].0 - heard[0].0;
+    assert!(gap >= Duration::from_secs(6), "the second try came {gap:?} after the first");
+}
+
 /// A `wait` gate passes by itself once its time is up (the watchdog's round moves it).
 #[tokio::test]
 async fn a_wait_gate_passes_after_its_duration() {

@@ -73,6 +73,9 @@ impl PlannerService {
     /// Starts a task for every hook step of `plan` whose next try is due, unless this process
     /// runs one for it already.
     pub(super) fn kick_hooks(&self, plan: &Plan) {
+        if self.inner.stopping.is_cancelled() {
+            return;
+        }
         for key in gates::hooks_due(plan, now_ms()) {
             let id = (plan.plan_id.clone(), key);
             if !self.inner.hooks_running.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone()) {
@@ -115,7 +118,7 @@ impl PlannerService {
                 tern.try = t,
             );
             let _ = span.set_parent(tern_bus::trace::from_traceparent(&stored.plan.traceparent));
-            let outcome = async {
+            let sending = async {
                 let body = tern_proto::json::to_json(&request, "tern.v1.HookRequest")
                     .map_err(|e| e.to_string())
                     .and_then(|v| serde_json::to_vec(&v).map_err(|e| e.to_string()))?;
@@ -124,8 +127,12 @@ impl PlannerService {
                     Err(e) => Err(e.to_string()),
                 }
             }
-            .instrument(span)
-            .await;
+            .instrument(span);
+            let outcome = tokio::select! {
+                // The claim stays: it runs out, and the next planner sends the try again.
+                _ = self.inner.stopping.cancelled() => return,
+                outcome = sending => outcome,
+            };
             match &outcome {
                 Ok(m) => info!(plan = %plan_id, hook = %subject, try = t, message = %m, "hook passed"),
                 Err(e) => warn!(plan = %plan_id, hook = %subject, try = t, error = %e, "hook try failed"),
@@ -163,7 +170,10 @@ impl PlannerService {
             // A little past the back-off's end, so the claim finds it over (the wall clock and
             // the timer's clock may differ by a millisecond).
             let wait = (g.next_try_ms as i64 - now_ms()).max(0) as u64 + 20;
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+            tokio::select! {
+                _ = self.inner.stopping.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            }
         }
     }
 }

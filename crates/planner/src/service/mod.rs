@@ -49,6 +49,8 @@ struct Inner {
     plan_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Events received and not yet applied, by plan.
     pending: std::sync::Mutex<HashMap<String, Pending>>,
+    /// Cancelled when the planner stops: its hook tries stop with it.
+    stopping: tokio_util::sync::CancellationToken,
     /// The hook steps this process is trying now (see `hooks`).
     hooks_running: std::sync::Mutex<std::collections::HashSet<(String, crate::gates::GateKey)>>,
     /// Each plan's VM index (VM keys never change).
@@ -152,6 +154,7 @@ impl PlannerService {
             inner: Arc::new(Inner {
                 plan_locks: std::sync::Mutex::new(HashMap::new()),
                 pending: std::sync::Mutex::new(HashMap::new()),
+                stopping: tokio_util::sync::CancellationToken::new(),
                 hooks_running: std::sync::Mutex::new(Default::default()),
                 indexes: std::sync::Mutex::new(HashMap::new()),
                 bus,

@@ -37,6 +37,14 @@ impl PlannerService {
         watchdog_every: std::time::Duration,
     ) -> anyhow::Result<()> {
         self.resync().await;
+        // The hook tries in flight stop with the planner (their claims run out, and whoever
+        // runs next sends them again).
+        let stopping = self.inner.stopping.clone();
+        let stopped = shutdown.clone();
+        tokio::spawn(async move {
+            stopped.cancelled().await;
+            stopping.cancel();
+        });
         let watchdog = self.spawn_watchdog(watchdog_every, shutdown.clone());
         let consumer = self
             .inner
