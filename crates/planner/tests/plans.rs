@@ -1084,6 +1084,16 @@ fn approval_gate() -> tern_proto::GateStep {
     }
 }
 
+/// vm-00001 in wave `db`, then vm-00002 in wave `web` behind `gate`.
+fn db_then_web(r: &Running, gate: tern_proto::GateStep) -> PlanSpec {
+    let mut s = spec(r, &["vm-00001", "vm-00002"]);
+    s.waves = vec![
+        Wave { name: "db".into(), vm_names: vec!["vm-00001".into()], ..Default::default() },
+        Wave { name: "web".into(), vm_names: vec!["vm-00002".into()], before: vec![gate], ..Default::default() },
+    ];
+    s
+}
+
 /// Waits until plan wave `wave`'s `before` step 0 is in `state`.
 async fn gate_reaches(r: &Running, plan_id: &str, wave: u32, state: tern_proto::GateState) -> Plan {
     let grpc = r.grpc.clone();
@@ -1110,16 +1120,7 @@ fn failed_over(ops: &[(String, String)]) -> Vec<String> {
 async fn a_wave_behind_an_approval_waits_for_it_across_a_restart_and_a_rejection() {
     use tern_proto::{GateDecisionRequest, GateState};
     let mut r = start(ready_for_failback(2), true).await;
-    let mut s = spec(&r, &["vm-00001", "vm-00002"]);
-    s.waves = vec![
-        Wave { name: "db".into(), vm_names: vec!["vm-00001".into()], ..Default::default() },
-        Wave {
-            name: "web".into(),
-            vm_names: vec!["vm-00002".into()],
-            before: vec![approval_gate()],
-            ..Default::default()
-        },
-    ];
+    let s = db_then_web(&r, approval_gate());
     let plan_id =
         r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
     let waiting = gate_reaches(&r, &plan_id, 1, GateState::Waiting).await;
@@ -1191,16 +1192,7 @@ async fn a_wave_behind_an_approval_waits_for_it_across_a_restart_and_a_rejection
 async fn a_plan_cancelled_while_a_gate_waits_cancels_the_gate() {
     use tern_proto::GateState;
     let mut r = start(ready_for_failback(2), true).await;
-    let mut s = spec(&r, &["vm-00001", "vm-00002"]);
-    s.waves = vec![
-        Wave { name: "db".into(), vm_names: vec!["vm-00001".into()], ..Default::default() },
-        Wave {
-            name: "web".into(),
-            vm_names: vec!["vm-00002".into()],
-            before: vec![approval_gate()],
-            ..Default::default()
-        },
-    ];
+    let s = db_then_web(&r, approval_gate());
     let plan_id =
         r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
     gate_reaches(&r, &plan_id, 1, GateState::Waiting).await;
@@ -1237,17 +1229,8 @@ async fn a_hook_try_lost_with_its_planner_is_sent_again_by_the_next_one() {
             }
         }
     });
-    let hook = HookGate { subject: "tern.hooks.restart".into(), timeout: secs(2), retries: Some(1) };
-    let mut s = spec(&r, &["vm-00001", "vm-00002"]);
-    s.waves = vec![
-        Wave { name: "db".into(), vm_names: vec!["vm-00001".into()], ..Default::default() },
-        Wave {
-            name: "web".into(),
-            vm_names: vec!["vm-00002".into()],
-            before: vec![GateStep { kind: Some(gate_step::Kind::Hook(hook)), ..Default::default() }],
-            ..Default::default()
-        },
-    ];
+    let hook = HookGate { subject: "tern.hooks.restart".into(), timeout: secs(5), retries: Some(1) };
+    let s = db_then_web(&r, GateStep { kind: Some(gate_step::Kind::Hook(hook)), ..Default::default() });
     let plan_id =
         r.grpc.submit_plan(SubmitPlanRequest { spec: Some(s) }).await.unwrap().into_inner().plan.unwrap().plan_id;
     let first = heard.clone();
@@ -1269,10 +1252,10 @@ async fn a_hook_try_lost_with_its_planner_is_sent_again_by_the_next_one() {
     let tries: Vec<_> = heard.iter().map(|(_, r)| r["try"].as_u64()).collect();
     assert_eq!(tries, [Some(1), Some(2)], "{heard:?}");
     assert_eq!(heard[0].1["hook_id"], heard[1].1["hook_id"], "the same attempt");
-    // Sent by the new planner once the lost try's claim (its timeout and 5 s) ran out, not by a
-    // back-off of the old one (2 s after its timeout).
+    // Sent by the new planner once the lost try's claim (its timeout and 5 s: 10 s) ran out, not
+    // by the old one after its timeout and back-off (7 s).
     let gap = heard[1].0 - heard[0].0;
-    assert!(gap >= Duration::from_secs(6), "the second try came {gap:?} after the first");
+    assert!(gap >= Duration::from_secs(9), "the second try came {gap:?} after the first");
 }
 
 /// A `wait` gate passes by itself once its time is up (the watchdog's round moves it).
