@@ -645,6 +645,17 @@ mod tests {
     }
 
     #[test]
+    fn the_wave_map_stored_at_submission_is_read_without_the_vms() {
+        let mut p = plan(vec![approval()]);
+        assert_eq!(p.derive_spec_waves(), [Some(0), Some(1)]);
+        p.spec_wave_of = vec![0, 1];
+        p.vms.clear(); // a step reads the stored map, never the VMs
+        assert_eq!(spec_waves(&p), [Some(0), Some(1)]);
+        p.spec_wave_of = vec![-1];
+        assert_eq!(spec_waves(&p), [None]);
+    }
+
+    #[test]
     fn backoff_doubles_from_two_seconds_to_at_most_thirty() {
         let secs: Vec<u64> = (1..=7).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(secs, [2, 4, 8, 16, 30, 30, 30]);

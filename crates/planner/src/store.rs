@@ -122,6 +122,7 @@ pub fn header_fields(plan: &Plan) -> Plan {
         traceparent,
         gates,
         halted_by_gate,
+        spec_wave_of,
     } = plan;
     Plan {
         plan_id: plan_id.clone(),
@@ -138,6 +139,7 @@ pub fn header_fields(plan: &Plan) -> Plan {
         traceparent: traceparent.clone(),
         gates: gates.clone(),
         halted_by_gate: *halted_by_gate,
+        spec_wave_of: spec_wave_of.clone(),
     }
 }
 

@@ -76,8 +76,18 @@ impl PlanEventKind {
 impl Plan {
     /// For each of the plan's waves (as its VMs number them), the index of the spec's wave it
     /// came from: submission drops waves that selected no VM, so the two numberings can differ.
-    /// Empty when no wave has a gate (the common case costs nothing).
+    /// Empty when no wave has a gate (the common case costs nothing). Read from
+    /// `spec_wave_of` where submission stored it, else worked out from the VMs.
     pub fn spec_waves(&self) -> Vec<Option<usize>> {
+        if !self.spec_wave_of.is_empty() {
+            return self.spec_wave_of.iter().map(|&s| usize::try_from(s).ok()).collect();
+        }
+        self.derive_spec_waves()
+    }
+
+    /// [`Self::spec_waves`] worked out from the plan's VMs and its spec's wave lists: what
+    /// submission stores in `spec_wave_of`.
+    pub fn derive_spec_waves(&self) -> Vec<Option<usize>> {
         let Some(spec) = self.spec.as_ref() else { return vec![] };
         if spec.waves.iter().all(|w| w.before.is_empty() && w.after.is_empty()) {
             return vec![];

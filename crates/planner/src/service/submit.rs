@@ -513,6 +513,8 @@ impl PlannerService {
             ..Default::default()
         };
         plan.counts = Some(progress::counts(&plan));
+        // Worked out once here, not in every step of a gated plan.
+        plan.spec_wave_of = plan.derive_spec_waves().into_iter().map(|s| s.map_or(-1, |s| s as i32)).collect();
         let created = match self.inner.store.create(plan).await {
             Ok(created) => created,
             Err(e) => {
